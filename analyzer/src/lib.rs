@@ -1,0 +1,21 @@
+//! The analyzer of ffiprof: turns a [`ffiprof_profile::Profile`] into a report — per-function
+//! statistics (latency percentiles, the marshal/native split, top call sites) and, later, ranked
+//! recommendations. It never depends on the agent and has no unsafe code.
+//!
+//! ```
+//! use ffiprof_analyzer::{summarize, SummaryOptions, text};
+//! let mut p = ffiprof_profile::Profile::new();
+//! let mut f = ffiprof_profile::FunctionRecord::new("/lib/libm.so.6", "cos");
+//! f.calls = 10;
+//! f.native_hist.record_n(40, 10);
+//! p.functions.push(f);
+//! let report = summarize(&p, &SummaryOptions::default());
+//! assert_eq!(report.functions[0].native_p50_ns, 40);
+//! assert!(text::render(&report).contains("cos"));
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod summary;
+pub mod text;
+
+pub use summary::{summarize, FunctionSummary, Report, ReportMeta, SiteSummary, SortKey, SummaryOptions};

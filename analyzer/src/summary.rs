@@ -1,0 +1,224 @@
+//! The report model: what `ffiprof report --format json` prints, field by field.
+//!
+//! This is a public contract. Fields are added freely; none is ever renamed or removed.
+
+use ffiprof_profile::{FunctionRecord, Profile, SiteRecord};
+use serde::{Deserialize, Serialize};
+
+/// How to order functions in a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortKey {
+    Calls,
+    /// Total time at the boundary (native + marshaling + GIL wait + construction).
+    #[default]
+    Total,
+    Native,
+    Bytes,
+}
+
+/// Options for [`summarize`].
+#[derive(Debug, Clone, Default)]
+pub struct SummaryOptions {
+    pub sort: SortKey,
+    /// Keep only the first `top` functions (all when `None`).
+    pub top: Option<usize>,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Report {
+    pub meta: ReportMeta,
+    pub functions: Vec<FunctionSummary>,
+    /// Interned Python frames (file, function, line), referred to by `stacks`.
+    pub frames: Vec<ffiprof_profile::Frame>,
+    /// Interned stacks: indexes into `frames`, outermost first.
+    pub stacks: Vec<Vec<u32>>,
+    /// Ranked advice, best first (filled by the recommendation rules).
+    #[serde(default)]
+    pub recommendations: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReportMeta {
+    pub pid: u32,
+    pub command: Vec<String>,
+    pub python: Option<String>,
+    pub duration_ns: u64,
+    pub probe_overhead_ns: u64,
+    pub clock: String,
+    pub mode: String,
+    pub complete: bool,
+    pub write_reason: String,
+    pub timing_sample_every: u32,
+    pub stack_sample_every: u32,
+    pub threads: u32,
+    pub total_calls: u64,
+    pub dropped_calls: u64,
+    pub lib_filter: Vec<String>,
+    /// Hooks that could not be installed, as "hook in module: reason".
+    pub hooks_skipped: Vec<String>,
+}
+
+/// One C function in the report.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FunctionSummary {
+    pub library: String,
+    pub function: String,
+    pub calls: u64,
+    pub arg_count: u32,
+    pub arg_bytes: u64,
+    pub ret_bytes: u64,
+    pub buffer_bytes: u64,
+    pub native_ns: u64,
+    pub native_p50_ns: u64,
+    pub native_p90_ns: u64,
+    pub native_p99_ns: u64,
+    pub native_max_ns: u64,
+    pub native_mean_ns: f64,
+    pub marshal_in_ns: u64,
+    pub marshal_out_ns: u64,
+    pub gil_wait_ns: u64,
+    pub construction_ns: u64,
+    pub construction_bytes: u64,
+    /// native + marshal-in + marshal-out + GIL wait + construction.
+    pub total_ns: u64,
+    pub timed_calls: u64,
+    pub python_calls: u64,
+    pub fresh_buffer_calls: u64,
+    pub undeclared_argtypes_calls: u64,
+    pub undeclared_restype_calls: u64,
+    pub sites: Vec<SiteSummary>,
+}
+
+/// One Python call site of one function.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SiteSummary {
+    pub file: String,
+    pub line: u32,
+    pub function: String,
+    pub calls: u64,
+    pub timed_calls: u64,
+    pub native_ns: u64,
+    pub marshal_in_ns: u64,
+    pub marshal_out_ns: u64,
+    pub gil_wait_ns: u64,
+    pub construction_ns: u64,
+    pub construction_bytes: u64,
+    pub buffer_bytes: u64,
+    pub arg_bytes: u64,
+    pub fresh_buffer_calls: u64,
+    /// (stack index, calls) pairs: which whole stacks reached this site.
+    pub stacks: Vec<ffiprof_profile::StackSample>,
+}
+
+/// Total boundary time of a function record.
+pub fn total_ns(f: &FunctionRecord) -> u64 {
+    f.native_ns + f.marshal_in_ns + f.marshal_out_ns + f.gil_wait_ns + f.construction_ns
+}
+
+fn site_summary(s: &SiteRecord) -> SiteSummary {
+    SiteSummary {
+        file: s.file.clone(),
+        line: s.line,
+        function: s.function.clone(),
+        calls: s.calls,
+        timed_calls: s.timed_calls,
+        native_ns: s.native_ns,
+        marshal_in_ns: s.marshal_in_ns,
+        marshal_out_ns: s.marshal_out_ns,
+        gil_wait_ns: s.gil_wait_ns,
+        construction_ns: s.construction_ns,
+        construction_bytes: s.construction_bytes,
+        buffer_bytes: s.buffer_bytes,
+        arg_bytes: s.arg_bytes,
+        fresh_buffer_calls: s.fresh_buffer_calls,
+        stacks: s.stacks.clone(),
+    }
+}
+
+fn function_summary(f: &FunctionRecord) -> FunctionSummary {
+    let lat = f.native_hist.summary();
+    let mut sites: Vec<SiteSummary> = f.sites.iter().map(site_summary).collect();
+    sites.sort_by(|a, b| {
+        let ta = a.native_ns + a.marshal_in_ns + a.marshal_out_ns + a.gil_wait_ns + a.construction_ns;
+        let tb = b.native_ns + b.marshal_in_ns + b.marshal_out_ns + b.gil_wait_ns + b.construction_ns;
+        tb.cmp(&ta).then(b.calls.cmp(&a.calls)).then(a.file.cmp(&b.file)).then(a.line.cmp(&b.line))
+    });
+    FunctionSummary {
+        library: f.library.clone(),
+        function: f.function.clone(),
+        calls: f.calls,
+        arg_count: f.arg_count,
+        arg_bytes: f.arg_bytes,
+        ret_bytes: f.ret_bytes,
+        buffer_bytes: f.buffer_bytes,
+        native_ns: f.native_ns,
+        native_p50_ns: lat.p50_ns,
+        native_p90_ns: lat.p90_ns,
+        native_p99_ns: lat.p99_ns,
+        native_max_ns: lat.max_ns,
+        native_mean_ns: lat.mean_ns,
+        marshal_in_ns: f.marshal_in_ns,
+        marshal_out_ns: f.marshal_out_ns,
+        gil_wait_ns: f.gil_wait_ns,
+        construction_ns: f.construction_ns,
+        construction_bytes: f.construction_bytes,
+        total_ns: total_ns(f),
+        timed_calls: f.timed_calls,
+        python_calls: f.python_calls,
+        fresh_buffer_calls: f.fresh_buffer_calls,
+        undeclared_argtypes_calls: f.undeclared_argtypes_calls,
+        undeclared_restype_calls: f.undeclared_restype_calls,
+        sites,
+    }
+}
+
+/// Builds the report model of a profile: per-function statistics in the requested order.
+pub fn summarize(profile: &Profile, options: &SummaryOptions) -> Report {
+    let mut functions: Vec<FunctionSummary> = profile.functions.iter().map(function_summary).collect();
+    functions.sort_by(|a, b| {
+        let key = |f: &FunctionSummary| match options.sort {
+            SortKey::Calls => f.calls,
+            SortKey::Total => f.total_ns,
+            SortKey::Native => f.native_ns,
+            SortKey::Bytes => f.arg_bytes + f.buffer_bytes,
+        };
+        key(b)
+            .cmp(&key(a))
+            .then(b.calls.cmp(&a.calls))
+            .then(a.function.cmp(&b.function))
+    });
+    if let Some(top) = options.top {
+        functions.truncate(top);
+    }
+    let m = &profile.meta;
+    Report {
+        meta: ReportMeta {
+            pid: m.pid,
+            command: m.command.clone(),
+            python: m.python.clone(),
+            duration_ns: m.duration_ns,
+            probe_overhead_ns: m.probe_overhead_ns,
+            clock: m.clock.clone(),
+            mode: m.mode.clone(),
+            complete: m.complete,
+            write_reason: m.write_reason.clone(),
+            timing_sample_every: m.timing_sample_every,
+            stack_sample_every: m.stack_sample_every,
+            threads: m.threads,
+            total_calls: profile.total_calls(),
+            dropped_calls: m.dropped_calls,
+            lib_filter: m.lib_filter.clone(),
+            hooks_skipped: profile
+                .hooks
+                .iter()
+                .filter(|h| !h.installed)
+                .map(|h| format!("{} in {}: {}", h.hook, h.module, h.error.as_deref().unwrap_or("unknown")))
+                .collect(),
+        },
+        functions,
+        frames: profile.frames.clone(),
+        stacks: profile.stacks.clone(),
+        recommendations: Vec::new(),
+    }
+}

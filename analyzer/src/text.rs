@@ -1,0 +1,196 @@
+//! The terminal summary: a table a person can read at a glance.
+
+use std::fmt::Write;
+
+use crate::summary::Report;
+
+/// Nanoseconds as a short human duration: `850ns`, `12.3µs`, `4.56ms`, `1.23s`.
+pub fn fmt_ns(ns: u64) -> String {
+    let n = ns as f64;
+    if ns < 1_000 {
+        format!("{ns}ns")
+    } else if ns < 1_000_000 {
+        format!("{:.1}µs", n / 1e3)
+    } else if ns < 1_000_000_000 {
+        format!("{:.2}ms", n / 1e6)
+    } else {
+        format!("{:.2}s", n / 1e9)
+    }
+}
+
+/// Bytes with a binary unit: `512B`, `4.0KiB`, `1.5MiB`.
+pub fn fmt_bytes(b: u64) -> String {
+    let n = b as f64;
+    if b < 1024 {
+        format!("{b}B")
+    } else if b < 1024 * 1024 {
+        format!("{:.1}KiB", n / 1024.0)
+    } else if b < 1024 * 1024 * 1024 {
+        format!("{:.1}MiB", n / (1024.0 * 1024.0))
+    } else {
+        format!("{:.2}GiB", n / (1024.0 * 1024.0 * 1024.0))
+    }
+}
+
+/// Renders the report as the terminal summary.
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    let m = &report.meta;
+    let cmd = m.command.join(" ");
+    let _ = writeln!(
+        out,
+        "ffiprof: pid {} `{}` — {} boundary calls in {} ({}{})",
+        m.pid,
+        cmd,
+        m.total_calls,
+        fmt_ns(m.duration_ns),
+        m.python.as_deref().map(|p| format!("Python {}", p.split_whitespace().next().unwrap_or(p))).unwrap_or_else(|| "not Python".into()),
+        if m.complete { "" } else { ", snapshot: the process had not finished" },
+    );
+    if m.timing_sample_every > 1 {
+        let _ = writeln!(
+            out,
+            "  times measured on 1 call in {} and scaled; counts and bytes are exact",
+            m.timing_sample_every
+        );
+    }
+    if m.dropped_calls > 0 {
+        let _ = writeln!(out, "  warning: {} calls could not be recorded (recorder tables full)", m.dropped_calls);
+    }
+    for h in &m.hooks_skipped {
+        let _ = writeln!(out, "  hook skipped: {h}");
+    }
+    if report.functions.is_empty() {
+        let _ = writeln!(out, "\nNo calls into native libraries through libffi were recorded.");
+        return out;
+    }
+    let has_split = report.functions.iter().any(|f| f.python_calls > 0);
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let mut header = vec!["function", "library", "calls", "arg bytes", "buf bytes", "native", "p50", "p99", "max"];
+    if has_split {
+        header.extend(["marshal-in", "marshal-out", "gil wait", "construct"]);
+    }
+    for f in &report.functions {
+        let lib = f.library.rsplit('/').next().unwrap_or(&f.library).to_string();
+        let mut row = vec![
+            f.function.clone(),
+            lib,
+            f.calls.to_string(),
+            fmt_bytes(f.arg_bytes),
+            fmt_bytes(f.buffer_bytes),
+            fmt_ns(f.native_ns),
+            fmt_ns(f.native_p50_ns),
+            fmt_ns(f.native_p99_ns),
+            fmt_ns(f.native_max_ns),
+        ];
+        if has_split {
+            row.extend([
+                fmt_ns(f.marshal_in_ns),
+                fmt_ns(f.marshal_out_ns),
+                fmt_ns(f.gil_wait_ns),
+                fmt_ns(f.construction_ns),
+            ]);
+        }
+        rows.push(row);
+    }
+    out.push('\n');
+    out.push_str(&table(&header, &rows));
+
+    let mut sites: Vec<(String, &crate::summary::SiteSummary)> = report
+        .functions
+        .iter()
+        .flat_map(|f| f.sites.iter().map(move |s| (f.function.clone(), s)))
+        .collect();
+    if !sites.is_empty() {
+        sites.sort_by(|a, b| {
+            let t = |s: &crate::summary::SiteSummary| {
+                s.native_ns + s.marshal_in_ns + s.marshal_out_ns + s.gil_wait_ns + s.construction_ns
+            };
+            t(b.1).cmp(&t(a.1)).then(b.1.calls.cmp(&a.1.calls))
+        });
+        let rows: Vec<Vec<String>> = sites
+            .iter()
+            .take(10)
+            .map(|(func, s)| {
+                vec![
+                    format!("{}:{}", s.file, s.line),
+                    s.function.clone(),
+                    func.clone(),
+                    s.calls.to_string(),
+                    fmt_ns(s.native_ns),
+                    fmt_ns(s.marshal_in_ns),
+                    fmt_ns(s.marshal_out_ns),
+                    fmt_ns(s.gil_wait_ns),
+                    fmt_ns(s.construction_ns),
+                ]
+            })
+            .collect();
+        out.push_str("\nTop call sites\n");
+        out.push_str(&table(
+            &["site", "in", "calls", "count", "native", "marshal-in", "marshal-out", "gil wait", "construct"],
+            &rows,
+        ));
+    }
+    out
+}
+
+/// A plain left/right aligned table: text columns left, numbers right.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let cols = header.len();
+    let mut width: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate().take(cols) {
+            width[i] = width[i].max(c.chars().count());
+        }
+    }
+    let numeric: Vec<bool> = (0..cols)
+        .map(|i| {
+            !rows.is_empty()
+                && rows.iter().all(|r| {
+                    r.get(i)
+                        .and_then(|c| c.chars().next())
+                        .map(|ch| ch.is_ascii_digit())
+                        .unwrap_or(true)
+                })
+        })
+        .collect();
+    let mut out = String::new();
+    let line = |cells: Vec<&str>, out: &mut String| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            let pad = width[i].saturating_sub(c.chars().count());
+            if i > 0 {
+                s.push_str("  ");
+            }
+            if numeric[i] {
+                s.push_str(&" ".repeat(pad));
+                s.push_str(c);
+            } else {
+                s.push_str(c);
+                s.push_str(&" ".repeat(pad));
+            }
+        }
+        out.push_str(s.trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec(), &mut out);
+    line(width.iter().map(|w| "─".repeat(*w)).collect::<Vec<_>>().iter().map(|s| s.as_str()).collect(), &mut out);
+    for r in rows {
+        line(r.iter().map(|s| s.as_str()).collect(), &mut out);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_units() {
+        assert_eq!(fmt_ns(850), "850ns");
+        assert_eq!(fmt_ns(12_340), "12.3µs");
+        assert_eq!(fmt_ns(4_560_000), "4.56ms");
+        assert_eq!(fmt_bytes(512), "512B");
+        assert_eq!(fmt_bytes(4096), "4.0KiB");
+    }
+}

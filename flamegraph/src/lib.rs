@@ -1,0 +1,2 @@
+//! Flamegraphs and reports of an ffiprof profile (filled in by the reports issue).
+#![forbid(unsafe_code)]

@@ -1,0 +1,278 @@
+//! The on-disk profile of ffiprof: the contract between the agent that writes it and every tool that
+//! reads it (report, analyzer, flamegraph, diff).
+//!
+//! A profile is one JSON document that names its own format and version, so a reader can refuse a
+//! file from a newer ffiprof with a clear message instead of misreading it. The agent writes it
+//! atomically (temp file + rename, see [`write_atomic`]) so a reader never sees half a profile.
+//!
+//! ```
+//! use ffiprof_profile::{Profile, FunctionRecord, read_str};
+//! let mut p = Profile::new();
+//! p.functions.push(FunctionRecord::new("/lib/libm.so.6", "cos"));
+//! p.functions[0].calls = 3;
+//! let text = p.to_json();
+//! let back = read_str(&text, "example.json").unwrap();
+//! assert_eq!(back.functions[0].calls, 3);
+//! ```
+
+mod histogram;
+mod io;
+mod merge;
+
+pub use histogram::{Histogram, HistogramError, LatencySummary};
+pub use io::{read_file, read_str, write_atomic, ProfileError};
+
+use serde::{Deserialize, Serialize};
+
+/// The `format` field of every profile.
+pub const FORMAT_NAME: &str = "ffiprof-profile";
+/// The newest profile version this build reads and the one it writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// A whole profile: what one traced process (or one attach window) recorded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Profile {
+    pub format: String,
+    pub version: u32,
+    pub meta: Meta,
+    /// One record per (library, C function) that was called at least once.
+    pub functions: Vec<FunctionRecord>,
+    /// Interned Python frames, referred to by index from [`Profile::stacks`].
+    #[serde(default)]
+    pub frames: Vec<Frame>,
+    /// Interned Python stacks: indexes into [`Profile::frames`], outermost first.
+    #[serde(default)]
+    pub stacks: Vec<Vec<u32>>,
+    /// Every hook the agent tried to install, and whether it could.
+    #[serde(default)]
+    pub hooks: Vec<HookStatus>,
+}
+
+/// Facts about the run as a whole.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Meta {
+    pub pid: u32,
+    #[serde(default)]
+    pub ppid: u32,
+    /// argv of the traced process.
+    pub command: Vec<String>,
+    /// `sys.version` of the traced interpreter, or null when the process is not Python.
+    pub python: Option<String>,
+    #[serde(default)]
+    pub executable: String,
+    /// Wall-clock start of recording, nanoseconds since the Unix epoch.
+    #[serde(default)]
+    pub start_unix_ns: u64,
+    /// How long recording lasted.
+    pub duration_ns: u64,
+    /// The probe's own cost per timed interval, already subtracted from every time in the profile.
+    pub probe_overhead_ns: u64,
+    /// `tsc` or `monotonic`.
+    #[serde(default)]
+    pub clock: String,
+    /// How the agent came in: `run` (LD_PRELOAD) or `attach`.
+    #[serde(default)]
+    pub mode: String,
+    /// Why this copy was written: `periodic`, `exit`, `signal`, `exec`, `detach`.
+    #[serde(default)]
+    pub write_reason: String,
+    /// True when this is the final write of the process (not a periodic snapshot).
+    #[serde(default)]
+    pub complete: bool,
+    /// One call in `timing_sample_every` is timed; counts and bytes are always exact.
+    #[serde(default = "one")]
+    pub timing_sample_every: u32,
+    /// One call in `stack_sample_every` records its whole Python stack.
+    #[serde(default = "one")]
+    pub stack_sample_every: u32,
+    #[serde(default)]
+    pub agent_version: String,
+    /// Number of threads that made at least one recorded call.
+    #[serde(default)]
+    pub threads: u32,
+    /// Calls the agent saw but could not record (recorder tables full); should be 0.
+    #[serde(default)]
+    pub dropped_calls: u64,
+    /// `--lib` patterns in force; empty means every library reached through libffi.
+    #[serde(default)]
+    pub lib_filter: Vec<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Everything recorded about one C function of one library.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct FunctionRecord {
+    /// Path of the library the function lives in, as the loader knows it.
+    pub library: String,
+    /// Symbol name from the library's own symbol tables; `0x…` when it has none.
+    pub function: String,
+    /// Offset of the function from the library's load base.
+    #[serde(default)]
+    pub offset: u64,
+    pub calls: u64,
+    /// Number of C arguments (from the libffi cif) of the last call seen.
+    #[serde(default)]
+    pub arg_count: u32,
+    /// Sum over calls of the C argument sizes (`arg_types[i]->size`).
+    pub arg_bytes: u64,
+    /// Sum over calls of the C return value size.
+    #[serde(default)]
+    pub ret_bytes: u64,
+    /// Sum over calls of the bytes that pointer arguments refer to, where knowable.
+    #[serde(default)]
+    pub buffer_bytes: u64,
+    /// Calls whose time was measured (all of them unless timing is sampled).
+    #[serde(default)]
+    pub timed_calls: u64,
+    /// Total native time, extrapolated to all calls when timing is sampled.
+    pub native_ns: u64,
+    #[serde(default)]
+    pub marshal_in_ns: u64,
+    #[serde(default)]
+    pub marshal_out_ns: u64,
+    #[serde(default)]
+    pub gil_wait_ns: u64,
+    #[serde(default)]
+    pub construction_ns: u64,
+    #[serde(default)]
+    pub construction_bytes: u64,
+    /// Calls that went through the Python-level hook (ctypes/cffi); 0 for C callers.
+    #[serde(default)]
+    pub python_calls: u64,
+    /// Calls that received a ctypes object built just for them (same type and size at the site).
+    #[serde(default)]
+    pub fresh_buffer_calls: u64,
+    /// Calls made through a ctypes function with no `argtypes` declared.
+    #[serde(default)]
+    pub undeclared_argtypes_calls: u64,
+    /// Calls made through a ctypes function with no `restype` declared (default `c_int`).
+    #[serde(default)]
+    pub undeclared_restype_calls: u64,
+    /// Native latency distribution of the timed calls.
+    #[serde(default)]
+    pub native_hist: Histogram,
+    /// Per Python call site.
+    #[serde(default)]
+    pub sites: Vec<SiteRecord>,
+}
+
+impl FunctionRecord {
+    pub fn new(library: impl Into<String>, function: impl Into<String>) -> Self {
+        Self {
+            library: library.into(),
+            function: function.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Name of the library file without its directory.
+    pub fn library_name(&self) -> &str {
+        self.library.rsplit('/').next().unwrap_or(&self.library)
+    }
+}
+
+/// What one Python call site did with one C function.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SiteRecord {
+    pub file: String,
+    pub line: u32,
+    pub function: String,
+    pub calls: u64,
+    #[serde(default)]
+    pub timed_calls: u64,
+    pub native_ns: u64,
+    pub marshal_in_ns: u64,
+    pub marshal_out_ns: u64,
+    pub gil_wait_ns: u64,
+    pub construction_ns: u64,
+    #[serde(default)]
+    pub construction_bytes: u64,
+    pub buffer_bytes: u64,
+    #[serde(default)]
+    pub arg_bytes: u64,
+    #[serde(default)]
+    pub fresh_buffer_calls: u64,
+    /// Whole stacks seen at this site (sampled per `meta.stack_sample_every`).
+    #[serde(default)]
+    pub stacks: Vec<StackSample>,
+}
+
+/// Calls and time of one interned stack at one site.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct StackSample {
+    /// Index into [`Profile::stacks`].
+    pub stack: u32,
+    pub calls: u64,
+    pub native_ns: u64,
+    pub marshal_in_ns: u64,
+    pub marshal_out_ns: u64,
+    pub gil_wait_ns: u64,
+    #[serde(default)]
+    pub construction_ns: u64,
+}
+
+/// One Python frame: where a stack passes through.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
+pub struct Frame {
+    pub file: String,
+    pub function: String,
+    pub line: u32,
+}
+
+/// Whether one hook could be installed, and where.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct HookStatus {
+    /// The symbol or slot hooked: `ffi_call`, `dlopen`, `tp_call`, ...
+    pub hook: String,
+    /// The module whose GOT or type was patched.
+    pub module: String,
+    pub installed: bool,
+    /// Why it was skipped, when it was.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+impl Default for Profile {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Profile {
+    /// An empty profile of the current format and version.
+    pub fn new() -> Self {
+        Self {
+            format: FORMAT_NAME.to_string(),
+            version: FORMAT_VERSION,
+            meta: Meta {
+                timing_sample_every: 1,
+                stack_sample_every: 1,
+                ..Meta::default()
+            },
+            functions: Vec::new(),
+            frames: Vec::new(),
+            stacks: Vec::new(),
+            hooks: Vec::new(),
+        }
+    }
+
+    /// The profile as pretty-printed JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a profile always serializes")
+    }
+
+    /// Total calls over all functions.
+    pub fn total_calls(&self) -> u64 {
+        self.functions.iter().map(|f| f.calls).sum()
+    }
+
+    /// The function record for `function` (first match by symbol name).
+    pub fn function(&self, function: &str) -> Option<&FunctionRecord> {
+        self.functions.iter().find(|f| f.function == function)
+    }
+}
+
+pub use merge::merge;

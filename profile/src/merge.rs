@@ -1,0 +1,204 @@
+//! Merging profiles: a parent and its forked children, or several snapshots, read as one.
+
+use std::collections::HashMap;
+
+use crate::{Frame, FunctionRecord, Profile, SiteRecord, StackSample};
+
+/// Adds `other` into `into`: functions by (library, function), sites by (file, line, function),
+/// stacks re-interned. Meta keeps `into`'s identity; durations take the longer, counts add up.
+pub fn merge(into: &mut Profile, other: &Profile) {
+    let mut frame_ids: HashMap<Frame, u32> = into
+        .frames
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, f)| (f, i as u32))
+        .collect();
+    let mut stack_ids: HashMap<Vec<u32>, u32> = into
+        .stacks
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, s)| (s, i as u32))
+        .collect();
+    let stack_map: Vec<u32> = other
+        .stacks
+        .iter()
+        .map(|stack| {
+            let frames: Vec<u32> = stack
+                .iter()
+                .map(|&fi| {
+                    let frame = other.frames.get(fi as usize).cloned().unwrap_or_default();
+                    *frame_ids.entry(frame.clone()).or_insert_with(|| {
+                        into.frames.push(frame);
+                        (into.frames.len() - 1) as u32
+                    })
+                })
+                .collect();
+            *stack_ids.entry(frames.clone()).or_insert_with(|| {
+                into.stacks.push(frames);
+                (into.stacks.len() - 1) as u32
+            })
+        })
+        .collect();
+
+    for f in &other.functions {
+        let target = match into
+            .functions
+            .iter_mut()
+            .position(|g| g.library == f.library && g.function == f.function)
+        {
+            Some(i) => &mut into.functions[i],
+            None => {
+                into.functions.push(FunctionRecord {
+                    sites: Vec::new(),
+                    native_hist: Default::default(),
+                    calls: 0,
+                    ..f.clone()
+                });
+                let n = into.functions.len() - 1;
+                let t = &mut into.functions[n];
+                t.arg_bytes = 0;
+                t.ret_bytes = 0;
+                t.buffer_bytes = 0;
+                t.timed_calls = 0;
+                t.native_ns = 0;
+                t.marshal_in_ns = 0;
+                t.marshal_out_ns = 0;
+                t.gil_wait_ns = 0;
+                t.construction_ns = 0;
+                t.construction_bytes = 0;
+                t.python_calls = 0;
+                t.fresh_buffer_calls = 0;
+                t.undeclared_argtypes_calls = 0;
+                t.undeclared_restype_calls = 0;
+                t
+            }
+        };
+        add_function(target, f, &stack_map);
+    }
+    into.meta.duration_ns = into.meta.duration_ns.max(other.meta.duration_ns);
+    into.meta.threads += other.meta.threads;
+    into.meta.dropped_calls += other.meta.dropped_calls;
+}
+
+fn add_function(t: &mut FunctionRecord, f: &FunctionRecord, stack_map: &[u32]) {
+    t.calls += f.calls;
+    t.arg_count = t.arg_count.max(f.arg_count);
+    t.arg_bytes += f.arg_bytes;
+    t.ret_bytes += f.ret_bytes;
+    t.buffer_bytes += f.buffer_bytes;
+    t.timed_calls += f.timed_calls;
+    t.native_ns += f.native_ns;
+    t.marshal_in_ns += f.marshal_in_ns;
+    t.marshal_out_ns += f.marshal_out_ns;
+    t.gil_wait_ns += f.gil_wait_ns;
+    t.construction_ns += f.construction_ns;
+    t.construction_bytes += f.construction_bytes;
+    t.python_calls += f.python_calls;
+    t.fresh_buffer_calls += f.fresh_buffer_calls;
+    t.undeclared_argtypes_calls += f.undeclared_argtypes_calls;
+    t.undeclared_restype_calls += f.undeclared_restype_calls;
+    t.native_hist.add(&f.native_hist);
+    for s in &f.sites {
+        let site = match t
+            .sites
+            .iter_mut()
+            .position(|x| x.file == s.file && x.line == s.line && x.function == s.function)
+        {
+            Some(i) => &mut t.sites[i],
+            None => {
+                t.sites.push(SiteRecord {
+                    file: s.file.clone(),
+                    line: s.line,
+                    function: s.function.clone(),
+                    ..SiteRecord::default()
+                });
+                t.sites.last_mut().expect("just pushed")
+            }
+        };
+        add_site(site, s, stack_map);
+    }
+}
+
+fn add_site(t: &mut SiteRecord, s: &SiteRecord, stack_map: &[u32]) {
+    t.calls += s.calls;
+    t.timed_calls += s.timed_calls;
+    t.native_ns += s.native_ns;
+    t.marshal_in_ns += s.marshal_in_ns;
+    t.marshal_out_ns += s.marshal_out_ns;
+    t.gil_wait_ns += s.gil_wait_ns;
+    t.construction_ns += s.construction_ns;
+    t.construction_bytes += s.construction_bytes;
+    t.buffer_bytes += s.buffer_bytes;
+    t.arg_bytes += s.arg_bytes;
+    t.fresh_buffer_calls += s.fresh_buffer_calls;
+    for st in &s.stacks {
+        let stack = stack_map.get(st.stack as usize).copied().unwrap_or(st.stack);
+        match t.stacks.iter_mut().find(|x| x.stack == stack) {
+            Some(x) => {
+                x.calls += st.calls;
+                x.native_ns += st.native_ns;
+                x.marshal_in_ns += st.marshal_in_ns;
+                x.marshal_out_ns += st.marshal_out_ns;
+                x.gil_wait_ns += st.gil_wait_ns;
+                x.construction_ns += st.construction_ns;
+            }
+            None => t.stacks.push(StackSample { stack, ..st.clone() }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(calls: u64) -> Profile {
+        let mut p = Profile::new();
+        p.frames.push(Frame {
+            file: "a.py".into(),
+            function: "<module>".into(),
+            line: 3,
+        });
+        p.stacks.push(vec![0]);
+        let mut f = FunctionRecord::new("/lib/libx.so", "f");
+        f.calls = calls;
+        f.native_hist.record_n(100, calls);
+        f.sites.push(SiteRecord {
+            file: "a.py".into(),
+            line: 3,
+            function: "<module>".into(),
+            calls,
+            stacks: vec![StackSample {
+                stack: 0,
+                calls,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        p.functions.push(f);
+        p
+    }
+
+    #[test]
+    fn merging_adds_counts_and_reinterns_stacks() {
+        let mut a = sample(3);
+        merge(&mut a, &sample(4));
+        assert_eq!(a.functions.len(), 1);
+        let f = &a.functions[0];
+        assert_eq!(f.calls, 7);
+        assert_eq!(f.native_hist.len(), 7);
+        assert_eq!(f.sites.len(), 1);
+        assert_eq!(f.sites[0].calls, 7);
+        assert_eq!(f.sites[0].stacks, vec![StackSample { stack: 0, calls: 7, ..Default::default() }]);
+        assert_eq!(a.stacks.len(), 1);
+    }
+
+    #[test]
+    fn merging_into_empty_copies() {
+        let mut a = Profile::new();
+        merge(&mut a, &sample(5));
+        assert_eq!(a.functions[0].calls, 5);
+        assert_eq!(a.functions[0].sites[0].calls, 5);
+    }
+}
