@@ -1,1 +1,82 @@
-fn main() {}
+//! `ffiprof`: profile the boundary between a Python program and the native libraries it calls
+//! through ctypes and cffi. This file is only the command line; each command lives in its own
+//! module and the work in the library crates (profile, analyzer, flamegraph, tracer).
+
+mod agent_file;
+mod report_cmd;
+mod run_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "ffiprof",
+    version,
+    about = "Profile the calls a Python program makes into native libraries (ctypes, cffi)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a program with the agent preloaded and print a summary when it ends.
+    Run(run_cmd::RunArgs),
+    /// Read a profile and print it as a table or JSON.
+    Report(report_cmd::ReportArgs),
+}
+
+/// An error that already explains itself, with the exit status to leave with.
+#[derive(Debug)]
+pub struct Failure {
+    pub message: String,
+    pub code: u8,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// Bad input from the user (a missing or unreadable profile, ...): exit status 2.
+pub fn bad_input(message: impl Into<String>) -> anyhow::Error {
+    Failure {
+        message: message.into(),
+        code: 2,
+    }
+    .into()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run_cmd::run(args),
+        Command::Report(args) => report_cmd::report(args).map(|_| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            let code = e.downcast_ref::<Failure>().map(|f| f.code).unwrap_or(1);
+            eprintln!("ffiprof: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// Makes `path` absolute against the current directory (the traced program may chdir).
+pub fn absolute(path: PathBuf) -> PathBuf {
+    if path.is_absolute() {
+        path
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(&path))
+            .unwrap_or(path)
+    }
+}

@@ -1,1 +1,41 @@
-//! placeholder
+//! The ffiprof agent: a small shared library that lives inside the traced process, catches every
+//! call into native libraries made through libffi (ctypes, cffi), and leaves a profile behind.
+//!
+//! It comes in by LD_PRELOAD (`ffiprof run`) or by injection (`ffiprof attach`). In both cases the
+//! same GOT patcher (`hook::got`) redirects `ffi_call` — and `dlopen`, to patch libraries loaded
+//! later — to hooks that record per thread without locks (`record::recorder`); a snapshotter thread
+//! turns the recorders into an `ffiprof_profile::Profile` and writes it atomically.
+//!
+//! All unsafe code lives in the named modules `hook`, `record::{clock, recorder, writer}`,
+//! `python`, `inject`, `symbols` and `agent`, each block with a `// SAFETY:` comment.
+//!
+//! ```no_run
+//! // The CLI runs a program with the agent preloaded and reads what it wrote:
+//! let status = std::process::Command::new("python3")
+//!     .arg("app.py")
+//!     .env("LD_PRELOAD", "/path/to/libffiprof_tracer.so")
+//!     .env("FFIPROF_OUTPUT", "/tmp/app.ffiprof.json")
+//!     .status()
+//!     .unwrap();
+//! let profile = ffiprof_profile::read_file("/tmp/app.ffiprof.json").unwrap();
+//! # let _ = (status, profile);
+//! ```
+
+pub mod agent;
+pub mod config;
+pub mod hook;
+pub mod launch;
+pub mod python;
+pub mod record;
+pub mod symbols;
+
+/// The LD_PRELOAD constructor: runs when the loader initialises the agent, before `main`.
+extern "C" fn agent_constructor() {
+    let _ = std::panic::catch_unwind(agent::init_from_env);
+}
+
+// SAFETY: a function pointer placed in .init_array is called once by the loader with no
+// arguments, as an `extern "C" fn()`; the function catches every panic.
+#[used]
+#[link_section = ".init_array"]
+static INIT: extern "C" fn() = agent_constructor;

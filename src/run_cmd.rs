@@ -1,0 +1,166 @@
+//! `ffiprof run`: start a program with the agent preloaded, pass its input, output and exit
+//! status through untouched, then print the summary of what it called.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::SystemTime;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use ffiprof_analyzer::{summarize, text};
+use ffiprof_tracer::config as agent_env;
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Where to write the profile. Processes the program forks or execs that also call native
+    /// libraries write beside it, with their pid added (`prof.json` → `prof.<pid>.json`).
+    #[arg(short, long, default_value = "ffiprof.json")]
+    pub output: PathBuf,
+    /// Record only libraries whose path or file name matches (substring, or glob with `*`);
+    /// repeatable. Default: every library reached through libffi.
+    #[arg(long = "lib", value_name = "PATTERN")]
+    pub libs: Vec<String>,
+    /// Seconds between periodic snapshots of the profile (what survives a SIGKILL).
+    #[arg(long, default_value_t = 1.0)]
+    pub interval: f64,
+    /// Time one call in N (counts and bytes stay exact).
+    #[arg(long, value_name = "N")]
+    pub timing_sample: Option<u32>,
+    /// Functions shown in the summary.
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
+    /// Print no summary.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// The program and its arguments.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub command: Vec<OsString>,
+}
+
+fn preload_value(agent: &Path) -> OsString {
+    let mut v = OsString::from(agent);
+    if let Some(existing) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
+        v.push(":");
+        v.push(existing);
+    }
+    v
+}
+
+/// Profiles the program's descendants left beside the main profile during this run.
+fn child_profiles(output: &Path, since: SystemTime) -> Vec<PathBuf> {
+    let (Some(dir), Some(stem)) = (output.parent(), output.file_stem()) else {
+        return Vec::new();
+    };
+    let stem = stem.to_string_lossy();
+    let ext = output
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(mid) = name
+                .strip_prefix(&format!("{stem}."))
+                .and_then(|r| r.strip_suffix(&ext))
+            else {
+                return false;
+            };
+            !mid.is_empty()
+                && mid.bytes().all(|b| b.is_ascii_digit())
+                && e.metadata()
+                    .and_then(|m| m.modified())
+                    .map(|t| t >= since)
+                    .unwrap_or(false)
+        })
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    found
+}
+
+pub fn run(args: RunArgs) -> Result<ExitCode> {
+    if !(args.interval > 0.0 && args.interval.is_finite()) {
+        return Err(crate::bad_input(
+            "--interval must be a positive number of seconds",
+        ));
+    }
+    let output = crate::absolute(args.output.clone());
+    if let Some(dir) = output.parent() {
+        if !dir.is_dir() {
+            return Err(crate::bad_input(format!(
+                "the directory of the output file {} does not exist",
+                output.display()
+            )));
+        }
+    }
+    let agent = crate::agent_file::agent_path()?;
+    match std::fs::remove_file(&output) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => bail!("cannot replace the old profile {}: {e}", output.display()),
+    }
+    let started = SystemTime::now();
+    let mut cmd = Command::new(&args.command[0]);
+    cmd.args(&args.command[1..])
+        .env("LD_PRELOAD", preload_value(&agent))
+        .env(agent_env::ENV_OUTPUT, &output)
+        .env(agent_env::ENV_LIB, args.libs.join(":"))
+        .env(agent_env::ENV_INTERVAL, args.interval.to_string())
+        .env_remove(agent_env::ENV_CLAIMED);
+    if let Some(n) = args.timing_sample {
+        cmd.env(agent_env::ENV_TIMING, n.max(1).to_string());
+    }
+    let mut child = cmd.spawn().map_err(|e| {
+        let name = args.command[0].to_string_lossy();
+        if e.kind() == std::io::ErrorKind::NotFound {
+            crate::bad_input(format!("cannot run `{name}`: command not found"))
+        } else {
+            crate::bad_input(format!("cannot run `{name}`: {e}"))
+        }
+    })?;
+    ffiprof_tracer::launch::supervise(child.id());
+    let status = child.wait().context("waiting for the traced program")?;
+
+    if !args.quiet {
+        summarize_run(&output, started, args.top);
+    }
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(sig) = status.signal() {
+        ffiprof_tracer::launch::die_by_signal(sig);
+    }
+    Ok(ExitCode::from(status.code().unwrap_or(1) as u8))
+}
+
+fn summarize_run(output: &Path, started: SystemTime, top: usize) {
+    match ffiprof_profile::read_file(output) {
+        Ok(profile) => {
+            let options = crate::report_cmd::options(Some(top), crate::report_cmd::Sort::Total);
+            eprint!("\n{}", text::render(&summarize(&profile, &options)));
+            eprintln!("\nprofile: {}", output.display());
+        }
+        Err(ffiprof_profile::ProfileError::Read { .. }) => {
+            eprintln!(
+                "\nffiprof: the program left no profile at {}. ffiprof records Python processes \
+                 (ctypes, cffi); was the command a Python program? FFIPROF_DEBUG=1 shows what the agent did.",
+                output.display()
+            );
+        }
+        Err(e) => eprintln!("\nffiprof: {e}"),
+    }
+    let children = child_profiles(output, started);
+    if !children.is_empty() {
+        eprintln!("child processes left {} more profile(s):", children.len());
+        for c in children {
+            eprintln!("  {}", c.display());
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! The agent's life in a host process: start (from the LD_PRELOAD constructor), fork, exec, exit.
+//!
+//! Rule one is never to harm the host: every entry from C catches panics, a hook that cannot be
+//! installed is skipped and listed in the profile, and in a process that is not Python (the pyenv
+//! shim is bash; `timeout`, compilers and other children inherit LD_PRELOAD) nothing happens at all.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use ffiprof_profile::Profile;
+use parking_lot::Mutex;
+
+use crate::config::{self, Config, LibFilter};
+use crate::hook;
+use crate::record::clock::{self, Calibration};
+use crate::record::recorder::{self, ThreadRecorder};
+use crate::record::writer;
+
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+static DEBUG: AtomicBool = AtomicBool::new(false);
+static PID: AtomicU32 = AtomicU32::new(0);
+static IS_ROOT: AtomicBool = AtomicBool::new(false);
+static CONFIG: Mutex<Option<Config>> = Mutex::new(None);
+
+/// This thread's recorder when the agent is recording and not already inside itself.
+#[inline(always)]
+pub fn recorder_if_active() -> Option<&'static ThreadRecorder> {
+    if !ACTIVE.load(Ordering::Relaxed) {
+        return None;
+    }
+    let r = recorder::current()?;
+    if r.busy.load(Ordering::Relaxed) {
+        return None;
+    }
+    Some(r)
+}
+
+/// The slow path of a thread's first call to a function: learn the function's library (and
+/// whether `--lib` excludes it), and start the snapshotter in a freshly forked child.
+pub fn first_sighting(addr: usize) -> bool {
+    let saved = errno();
+    let excluded = std::panic::catch_unwind(|| {
+        if PID.load(Ordering::Relaxed) != std::process::id() {
+            // A vfork child sharing our memory: record nothing of its own.
+            return false;
+        }
+        if let Some(c) = CONFIG.lock().as_ref() {
+            writer::start(c.interval);
+        }
+        crate::symbols::classify(addr)
+    })
+    .unwrap_or(false);
+    set_errno(saved);
+    excluded
+}
+
+pub fn errno() -> i32 {
+    // SAFETY: __errno_location returns this thread's errno slot.
+    unsafe { *libc::__errno_location() }
+}
+
+pub fn set_errno(v: i32) {
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = v };
+}
+
+pub fn clear_dlerror() {
+    // SAFETY: dlerror only reads and clears this thread's loader error state.
+    unsafe { libc::dlerror() };
+}
+
+pub fn debug(msg: &str) {
+    if DEBUG.load(Ordering::Relaxed) {
+        eprintln!("ffiprof[{}]: {msg}", std::process::id());
+    }
+}
+
+fn is_python_process() -> bool {
+    // SAFETY: dlsym on RTLD_DEFAULT only looks the name up.
+    !unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"Py_IsInitialized".as_ptr()) }.is_null()
+}
+
+/// The LD_PRELOAD entry point (see `lib.rs`): configure from `FFIPROF_*`, patch, and start.
+pub fn init_from_env() {
+    let Some(cfg) = Config::from_env() else {
+        return;
+    };
+    DEBUG.store(cfg.debug, Ordering::Relaxed);
+    if !is_python_process() {
+        debug("not a Python process: inert");
+        return;
+    }
+    let root = std::env::var_os(config::ENV_CLAIMED).is_none();
+    if root {
+        // Descendants (exec'd Python children) must not overwrite our profile.
+        std::env::set_var(config::ENV_CLAIMED, std::process::id().to_string());
+    }
+    IS_ROOT.store(root, Ordering::Relaxed);
+    start(cfg, true);
+    writer::install_signal_handlers();
+    // SAFETY: registering plain extern "C" functions that catch their own panics.
+    unsafe {
+        libc::atexit(at_exit);
+        libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child));
+    }
+}
+
+/// Starts recording with `cfg`: clock, filters, hooks, snapshotter.
+pub fn start(cfg: Config, process_hooks: bool) {
+    clock::init(cfg.force_monotonic);
+    PID.store(std::process::id(), Ordering::Relaxed);
+    crate::symbols::set_filter(LibFilter::new(&cfg.libs));
+    crate::python::TIMING_EVERY.store(cfg.timing_sample_every.max(1), Ordering::Relaxed);
+    let interval = cfg.interval;
+    debug(&format!("recording to {}", cfg.output.display()));
+    *CONFIG.lock() = Some(cfg);
+    ACTIVE.store(true, Ordering::Release);
+    hook::install(process_hooks);
+    writer::start(interval);
+}
+
+/// Where this process writes, or None when it should not write (a child that recorded nothing).
+fn output_path(recorded: bool) -> Option<PathBuf> {
+    let cfg = CONFIG.lock();
+    let cfg = cfg.as_ref()?;
+    if IS_ROOT.load(Ordering::Relaxed) {
+        Some(cfg.output.clone())
+    } else if recorded {
+        Some(config::per_pid_path(&cfg.output, std::process::id()))
+    } else {
+        None
+    }
+}
+
+fn python_version() -> Option<String> {
+    // SAFETY: Py_GetVersion returns a static NUL-terminated string and needs no interpreter.
+    unsafe {
+        let f = libc::dlsym(libc::RTLD_DEFAULT, c"Py_GetVersion".as_ptr());
+        if f.is_null() {
+            return None;
+        }
+        let f: extern "C" fn() -> *const libc::c_char = std::mem::transmute(f);
+        let p = f();
+        (!p.is_null()).then(|| std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned())
+    }
+}
+
+/// Fills the profile's meta; returns the path to write to (None: do not write).
+pub fn fill_meta(
+    p: &mut Profile,
+    cal: &Calibration,
+    reason: &'static str,
+    complete: bool,
+) -> Option<PathBuf> {
+    let path = output_path(!p.functions.is_empty())?;
+    let cfg = CONFIG.lock().clone()?;
+    let m = &mut p.meta;
+    m.pid = std::process::id();
+    // SAFETY: getppid has no preconditions.
+    m.ppid = unsafe { libc::getppid() } as u32;
+    m.command = std::fs::read("/proc/self/cmdline")
+        .map(|b| {
+            b.split(|c| *c == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    m.python = python_version();
+    m.executable = std::fs::read_link("/proc/self/exe")
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    m.start_unix_ns = cal.start_unix_ns;
+    m.duration_ns = cal.elapsed_ns;
+    m.probe_overhead_ns = cal.probe_ns();
+    m.clock = clock::clock_name().to_string();
+    m.mode = cfg.mode.to_string();
+    m.write_reason = reason.to_string();
+    m.complete = complete;
+    m.timing_sample_every = cfg.timing_sample_every.max(1);
+    m.stack_sample_every = cfg.stack_sample_every;
+    m.agent_version = env!("CARGO_PKG_VERSION").to_string();
+    m.lib_filter = cfg.libs.clone();
+    p.hooks = hook::statuses();
+    Some(path)
+}
+
+/// Before exec or `_exit`: the process image ends without atexit handlers, so write now —
+/// unless this is a vfork child sharing the parent's memory (its pid differs from ours).
+pub fn before_leaving(reason: &'static str) {
+    if ACTIVE.load(Ordering::Acquire) && PID.load(Ordering::Relaxed) == std::process::id() {
+        writer::write_now(reason, true);
+    }
+}
+
+extern "C" fn at_exit() {
+    let _ = std::panic::catch_unwind(|| before_leaving("exit"));
+}
+
+extern "C" fn fork_prepare() {
+    let _ = std::panic::catch_unwind(|| {
+        writer::fork_prepare();
+        hook::fork_prepare();
+        crate::symbols::fork_prepare();
+    });
+}
+
+extern "C" fn fork_parent() {
+    let _ = std::panic::catch_unwind(|| {
+        crate::symbols::fork_release();
+        hook::fork_release();
+        writer::fork_release_parent();
+    });
+}
+
+extern "C" fn fork_child() {
+    let _ = std::panic::catch_unwind(|| {
+        crate::symbols::fork_release();
+        hook::fork_release();
+        writer::forget_after_fork();
+        recorder::forget_all();
+        clock::restart();
+        PID.store(std::process::id(), Ordering::Relaxed);
+        IS_ROOT.store(false, Ordering::Relaxed);
+    });
+}

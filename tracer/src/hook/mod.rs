@@ -1,0 +1,245 @@
+//! Which GOT entries the agent redirects, in which modules, and the install/restore pair that
+//! both `run` (LD_PRELOAD) and `attach` use.
+
+pub mod ffi;
+pub mod got;
+mod loader;
+mod process;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use ffiprof_profile::HookStatus;
+use parking_lot::Mutex;
+
+use got::{Module, PatchedSlot};
+
+/// What to put in a module's GOT entry for one imported symbol.
+#[derive(Clone, Copy)]
+enum Replacement {
+    /// A trampoline chosen per real `ffi_call` (one per libffi copy).
+    FfiCall,
+    Fixed(usize),
+}
+
+struct Wanted {
+    symbol: &'static str,
+    /// Only modules whose file name starts with one of these (None: every module).
+    only_in: Option<&'static [&'static str]>,
+    replacement: Replacement,
+    /// Record success in the profile's hook list (the loader/process hooks are too many to list).
+    report: bool,
+}
+
+fn wanted(process_hooks: bool) -> Vec<Wanted> {
+    let fixed = |symbol, f: usize| Wanted {
+        symbol,
+        only_in: None,
+        replacement: Replacement::Fixed(f),
+        report: false,
+    };
+    let mut w = vec![
+        Wanted {
+            symbol: "ffi_call",
+            only_in: None,
+            replacement: Replacement::FfiCall,
+            report: true,
+        },
+        Wanted {
+            symbol: "cffistatic_ffi_call",
+            only_in: None,
+            replacement: Replacement::FfiCall,
+            report: true,
+        },
+        Wanted {
+            symbol: "dlsym",
+            only_in: Some(&["_ctypes", "_cffi_backend"]),
+            replacement: Replacement::Fixed(loader::hook_dlsym as *const () as usize),
+            report: false,
+        },
+        fixed("dlopen", loader::hook_dlopen as *const () as usize),
+    ];
+    if process_hooks {
+        w.extend([
+            fixed("execve", process::hook_execve as *const () as usize),
+            fixed("execv", process::hook_execv as *const () as usize),
+            fixed("execvp", process::hook_execvp as *const () as usize),
+            fixed("execvpe", process::hook_execvpe as *const () as usize),
+            fixed("fexecve", process::hook_fexecve as *const () as usize),
+            fixed("_exit", process::hook_exit as *const () as usize),
+        ]);
+    }
+    w.extend(
+        crate::python::wanted_hooks()
+            .into_iter()
+            .map(|(symbol, only_in, f)| Wanted {
+                symbol,
+                only_in: Some(only_in),
+                replacement: Replacement::Fixed(f),
+                report: true,
+            }),
+    );
+    w
+}
+
+struct Installed {
+    slots: Vec<PatchedSlot>,
+    seen: HashSet<(usize, String)>,
+    statuses: Vec<HookStatus>,
+    generation: (u64, u64),
+    process_hooks: bool,
+}
+
+static INSTALLED: Mutex<Option<Installed>> = Mutex::new(None);
+static RESCAN_PENDING: AtomicBool = AtomicBool::new(false);
+
+fn own_module(modules: &[Module]) -> Option<(usize, String)> {
+    let me = install as *const () as usize;
+    modules
+        .iter()
+        .find(|m| m.contains(me))
+        .map(|m| (m.base, m.name.clone()))
+}
+
+fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+fn scan(state: &mut Installed) {
+    state.generation = got::loader_generation();
+    let modules = got::loaded_modules();
+    let me = own_module(&modules);
+    let wanted = wanted(state.process_hooks);
+    let symbols: Vec<&'static str> = wanted.iter().map(|w| w.symbol).collect();
+    for m in &modules {
+        let key = (m.base, m.name.clone());
+        if state.seen.contains(&key) || Some(&key) == me.as_ref() || m.name.contains("/ld-linux") {
+            continue;
+        }
+        state.seen.insert(key);
+        for (symbol, slot) in m.imports(&symbols) {
+            let Some(w) = wanted.iter().find(|w| w.symbol == symbol) else {
+                continue;
+            };
+            if let Some(only) = w.only_in {
+                if !only.iter().any(|p| file_name(&m.name).starts_with(p)) {
+                    continue;
+                }
+            }
+            let replacement = match w.replacement {
+                Replacement::Fixed(f) => Ok(f),
+                Replacement::FfiCall => match m.resolve(symbol) {
+                    Some(real) if ffi::is_trampoline(real) => {
+                        Err("resolves to the agent itself".to_string())
+                    }
+                    Some(real) => ffi::trampoline_for(real)
+                        .ok_or_else(|| "too many libffi copies".to_string()),
+                    None => Err(format!("cannot resolve {symbol} for this module")),
+                },
+            };
+            let result = replacement.and_then(|r| got::patch(m, symbol, slot, r));
+            let module = if m.name.is_empty() {
+                "[main program]".to_string()
+            } else {
+                m.name.clone()
+            };
+            match result {
+                Ok(p) => {
+                    state.slots.push(p);
+                    if w.report {
+                        state.statuses.push(HookStatus {
+                            hook: symbol.to_string(),
+                            module,
+                            installed: true,
+                            error: None,
+                        });
+                    }
+                }
+                Err(e) if e == "already patched" => {}
+                Err(e) => state.statuses.push(HookStatus {
+                    hook: symbol.to_string(),
+                    module,
+                    installed: false,
+                    error: Some(e),
+                }),
+            }
+        }
+    }
+    // Clear any dlerror state our NOLOAD look-ups left behind.
+    crate::agent::clear_dlerror();
+}
+
+/// Patches every loaded module. `process_hooks` adds exec/_exit (for `run`; attach leaves them).
+pub fn install(process_hooks: bool) {
+    let mut guard = INSTALLED.lock();
+    let state = guard.get_or_insert_with(|| Installed {
+        slots: Vec::new(),
+        seen: HashSet::new(),
+        statuses: Vec::new(),
+        generation: (0, 0),
+        process_hooks,
+    });
+    scan(state);
+}
+
+/// Patches modules loaded since the last scan. Never blocks: a thread inside `dlopen` holds the
+/// loader lock, so waiting here for a scanner that waits for the loader would deadlock; instead
+/// the current scanner is asked to look again.
+pub fn rescan() {
+    RESCAN_PENDING.store(true, Ordering::SeqCst);
+    while RESCAN_PENDING.load(Ordering::SeqCst) {
+        let Some(mut guard) = INSTALLED.try_lock() else {
+            return;
+        };
+        RESCAN_PENDING.store(false, Ordering::SeqCst);
+        if let Some(state) = guard.as_mut() {
+            if got::loader_generation() != state.generation {
+                scan(state);
+            }
+        }
+    }
+}
+
+/// Puts back every GOT entry still pointing at a hook, in modules still loaded.
+pub fn restore_all() -> usize {
+    let mut guard = INSTALLED.lock();
+    let Some(state) = guard.as_mut() else {
+        return 0;
+    };
+    let loaded: HashSet<String> = got::loaded_modules().into_iter().map(|m| m.name).collect();
+    let mut restored = 0;
+    for slot in state.slots.drain(..) {
+        if loaded.contains(&slot.module) && slot.restore() {
+            restored += 1;
+        }
+    }
+    state.seen.clear();
+    restored
+}
+
+/// Installed and failed hooks, for the profile.
+pub fn statuses() -> Vec<HookStatus> {
+    INSTALLED
+        .lock()
+        .as_ref()
+        .map(|s| s.statuses.clone())
+        .unwrap_or_default()
+}
+
+/// Number of GOT entries currently pointing at a hook.
+pub fn active_count() -> usize {
+    INSTALLED
+        .lock()
+        .as_ref()
+        .map(|s| s.slots.iter().filter(|p| p.is_active()).count())
+        .unwrap_or(0)
+}
+
+pub(crate) fn fork_prepare() {
+    std::mem::forget(INSTALLED.lock());
+}
+
+pub(crate) fn fork_release() {
+    // SAFETY: paired with fork_prepare on the same thread, which leaked the guard.
+    unsafe { INSTALLED.force_unlock() };
+}

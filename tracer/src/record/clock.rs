@@ -1,0 +1,128 @@
+//! The probe's clock: the TSC where it is invariant (one `rdtsc`, ~13 ns here), else
+//! `CLOCK_MONOTONIC` through the vDSO (~36 ns). Ticks are converted to nanoseconds only when a
+//! profile is written, from a calibration against `CLOCK_MONOTONIC` over the whole run.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+static USE_TSC: AtomicBool = AtomicBool::new(false);
+static START_TICKS: AtomicU64 = AtomicU64::new(0);
+static START_MONO_NS: AtomicU64 = AtomicU64::new(0);
+static START_UNIX_NS: AtomicU64 = AtomicU64::new(0);
+
+/// A clock reading in ticks (TSC cycles, or nanoseconds when the TSC is not usable).
+#[inline(always)]
+pub fn now() -> u64 {
+    if USE_TSC.load(Ordering::Relaxed) {
+        // SAFETY: rdtsc is available on every x86-64 CPU; it has no memory effects.
+        unsafe { core::arch::x86_64::_rdtsc() }
+    } else {
+        monotonic_ns()
+    }
+}
+
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Whether the CPU says its TSC is invariant (CPUID 0x8000_0007, EDX bit 8).
+fn tsc_is_invariant() -> bool {
+    use core::arch::x86_64::__cpuid;
+    // CPUID is available on every x86-64 CPU; leaf 0x8000_0000 reports the highest extended
+    // leaf, which we check before asking for 0x8000_0007.
+    if __cpuid(0x8000_0000).eax < 0x8000_0007 {
+        return false;
+    }
+    __cpuid(0x8000_0007).edx & (1 << 8) != 0
+}
+
+/// Chooses the clock and records the start of the run. `FFIPROF_CLOCK=monotonic` forces the
+/// fallback (to test it, or on machines whose TSC misbehaves despite CPUID).
+pub fn init(force_monotonic: bool) {
+    USE_TSC.store(!force_monotonic && tsc_is_invariant(), Ordering::Relaxed);
+    restart();
+}
+
+/// Starts the run's time base anew (at init, and in a forked child).
+pub fn restart() {
+    START_MONO_NS.store(monotonic_ns(), Ordering::Relaxed);
+    START_TICKS.store(now(), Ordering::Relaxed);
+    START_UNIX_NS.store(unix_ns(), Ordering::Relaxed);
+}
+
+pub fn clock_name() -> &'static str {
+    if USE_TSC.load(Ordering::Relaxed) {
+        "tsc"
+    } else {
+        "monotonic"
+    }
+}
+
+/// Converts ticks to nanoseconds, measured against the monotonic clock.
+#[derive(Debug, Clone, Copy)]
+pub struct Calibration {
+    pub ns_per_tick: f64,
+    /// Ticks a back-to-back pair of clock reads measures: what every timed interval over-counts.
+    pub probe_ticks: u64,
+    pub start_unix_ns: u64,
+    pub elapsed_ns: u64,
+}
+
+impl Calibration {
+    pub fn ns(&self, ticks: u64) -> u64 {
+        (ticks as f64 * self.ns_per_tick).round() as u64
+    }
+
+    pub fn probe_ns(&self) -> u64 {
+        self.ns(self.probe_ticks)
+    }
+}
+
+/// Measures the tick rate over the run so far (at least 20 ms, spinning if the run is younger)
+/// and the probe's own cost.
+pub fn calibrate() -> Calibration {
+    let start_mono = START_MONO_NS.load(Ordering::Relaxed);
+    let start_ticks = START_TICKS.load(Ordering::Relaxed);
+    let mut mono = monotonic_ns();
+    while mono.saturating_sub(start_mono) < 20_000_000 {
+        std::hint::spin_loop();
+        mono = monotonic_ns();
+    }
+    let ticks = now();
+    let elapsed_ns = mono - start_mono;
+    let ns_per_tick = if USE_TSC.load(Ordering::Relaxed) {
+        elapsed_ns as f64 / (ticks.saturating_sub(start_ticks)).max(1) as f64
+    } else {
+        1.0
+    };
+    Calibration {
+        ns_per_tick,
+        probe_ticks: probe_ticks(),
+        start_unix_ns: START_UNIX_NS.load(Ordering::Relaxed),
+        elapsed_ns,
+    }
+}
+
+/// Median of back-to-back clock reads: the part of a measured interval that is the probe itself.
+fn probe_ticks() -> u64 {
+    let mut samples = [0u64; 501];
+    for s in samples.iter_mut() {
+        let a = now();
+        let b = now();
+        *s = b.wrapping_sub(a);
+    }
+    samples.sort_unstable();
+    samples[samples.len() / 2]
+}

@@ -1,0 +1,309 @@
+//! Per-thread recorders: the hot path's only data structure.
+//!
+//! A thread finds its recorder from its thread pointer (`fs:0`, one instruction) in a fixed global
+//! table, then its per-(function, site) statistics in an open-addressing table of its own. Only the
+//! owning thread writes a recorder, with relaxed atomic loads and stores (plain moves on x86-64), so
+//! the hot path takes no lock, makes no syscall and allocates only the first time a thread meets a
+//! (function, site) pair. The snapshotter reads the same atomics from its own thread.
+//!
+//! A thread pointer is reused only after its thread is gone, so a new thread that inherits a dead
+//! thread's recorder just keeps adding to totals nobody else writes any more: no destructor, no TLS
+//! (a `thread_local!` in a cdylib costs a `__tls_get_addr` call and can panic in exit hooks).
+
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+/// Latency buckets: exact below 128 ticks, then 64 per power of two (under 1.6 % wide).
+pub const BUCKETS: usize = 64 * 37 + 64;
+const MAX_TICKS: u64 = (1u64 << 42) - 1;
+
+#[inline(always)]
+pub fn bucket_of(ticks: u64) -> usize {
+    let v = ticks.min(MAX_TICKS);
+    if v < 128 {
+        v as usize
+    } else {
+        let msb = 63 - v.leading_zeros();
+        let shift = msb - 6;
+        64 * shift as usize + (v >> shift) as usize
+    }
+}
+
+/// The middle of bucket `i`, in ticks.
+pub fn bucket_value(i: usize) -> u64 {
+    if i < 128 {
+        i as u64
+    } else {
+        let shift = (i / 64 - 1) as u32;
+        let sub = (i % 64 + 64) as u64;
+        let lo = sub << shift;
+        let hi = ((sub + 1) << shift) - 1;
+        lo + (hi - lo) / 2
+    }
+}
+
+/// Counters a relaxed load-add-store can bump: only the owning thread writes them.
+#[derive(Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline(always)]
+    pub fn add(&self, v: u64) {
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(v),
+            Ordering::Relaxed,
+        );
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+    pub fn reset(&self) {
+        self.0.store(0, Ordering::Relaxed)
+    }
+}
+
+/// Everything one thread recorded for one (C function, Python call site) pair.
+pub struct CallStats {
+    pub function: usize,
+    /// Interned call-site id (0: not called from Python, or site unknown).
+    pub site: u32,
+    /// Set at first sighting when `--lib` excludes the function's library.
+    pub excluded: bool,
+    pub calls: Counter,
+    pub arg_count: AtomicU32,
+    pub arg_bytes: Counter,
+    pub ret_bytes: Counter,
+    pub buffer_bytes: Counter,
+    pub timed: Counter,
+    pub native_ticks: Counter,
+    pub marshal_in_ticks: Counter,
+    pub marshal_out_ticks: Counter,
+    pub gil_ticks: Counter,
+    pub construction_ticks: Counter,
+    pub construction_bytes: Counter,
+    pub python_calls: Counter,
+    pub fresh_buffer_calls: Counter,
+    pub undeclared_argtypes: Counter,
+    pub undeclared_restype: Counter,
+    pub hist: [Counter; BUCKETS],
+}
+
+impl CallStats {
+    fn new(function: usize, site: u32, excluded: bool) -> Box<Self> {
+        // SAFETY: every field of CallStats is an integer, an atomic or a bool, for which all-zero
+        // bytes are a valid value; allocating zeroed keeps 20 KiB off small thread stacks.
+        let mut s: Box<Self> = unsafe { Box::new_zeroed().assume_init() };
+        s.function = function;
+        s.site = site;
+        s.excluded = excluded;
+        s
+    }
+
+    #[inline(always)]
+    pub fn record_native(&self, ticks: u64) {
+        self.timed.add(1);
+        self.native_ticks.add(ticks);
+        self.hist[bucket_of(ticks)].add(1);
+    }
+}
+
+const STATS_SLOTS: usize = 2048;
+
+struct StatsSlot {
+    key: AtomicU64,
+    stats: AtomicPtr<CallStats>,
+}
+
+/// One thread's recorder.
+pub struct ThreadRecorder {
+    slots: [StatsSlot; STATS_SLOTS],
+    /// Re-entrancy guard: set while the agent's own code runs on this thread.
+    pub busy: AtomicBool,
+    /// Per-thread state of the Python layer (current call, timestamps).
+    pub python: crate::python::ThreadState,
+}
+
+#[inline(always)]
+fn stats_key(function: usize, site: u32) -> u64 {
+    (function as u64) ^ ((site as u64) << 48) ^ ((site as u64) >> 16)
+}
+
+#[inline(always)]
+fn mix(k: u64) -> usize {
+    (k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize
+}
+
+impl ThreadRecorder {
+    fn new() -> Box<Self> {
+        // SAFETY: slots are atomics (zero = empty), `busy` is false when zero, and the Python
+        // layer's ThreadState is documented to be valid all-zero; allocating zeroed keeps the
+        // 32 KiB table off the calling thread's stack.
+        unsafe { Box::new_zeroed().assume_init() }
+    }
+
+    /// The statistics of (function, site) on this thread, created on first sighting.
+    /// `excluded` is asked only then. Returns None when the table is full.
+    #[inline(always)]
+    pub fn stats(
+        &self,
+        function: usize,
+        site: u32,
+        excluded: impl FnOnce(usize) -> bool,
+    ) -> Option<&CallStats> {
+        let key = stats_key(function, site);
+        let mut i = mix(key) & (STATS_SLOTS - 1);
+        for _ in 0..STATS_SLOTS {
+            let slot = &self.slots[i];
+            let k = slot.key.load(Ordering::Relaxed);
+            if k == key {
+                let p = slot.stats.load(Ordering::Acquire);
+                // SAFETY: a published CallStats is leaked and never freed while the process lives.
+                if let Some(s) = unsafe { p.as_ref() } {
+                    if s.function == function && s.site == site {
+                        return Some(s);
+                    }
+                }
+            } else if k == 0 {
+                let s = Box::leak(CallStats::new(function, site, excluded(function)));
+                slot.stats.store(s, Ordering::Release);
+                slot.key.store(key, Ordering::Release);
+                return Some(s);
+            }
+            i = (i + 1) & (STATS_SLOTS - 1);
+        }
+        None
+    }
+
+    /// Every (function, site) this thread has recorded.
+    pub fn each(&self, mut f: impl FnMut(&CallStats)) {
+        for slot in &self.slots {
+            if slot.key.load(Ordering::Acquire) != 0 {
+                // SAFETY: as in `stats`.
+                if let Some(s) = unsafe { slot.stats.load(Ordering::Acquire).as_ref() } {
+                    f(s);
+                }
+            }
+        }
+    }
+}
+
+const THREAD_SLOTS: usize = 4096;
+
+struct ThreadSlot {
+    key: AtomicUsize,
+    recorder: AtomicPtr<ThreadRecorder>,
+}
+
+static THREADS: [ThreadSlot; THREAD_SLOTS] = [const {
+    ThreadSlot {
+        key: AtomicUsize::new(0),
+        recorder: AtomicPtr::new(std::ptr::null_mut()),
+    }
+}; THREAD_SLOTS];
+
+/// Calls that could not be recorded because a table was full.
+pub static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// Set when the first thread is registered (the snapshotter starts lazily after a fork).
+pub static ANY_THREAD: AtomicBool = AtomicBool::new(false);
+
+#[inline(always)]
+fn thread_pointer() -> usize {
+    let tp: usize;
+    // SAFETY: on x86-64 Linux, fs:0 holds the thread control block's own address (the TCB's
+    // self-pointer), which is unique among live threads; reading it has no side effects.
+    unsafe {
+        core::arch::asm!("mov {}, fs:0", out(reg) tp, options(nostack, readonly, preserves_flags))
+    };
+    tp
+}
+
+/// This thread's recorder, created on its first call. None when the table of threads is full.
+#[inline(always)]
+pub fn current() -> Option<&'static ThreadRecorder> {
+    let key = thread_pointer();
+    let mut i = mix(key as u64) & (THREAD_SLOTS - 1);
+    for _ in 0..THREAD_SLOTS {
+        let slot = &THREADS[i];
+        let k = slot.key.load(Ordering::Acquire);
+        if k == key {
+            // SAFETY: recorders are leaked, never freed; null only during the owner's own claim.
+            return unsafe { slot.recorder.load(Ordering::Acquire).as_ref() };
+        }
+        if k == 0
+            && slot
+                .key
+                .compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            let r: &'static ThreadRecorder = Box::leak(ThreadRecorder::new());
+            slot.recorder
+                .store(r as *const _ as *mut _, Ordering::Release);
+            ANY_THREAD.store(true, Ordering::Release);
+            return Some(r);
+        }
+        if k == 0 {
+            // Another thread claimed this slot between our load and CAS: look again at it.
+            continue;
+        }
+        i = (i + 1) & (THREAD_SLOTS - 1);
+    }
+    None
+}
+
+/// Every recorder of every thread seen so far.
+pub fn each_thread(mut f: impl FnMut(&ThreadRecorder)) {
+    for slot in THREADS.iter() {
+        // SAFETY: as in `current`.
+        if let Some(r) = unsafe { slot.recorder.load(Ordering::Acquire).as_ref() } {
+            f(r);
+        }
+    }
+}
+
+/// Forgets every thread (in a forked child: the parent's counts are not the child's). The old
+/// recorders are leaked on purpose; the child is single-threaded here, so nobody is writing them.
+pub fn forget_all() {
+    for slot in THREADS.iter() {
+        slot.recorder.store(std::ptr::null_mut(), Ordering::Release);
+        slot.key.store(0, Ordering::Release);
+    }
+    DROPPED.store(0, Ordering::Relaxed);
+    ANY_THREAD.store(false, Ordering::Release);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_monotonic_and_tight() {
+        let mut last = 0;
+        for v in (0..100_000u64).chain([1 << 20, 1 << 30, 1 << 41]) {
+            let b = bucket_of(v);
+            assert!(b >= last || v == 1 << 20, "{v}");
+            last = b;
+            assert!(b < BUCKETS);
+            let mid = bucket_value(b) as f64;
+            assert!(
+                (mid - v as f64).abs() <= (v as f64) * 0.016 + 0.5,
+                "{v} -> {b} -> {mid}"
+            );
+        }
+    }
+
+    #[test]
+    fn same_thread_same_recorder_and_stats() {
+        let a = current().unwrap() as *const _;
+        let b = current().unwrap() as *const _;
+        assert_eq!(a, b);
+        let r = current().unwrap();
+        let s1 = r.stats(0x1234, 0, |_| false).unwrap() as *const _;
+        let s2 = r.stats(0x1234, 0, |_| true).unwrap() as *const _;
+        let s3 = r.stats(0x1234, 7, |_| false).unwrap() as *const _;
+        assert_eq!(s1, s2);
+        assert_ne!(s1, s3);
+        let other = std::thread::spawn(|| current().unwrap() as *const _ as usize)
+            .join()
+            .unwrap();
+        assert_ne!(other, a as usize);
+    }
+}

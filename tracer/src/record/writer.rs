@@ -1,0 +1,209 @@
+//! The snapshotter: writes the profile atomically every interval, at exit, before exec, and on
+//! SIGTERM/SIGINT/SIGHUP (the signal handler only wakes this thread through a pipe — the one thing
+//! a handler may safely do — then waits for it, restores the default action and re-raises).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use super::clock;
+
+/// Serialises writes; held across building and renaming one profile.
+static WRITE: Mutex<()> = Mutex::new(());
+/// Set once the final profile of this process is written: later periodic writes must not
+/// replace a complete profile with a snapshot.
+static FINAL_WRITTEN: AtomicBool = AtomicBool::new(false);
+static WARNED: AtomicBool = AtomicBool::new(false);
+static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+static ACK_FD: AtomicI32 = AtomicI32::new(-1);
+static RUNNING_PID: AtomicI32 = AtomicI32::new(0);
+
+const SIGNALS: [i32; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+static PREVIOUS: [AtomicUsize; 3] = [const { AtomicUsize::new(0) }; 3];
+static PREVIOUS_FLAGS: [AtomicI32; 3] = [const { AtomicI32::new(0) }; 3];
+
+/// Writes the profile now. Returns where, or None when nothing was written (a non-root
+/// process that recorded nothing, or the final profile already written).
+pub fn write_now(reason: &'static str, complete: bool) -> Option<PathBuf> {
+    let _guard = WRITE.lock();
+    if FINAL_WRITTEN.load(Ordering::Acquire) {
+        return None;
+    }
+    let cal = clock::calibrate();
+    let mut profile = super::snapshot::build(&cal);
+    let Some(path) = crate::agent::fill_meta(&mut profile, &cal, reason, complete) else {
+        return None;
+    };
+    match ffiprof_profile::write_atomic(&profile, &path) {
+        Ok(()) => {
+            if complete {
+                FINAL_WRITTEN.store(true, Ordering::Release);
+            }
+            crate::agent::debug(&format!("wrote {} ({reason})", path.display()));
+            Some(path)
+        }
+        Err(e) => {
+            if !WARNED.swap(true, Ordering::AcqRel) {
+                eprintln!("ffiprof: cannot write the profile, the program continues untraced on disk: {e}");
+            }
+            None
+        }
+    }
+}
+
+/// Starts the periodic snapshotter of this process (once per pid: a forked child starts its own).
+pub fn start(interval: Duration) {
+    let pid = std::process::id() as i32;
+    if RUNNING_PID.swap(pid, Ordering::AcqRel) == pid {
+        return;
+    }
+    let mut fds = [0i32; 2];
+    let mut ack = [0i32; 2];
+    // SAFETY: pipe2 fills two fds we own; CLOEXEC keeps them out of exec'd programs.
+    unsafe {
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0
+            || libc::pipe2(ack.as_mut_ptr(), libc::O_CLOEXEC) != 0
+        {
+            return;
+        }
+    }
+    WAKE_FD.store(fds[1], Ordering::Release);
+    ACK_FD.store(ack[1], Ordering::Release);
+    let (wake_read, ack_write) = (fds[0], ack[1]);
+    let _ = ack[0];
+    ACK_READ.store(ack[0], Ordering::Release);
+    let spawned = std::thread::Builder::new()
+        .name("ffiprof-snapshot".into())
+        .spawn(move || loop {
+            let mut pfd = libc::pollfd {
+                fd: wake_read,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: poll on one fd we own.
+            let n = unsafe {
+                libc::poll(
+                    &mut pfd,
+                    1,
+                    interval.as_millis().min(i32::MAX as u128) as i32,
+                )
+            };
+            if n > 0 {
+                let mut b = [0u8; 1];
+                // SAFETY: reading one byte into our buffer from our pipe.
+                unsafe { libc::read(wake_read, b.as_mut_ptr().cast(), 1) };
+                let _ = std::panic::catch_unwind(|| write_now("signal", true));
+                // SAFETY: one byte to the handler waiting on the ack pipe.
+                unsafe { libc::write(ack_write, b.as_ptr().cast(), 1) };
+            } else if !FINAL_WRITTEN.load(Ordering::Acquire) {
+                let _ = std::panic::catch_unwind(|| write_now("periodic", false));
+            }
+        });
+    if spawned.is_err() {
+        RUNNING_PID.store(0, Ordering::Release);
+    }
+}
+
+static ACK_READ: AtomicI32 = AtomicI32::new(-1);
+
+/// After fork: the child has no snapshotter thread and may write a profile of its own.
+pub fn forget_after_fork() {
+    RUNNING_PID.store(0, Ordering::Release);
+    FINAL_WRITTEN.store(false, Ordering::Release);
+    WARNED.store(false, Ordering::Release);
+    for fd in [&WAKE_FD, &ACK_FD, &ACK_READ] {
+        let old = fd.swap(-1, Ordering::AcqRel);
+        if old >= 0 {
+            // SAFETY: closing the child's copy of a pipe end only this module uses.
+            unsafe { libc::close(old) };
+        }
+    }
+    // SAFETY: paired with fork_prepare, which leaked the guard on this thread.
+    unsafe { WRITE.force_unlock() };
+}
+
+pub(crate) fn fork_prepare() {
+    std::mem::forget(WRITE.lock());
+}
+
+pub(crate) fn fork_release_parent() {
+    // SAFETY: paired with fork_prepare on the same thread.
+    unsafe { WRITE.force_unlock() };
+}
+
+extern "C" fn on_signal(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    let Some(i) = SIGNALS.iter().position(|s| *s == sig) else {
+        return;
+    };
+    let prev = PREVIOUS[i].load(Ordering::Acquire);
+    if prev == libc::SIG_IGN {
+        return;
+    }
+    if prev != libc::SIG_DFL {
+        // The program's own handler, installed before us: chain to it.
+        if PREVIOUS_FLAGS[i].load(Ordering::Acquire) & libc::SA_SIGINFO != 0 {
+            // SAFETY: `prev` was installed with SA_SIGINFO, so it has this signature.
+            let f: extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void) =
+                unsafe { std::mem::transmute(prev) };
+            f(sig, info, ctx);
+        } else {
+            // SAFETY: a plain handler.
+            let f: extern "C" fn(i32) = unsafe { std::mem::transmute(prev) };
+            f(sig);
+        }
+        return;
+    }
+    // Default action is to terminate: have the snapshotter write first (async-signal-safe:
+    // write, poll, read, sigaction, raise only).
+    let wake = WAKE_FD.load(Ordering::Acquire);
+    let ack = ACK_READ.load(Ordering::Acquire);
+    if wake >= 0 && ack >= 0 && RUNNING_PID.load(Ordering::Acquire) == std::process::id() as i32 {
+        let b = [sig as u8];
+        // SAFETY: async-signal-safe calls on fds we own.
+        unsafe {
+            libc::write(wake, b.as_ptr().cast(), 1);
+            let mut pfd = libc::pollfd {
+                fd: ack,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            if libc::poll(&mut pfd, 1, 3000) > 0 {
+                let mut r = [0u8; 1];
+                libc::read(ack, r.as_mut_ptr().cast(), 1);
+            }
+        }
+    }
+    // SAFETY: restoring the default action and re-raising: the process ends as it would have.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = libc::SIG_DFL;
+        libc::sigaction(sig, &sa, std::ptr::null_mut());
+        libc::raise(sig);
+    }
+}
+
+/// Installs the termination handlers, remembering the program's own to chain to.
+pub fn install_signal_handlers() {
+    for (i, &sig) in SIGNALS.iter().enumerate() {
+        // SAFETY: sigaction with a zeroed struct we fill; the handler is async-signal-safe.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as *const () as usize;
+            sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, &sa, &mut old) == 0 {
+                if old.sa_sigaction == libc::SIG_IGN {
+                    // Ignored signals stay ignored (nohup, background jobs).
+                    libc::sigaction(sig, &old, std::ptr::null_mut());
+                    PREVIOUS[i].store(libc::SIG_IGN, Ordering::Release);
+                } else {
+                    PREVIOUS[i].store(old.sa_sigaction, Ordering::Release);
+                    PREVIOUS_FLAGS[i].store(old.sa_flags, Ordering::Release);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! Naming the functions the agent saw: which library an address belongs to, and its symbol.
+//!
+//! Names come first from the `dlsym` calls ctypes and cffi made (the exact name the program asked
+//! for), then from the library's own ELF symbol tables (dynamic and static), preferring a global
+//! symbol to a weak alias — never from `dladdr` alone, which names aliases (`labs` → `imaxabs`).
+//! Loader calls (`dladdr`) are never made while one of this module's locks is held: a thread inside
+//! `dlopen` holds the loader lock and may call into the agent.
+
+use std::collections::HashMap;
+use std::ffi::CStr;
+
+use parking_lot::Mutex;
+
+use crate::config::LibFilter;
+
+#[derive(Debug, Clone)]
+pub struct FunctionInfo {
+    pub library: String,
+    pub base: usize,
+    pub excluded: bool,
+}
+
+pub(crate) static FUNCTIONS: Mutex<Option<HashMap<usize, FunctionInfo>>> = Mutex::new(None);
+pub(crate) static NAMES: Mutex<Option<HashMap<usize, String>>> = Mutex::new(None);
+static FILTER: Mutex<Option<LibFilter>> = Mutex::new(None);
+
+pub fn set_filter(filter: LibFilter) {
+    *FILTER.lock() = Some(filter);
+}
+
+fn executable_path() -> String {
+    std::fs::read_link("/proc/self/exe")
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Library path and load base of `addr`, from the loader.
+fn locate(addr: usize) -> Option<(String, usize)> {
+    let mut info: libc::Dl_info = libc::Dl_info {
+        dli_fname: std::ptr::null(),
+        dli_fbase: std::ptr::null_mut(),
+        dli_sname: std::ptr::null(),
+        dli_saddr: std::ptr::null_mut(),
+    };
+    // SAFETY: dladdr fills the Dl_info we own; the strings it points to belong to the loader and
+    // are copied before we return.
+    let ok = unsafe { libc::dladdr(addr as *const libc::c_void, &mut info) };
+    if ok == 0 {
+        return None;
+    }
+    let base = info.dli_fbase as usize;
+    let name = if info.dli_fname.is_null() {
+        String::new()
+    } else {
+        // SAFETY: dli_fname is a NUL-terminated string owned by the loader.
+        unsafe { CStr::from_ptr(info.dli_fname) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    let name = if name.is_empty() || !name.starts_with('/') && !name.contains(".so") {
+        executable_path()
+    } else {
+        name
+    };
+    Some((name, base))
+}
+
+/// Whether calls to `addr` are excluded by `--lib`; learns the function's library on first sight.
+pub fn classify(addr: usize) -> bool {
+    if let Some(f) = FUNCTIONS.lock().as_ref().and_then(|m| m.get(&addr)) {
+        return f.excluded;
+    }
+    let (library, base) = locate(addr).unwrap_or_else(|| ("[unknown]".to_string(), 0));
+    let excluded = !FILTER.lock().as_ref().is_none_or(|f| f.includes(&library));
+    FUNCTIONS.lock().get_or_insert_with(HashMap::new).insert(
+        addr,
+        FunctionInfo {
+            library,
+            base,
+            excluded,
+        },
+    );
+    excluded
+}
+
+/// Remembers the name a program asked `dlsym` for.
+pub fn note_name(addr: usize, name: &CStr) {
+    let name = name.to_string_lossy().into_owned();
+    NAMES
+        .lock()
+        .get_or_insert_with(HashMap::new)
+        .entry(addr)
+        .or_insert(name);
+}
+
+/// Symbols of one library file: offset → best name.
+struct SymbolTable(HashMap<u64, (String, bool)>);
+
+impl SymbolTable {
+    fn load(path: &str) -> SymbolTable {
+        use object::{Object, ObjectSymbol, SymbolKind};
+        let mut map: HashMap<u64, (String, bool)> = HashMap::new();
+        let Ok(data) = std::fs::read(path) else {
+            return SymbolTable(map);
+        };
+        let Ok(file) = object::File::parse(&*data) else {
+            return SymbolTable(map);
+        };
+        for sym in file.dynamic_symbols().chain(file.symbols()) {
+            if !sym.is_definition() || sym.kind() != SymbolKind::Text {
+                continue;
+            }
+            let Ok(name) = sym.name() else { continue };
+            if name.is_empty() {
+                continue;
+            }
+            let global = sym.is_global() && !sym.is_weak();
+            let better = |old: &(String, bool)| {
+                (
+                    global,
+                    std::cmp::Reverse(name.len()),
+                    std::cmp::Reverse(name),
+                ) > (
+                    old.1,
+                    std::cmp::Reverse(old.0.len()),
+                    std::cmp::Reverse(old.0.as_str()),
+                )
+            };
+            match map.get(&sym.address()) {
+                Some(old) if !better(old) => {}
+                _ => {
+                    map.insert(sym.address(), (name.to_string(), global));
+                }
+            }
+        }
+        SymbolTable(map)
+    }
+}
+
+/// Library, symbol name and offset of each address.
+pub struct Described {
+    pub library: String,
+    pub function: String,
+    pub offset: u64,
+    pub excluded: bool,
+}
+
+/// Names every address in `addrs` (called by the snapshotter, off the hot path).
+pub fn describe(addrs: &[usize]) -> HashMap<usize, Described> {
+    let functions: HashMap<usize, FunctionInfo> = FUNCTIONS.lock().clone().unwrap_or_default();
+    let names: HashMap<usize, String> = NAMES.lock().clone().unwrap_or_default();
+    let mut tables: HashMap<String, SymbolTable> = HashMap::new();
+    let mut out = HashMap::new();
+    for &addr in addrs {
+        let info = functions
+            .get(&addr)
+            .cloned()
+            .unwrap_or_else(|| FunctionInfo {
+                library: "[unknown]".into(),
+                base: 0,
+                excluded: false,
+            });
+        let offset = addr.wrapping_sub(info.base) as u64;
+        let function = match names.get(&addr) {
+            Some(n) => n.clone(),
+            None => tables
+                .entry(info.library.clone())
+                .or_insert_with(|| SymbolTable::load(&info.library))
+                .0
+                .get(&offset)
+                .map(|(n, _)| n.clone())
+                .unwrap_or_else(|| format!("0x{offset:x}")),
+        };
+        out.insert(
+            addr,
+            Described {
+                library: info.library,
+                function,
+                offset,
+                excluded: info.excluded,
+            },
+        );
+    }
+    out
+}
+
+/// Takes every lock of this module before `fork`, so a child never inherits one held by a thread
+/// that does not exist in it. Paired with [`fork_release`] in the parent and in the child.
+pub(crate) fn fork_prepare() {
+    std::mem::forget(FILTER.lock());
+    std::mem::forget(FUNCTIONS.lock());
+    std::mem::forget(NAMES.lock());
+}
+
+pub(crate) fn fork_release() {
+    // SAFETY: called only after `fork_prepare` took these locks on this same thread and leaked
+    // the guards; after fork only this thread exists in the child.
+    unsafe {
+        NAMES.force_unlock();
+        FUNCTIONS.force_unlock();
+        FILTER.force_unlock();
+    }
+}
