@@ -1,6 +1,11 @@
 //! The analyzer of ffiprof: turns a [`ffiprof_profile::Profile`] into a report — per-function
-//! statistics (latency percentiles, the marshal/native split, top call sites) and, later, ranked
-//! recommendations. It never depends on the agent and has no unsafe code.
+//! statistics (latency percentiles, the marshal/native split, top call sites) and ranked
+//! recommendations, each with its evidence and an estimated saving (see [`cost_model`] for how
+//! savings are estimated, [`advice`] for the rules). It never depends on the agent and has no unsafe code.
+//!
+//! Entry points: [`summarize`] (statistics + advice under default options), [`analyze`] (the same with
+//! explicit [`AdviceOptions`], e.g. the exported symbols of the profiled libraries) and [`recommend`]
+//! (the advice alone).
 //!
 //! ```
 //! use ffiprof_analyzer::{summarize, SummaryOptions, text};
@@ -15,7 +20,12 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod advice;
+pub mod cost_model;
 pub mod summary;
 pub mod text;
 
-pub use summary::{summarize, FunctionSummary, Report, ReportMeta, SiteSummary, SortKey, SummaryOptions};
+pub use advice::{recommend, AdviceKind, AdviceOptions, Confidence, Recommendation, SiteRef};
+pub use summary::{
+    analyze, summarize, FunctionSummary, Report, ReportMeta, SiteSummary, SortKey, SummaryOptions,
+};

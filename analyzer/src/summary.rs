@@ -5,6 +5,8 @@
 use ffiprof_profile::{FunctionRecord, Profile, SiteRecord};
 use serde::{Deserialize, Serialize};
 
+use crate::advice::{recommend, AdviceOptions, Recommendation};
+
 /// How to order functions in a report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SortKey {
@@ -33,9 +35,9 @@ pub struct Report {
     pub frames: Vec<ffiprof_profile::Frame>,
     /// Interned stacks: indexes into `frames`, outermost first.
     pub stacks: Vec<Vec<u32>>,
-    /// Ranked advice, best first (filled by the recommendation rules).
+    /// Ranked advice, best first (see [`crate::advice`]).
     #[serde(default)]
-    pub recommendations: Vec<serde_json::Value>,
+    pub recommendations: Vec<Recommendation>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -140,9 +142,14 @@ fn function_summary(f: &FunctionRecord) -> FunctionSummary {
     let lat = f.native_hist.summary();
     let mut sites: Vec<SiteSummary> = f.sites.iter().map(site_summary).collect();
     sites.sort_by(|a, b| {
-        let ta = a.native_ns + a.marshal_in_ns + a.marshal_out_ns + a.gil_wait_ns + a.construction_ns;
-        let tb = b.native_ns + b.marshal_in_ns + b.marshal_out_ns + b.gil_wait_ns + b.construction_ns;
-        tb.cmp(&ta).then(b.calls.cmp(&a.calls)).then(a.file.cmp(&b.file)).then(a.line.cmp(&b.line))
+        let ta =
+            a.native_ns + a.marshal_in_ns + a.marshal_out_ns + a.gil_wait_ns + a.construction_ns;
+        let tb =
+            b.native_ns + b.marshal_in_ns + b.marshal_out_ns + b.gil_wait_ns + b.construction_ns;
+        tb.cmp(&ta)
+            .then(b.calls.cmp(&a.calls))
+            .then(a.file.cmp(&b.file))
+            .then(a.line.cmp(&b.line))
     });
     FunctionSummary {
         library: f.library.clone(),
@@ -173,9 +180,24 @@ fn function_summary(f: &FunctionRecord) -> FunctionSummary {
     }
 }
 
-/// Builds the report model of a profile: per-function statistics in the requested order.
+/// Builds the report model of a profile: per-function statistics in the requested order, and the
+/// recommendations under default [`AdviceOptions`] (which know no library's exported symbols; call
+/// [`analyze`] to pass them and other thresholds).
 pub fn summarize(profile: &Profile, options: &SummaryOptions) -> Report {
-    let mut functions: Vec<FunctionSummary> = profile.functions.iter().map(function_summary).collect();
+    analyze(profile, options, &AdviceOptions::default())
+}
+
+/// The whole analysis: [`summarize`]'s statistics plus the recommendations under `advice`. This is
+/// the entry point for `ffiprof report`, which can read the profiled libraries' exported symbols.
+pub fn analyze(profile: &Profile, options: &SummaryOptions, advice: &AdviceOptions) -> Report {
+    let mut report = statistics(profile, options);
+    report.recommendations = recommend(profile, advice);
+    report
+}
+
+fn statistics(profile: &Profile, options: &SummaryOptions) -> Report {
+    let mut functions: Vec<FunctionSummary> =
+        profile.functions.iter().map(function_summary).collect();
     functions.sort_by(|a, b| {
         let key = |f: &FunctionSummary| match options.sort {
             SortKey::Calls => f.calls,
@@ -213,7 +235,14 @@ pub fn summarize(profile: &Profile, options: &SummaryOptions) -> Report {
                 .hooks
                 .iter()
                 .filter(|h| !h.installed)
-                .map(|h| format!("{} in {}: {}", h.hook, h.module, h.error.as_deref().unwrap_or("unknown")))
+                .map(|h| {
+                    format!(
+                        "{} in {}: {}",
+                        h.hook,
+                        h.module,
+                        h.error.as_deref().unwrap_or("unknown")
+                    )
+                })
                 .collect(),
         },
         functions,

@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 
+use crate::advice::Recommendation;
 use crate::summary::Report;
 
 /// Nanoseconds as a short human duration: `850ns`, `12.3µs`, `4.56ms`, `1.23s`.
@@ -44,8 +45,15 @@ pub fn render(report: &Report) -> String {
         cmd,
         m.total_calls,
         fmt_ns(m.duration_ns),
-        m.python.as_deref().map(|p| format!("Python {}", p.split_whitespace().next().unwrap_or(p))).unwrap_or_else(|| "not Python".into()),
-        if m.complete { "" } else { ", snapshot: the process had not finished" },
+        m.python
+            .as_deref()
+            .map(|p| format!("Python {}", p.split_whitespace().next().unwrap_or(p)))
+            .unwrap_or_else(|| "not Python".into()),
+        if m.complete {
+            ""
+        } else {
+            ", snapshot: the process had not finished"
+        },
     );
     if m.timing_sample_every > 1 {
         let _ = writeln!(
@@ -55,23 +63,45 @@ pub fn render(report: &Report) -> String {
         );
     }
     if m.dropped_calls > 0 {
-        let _ = writeln!(out, "  warning: {} calls could not be recorded (recorder tables full)", m.dropped_calls);
+        let _ = writeln!(
+            out,
+            "  warning: {} calls could not be recorded (recorder tables full)",
+            m.dropped_calls
+        );
     }
     for h in &m.hooks_skipped {
         let _ = writeln!(out, "  hook skipped: {h}");
     }
     if report.functions.is_empty() {
-        let _ = writeln!(out, "\nNo calls into native libraries through libffi were recorded.");
+        let _ = writeln!(
+            out,
+            "\nNo calls into native libraries through libffi were recorded."
+        );
         return out;
     }
     let has_split = report.functions.iter().any(|f| f.python_calls > 0);
     let mut rows: Vec<Vec<String>> = Vec::new();
-    let mut header = vec!["function", "library", "calls", "arg bytes", "buf bytes", "native", "p50", "p99", "max"];
+    let mut header = vec![
+        "function",
+        "library",
+        "calls",
+        "arg bytes",
+        "buf bytes",
+        "native",
+        "p50",
+        "p99",
+        "max",
+    ];
     if has_split {
         header.extend(["marshal-in", "marshal-out", "gil wait", "construct"]);
     }
     for f in &report.functions {
-        let lib = f.library.rsplit('/').next().unwrap_or(&f.library).to_string();
+        let lib = f
+            .library
+            .rsplit('/')
+            .next()
+            .unwrap_or(&f.library)
+            .to_string();
         let mut row = vec![
             f.function.clone(),
             lib,
@@ -127,11 +157,90 @@ pub fn render(report: &Report) -> String {
             .collect();
         out.push_str("\nTop call sites\n");
         out.push_str(&table(
-            &["site", "in", "calls", "count", "native", "marshal-in", "marshal-out", "gil wait", "construct"],
+            &[
+                "site",
+                "in",
+                "calls",
+                "count",
+                "native",
+                "marshal-in",
+                "marshal-out",
+                "gil wait",
+                "construct",
+            ],
             &rows,
         ));
     }
+    out.push_str(&render_recommendations(&report.recommendations));
     out
+}
+
+/// Width the recommendation text is wrapped to.
+const WRAP: usize = 100;
+
+/// The recommendations section: each piece of advice, its saving, its reasoning and an example.
+pub fn render_recommendations(recs: &[Recommendation]) -> String {
+    let mut out = String::new();
+    if recs.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "\nRecommendations (best first; each saving is alone — they overlap and do not add up)"
+    );
+    for (i, r) in recs.iter().enumerate() {
+        let place = r
+            .site
+            .as_ref()
+            .map(|s| format!(" at {}:{}", s.file, s.line))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{:>2}. {} · {} ({}){place}",
+            i + 1,
+            r.kind.name(),
+            r.function,
+            r.library_name()
+        );
+        let worth = if r.estimated_savings_ns > 0 {
+            format!(
+                "saves ~{} ({:.1}% of the run)",
+                fmt_ns(r.estimated_savings_ns),
+                r.savings_percent
+            )
+        } else {
+            "correctness: no time claimed".to_string()
+        };
+        let _ = writeln!(out, "    {worth} · confidence {}", r.confidence.name());
+        for line in wrap(&r.suggestion, WRAP - 4) {
+            let _ = writeln!(out, "    {line}");
+        }
+        if let Some(example) = r.example() {
+            for line in example.lines() {
+                let _ = writeln!(out, "        {line}");
+            }
+        }
+    }
+    out
+}
+
+/// Greedy word wrap.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
 }
 
 /// A plain left/right aligned table: text columns left, numbers right.
@@ -174,7 +283,16 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         out.push('\n');
     };
     line(header.to_vec(), &mut out);
-    line(width.iter().map(|w| "─".repeat(*w)).collect::<Vec<_>>().iter().map(|s| s.as_str()).collect(), &mut out);
+    line(
+        width
+            .iter()
+            .map(|w| "─".repeat(*w))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(|s| s.as_str())
+            .collect(),
+        &mut out,
+    );
     for r in rows {
         line(r.iter().map(|s| s.as_str()).collect(), &mut out);
     }
@@ -192,5 +310,34 @@ mod tests {
         assert_eq!(fmt_ns(4_560_000), "4.56ms");
         assert_eq!(fmt_bytes(512), "512B");
         assert_eq!(fmt_bytes(4096), "4.0KiB");
+    }
+
+    #[test]
+    fn wraps_words() {
+        assert_eq!(wrap("aa bb cc dd", 5), ["aa bb", "cc dd"]);
+        assert_eq!(wrap("", 5), Vec::<String>::new());
+    }
+
+    #[test]
+    fn renders_recommendations_with_examples() {
+        let mut p = ffiprof_profile::Profile::new();
+        let mut f = ffiprof_profile::FunctionRecord::new("/l/libfx.so", "fx_scale");
+        f.calls = 200_000;
+        f.python_calls = 200_000;
+        f.timed_calls = 200_000;
+        f.marshal_in_ns = 200 * 200_000;
+        f.marshal_out_ns = 100 * 200_000;
+        f.native_ns = 30 * 200_000;
+        f.native_hist.record_n(30, 200_000);
+        p.functions.push(f);
+        p.meta.duration_ns = 100_000_000;
+        let text = render(&crate::summarize(&p, &crate::SummaryOptions::default()));
+        assert!(text.contains("Recommendations"), "{text}");
+        assert!(text.contains(" 1. batch · fx_scale (libfx.so)"), "{text}");
+        assert!(
+            text.contains("saves ~60.00ms (60.0% of the run) · confidence medium"),
+            "{text}"
+        );
+        assert!(text.contains("void fx_scale_many("), "{text}");
     }
 }

@@ -1,0 +1,245 @@
+//! batch: many calls from one site where crossing the boundary costs more than the C code.
+
+use serde::Serialize;
+use serde_json::json;
+
+use super::{at_site, names, AdviceKind, Candidate, Confidence, Context};
+use crate::cost_model::{python_places, Place};
+use crate::text::fmt_ns;
+
+/// The figures behind a batch estimate (see the cost model).
+#[derive(Debug, Serialize)]
+struct BatchEvidence {
+    calls: u64,
+    timed_calls: u64,
+    marshal_in_ns: u64,
+    marshal_out_ns: u64,
+    gil_wait_ns: u64,
+    native_ns: u64,
+    overhead_per_call_ns: f64,
+    native_per_call_ns: f64,
+    moved_bytes: u64,
+    /// null when the profile could not measure it (then taken as 0).
+    marshal_ns_per_byte: Option<f64>,
+    current_ns: u64,
+    batched_ns: u64,
+    bulk_sibling: Option<String>,
+    /// Whether the library's exported symbols were known, so that "no sibling" means none exists.
+    exports_known: bool,
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+pub(super) fn rule(ctx: &Context<'_>) -> Vec<Candidate> {
+    python_places(ctx.profile)
+        .into_iter()
+        .filter_map(|place| advise(ctx, place))
+        .collect()
+}
+
+fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
+    let m = place.measured();
+    if m.calls < 2 {
+        return None;
+    }
+    let overhead = m.overhead_per_call_ns();
+    let native = m.native_per_call_ns();
+    if overhead <= 0.0 || overhead < ctx.options.batch_min_overhead_ratio * native {
+        return None;
+    }
+    let per_byte = ctx.marshal_ns_per_byte;
+    let current = m.call_ns();
+    let batched = (overhead + m.native_ns as f64 + m.moved_bytes() as f64 * per_byte.unwrap_or(0.0))
+        .round() as u64;
+    let saving = current.saturating_sub(batched);
+    if saving == 0 {
+        return None;
+    }
+
+    let f = place.function;
+    let known = ctx.known_names(&f.library);
+    let sibling = names::bulk_siblings(&f.function, &known)
+        .first()
+        .map(|s| s.to_string());
+    let exports_known = ctx.exports_known(&f.library);
+    let wanted = if sibling.is_some() && per_byte.is_some() {
+        Confidence::High
+    } else {
+        Confidence::Medium
+    };
+    let confidence = ctx.cap_by_timing(wanted, m.timed_calls);
+
+    let lib = f.library_name();
+    let head = format!(
+        "{} is called {} times{}, and each call spends {} on marshaling and the GIL against {} in C.",
+        f.function,
+        m.calls,
+        at_site(&place),
+        fmt_ns(overhead.round() as u64),
+        fmt_ns(native.round() as u64),
+    );
+    let change = match (&sibling, exports_known) {
+        (Some(s), _) => format!(
+            " {lib} exports {s}: put the elements in one buffer (array.array, numpy or a ctypes array) and \
+             call {s} once over all of them (or once per large chunk)."
+        ),
+        (None, true) => format!(
+            " {lib} exports no bulk variant (looked for {}): add one on the C side that takes a pointer and a \
+             length and loops in C, then call it once over all the elements.",
+            names::bulk_candidates(&f.function)[..6].join(", ")
+        ),
+        (None, false) => format!(
+            " If {lib} has a bulk variant (such as {}_many, or a function over a pointer and a length), call it \
+             once over all the elements; otherwise add one on the C side.",
+            f.function
+        ),
+    };
+    let evidence = BatchEvidence {
+        calls: m.calls,
+        timed_calls: m.timed_calls,
+        marshal_in_ns: m.marshal_in_ns,
+        marshal_out_ns: m.marshal_out_ns,
+        gil_wait_ns: m.gil_wait_ns,
+        native_ns: m.native_ns,
+        overhead_per_call_ns: round1(overhead),
+        native_per_call_ns: round1(native),
+        moved_bytes: m.moved_bytes(),
+        marshal_ns_per_byte: per_byte.map(|x| (x * 1000.0).round() / 1000.0),
+        current_ns: current,
+        batched_ns: batched,
+        bulk_sibling: sibling,
+        exports_known,
+    };
+    let rec = ctx.recommendation(
+        AdviceKind::Batch,
+        place,
+        saving,
+        confidence,
+        json!(evidence),
+        head + &change,
+    );
+    Some(Candidate {
+        rec,
+        correctness: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::super::*;
+
+    fn batch_only(p: &Profile, o: &AdviceOptions) -> Vec<Recommendation> {
+        recommend(p, o)
+            .into_iter()
+            .filter(|r| r.kind == AdviceKind::Batch)
+            .collect()
+    }
+
+    #[test]
+    fn saving_is_all_calls_but_one_of_overhead() {
+        let p = loop_profile(200_000, 300, 30);
+        let recs = batch_only(&p, &AdviceOptions::default());
+        assert_eq!(recs.len(), 1);
+        let r = &recs[0];
+        // No per-byte cost measurable with one place: saving = (calls - 1) × overhead.
+        assert_eq!(r.estimated_savings_ns, 199_999 * 300);
+        assert_eq!(r.evidence["marshal_ns_per_byte"], Value::Null);
+        assert_eq!(r.evidence["overhead_per_call_ns"], 300.0);
+        assert_eq!(
+            r.confidence,
+            Confidence::Medium,
+            "no sibling known, per-byte cost unknown"
+        );
+        assert!(
+            (r.savings_percent - 75.76).abs() < 0.01,
+            "{}",
+            r.savings_percent
+        );
+        assert!(r.suggestion.contains("work.py:12"));
+    }
+
+    #[test]
+    fn names_the_exported_bulk_sibling() {
+        let p = loop_profile(200_000, 300, 30);
+        let o = AdviceOptions::default().with_exported_symbols(
+            "libffifixture.so",
+            vec!["fx_scale".into(), "fx_scale_many".into()],
+        );
+        let r = &batch_only(&p, &o)[0];
+        assert_eq!(r.evidence["bulk_sibling"], "fx_scale_many");
+        assert!(r.suggestion.contains("exports fx_scale_many"));
+        let o = AdviceOptions::default().with_exported_symbols(LIB, vec!["fx_scale".into()]);
+        let r = &batch_only(&p, &o)[0];
+        assert_eq!(r.evidence["bulk_sibling"], Value::Null);
+        assert!(
+            r.suggestion.contains("exports no bulk variant"),
+            "{}",
+            r.suggestion
+        );
+    }
+
+    #[test]
+    fn measured_per_byte_cost_is_charged_to_the_batched_call() {
+        let mut p = loop_profile(200_000, 300, 30);
+        // A second function moving 1 KiB per call, with 5 ns more marshaling per extra byte.
+        let c = PerCall {
+            native: 2_000,
+            marshal_in: 210 + 5 * (1024 - 16),
+            marshal_out: 90,
+            arg_bytes: 1024,
+            ..PerCall::default()
+        };
+        p.functions
+            .push(function("fx_sum", vec![site("work.py", 20, 100, c)]));
+        let r = &batch_only(&p, &AdviceOptions::default())[0];
+        assert_eq!(r.function, "fx_scale");
+        assert_eq!(r.evidence["marshal_ns_per_byte"], 5.0);
+        let moved = 200_000 * 16;
+        assert_eq!(r.estimated_savings_ns, 199_999 * 300 - 5 * moved);
+    }
+
+    #[test]
+    fn already_batched_function_gets_no_advice() {
+        // Few calls, each over a large buffer: native time dominates the per-call overhead.
+        let c = PerCall {
+            native: 400_000,
+            marshal_in: 250,
+            marshal_out: 80,
+            arg_bytes: 16,
+            buffer_bytes: 800_000,
+            ..PerCall::default()
+        };
+        let p = profile(
+            vec![function("fx_sum", vec![site("work.py", 5, 50, c)])],
+            30_000_000,
+        );
+        assert!(batch_only(&p, &AdviceOptions::default()).is_empty());
+    }
+
+    #[test]
+    fn saving_under_threshold_gets_no_advice() {
+        // 200 calls × 300 ns = 60 µs < 100 µs.
+        let p = loop_profile(200, 300, 30);
+        assert!(batch_only(&p, &AdviceOptions::default()).is_empty());
+        // Over the ns threshold but under 1 % of a long run.
+        let mut p = loop_profile(2_000, 300, 30);
+        p.meta.duration_ns = 1_000_000_000;
+        assert!(batch_only(&p, &AdviceOptions::default()).is_empty());
+        let lenient = AdviceOptions {
+            min_savings_percent: 0.0,
+            ..AdviceOptions::default()
+        };
+        assert_eq!(batch_only(&p, &lenient).len(), 1);
+    }
+
+    #[test]
+    fn few_timed_calls_lower_confidence() {
+        let mut p = loop_profile(200_000, 300, 30);
+        p.functions[0].sites[0].timed_calls = 10;
+        let o = AdviceOptions::default().with_exported_symbols(LIB, vec!["fx_scale_many".into()]);
+        assert_eq!(batch_only(&p, &o)[0].confidence, Confidence::Low);
+    }
+}

@@ -1,0 +1,191 @@
+//! reuse-buffer and zero-copy: ctypes objects built afresh for every call from one site.
+
+use serde::Serialize;
+use serde_json::json;
+
+use super::{at_site, AdviceKind, Candidate, Confidence, Context};
+use crate::cost_model::{per, python_places, Place};
+use crate::text::{fmt_bytes, fmt_ns};
+
+#[derive(Debug, Serialize)]
+struct BufferEvidence {
+    calls: u64,
+    timed_calls: u64,
+    fresh_buffer_calls: u64,
+    construction_ns: u64,
+    construction_bytes: u64,
+    construction_per_call_ns: f64,
+    bytes_per_buffer: u64,
+    construction_ns_per_byte: f64,
+}
+
+pub(super) fn rule(ctx: &Context<'_>) -> Vec<Candidate> {
+    python_places(ctx.profile)
+        .into_iter()
+        .filter_map(|place| advise(ctx, place))
+        .collect()
+}
+
+fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
+    let m = place.measured();
+    let fresh = m.fresh_buffer_calls.min(m.calls);
+    if fresh < 2 || m.construction_ns == 0 {
+        return None;
+    }
+    // Every fresh build but one goes; construction at calls without a fresh buffer (sizes that vary)
+    // is left in, hence the division by all calls.
+    let saving = (m.construction_ns as u128 * (fresh - 1) as u128 / m.calls as u128) as u64;
+    let per_call = per(m.construction_ns, fresh);
+    let bytes_per_buffer = m.construction_bytes / fresh;
+    let ns_per_byte = per(m.construction_ns, m.construction_bytes);
+    let converts_values = m.construction_bytes > 0
+        && ns_per_byte >= ctx.options.zero_copy_min_ns_per_byte
+        && bytes_per_buffer >= ctx.options.zero_copy_min_bytes;
+    let kind = if converts_values {
+        AdviceKind::ZeroCopy
+    } else {
+        AdviceKind::ReuseBuffer
+    };
+    let wanted = if fresh == m.calls {
+        Confidence::High
+    } else {
+        Confidence::Medium
+    };
+    let confidence = ctx.cap_by_timing(wanted, m.timed_calls);
+
+    let f = &place.function.function;
+    let size = if bytes_per_buffer > 0 {
+        format!("{}, ", fmt_bytes(bytes_per_buffer))
+    } else {
+        String::new()
+    };
+    let suggestion = match kind {
+        AdviceKind::ZeroCopy => format!(
+            "{fresh} of {} calls to {f}{} convert Python values into a new ctypes array ({size}{} per call, \
+             {ns_per_byte:.1} ns/B). Keep the values in an array.array or numpy array that the program updates \
+             in place and pass its memory — a view made once with (ctypes.c_double * n).from_buffer(arr), or \
+             arr.ctypes.data_as(...) — or, if the values never change, build the ctypes array once.",
+            m.calls,
+            at_site(&place),
+            fmt_ns(per_call.round() as u64),
+        ),
+        _ => format!(
+            "{fresh} of {} calls to {f}{} get a freshly built ctypes object of the same type and size \
+             ({size}{} to build each). Build it once outside the loop and pass the same one every call \
+             (ctypes.memset it first if the C side relies on zeros).",
+            m.calls,
+            at_site(&place),
+            fmt_ns(per_call.round() as u64),
+        ),
+    };
+    let evidence = BufferEvidence {
+        calls: m.calls,
+        timed_calls: m.timed_calls,
+        fresh_buffer_calls: fresh,
+        construction_ns: m.construction_ns,
+        construction_bytes: m.construction_bytes,
+        construction_per_call_ns: (per_call * 10.0).round() / 10.0,
+        bytes_per_buffer,
+        construction_ns_per_byte: (ns_per_byte * 1000.0).round() / 1000.0,
+    };
+    let rec = ctx.recommendation(kind, place, saving, confidence, json!(evidence), suggestion);
+    Some(Candidate {
+        rec,
+        correctness: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::super::*;
+
+    fn of_kind(p: &Profile, kind: AdviceKind) -> Vec<Recommendation> {
+        recommend(p, &AdviceOptions::default())
+            .into_iter()
+            .filter(|r| r.kind == kind)
+            .collect()
+    }
+
+    /// `create_string_buffer(4096)` per call: ~1 µs to zero 4 KiB, 0.25 ns/B.
+    fn fresh_string_buffer(fresh: bool) -> Profile {
+        let c = PerCall {
+            native: 2_000,
+            marshal_in: 300,
+            marshal_out: 100,
+            construction: 1_000,
+            construction_bytes: 4096,
+            buffer_bytes: 4096,
+            arg_bytes: 16,
+            fresh,
+            ..PerCall::default()
+        };
+        let calls = 50_000;
+        profile(
+            vec![function("fx_fill", vec![site("io.py", 40, calls, c)])],
+            calls * 4_000,
+        )
+    }
+
+    #[test]
+    fn fresh_empty_buffer_is_reuse_buffer() {
+        let p = fresh_string_buffer(true);
+        let recs = of_kind(&p, AdviceKind::ReuseBuffer);
+        assert_eq!(recs.len(), 1);
+        let r = &recs[0];
+        assert_eq!(r.estimated_savings_ns, 1_000 * 49_999);
+        assert_eq!(r.confidence, Confidence::High);
+        assert_eq!(r.evidence["bytes_per_buffer"], 4096);
+        assert!(r.suggestion.contains("io.py:40"), "{}", r.suggestion);
+        assert!(of_kind(&p, AdviceKind::ZeroCopy).is_empty());
+    }
+
+    #[test]
+    fn reused_buffer_gets_no_advice() {
+        // Construction cost but no fresh buffers: the program already reuses it (or sizes vary).
+        let p = fresh_string_buffer(false);
+        assert!(of_kind(&p, AdviceKind::ReuseBuffer).is_empty());
+        assert!(of_kind(&p, AdviceKind::ZeroCopy).is_empty());
+    }
+
+    #[test]
+    fn array_built_from_a_list_is_zero_copy() {
+        // (c_double * 500)(*values): ~35 µs for 4000 B, ~9 ns/B.
+        let c = PerCall {
+            native: 300,
+            marshal_in: 300,
+            marshal_out: 100,
+            construction: 35_000,
+            construction_bytes: 4000,
+            buffer_bytes: 4000,
+            arg_bytes: 16,
+            fresh: true,
+            ..PerCall::default()
+        };
+        let p = profile(
+            vec![function("fx_sum", vec![site("sim.py", 7, 2_000, c)])],
+            2_000 * 40_000,
+        );
+        let r = &of_kind(&p, AdviceKind::ZeroCopy)[0];
+        assert_eq!(r.estimated_savings_ns, 35_000 * 1_999);
+        assert_eq!(r.evidence["construction_ns_per_byte"], 8.75);
+        assert!(r.suggestion.contains("from_buffer"));
+        assert!(of_kind(&p, AdviceKind::ReuseBuffer).is_empty());
+    }
+
+    #[test]
+    fn partly_fresh_site_is_prorated_and_medium() {
+        let mut p = fresh_string_buffer(true);
+        p.functions[0].sites[0].fresh_buffer_calls = 25_000;
+        let r = &of_kind(&p, AdviceKind::ReuseBuffer)[0];
+        assert_eq!(r.estimated_savings_ns, 1_000 * 50_000 * 24_999 / 50_000);
+        assert_eq!(r.confidence, Confidence::Medium);
+    }
+
+    #[test]
+    fn small_construction_saving_gets_no_advice() {
+        let mut p = fresh_string_buffer(true);
+        scale_calls(&mut p.functions[0], 1_000); // 50 calls × 1 µs = 50 µs
+        assert!(of_kind(&p, AdviceKind::ReuseBuffer).is_empty());
+    }
+}

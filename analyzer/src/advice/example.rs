@@ -1,0 +1,99 @@
+//! Short code examples of the change each recommendation asks for, for the text and HTML reports.
+//!
+//! The profile knows C names and sizes, not the program's variable names or C types, so examples use
+//! the real function names and placeholders (`xs`, `T`) for the rest: they show the shape of the change.
+
+use super::{AdviceKind, Recommendation};
+
+fn evidence_str<'a>(rec: &'a Recommendation, key: &str) -> Option<&'a str> {
+    rec.evidence.get(key).and_then(|v| v.as_str())
+}
+
+fn evidence_u64(rec: &Recommendation, key: &str) -> Option<u64> {
+    rec.evidence.get(key).and_then(|v| v.as_u64())
+}
+
+/// A few lines of Python (or C) showing the change, or `None` where no example fits.
+pub fn code_example(rec: &Recommendation) -> Option<String> {
+    let f = &rec.function;
+    let text = match rec.kind {
+        AdviceKind::Batch => match evidence_str(rec, "bulk_sibling") {
+            Some(bulk) => format!(
+                "# before: one call per element\n\
+                 for i, x in enumerate(xs):\n    out[i] = lib.{f}(x)\n\
+                 # after: one call over all elements (xs, out: array.array or numpy, kept as buffers)\n\
+                 n = len(xs)\n\
+                 lib.{bulk}((T * n).from_buffer(xs), (T * n).from_buffer(out), n)  # check {bulk}'s prototype"
+            ),
+            None => format!(
+                "/* C, next to {f}: one entry point over a whole array */\n\
+                 void {f}_many(const T *in, R *out, size_t n) {{\n    \
+                 for (size_t i = 0; i < n; i++) out[i] = {f}(in[i]);\n}}\n\
+                 # Python: one call instead of a loop\n\
+                 lib.{f}_many((T * n).from_buffer(xs), (R * n).from_buffer(out), n)"
+            ),
+        },
+        AdviceKind::ReuseBuffer => {
+            let size = evidence_u64(rec, "bytes_per_buffer").filter(|&b| b > 0).unwrap_or(4096);
+            format!(
+                "# before: a new buffer on every call\n\
+                 for item in items:\n    buf = ctypes.create_string_buffer({size})\n    lib.{f}(buf, ...)\n\
+                 # after: built once, reused\n\
+                 buf = ctypes.create_string_buffer({size})\n\
+                 for item in items:\n    lib.{f}(buf, ...)"
+            )
+        }
+        AdviceKind::ZeroCopy => format!(
+            "# before: the values are converted element by element on every call\n\
+             lib.{f}((ctypes.c_double * len(values))(*values), len(values))\n\
+             # after: keep them in an array.array (updated in place) and share its memory\n\
+             values = array.array('d', values)                          # once\n\
+             view = (ctypes.c_double * len(values)).from_buffer(values)   # once, while values is not resized\n\
+             lib.{f}(view, len(values))\n\
+             # numpy: lib.{f}(a.ctypes.data_as(ctypes.POINTER(ctypes.c_double)), a.size)"
+        ),
+        AdviceKind::DeclareArgtypes => {
+            let pointer = rec.evidence.get("likely_truncated_pointer").and_then(|v| v.as_bool()) == Some(true);
+            let restype = if pointer { "ctypes.c_void_p  # not the default c_int" } else { "R" };
+            format!(
+                "lib.{f}.argtypes = [T1, T2]   # the C parameter types, in order\n\
+                 lib.{f}.restype = {restype}"
+            )
+        }
+        AdviceKind::UsePydll => format!(
+            "# keep the GIL across this short call (no release and re-acquire)\n\
+             {f} = ctypes.PYFUNCTYPE(R, T1, T2)((\"{f}\", lib))\n\
+             # or, if none of the library's functions block or call back into Python:\n\
+             lib = ctypes.PyDLL(path)"
+        ),
+        AdviceKind::GilContention => return None,
+        AdviceKind::Leak => {
+            let release = evidence_str(rec, "release_function")?;
+            format!(
+                "obj = lib.{f}(...)\n\
+                 try:\n    ...\n\
+                 finally:\n    lib.{release}(obj)\n\
+                 # or tie it to the owning Python object: weakref.finalize(owner, lib.{release}, obj)"
+            )
+        }
+    };
+    Some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::super::*;
+
+    #[test]
+    fn batch_example_names_the_sibling_or_sketches_one() {
+        let p = loop_profile(200_000, 300, 30);
+        let o = AdviceOptions::default().with_exported_symbols(LIB, vec!["fx_scale_many".into()]);
+        let with = recommend(&p, &o)[0].example().unwrap();
+        assert!(with.contains("lib.fx_scale_many("), "{with}");
+        let without = recommend(&p, &AdviceOptions::default())[0]
+            .example()
+            .unwrap();
+        assert!(without.contains("void fx_scale_many("), "{without}");
+    }
+}

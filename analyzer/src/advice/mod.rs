@@ -1,0 +1,416 @@
+//! Recommendations: what to change at the boundary, where, why, and what it would save.
+//!
+//! [`recommend`] runs one rule per kind of advice over the profile, estimates each saving through the
+//! [`crate::cost_model`], drops advice whose saving is negligible (the thresholds of [`AdviceOptions`];
+//! correctness findings — leaks, pointer results truncated to `int` — are kept whatever they save) and
+//! ranks the rest, largest saving first.
+
+mod argtypes;
+mod batch;
+mod buffers;
+pub mod example;
+mod gil;
+mod leak;
+pub mod names;
+#[cfg(test)]
+mod testutil;
+
+use std::collections::BTreeMap;
+
+use ffiprof_profile::{FunctionRecord, Profile};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::cost_model::{self, Place};
+
+/// The kinds of advice; serialized as the names of the JSON contract (`reuse-buffer`, `use-pydll`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdviceKind {
+    Batch,
+    ReuseBuffer,
+    ZeroCopy,
+    DeclareArgtypes,
+    UsePydll,
+    GilContention,
+    Leak,
+}
+
+impl AdviceKind {
+    /// The name used in the JSON contract and the text report.
+    pub fn name(self) -> &'static str {
+        match self {
+            AdviceKind::Batch => "batch",
+            AdviceKind::ReuseBuffer => "reuse-buffer",
+            AdviceKind::ZeroCopy => "zero-copy",
+            AdviceKind::DeclareArgtypes => "declare-argtypes",
+            AdviceKind::UsePydll => "use-pydll",
+            AdviceKind::GilContention => "gil-contention",
+            AdviceKind::Leak => "leak",
+        }
+    }
+}
+
+/// How far to trust an estimate; the levels are defined in the [`crate::cost_model`] docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Confidence {
+    Low,
+    Medium,
+    High,
+}
+
+impl Confidence {
+    pub fn name(self) -> &'static str {
+        match self {
+            Confidence::Low => "low",
+            Confidence::Medium => "medium",
+            Confidence::High => "high",
+        }
+    }
+}
+
+/// A Python call site, as the advice names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SiteRef {
+    pub file: String,
+    pub line: u32,
+}
+
+/// One piece of advice — the `recommendations[]` element of `ffiprof report --format json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recommendation {
+    pub kind: AdviceKind,
+    /// The C function the advice is about.
+    pub function: String,
+    /// Path of its library, as in the profile.
+    pub library: String,
+    /// The Python call site to change, or null when the advice is about the function as a whole.
+    pub site: Option<SiteRef>,
+    pub estimated_savings_ns: u64,
+    /// `estimated_savings_ns` as a percentage of the profiled run.
+    pub savings_percent: f64,
+    pub confidence: Confidence,
+    /// The figures the estimate and the decision used, by name.
+    pub evidence: Map<String, Value>,
+    pub suggestion: String,
+}
+
+impl Recommendation {
+    /// A short code example of the change, where one fits.
+    pub fn example(&self) -> Option<String> {
+        example::code_example(self)
+    }
+
+    /// The file name of the library, without its directory.
+    pub fn library_name(&self) -> &str {
+        self.library.rsplit('/').next().unwrap_or(&self.library)
+    }
+
+    fn site_label(&self) -> Option<String> {
+        self.site.as_ref().map(|s| format!("{}:{}", s.file, s.line))
+    }
+}
+
+/// What the rules need to know beyond the profile, and when advice is worth giving.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdviceOptions {
+    /// Advice saving less than this (ns over the run) is dropped.
+    pub min_savings_ns: u64,
+    /// Advice saving less than this percentage of the run is dropped.
+    pub min_savings_percent: f64,
+    /// Keep at most this many recommendations (all when `None`).
+    pub max_recommendations: Option<usize>,
+    /// Exported function names per library (the key is the library path as in the profile, or its file
+    /// name). The profile only lists functions that were called; a bulk sibling or a release function
+    /// that never was is found only here. Empty when unknown.
+    pub exported_symbols: BTreeMap<String, Vec<String>>,
+    /// Below this many timed calls, an estimate is `low` confidence.
+    pub min_timed_calls: u64,
+    /// batch: advise only where the overhead per call is at least this multiple of native time per call.
+    pub batch_min_overhead_ratio: f64,
+    /// zero-copy rather than reuse-buffer: construction costing at least this many ns per byte, which
+    /// means Python values are converted one by one (zeroing or copying memory costs well under 1 ns/B).
+    pub zero_copy_min_ns_per_byte: f64,
+    /// zero-copy rather than reuse-buffer: buffers of at least this many bytes (smaller objects are
+    /// dominated by the constructor's fixed cost, whatever they contain).
+    pub zero_copy_min_bytes: u64,
+    /// use-pydll: the GIL wait must be at least this share of each call's boundary time.
+    pub use_pydll_min_gil_share: f64,
+    /// use-pydll: the function's p99 native time must stay under this multiple of the GIL round trip
+    /// per call, so that holding the GIL through it can never stall the program.
+    pub use_pydll_max_p99_ratio: f64,
+    /// gil-contention: GIL wait must be at least this share of GIL wait + marshal-out.
+    pub gil_contention_min_share: f64,
+    /// leak: report allocator/release pairs only when at least this many objects stay unreleased.
+    pub leak_min_outstanding: u64,
+}
+
+impl Default for AdviceOptions {
+    fn default() -> Self {
+        Self {
+            min_savings_ns: 100_000,
+            min_savings_percent: 1.0,
+            max_recommendations: None,
+            exported_symbols: BTreeMap::new(),
+            min_timed_calls: 30,
+            batch_min_overhead_ratio: 1.0,
+            zero_copy_min_ns_per_byte: 2.0,
+            zero_copy_min_bytes: 64,
+            use_pydll_min_gil_share: 0.1,
+            use_pydll_max_p99_ratio: 4.0,
+            gil_contention_min_share: 0.5,
+            leak_min_outstanding: 10,
+        }
+    }
+}
+
+impl AdviceOptions {
+    /// Records the exported function names of `library` (path or file name).
+    pub fn with_exported_symbols(
+        mut self,
+        library: impl Into<String>,
+        symbols: Vec<String>,
+    ) -> Self {
+        self.exported_symbols.insert(library.into(), symbols);
+        self
+    }
+
+    /// The exported names of `library`, looked up by path, then by file name; `None` when unknown.
+    pub fn exports_of(&self, library: &str) -> Option<&[String]> {
+        if let Some(s) = self.exported_symbols.get(library) {
+            return Some(s);
+        }
+        let file = library.rsplit('/').next().unwrap_or(library);
+        self.exported_symbols
+            .iter()
+            .find(|(k, _)| k.rsplit('/').next().unwrap_or(k) == file)
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+/// What a rule proposes, before thresholds and ranking.
+pub(crate) struct Candidate {
+    pub rec: Recommendation,
+    /// A correctness finding: kept whatever it saves.
+    pub correctness: bool,
+}
+
+/// What every rule reads: the profile, the options and the figures derived once for all rules.
+pub(crate) struct Context<'a> {
+    pub profile: &'a Profile,
+    pub options: &'a AdviceOptions,
+    pub run_ns: u64,
+    pub marshal_ns_per_byte: Option<f64>,
+}
+
+impl Context<'_> {
+    /// The names known to exist in `library`: its exports when given, and the functions the profile saw.
+    pub fn known_names(&self, library: &str) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .profile
+            .functions
+            .iter()
+            .filter(|f| f.library == library)
+            .map(|f| f.function.as_str())
+            .collect();
+        if let Some(exports) = self.options.exports_of(library) {
+            names.extend(exports.iter().map(String::as_str));
+        }
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
+    pub fn exports_known(&self, library: &str) -> bool {
+        self.options.exports_of(library).is_some()
+    }
+
+    /// Confidence capped by the amount of timing behind the figures.
+    pub fn cap_by_timing(&self, wanted: Confidence, timed_calls: u64) -> Confidence {
+        if timed_calls < self.options.min_timed_calls {
+            Confidence::Low
+        } else {
+            wanted
+        }
+    }
+
+    /// A recommendation with the shared fields filled in.
+    pub fn recommendation(
+        &self,
+        kind: AdviceKind,
+        place: Place<'_>,
+        savings_ns: u64,
+        confidence: Confidence,
+        evidence: Value,
+        suggestion: String,
+    ) -> Recommendation {
+        let f: &FunctionRecord = place.function;
+        Recommendation {
+            kind,
+            function: f.function.clone(),
+            library: f.library.clone(),
+            site: place.site.map(|s| SiteRef {
+                file: s.file.clone(),
+                line: s.line,
+            }),
+            estimated_savings_ns: savings_ns,
+            savings_percent: cost_model::percent_of(savings_ns, self.run_ns),
+            confidence,
+            evidence: match evidence {
+                Value::Object(map) => map,
+                other => {
+                    let mut map = Map::new();
+                    map.insert("value".into(), other);
+                    map
+                }
+            },
+            suggestion,
+        }
+    }
+}
+
+/// Where a place is, for suggestions: ` at file:line` or nothing.
+pub(crate) fn at_site(place: &Place<'_>) -> String {
+    place
+        .site
+        .map(|s| format!(" at {}:{}", s.file, s.line))
+        .unwrap_or_default()
+}
+
+/// All advice for a profile, best first (see the module docs).
+pub fn recommend(profile: &Profile, options: &AdviceOptions) -> Vec<Recommendation> {
+    let ctx = Context {
+        profile,
+        options,
+        run_ns: cost_model::run_ns(profile),
+        marshal_ns_per_byte: cost_model::marshal_ns_per_byte(profile),
+    };
+    let mut candidates = Vec::new();
+    candidates.extend(batch::rule(&ctx));
+    candidates.extend(buffers::rule(&ctx));
+    candidates.extend(argtypes::rule(&ctx));
+    candidates.extend(gil::use_pydll_rule(&ctx));
+    candidates.extend(gil::contention_rule(&ctx));
+    candidates.extend(leak::rule(&ctx));
+
+    let mut recs: Vec<Recommendation> = candidates
+        .into_iter()
+        .filter(|c| c.correctness || worth_it(&c.rec, &ctx))
+        .map(|c| c.rec)
+        .collect();
+    recs.sort_by(|a, b| {
+        b.estimated_savings_ns
+            .cmp(&a.estimated_savings_ns)
+            .then(b.confidence.cmp(&a.confidence))
+            .then(a.kind.cmp(&b.kind))
+            .then(a.function.cmp(&b.function))
+            .then(a.site_label().cmp(&b.site_label()))
+    });
+    if let Some(max) = options.max_recommendations {
+        recs.truncate(max);
+    }
+    recs
+}
+
+fn worth_it(rec: &Recommendation, ctx: &Context<'_>) -> bool {
+    rec.estimated_savings_ns > 0
+        && rec.estimated_savings_ns >= ctx.options.min_savings_ns
+        && (ctx.run_ns == 0 || rec.savings_percent >= ctx.options.min_savings_percent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::*;
+    use super::*;
+
+    #[test]
+    fn serializes_to_the_json_contract() {
+        let p = loop_profile(200_000, 300, 30);
+        let recs = recommend(&p, &AdviceOptions::default());
+        let json = serde_json::to_value(&recs).unwrap();
+        let first = &json[0];
+        let mut keys: Vec<&str> = first
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "confidence",
+                "estimated_savings_ns",
+                "evidence",
+                "function",
+                "kind",
+                "library",
+                "savings_percent",
+                "site",
+                "suggestion"
+            ]
+        );
+        assert_eq!(first["kind"], "batch");
+        assert_eq!(first["site"]["file"], "work.py");
+        assert_eq!(first["site"]["line"], 12);
+        assert!(first["evidence"].is_object());
+        let back: Vec<Recommendation> = serde_json::from_value(json).unwrap();
+        assert_eq!(back, recs);
+    }
+
+    #[test]
+    fn kinds_and_confidence_use_contract_names() {
+        for kind in [
+            AdviceKind::Batch,
+            AdviceKind::ReuseBuffer,
+            AdviceKind::ZeroCopy,
+            AdviceKind::DeclareArgtypes,
+            AdviceKind::UsePydll,
+            AdviceKind::GilContention,
+            AdviceKind::Leak,
+        ] {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.name());
+        }
+        assert_eq!(serde_json::to_value(Confidence::Medium).unwrap(), "medium");
+    }
+
+    #[test]
+    fn function_level_advice_has_null_site() {
+        let mut p = loop_profile(200_000, 300, 30);
+        p.functions[0].sites.clear();
+        let recs = recommend(&p, &AdviceOptions::default());
+        assert_eq!(recs[0].kind, AdviceKind::Batch);
+        assert_eq!(serde_json::to_value(&recs[0]).unwrap()["site"], Value::Null);
+    }
+
+    #[test]
+    fn ranked_best_first_and_truncated() {
+        let mut p = loop_profile(200_000, 300, 30);
+        let mut small = p.functions[0].clone();
+        small.function = "fx_other".into();
+        scale_calls(&mut small, 2);
+        p.functions.push(small);
+        let recs = recommend(&p, &AdviceOptions::default());
+        assert!(recs.len() >= 2);
+        assert!(recs
+            .windows(2)
+            .all(|w| w[0].estimated_savings_ns >= w[1].estimated_savings_ns));
+        assert_eq!(recs[0].function, "fx_scale");
+        let one = recommend(
+            &p,
+            &AdviceOptions {
+                max_recommendations: Some(1),
+                ..AdviceOptions::default()
+            },
+        );
+        assert_eq!(one.len(), 1);
+    }
+
+    #[test]
+    fn exports_are_found_by_path_or_file_name() {
+        let o = AdviceOptions::default().with_exported_symbols("libx.so", vec!["a".into()]);
+        assert_eq!(o.exports_of("/usr/lib/libx.so").unwrap(), ["a".to_string()]);
+        assert!(o.exports_of("/usr/lib/liby.so").is_none());
+    }
+}

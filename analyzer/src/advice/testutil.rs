@@ -1,0 +1,126 @@
+//! Synthetic profiles for the rule tests: per-call figures in, totals out.
+
+use ffiprof_profile::{FunctionRecord, Profile, SiteRecord};
+
+pub const LIB: &str = "/work/lib/libffifixture.so";
+
+/// Per-call figures of one call site.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PerCall {
+    pub native: u64,
+    pub marshal_in: u64,
+    pub marshal_out: u64,
+    pub gil: u64,
+    pub construction: u64,
+    pub construction_bytes: u64,
+    pub arg_bytes: u64,
+    pub buffer_bytes: u64,
+    /// Whether every call got a freshly built buffer.
+    pub fresh: bool,
+}
+
+pub fn site(file: &str, line: u32, calls: u64, c: PerCall) -> SiteRecord {
+    SiteRecord {
+        file: file.into(),
+        line,
+        function: "main".into(),
+        calls,
+        timed_calls: calls,
+        native_ns: c.native * calls,
+        marshal_in_ns: c.marshal_in * calls,
+        marshal_out_ns: c.marshal_out * calls,
+        gil_wait_ns: c.gil * calls,
+        construction_ns: c.construction * calls,
+        construction_bytes: c.construction_bytes * calls,
+        buffer_bytes: c.buffer_bytes * calls,
+        arg_bytes: c.arg_bytes * calls,
+        fresh_buffer_calls: if c.fresh { calls } else { 0 },
+        stacks: Vec::new(),
+    }
+}
+
+/// A function whose totals are the sums of its sites, all calls from Python.
+pub fn function(name: &str, sites: Vec<SiteRecord>) -> FunctionRecord {
+    let mut f = FunctionRecord::new(LIB, name);
+    for s in &sites {
+        f.calls += s.calls;
+        f.timed_calls += s.timed_calls;
+        f.native_ns += s.native_ns;
+        f.marshal_in_ns += s.marshal_in_ns;
+        f.marshal_out_ns += s.marshal_out_ns;
+        f.gil_wait_ns += s.gil_wait_ns;
+        f.construction_ns += s.construction_ns;
+        f.construction_bytes += s.construction_bytes;
+        f.buffer_bytes += s.buffer_bytes;
+        f.arg_bytes += s.arg_bytes;
+        f.fresh_buffer_calls += s.fresh_buffer_calls;
+        let per_call = s.native_ns / s.calls.max(1);
+        f.native_hist.record_n(per_call.max(1), s.calls);
+    }
+    f.python_calls = f.calls;
+    f.arg_count = 2;
+    f.sites = sites;
+    f
+}
+
+/// A profile of `functions` whose run lasted `duration_ns` in one thread.
+pub fn profile(functions: Vec<FunctionRecord>, duration_ns: u64) -> Profile {
+    let mut p = Profile::new();
+    p.meta.duration_ns = duration_ns;
+    p.meta.threads = 1;
+    p.meta.complete = true;
+    p.functions = functions;
+    p
+}
+
+/// One site calling `fx_scale(double, double)` in a loop at work.py:12, with the given per-call
+/// overhead (70 % marshal-in, 30 % marshal-out) and native time; the run is 20 % longer than the calls.
+pub fn loop_profile(calls: u64, overhead: u64, native: u64) -> Profile {
+    let c = PerCall {
+        native,
+        marshal_in: overhead * 7 / 10,
+        marshal_out: overhead - overhead * 7 / 10,
+        arg_bytes: 16,
+        ..PerCall::default()
+    };
+    let f = function("fx_scale", vec![site("work.py", 12, calls, c)]);
+    let duration = calls * (overhead + native) * 6 / 5;
+    profile(vec![f], duration)
+}
+
+/// Divides every count and time of a function (and its sites) by `by`.
+pub fn scale_calls(f: &mut FunctionRecord, by: u64) {
+    for v in [
+        &mut f.calls,
+        &mut f.timed_calls,
+        &mut f.python_calls,
+        &mut f.native_ns,
+        &mut f.marshal_in_ns,
+        &mut f.marshal_out_ns,
+        &mut f.gil_wait_ns,
+        &mut f.construction_ns,
+        &mut f.construction_bytes,
+        &mut f.arg_bytes,
+        &mut f.buffer_bytes,
+        &mut f.fresh_buffer_calls,
+    ] {
+        *v /= by;
+    }
+    for s in &mut f.sites {
+        for v in [
+            &mut s.calls,
+            &mut s.timed_calls,
+            &mut s.native_ns,
+            &mut s.marshal_in_ns,
+            &mut s.marshal_out_ns,
+            &mut s.gil_wait_ns,
+            &mut s.construction_ns,
+            &mut s.construction_bytes,
+            &mut s.arg_bytes,
+            &mut s.buffer_bytes,
+            &mut s.fresh_buffer_calls,
+        ] {
+            *v /= by;
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! The cost model behind every recommendation: how a saving is estimated from what the profile measured.
+//!
+//! Every estimate is arithmetic over times and counts the agent measured in *this* run — never over
+//! constants baked into ffiprof. Thresholds in [`crate::AdviceOptions`] decide only *whether* to
+//! advise; they never enter a saving. A saving is the boundary time a change removes from the profiled
+//! run, in nanoseconds, and as a percentage of the run ([`run_ns`]). Each recommendation stands alone:
+//! two recommendations on the same call site overlap, so their savings do not add up.
+//!
+//! # Measured quantities
+//!
+//! A *place* ([`Measured`]) is one Python call site of one C function, or the whole function when the
+//! profile has no sites for it. Its totals come straight from the profile (times already scaled to all
+//! calls when timing was sampled, and already corrected for the probe's own cost):
+//!
+//! * `overhead per call` = (marshal-in + marshal-out + GIL wait) / calls — what crossing the boundary
+//!   costs each time, apart from the C code.
+//! * `native per call` = native / calls.
+//! * `moved bytes` = argument bytes + buffer bytes — the data that crossed.
+//! * `marshal cost per byte` ([`marshal_ns_per_byte`]) — the *marginal* marshaling time per byte, over the
+//!   whole profile: the Theil–Sen slope (median of pairwise slopes, robust to a few odd functions) of
+//!   per-call marshal time against per-call moved bytes across every place with Python calls, clamped at 0.
+//!   It is unknown (and taken as 0, which lowers confidence) when fewer than two places moved different
+//!   amounts of data.
+//!
+//! # Estimates per kind of advice
+//!
+//! * **batch** — current = marshal-in + marshal-out + GIL wait + native at the place. One call over all
+//!   elements costs one call's overhead + all of today's native time (native work is assumed not to
+//!   shrink, which keeps the estimate conservative: libffi's own per-call cost inside "native" is in fact
+//!   saved too) + moved bytes × marshal cost per byte (the data now travels in one buffer).
+//!   saving = current − batched = (calls − 1) × overhead per call − moved bytes × cost per byte.
+//!   Advised only where overhead per call ≥ `batch_min_overhead_ratio` × native per call: a function that
+//!   already takes many elements per call spends its time in C and is left alone.
+//!   Not seen by the profile, so not in the estimate: the Python loop around the calls, which batching
+//!   also removes — realized savings are expected to be somewhat larger than estimated.
+//! * **reuse-buffer** and **zero-copy** — saving = construction time at the place × (fresh-buffer calls − 1)
+//!   / calls: every fresh build but one goes away (the reused buffer or the shared view is built once).
+//!   The two differ by what the construction does: converting Python values element by element (per-byte
+//!   construction cost ≥ `zero_copy_min_ns_per_byte`, buffers of at least `zero_copy_min_bytes`) calls for
+//!   sharing memory (zero-copy); building empty or small objects calls for reusing one (reuse-buffer).
+//! * **declare-argtypes** — saving = (marshal-in per call − the median marshal-in per call of the profile's
+//!   functions with argtypes declared and the same number of arguments) × undeclared calls, when such
+//!   functions exist; otherwise no time is claimed and the advice stands only on correctness (a function
+//!   whose name suggests it returns a pointer, called without `restype`, has its result truncated to a
+//!   C `int`).
+//! * **use-pydll** — saving = the measured GIL wait of the function (re-acquiring the GIL after each call).
+//!   The release half of the round trip is not measured, so the estimate is a lower bound.
+//! * **gil-contention** — saving = GIL wait / threads: the waits of `threads` threads overlap in wall time,
+//!   so on average one thread's share of the summed waiting stands for time the run loses.
+//!   Crude by nature; always `low` confidence.
+//! * **leak** — no time is claimed (a leak costs memory); the evidence is allocator calls − release calls.
+//!
+//! # Confidence
+//!
+//! `high`: the figures come from at least `min_timed_calls` timed calls and the change needs no
+//! assumption beyond the model above (e.g. batch with a bulk sibling found and a measured per-byte cost).
+//! `medium`: one assumption is unverified (no bulk sibling known, per-byte cost unknown, a comparison
+//! across different functions). `low`: few timed calls, or a model as crude as gil-contention's.
+
+use ffiprof_profile::{FunctionRecord, Profile, SiteRecord};
+
+use crate::summary::total_ns;
+
+/// The measured totals of one place: a call site of a function, or the whole function.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Measured {
+    pub calls: u64,
+    /// Calls whose times were measured; equals `calls` when the agent did not say.
+    pub timed_calls: u64,
+    pub native_ns: u64,
+    pub marshal_in_ns: u64,
+    pub marshal_out_ns: u64,
+    pub gil_wait_ns: u64,
+    pub construction_ns: u64,
+    pub construction_bytes: u64,
+    pub arg_bytes: u64,
+    pub buffer_bytes: u64,
+    pub fresh_buffer_calls: u64,
+}
+
+fn timed_or_all(timed: u64, calls: u64) -> u64 {
+    if timed == 0 {
+        calls
+    } else {
+        timed
+    }
+}
+
+impl Measured {
+    pub fn of_site(s: &SiteRecord) -> Self {
+        Self {
+            calls: s.calls,
+            timed_calls: timed_or_all(s.timed_calls, s.calls),
+            native_ns: s.native_ns,
+            marshal_in_ns: s.marshal_in_ns,
+            marshal_out_ns: s.marshal_out_ns,
+            gil_wait_ns: s.gil_wait_ns,
+            construction_ns: s.construction_ns,
+            construction_bytes: s.construction_bytes,
+            arg_bytes: s.arg_bytes,
+            buffer_bytes: s.buffer_bytes,
+            fresh_buffer_calls: s.fresh_buffer_calls,
+        }
+    }
+
+    pub fn of_function(f: &FunctionRecord) -> Self {
+        Self {
+            calls: f.calls,
+            timed_calls: timed_or_all(f.timed_calls, f.calls),
+            native_ns: f.native_ns,
+            marshal_in_ns: f.marshal_in_ns,
+            marshal_out_ns: f.marshal_out_ns,
+            gil_wait_ns: f.gil_wait_ns,
+            construction_ns: f.construction_ns,
+            construction_bytes: f.construction_bytes,
+            arg_bytes: f.arg_bytes,
+            buffer_bytes: f.buffer_bytes,
+            fresh_buffer_calls: f.fresh_buffer_calls,
+        }
+    }
+
+    /// Marshal-in + marshal-out + GIL wait: the part of a call that is not the C code.
+    pub fn overhead_ns(&self) -> u64 {
+        self.marshal_in_ns + self.marshal_out_ns + self.gil_wait_ns
+    }
+
+    /// Overhead + native: construction is left out because it happens before the call.
+    pub fn call_ns(&self) -> u64 {
+        self.overhead_ns() + self.native_ns
+    }
+
+    pub fn overhead_per_call_ns(&self) -> f64 {
+        per(self.overhead_ns(), self.calls)
+    }
+
+    pub fn native_per_call_ns(&self) -> f64 {
+        per(self.native_ns, self.calls)
+    }
+
+    pub fn moved_bytes(&self) -> u64 {
+        self.arg_bytes + self.buffer_bytes
+    }
+}
+
+/// `total / count` as a float, 0 when nothing was counted.
+pub fn per(total: u64, count: u64) -> f64 {
+    if count == 0 {
+        0.0
+    } else {
+        total as f64 / count as f64
+    }
+}
+
+/// One place of the profile: a function and, when the profile has them, one of its call sites.
+#[derive(Debug, Clone, Copy)]
+pub struct Place<'a> {
+    pub function: &'a FunctionRecord,
+    pub site: Option<&'a SiteRecord>,
+}
+
+impl Place<'_> {
+    pub fn measured(&self) -> Measured {
+        match self.site {
+            Some(s) => Measured::of_site(s),
+            None => Measured::of_function(self.function),
+        }
+    }
+}
+
+/// Every place where Python called C: each call site, or the function as a whole when it has Python
+/// calls but no recorded sites.
+pub fn python_places(profile: &Profile) -> Vec<Place<'_>> {
+    let mut places = Vec::new();
+    for f in &profile.functions {
+        if f.sites.is_empty() {
+            if f.python_calls > 0 {
+                places.push(Place {
+                    function: f,
+                    site: None,
+                });
+            }
+        } else {
+            places.extend(f.sites.iter().map(|s| Place {
+                function: f,
+                site: Some(s),
+            }));
+        }
+    }
+    places
+}
+
+/// The length of the profiled run that savings are a percentage of: the recorded duration, or — when
+/// the profile has none — the total boundary time, so that percentages stay meaningful upper bounds.
+pub fn run_ns(profile: &Profile) -> u64 {
+    if profile.meta.duration_ns > 0 {
+        profile.meta.duration_ns
+    } else {
+        profile.functions.iter().map(total_ns).sum()
+    }
+}
+
+/// `saving` as a percentage of `run`, rounded to hundredths.
+pub fn percent_of(saving: u64, run: u64) -> f64 {
+    if run == 0 {
+        return 0.0;
+    }
+    (saving as f64 * 10_000.0 / run as f64).round() / 100.0
+}
+
+/// How many places at most enter the per-byte slope: pairwise slopes are quadratic in their number.
+const SLOPE_MAX_POINTS: usize = 200;
+
+/// The marginal marshaling time per moved byte over the whole profile (see the module docs), or `None`
+/// when the profile does not show two places moving different amounts of data per call.
+pub fn marshal_ns_per_byte(profile: &Profile) -> Option<f64> {
+    let mut points: Vec<(u64, f64, f64)> = python_places(profile)
+        .iter()
+        .map(|p| p.measured())
+        .filter(|m| m.calls > 0 && m.timed_calls > 0)
+        .map(|m| {
+            (
+                m.calls,
+                per(m.moved_bytes(), m.calls),
+                per(m.marshal_in_ns + m.marshal_out_ns, m.calls),
+            )
+        })
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.0));
+    points.truncate(SLOPE_MAX_POINTS);
+    let mut slopes = Vec::new();
+    for (i, a) in points.iter().enumerate() {
+        for b in &points[i + 1..] {
+            let dx = b.1 - a.1;
+            if dx.abs() >= 1.0 {
+                slopes.push((b.2 - a.2) / dx);
+            }
+        }
+    }
+    if slopes.is_empty() {
+        return None;
+    }
+    slopes.sort_by(|a, b| a.total_cmp(b));
+    let n = slopes.len();
+    let median = if n % 2 == 1 {
+        slopes[n / 2]
+    } else {
+        (slopes[n / 2 - 1] + slopes[n / 2]) / 2.0
+    };
+    Some(median.max(0.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site(calls: u64, bytes: u64, marshal: u64) -> SiteRecord {
+        SiteRecord {
+            file: "w.py".into(),
+            line: 1,
+            calls,
+            arg_bytes: bytes,
+            marshal_in_ns: marshal,
+            ..SiteRecord::default()
+        }
+    }
+
+    fn profile_with(sites: Vec<SiteRecord>) -> Profile {
+        let mut p = Profile::new();
+        for (i, s) in sites.into_iter().enumerate() {
+            let mut f = FunctionRecord::new("/l/libx.so", format!("f{i}"));
+            f.calls = s.calls;
+            f.python_calls = s.calls;
+            f.sites.push(s);
+            p.functions.push(f);
+        }
+        p
+    }
+
+    #[test]
+    fn slope_is_the_median_of_pairwise_slopes() {
+        // 8 bytes → 200 ns, 16 → 240, 24 → 280, 40 → 360: 5 ns per byte; an outlier does not move the median.
+        let p = profile_with(vec![
+            site(100, 800, 20_000),
+            site(100, 1_600, 24_000),
+            site(100, 2_400, 28_000),
+            site(100, 4_000, 36_000),
+            site(100, 3_200, 90_000),
+        ]);
+        let slope = marshal_ns_per_byte(&p).unwrap();
+        assert!((slope - 5.0).abs() < 1e-9, "{slope}");
+    }
+
+    #[test]
+    fn slope_unknown_with_one_size_and_never_negative() {
+        assert_eq!(
+            marshal_ns_per_byte(&profile_with(vec![site(10, 80, 1_000)])),
+            None
+        );
+        let p = profile_with(vec![site(10, 80, 5_000), site(10, 160, 1_000)]);
+        assert_eq!(marshal_ns_per_byte(&p), Some(0.0));
+    }
+
+    #[test]
+    fn run_falls_back_to_boundary_time() {
+        let mut p = profile_with(vec![site(10, 80, 1_000)]);
+        p.functions[0].native_ns = 500;
+        p.functions[0].marshal_in_ns = 1_000;
+        assert_eq!(run_ns(&p), 1_500);
+        p.meta.duration_ns = 10_000;
+        assert_eq!(run_ns(&p), 10_000);
+        assert_eq!(percent_of(1_234, 10_000), 12.34);
+    }
+}
