@@ -24,6 +24,7 @@
 pub mod agent;
 pub mod config;
 pub mod hook;
+pub mod inject;
 pub mod launch;
 pub mod python;
 pub mod record;

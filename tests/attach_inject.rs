@@ -1,0 +1,353 @@
+//! The injector against real Python processes: every kind of target, 20 cycles on one process,
+//! and each error a user can meet. Each target prints "ready" when working (the handshake), stops
+//! when its stop file appears, checks its own results and must exit 0 with its output intact.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ffiprof_tracer::inject::{self, InjectError, InjectOptions, Method, Payload, PtraceDenial};
+
+fn pyenv(version: &str) -> Option<PathBuf> {
+    let root = PathBuf::from(std::env::var("HOME").ok()?).join(".pyenv/versions");
+    let dir = std::fs::read_dir(root).ok()?.flatten().find(|e| {
+        let name = e.file_name().to_string_lossy().into_owned();
+        name == version || name.starts_with(&format!("{version}."))
+    })?;
+    let python = dir.path().join("bin/python");
+    python.exists().then_some(python)
+}
+
+fn pythons() -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = pyenv("3.11").into_iter().collect();
+    if Path::new("/usr/bin/python3.11").exists() {
+        out.push("/usr/bin/python3.11".into());
+    }
+    assert!(!out.is_empty(), "neither pyenv 3.11 nor /usr/bin/python3.11 is installed");
+    out
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/attach_target.py")
+}
+
+/// A target process, killed and reaped when dropped whatever happened.
+struct Target {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stop_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Target {
+    fn spawn(python: &Path, mode: &str) -> Target {
+        Self::spawn_with(python, mode, |_| {})
+    }
+
+    fn spawn_with(python: &Path, mode: &str, tweak: impl FnOnce(&mut Command)) -> Target {
+        let dir = tempfile::tempdir().unwrap();
+        let stop_file = dir.path().join("stop");
+        let mut cmd = Command::new(python);
+        cmd.arg(script()).arg(mode).arg(&stop_file).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        tweak(&mut cmd);
+        let mut child = cmd.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let target = Target { child, lines, stop_file, _dir: dir };
+        assert_eq!(target.line(Duration::from_secs(20)), "ready", "{mode} target did not start");
+        target
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn line(&self, timeout: Duration) -> String {
+        self.lines.recv_timeout(timeout).unwrap_or_else(|e| panic!("no line from the target: {e}"))
+    }
+
+    /// Tells the target to stop and checks it finished normally, its own checks passing and no
+    /// name left behind in `__main__`. Returns its call count.
+    fn finish(mut self) -> u64 {
+        std::fs::write(&self.stop_file, b"").unwrap();
+        let done = self.line(Duration::from_secs(30));
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "target exited with {status}");
+        let fields: Vec<&str> = done.split_whitespace().collect();
+        assert_eq!(fields.first(), Some(&"done"), "{done}");
+        assert_eq!(fields.get(2), Some(&"-"), "names left in __main__: {done}");
+        fields[1].parse().unwrap()
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A snippet that appends `tag` to `marker` and reports 0.
+fn marker_payload(marker: &Path, tag: &str) -> Payload {
+    Payload::Python(format!(
+        "with open({:?}, 'a') as f:\n    f.write({:?} + '\\n')\nresult = 0\n",
+        marker.to_str().unwrap(),
+        tag
+    ))
+}
+
+fn options(payload: Payload) -> InjectOptions {
+    InjectOptions { method: Method::Ptrace, wait: Duration::from_secs(20), ..InjectOptions::new(payload) }
+}
+
+fn mapped(pid: i32, addr: u64) -> bool {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    maps.lines().any(|l| {
+        let (range, _) = l.split_once(' ').unwrap();
+        let (a, b) = range.split_once('-').unwrap();
+        let (a, b) = (u64::from_str_radix(a, 16).unwrap(), u64::from_str_radix(b, 16).unwrap());
+        addr >= a && addr < b
+    })
+}
+
+fn inject_marker(target: &Target, marker: &Path, tag: &str) -> inject::InjectReport {
+    let report = inject::inject(target.pid(), &options(marker_payload(marker, tag)))
+        .unwrap_or_else(|e| panic!("inject {tag}: {e}"));
+    let outcome = report.outcome.clone().unwrap();
+    assert_eq!(outcome.result, 0);
+    let page = report.page.expect("ptrace reports its page");
+    assert!(!mapped(target.pid(), page), "the page at {page:#x} is still mapped after the code ran");
+    report
+}
+
+fn run_mode(mode: &str, cycles: usize) {
+    for python in pythons() {
+        let target = Target::spawn(&python, mode);
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("marker");
+        let mut slowest = Duration::ZERO;
+        for i in 0..cycles {
+            let report = inject_marker(&target, &marker, &format!("cycle {i}"));
+            slowest = slowest.max(report.scheduled_after);
+            eprintln!(
+                "{mode} {} #{i}: thread {:?} in syscall {} after {} attempt(s), queued in {:?}, ran after {:?}",
+                python.display(),
+                report.thread,
+                report.thread_was_in_syscall,
+                report.attempts,
+                report.scheduled_after,
+                report.outcome.as_ref().unwrap().ran_after
+            );
+        }
+        let written = std::fs::read_to_string(&marker).unwrap();
+        let expected: String = (0..cycles).map(|i| format!("cycle {i}\n")).collect();
+        assert_eq!(written, expected);
+        assert!(slowest < Duration::from_secs(1), "queuing took {slowest:?}");
+        assert!(target.finish() > 0, "{mode} target made no calls");
+    }
+}
+
+#[test]
+fn busy_target_twenty_cycles() {
+    run_mode("busy", 20);
+}
+
+#[test]
+fn sleeping_target() {
+    run_mode("sleep", 3);
+}
+
+#[test]
+fn target_blocked_in_a_long_c_call() {
+    run_mode("ccall", 2);
+}
+
+#[test]
+fn four_thread_target() {
+    run_mode("threads", 5);
+}
+
+#[test]
+fn allocating_target() {
+    run_mode("alloc", 5);
+}
+
+#[test]
+fn every_supported_pyenv_version() {
+    for version in ["3.8", "3.9", "3.10", "3.12", "3.13"] {
+        let Some(python) = pyenv(version) else {
+            eprintln!("skipped: no pyenv {version}");
+            continue;
+        };
+        let target = Target::spawn(&python, "busy");
+        let dir = tempfile::tempdir().unwrap();
+        let report = inject_marker(&target, &dir.path().join("m"), "x");
+        assert_eq!(report.python_version, version);
+        target.finish();
+    }
+}
+
+#[test]
+fn library_payload_calls_the_exported_function() {
+    // libc's `atoi` is an `int f(const char *)`: 42 comes back as a non-zero result, an error.
+    let target = Target::spawn(&pythons()[0], "busy");
+    let libc = ["/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/x86_64-linux-gnu/libc.so.6"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap();
+    let call = |arg: &str| {
+        inject::inject(
+            target.pid(),
+            &options(Payload::Library { path: libc.into(), function: "atoi".into(), argument: arg.into() }),
+        )
+    };
+    assert_eq!(call("0").unwrap().outcome.unwrap().result, 0);
+    match call("42") {
+        Err(InjectError::PayloadFailed { message, .. }) => assert!(message.contains("returned 42"), "{message}"),
+        other => panic!("expected a payload failure, got {other:?}"),
+    }
+    target.finish();
+}
+
+#[test]
+fn payload_exception_is_reported_and_the_target_carries_on() {
+    let target = Target::spawn(&pythons()[0], "busy");
+    match inject::inject(target.pid(), &options(Payload::Python("raise KeyError('nope')".into()))) {
+        Err(InjectError::PayloadFailed { message, .. }) => assert!(message.contains("KeyError"), "{message}"),
+        other => panic!("expected a payload failure, got {other:?}"),
+    }
+    target.finish();
+}
+
+#[test]
+fn no_such_process() {
+    let err = inject::inject(i32::MAX - 7, &options(Payload::Python(String::new()))).unwrap_err();
+    assert!(matches!(err, InjectError::NoSuchProcess { .. }), "{err}");
+    assert!(err.to_string().contains("pgrep"), "{err}");
+}
+
+#[test]
+fn not_a_python_process() {
+    let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+    let err = inject::inject(child.id() as i32, &options(Payload::Python(String::new()))).unwrap_err();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(matches!(err, InjectError::NotPython { .. }), "{err}");
+}
+
+#[test]
+fn unsupported_python_version() {
+    let Some(python) = pyenv("3.7") else {
+        eprintln!("skipped: no pyenv 3.7");
+        return;
+    };
+    let target = Target::spawn(&python, "sleep");
+    let err = inject::inject(target.pid(), &options(Payload::Python(String::new()))).unwrap_err();
+    assert!(matches!(err, InjectError::UnsupportedVersion { ref version, .. } if version == "3.7"), "{err}");
+    target.finish();
+}
+
+#[test]
+fn remote_exec_needs_3_14() {
+    let target = Target::spawn(&pythons()[0], "sleep");
+    let opts = InjectOptions { method: Method::RemoteExec, ..options(Payload::Python(String::new())) };
+    let err = inject::inject(target.pid(), &opts).unwrap_err();
+    assert!(matches!(err, InjectError::RemoteExecTooOld { .. }), "{err}");
+    assert!(err.to_string().contains("--method ptrace"), "{err}");
+    target.finish();
+}
+
+#[test]
+fn stopped_target_is_refused() {
+    let target = Target::spawn(&pythons()[0], "sleep");
+    // SAFETY-free: kill(2) through the libc crate is declared unsafe only because it is FFI.
+    assert_eq!(unsafe { libc::kill(target.pid(), libc::SIGSTOP) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(format!("/proc/{}/stat", target.pid())).unwrap().contains(") T") {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let err = inject::inject(target.pid(), &options(Payload::Python(String::new()))).unwrap_err();
+    assert!(matches!(err, InjectError::TargetStopped { .. }), "{err}");
+    assert_eq!(unsafe { libc::kill(target.pid(), libc::SIGCONT) }, 0);
+    target.finish();
+}
+
+#[test]
+fn target_exiting_before_the_code_runs() {
+    let target = Target::spawn(&pythons()[0], "exit-soon");
+    let err = inject::inject(target.pid(), &options(Payload::Python(String::new()))).unwrap_err();
+    assert!(matches!(err, InjectError::TargetExited { .. }), "{err}");
+    assert_eq!(target.line(Duration::from_secs(5)), "exiting");
+}
+
+const NOBODY: u32 = 65534;
+
+#[test]
+fn target_of_another_user() {
+    if unsafe { libc::geteuid() } != 0 || !Path::new("/usr/bin/python3.11").exists() {
+        eprintln!("skipped: needs root and /usr/bin/python3.11");
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let target = Target::spawn_with(Path::new("/usr/bin/python3.11"), "busy", |cmd| {
+        cmd.uid(NOBODY).gid(NOBODY);
+    });
+    // Root may inject, and the status directory is handed to the target's user.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    inject_marker(&target, &dir.path().join("m"), "as nobody");
+    // A library in a private directory cannot be opened by that user: said before touching it.
+    let private = tempfile::tempdir().unwrap();
+    let lib = private.path().join("agent.so");
+    std::fs::write(&lib, b"").unwrap();
+    let err = inject::inject(
+        target.pid(),
+        &options(Payload::Library { path: lib, function: "f".into(), argument: String::new() }),
+    )
+    .unwrap_err();
+    assert!(matches!(err, InjectError::AgentNotReadable { uid: NOBODY, .. }), "{err}");
+    std::fs::write(&target.stop_file, b"").unwrap();
+    target.finish();
+}
+
+/// Runs this same test binary as nobody against a root-owned target: the refusal must be
+/// diagnosed as "another user", with the remedy.
+#[test]
+fn ptrace_denied_for_another_user() {
+    if let Ok(pid) = std::env::var("FFIPROF_TEST_DENIED_PID") {
+        let err = inject::inject(pid.parse().unwrap(), &options(Payload::Python(String::new()))).unwrap_err();
+        println!("ERROR: {err}");
+        assert!(
+            matches!(err, InjectError::PtraceDenied { reason: PtraceDenial::OtherUser { target_uid: 0, our_uid: NOBODY }, .. }),
+            "{err:?}"
+        );
+        return;
+    }
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to run a child as nobody");
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let target = Target::spawn(&pythons()[0], "sleep");
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "ptrace_denied_for_another_user", "--nocapture"])
+        .env("FFIPROF_TEST_DENIED_PID", target.pid().to_string())
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("ERROR: not permitted to ptrace") && stdout.contains("sudo"), "{stdout}");
+    target.finish();
+}

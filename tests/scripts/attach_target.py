@@ -1,0 +1,106 @@
+"""A long-running Python process for the attach tests.
+
+usage: attach_target.py MODE STOP_FILE [LIBRARY]
+
+MODE is busy (main thread calls a C function in a loop), sleep (mostly time.sleep), ccall
+(blocked in 2-second C calls), threads (4 threads calling C, main thread idle), alloc (heavy
+malloc/free with big blocks that go through mmap) or exit-soon (a helper thread ends the process
+after 0.3 s while the main thread is blocked in C). It prints "ready" once working, runs until
+STOP_FILE exists, checks its own results, and prints "done CALLS LEAKED" where LEAKED lists any
+names an injection left in __main__.
+"""
+
+import ctypes
+import os
+import sys
+import threading
+import time
+
+mode, stop_file = sys.argv[1], sys.argv[2]
+lib = ctypes.CDLL(sys.argv[3] if len(sys.argv) > 3 else None)
+libc = ctypes.CDLL(None)
+labs = lib.labs if hasattr(lib, "labs") else libc.labs
+labs.argtypes = [ctypes.c_long]
+labs.restype = ctypes.c_long
+usleep = libc.usleep
+usleep.argtypes = [ctypes.c_uint]
+calls = [0]
+lock = threading.Lock()
+
+
+def stopped():
+    return os.path.exists(stop_file)
+
+
+def check_block(n=1000):
+    """C calls and float arithmetic whose results are known: a clobbered register shows here."""
+    acc = 0
+    x = 0.0
+    for i in range(n):
+        acc += labs(-i)
+        x += i * 0.5
+    assert acc == n * (n - 1) // 2, acc
+    assert x == 0.25 * n * (n - 1), x
+    return n
+
+
+def busy():
+    while not stopped():
+        done = check_block()
+        with lock:
+            calls[0] += done
+
+
+def allocate():
+    blocks = []
+    while not stopped():
+        for size in (1 << 20, 300_000, 4096, 150_000, 2 << 20):
+            blocks.append(bytearray(size))
+        if len(blocks) > 40:
+            del blocks[:25]
+        with lock:
+            calls[0] += check_block(50)
+
+
+def exit_soon():
+    time.sleep(0.3)
+    sys.stdout.write("exiting\n")
+    sys.stdout.flush()
+    os._exit(0)
+
+
+def wait_for(threads):
+    while any(t.is_alive() for t in threads):
+        time.sleep(0.05)
+
+
+print("ready", flush=True)
+if mode == "busy":
+    busy()
+elif mode == "sleep":
+    while not stopped():
+        time.sleep(0.05)
+        calls[0] += check_block(10)
+elif mode == "ccall":
+    while not stopped():
+        usleep(2_000_000)
+        calls[0] += check_block(10)
+elif mode == "threads":
+    workers = [threading.Thread(target=busy) for _ in range(4)]
+    for w in workers:
+        w.start()
+    wait_for(workers)
+elif mode == "alloc":
+    workers = [threading.Thread(target=allocate) for _ in range(2)]
+    for w in workers:
+        w.start()
+    allocate()
+    wait_for(workers)
+elif mode == "exit-soon":
+    threading.Thread(target=exit_soon, daemon=True).start()
+    usleep(5_000_000)
+else:
+    sys.exit("unknown mode " + mode)
+
+leaked = sorted(k for k in globals() if "ffiprof" in k or k in ("_report", "_dir", "_page", "result"))
+print("done", calls[0], ",".join(leaked) or "-", flush=True)
