@@ -1,0 +1,294 @@
+//! The per-function and per-call-site tables. Every sortable cell carries its raw value in `data-v`,
+//! so sorting is by number while the text stays human (`12.3µs`, `4.0KiB`).
+
+use std::fmt::Write;
+
+use ffiprof_analyzer::{FunctionSummary, Report, SiteSummary};
+
+use super::recommendations::Rec;
+use crate::format::{esc, fmt_bytes, fmt_count, fmt_ns};
+
+/// The parts of the split in bar order, with their CSS class suffix.
+const PARTS: [&str; 5] = [
+    "marshal-in",
+    "native",
+    "marshal-out",
+    "gil-wait",
+    "construction",
+];
+
+fn split_of_function(f: &FunctionSummary) -> [u64; 5] {
+    [
+        f.marshal_in_ns,
+        f.native_ns,
+        f.marshal_out_ns,
+        f.gil_wait_ns,
+        f.construction_ns,
+    ]
+}
+
+fn split_of_site(s: &SiteSummary) -> [u64; 5] {
+    [
+        s.marshal_in_ns,
+        s.native_ns,
+        s.marshal_out_ns,
+        s.gil_wait_ns,
+        s.construction_ns,
+    ]
+}
+
+/// A stacked bar of the split, scaled to `max` so rows compare at a glance.
+fn bar(split: &[u64; 5], max: u64) -> String {
+    let total: u64 = split.iter().sum();
+    let mut title = String::new();
+    for (i, part) in PARTS.iter().enumerate() {
+        if split[i] > 0 {
+            let pct = split[i] as f64 * 100.0 / total.max(1) as f64;
+            let _ = write!(title, "{part} {} ({pct:.0}%)\n", fmt_ns(split[i]));
+        }
+    }
+    let mut out = format!("<div class=\"bar\" title=\"{}\">", esc(title.trim_end()));
+    for (i, part) in PARTS.iter().enumerate() {
+        if split[i] > 0 && max > 0 {
+            let w = split[i] as f64 * 100.0 / max as f64;
+            let _ = write!(
+                out,
+                "<span class=\"p-{part}\" style=\"width:{w:.2}%\"></span>"
+            );
+        }
+    }
+    out.push_str("</div>");
+    out
+}
+
+fn num_ns(v: u64) -> String {
+    format!("<td class=\"num\" data-v=\"{v}\">{}</td>", fmt_ns(v))
+}
+
+fn num_bytes(v: u64) -> String {
+    format!("<td class=\"num\" data-v=\"{v}\">{}</td>", fmt_bytes(v))
+}
+
+fn num_count(v: u64) -> String {
+    format!("<td class=\"num\" data-v=\"{v}\">{}</td>", fmt_count(v))
+}
+
+fn header(cols: &[(&str, bool)]) -> String {
+    let mut out = String::from("<thead><tr>");
+    for (name, numeric) in cols {
+        if *numeric {
+            let _ = write!(
+                out,
+                "<th class=\"num\" data-type=\"num\">{}</th>",
+                esc(name)
+            );
+        } else {
+            let _ = write!(out, "<th data-type=\"text\">{}</th>", esc(name));
+        }
+    }
+    out.push_str("</tr></thead>");
+    out
+}
+
+fn library_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// Row anchor of the report's `i`-th function.
+pub(crate) fn function_anchor(i: usize) -> String {
+    format!("fn-{i}")
+}
+
+pub(crate) fn functions_section(report: &Report) -> String {
+    let mut out = String::from(
+        "<section class=\"card\" id=\"functions\"><h2>Functions</h2>\
+         <p class=\"note\">Click a column to sort. Percentiles are of native time per call, from the HDR histograms.</p>",
+    );
+    out.push_str(&super::legend(crate::Weight::Time));
+    out.push_str("<div class=\"tablewrap\"><table class=\"data sortable\" id=\"functions-table\">");
+    out.push_str(&header(&[
+        ("function", false),
+        ("library", false),
+        ("calls", true),
+        ("arg bytes", true),
+        ("buffer bytes", true),
+        ("boundary time", true),
+        ("total", true),
+        ("native", true),
+        ("marshal-in", true),
+        ("marshal-out", true),
+        ("gil wait", true),
+        ("construction", true),
+        ("p50", true),
+        ("p90", true),
+        ("p99", true),
+        ("max", true),
+    ]));
+    out.push_str("<tbody>");
+    let max = report
+        .functions
+        .iter()
+        .map(|f| f.total_ns)
+        .max()
+        .unwrap_or(0);
+    for (i, f) in report.functions.iter().enumerate() {
+        let _ = write!(
+            out,
+            "<tr id=\"{}\"><td class=\"name mono\" title=\"{}\"><a href=\"#lat-{i}\">{}</a></td><td class=\"mono\" title=\"{}\">{}</td>",
+            function_anchor(i),
+            esc(&f.function),
+            esc(&f.function),
+            esc(&f.library),
+            esc(library_name(&f.library)),
+        );
+        out.push_str(&num_count(f.calls));
+        out.push_str(&num_bytes(f.arg_bytes));
+        out.push_str(&num_bytes(f.buffer_bytes));
+        let _ = write!(
+            out,
+            "<td data-v=\"{}\">{}</td>",
+            f.total_ns,
+            bar(&split_of_function(f), max)
+        );
+        out.push_str(&num_ns(f.total_ns));
+        for v in [
+            f.native_ns,
+            f.marshal_in_ns,
+            f.marshal_out_ns,
+            f.gil_wait_ns,
+            f.construction_ns,
+        ] {
+            out.push_str(&num_ns(v));
+        }
+        for v in [
+            f.native_p50_ns,
+            f.native_p90_ns,
+            f.native_p99_ns,
+            f.native_max_ns,
+        ] {
+            out.push_str(&num_ns(v));
+        }
+        out.push_str("</tr>");
+    }
+    out.push_str("</tbody></table></div></section>");
+    out
+}
+
+/// One row of the call-site table, with the anchor recommendations link to.
+pub(crate) struct SiteRow<'a> {
+    pub anchor: String,
+    pub function_index: usize,
+    pub site: &'a SiteSummary,
+}
+
+fn site_total(s: &SiteSummary) -> u64 {
+    split_of_site(s).iter().sum()
+}
+
+/// The sites to list: the costliest `max`, plus every one a recommendation points at.
+pub(crate) fn collect_sites<'a>(report: &'a Report, max: usize, recs: &[Rec]) -> Vec<SiteRow<'a>> {
+    let mut all: Vec<(usize, &SiteSummary)> = report
+        .functions
+        .iter()
+        .enumerate()
+        .flat_map(|(i, f)| f.sites.iter().map(move |s| (i, s)))
+        .collect();
+    all.sort_by(|a, b| {
+        site_total(b.1)
+            .cmp(&site_total(a.1))
+            .then(b.1.calls.cmp(&a.1.calls))
+            .then(a.1.file.cmp(&b.1.file))
+            .then(a.1.line.cmp(&b.1.line))
+            .then(a.0.cmp(&b.0))
+    });
+    all.into_iter()
+        .enumerate()
+        .filter(|(rank, (_, s))| {
+            *rank < max
+                || recs.iter().any(|r| {
+                    r.site
+                        .as_ref()
+                        .is_some_and(|(f, l)| *f == s.file && *l == s.line)
+                })
+        })
+        .map(|(rank, (fi, s))| SiteRow {
+            anchor: format!("site-{rank}"),
+            function_index: fi,
+            site: s,
+        })
+        .collect()
+}
+
+pub(crate) fn sites_section(sites: &[SiteRow<'_>], report: &Report) -> String {
+    let total_sites: usize = report.functions.iter().map(|f| f.sites.len()).sum();
+    let mut out = String::from("<section class=\"card\" id=\"sites\"><h2>Call sites</h2>");
+    if total_sites == 0 {
+        out.push_str("<p class=\"note\">No Python call site was recorded (the callers were not Python, or stacks were off).</p></section>");
+        return out;
+    }
+    let _ = write!(
+        out,
+        "<p class=\"note\">The Python lines that called into C{}. Construction is time spent building ctypes objects passed to the call; \
+         fresh buffers counts calls that received an object built just for them.</p>",
+        if sites.len() < total_sites { format!(", costliest {} of {}", sites.len(), total_sites) } else { String::new() }
+    );
+    out.push_str("<div class=\"tablewrap\"><table class=\"data sortable\" id=\"sites-table\">");
+    out.push_str(&header(&[
+        ("site", false),
+        ("in", false),
+        ("calls into", false),
+        ("calls", true),
+        ("boundary time", true),
+        ("total", true),
+        ("native", true),
+        ("marshal-in", true),
+        ("marshal-out", true),
+        ("gil wait", true),
+        ("construction", true),
+        ("buffer bytes", true),
+        ("fresh buffers", true),
+    ]));
+    out.push_str("<tbody>");
+    let max = sites.iter().map(|r| site_total(r.site)).max().unwrap_or(0);
+    for r in sites {
+        let s = r.site;
+        let f = &report.functions[r.function_index];
+        let _ = write!(
+            out,
+            "<tr id=\"{}\"><td class=\"name mono\" data-v=\"{}:{:08}\" title=\"{}:{}\">{}:{}</td><td class=\"mono\">{}</td>\
+             <td class=\"mono\"><a href=\"#{}\">{}</a></td>",
+            r.anchor,
+            esc(&s.file),
+            s.line,
+            esc(&s.file),
+            s.line,
+            esc(&s.file),
+            s.line,
+            esc(&s.function),
+            function_anchor(r.function_index),
+            esc(&format!("{}!{}", library_name(&f.library), f.function)),
+        );
+        out.push_str(&num_count(s.calls));
+        let _ = write!(
+            out,
+            "<td data-v=\"{}\">{}</td>",
+            site_total(s),
+            bar(&split_of_site(s), max)
+        );
+        out.push_str(&num_ns(site_total(s)));
+        for v in [
+            s.native_ns,
+            s.marshal_in_ns,
+            s.marshal_out_ns,
+            s.gil_wait_ns,
+            s.construction_ns,
+        ] {
+            out.push_str(&num_ns(v));
+        }
+        out.push_str(&num_bytes(s.buffer_bytes));
+        out.push_str(&num_count(s.fresh_buffer_calls));
+        out.push_str("</tr>");
+    }
+    out.push_str("</tbody></table></div></section>");
+    out
+}
