@@ -5,7 +5,8 @@
 //!
 //! Entry points: [`summarize`] (statistics + advice under default options), [`analyze`] (the same with
 //! explicit [`AdviceOptions`], e.g. the exported symbols of the profiled libraries) and [`recommend`]
-//! (the advice alone).
+//! (the advice alone). [`AdviceOptions::with_exports_from_disk`] reads the profiled libraries' exported
+//! functions, so advice can name a bulk sibling or a release function the program never called.
 //!
 //! ```
 //! use ffiprof_analyzer::{summarize, SummaryOptions, text};
@@ -22,10 +23,12 @@
 
 pub mod advice;
 pub mod cost_model;
+pub mod exports;
 pub mod summary;
 pub mod text;
 
 pub use advice::{recommend, AdviceKind, AdviceOptions, Confidence, Recommendation, SiteRef};
+pub use exports::{exported_functions, ExportsError};
 pub use summary::{
     analyze, summarize, FunctionSummary, Report, ReportMeta, SiteSummary, SortKey, SummaryOptions,
 };
