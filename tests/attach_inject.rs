@@ -25,7 +25,10 @@ fn pythons() -> Vec<PathBuf> {
     if Path::new("/usr/bin/python3.11").exists() {
         out.push("/usr/bin/python3.11".into());
     }
-    assert!(!out.is_empty(), "neither pyenv 3.11 nor /usr/bin/python3.11 is installed");
+    assert!(
+        !out.is_empty(),
+        "neither pyenv 3.11 nor /usr/bin/python3.11 is installed"
+    );
     out
 }
 
@@ -50,7 +53,11 @@ impl Target {
         let dir = tempfile::tempdir().unwrap();
         let stop_file = dir.path().join("stop");
         let mut cmd = Command::new(python);
-        cmd.arg(script()).arg(mode).arg(&stop_file).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        cmd.arg(script())
+            .arg(mode)
+            .arg(&stop_file)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         tweak(&mut cmd);
         let mut child = cmd.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
@@ -62,8 +69,17 @@ impl Target {
                 }
             }
         });
-        let target = Target { child, lines, stop_file, _dir: dir };
-        assert_eq!(target.line(Duration::from_secs(20)), "ready", "{mode} target did not start");
+        let target = Target {
+            child,
+            lines,
+            stop_file,
+            _dir: dir,
+        };
+        assert_eq!(
+            target.line(Duration::from_secs(20)),
+            "ready",
+            "{mode} target did not start"
+        );
         target
     }
 
@@ -72,7 +88,9 @@ impl Target {
     }
 
     fn line(&self, timeout: Duration) -> String {
-        self.lines.recv_timeout(timeout).unwrap_or_else(|e| panic!("no line from the target: {e}"))
+        self.lines
+            .recv_timeout(timeout)
+            .unwrap_or_else(|e| panic!("no line from the target: {e}"))
     }
 
     /// Tells the target to stop and checks it finished normally, its own checks passing and no
@@ -106,7 +124,11 @@ fn marker_payload(marker: &Path, tag: &str) -> Payload {
 }
 
 fn options(payload: Payload) -> InjectOptions {
-    InjectOptions { method: Method::Ptrace, wait: Duration::from_secs(20), ..InjectOptions::new(payload) }
+    InjectOptions {
+        method: Method::Ptrace,
+        wait: Duration::from_secs(20),
+        ..InjectOptions::new(payload)
+    }
 }
 
 fn mapped(pid: i32, addr: u64) -> bool {
@@ -114,7 +136,10 @@ fn mapped(pid: i32, addr: u64) -> bool {
     maps.lines().any(|l| {
         let (range, _) = l.split_once(' ').unwrap();
         let (a, b) = range.split_once('-').unwrap();
-        let (a, b) = (u64::from_str_radix(a, 16).unwrap(), u64::from_str_radix(b, 16).unwrap());
+        let (a, b) = (
+            u64::from_str_radix(a, 16).unwrap(),
+            u64::from_str_radix(b, 16).unwrap(),
+        );
         addr >= a && addr < b
     })
 }
@@ -125,7 +150,10 @@ fn inject_marker(target: &Target, marker: &Path, tag: &str) -> inject::InjectRep
     let outcome = report.outcome.clone().unwrap();
     assert_eq!(outcome.result, 0);
     let page = report.page.expect("ptrace reports its page");
-    assert!(!mapped(target.pid(), page), "the page at {page:#x} is still mapped after the code ran");
+    assert!(
+        !mapped(target.pid(), page),
+        "the page at {page:#x} is still mapped after the code ran"
+    );
     report
 }
 
@@ -200,19 +228,28 @@ fn every_supported_pyenv_version() {
 fn library_payload_calls_the_exported_function() {
     // libc's `atoi` is an `int f(const char *)`: 42 comes back as a non-zero result, an error.
     let target = Target::spawn(&pythons()[0], "busy");
-    let libc = ["/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/x86_64-linux-gnu/libc.so.6"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .unwrap();
+    let libc = [
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        "/usr/lib/x86_64-linux-gnu/libc.so.6",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .unwrap();
     let call = |arg: &str| {
         inject::inject(
             target.pid(),
-            &options(Payload::Library { path: libc.into(), function: "atoi".into(), argument: arg.into() }),
+            &options(Payload::Library {
+                path: libc.into(),
+                function: "atoi".into(),
+                argument: arg.into(),
+            }),
         )
     };
     assert_eq!(call("0").unwrap().outcome.unwrap().result, 0);
     match call("42") {
-        Err(InjectError::PayloadFailed { message, .. }) => assert!(message.contains("returned 42"), "{message}"),
+        Err(InjectError::PayloadFailed { message, .. }) => {
+            assert!(message.contains("returned 42"), "{message}")
+        }
         other => panic!("expected a payload failure, got {other:?}"),
     }
     target.finish();
@@ -221,8 +258,13 @@ fn library_payload_calls_the_exported_function() {
 #[test]
 fn payload_exception_is_reported_and_the_target_carries_on() {
     let target = Target::spawn(&pythons()[0], "busy");
-    match inject::inject(target.pid(), &options(Payload::Python("raise KeyError('nope')".into()))) {
-        Err(InjectError::PayloadFailed { message, .. }) => assert!(message.contains("KeyError"), "{message}"),
+    match inject::inject(
+        target.pid(),
+        &options(Payload::Python("raise KeyError('nope')".into())),
+    ) {
+        Err(InjectError::PayloadFailed { message, .. }) => {
+            assert!(message.contains("KeyError"), "{message}")
+        }
         other => panic!("expected a payload failure, got {other:?}"),
     }
     target.finish();
@@ -238,7 +280,8 @@ fn no_such_process() {
 #[test]
 fn not_a_python_process() {
     let mut child = Command::new("sleep").arg("30").spawn().unwrap();
-    let err = inject::inject(child.id() as i32, &options(Payload::Python(String::new()))).unwrap_err();
+    let err =
+        inject::inject(child.id() as i32, &options(Payload::Python(String::new()))).unwrap_err();
     let _ = child.kill();
     let _ = child.wait();
     assert!(matches!(err, InjectError::NotPython { .. }), "{err}");
@@ -252,14 +295,20 @@ fn unsupported_python_version() {
     };
     let target = Target::spawn(&python, "sleep");
     let err = inject::inject(target.pid(), &options(Payload::Python(String::new()))).unwrap_err();
-    assert!(matches!(err, InjectError::UnsupportedVersion { ref version, .. } if version == "3.7"), "{err}");
+    assert!(
+        matches!(err, InjectError::UnsupportedVersion { ref version, .. } if version == "3.7"),
+        "{err}"
+    );
     target.finish();
 }
 
 #[test]
 fn remote_exec_needs_3_14() {
     let target = Target::spawn(&pythons()[0], "sleep");
-    let opts = InjectOptions { method: Method::RemoteExec, ..options(Payload::Python(String::new())) };
+    let opts = InjectOptions {
+        method: Method::RemoteExec,
+        ..options(Payload::Python(String::new()))
+    };
     let err = inject::inject(target.pid(), &opts).unwrap_err();
     assert!(matches!(err, InjectError::RemoteExecTooOld { .. }), "{err}");
     assert!(err.to_string().contains("--method ptrace"), "{err}");
@@ -272,7 +321,10 @@ fn stopped_target_is_refused() {
     // SAFETY-free: kill(2) through the libc crate is declared unsafe only because it is FFI.
     assert_eq!(unsafe { libc::kill(target.pid(), libc::SIGSTOP) }, 0);
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !std::fs::read_to_string(format!("/proc/{}/stat", target.pid())).unwrap().contains(") T") {
+    while !std::fs::read_to_string(format!("/proc/{}/stat", target.pid()))
+        .unwrap()
+        .contains(") T")
+    {
         assert!(Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -302,20 +354,38 @@ fn target_of_another_user() {
     let target = Target::spawn_with(Path::new("/usr/bin/python3.11"), "busy", |cmd| {
         cmd.uid(NOBODY).gid(NOBODY);
     });
+    let status = std::fs::read_to_string(format!("/proc/{}/status", target.pid())).unwrap();
+    assert!(status.contains("Uid:\t65534\t65534"), "{status}");
     // Root may inject, and the status directory is handed to the target's user.
     let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
     inject_marker(&target, &dir.path().join("m"), "as nobody");
     // A library in a private directory cannot be opened by that user: said before touching it.
     let private = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        private.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
     let lib = private.path().join("agent.so");
     std::fs::write(&lib, b"").unwrap();
     let err = inject::inject(
         target.pid(),
-        &options(Payload::Library { path: lib, function: "f".into(), argument: String::new() }),
+        &options(Payload::Library {
+            path: lib,
+            function: "f".into(),
+            argument: String::new(),
+        }),
     )
     .unwrap_err();
-    assert!(matches!(err, InjectError::AgentNotReadable { uid: NOBODY, .. }), "{err}");
+    assert!(
+        matches!(err, InjectError::AgentNotReadable { uid: NOBODY, .. }),
+        "{err}"
+    );
     std::fs::write(&target.stop_file, b"").unwrap();
     target.finish();
 }
@@ -325,10 +395,23 @@ fn target_of_another_user() {
 #[test]
 fn ptrace_denied_for_another_user() {
     if let Ok(pid) = std::env::var("FFIPROF_TEST_DENIED_PID") {
-        let err = inject::inject(pid.parse().unwrap(), &options(Payload::Python(String::new()))).unwrap_err();
+        let err = inject::inject(
+            pid.parse().unwrap(),
+            &options(Payload::Python(String::new())),
+        )
+        .unwrap_err();
         println!("ERROR: {err}");
         assert!(
-            matches!(err, InjectError::PtraceDenied { reason: PtraceDenial::OtherUser { target_uid: 0, our_uid: NOBODY }, .. }),
+            matches!(
+                err,
+                InjectError::PtraceDenied {
+                    reason: PtraceDenial::OtherUser {
+                        target_uid: 0,
+                        our_uid: NOBODY
+                    },
+                    ..
+                }
+            ),
             "{err:?}"
         );
         return;
@@ -347,7 +430,14 @@ fn ptrace_denied_for_another_user() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("ERROR: not permitted to ptrace") && stdout.contains("sudo"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("ERROR: not permitted to ptrace") && stdout.contains("sudo"),
+        "{stdout}"
+    );
     target.finish();
 }

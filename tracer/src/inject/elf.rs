@@ -75,8 +75,10 @@ fn module_file(pid: i32, path: &str) -> PathBuf {
 
 fn parse_elf(file: &Path, wanted: impl Fn(&str) -> bool) -> Result<ElfSymbols, InjectError> {
     let data = std::fs::read(file).map_err(|e| InjectError::io(file, e))?;
-    let elf = object::File::parse(&*data)
-        .map_err(|e| InjectError::Elf { path: file.to_owned(), detail: e.to_string() })?;
+    let elf = object::File::parse(&*data).map_err(|e| InjectError::Elf {
+        path: file.to_owned(),
+        detail: e.to_string(),
+    })?;
     let mut symbols = HashMap::new();
     // Dynamic symbols first: they are what the loader uses; the static table only adds sizes of
     // internal functions when the module was not stripped.
@@ -86,7 +88,9 @@ fn parse_elf(file: &Path, wanted: impl Fn(&str) -> bool) -> Result<ElfSymbols, I
         }
         let Ok(name) = sym.name() else { continue };
         if wanted(name) {
-            symbols.entry(name.to_owned()).or_insert((sym.address(), sym.size()));
+            symbols
+                .entry(name.to_owned())
+                .or_insert((sym.address(), sym.size()));
         }
     }
     let segments = elf
@@ -137,13 +141,22 @@ pub fn find_python(pid: i32, maps: &[Mapping], exe: &str) -> Result<PythonModule
     for path in candidates {
         let module_maps: Vec<&Mapping> = maps.iter().filter(|m| m.path == path).collect();
         let wanted = |n: &str| {
-            n == "Py_AddPendingCall" || n == "PyRun_SimpleString" || n == "Py_Version" || PENDING_LOCK_FUNCTIONS.contains(&n)
+            n == "Py_AddPendingCall"
+                || n == "PyRun_SimpleString"
+                || n == "Py_Version"
+                || PENDING_LOCK_FUNCTIONS.contains(&n)
         };
-        let Ok(elf) = parse_elf(&module_file(pid, path), wanted) else { continue };
+        let Ok(elf) = parse_elf(&module_file(pid, path), wanted) else {
+            continue;
+        };
         let addr = |name: &str| {
-            elf.symbols.get(name).and_then(|&(vaddr, _)| runtime_address(&elf.segments, &module_maps, vaddr))
+            elf.symbols
+                .get(name)
+                .and_then(|&(vaddr, _)| runtime_address(&elf.segments, &module_maps, vaddr))
         };
-        let (Some(add_pending_call), Some(run_simple_string)) = (addr("Py_AddPendingCall"), addr("PyRun_SimpleString")) else {
+        let (Some(add_pending_call), Some(run_simple_string)) =
+            (addr("Py_AddPendingCall"), addr("PyRun_SimpleString"))
+        else {
             continue;
         };
         let version = match version_from_name(path).or_else(|| version_from_name(exe)) {
@@ -152,7 +165,8 @@ pub fn find_python(pid: i32, maps: &[Mapping], exe: &str) -> Result<PythonModule
                 let at = addr("Py_Version").ok_or_else(|| InjectError::UnknownVersion {
                     pid,
                     module: path.to_owned(),
-                    detail: "its name has no version and it exports no Py_Version (before 3.11)".into(),
+                    detail: "its name has no version and it exports no Py_Version (before 3.11)"
+                        .into(),
                 })?;
                 let hex = read_u32(pid, at).map_err(|e| InjectError::UnknownVersion {
                     pid,
@@ -170,9 +184,18 @@ pub fn find_python(pid: i32, maps: &[Mapping], exe: &str) -> Result<PythonModule
                 (size > 0).then_some((start, start + size))
             })
             .collect();
-        return Ok(PythonModule { path: path.to_owned(), version, add_pending_call, run_simple_string, pending_lock_ranges });
+        return Ok(PythonModule {
+            path: path.to_owned(),
+            version,
+            add_pending_call,
+            run_simple_string,
+            pending_lock_ranges,
+        });
     }
-    Err(InjectError::NotPython { pid, exe: exe.to_owned() })
+    Err(InjectError::NotPython {
+        pid,
+        exe: exe.to_owned(),
+    })
 }
 
 fn read_u32(pid: i32, addr: u64) -> std::io::Result<u32> {
@@ -189,7 +212,10 @@ mod tests {
 
     #[test]
     fn versions_from_names() {
-        assert_eq!(version_from_name("/x/lib/libpython3.11.so.1.0"), Some((3, 11)));
+        assert_eq!(
+            version_from_name("/x/lib/libpython3.11.so.1.0"),
+            Some((3, 11))
+        );
         assert_eq!(version_from_name("/usr/bin/python3.11"), Some((3, 11)));
         assert_eq!(version_from_name("/x/libpython3.6m.so.1.0"), Some((3, 6)));
         assert_eq!(version_from_name("/x/bin/python3.13t"), Some((3, 13)));
@@ -200,11 +226,31 @@ mod tests {
     #[test]
     fn maps_virtual_addresses_by_file_offset() {
         let segments = [(0x0, 0x0, 0x1000), (0x1000, 0x1000, 0x5000)];
-        let text = Mapping { start: 0x7f00_0000_1000, end: 0x7f00_0000_6000, readable: true, executable: true, offset: 0x1000, path: "/l.so".into() };
-        let head = Mapping { start: 0x7f00_0000_0000, end: 0x7f00_0000_1000, readable: true, executable: false, offset: 0, path: "/l.so".into() };
+        let text = Mapping {
+            start: 0x7f00_0000_1000,
+            end: 0x7f00_0000_6000,
+            readable: true,
+            executable: true,
+            offset: 0x1000,
+            path: "/l.so".into(),
+        };
+        let head = Mapping {
+            start: 0x7f00_0000_0000,
+            end: 0x7f00_0000_1000,
+            readable: true,
+            executable: false,
+            offset: 0,
+            path: "/l.so".into(),
+        };
         let maps = [&head, &text];
-        assert_eq!(runtime_address(&segments, &maps, 0x1234), Some(0x7f00_0000_1234));
-        assert_eq!(runtime_address(&segments, &maps, 0x10), Some(0x7f00_0000_0010));
+        assert_eq!(
+            runtime_address(&segments, &maps, 0x1234),
+            Some(0x7f00_0000_1234)
+        );
+        assert_eq!(
+            runtime_address(&segments, &maps, 0x10),
+            Some(0x7f00_0000_0010)
+        );
         assert_eq!(runtime_address(&segments, &maps, 0x9000), None);
     }
 

@@ -96,7 +96,11 @@ pub enum InjectError {
     UnsupportedVersion { pid: i32, version: String },
 
     #[error("cannot determine the Python version of PID {pid} from {module}: {detail}")]
-    UnknownVersion { pid: i32, module: String, detail: String },
+    UnknownVersion {
+        pid: i32,
+        module: String,
+        detail: String,
+    },
 
     #[error("not permitted to ptrace PID {pid}: {reason}")]
     PtraceDenied { pid: i32, reason: PtraceDenial },
@@ -105,7 +109,11 @@ pub enum InjectError {
         "the target (uid {uid}) cannot read {path}: {detail}; put the library where that user can \
          read it (e.g. `install -m 0755 -d /tmp/ffiprof && install -m 0644 {path} /tmp/ffiprof/`)"
     )]
-    AgentNotReadable { path: PathBuf, uid: u32, detail: String },
+    AgentNotReadable {
+        path: PathBuf,
+        uid: u32,
+        detail: String,
+    },
 
     #[error("PID {pid} is stopped (Ctrl-Z or SIGSTOP) and would not run the injected code; resume it with `kill -CONT {pid}` first")]
     TargetStopped { pid: i32 },
@@ -122,9 +130,7 @@ pub enum InjectError {
     #[error("remote exec into PID {pid} failed: {detail}")]
     RemoteExecFailed { pid: i32, detail: String },
 
-    #[error(
-        "timed out after {after:?} {what} in PID {pid}; {consequence}"
-    )]
+    #[error("timed out after {after:?} {what} in PID {pid}; {consequence}")]
     Timeout {
         pid: i32,
         what: &'static str,
@@ -135,12 +141,18 @@ pub enum InjectError {
     #[error("the injected code ran in PID {pid} but failed: {message}")]
     PayloadFailed { pid: i32, message: String },
 
-    #[error("Py_AddPendingCall refused in PID {pid} (returned {code}): the interpreter's queue of \
-             pending calls is full or it is shutting down; retry in a moment")]
+    #[error(
+        "Py_AddPendingCall refused in PID {pid} (returned {code}): the interpreter's queue of \
+             pending calls is full or it is shutting down; retry in a moment"
+    )]
     PendingCallRefused { pid: i32, code: i32 },
 
     #[error("injected {what} failed in PID {pid}: {detail}")]
-    RemoteCall { pid: i32, what: &'static str, detail: String },
+    RemoteCall {
+        pid: i32,
+        what: &'static str,
+        detail: String,
+    },
 
     #[error("ptrace {op} on thread {tid} failed: {source}")]
     Ptrace {
@@ -169,6 +181,9 @@ pub enum InjectError {
 
 impl InjectError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        InjectError::Io { path: path.into(), source }
+        InjectError::Io {
+            path: path.into(),
+            source,
+        }
     }
 }

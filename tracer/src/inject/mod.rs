@@ -50,7 +50,9 @@ impl std::str::FromStr for Method {
             "auto" => Ok(Method::Auto),
             "ptrace" => Ok(Method::Ptrace),
             "remote-exec" => Ok(Method::RemoteExec),
-            other => Err(format!("unknown method {other:?}: expected auto, ptrace or remote-exec")),
+            other => Err(format!(
+                "unknown method {other:?}: expected auto, ptrace or remote-exec"
+            )),
         }
     }
 }
@@ -78,7 +80,12 @@ pub struct InjectOptions {
 
 impl InjectOptions {
     pub fn new(payload: Payload) -> Self {
-        InjectOptions { payload, method: Method::Auto, step_timeout: Duration::from_secs(2), wait: Duration::from_secs(30) }
+        InjectOptions {
+            payload,
+            method: Method::Auto,
+            step_timeout: Duration::from_secs(2),
+            wait: Duration::from_secs(30),
+        }
     }
 }
 
@@ -119,8 +126,13 @@ impl Scheduled {
     /// Waits for the injected code to run and report. A timeout leaves it queued: it runs when
     /// the main thread next executes Python.
     pub fn wait(self, timeout: Duration) -> Result<InjectReport, InjectError> {
-        let outcome = self.channel.wait(self.report.pid, self.queued_at, timeout)?;
-        Ok(InjectReport { outcome: Some(outcome), ..self.report })
+        let outcome = self
+            .channel
+            .wait(self.report.pid, self.queued_at, timeout)?;
+        Ok(InjectReport {
+            outcome: Some(outcome),
+            ..self.report
+        })
     }
 }
 
@@ -137,20 +149,35 @@ pub fn schedule(pid: i32, opts: &InjectOptions) -> Result<Scheduled, InjectError
     }
     let status = procfs::process_status(pid)?;
     match status.state {
-        'Z' | 'X' => return Err(InjectError::TargetExited { pid, during: "before we started (it is a zombie)" }),
+        'Z' | 'X' => {
+            return Err(InjectError::TargetExited {
+                pid,
+                during: "before we started (it is a zombie)",
+            })
+        }
         'T' => return Err(InjectError::TargetStopped { pid }),
         _ => {}
     }
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let maps = match procfs::read_maps(pid) {
-        Err(InjectError::Io { source, .. }) if source.kind() == std::io::ErrorKind::PermissionDenied => {
-            return Err(InjectError::PtraceDenied { pid, reason: procfs::diagnose_denial(&procfs::gather_facts(pid)?) });
+        Err(InjectError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            return Err(InjectError::PtraceDenied {
+                pid,
+                reason: procfs::diagnose_denial(&procfs::gather_facts(pid)?),
+            });
         }
         other => other?,
     };
     let python = elf::find_python(pid, &maps, &exe)?;
     if python.version < (3, 8) {
-        return Err(InjectError::UnsupportedVersion { pid, version: python.version_string() });
+        return Err(InjectError::UnsupportedVersion {
+            pid,
+            version: python.version_string(),
+        });
     }
     let method = match opts.method {
         Method::Auto if python.version >= remote_exec::MIN_VERSION => Method::RemoteExec,
@@ -158,16 +185,24 @@ pub fn schedule(pid: i32, opts: &InjectOptions) -> Result<Scheduled, InjectError
         m => m,
     };
     if method == Method::RemoteExec && python.version < remote_exec::MIN_VERSION {
-        return Err(InjectError::RemoteExecTooOld { pid, version: python.version_string() });
+        return Err(InjectError::RemoteExecTooOld {
+            pid,
+            version: python.version_string(),
+        });
     }
     if let Payload::Library { path, .. } = &opts.payload {
         if !path.is_absolute() {
-            return Err(InjectError::InvalidOptions(format!("the library path {} must be absolute", path.display())));
+            return Err(InjectError::InvalidOptions(format!(
+                "the library path {} must be absolute",
+                path.display()
+            )));
         }
-        procfs::check_readable_by(path, &status).map_err(|detail| InjectError::AgentNotReadable {
-            path: path.clone(),
-            uid: status.uid[3],
-            detail,
+        procfs::check_readable_by(path, &status).map_err(|detail| {
+            InjectError::AgentNotReadable {
+                path: path.clone(),
+                uid: status.uid[3],
+                detail,
+            }
         })?;
     }
     let channel = StatusChannel::create(pid, &status)?;
@@ -188,10 +223,22 @@ pub fn schedule(pid: i32, opts: &InjectOptions) -> Result<Scheduled, InjectError
             let source = snippet::wrap(&opts.payload, channel.target_path(), None);
             remote_exec::schedule(pid, &python, &exe, &status, &source, &channel)?;
         }
-        _ => schedule_ptrace(pid, &python, &maps, &opts.payload, &channel, opts.step_timeout, &mut report)?,
+        _ => schedule_ptrace(
+            pid,
+            &python,
+            &maps,
+            &opts.payload,
+            &channel,
+            opts.step_timeout,
+            &mut report,
+        )?,
     }
     report.scheduled_after = started.elapsed();
-    Ok(Scheduled { report, channel, queued_at: Instant::now() })
+    Ok(Scheduled {
+        report,
+        channel,
+        queued_at: Instant::now(),
+    })
 }
 
 const SIGSEGV_BIT: u64 = 1 << (libc::SIGSEGV - 1);
@@ -211,9 +258,16 @@ fn schedule_ptrace(
     // in the middle of a critical section, and its call restarts transparently afterwards.
     let mut threads = procfs::threads(pid)?;
     threads.sort_by_key(|&(tid, state)| (state != 'S', tid != pid));
-    let threads: Vec<i32> = threads.into_iter().filter(|&(_, s)| s != 'Z' && s != 'X').map(|(t, _)| t).collect();
+    let threads: Vec<i32> = threads
+        .into_iter()
+        .filter(|&(_, s)| s != 'Z' && s != 'X')
+        .map(|(t, _)| t)
+        .collect();
     if threads.is_empty() {
-        return Err(InjectError::TargetExited { pid, during: "before we started" });
+        return Err(InjectError::TargetExited {
+            pid,
+            during: "before we started",
+        });
     }
     let mut last_refusal = String::new();
     for attempt in 0..MAX_ATTEMPTS {
@@ -221,16 +275,28 @@ fn schedule_ptrace(
         let tid = threads[attempt as usize % threads.len()];
         let mut tracee = match Tracee::seize(pid, tid, step) {
             Ok(t) => t,
-            Err(InjectError::Ptrace { source, .. }) if source.raw_os_error() == Some(libc::EPERM) => {
-                return Err(InjectError::PtraceDenied { pid, reason: procfs::diagnose_denial(&procfs::gather_facts(pid)?) });
+            Err(InjectError::Ptrace { source, .. })
+                if source.raw_os_error() == Some(libc::EPERM) =>
+            {
+                return Err(InjectError::PtraceDenied {
+                    pid,
+                    reason: procfs::diagnose_denial(&procfs::gather_facts(pid)?),
+                });
             }
             // The thread ended between listing and seizing: try another.
             Err(InjectError::TargetExited { .. }) if !procfs::is_gone(pid) => continue,
             Err(e) => return Err(e),
         };
         let regs = *tracee.original_regs();
-        if python.pending_lock_ranges.iter().any(|&(start, end)| regs.rip >= start && regs.rip < end) {
-            last_refusal = format!("thread {tid} was inside the pending-call lock at {:#x}", regs.rip);
+        if python
+            .pending_lock_ranges
+            .iter()
+            .any(|&(start, end)| regs.rip >= start && regs.rip < end)
+        {
+            last_refusal = format!(
+                "thread {tid} was inside the pending-call lock at {:#x}",
+                regs.rip
+            );
             tracee.detach()?;
             std::thread::sleep(Duration::from_millis(1));
             continue;
@@ -240,15 +306,32 @@ fn schedule_ptrace(
             tracee.detach()?;
             continue;
         };
-        let gadget = find_bytes(&tracee, maps, &[0x0f, 0x05, 0xc3], |p| is_libc(p) || p == python.path).ok_or_else(|| {
-            InjectError::NoSafeStop { pid, detail: "no `syscall; ret` instruction found in libc or Python".into() }
+        let gadget = find_bytes(&tracee, maps, &[0x0f, 0x05, 0xc3], |p| {
+            is_libc(p) || p == python.path
+        })
+        .ok_or_else(|| InjectError::NoSafeStop {
+            pid,
+            detail: "no `syscall; ret` instruction found in libc or Python".into(),
         })?;
         report.thread = Some(tid);
         report.thread_was_in_syscall = (regs.orig_rax as i64) >= 0;
-        queue_source(pid, python, payload, channel, step, &mut tracee, trap, gadget, report)?;
+        queue_source(
+            pid,
+            python,
+            payload,
+            channel,
+            step,
+            &mut tracee,
+            trap,
+            gadget,
+            report,
+        )?;
         return tracee.detach();
     }
-    Err(InjectError::NoSafeStop { pid, detail: format!("gave up after {MAX_ATTEMPTS} attempts: {last_refusal}") })
+    Err(InjectError::NoSafeStop {
+        pid,
+        detail: format!("gave up after {MAX_ATTEMPTS} attempts: {last_refusal}"),
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -268,24 +351,49 @@ fn queue_source(
     let page_len = (widest + 1).div_ceil(4096) * 4096;
     let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
     let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
-    let page = tracee.syscall(gadget, libc::SYS_mmap, &[0, page_len as u64, prot, flags, u64::MAX, 0], trap, step)?;
+    let page = tracee.syscall(
+        gadget,
+        libc::SYS_mmap,
+        &[0, page_len as u64, prot, flags, u64::MAX, 0],
+        trap,
+        step,
+    )?;
     if (page as i64) < 0 && (page as i64) > -4096 {
-        return Err(InjectError::RemoteCall { pid, what: "mmap", detail: std::io::Error::from_raw_os_error(-(page as i64) as i32).to_string() });
+        return Err(InjectError::RemoteCall {
+            pid,
+            what: "mmap",
+            detail: std::io::Error::from_raw_os_error(-(page as i64) as i32).to_string(),
+        });
     }
     let unmap = |tracee: &mut Tracee| {
-        let _ = tracee.syscall(gadget, libc::SYS_munmap, &[page, page_len as u64], trap, step);
+        let _ = tracee.syscall(
+            gadget,
+            libc::SYS_munmap,
+            &[page, page_len as u64],
+            trap,
+            step,
+        );
     };
-    let mut source = snippet::wrap(payload, channel.target_path(), Some((page, page_len))).into_bytes();
+    let mut source =
+        snippet::wrap(payload, channel.target_path(), Some((page, page_len))).into_bytes();
     source.push(0);
     if let Err(e) = tracee.write(page, &source) {
         unmap(tracee);
         return Err(InjectError::io(format!("/proc/{}/mem", tracee.tid()), e));
     }
-    let rc = match tracee.call(python.add_pending_call, &[python.run_simple_string, page], trap, step) {
+    let rc = match tracee.call(
+        python.add_pending_call,
+        &[python.run_simple_string, page],
+        trap,
+        step,
+    ) {
         Ok(rc) => rc as u32 as i32,
         Err(e) => {
             // A timed-out call may still hold the page; only unmap when it certainly returned.
-            if !matches!(e, InjectError::Timeout { .. } | InjectError::TargetExited { .. }) {
+            if !matches!(
+                e,
+                InjectError::Timeout { .. } | InjectError::TargetExited { .. }
+            ) {
                 unmap(tracee);
             }
             return Err(e);
@@ -306,7 +414,12 @@ fn is_libc(path: &str) -> bool {
 
 /// Picks a way back from our calls whose signal this thread neither blocks nor ignores: a fault
 /// on a blocked signal would make the kernel reset the program's handler for it.
-fn choose_trap(pid: i32, tid: i32, maps: &[Mapping], tracee: &Tracee) -> Result<Option<Trap>, InjectError> {
+fn choose_trap(
+    pid: i32,
+    tid: i32,
+    maps: &[Mapping],
+    tracee: &Tracee,
+) -> Result<Option<Trap>, InjectError> {
     let thread = procfs::read_status(&format!("/proc/{pid}/task/{tid}/status"), pid)?;
     let off = |bit: u64| thread.sig_blocked & bit == 0 && thread.sig_ignored & bit == 0;
     if off(SIGSEGV_BIT) {
@@ -319,9 +432,17 @@ fn choose_trap(pid: i32, tid: i32, maps: &[Mapping], tracee: &Tracee) -> Result<
 }
 
 /// Address of `pattern` in an executable mapping whose path passes `which`.
-fn find_bytes(tracee: &Tracee, maps: &[Mapping], pattern: &[u8], which: impl Fn(&str) -> bool) -> Option<u64> {
+fn find_bytes(
+    tracee: &Tracee,
+    maps: &[Mapping],
+    pattern: &[u8],
+    which: impl Fn(&str) -> bool,
+) -> Option<u64> {
     const CHUNK: u64 = 64 * 1024;
-    for m in maps.iter().filter(|m| m.executable && m.readable && which(&m.path)) {
+    for m in maps
+        .iter()
+        .filter(|m| m.executable && m.readable && which(&m.path))
+    {
         let mut at = m.start;
         while at < m.end {
             let len = CHUNK.min(m.end - at) as usize;

@@ -45,7 +45,9 @@ pub fn read_maps(pid: i32) -> Result<Vec<Mapping>, InjectError> {
     let path = format!("/proc/{pid}/maps");
     match fs::read_to_string(&path) {
         Ok(text) => Ok(parse_maps(&text)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(InjectError::NoSuchProcess { pid }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(InjectError::NoSuchProcess { pid })
+        }
         Err(e) => Err(InjectError::io(path, e)),
     }
 }
@@ -77,12 +79,19 @@ pub fn parse_status(text: &str) -> Status {
     let hex = |v: &str| u64::from_str_radix(v.trim(), 16).unwrap_or(0);
     let mut st = Status::default();
     for line in text.lines() {
-        let Some((key, value)) = line.split_once(':') else { continue };
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
         let value = value.trim();
         match key {
             "Uid" => st.uid = ids(value),
             "Gid" => st.gid = ids(value),
-            "Groups" => st.groups = value.split_ascii_whitespace().filter_map(|g| g.parse().ok()).collect(),
+            "Groups" => {
+                st.groups = value
+                    .split_ascii_whitespace()
+                    .filter_map(|g| g.parse().ok())
+                    .collect()
+            }
             "TracerPid" => st.tracer_pid = value.parse().unwrap_or(0),
             "State" => st.state = value.chars().next().unwrap_or('?'),
             "SigBlk" => st.sig_blocked = hex(value),
@@ -98,7 +107,9 @@ pub fn parse_status(text: &str) -> Status {
 pub fn read_status(path: &str, pid: i32) -> Result<Status, InjectError> {
     match fs::read_to_string(path) {
         Ok(text) => Ok(parse_status(&text)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(InjectError::NoSuchProcess { pid }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(InjectError::NoSuchProcess { pid })
+        }
         Err(e) => Err(InjectError::io(path, e)),
     }
 }
@@ -127,10 +138,19 @@ pub fn threads(pid: i32) -> Result<Vec<(i32, char)>, InjectError> {
     })?;
     let mut out = Vec::new();
     for entry in entries.flatten() {
-        let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Some(tid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
         let state = fs::read_to_string(format!("{dir}/{tid}/stat"))
             .ok()
-            .and_then(|t| t.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()))
+            .and_then(|t| {
+                t.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.trim_start().chars().next())
+            })
             .unwrap_or('?');
         out.push((tid, state));
     }
@@ -174,7 +194,11 @@ fn in_container() -> bool {
         || Path::new("/run/.containerenv").exists()
         || std::env::var_os("container").is_some()
         || fs::read_to_string("/proc/1/cgroup")
-            .map(|c| ["docker", "kubepods", "containerd", "libpod", "lxc"].iter().any(|k| c.contains(k)))
+            .map(|c| {
+                ["docker", "kubepods", "containerd", "libpod", "lxc"]
+                    .iter()
+                    .any(|k| c.contains(k))
+            })
             .unwrap_or(false)
 }
 
@@ -182,14 +206,19 @@ fn in_container() -> bool {
 pub fn diagnose_denial(f: &PtraceFacts) -> PtraceDenial {
     let has_cap = f.our_caps & (1 << CAP_SYS_PTRACE) != 0;
     if f.target.tracer_pid != 0 {
-        return PtraceDenial::AlreadyTraced { tracer_pid: f.target.tracer_pid };
+        return PtraceDenial::AlreadyTraced {
+            tracer_pid: f.target.tracer_pid,
+        };
     }
     let same_user = f.target.uid.iter().all(|&u| u == f.our_uid);
     if !same_user && !has_cap {
         if f.in_container && f.our_cap_bounding & (1 << CAP_SYS_PTRACE) == 0 {
             return PtraceDenial::Container;
         }
-        return PtraceDenial::OtherUser { target_uid: f.target.uid[1], our_uid: f.our_uid };
+        return PtraceDenial::OtherUser {
+            target_uid: f.target.uid[1],
+            our_uid: f.our_uid,
+        };
     }
     match f.yama_scope {
         Some(3) => return PtraceDenial::Yama { scope: 3 },
@@ -226,12 +255,19 @@ pub fn check_readable_by(path: &Path, target: &Status) -> Result<(), String> {
         dir.push(component);
         let meta = fs::metadata(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         if !allowed(&meta, 0o1) {
-            return Err(format!("directory {} is not searchable by uid {uid}", dir.display()));
+            return Err(format!(
+                "directory {} is not searchable by uid {uid}",
+                dir.display()
+            ));
         }
     }
     let meta = fs::metadata(path).map_err(|e| e.to_string())?;
     if !allowed(&meta, 0o4) {
-        return Err(format!("mode {:o} owned by uid {} does not let uid {uid} read it", meta.mode() & 0o7777, meta.uid()));
+        return Err(format!(
+            "mode {:o} owned by uid {} does not let uid {uid} read it",
+            meta.mode() & 0o7777,
+            meta.uid()
+        ));
     }
     Ok(())
 }
@@ -268,12 +304,21 @@ mod tests {
         assert_eq!(st.cap_effective, 1 << CAP_SYS_PTRACE);
     }
 
-    fn facts(our_uid: u32, caps: u64, target_uid: u32, yama: Option<u8>, container: bool) -> PtraceFacts {
+    fn facts(
+        our_uid: u32,
+        caps: u64,
+        target_uid: u32,
+        yama: Option<u8>,
+        container: bool,
+    ) -> PtraceFacts {
         PtraceFacts {
             our_uid,
             our_caps: caps,
             our_cap_bounding: caps,
-            target: Status { uid: [target_uid; 4], ..Status::default() },
+            target: Status {
+                uid: [target_uid; 4],
+                ..Status::default()
+            },
             yama_scope: yama,
             in_container: container,
         }
@@ -282,16 +327,44 @@ mod tests {
     #[test]
     fn diagnoses_each_denial() {
         let cap = 1 << CAP_SYS_PTRACE;
-        assert_eq!(diagnose_denial(&facts(1000, 0, 0, None, false)), PtraceDenial::OtherUser { target_uid: 0, our_uid: 1000 });
-        assert_eq!(diagnose_denial(&facts(1000, 0, 1000, Some(1), false)), PtraceDenial::Yama { scope: 1 });
-        assert_eq!(diagnose_denial(&facts(0, cap, 1000, Some(1), false)), PtraceDenial::Unexplained);
-        assert_eq!(diagnose_denial(&facts(0, cap, 1000, Some(3), false)), PtraceDenial::Yama { scope: 3 });
-        assert_eq!(diagnose_denial(&facts(0, 0, 0, None, true)), PtraceDenial::Container);
-        assert_eq!(diagnose_denial(&facts(1000, 0, 0, None, true)), PtraceDenial::Container);
+        assert_eq!(
+            diagnose_denial(&facts(1000, 0, 0, None, false)),
+            PtraceDenial::OtherUser {
+                target_uid: 0,
+                our_uid: 1000
+            }
+        );
+        assert_eq!(
+            diagnose_denial(&facts(1000, 0, 1000, Some(1), false)),
+            PtraceDenial::Yama { scope: 1 }
+        );
+        assert_eq!(
+            diagnose_denial(&facts(0, cap, 1000, Some(1), false)),
+            PtraceDenial::Unexplained
+        );
+        assert_eq!(
+            diagnose_denial(&facts(0, cap, 1000, Some(3), false)),
+            PtraceDenial::Yama { scope: 3 }
+        );
+        assert_eq!(
+            diagnose_denial(&facts(0, 0, 0, None, true)),
+            PtraceDenial::Container
+        );
+        assert_eq!(
+            diagnose_denial(&facts(1000, 0, 0, None, true)),
+            PtraceDenial::Container
+        );
         let mut traced = facts(0, cap, 0, None, false);
         traced.target.tracer_pid = 7;
-        assert_eq!(diagnose_denial(&traced), PtraceDenial::AlreadyTraced { tracer_pid: 7 });
-        for d in [PtraceDenial::Yama { scope: 1 }, PtraceDenial::Container, PtraceDenial::Unexplained] {
+        assert_eq!(
+            diagnose_denial(&traced),
+            PtraceDenial::AlreadyTraced { tracer_pid: 7 }
+        );
+        for d in [
+            PtraceDenial::Yama { scope: 1 },
+            PtraceDenial::Container,
+            PtraceDenial::Unexplained,
+        ] {
             assert!(!d.to_string().is_empty());
         }
     }
@@ -304,16 +377,26 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
         fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
-        let nobody = Status { uid: [65534; 4], gid: [65534; 4], ..Status::default() };
+        let nobody = Status {
+            uid: [65534; 4],
+            gid: [65534; 4],
+            ..Status::default()
+        };
         let owner = fs::metadata(&file).unwrap().uid();
-        let me = Status { uid: [owner; 4], gid: [owner; 4], ..Status::default() };
+        let me = Status {
+            uid: [owner; 4],
+            gid: [owner; 4],
+            ..Status::default()
+        };
         assert!(check_readable_by(&file, &me).is_ok());
         if owner != 65534 {
             let err = check_readable_by(&file, &nobody).unwrap_err();
             assert!(err.contains("not searchable"), "{err}");
             fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
             fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
-            assert!(check_readable_by(&file, &nobody).unwrap_err().contains("does not let"));
+            assert!(check_readable_by(&file, &nobody)
+                .unwrap_err()
+                .contains("does not let"));
         }
     }
 }

@@ -94,15 +94,32 @@ pub struct Tracee {
 fn ptrace_err(op: &'static str, tid: i32, pid: i32) -> InjectError {
     let source = std::io::Error::last_os_error();
     if source.raw_os_error() == Some(libc::ESRCH) {
-        return InjectError::TargetExited { pid, during: "while the injector held it" };
+        return InjectError::TargetExited {
+            pid,
+            during: "while the injector held it",
+        };
     }
     InjectError::Ptrace { op, tid, source }
 }
 
-fn request(op: &'static str, req: libc::c_uint, tid: i32, pid: i32, addr: usize, data: usize) -> Result<libc::c_long, InjectError> {
+fn request(
+    op: &'static str,
+    req: libc::c_uint,
+    tid: i32,
+    pid: i32,
+    addr: usize,
+    data: usize,
+) -> Result<libc::c_long, InjectError> {
     // SAFETY: every request we pass either takes no pointers or points `data` at a buffer owned by
     // the caller that outlives the call and has the size the request expects (see each caller).
-    let rc = unsafe { libc::ptrace(req, tid, addr as *mut libc::c_void, data as *mut libc::c_void) };
+    let rc = unsafe {
+        libc::ptrace(
+            req,
+            tid,
+            addr as *mut libc::c_void,
+            data as *mut libc::c_void,
+        )
+    };
     if rc == -1 {
         Err(ptrace_err(op, tid, pid))
     } else {
@@ -154,7 +171,14 @@ impl Tracee {
         // From here on, any early return must detach: build the guard as soon as we can.
         let detach_now = || {
             // SAFETY: PTRACE_DETACH takes no pointers.
-            unsafe { libc::ptrace(libc::PTRACE_DETACH, tid, std::ptr::null_mut::<libc::c_void>(), std::ptr::null_mut::<libc::c_void>()) };
+            unsafe {
+                libc::ptrace(
+                    libc::PTRACE_DETACH,
+                    tid,
+                    std::ptr::null_mut::<libc::c_void>(),
+                    std::ptr::null_mut::<libc::c_void>(),
+                )
+            };
         };
         if let Err(e) = request("PTRACE_INTERRUPT", libc::PTRACE_INTERRUPT, tid, pid, 0, 0) {
             detach_now();
@@ -172,7 +196,12 @@ impl Tracee {
                         return Err(e);
                     }
                 }
-                Ok(Some(Stop::Exited)) => return Err(InjectError::TargetExited { pid, during: "while being stopped" }),
+                Ok(Some(Stop::Exited)) => {
+                    return Err(InjectError::TargetExited {
+                        pid,
+                        during: "while being stopped",
+                    })
+                }
                 Ok(None) => {
                     detach_now();
                     return Err(InjectError::Timeout {
@@ -184,11 +213,19 @@ impl Tracee {
                 }
                 Err(source) => {
                     detach_now();
-                    return Err(InjectError::Ptrace { op: "waitpid", tid, source });
+                    return Err(InjectError::Ptrace {
+                        op: "waitpid",
+                        tid,
+                        source,
+                    });
                 }
             }
         }
-        let mem = match File::options().read(true).write(true).open(format!("/proc/{tid}/mem")) {
+        let mem = match File::options()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/{tid}/mem"))
+        {
             Ok(f) => f,
             Err(e) => {
                 detach_now();
@@ -202,7 +239,17 @@ impl Tracee {
                 return Err(e);
             }
         };
-        Ok(Tracee { pid, tid, mem, saved, running: false, in_signal_stop: false, detached: false, deferred_signals: deferred, _not_send: PhantomData })
+        Ok(Tracee {
+            pid,
+            tid,
+            mem,
+            saved,
+            running: false,
+            in_signal_stop: false,
+            detached: false,
+            deferred_signals: deferred,
+            _not_send: PhantomData,
+        })
     }
 
     pub fn tid(&self) -> i32 {
@@ -224,7 +271,13 @@ impl Tracee {
 
     /// Calls the function at `func` with up to six integer arguments on the seized thread and
     /// returns `rax`. The thread starts from its saved state with a fresh frame below the red zone.
-    pub fn call(&mut self, func: u64, args: &[u64], trap: Trap, timeout: Duration) -> Result<u64, InjectError> {
+    pub fn call(
+        &mut self,
+        func: u64,
+        args: &[u64],
+        trap: Trap,
+        timeout: Duration,
+    ) -> Result<u64, InjectError> {
         let mut regs = self.frame(trap)?;
         let [a0, a1, a2, a3, a4, a5] = pad6(args);
         (regs.rdi, regs.rsi, regs.rdx, regs.rcx, regs.r8, regs.r9) = (a0, a1, a2, a3, a4, a5);
@@ -235,7 +288,14 @@ impl Tracee {
     }
 
     /// Executes system call `nr` through a `syscall; ret` gadget at `gadget` and returns `rax`.
-    pub fn syscall(&mut self, gadget: u64, nr: i64, args: &[u64], trap: Trap, timeout: Duration) -> Result<u64, InjectError> {
+    pub fn syscall(
+        &mut self,
+        gadget: u64,
+        nr: i64,
+        args: &[u64],
+        trap: Trap,
+        timeout: Duration,
+    ) -> Result<u64, InjectError> {
         let mut regs = self.frame(trap)?;
         let [a0, a1, a2, a3, a4, a5] = pad6(args);
         (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9) = (a0, a1, a2, a3, a4, a5);
@@ -251,7 +311,9 @@ impl Tracee {
         let base = (regs.rsp - RED_ZONE - 256) & !0xf;
         let rsp = base - 8;
         self.write(rsp, &trap.return_address().to_ne_bytes())
-            .map_err(|e| InjectError::io(format!("/proc/{}/mem (stack at {rsp:#x})", self.tid), e))?;
+            .map_err(|e| {
+                InjectError::io(format!("/proc/{}/mem (stack at {rsp:#x})", self.tid), e)
+            })?;
         regs.rsp = rsp;
         // As gdb does: with orig_rax = -1 the kernel will not "restart" a system call the thread
         // was stopped in by rewinding our new rip by two bytes.
@@ -260,7 +322,12 @@ impl Tracee {
         Ok(regs)
     }
 
-    fn run(&mut self, regs: libc::user_regs_struct, trap: Trap, timeout: Duration) -> Result<u64, InjectError> {
+    fn run(
+        &mut self,
+        regs: libc::user_regs_struct,
+        trap: Trap,
+        timeout: Duration,
+    ) -> Result<u64, InjectError> {
         self.set_regs(&regs)?;
         request("PTRACE_CONT", libc::PTRACE_CONT, self.tid, self.pid, 0, 0)?;
         self.running = true;
@@ -271,7 +338,10 @@ impl Tracee {
                 Ok(Some(Stop::Exited)) => {
                     self.running = false;
                     self.detached = true;
-                    return Err(InjectError::TargetExited { pid: self.pid, during: "while running the injected call" });
+                    return Err(InjectError::TargetExited {
+                        pid: self.pid,
+                        during: "while running the injected call",
+                    });
                 }
                 Ok(Some(Stop::Event)) => {
                     request("PTRACE_CONT", libc::PTRACE_CONT, self.tid, self.pid, 0, 0)?;
@@ -283,14 +353,20 @@ impl Tracee {
                         self.in_signal_stop = true;
                         return Ok(now.rax);
                     }
-                    if matches!(sig, libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE | libc::SIGTRAP) {
+                    if matches!(
+                        sig,
+                        libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE | libc::SIGTRAP
+                    ) {
                         // Our call faulted: suppress the fault, the restore undoes it.
                         self.running = false;
                         self.in_signal_stop = true;
                         return Err(InjectError::RemoteCall {
                             pid: self.pid,
                             what: "call",
-                            detail: format!("it faulted with signal {sig} at {:#x}; the thread was restored", now.rip),
+                            detail: format!(
+                                "it faulted with signal {sig} at {:#x}; the thread was restored",
+                                now.rip
+                            ),
                         });
                     }
                     self.deferred_signals.push(sig);
@@ -305,7 +381,13 @@ impl Tracee {
                         consequence: "the thread was interrupted and restored",
                     });
                 }
-                Err(source) => return Err(InjectError::Ptrace { op: "waitpid", tid: self.tid, source }),
+                Err(source) => {
+                    return Err(InjectError::Ptrace {
+                        op: "waitpid",
+                        tid: self.tid,
+                        source,
+                    })
+                }
             }
         }
     }
@@ -315,7 +397,16 @@ impl Tracee {
         if !self.running {
             return;
         }
-        if request("PTRACE_INTERRUPT", libc::PTRACE_INTERRUPT, self.tid, self.pid, 0, 0).is_err() {
+        if request(
+            "PTRACE_INTERRUPT",
+            libc::PTRACE_INTERRUPT,
+            self.tid,
+            self.pid,
+            0,
+            0,
+        )
+        .is_err()
+        {
             return;
         }
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -324,7 +415,8 @@ impl Tracee {
                 Ok(Some(Stop::Event)) => break,
                 Ok(Some(Stop::Signal(sig))) => {
                     self.deferred_signals.push(sig);
-                    if request("PTRACE_CONT", libc::PTRACE_CONT, self.tid, self.pid, 0, 0).is_err() {
+                    if request("PTRACE_CONT", libc::PTRACE_CONT, self.tid, self.pid, 0, 0).is_err()
+                    {
                         return;
                     }
                 }
@@ -343,20 +435,46 @@ impl Tracee {
     }
 
     fn set_regs(&self, regs: &libc::user_regs_struct) -> Result<(), InjectError> {
-        request("PTRACE_SETREGS", libc::PTRACE_SETREGS, self.tid, self.pid, 0, regs as *const _ as usize).map(|_| ())
+        request(
+            "PTRACE_SETREGS",
+            libc::PTRACE_SETREGS,
+            self.tid,
+            self.pid,
+            0,
+            regs as *const _ as usize,
+        )
+        .map(|_| ())
     }
 
     fn restore(&mut self) -> Result<(), InjectError> {
         if let Some((addr, bytes)) = &self.saved.stack {
-            self.write(*addr, bytes).map_err(|e| InjectError::io(format!("/proc/{}/mem", self.tid), e))?;
+            self.write(*addr, bytes)
+                .map_err(|e| InjectError::io(format!("/proc/{}/mem", self.tid), e))?;
         }
         match &mut self.saved.fp {
             FpState::Xstate(buf) => {
-                let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-                request("PTRACE_SETREGSET", libc::PTRACE_SETREGSET, self.tid, self.pid, NT_X86_XSTATE as usize, &mut iov as *mut _ as usize)?;
+                let mut iov = libc::iovec {
+                    iov_base: buf.as_mut_ptr().cast(),
+                    iov_len: buf.len(),
+                };
+                request(
+                    "PTRACE_SETREGSET",
+                    libc::PTRACE_SETREGSET,
+                    self.tid,
+                    self.pid,
+                    NT_X86_XSTATE as usize,
+                    &mut iov as *mut _ as usize,
+                )?;
             }
             FpState::Fx(fx) => {
-                request("PTRACE_SETFPREGS", libc::PTRACE_SETFPREGS, self.tid, self.pid, 0, &**fx as *const _ as usize)?;
+                request(
+                    "PTRACE_SETFPREGS",
+                    libc::PTRACE_SETFPREGS,
+                    self.tid,
+                    self.pid,
+                    0,
+                    &**fx as *const _ as usize,
+                )?;
             }
         }
         let regs = self.saved.regs;
@@ -381,11 +499,21 @@ impl Tracee {
         // signal, so it reaches the program exactly where it would have; other stops cannot carry
         // a signal, so those are sent again once the thread runs.
         let (first, rest) = if self.in_signal_stop {
-            (self.deferred_signals.first().copied().unwrap_or(0), self.deferred_signals.get(1..).unwrap_or(&[]))
+            (
+                self.deferred_signals.first().copied().unwrap_or(0),
+                self.deferred_signals.get(1..).unwrap_or(&[]),
+            )
         } else {
             (0, &self.deferred_signals[..])
         };
-        let detached = request("PTRACE_DETACH", libc::PTRACE_DETACH, self.tid, self.pid, 0, first as usize);
+        let detached = request(
+            "PTRACE_DETACH",
+            libc::PTRACE_DETACH,
+            self.tid,
+            self.pid,
+            0,
+            first as usize,
+        );
         self.detached = true;
         for &sig in rest {
             // SAFETY: tgkill takes plain integers.
@@ -412,15 +540,32 @@ fn pad6(args: &[u64]) -> [u64; 6] {
 fn get_regs(pid: i32, tid: i32) -> Result<libc::user_regs_struct, InjectError> {
     // SAFETY: user_regs_struct is plain integers; all-zero is a valid value.
     let mut regs: libc::user_regs_struct = unsafe { std::mem::zeroed() };
-    request("PTRACE_GETREGS", libc::PTRACE_GETREGS, tid, pid, 0, &mut regs as *mut _ as usize)?;
+    request(
+        "PTRACE_GETREGS",
+        libc::PTRACE_GETREGS,
+        tid,
+        pid,
+        0,
+        &mut regs as *mut _ as usize,
+    )?;
     Ok(regs)
 }
 
 fn save_state(pid: i32, tid: i32, mem: &File) -> Result<Saved, InjectError> {
     let regs = get_regs(pid, tid)?;
     let mut buf = vec![0u8; XSTATE_BUF];
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-    let fp = match request("PTRACE_GETREGSET", libc::PTRACE_GETREGSET, tid, pid, NT_X86_XSTATE as usize, &mut iov as *mut _ as usize) {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let fp = match request(
+        "PTRACE_GETREGSET",
+        libc::PTRACE_GETREGSET,
+        tid,
+        pid,
+        NT_X86_XSTATE as usize,
+        &mut iov as *mut _ as usize,
+    ) {
         Ok(_) => {
             buf.truncate(iov.iov_len);
             FpState::Xstate(buf)
@@ -428,14 +573,23 @@ fn save_state(pid: i32, tid: i32, mem: &File) -> Result<Saved, InjectError> {
         Err(_) => {
             // SAFETY: user_fpregs_struct is plain integers; all-zero is a valid value.
             let mut fx: Box<libc::user_fpregs_struct> = Box::new(unsafe { std::mem::zeroed() });
-            request("PTRACE_GETFPREGS", libc::PTRACE_GETFPREGS, tid, pid, 0, &mut *fx as *mut _ as usize)?;
+            request(
+                "PTRACE_GETFPREGS",
+                libc::PTRACE_GETFPREGS,
+                tid,
+                pid,
+                0,
+                &mut *fx as *mut _ as usize,
+            )?;
             FpState::Fx(fx)
         }
     };
     let top = regs.rsp - RED_ZONE;
     let stack = [STACK_WINDOW, 512].iter().find_map(|&len| {
         let mut bytes = vec![0u8; len as usize];
-        mem.read_exact_at(&mut bytes, top - len).ok().map(|_| (top - len, bytes))
+        mem.read_exact_at(&mut bytes, top - len)
+            .ok()
+            .map(|_| (top - len, bytes))
     });
     Ok(Saved { regs, fp, stack })
 }

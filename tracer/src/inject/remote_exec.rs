@@ -15,9 +15,19 @@ use super::snippet::StatusChannel;
 pub const MIN_VERSION: (u32, u32) = (3, 14);
 
 /// Writes `source` into the status directory and has `sys.remote_exec` schedule it in `pid`.
-pub fn schedule(pid: i32, python: &PythonModule, exe: &str, target: &Status, source: &str, channel: &StatusChannel) -> Result<(), InjectError> {
+pub fn schedule(
+    pid: i32,
+    python: &PythonModule,
+    exe: &str,
+    target: &Status,
+    source: &str,
+    channel: &StatusChannel,
+) -> Result<(), InjectError> {
     if python.version < MIN_VERSION {
-        return Err(InjectError::RemoteExecTooOld { pid, version: python.version_string() });
+        return Err(InjectError::RemoteExecTooOld {
+            pid,
+            version: python.version_string(),
+        });
     }
     let local = channel.local_path().join("script.py");
     let mut file = fs::OpenOptions::new()
@@ -27,8 +37,10 @@ pub fn schedule(pid: i32, python: &PythonModule, exe: &str, target: &Status, sou
         .custom_flags(libc::O_NOFOLLOW)
         .open(&local)
         .map_err(|e| InjectError::io(&local, e))?;
-    file.write_all(source.as_bytes()).map_err(|e| InjectError::io(&local, e))?;
-    std::os::unix::fs::chown(&local, Some(target.uid[3]), Some(target.gid[3])).map_err(|e| InjectError::io(&local, e))?;
+    file.write_all(source.as_bytes())
+        .map_err(|e| InjectError::io(&local, e))?;
+    std::os::unix::fs::chown(&local, Some(target.uid[3]), Some(target.gid[3]))
+        .map_err(|e| InjectError::io(&local, e))?;
     let remote = channel.target_path().join("script.py");
     // The delivering interpreter must speak the target's debug-offsets layout: its own executable
     // when that is a Python, else `python3.X` from PATH.
@@ -38,11 +50,17 @@ pub fn schedule(pid: i32, python: &PythonModule, exe: &str, target: &Status, sou
         format!("python{}", python.version_string())
     };
     let out = Command::new(&interpreter)
-        .args(["-c", "import sys; sys.remote_exec(int(sys.argv[1]), sys.argv[2])"])
+        .args([
+            "-c",
+            "import sys; sys.remote_exec(int(sys.argv[1]), sys.argv[2])",
+        ])
         .arg(pid.to_string())
         .arg(&remote)
         .output()
-        .map_err(|e| InjectError::RemoteExecFailed { pid, detail: format!("cannot run {interpreter}: {e}") })?;
+        .map_err(|e| InjectError::RemoteExecFailed {
+            pid,
+            detail: format!("cannot run {interpreter}: {e}"),
+        })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let last = stderr.lines().last().unwrap_or("").trim();

@@ -20,7 +20,11 @@ use super::procfs;
 pub enum Payload {
     /// Load the shared library at `path` (with the target's rights) and call its exported
     /// `int function(const char *argument)`. A non-zero return is reported as a failure.
-    Library { path: PathBuf, function: String, argument: String },
+    Library {
+        path: PathBuf,
+        function: String,
+        argument: String,
+    },
     /// Run Python source in a fresh namespace. It may set `result` to an integer (0 = success).
     Python(String),
 }
@@ -47,7 +51,11 @@ fn indent(code: &str) -> String {
 fn payload_code(payload: &Payload) -> String {
     match payload {
         Payload::Python(src) => src.clone(),
-        Payload::Library { path, function, argument } => format!(
+        Payload::Library {
+            path,
+            function,
+            argument,
+        } => format!(
             "import ctypes\n\
              _fn = ctypes.CDLL({path})[{function}]\n\
              _fn.argtypes = (ctypes.c_char_p,)\n\
@@ -128,21 +136,39 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 impl StatusChannel {
     pub fn create(pid: i32, target: &procfs::Status) -> Result<Self, InjectError> {
-        let same_root = match (fs::metadata("/"), fs::metadata(format!("/proc/{pid}/root/"))) {
+        let same_root = match (
+            fs::metadata("/"),
+            fs::metadata(format!("/proc/{pid}/root/")),
+        ) {
             (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
             _ => true,
         };
-        let prefix = if same_root { String::new() } else { format!("/proc/{pid}/root") };
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-        let name = format!("ffiprof-inject-{}-{pid}-{}-{nanos:x}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        let prefix = if same_root {
+            String::new()
+        } else {
+            format!("/proc/{pid}/root")
+        };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let name = format!(
+            "ffiprof-inject-{}-{pid}-{}-{nanos:x}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
         let there = PathBuf::from("/tmp").join(name);
         let here = PathBuf::from(format!("{prefix}{}", there.display()));
-        fs::DirBuilder::new().mode(0o700).create(&here).map_err(|e| InjectError::io(&here, e))?;
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&here)
+            .map_err(|e| InjectError::io(&here, e))?;
         let channel = StatusChannel { here, there };
         let (uid, gid) = (target.uid[3], target.gid[3]);
         let meta = fs::metadata(&channel.here).map_err(|e| InjectError::io(&channel.here, e))?;
         if meta.uid() != uid || meta.gid() != gid {
-            std::os::unix::fs::chown(&channel.here, Some(uid), Some(gid)).map_err(|e| InjectError::io(&channel.here, e))?;
+            std::os::unix::fs::chown(&channel.here, Some(uid), Some(gid))
+                .map_err(|e| InjectError::io(&channel.here, e))?;
         }
         Ok(channel)
     }
@@ -158,7 +184,12 @@ impl StatusChannel {
     }
 
     /// Waits for the injected code's report.
-    pub fn wait(&self, pid: i32, scheduled: Instant, timeout: Duration) -> Result<Outcome, InjectError> {
+    pub fn wait(
+        &self,
+        pid: i32,
+        scheduled: Instant,
+        timeout: Duration,
+    ) -> Result<Outcome, InjectError> {
         let status = self.here.join("status");
         let deadline = scheduled + timeout;
         let mut nap = Duration::from_micros(200);
@@ -167,7 +198,10 @@ impl StatusChannel {
                 let ran_after = scheduled.elapsed();
                 let text = text.trim();
                 if let Some(code) = text.strip_prefix("ok ") {
-                    return Ok(Outcome { result: code.trim().parse().unwrap_or(0), ran_after });
+                    return Ok(Outcome {
+                        result: code.trim().parse().unwrap_or(0),
+                        ran_after,
+                    });
                 }
                 let message = text.strip_prefix("error ").unwrap_or(text).to_owned();
                 return Err(InjectError::PayloadFailed { pid, message });
@@ -213,23 +247,41 @@ mod tests {
     /// reports, leaves `__main__` clean and never raises.
     #[test]
     fn wrapped_source_reports_and_leaves_main_clean() {
-        let Some(python) = ["python3", "/usr/bin/python3"].iter().find(|p| std::process::Command::new(p).arg("-V").output().is_ok()) else {
+        let Some(python) = ["python3", "/usr/bin/python3"]
+            .iter()
+            .find(|p| std::process::Command::new(p).arg("-V").output().is_ok())
+        else {
             return;
         };
         let dir = tempfile::tempdir().unwrap();
         for (payload, expect) in [
             (Payload::Python("result = 7".into()), "ok 7"),
-            (Payload::Python("raise ValueError('boom')".into()), "error ValueError: boom"),
             (
-                Payload::Library { path: "/nonexistent/lib.so".into(), function: "f".into(), argument: "x".into() },
+                Payload::Python("raise ValueError('boom')".into()),
+                "error ValueError: boom",
+            ),
+            (
+                Payload::Library {
+                    path: "/nonexistent/lib.so".into(),
+                    function: "f".into(),
+                    argument: "x".into(),
+                },
                 "error OSError",
             ),
         ] {
             let _ = fs::remove_file(dir.path().join("status"));
             let src = wrap(&payload, dir.path(), None);
             let check = format!("{src}\nimport sys\nsys.stdout.write(repr(sorted(k for k in globals() if not k.startswith('__') and k != 'sys')))\n");
-            let out = std::process::Command::new(python).arg("-c").arg(&check).output().unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let out = std::process::Command::new(python)
+                .arg("-c")
+                .arg(&check)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             assert_eq!(String::from_utf8_lossy(&out.stdout), "[]");
             let status = fs::read_to_string(dir.path().join("status")).unwrap();
             assert!(status.starts_with(expect), "{status}");
