@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::{at_site, names, AdviceKind, Candidate, Confidence, Context};
 use crate::cost_model::{python_places, Place};
-use crate::text::fmt_ns;
+use crate::text::{fmt_bytes, fmt_ns};
 
 /// The figures behind a batch estimate (see the cost model).
 #[derive(Debug, Serialize)]
@@ -26,6 +26,8 @@ struct BatchEvidence {
     bulk_sibling: Option<String>,
     /// Whether the library's exported symbols were known, so that "no sibling" means none exists.
     exports_known: bool,
+    /// Buffer bytes per call: non-zero when the function already takes a buffer.
+    buffer_bytes_per_call: u64,
 }
 
 fn round1(x: f64) -> f64 {
@@ -64,10 +66,13 @@ fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
         .first()
         .map(|s| s.to_string());
     let exports_known = ctx.exports_known(&f.library);
-    let wanted = if sibling.is_some() && per_byte.is_some() {
-        Confidence::High
-    } else {
-        Confidence::Medium
+    // A function that already takes a buffer is batched by passing more per call, which only works
+    // when the calls differ in their data alone: less certain than swapping in a bulk sibling.
+    let buffer_per_call = m.buffer_bytes / m.calls;
+    let wanted = match (&sibling, per_byte.is_some()) {
+        (Some(_), true) => Confidence::High,
+        (None, _) if buffer_per_call > 0 => Confidence::Low,
+        _ => Confidence::Medium,
     };
     let confidence = ctx.cap_by_timing(wanted, m.timed_calls);
 
@@ -84,6 +89,11 @@ fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
         (Some(s), _) => format!(
             " {lib} exports {s}: put the elements in one buffer (array.array, numpy or a ctypes array) and \
              call {s} once over all of them (or once per large chunk)."
+        ),
+        (None, _) if buffer_per_call > 0 => format!(
+            " It already takes a buffer ({} per call): where the calls differ only in their data, put that data \
+             in one larger buffer and make one call over it (or one per large chunk).",
+            fmt_bytes(buffer_per_call)
         ),
         (None, true) => format!(
             " {lib} exports no bulk variant (looked for {}): add one on the C side that takes a pointer and a \
@@ -111,6 +121,7 @@ fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
         batched_ns: batched,
         bulk_sibling: sibling,
         exports_known,
+        buffer_bytes_per_call: buffer_per_call,
     };
     let rec = ctx.recommendation(
         AdviceKind::Batch,
@@ -217,6 +228,32 @@ mod tests {
             30_000_000,
         );
         assert!(batch_only(&p, &AdviceOptions::default()).is_empty());
+    }
+
+    #[test]
+    fn function_taking_a_buffer_is_told_to_pass_more_per_call() {
+        let c = PerCall {
+            native: 300,
+            marshal_in: 400,
+            marshal_out: 150,
+            arg_bytes: 24,
+            buffer_bytes: 4096,
+            ..PerCall::default()
+        };
+        let p = profile(
+            vec![function("fx_fill", vec![site("io.py", 8, 50_000, c)])],
+            60_000_000,
+        );
+        let r = &batch_only(&p, &AdviceOptions::default())[0];
+        assert!(
+            r.suggestion
+                .contains("already takes a buffer (4.0KiB per call)"),
+            "{}",
+            r.suggestion
+        );
+        assert_eq!(r.confidence, Confidence::Low);
+        assert_eq!(r.evidence["buffer_bytes_per_call"], 4096);
+        assert!(!r.example().unwrap().contains("fx_fill_many"));
     }
 
     #[test]

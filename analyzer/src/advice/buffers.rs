@@ -54,6 +54,14 @@ fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
     let confidence = ctx.cap_by_timing(wanted, m.timed_calls);
 
     let f = &place.function.function;
+    let (which_calls, s) = if fresh == m.calls {
+        (format!("Every call to {f}{}", at_site(&place)), "s")
+    } else {
+        (
+            format!("{fresh} of {} calls to {f}{}", m.calls, at_site(&place)),
+            "",
+        )
+    };
     let size = if bytes_per_buffer > 0 {
         format!("{}, ", fmt_bytes(bytes_per_buffer))
     } else {
@@ -61,20 +69,16 @@ fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
     };
     let suggestion = match kind {
         AdviceKind::ZeroCopy => format!(
-            "{fresh} of {} calls to {f}{} convert Python values into a new ctypes array ({size}{} per call, \
+            "{which_calls} convert{s} Python values into a new ctypes array ({size}{} per call, \
              {ns_per_byte:.1} ns/B). Keep the values in an array.array or numpy array that the program updates \
              in place and pass its memory — a view made once with (ctypes.c_double * n).from_buffer(arr), or \
              arr.ctypes.data_as(...) — or, if the values never change, build the ctypes array once.",
-            m.calls,
-            at_site(&place),
             fmt_ns(per_call.round() as u64),
         ),
         _ => format!(
-            "{fresh} of {} calls to {f}{} get a freshly built ctypes object of the same type and size \
+            "{which_calls} get{s} a freshly built ctypes object of the same type and size \
              ({size}{} to build each). Build it once outside the loop and pass the same one every call \
              (ctypes.memset it first if the C side relies on zeros).",
-            m.calls,
-            at_site(&place),
             fmt_ns(per_call.round() as u64),
         ),
     };
