@@ -274,11 +274,9 @@ pub fn render_html(before: &Profile, after: &Profile, options: &DiffHtmlOptions)
         "<thead><tr><th data-type=\"text\">function</th><th data-type=\"text\">library</th>",
     );
     for h in [
-        "calls before",
-        "calls after",
+        "calls",
         "Δ calls",
-        "time before",
-        "time after",
+        "boundary time",
         "Δ time",
         "Δ native",
         "Δ marshal-in",
@@ -300,19 +298,17 @@ pub fn render_html(before: &Profile, after: &Profile, options: &DiffHtmlOptions)
         );
         let _ = write!(
             body,
-            "<td class=\"num\" data-v=\"{0}\">{1}</td><td class=\"num\" data-v=\"{2}\">{3}</td>",
-            fb.calls,
-            esc(&side_count(f.before)),
+            "<td class=\"num\" data-v=\"{}\">{} → {}</td>",
             fa.calls,
+            esc(&side_count(f.before)),
             esc(&side_count(f.after))
         );
         body.push_str(&delta_cell(fb.calls, fa.calls, fmt_count));
         let _ = write!(
             body,
-            "<td class=\"num\" data-v=\"{0}\">{1}</td><td class=\"num\" data-v=\"{2}\">{3}</td>",
-            fb.total_ns(),
-            fmt_ns(fb.total_ns()),
+            "<td class=\"num\" data-v=\"{}\">{} → {}</td>",
             fa.total_ns(),
+            fmt_ns(fb.total_ns()),
             fmt_ns(fa.total_ns())
         );
         body.push_str(&delta_cell(fb.total_ns(), fa.total_ns(), fmt_ns));

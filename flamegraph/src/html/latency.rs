@@ -47,8 +47,9 @@ pub(crate) fn section(profile: &Profile, report: &Report, max_plots: usize) -> S
                 let s = r.native_hist.summary();
                 let _ = write!(
                     out,
-                    "<p class=\"note\">{} timed calls · p50 {} · p90 {} · p99 {} · max {}</p>",
+                    "<p class=\"note\">{} timed calls · mean {} · p50 {} · p90 {} · p99 {} · max {}</p>",
                     fmt_count(s.count),
+                    fmt_ns(s.mean_ns.round() as u64),
                     fmt_ns(s.p50_ns),
                     fmt_ns(s.p90_ns),
                     fmt_ns(s.p99_ns),
@@ -121,6 +122,9 @@ pub(crate) fn plot(f: &FunctionRecord) -> String {
         TOP + ph,
         W - RIGHT
     );
+    // Percentile labels sit above the plot; when two would overlap, the later one drops a row into it.
+    let mut last_label_x = f64::NEG_INFINITY;
+    let mut row = 0;
     for (label, v, color) in [
         ("p50", s.p50_ns, "#1a7f37"),
         ("p90", s.p90_ns, "#9a6700"),
@@ -133,11 +137,17 @@ pub(crate) fn plot(f: &FunctionRecord) -> String {
             TOP + ph,
             fmt_ns(v)
         );
+        row = if x - last_label_x < 22.0 { row + 1 } else { 0 };
+        last_label_x = x;
+        let (lx, anchor) = if x > W - RIGHT - 24.0 {
+            (x - 2.0, "end")
+        } else {
+            (x + 2.0, "start")
+        };
         let _ = write!(
             out,
-            "<text x=\"{:.1}\" y=\"{:.1}\" fill=\"{color}\">{label}</text>",
-            x + 2.0,
-            TOP - 3.0
+            "<text x=\"{lx:.1}\" y=\"{:.1}\" fill=\"{color}\" text-anchor=\"{anchor}\">{label}</text>",
+            TOP - 3.0 + 11.0 * row as f64
         );
     }
     for t in ticks(lo / 1.5, hi * 1.5) {
@@ -154,13 +164,6 @@ pub(crate) fn plot(f: &FunctionRecord) -> String {
             fmt_ns(t as u64)
         );
     }
-    let _ = write!(
-        out,
-        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">peak {}</text>",
-        W - RIGHT,
-        TOP - 3.0,
-        fmt_count(peak)
-    );
     out.push_str("</svg>");
     out
 }

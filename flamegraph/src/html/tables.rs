@@ -44,7 +44,7 @@ fn bar(split: &[u64; 5], max: u64) -> String {
     for (i, part) in PARTS.iter().enumerate() {
         if split[i] > 0 {
             let pct = split[i] as f64 * 100.0 / total.max(1) as f64;
-            let _ = write!(title, "{part} {} ({pct:.0}%)\n", fmt_ns(split[i]));
+            let _ = writeln!(title, "{part} {} ({pct:.0}%)", fmt_ns(split[i]));
         }
     }
     let mut out = format!("<div class=\"bar\" title=\"{}\">", esc(title.trim_end()));
@@ -59,6 +59,16 @@ fn bar(split: &[u64; 5], max: u64) -> String {
     }
     out.push_str("</div>");
     out
+}
+
+/// The boundary-time cell: the stacked bar and the total beside it, sorted by the total.
+fn bar_cell(split: &[u64; 5], max: u64) -> String {
+    let total: u64 = split.iter().sum();
+    format!(
+        "<td class=\"num\" data-v=\"{total}\"><div class=\"barcell\">{}<span>{}</span></div></td>",
+        bar(split, max),
+        fmt_ns(total)
+    )
 }
 
 fn num_ns(v: u64) -> String {
@@ -113,7 +123,6 @@ pub(crate) fn functions_section(report: &Report) -> String {
         ("arg bytes", true),
         ("buffer bytes", true),
         ("boundary time", true),
-        ("total", true),
         ("native", true),
         ("marshal-in", true),
         ("marshal-out", true),
@@ -144,13 +153,7 @@ pub(crate) fn functions_section(report: &Report) -> String {
         out.push_str(&num_count(f.calls));
         out.push_str(&num_bytes(f.arg_bytes));
         out.push_str(&num_bytes(f.buffer_bytes));
-        let _ = write!(
-            out,
-            "<td data-v=\"{}\">{}</td>",
-            f.total_ns,
-            bar(&split_of_function(f), max)
-        );
-        out.push_str(&num_ns(f.total_ns));
+        out.push_str(&bar_cell(&split_of_function(f), max));
         for v in [
             f.native_ns,
             f.marshal_in_ns,
@@ -239,7 +242,6 @@ pub(crate) fn sites_section(sites: &[SiteRow<'_>], report: &Report) -> String {
         ("calls into", false),
         ("calls", true),
         ("boundary time", true),
-        ("total", true),
         ("native", true),
         ("marshal-in", true),
         ("marshal-out", true),
@@ -269,13 +271,7 @@ pub(crate) fn sites_section(sites: &[SiteRow<'_>], report: &Report) -> String {
             esc(&format!("{}!{}", library_name(&f.library), f.function)),
         );
         out.push_str(&num_count(s.calls));
-        let _ = write!(
-            out,
-            "<td data-v=\"{}\">{}</td>",
-            site_total(s),
-            bar(&split_of_site(s), max)
-        );
-        out.push_str(&num_ns(site_total(s)));
+        out.push_str(&bar_cell(&split_of_site(s), max));
         for v in [
             s.native_ns,
             s.marshal_in_ns,
