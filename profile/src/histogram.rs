@@ -4,7 +4,9 @@
 
 use base64::Engine;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
-use serde::{Deserialize, Deserializer as SerdeDeserializer, Serialize, Serializer as SerdeSerializer};
+use serde::{
+    Deserialize, Deserializer as SerdeDeserializer, Serialize, Serializer as SerdeSerializer,
+};
 use thiserror::Error;
 
 /// Highest value tracked: one hour in nanoseconds; larger values are clamped.
@@ -171,8 +173,14 @@ mod tests {
         let back = Histogram::decode(&h.encode()).unwrap();
         assert_eq!(back.len(), 1000);
         let s = back.summary();
-        assert!((s.p50_ns as f64 - 50_000.0).abs() / 50_000.0 < 0.01, "{s:?}");
-        assert!((s.p99_ns as f64 - 99_000.0).abs() / 99_000.0 < 0.01, "{s:?}");
+        assert!(
+            (s.p50_ns as f64 - 50_000.0).abs() / 50_000.0 < 0.01,
+            "{s:?}"
+        );
+        assert!(
+            (s.p99_ns as f64 - 99_000.0).abs() / 99_000.0 < 0.01,
+            "{s:?}"
+        );
     }
 
     #[test]

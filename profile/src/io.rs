@@ -127,7 +127,10 @@ pub(crate) fn write_bytes_atomic(bytes: &[u8], path: &Path) -> Result<(), Profil
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let mut file = fs::OpenOptions::new()
         .write(true)
@@ -172,7 +175,10 @@ mod tests {
 
     #[test]
     fn refuses_newer_versions_by_name() {
-        let text = format!(r#"{{"format":"{FORMAT_NAME}","version":{}}}"#, FORMAT_VERSION + 1);
+        let text = format!(
+            r#"{{"format":"{FORMAT_NAME}","version":{}}}"#,
+            FORMAT_VERSION + 1
+        );
         let e = read_str(&text, "p.json").unwrap_err();
         assert!(matches!(e, ProfileError::NewerVersion { .. }), "{e}");
         assert!(e.to_string().contains("p.json"));
@@ -181,12 +187,24 @@ mod tests {
 
     #[test]
     fn classifies_bad_input() {
-        assert!(matches!(read_str("", "x").unwrap_err(), ProfileError::Empty { .. }));
-        assert!(matches!(read_str("hello", "x").unwrap_err(), ProfileError::NotAProfile { .. }));
-        assert!(matches!(read_str("{\"a\":1}", "x").unwrap_err(), ProfileError::NotAProfile { .. }));
+        assert!(matches!(
+            read_str("", "x").unwrap_err(),
+            ProfileError::Empty { .. }
+        ));
+        assert!(matches!(
+            read_str("hello", "x").unwrap_err(),
+            ProfileError::NotAProfile { .. }
+        ));
+        assert!(matches!(
+            read_str("{\"a\":1}", "x").unwrap_err(),
+            ProfileError::NotAProfile { .. }
+        ));
         let full = Profile::new().to_json();
         let cut = &full[..full.len() / 2];
-        assert!(matches!(read_str(cut, "x").unwrap_err(), ProfileError::Truncated { .. }));
+        assert!(matches!(
+            read_str(cut, "x").unwrap_err(),
+            ProfileError::Truncated { .. }
+        ));
     }
 
     #[test]
@@ -201,6 +219,10 @@ mod tests {
         assert_eq!(read_file(&path).unwrap(), p);
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
     }
 }

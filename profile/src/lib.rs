@@ -87,7 +87,8 @@ pub struct Meta {
     pub stack_sample_every: u32,
     #[serde(default)]
     pub agent_version: String,
-    /// Number of threads that made at least one recorded call.
+    /// Per-thread recorders that recorded a call: the number of threads that called, except that
+    /// a thread started after another ended may reuse its recorder (so: at most that number).
     #[serde(default)]
     pub threads: u32,
     /// Calls the agent saw but could not record (recorder tables full); should be 0.

@@ -134,7 +134,10 @@ fn add_site(t: &mut SiteRecord, s: &SiteRecord, stack_map: &[u32]) {
     t.arg_bytes += s.arg_bytes;
     t.fresh_buffer_calls += s.fresh_buffer_calls;
     for st in &s.stacks {
-        let stack = stack_map.get(st.stack as usize).copied().unwrap_or(st.stack);
+        let stack = stack_map
+            .get(st.stack as usize)
+            .copied()
+            .unwrap_or(st.stack);
         match t.stacks.iter_mut().find(|x| x.stack == stack) {
             Some(x) => {
                 x.calls += st.calls;
@@ -144,7 +147,10 @@ fn add_site(t: &mut SiteRecord, s: &SiteRecord, stack_map: &[u32]) {
                 x.gil_wait_ns += st.gil_wait_ns;
                 x.construction_ns += st.construction_ns;
             }
-            None => t.stacks.push(StackSample { stack, ..st.clone() }),
+            None => t.stacks.push(StackSample {
+                stack,
+                ..st.clone()
+            }),
         }
     }
 }
@@ -190,7 +196,14 @@ mod tests {
         assert_eq!(f.native_hist.len(), 7);
         assert_eq!(f.sites.len(), 1);
         assert_eq!(f.sites[0].calls, 7);
-        assert_eq!(f.sites[0].stacks, vec![StackSample { stack: 0, calls: 7, ..Default::default() }]);
+        assert_eq!(
+            f.sites[0].stacks,
+            vec![StackSample {
+                stack: 0,
+                calls: 7,
+                ..Default::default()
+            }]
+        );
         assert_eq!(a.stacks.len(), 1);
     }
 

@@ -29,6 +29,8 @@ pub struct FfiCif {
     pub flags: u32,
 }
 
+const FFI_TYPE_VOID: u16 = 0;
+
 type FfiCallFn = unsafe extern "C" fn(*mut FfiCif, *const c_void, *mut c_void, *mut *mut c_void);
 
 const SLOTS: usize = 8;
@@ -82,7 +84,8 @@ unsafe fn arg_bytes(cif: *const FfiCif) -> (u64, u64, u32) {
                 total += (*t).size as u64;
             }
         }
-        let ret = if cif.rtype.is_null() {
+        // ffi_type_void has size 1 in libffi; a void return carries no bytes.
+        let ret = if cif.rtype.is_null() || (*cif.rtype).type_ == FFI_TYPE_VOID {
             0
         } else {
             (*cif.rtype).size as u64

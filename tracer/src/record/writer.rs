@@ -33,9 +33,7 @@ pub fn write_now(reason: &'static str, complete: bool) -> Option<PathBuf> {
     }
     let cal = clock::calibrate();
     let mut profile = super::snapshot::build(&cal);
-    let Some(path) = crate::agent::fill_meta(&mut profile, &cal, reason, complete) else {
-        return None;
-    };
+    let path = crate::agent::fill_meta(&mut profile, &cal, reason, complete)?;
     match ffiprof_profile::write_atomic(&profile, &path) {
         Ok(()) => {
             if complete {

@@ -1,0 +1,206 @@
+//! Shared by the end-to-end tests: the interpreters to test on, running `ffiprof` and Python
+//! scripts from tests/scripts against the C fixture library, and guards that kill what they start.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub use ffiprof_fixture::LIBRARY as FIXTURE;
+
+/// A Python interpreter the suite runs against.
+#[derive(Clone, Debug)]
+pub struct Interpreter {
+    /// Short name used in test names, e.g. `pyenv-3.11`, `debian-3.11`.
+    pub label: String,
+    /// Command to run (a path, or `python3` through PATH and the pyenv shim).
+    pub command: PathBuf,
+}
+
+impl Interpreter {
+    pub fn available(&self) -> bool {
+        Command::new(&self.command)
+            .args(["-c", "import ctypes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
+    pub fn has_module(&self, module: &str) -> bool {
+        Command::new(&self.command)
+            .args(["-c", &format!("import {module}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+}
+
+fn pyenv_root() -> PathBuf {
+    std::env::var_os("PYENV_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".pyenv")
+        })
+}
+
+/// The newest installed pyenv interpreter of `minor` (e.g. "3.11"), if any.
+pub fn pyenv_version(minor: &str) -> Option<PathBuf> {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir(pyenv_root().join("versions"))
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let patch = name
+                .strip_prefix(&format!("{minor}."))?
+                .parse::<u32>()
+                .ok()?;
+            let exe = e.path().join("bin").join(format!("python{minor}"));
+            exe.exists().then_some((patch, exe))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, p)| p)
+}
+
+/// The two 3.11 interpreters: pyenv's `python3` (shared libpython, through the shim) and
+/// Debian's `/usr/bin/python3.11` (libpython linked into the executable).
+pub fn main_interpreters() -> Vec<Interpreter> {
+    vec![
+        Interpreter {
+            label: "pyenv-3.11".into(),
+            command: "python3".into(),
+        },
+        Interpreter {
+            label: "debian-3.11".into(),
+            command: "/usr/bin/python3.11".into(),
+        },
+    ]
+}
+
+/// Every CPython 3.8–3.13 that pyenv may have, plus Debian's 3.11; missing ones still listed so
+/// the harness can show them as ignored.
+pub fn version_matrix() -> Vec<Interpreter> {
+    let mut v: Vec<Interpreter> = ["3.8", "3.9", "3.10", "3.11", "3.12", "3.13"]
+        .iter()
+        .map(|m| Interpreter {
+            label: format!("pyenv-{m}"),
+            command: pyenv_version(m)
+                .unwrap_or_else(|| PathBuf::from(format!("/nonexistent/python{m}"))),
+        })
+        .collect();
+    v.push(Interpreter {
+        label: "debian-3.11".into(),
+        command: "/usr/bin/python3.11".into(),
+    });
+    v
+}
+
+pub fn ffiprof_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ffiprof")
+}
+
+pub fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/scripts")
+        .join(name)
+}
+
+/// `ffiprof run -o OUT EXTRA... -- PY SCRIPT ARGS...`, waited for.
+pub fn run_profiled(
+    py: &Interpreter,
+    out: &Path,
+    extra: &[&str],
+    script_name: &str,
+    args: &[&str],
+) -> Output {
+    let mut cmd = Command::new(ffiprof_bin());
+    cmd.arg("run")
+        .arg("-o")
+        .arg(out)
+        .args(extra)
+        .arg("--")
+        .arg(&py.command)
+        .arg(script(script_name))
+        .args(args);
+    cmd.stdin(Stdio::null());
+    cmd.output().expect("run ffiprof")
+}
+
+pub fn check_ok(output: &Output) {
+    assert!(
+        output.status.success(),
+        "ffiprof run failed: {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+pub fn read_profile(path: &Path) -> ffiprof_profile::Profile {
+    ffiprof_profile::read_file(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// A child process killed when the guard is dropped, whatever the test did.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Reads lines from the child's stdout until one starts with `prefix`; fails after `timeout`.
+pub fn wait_for_line(child: &mut Child, prefix: &str, timeout: Duration) -> String {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let prefix = prefix.to_string();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with(&prefix) {
+                let _ = tx.send(line);
+                return;
+            }
+        }
+    });
+    rx.recv_timeout(timeout)
+        .expect("the child never printed its readiness line")
+}
+
+/// Polls `f` until it returns Some, for at most `timeout`.
+pub fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn send_signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {pid} failed");
+}
+
+/// Calls per function name.
+pub fn calls_by_name(p: &ffiprof_profile::Profile) -> std::collections::BTreeMap<String, u64> {
+    p.functions
+        .iter()
+        .map(|f| (f.function.clone(), f.calls))
+        .collect()
+}

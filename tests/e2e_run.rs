@@ -1,0 +1,456 @@
+//! End to end: `ffiprof run` on real Python processes calling a real C library.
+//!
+//! Runs with its own harness (libtest-mimic) so an interpreter that is not installed shows up as
+//! *ignored* with its name, never as passed.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use libtest_mimic::{Arguments, Failed, Trial};
+
+type Case = fn(&Interpreter, &Path) -> Result<(), Failed>;
+
+fn basic_counts_and_bytes(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    let out = dir.join("p.json");
+    let o = run_profiled(py, &out, &[], "calls_basic.py", &[FIXTURE]);
+    check_ok(&o);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "ok\n");
+    let p = read_profile(&out);
+    let expected: BTreeMap<String, u64> = [
+        ("fx_add_int", 1000),
+        ("fx_scale", 500),
+        ("fx_sum", 30),
+        ("fx_point_norm2", 20),
+        ("fx_strdup_upper", 7),
+        ("fx_free", 7),
+        ("labs", 3),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    // ctypes.string_at is itself a foreign call into a helper of _ctypes (named `string_at` where
+    // _ctypes keeps its static symbols, an offset where Debian stripped them).
+    let (helpers, targets): (Vec<_>, Vec<_>) = p
+        .functions
+        .iter()
+        .partition(|f| f.library_name().starts_with("_ctypes"));
+    assert_eq!(
+        helpers.iter().map(|f| f.calls).collect::<Vec<_>>(),
+        vec![7],
+        "{helpers:?}"
+    );
+    let by_name: BTreeMap<String, u64> = targets
+        .iter()
+        .map(|f| (f.function.clone(), f.calls))
+        .collect();
+    assert_eq!(by_name, expected);
+    let f = |name: &str| p.function(name).unwrap();
+    // C argument bytes from the cif: int+int, double, pointer+size_t, a 24-byte struct by value,
+    // pointers, and an undeclared int for labs.
+    assert_eq!(f("fx_add_int").arg_bytes, 1000 * 8);
+    assert_eq!(f("fx_add_int").ret_bytes, 1000 * 4);
+    assert_eq!(f("fx_scale").arg_bytes, 500 * 8);
+    assert_eq!(f("fx_sum").arg_bytes, 30 * 16);
+    assert_eq!(f("fx_point_norm2").arg_bytes, 20 * 24);
+    assert_eq!(f("fx_strdup_upper").arg_bytes, 7 * 8);
+    assert_eq!(f("fx_strdup_upper").ret_bytes, 7 * 8);
+    assert_eq!(f("fx_free").ret_bytes, 0);
+    assert_eq!(f("labs").arg_bytes, 3 * 4);
+    assert_eq!(f("fx_sum").arg_count, 2);
+    for name in [
+        "fx_add_int",
+        "fx_scale",
+        "fx_sum",
+        "fx_point_norm2",
+        "fx_strdup_upper",
+        "fx_free",
+    ] {
+        assert_eq!(Path::new(&f(name).library), Path::new(FIXTURE), "{name}");
+    }
+    assert_eq!(f("labs").library_name(), "libc.so.6");
+    let add = f("fx_add_int");
+    assert_eq!(add.timed_calls, 1000);
+    assert_eq!(add.native_hist.len(), 1000);
+    assert!(add.native_ns > 0 && add.native_hist.summary().p50_ns < 10_000);
+    assert!(p.meta.complete);
+    assert_eq!(p.meta.write_reason, "exit");
+    assert!(
+        p.meta.python.as_deref().unwrap_or("").starts_with("3.11"),
+        "{:?}",
+        p.meta.python
+    );
+    assert!(p.meta.duration_ns > 0);
+    assert!(p
+        .hooks
+        .iter()
+        .any(|h| h.hook == "ffi_call" && h.installed && h.module.contains("_ctypes")));
+    // The summary went to stderr and names the functions.
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("fx_add_int") && err.contains("1000"), "{err}");
+    Ok(())
+}
+
+fn threads_8x50k(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    let out = dir.join("p.json");
+    let o = run_profiled(py, &out, &[], "calls_threads.py", &[FIXTURE, "8", "50000"]);
+    check_ok(&o);
+    let p = read_profile(&out);
+    assert_eq!(
+        calls_by_name(&p),
+        BTreeMap::from([("fx_add_int".to_string(), 400_000)])
+    );
+    assert_eq!(p.function("fx_add_int").unwrap().arg_bytes, 400_000 * 8);
+    // A thread that starts after another ended may reuse its recorder: 1..=8 recorders.
+    assert!(
+        (1..=8).contains(&p.meta.threads),
+        "threads {}",
+        p.meta.threads
+    );
+    assert_eq!(p.meta.dropped_calls, 0);
+    Ok(())
+}
+
+fn cffi_abi_mode(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    let out = dir.join("p.json");
+    let o = run_profiled(py, &out, &[], "calls_cffi.py", &[FIXTURE]);
+    check_ok(&o);
+    let p = read_profile(&out);
+    let expected = BTreeMap::from([
+        ("fx_add_int".to_string(), 300),
+        ("fx_scale".to_string(), 40),
+        ("fx_sum".to_string(), 5),
+    ]);
+    assert_eq!(calls_by_name(&p), expected);
+    assert_eq!(p.function("fx_sum").unwrap().arg_bytes, 5 * 16);
+    assert!(
+        p.hooks
+            .iter()
+            .any(|h| h.installed && h.module.contains("_cffi_backend")),
+        "{:?}",
+        p.hooks
+    );
+    Ok(())
+}
+
+fn lib_filter(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    let out = dir.join("p.json");
+    let o = run_profiled(
+        py,
+        &out,
+        &["--lib", "libffifixture"],
+        "calls_basic.py",
+        &[FIXTURE],
+    );
+    check_ok(&o);
+    let p = read_profile(&out);
+    assert!(p.function("labs").is_none());
+    assert_eq!(p.function("fx_add_int").unwrap().calls, 1000);
+    assert_eq!(p.meta.lib_filter, vec!["libffifixture".to_string()]);
+    let out2 = dir.join("q.json");
+    let o = run_profiled(
+        py,
+        &out2,
+        &["--lib", "libc.so*"],
+        "calls_basic.py",
+        &[FIXTURE],
+    );
+    check_ok(&o);
+    let q = read_profile(&out2);
+    assert_eq!(calls_by_name(&q), BTreeMap::from([("labs".to_string(), 3)]));
+    Ok(())
+}
+
+fn fork_child_profile(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    let out = dir.join("p.json");
+    let o = run_profiled(py, &out, &[], "calls_fork.py", &[FIXTURE, "120", "35"]);
+    check_ok(&o);
+    let child_pid: u32 = String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .expect("child pid");
+    let p = read_profile(&out);
+    assert_eq!(
+        calls_by_name(&p),
+        BTreeMap::from([("fx_add_int".to_string(), 120)])
+    );
+    let c = read_profile(&dir.join(format!("p.{child_pid}.json")));
+    assert_eq!(
+        calls_by_name(&c),
+        BTreeMap::from([("fx_scale".to_string(), 35)])
+    );
+    assert_eq!(c.meta.pid, child_pid);
+    assert_eq!(c.meta.write_reason, "exit");
+    assert!(String::from_utf8_lossy(&o.stderr).contains(&format!("p.{child_pid}.json")));
+    Ok(())
+}
+
+fn spawn_waiting(py: &Interpreter, out: &Path, calls: &str, interval: &str) -> KillOnDrop {
+    let child = Command::new(ffiprof_bin())
+        .args(["run", "--interval", interval, "-o"])
+        .arg(out)
+        .arg("--")
+        .arg(&py.command)
+        .arg(script("calls_then_wait.py"))
+        .args([FIXTURE, calls])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ffiprof");
+    KillOnDrop(child)
+}
+
+fn sigterm_writes_complete_profile(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    let out = dir.join("p.json");
+    let mut guard = spawn_waiting(py, &out, "777", "30");
+    let line = wait_for_line(&mut guard.0, "ready", Duration::from_secs(20));
+    let pid: u32 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    send_signal(pid, "TERM");
+    let status = guard.0.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(15),
+        "ffiprof should end as the program did: {status:?}"
+    );
+    let p = read_profile(&out);
+    assert_eq!(
+        calls_by_name(&p),
+        BTreeMap::from([("fx_add_int".to_string(), 777)])
+    );
+    assert!(p.meta.complete);
+    assert_eq!(p.meta.write_reason, "signal");
+    Ok(())
+}
+
+fn sigkill_keeps_last_snapshot(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    let out = dir.join("p.json");
+    let mut guard = spawn_waiting(py, &out, "555", "0.1");
+    let line = wait_for_line(&mut guard.0, "ready", Duration::from_secs(20));
+    let pid: u32 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // Wait for a periodic snapshot that holds every call made before `ready`.
+    let seen = wait_until(Duration::from_secs(10), || {
+        ffiprof_profile::read_file(&out)
+            .ok()
+            .filter(|p| p.total_calls() == 555)
+    });
+    assert!(
+        seen.is_some(),
+        "no periodic snapshot with all calls appeared"
+    );
+    send_signal(pid, "KILL");
+    let status = guard.0.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9));
+    let p = read_profile(&out);
+    assert_eq!(
+        calls_by_name(&p),
+        BTreeMap::from([("fx_add_int".to_string(), 555)])
+    );
+    assert!(!p.meta.complete);
+    assert_eq!(p.meta.write_reason, "periodic");
+    Ok(())
+}
+
+fn passthrough(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    use std::io::Write;
+    let out = dir.join("p.json");
+    let mut child = Command::new(ffiprof_bin())
+        .args(["run", "-o"])
+        .arg(&out)
+        .arg("--")
+        .arg(&py.command)
+        .arg(script("passthrough.py"))
+        .arg(FIXTURE)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hello\nworld\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(7));
+    assert_eq!(o.stdout, b"HELLO\nWORLD\n");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.starts_with("to stderr\n"), "{err}");
+    assert_eq!(read_profile(&out).function("fx_noop").unwrap().calls, 1);
+    Ok(())
+}
+
+fn exec_writes_before_exec(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    let out = dir.join("p.json");
+    let o = run_profiled(py, &out, &[], "calls_exec.py", &[FIXTURE, "42"]);
+    check_ok(&o);
+    let p = read_profile(&out);
+    assert_eq!(
+        calls_by_name(&p),
+        BTreeMap::from([("fx_add_int".to_string(), 42)])
+    );
+    assert_eq!(p.meta.write_reason, "exec");
+    // The new image (same pid) wrote its own profile beside it.
+    let after = read_profile(&dir.join(format!("p.{}.json", p.meta.pid)));
+    assert_eq!(after.function("fx_add_int").unwrap().calls, 1000);
+    Ok(())
+}
+
+fn unwritable_output(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    // Root may write anywhere on a normal file system; sysfs refuses new files even to root.
+    let out = if ffiprof_tracer::launch::current_uid() == 0 {
+        Path::new("/sys/kernel/ffiprof-test.json").to_path_buf()
+    } else {
+        let ro = dir.join("ro");
+        std::fs::create_dir(&ro).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+        ro.join("p.json")
+    };
+    let o = run_profiled(
+        py,
+        &out,
+        &["--interval", "0.05"],
+        "calls_threads.py",
+        &[FIXTURE, "1", "200000"],
+    );
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "ok\n");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.matches("cannot write the profile").count(), 1, "{err}");
+    Ok(())
+}
+
+fn run_without_command() -> Result<(), Failed> {
+    let o = Command::new(ffiprof_bin()).arg("run").output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Usage"));
+    let o = Command::new(ffiprof_bin())
+        .args(["run", "--", "/nonexistent/prog"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("command not found"));
+    Ok(())
+}
+
+fn report_bad_files() -> Result<(), Failed> {
+    let dir = tempfile::tempdir().unwrap();
+    let good = ffiprof_profile::Profile::new().to_json();
+    let cases: Vec<(&str, Option<String>, &str)> = vec![
+        ("missing.json", None, "cannot read"),
+        ("empty.json", Some(String::new()), "empty"),
+        (
+            "truncated.json",
+            Some(good[..good.len() / 2].to_string()),
+            "truncated",
+        ),
+        (
+            "notjson.json",
+            Some("PK\u{3}\u{4} zip file".into()),
+            "not an ffiprof profile",
+        ),
+        (
+            "other.json",
+            Some("{\"format\":\"speedscope\",\"version\":1}".into()),
+            "not an ffiprof profile",
+        ),
+        (
+            "newer.json",
+            Some(good.replacen("\"version\": 1", "\"version\": 99", 1)),
+            "newer",
+        ),
+    ];
+    for (name, content, expect) in cases {
+        let path = dir.path().join(name);
+        if let Some(c) = content {
+            std::fs::write(&path, c).unwrap();
+        }
+        for format in ["text", "json"] {
+            let o = Command::new(ffiprof_bin())
+                .args(["report", "--format", format])
+                .arg(&path)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(2), "{name}: {err}");
+            assert_eq!(err.lines().count(), 1, "{name}: one line expected: {err}");
+            assert!(err.contains(name) && err.contains(expect), "{name}: {err}");
+            assert!(!err.contains("panicked"));
+        }
+    }
+    Ok(())
+}
+
+fn trial(name: String, f: impl FnOnce() -> Result<(), Failed> + Send + 'static) -> Trial {
+    Trial::test(name, move || {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            Ok(r) => r,
+            Err(e) => Err(Failed::from(
+                e.downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "panicked".into()),
+            )),
+        }
+    })
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let cases: Vec<(&str, Case, Option<&str>)> = vec![
+        ("basic_counts_and_bytes", basic_counts_and_bytes, None),
+        ("threads_8x50k", threads_8x50k, None),
+        ("cffi_abi_mode", cffi_abi_mode, Some("cffi")),
+        ("lib_filter", lib_filter, None),
+        ("fork_child_profile", fork_child_profile, None),
+        (
+            "sigterm_writes_complete_profile",
+            sigterm_writes_complete_profile,
+            None,
+        ),
+        (
+            "sigkill_keeps_last_snapshot",
+            sigkill_keeps_last_snapshot,
+            None,
+        ),
+        ("passthrough", passthrough, None),
+        ("exec_writes_before_exec", exec_writes_before_exec, None),
+        ("unwritable_output", unwritable_output, None),
+    ];
+    let mut trials = vec![
+        trial("run_without_command".into(), run_without_command),
+        trial("report_bad_files".into(), report_bad_files),
+    ];
+    for py in main_interpreters() {
+        let available = py.available();
+        for (name, f, module) in &cases {
+            let test_name = format!("{}::{name}", py.label);
+            let missing = if !available {
+                Some(format!("{} is not installed", py.command.display()))
+            } else {
+                module
+                    .filter(|m| !py.has_module(m))
+                    .map(|m| format!("{m} is not installed for {}", py.label))
+            };
+            let py = py.clone();
+            let f = *f;
+            let t = trial(test_name, move || {
+                let dir = tempfile::tempdir().unwrap();
+                f(&py, dir.path())
+            });
+            trials.push(match missing {
+                Some(reason) => t.with_ignored_flag(true).with_kind(reason),
+                None => t,
+            });
+        }
+    }
+    libtest_mimic::run(&args, trials).exit();
+}
