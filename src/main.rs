@@ -3,6 +3,7 @@
 //! module and the work in the library crates (profile, analyzer, flamegraph, tracer).
 
 mod agent_file;
+mod attach_cmd;
 mod report_cmd;
 mod run_cmd;
 
@@ -28,6 +29,8 @@ enum Command {
     Run(run_cmd::RunArgs),
     /// Read a profile and print it as a table or JSON.
     Report(report_cmd::ReportArgs),
+    /// Profile a running Python process for a while (or until Ctrl-C), then detach.
+    Attach(attach_cmd::AttachArgs),
 }
 
 /// An error that already explains itself, with the exit status to leave with.
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run_cmd::run(args),
         Command::Report(args) => report_cmd::report(args).map(|_| ExitCode::SUCCESS),
+        Command::Attach(args) => attach_cmd::attach(args),
     };
     match result {
         Ok(code) => code,

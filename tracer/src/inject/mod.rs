@@ -18,6 +18,7 @@
 
 mod elf;
 mod error;
+mod inside;
 mod procfs;
 mod ptrace;
 mod remote_exec;
@@ -27,7 +28,8 @@ use std::time::{Duration, Instant};
 
 pub use elf::PythonModule;
 pub use error::{InjectError, PtraceDenial};
-pub use snippet::{Outcome, Payload};
+pub use inside::{calls_so_far, ffiprof_attach_start, AgentStatus, AttachConfig};
+pub use snippet::{Outcome, Payload, StatusChannel as SessionDir};
 
 use procfs::Mapping;
 use ptrace::{Tracee, Trap};
@@ -134,6 +136,36 @@ impl Scheduled {
             ..self.report
         })
     }
+}
+
+/// A private directory (0700) owned by `pid`'s user, where an attach session's agent reports and
+/// writes its profile; removed when dropped.
+pub fn session_dir(pid: i32) -> Result<SessionDir, InjectError> {
+    let status = procfs::process_status(pid)?;
+    SessionDir::create(pid, &status)
+}
+
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn note_interrupt(_sig: libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::Release);
+}
+
+/// From now on Ctrl-C (SIGINT) and SIGTERM only set a flag, so an attach can stop early and
+/// still detach cleanly and write the profile. Returns the flag.
+pub fn catch_interrupts() -> &'static std::sync::atomic::AtomicBool {
+    // SAFETY: installs a handler that only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            note_interrupt as *const () as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGTERM,
+            note_interrupt as *const () as libc::sighandler_t,
+        );
+    }
+    &INTERRUPTED
 }
 
 /// Queues the payload in `pid` and waits for it to run (see [`schedule`] for the first half).
