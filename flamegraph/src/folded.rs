@@ -111,7 +111,8 @@ enum Node {
 pub fn fold(profile: &Profile, options: &FoldOptions) -> Folded {
     let attributed = attribute(profile);
     let mut interner = crate::stacks::Interner::<Node>::default();
-    let mut merged: HashMap<Vec<u32>, u64> = HashMap::new();
+    // Collected raw and merged by sorting (in from_parts): cheaper than hashing 100k+ long keys.
+    let mut raw: Vec<(Vec<u32>, u64)> = Vec::with_capacity(attributed.len() * 4);
     let mut emit = |prefix: &[u32],
                     tail: &[Node],
                     value: u64,
@@ -122,7 +123,7 @@ pub fn fold(profile: &Profile, options: &FoldOptions) -> Folded {
         let mut key = Vec::with_capacity(prefix.len() + tail.len());
         key.extend_from_slice(prefix);
         key.extend(tail.iter().map(|n| interner.id(*n)));
-        *merged.entry(key).or_insert(0) += value;
+        raw.push((key, value));
     };
     for sc in &attributed {
         let prefix: Vec<u32> = sc
@@ -193,7 +194,7 @@ pub fn fold(profile: &Profile, options: &FoldOptions) -> Folded {
             })
         })
         .collect();
-    Folded::from_parts(options.weight, raw_names, merged)
+    Folded::from_parts(options.weight, raw_names, raw)
 }
 
 /// Makes a name safe for the folded format: `;` separates frames and the line ends the stack.
@@ -210,7 +211,7 @@ impl Folded {
     fn from_parts(
         weight: Weight,
         raw_names: Vec<String>,
-        merged: HashMap<Vec<u32>, u64>,
+        mut lines: Vec<(Vec<u32>, u64)>,
     ) -> Folded {
         let mut order: Vec<u32> = (0..raw_names.len() as u32).collect();
         order.sort_by(|&a, &b| raw_names[a as usize].cmp(&raw_names[b as usize]));
@@ -223,18 +224,30 @@ impl Folded {
             }
             remap[old as usize] = (names.len() - 1) as u32;
         }
-        let mut again: HashMap<Vec<u32>, u64> = HashMap::with_capacity(merged.len());
-        for (k, v) in merged {
-            let k: Vec<u32> = k.iter().map(|&i| remap[i as usize]).collect();
-            *again.entry(k).or_insert(0) += v;
+        for (k, _) in &mut lines {
+            for id in k.iter_mut() {
+                *id = remap[*id as usize];
+            }
         }
-        let mut lines: Vec<(Vec<u32>, u64)> = again.into_iter().collect();
         lines.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // Equal stacks are now adjacent: add them up.
+        let mut merged: Vec<(Vec<u32>, u64)> = Vec::with_capacity(lines.len());
+        for (k, v) in lines {
+            match merged.last_mut() {
+                Some(last) if last.0 == k => last.1 += v,
+                _ => merged.push((k, v)),
+            }
+        }
         Folded {
             weight,
             names,
-            lines,
+            lines: merged,
         }
+    }
+
+    /// Every distinct frame name, sorted.
+    pub fn names(&self) -> &[String] {
+        &self.names
     }
 
     /// Parses folded text (as written by [`Folded::to_text`] or any collapse tool); lines that
@@ -243,7 +256,7 @@ impl Folded {
         let mut interner = crate::stacks::Interner::<usize>::default();
         let mut strings: Vec<String> = Vec::new();
         let mut by_name: HashMap<&str, usize> = HashMap::new();
-        let mut merged: HashMap<Vec<u32>, u64> = HashMap::new();
+        let mut raw: Vec<(Vec<u32>, u64)> = Vec::new();
         for line in text.lines() {
             let Some((stack, count)) = line.trim_end().rsplit_once(' ') else {
                 continue;
@@ -261,10 +274,10 @@ impl Folded {
                     interner.id(idx)
                 })
                 .collect();
-            *merged.entry(key).or_insert(0) += count;
+            raw.push((key, count));
         }
         let raw_names = interner.keys.iter().map(|&i| strings[i].clone()).collect();
-        Folded::from_parts(weight, raw_names, merged)
+        Folded::from_parts(weight, raw_names, raw)
     }
 
     /// Sum of all weights (the root frame's width).

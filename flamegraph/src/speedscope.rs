@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use ffiprof_profile::Profile;
 
-use crate::stacks::{attribute, function_name, Costs, FrameKey, Interner, StackCost};
+use crate::stacks::{attribute, function_name, ColumnOf, FrameKey, Interner, StackCost};
 
 /// The `$schema` value speedscope recognises its files by.
 pub const SCHEMA_URL: &str = "https://www.speedscope.app/file-format-schema.json";
@@ -80,7 +80,7 @@ pub fn export(profile: &Profile, options: &SpeedscopeOptions) -> Value {
         profile,
         frames: Interner::default(),
     };
-    let parts: [(&'static str, fn(&Costs) -> u64); 5] = [
+    let parts: [(&'static str, ColumnOf); 5] = [
         ("marshal-in", |c| c.marshal_in_ns),
         ("native", |c| c.native_ns),
         ("marshal-out", |c| c.marshal_out_ns),

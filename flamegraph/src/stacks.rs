@@ -96,6 +96,9 @@ impl Costs {
     }
 }
 
+/// Reads one column of a stack's costs (tables of columns in the exporters).
+pub type ColumnOf = fn(&Costs) -> u64;
+
 /// One frame of an attributed stack below the C function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FrameKey {

@@ -70,18 +70,16 @@ fn palette_for(folded: &Folded) -> PaletteMap {
     for (name, c) in PART_COLORS {
         map.insert(name, hex(c));
     }
-    for (stack, _) in folded.iter() {
-        for name in stack {
-            if name.contains('!') && !name.contains(" (") && map.get(name).is_none() {
-                let h = fnv(name);
-                let v = |shift: u32| ((h >> shift) & 0xff) as f32 / 255.0;
-                let color = Color {
-                    r: (70.0 + 40.0 * v(0)) as u8,
-                    g: (160.0 + 40.0 * v(8)) as u8,
-                    b: (170.0 + 50.0 * v(16)) as u8,
-                };
-                map.insert(name, color);
-            }
+    for name in folded.names() {
+        if name.contains('!') && !name.contains(" (") {
+            let h = fnv(name);
+            let v = |shift: u32| ((h >> shift) & 0xff) as f32 / 255.0;
+            let color = Color {
+                r: (70.0 + 40.0 * v(0)) as u8,
+                g: (160.0 + 40.0 * v(8)) as u8,
+                b: (170.0 + 50.0 * v(16)) as u8,
+            };
+            map.insert(name, color);
         }
     }
     map

@@ -272,10 +272,20 @@ impl Browser {
             "(function () {{ var r = document.querySelector('{selector}').getBoundingClientRect(); \
              return [r.left + window.scrollX, r.top + window.scrollY, r.width, r.height]; }})()"
         ));
-        let v: Vec<f64> = r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let v: Vec<f64> = r
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
         let clip = json!({ "x": v[0], "y": v[1], "width": v[2], "height": v[3], "scale": 1 });
-        let shot = self.call("Page.captureScreenshot", json!({ "format": "png", "clip": clip, "captureBeyondViewport": true }));
-        let png = base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().unwrap()).unwrap();
+        let shot = self.call(
+            "Page.captureScreenshot",
+            json!({ "format": "png", "clip": clip, "captureBeyondViewport": true }),
+        );
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().unwrap())
+            .unwrap();
         std::fs::write(out, png).unwrap();
     }
 

@@ -152,7 +152,7 @@ pub(crate) fn plot(f: &FunctionRecord) -> String {
     }
     for t in ticks(lo / 1.5, hi * 1.5) {
         let x = x_of(t);
-        if x < LEFT - 0.5 || x > W - RIGHT + 0.5 {
+        if !(LEFT - 0.5..=W - RIGHT + 0.5).contains(&x) {
             continue;
         }
         let _ = write!(

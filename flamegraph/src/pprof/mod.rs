@@ -16,11 +16,11 @@ use prost::Message;
 
 use ffiprof_profile::Profile;
 
-use crate::stacks::{attribute, function_name, Costs, FrameKey, Interner};
+use crate::stacks::{attribute, function_name, ColumnOf, FrameKey, Interner};
 use crate::{Error, Result};
 
 /// The sample columns, in order: (type, unit, value of a stack).
-pub const SAMPLE_TYPES: [(&str, &str, fn(&Costs) -> u64); 9] = [
+pub const SAMPLE_TYPES: [(&str, &str, ColumnOf); 9] = [
     ("calls", "count", |c| c.calls),
     ("time", "nanoseconds", |c| c.total_ns()),
     ("native", "nanoseconds", |c| c.native_ns),
