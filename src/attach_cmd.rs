@@ -128,9 +128,19 @@ pub fn attach(args: AttachArgs) -> Result<ExitCode> {
             args.pid, r.python_version, r.method
         );
     }
-    let injected = scheduled
-        .wait(Duration::from_secs(60))
-        .map_err(inject_failure)?;
+    let injected = match scheduled.wait(Duration::from_secs(60)) {
+        Err(InjectError::PayloadFailed { .. })
+            if AgentStatus::read(session.local_path()).is_some_and(|s| s.state == "error") =>
+        {
+            let st = AgentStatus::read(session.local_path()).unwrap_or_default();
+            bail!(
+                "the agent could not start in PID {}: {}",
+                args.pid,
+                st.detail
+            );
+        }
+        other => other.map_err(inject_failure)?,
+    };
     let final_status = follow(
         args.pid,
         session.local_path(),

@@ -2,6 +2,10 @@
 
 usage: attach_target.py MODE STOP_FILE [LIBRARY]
 
+With LIBRARY (the C fixture) the calls go to its fx_add_int, else to libc's labs. In busy mode
+it also prints "tick UNIX_NS CALLS" about every 50 ms, so a test can tell how many calls it made
+in any window.
+
 MODE is busy (main thread calls a C function in a loop), sleep (mostly time.sleep), ccall
 (blocked in 2-second C calls), threads (4 threads calling C, main thread idle), alloc (heavy
 malloc/free with big blocks that go through mmap) or exit-soon (a helper thread ends the process
@@ -19,9 +23,18 @@ import time
 mode, stop_file = sys.argv[1], sys.argv[2]
 lib = ctypes.CDLL(sys.argv[3] if len(sys.argv) > 3 else None)
 libc = ctypes.CDLL(None)
-labs = lib.labs if hasattr(lib, "labs") else libc.labs
-labs.argtypes = [ctypes.c_long]
-labs.restype = ctypes.c_long
+if hasattr(lib, "fx_add_int"):
+    _add = lib.fx_add_int
+    _add.argtypes = [ctypes.c_int, ctypes.c_int]
+    _add.restype = ctypes.c_int
+
+    def labs(v):
+        return _add(-v, 0)
+
+else:
+    labs = libc.labs
+    labs.argtypes = [ctypes.c_long]
+    labs.restype = ctypes.c_long
 usleep = libc.usleep
 usleep.argtypes = [ctypes.c_uint]
 calls = [0]
@@ -44,11 +57,15 @@ def check_block(n=1000):
     return n
 
 
-def busy():
+def busy(ticks=False):
+    last = time.monotonic()
     while not stopped():
         done = check_block()
         with lock:
             calls[0] += done
+        if ticks and time.monotonic() - last >= 0.05:
+            last = time.monotonic()
+            print("tick", time.time_ns(), calls[0], flush=True)
 
 
 def allocate():
@@ -76,7 +93,7 @@ def wait_for(threads):
 
 print("ready", flush=True)
 if mode == "busy":
-    busy()
+    busy(ticks=len(sys.argv) > 3)
 elif mode == "sleep":
     while not stopped():
         time.sleep(0.05)

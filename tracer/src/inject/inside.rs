@@ -161,6 +161,10 @@ fn write_status(session: &Path, st: &AgentStatus) {
 }
 
 static SESSION_ACTIVE: AtomicBool = AtomicBool::new(false);
+/// Set after a session detached. The agent's writer keeps "final profile written" and the
+/// recorders keep their counts for the life of the process, so a second session would write
+/// nothing (or add the first session's calls): refused with a reason until the agent can reset.
+static SESSION_DONE: AtomicBool = AtomicBool::new(false);
 
 /// Entry point for attach, called by the injected source with the rendered [`AttachConfig`].
 /// Installs the hooks here (the caller holds the GIL), starts the worker and returns 0; any
@@ -202,6 +206,14 @@ fn start(cfg: AttachConfig) -> c_int {
     if SESSION_ACTIVE.swap(true, Ordering::AcqRel) {
         return fail("another attach session is already recording in this process".into());
     }
+    if SESSION_DONE.load(Ordering::Acquire) {
+        SESSION_ACTIVE.store(false, Ordering::Release);
+        return fail(
+            "this process was already profiled once by attach; this agent build cannot reset its \
+             recorders for a second session yet: restart the program, or use `ffiprof run`"
+                .into(),
+        );
+    }
     let agent_cfg = Config {
         output: cfg.session.join("profile.json"),
         libs: cfg.libs.clone(),
@@ -226,6 +238,7 @@ fn start(cfg: AttachConfig) -> c_int {
         .name("ffiprof-attach".into())
         .spawn(move || {
             let _ = std::panic::catch_unwind(|| worker(&cfg, began));
+            SESSION_DONE.store(true, Ordering::Release);
             SESSION_ACTIVE.store(false, Ordering::Release);
         });
     match spawned {
