@@ -4,6 +4,9 @@
 
 mod agent_file;
 mod attach_cmd;
+mod diff_cmd;
+mod export_cmd;
+mod flamegraph_cmd;
 mod report_cmd;
 mod run_cmd;
 
@@ -31,6 +34,10 @@ enum Command {
     Report(report_cmd::ReportArgs),
     /// Profile a running Python process for a while (or until Ctrl-C), then detach.
     Attach(attach_cmd::AttachArgs),
+    /// Draw a profile's flamegraph as an SVG (inferno; search and zoom in a browser).
+    Flamegraph(flamegraph_cmd::FlamegraphArgs),
+    /// Compare two profiles: per-function deltas and a differential flamegraph.
+    Diff(diff_cmd::DiffArgs),
 }
 
 /// An error that already explains itself, with the exit status to leave with.
@@ -63,6 +70,8 @@ fn main() -> ExitCode {
         Command::Run(args) => run_cmd::run(args),
         Command::Report(args) => report_cmd::report(args).map(|_| ExitCode::SUCCESS),
         Command::Attach(args) => attach_cmd::attach(args),
+        Command::Flamegraph(args) => flamegraph_cmd::flamegraph(args).map(|_| ExitCode::SUCCESS),
+        Command::Diff(args) => diff_cmd::diff(args).map(|_| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -10,6 +10,12 @@ use ffiprof_analyzer::{summarize, text, SortKey, SummaryOptions};
 pub enum Format {
     Text,
     Json,
+    /// Folded stacks for inferno and FlameGraph (widths per --weight).
+    Folded,
+    /// speedscope's file format (opens in speedscope).
+    Speedscope,
+    /// gzip-compressed profile.proto for go tool pprof, Pyroscope, Parca.
+    Pprof,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -43,6 +49,15 @@ pub struct ReportArgs {
     pub top: Option<usize>,
     #[arg(long, value_enum, default_value_t = Sort::Total)]
     pub sort: Sort,
+    /// Write the self-contained HTML report (flamegraph, tables, latency plots, advice) to this file.
+    #[arg(long, value_name = "OUT.html")]
+    pub html: Option<PathBuf>,
+    /// Where to write --format folded|speedscope|pprof (stdout when omitted).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// What widths stand for in --format folded.
+    #[arg(long, value_enum, default_value_t = crate::export_cmd::WeightArg::Time)]
+    pub weight: crate::export_cmd::WeightArg,
 }
 
 /// Reads a profile, turning every way it can be bad into one line with exit status 2.
@@ -60,9 +75,17 @@ pub fn options(top: Option<usize>, sort: Sort) -> SummaryOptions {
 pub fn report(args: ReportArgs) -> Result<()> {
     let profile = load(&args.file)?;
     let report = summarize(&profile, &options(args.top, args.sort));
+    if let Some(html) = &args.html {
+        return crate::export_cmd::write_html(&profile, &report, html);
+    }
+    use crate::export_cmd::{write_export, Export};
+    let out = args.output.as_deref();
     match args.format {
         Format::Text => print!("{}", text::render(&report)),
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Folded => write_export(&profile, Export::Folded, args.weight.into(), out)?,
+        Format::Speedscope => write_export(&profile, Export::Speedscope, args.weight.into(), out)?,
+        Format::Pprof => write_export(&profile, Export::Pprof, args.weight.into(), out)?,
     }
     Ok(())
 }
