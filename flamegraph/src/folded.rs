@@ -99,6 +99,17 @@ pub struct Folded {
     lines: Vec<(Vec<u32>, u64)>,
 }
 
+/// What [`Folded::pruned_lines`] kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pruned {
+    /// Folded lines, in trie order (every subtree contiguous).
+    pub lines: Vec<String>,
+    /// Frames that will be drawn.
+    pub frames: usize,
+    /// Frames folded into their parents (or the narrow root).
+    pub dropped: usize,
+}
+
 /// The key a frame is interned by while folding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Node {
@@ -327,9 +338,11 @@ impl Folded {
 
     /// The lines to draw: frames (with their subtrees) narrower than `min_fraction` of the total
     /// are folded into their parent, which is what inferno would do with them anyway (it skips
-    /// frames under `min_width` pixels) — but inferno no longer has to parse them. This is what
-    /// keeps a 100k-stack profile fast to draw.
-    pub fn pruned_lines(&self, min_fraction: f64) -> Vec<String> {
+    /// frames under its `min_width` percentage) — but inferno no longer has to parse them. This is
+    /// what keeps a 100k-stack profile fast to draw. When more than `max_frames` frames would still
+    /// be drawn, the narrowest go too, so the SVG (and the page that inlines it) stays a size a
+    /// browser opens quickly.
+    pub fn pruned_lines(&self, min_fraction: f64, max_frames: usize) -> Pruned {
         // Lines are sorted frame by frame, so a pre-order trie falls out of comparing each line with
         // the previous one.
         struct TrieNode {
@@ -376,13 +389,33 @@ impl Folded {
             let p = nodes[i].parent;
             nodes[p].total += t;
         }
-        let threshold = (nodes[0].total as f64 * min_fraction).max(0.0);
+        let mut threshold = (nodes[0].total as f64 * min_fraction).max(0.0);
+        let mut strict = false;
+        if nodes.len() - 1 > max_frames && max_frames > 0 {
+            // A set of "total >= t" is closed under ancestors (a parent is never narrower than its
+            // child), so the k-th widest total is exactly the cut that keeps k frames (bar ties).
+            let mut totals: Vec<u64> = nodes[1..].iter().map(|n| n.total).collect();
+            let (_, kth, _) = totals.select_nth_unstable_by(max_frames - 1, |a, b| b.cmp(a));
+            let kth = *kth;
+            if kth as f64 > threshold {
+                threshold = kth as f64;
+                strict = nodes[1..].iter().filter(|n| n.total >= kth).count()
+                    > max_frames + max_frames / 10;
+            }
+        }
+        let keep = |total: u64| {
+            if strict {
+                total as f64 > threshold
+            } else {
+                total as f64 >= threshold
+            }
+        };
         // owner[i]: the nearest kept node at or above i, which takes i's own weight.
         let mut owner: Vec<usize> = vec![0; nodes.len()];
         let mut extra: Vec<u64> = vec![0; nodes.len()];
         for i in 1..nodes.len() {
             let p = nodes[i].parent;
-            let kept = owner[p] == p && (nodes[i].total as f64) >= threshold;
+            let kept = owner[p] == p && keep(nodes[i].total);
             owner[i] = if kept { i } else { owner[p] };
             extra[owner[i]] += nodes[i].own;
         }
@@ -391,11 +424,13 @@ impl Folded {
             // Whole top-level subtrees too thin to draw: keep their weight so percentages stay true.
             out.push(format!("{NARROW} {}", extra[0]));
         }
+        let mut frames = 0;
         let mut names: Vec<u32> = Vec::new();
         for i in 1..nodes.len() {
             if owner[i] != i {
                 continue;
             }
+            frames += 1;
             names.truncate(nodes[i].depth - 1);
             names.push(nodes[i].name);
             if extra[i] > 0 {
@@ -405,7 +440,11 @@ impl Folded {
                 out.push(line);
             }
         }
-        out
+        Pruned {
+            lines: out,
+            frames,
+            dropped: nodes.len() - 1 - frames,
+        }
     }
 }
 
@@ -423,11 +462,15 @@ mod tests {
     #[test]
     fn pruning_moves_thin_subtrees_into_their_parent() {
         let f = Folded::parse(Weight::Time, "a;b 1000\na;c;d 1\na;c;e 1\nz 1\n");
-        let all = f.pruned_lines(0.0);
+        let all = f.pruned_lines(0.0, usize::MAX).lines;
         assert_eq!(all, vec!["a;b 1000", "a;c;d 1", "a;c;e 1", "z 1"]);
         // Below 1% go: a;c (2) folds into a; z, a whole top-level stack, into the narrow root.
-        let pruned = f.pruned_lines(0.01);
+        let pruned = f.pruned_lines(0.01, usize::MAX).lines;
         assert_eq!(pruned, vec!["[narrow stacks] 1", "a 2", "a;b 1000"]);
+        // A frame budget of 2 keeps the two widest frames, a and a;b.
+        let budget = f.pruned_lines(0.0, 2);
+        assert_eq!(budget.lines, vec!["[narrow stacks] 1", "a 2", "a;b 1000"]);
+        assert_eq!((budget.frames, budget.dropped), (2, 4));
     }
 
     #[test]

@@ -28,8 +28,12 @@ pub struct SvgOptions {
     pub subtitle: Option<String>,
     /// Fixed width in pixels; `None` makes the SVG fill its container (and re-fit on resize).
     pub image_width: Option<usize>,
-    /// Frames narrower than this many pixels (of a 1200 px graph when fluid) are not drawn.
+    /// Frames narrower than this percentage of the whole graph are not drawn (inferno's
+    /// `--minwidth`, whose default of 0.01 % is about a tenth of a pixel on a 1200 px graph).
     pub min_width: f64,
+    /// At most this many frames are drawn (the narrowest are folded into their parents): about
+    /// 250 bytes of SVG each, so the default keeps a graph near 6 MB.
+    pub max_frames: usize,
 }
 
 impl Default for SvgOptions {
@@ -38,13 +42,11 @@ impl Default for SvgOptions {
             title: "ffiprof boundary flamegraph".into(),
             subtitle: None,
             image_width: None,
-            min_width: 0.1,
+            min_width: 0.01,
+            max_frames: 25_000,
         }
     }
 }
-
-/// The width inferno assumes for a fluid graph when deciding what is too narrow to draw.
-const FLUID_WIDTH: f64 = 1200.0;
 
 fn hex(c: &str) -> Color {
     let n = u32::from_str_radix(c.trim_start_matches('#'), 16).unwrap_or(0);
@@ -104,7 +106,7 @@ fn inferno_options<'a>(
 }
 
 fn min_fraction(opts: &SvgOptions) -> f64 {
-    opts.min_width / opts.image_width.map(|w| w as f64).unwrap_or(FLUID_WIDTH)
+    opts.min_width / 100.0
 }
 
 /// Draws folded stacks as a standalone SVG document.
@@ -112,7 +114,9 @@ pub fn render_folded(folded: &Folded, opts: &SvgOptions) -> Result<String> {
     if folded.is_empty() {
         return Err(Error::Empty);
     }
-    let lines = folded.pruned_lines(min_fraction(opts));
+    let lines = folded
+        .pruned_lines(min_fraction(opts), opts.max_frames)
+        .lines;
     let mut palette = palette_for(folded);
     let mut o = inferno_options(opts, folded.weight, Some(&mut palette));
     // pruned_lines come out in trie order: every subtree contiguous, as inferno needs when not sorting.

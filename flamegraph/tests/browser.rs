@@ -59,6 +59,8 @@ struct Browser {
     session: Option<String>,
     /// Console errors, exceptions and error log entries seen so far.
     errors: Vec<String>,
+    /// Every URL the page asked for that is not the page itself or inline data.
+    requests: Vec<String>,
     load_fired: bool,
 }
 
@@ -117,6 +119,7 @@ impl Browser {
             next_id: 0,
             session: None,
             errors: Vec::new(),
+            requests: Vec::new(),
             load_fired: false,
         }
     }
@@ -153,6 +156,15 @@ impl Browser {
                 ));
             }
             "Page.loadEventFired" => self.load_fired = true,
+            "Network.requestWillBeSent" => {
+                let url = params["request"]["url"].as_str().unwrap_or_default();
+                if !url.starts_with("file://")
+                    && !url.starts_with("data:")
+                    && !url.starts_with("about:")
+                {
+                    self.requests.push(url.to_string());
+                }
+            }
             _ => {}
         }
     }
@@ -224,7 +236,12 @@ impl Browser {
             json!({ "targetId": target["targetId"], "flatten": true }),
         );
         self.session = Some(attached["sessionId"].as_str().unwrap().to_string());
-        for domain in ["Runtime.enable", "Log.enable", "Page.enable"] {
+        for domain in [
+            "Runtime.enable",
+            "Log.enable",
+            "Page.enable",
+            "Network.enable",
+        ] {
             self.call(domain, json!({}));
         }
         self.call(
@@ -424,6 +441,11 @@ fn report_works_in_headless_chromium() {
 
     b.drain(Duration::from_millis(500));
     assert!(
+        b.requests.is_empty(),
+        "the report must not fetch anything: {:#?}",
+        b.requests
+    );
+    assert!(
         b.errors.is_empty(),
         "the report logged errors in the browser: {:#?}",
         b.errors
@@ -483,4 +505,54 @@ fn diff_page_works_in_headless_chromium() {
         b.errors
     );
     b.screenshot(&dir.join("diff.png"));
+}
+
+#[test]
+fn large_report_loads_in_headless_chromium() {
+    let p = common::large_profile(20_000);
+    let report = ffiprof_analyzer::summarize(&p, &Default::default());
+    let dir = common::artifact_dir();
+    let page_path = dir.join("large-report.html");
+    std::fs::write(
+        &page_path,
+        ffiprof_flamegraph::html::render(&p, &report, &Default::default()),
+    )
+    .unwrap();
+
+    let mut b = Browser::launch();
+    let started = Instant::now();
+    b.open(&page_path.canonicalize().unwrap());
+    let ready_after = started.elapsed();
+    let frames = b
+        .eval("document.querySelectorAll('#frames > g').length")
+        .as_u64()
+        .unwrap();
+    assert!(frames > 100, "flamegraph frames: {frames}");
+    let matched = b.eval(
+        "document.getElementById('fg-search').value = '^handler_1'; document.getElementById('fg-go').click(); \
+         document.getElementById('matched').textContent",
+    );
+    assert!(
+        matched
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("Matched: "),
+        "{matched}"
+    );
+    b.drain(Duration::from_millis(300));
+    assert!(
+        b.errors.is_empty(),
+        "the large report logged errors: {:#?}",
+        b.errors
+    );
+    assert!(
+        b.requests.is_empty(),
+        "the report must not fetch anything: {:#?}",
+        b.requests
+    );
+    assert!(
+        ready_after < Duration::from_secs(30),
+        "the page took {ready_after:?} to become ready"
+    );
+    b.screenshot(&dir.join("large-report.png"));
 }

@@ -344,11 +344,23 @@ fn large_profiles_are_pruned_not_truncated() {
     let p = common::large_profile(5_000);
     let f = folded::fold(&p, &folded::FoldOptions::default());
     assert!(f.len() > 5_000);
-    let lines = f.pruned_lines(0.1 / 1200.0);
+    let lines = f.pruned_lines(0.0001, usize::MAX).lines;
     assert!(lines.len() < f.len(), "thin stacks are folded away");
     let total: u64 = lines
         .iter()
         .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
         .sum();
     assert_eq!(total, f.total(), "pruning keeps the total");
+    let capped = f.pruned_lines(0.0, 1_000);
+    assert!(
+        capped.frames <= 1_100,
+        "the frame budget holds: {}",
+        capped.frames
+    );
+    let total: u64 = capped
+        .lines
+        .iter()
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(total, f.total(), "the budget keeps the total too");
 }
