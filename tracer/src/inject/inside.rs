@@ -169,8 +169,11 @@ static SESSION_DONE: AtomicBool = AtomicBool::new(false);
 /// Entry point for attach, called by the injected source with the rendered [`AttachConfig`].
 /// Installs the hooks here (the caller holds the GIL), starts the worker and returns 0; any
 /// failure is written to the session's status and returned as -1. Never unwinds into C.
+///
+/// # Safety
+/// `config` must be NULL or a NUL-terminated string valid for the duration of the call.
 #[no_mangle]
-pub extern "C" fn ffiprof_attach_start(config: *const c_char) -> c_int {
+pub unsafe extern "C" fn ffiprof_attach_start(config: *const c_char) -> c_int {
     let saved = crate::agent::errno();
     let rc = std::panic::catch_unwind(|| {
         if config.is_null() {

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 pub use elf::PythonModule;
 pub use error::{InjectError, PtraceDenial};
-pub use inside::{calls_so_far, ffiprof_attach_start, AgentStatus, AttachConfig};
+pub use inside::{calls_so_far, AgentStatus, AttachConfig};
 pub use snippet::{Outcome, Payload, StatusChannel as SessionDir};
 
 use procfs::Mapping;
