@@ -347,10 +347,28 @@ fn target_exiting_before_the_code_runs() {
 
 const NOBODY: u32 = 65534;
 
+/// Whether another user can reach `path` (every directory above searchable, the file readable):
+/// a checkout under a private home cannot run its scripts or binaries as nobody.
+fn world_accessible(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0)
+    };
+    path.ancestors()
+        .skip(1)
+        .all(|d| d.as_os_str().is_empty() || mode(d) & 0o001 != 0)
+        && mode(path) & 0o004 != 0
+}
+
 #[test]
 fn target_of_another_user() {
-    if unsafe { libc::geteuid() } != 0 || !Path::new("/usr/bin/python3.11").exists() {
-        eprintln!("skipped: needs root and /usr/bin/python3.11");
+    if unsafe { libc::geteuid() } != 0
+        || !Path::new("/usr/bin/python3.11").exists()
+        || !world_accessible(&script())
+    {
+        eprintln!("skipped: needs root, /usr/bin/python3.11 and a checkout other users can read");
         return;
     }
     use std::os::unix::process::CommandExt;
@@ -419,13 +437,14 @@ fn ptrace_denied_for_another_user() {
         );
         return;
     }
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root to run a child as nobody");
+    let me = std::env::current_exe().unwrap();
+    if unsafe { libc::geteuid() } != 0 || !world_accessible(&me) {
+        eprintln!("skipped: needs root and a test binary other users can run");
         return;
     }
     use std::os::unix::process::CommandExt;
     let target = Target::spawn(&pythons()[0], "sleep");
-    let out = Command::new(std::env::current_exe().unwrap())
+    let out = Command::new(&me)
         .args(["--exact", "ptrace_denied_for_another_user", "--nocapture"])
         .env("FFIPROF_TEST_DENIED_PID", target.pid().to_string())
         .uid(NOBODY)
