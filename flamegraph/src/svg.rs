@@ -111,12 +111,16 @@ fn min_fraction(opts: &SvgOptions) -> f64 {
 
 /// Draws folded stacks as a standalone SVG document.
 pub fn render_folded(folded: &Folded, opts: &SvgOptions) -> Result<String> {
+    render_folded_counted(folded, opts).map(|(svg, _)| svg)
+}
+
+/// [`render_folded`], also saying how many frames were too thin to draw (folded into their parents).
+pub fn render_folded_counted(folded: &Folded, opts: &SvgOptions) -> Result<(String, usize)> {
     if folded.is_empty() {
         return Err(Error::Empty);
     }
-    let lines = folded
-        .pruned_lines(min_fraction(opts), opts.max_frames)
-        .lines;
+    let pruned = folded.pruned_lines(min_fraction(opts), opts.max_frames);
+    let lines = pruned.lines;
     let mut palette = palette_for(folded);
     let mut o = inferno_options(opts, folded.weight, Some(&mut palette));
     // pruned_lines come out in trie order: every subtree contiguous, as inferno needs when not sorting.
@@ -124,7 +128,10 @@ pub fn render_folded(folded: &Folded, opts: &SvgOptions) -> Result<String> {
     let mut out = Vec::new();
     flamegraph::from_lines(&mut o, lines.iter().map(|s| s.as_str()), &mut out)
         .map_err(Error::Flamegraph)?;
-    Ok(String::from_utf8(out).expect("inferno writes UTF-8"))
+    Ok((
+        String::from_utf8(out).expect("inferno writes UTF-8"),
+        pruned.dropped,
+    ))
 }
 
 /// Draws a profile's flamegraph with the given weight.

@@ -204,8 +204,10 @@ pub fn render(profile: &Profile, report: &Report, options: &HtmlOptions) -> Stri
             weight: options.weight,
         },
     );
-    let svg_result = svg::render_folded(&folded, &options.svg);
-    let note = format!(
+    let drawn = svg::render_folded_counted(&folded, &options.svg);
+    let dropped = drawn.as_ref().map(|d| d.1).unwrap_or(0);
+    let svg_result = drawn.map(|d| d.0);
+    let mut note = format!(
         "Python frames from the outermost (bottom) to the call site, then <code>library!function</code>, then where the time went. \
          Widths are {}. Click a frame to zoom, search by regular expression; the URL keeps both.",
         match options.weight {
@@ -214,6 +216,16 @@ pub fn render(profile: &Profile, report: &Report, options: &HtmlOptions) -> Stri
             Weight::Bytes => "bytes crossed",
         }
     );
+    if dropped > 0 {
+        // Say so: a thin C function missing from the graph is still in the tables below.
+        let _ = write!(
+            note,
+            " {} frames too thin to draw are folded into their parents (the <code>{}</code> frame holds whole thin stacks); \
+             the tables below still count them.",
+            fmt_count(dropped as u64),
+            esc(crate::folded::NARROW)
+        );
+    }
     body.push_str(&flamegraph_section(
         svg_result,
         "Flamegraph",
