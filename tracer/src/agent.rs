@@ -21,6 +21,8 @@ static DEBUG: AtomicBool = AtomicBool::new(false);
 static PID: AtomicU32 = AtomicU32::new(0);
 static IS_ROOT: AtomicBool = AtomicBool::new(false);
 static CONFIG: Mutex<Option<Config>> = Mutex::new(None);
+/// Why the Python layer is off, when it was asked for and could not start.
+static PYTHON_ERROR: Mutex<Option<String>> = Mutex::new(None);
 
 /// This thread's recorder when the agent is recording and not already inside itself.
 #[inline(always)]
@@ -106,11 +108,34 @@ pub fn init_from_env() {
 }
 
 /// Starts recording with `cfg`: clock, filters, hooks, snapshotter.
-pub fn start(cfg: Config, process_hooks: bool) {
+pub fn start(mut cfg: Config, process_hooks: bool) {
     clock::init(cfg.force_monotonic);
     PID.store(std::process::id(), Ordering::Relaxed);
     crate::symbols::set_filter(LibFilter::new(&cfg.libs));
-    crate::python::TIMING_EVERY.store(cfg.timing_sample_every.max(1), Ordering::Relaxed);
+    let python = if cfg.python_layer {
+        match crate::python::enable() {
+            Ok(version) => {
+                debug(&format!("Python layer on ({version})"));
+                true
+            }
+            Err(e) => {
+                debug(&format!("Python layer off: {e}"));
+                *PYTHON_ERROR.lock() = Some(e);
+                false
+            }
+        }
+    } else {
+        false
+    };
+    if cfg.timing_sample_every == 0 {
+        cfg.timing_sample_every = if python {
+            config::DEFAULT_PYTHON_TIMING
+        } else {
+            1
+        };
+    }
+    crate::python::TIMING_EVERY.store(cfg.timing_sample_every, Ordering::Relaxed);
+    crate::python::STACK_EVERY.store(cfg.stack_sample_every, Ordering::Relaxed);
     let interval = cfg.interval;
     debug(&format!("recording to {}", cfg.output.display()));
     *CONFIG.lock() = Some(cfg);
@@ -182,6 +207,17 @@ pub fn fill_meta(
     m.agent_version = env!("CARGO_PKG_VERSION").to_string();
     m.lib_filter = cfg.libs.clone();
     p.hooks = hook::statuses();
+    if let Some(e) = PYTHON_ERROR.lock().clone() {
+        p.hooks.push(ffiprof_profile::HookStatus {
+            hook: "python-layer".into(),
+            module: m.executable.clone(),
+            installed: false,
+            error: Some(e),
+        });
+    }
+    let (frames, stacks) = crate::python::frames::frames_and_stacks();
+    p.frames = frames;
+    p.stacks = stacks;
     Some(path)
 }
 

@@ -23,6 +23,9 @@ pub const ENV_STACKS: &str = "FFIPROF_STACKS";
 /// `FFIPROF_PYTHON=0`: only the ffi_call layer (no marshal split, no call sites).
 pub const ENV_PYTHON: &str = "FFIPROF_PYTHON";
 
+/// Calls per timed call by default when the Python layer is on.
+pub const DEFAULT_PYTHON_TIMING: u32 = 8;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub output: PathBuf,
@@ -30,6 +33,8 @@ pub struct Config {
     pub interval: Duration,
     pub debug: bool,
     pub force_monotonic: bool,
+    /// 0 = automatic: every call with the ffi_call layer alone, one in
+    /// [`DEFAULT_PYTHON_TIMING`] with the Python layer (five clock reads per timed call).
     pub timing_sample_every: u32,
     pub stack_sample_every: u32,
     pub python_layer: bool,
@@ -59,7 +64,7 @@ impl Config {
             interval: Duration::from_secs_f64(num(ENV_INTERVAL, 1.0).max(0.01)),
             debug: std::env::var(ENV_DEBUG).is_ok_and(|v| v == "1"),
             force_monotonic: std::env::var(ENV_CLOCK).is_ok_and(|v| v == "monotonic"),
-            timing_sample_every: num(ENV_TIMING, 1.0).max(1.0) as u32,
+            timing_sample_every: num(ENV_TIMING, 0.0) as u32,
             stack_sample_every: num(ENV_STACKS, 64.0) as u32,
             python_layer: std::env::var(ENV_PYTHON).map_or(true, |v| v != "0"),
             mode: "run",

@@ -30,6 +30,7 @@ pub struct FfiCif {
 }
 
 const FFI_TYPE_VOID: u16 = 0;
+const FFI_TYPE_POINTER: u16 = 14;
 
 type FfiCallFn = unsafe extern "C" fn(*mut FfiCif, *const c_void, *mut c_void, *mut *mut c_void);
 
@@ -111,7 +112,11 @@ unsafe fn hooked_ffi_call(
     };
     let py = &rec.python;
     let site = py.current_site();
-    let Some(stats) = rec.stats(f as usize, site, crate::agent::first_sighting) else {
+    let mut first = false;
+    let Some(stats) = rec.stats(f as usize, site, |addr| {
+        first = true;
+        crate::agent::first_sighting(addr)
+    }) else {
         recorder::DROPPED.fetch_add(1, Ordering::Relaxed);
         // SAFETY: the original call, unchanged.
         return unsafe { real(cif, f, r, a) };
@@ -120,7 +125,11 @@ unsafe fn hooked_ffi_call(
         // SAFETY: the original call, unchanged.
         return unsafe { real(cif, f, r, a) };
     }
-    let timed = py.should_time();
+    // A thread's first call to a function pays for allocating its statistics: never time it.
+    let timed = py.should_time() && !first;
+    if first {
+        py.untime();
+    }
     // SAFETY: cif comes from libffi's caller and is prepared.
     let (args, ret, nargs) = unsafe { arg_bytes(cif) };
     if timed {
@@ -139,4 +148,12 @@ unsafe fn hooked_ffi_call(
     stats.arg_bytes.add(args);
     stats.ret_bytes.add(ret);
     stats.arg_count.store(nargs, Ordering::Relaxed);
+    // SAFETY: the cif's nargs argument types are valid ffi_type pointers.
+    let buffer = py.buffer_bytes(nargs as usize, |i| unsafe {
+        let t = *(*cif).arg_types.add(i);
+        !t.is_null() && (*t).type_ == FFI_TYPE_POINTER
+    });
+    if buffer != 0 {
+        stats.buffer_bytes.add(buffer);
+    }
 }

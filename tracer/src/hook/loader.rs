@@ -11,7 +11,7 @@ use crate::agent::{errno, set_errno};
 /// dlopen is caller-sensitive only through the caller's DT_RPATH/DT_RUNPATH for bare names; the
 /// modules we patch (libpython, `_ctypes`, extension modules) load by absolute path or rely on
 /// the standard search, which does not depend on the caller.
-pub unsafe extern "C" fn hook_dlopen(file: *const c_char, flags: c_int) -> *mut c_void {
+pub(crate) unsafe extern "C" fn hook_dlopen(file: *const c_char, flags: c_int) -> *mut c_void {
     // SAFETY: the caller's arguments, passed unchanged to glibc's dlopen (our own GOT is never
     // patched, so this reaches the real one).
     let handle = unsafe { libc::dlopen(file, flags) };
@@ -25,7 +25,10 @@ pub unsafe extern "C" fn hook_dlopen(file: *const c_char, flags: c_int) -> *mut 
 
 /// `dlsym` as seen by `_ctypes` and `_cffi_backend` (only there: other modules may use
 /// RTLD_NEXT, which depends on the caller's identity and cannot be forwarded).
-pub unsafe extern "C" fn hook_dlsym(handle: *mut c_void, name: *const c_char) -> *mut c_void {
+pub(crate) unsafe extern "C" fn hook_dlsym(
+    handle: *mut c_void,
+    name: *const c_char,
+) -> *mut c_void {
     // SAFETY: unchanged arguments to glibc's dlsym.
     let p = unsafe { libc::dlsym(handle, name) };
     if !p.is_null() && !name.is_null() {

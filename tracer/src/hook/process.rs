@@ -9,7 +9,7 @@ fn before(reason: &'static str) {
     crate::agent::set_errno(saved);
 }
 
-pub unsafe extern "C" fn hook_execve(
+pub(crate) unsafe extern "C" fn hook_execve(
     path: *const c_char,
     argv: *const *const c_char,
     envp: *const *const c_char,
@@ -19,19 +19,25 @@ pub unsafe extern "C" fn hook_execve(
     unsafe { libc::execve(path, argv, envp) }
 }
 
-pub unsafe extern "C" fn hook_execv(path: *const c_char, argv: *const *const c_char) -> c_int {
+pub(crate) unsafe extern "C" fn hook_execv(
+    path: *const c_char,
+    argv: *const *const c_char,
+) -> c_int {
     before("exec");
     // SAFETY: unchanged arguments to glibc.
     unsafe { libc::execv(path, argv) }
 }
 
-pub unsafe extern "C" fn hook_execvp(file: *const c_char, argv: *const *const c_char) -> c_int {
+pub(crate) unsafe extern "C" fn hook_execvp(
+    file: *const c_char,
+    argv: *const *const c_char,
+) -> c_int {
     before("exec");
     // SAFETY: unchanged arguments to glibc.
     unsafe { libc::execvp(file, argv) }
 }
 
-pub unsafe extern "C" fn hook_execvpe(
+pub(crate) unsafe extern "C" fn hook_execvpe(
     file: *const c_char,
     argv: *const *const c_char,
     envp: *const *const c_char,
@@ -41,7 +47,7 @@ pub unsafe extern "C" fn hook_execvpe(
     unsafe { libc::execvpe(file, argv, envp) }
 }
 
-pub unsafe extern "C" fn hook_fexecve(
+pub(crate) unsafe extern "C" fn hook_fexecve(
     fd: c_int,
     argv: *const *const c_char,
     envp: *const *const c_char,
@@ -51,7 +57,7 @@ pub unsafe extern "C" fn hook_fexecve(
     unsafe { libc::fexecve(fd, argv, envp) }
 }
 
-pub unsafe extern "C" fn hook_exit(status: c_int) -> ! {
+pub(crate) unsafe extern "C" fn hook_exit(status: c_int) -> ! {
     before("exit");
     // SAFETY: unchanged argument to glibc.
     unsafe { libc::_exit(status) }

@@ -1,68 +1,78 @@
-//! CPython integration: the per-thread state that links a Python-level foreign call (the
-//! `tp_call` hook) to the `ffi_call` inside it.
+//! CPython integration: what splits a foreign call into marshal-in / native / GIL wait /
+//! marshal-out, and names the Python line that made it.
+//!
+//! - `api`: the C API resolved at run time, and per-version struct offsets;
+//! - `frames`: call sites and stacks read from the frame structs;
+//! - `slots`: replacing `tp_call` of ctypes/cffi types (and their `__call__` descriptors);
+//! - `call`: the wrappers themselves and the per-thread state they share with the ffi_call hook.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+pub mod api;
+mod call;
+pub mod frames;
+pub mod slots;
 
-use crate::record::recorder::CallStats;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-/// One call in `TIMING_EVERY` is timed (on average; the gap is randomised so periodic call
-/// patterns cannot alias with it). 1 = every call.
-pub static TIMING_EVERY: AtomicU32 = AtomicU32::new(1);
+pub use call::{ThreadState, STACK_EVERY, TIMING_EVERY};
 
-/// Per-thread state of the Python layer. All-zero is the valid initial state (see recorder).
-#[derive(Default)]
-pub struct ThreadState {
-    /// Call site of the Python-level call in progress on this thread (0 = none).
-    site: AtomicU32,
-    /// Calls left until the next timed one.
-    countdown: AtomicU32,
-    rng: AtomicU64,
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Turns the Python layer on (`run` mode): resolves the C API. Returns why it cannot, if so.
+pub fn enable() -> Result<String, String> {
+    let api = api::init()?;
+    call::ORIG_RESTORE_THREAD.store(api.restore_thread as usize, Ordering::Relaxed);
+    slots::ORIG_TYPE_READY.store(api.type_ready as usize, Ordering::Relaxed);
+    if let Some(f) = api.module_add_type {
+        slots::ORIG_MODULE_ADD_TYPE.store(f as usize, Ordering::Relaxed);
+    }
+    if let Some(f) = api.type_from_metaclass {
+        slots::ORIG_FROM_METACLASS.store(f as usize, Ordering::Relaxed);
+    }
+    ENABLED.store(true, Ordering::Release);
+    Ok(api.version.clone())
 }
 
-impl ThreadState {
-    #[inline(always)]
-    pub fn current_site(&self) -> u32 {
-        self.site.load(Ordering::Relaxed)
-    }
-
-    /// Whether the call starting now is timed.
-    #[inline(always)]
-    pub fn should_time(&self) -> bool {
-        let every = TIMING_EVERY.load(Ordering::Relaxed);
-        if every <= 1 {
-            return true;
-        }
-        let left = self.countdown.load(Ordering::Relaxed);
-        if left > 1 {
-            self.countdown.store(left - 1, Ordering::Relaxed);
-            return false;
-        }
-        // xorshift64*: a gap uniform in 1..=2*every-1 keeps the mean at `every`.
-        let mut x = self.rng.load(Ordering::Relaxed);
-        if x == 0 {
-            x = (self as *const Self as u64) | 1;
-        }
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng.store(x, Ordering::Relaxed);
-        let r = x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33;
-        let gap = 1 + (r % (2 * every as u64 - 1)) as u32;
-        self.countdown.store(gap, Ordering::Relaxed);
-        true
-    }
-
-    /// Called by the ffi_call hook after the native call (t0/t1 = 0 when untimed).
-    #[inline(always)]
-    pub fn native_done(&self, _stats: &CallStats, _t0: u64, _t1: u64) {}
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Acquire)
 }
+
+const PY_MODULES: &[&str] = &["_ctypes", "_cffi_backend"];
 
 /// GOT entries the Python layer patches: (symbol, module name prefixes, hook address).
 pub fn wanted_hooks() -> Vec<(&'static str, &'static [&'static str], usize)> {
-    Vec::new()
+    if !enabled() {
+        return Vec::new();
+    }
+    let mut v = vec![
+        (
+            "PyType_Ready",
+            PY_MODULES,
+            slots::type_ready as *const () as usize,
+        ),
+        (
+            "PyEval_RestoreThread",
+            PY_MODULES,
+            call::restore_thread as *const () as usize,
+        ),
+    ];
+    if slots::ORIG_MODULE_ADD_TYPE.load(Ordering::Relaxed) != 0 {
+        v.push((
+            "PyModule_AddType",
+            PY_MODULES,
+            slots::module_add_type as *const () as usize,
+        ));
+    }
+    if slots::ORIG_FROM_METACLASS.load(Ordering::Relaxed) != 0 {
+        v.push((
+            "PyType_FromMetaclass",
+            PY_MODULES,
+            slots::type_from_metaclass as *const () as usize,
+        ));
+    }
+    v
 }
 
 /// File, function and line of an interned call site.
-pub fn describe_site(_site: u32) -> Option<ffiprof_profile::Frame> {
-    None
+pub fn describe_site(site: u32) -> Option<ffiprof_profile::Frame> {
+    frames::describe_site(site)
 }

@@ -84,8 +84,14 @@ pub struct CallStats {
     pub fresh_buffer_calls: Counter,
     pub undeclared_argtypes: Counter,
     pub undeclared_restype: Counter,
+    /// Sampled whole stacks: (stack id + 1, samples); samples beyond these slots in `stacks_other`.
+    pub stacks: [(AtomicU32, Counter); STACK_SLOTS],
+    pub stacks_other: Counter,
     pub hist: [Counter; BUCKETS],
 }
+
+/// Distinct sampled stacks kept per (function, site).
+pub const STACK_SLOTS: usize = 8;
 
 impl CallStats {
     fn new(function: usize, site: u32, excluded: bool) -> Box<Self> {
@@ -96,6 +102,23 @@ impl CallStats {
         s.site = site;
         s.excluded = excluded;
         s
+    }
+
+    /// Counts one sampled occurrence of stack `id` (owner thread only).
+    pub fn note_stack(&self, id: u32) {
+        for (slot, count) in &self.stacks {
+            let v = slot.load(Ordering::Relaxed);
+            if v == id + 1 {
+                count.add(1);
+                return;
+            }
+            if v == 0 {
+                slot.store(id + 1, Ordering::Relaxed);
+                count.add(1);
+                return;
+            }
+        }
+        self.stacks_other.add(1);
     }
 
     #[inline(always)]

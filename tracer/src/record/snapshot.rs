@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use ffiprof_profile::{FunctionRecord, Histogram, Profile, SiteRecord};
+use ffiprof_profile::{FunctionRecord, Histogram, Profile, SiteRecord, StackSample};
 
 use super::clock::Calibration;
 use super::recorder::{self, bucket_value, CallStats, BUCKETS};
@@ -27,6 +27,8 @@ struct Totals {
     undeclared_argtypes: u64,
     undeclared_restype: u64,
     hist: Vec<u64>,
+    /// Sampled stacks: stack id → samples.
+    stacks: HashMap<u32, u64>,
 }
 
 impl Totals {
@@ -49,6 +51,12 @@ impl Totals {
         self.fresh_buffer_calls += s.fresh_buffer_calls.get();
         self.undeclared_argtypes += s.undeclared_argtypes.get();
         self.undeclared_restype += s.undeclared_restype.get();
+        for (id, count) in &s.stacks {
+            let v = id.load(std::sync::atomic::Ordering::Relaxed);
+            if v != 0 && count.get() > 0 {
+                *self.stacks.entry(v - 1).or_default() += count.get();
+            }
+        }
         if self.hist.is_empty() {
             self.hist = vec![0; BUCKETS];
         }
@@ -97,6 +105,28 @@ fn histogram(buckets: &[u64], cal: &Calibration) -> Histogram {
         }
     }
     h
+}
+
+/// The site's calls and times shared out over its sampled stacks, in proportion to the samples.
+fn stack_samples(t: &Totals, s: &Scaled) -> Vec<StackSample> {
+    let samples: u64 = t.stacks.values().sum();
+    if samples == 0 {
+        return Vec::new();
+    }
+    let mut ids: Vec<(&u32, &u64)> = t.stacks.iter().collect();
+    ids.sort();
+    let part = |total: u64, n: u64| ((total as f64) * (n as f64) / (samples as f64)).round() as u64;
+    ids.into_iter()
+        .map(|(&stack, &n)| StackSample {
+            stack,
+            calls: part(t.calls, n),
+            native_ns: part(s.native, n),
+            marshal_in_ns: part(s.marshal_in, n),
+            marshal_out_ns: part(s.marshal_out, n),
+            gil_wait_ns: part(s.gil, n),
+            construction_ns: part(s.construction, n),
+        })
+        .collect()
 }
 
 /// Everything recorded so far, as a profile (meta is left for the writer to fill in).
@@ -167,7 +197,7 @@ pub fn build(cal: &Calibration) -> Profile {
                 buffer_bytes: st.buffer_bytes,
                 arg_bytes: st.arg_bytes,
                 fresh_buffer_calls: st.fresh_buffer_calls,
-                stacks: Vec::new(),
+                stacks: stack_samples(&st, &ss),
             });
         }
         f.sites

@@ -1,0 +1,324 @@
+//! The CPython C API, resolved at run time from the process itself (never linked: a BIND_NOW
+//! link of Python symbols would kill every non-Python child with "undefined symbol"), and the
+//! struct offsets of the interpreter versions we read frames of, taken from each version's
+//! headers (`offsetof` against pyenv's 3.8–3.13 and Debian's 3.11).
+
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::sync::OnceLock;
+
+pub type PyObject = c_void;
+
+/// Where the frame chain lives, per minor version.
+#[derive(Debug, Clone, Copy)]
+pub struct Layout {
+    pub minor: u32,
+    /// 3.8–3.10: `PyThreadState.frame`; 3.11–3.12: `PyThreadState.cframe`; 3.13: `current_frame`.
+    pub ts_frame: usize,
+    /// 3.11–3.12: `_PyCFrame.current_frame`.
+    pub cframe_current: Option<usize>,
+    /// Code object of a frame (`f_code`, or `f_executable` in 3.13).
+    pub f_code: usize,
+    /// The next outer frame (`f_back` / `previous`).
+    pub f_back: usize,
+    /// 3.8–3.10: `f_lasti` (an int); 3.11+: `prev_instr`/`instr_ptr` (a pointer).
+    pub f_ip: usize,
+    /// 3.11+: `owner` (a byte); 3 = owned by the C stack (a shim frame) in 3.12+.
+    pub f_owner: Option<usize>,
+    /// 3.11+: offset of the first code unit in the code object.
+    pub co_code_adaptive: usize,
+    /// 3.11+: `_co_firsttraceable`.
+    pub co_firsttraceable: usize,
+}
+
+impl Layout {
+    pub fn for_minor(minor: u32) -> Option<Layout> {
+        let old = |f_lasti| Layout {
+            minor,
+            ts_frame: 24,
+            cframe_current: None,
+            f_code: 32,
+            f_back: 24,
+            f_ip: f_lasti,
+            f_owner: None,
+            co_code_adaptive: 0,
+            co_firsttraceable: 0,
+        };
+        Some(match minor {
+            8 | 9 => old(104),
+            10 => old(96),
+            11 => Layout {
+                minor,
+                ts_frame: 56,
+                cframe_current: Some(8),
+                f_code: 32,
+                f_back: 48,
+                f_ip: 56,
+                f_owner: Some(69),
+                co_code_adaptive: 184,
+                co_firsttraceable: 168,
+            },
+            12 => Layout {
+                minor,
+                ts_frame: 56,
+                cframe_current: Some(0),
+                f_code: 0,
+                f_back: 8,
+                f_ip: 56,
+                f_owner: Some(70),
+                co_code_adaptive: 192,
+                co_firsttraceable: 176,
+            },
+            13 => Layout {
+                minor,
+                ts_frame: 72,
+                cframe_current: None,
+                f_code: 0,
+                f_back: 8,
+                f_ip: 56,
+                f_owner: Some(70),
+                co_code_adaptive: 200,
+                co_firsttraceable: 184,
+            },
+            _ => return None,
+        })
+    }
+}
+
+/// `PyTypeObject.tp_name` and `tp_call`: unchanged from 3.8 to 3.13.
+pub const TP_NAME: usize = 24;
+pub const TP_CALL: usize = 128;
+/// `PyWrapperDescrObject.d_wrapped`: unchanged from 3.8 to 3.13.
+pub const D_WRAPPED: usize = 48;
+/// `PyObject.ob_type`, `PyVarObject.ob_size`, `PyTupleObject.ob_item`.
+pub const OB_TYPE: usize = 8;
+pub const OB_SIZE: usize = 16;
+pub const TUPLE_ITEMS: usize = 24;
+/// `CDataObject.b_size` (ctypes instances): unchanged from 3.8 to 3.13.
+pub const CDATA_B_SIZE: usize = 40;
+
+pub type TernaryFunc =
+    unsafe extern "C" fn(*mut PyObject, *mut PyObject, *mut PyObject) -> *mut PyObject;
+
+/// The functions and objects of the C API the agent uses.
+pub struct Api {
+    pub layout: Layout,
+    pub version: String,
+    pub thread_state_get: unsafe extern "C" fn() -> *mut c_void,
+    pub type_ready: unsafe extern "C" fn(*mut PyObject) -> c_int,
+    pub type_from_metaclass: Option<
+        unsafe extern "C" fn(
+            *mut PyObject,
+            *mut PyObject,
+            *mut c_void,
+            *mut PyObject,
+        ) -> *mut PyObject,
+    >,
+    pub module_add_type: Option<unsafe extern "C" fn(*mut PyObject, *mut PyObject) -> c_int>,
+    pub restore_thread: unsafe extern "C" fn(*mut c_void),
+    pub code_addr2line: unsafe extern "C" fn(*mut PyObject, c_int) -> c_int,
+    pub getattr: unsafe extern "C" fn(*mut PyObject, *const c_char) -> *mut PyObject,
+    pub unicode_as_utf8: unsafe extern "C" fn(*mut PyObject) -> *const c_char,
+    pub unicode_length: unsafe extern "C" fn(*mut PyObject) -> isize,
+    pub incref: unsafe extern "C" fn(*mut PyObject),
+    pub decref: unsafe extern "C" fn(*mut PyObject),
+    pub err_clear: unsafe extern "C" fn(),
+    pub get_buffer: unsafe extern "C" fn(*mut PyObject, *mut PyBuffer, c_int) -> c_int,
+    pub release_buffer: unsafe extern "C" fn(*mut PyBuffer),
+    pub import_module: unsafe extern "C" fn(*const c_char) -> *mut PyObject,
+    pub gil_ensure: unsafe extern "C" fn() -> c_int,
+    pub gil_release: unsafe extern "C" fn(c_int),
+    pub is_initialized: unsafe extern "C" fn() -> c_int,
+    pub float_type: usize,
+    pub long_type: usize,
+    pub bool_type: usize,
+    pub none: usize,
+    pub bytes_type: usize,
+    pub bytearray_type: usize,
+    pub unicode_type: usize,
+    pub code_type: usize,
+}
+
+/// `Py_buffer`, only to pass to PyObject_GetBuffer and read `len`.
+#[repr(C)]
+pub struct PyBuffer {
+    pub buf: *mut c_void,
+    pub obj: *mut PyObject,
+    pub len: isize,
+    pub itemsize: isize,
+    pub readonly: c_int,
+    pub ndim: c_int,
+    pub format: *mut c_char,
+    pub shape: *mut isize,
+    pub strides: *mut isize,
+    pub suboffsets: *mut isize,
+    pub internal: *mut c_void,
+}
+
+static API: OnceLock<Option<Api>> = OnceLock::new();
+
+fn sym(name: &CStr) -> Option<usize> {
+    // SAFETY: dlsym with RTLD_DEFAULT only looks the name up in the global scope.
+    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+    (!p.is_null()).then_some(p as usize)
+}
+
+/// "3.11.7 (main, ...)" → 11.
+fn minor_of(version: &str) -> Option<u32> {
+    let mut parts = version.split(|c: char| !c.is_ascii_digit());
+    (parts.next()? == "3").then_some(())?;
+    parts.next()?.parse().ok()
+}
+
+/// A function pointer type `F` for the address `addr`.
+///
+/// # Safety
+/// `addr` must be the address of a function with exactly the signature `F` (a fn pointer type).
+unsafe fn fn_at<F: Copy>(addr: usize) -> F {
+    assert_eq!(std::mem::size_of::<F>(), std::mem::size_of::<usize>());
+    // SAFETY: per the contract, and sizes checked.
+    unsafe { std::mem::transmute_copy(&addr) }
+}
+
+fn resolve() -> Result<Api, String> {
+    let version_fn = sym(c"Py_GetVersion").ok_or("not a Python process")?;
+    // SAFETY: Py_GetVersion returns a static NUL-terminated string and needs no interpreter.
+    let version = unsafe {
+        let f: extern "C" fn() -> *const c_char = std::mem::transmute(version_fn);
+        CStr::from_ptr(f()).to_string_lossy().into_owned()
+    };
+    let minor =
+        minor_of(&version).ok_or_else(|| format!("cannot parse Python version {version:?}"))?;
+    let layout = Layout::for_minor(minor)
+        .ok_or_else(|| format!("Python 3.{minor} is not supported (3.8–3.13 are)"))?;
+    macro_rules! f {
+        ($name:literal) => {{
+            let a = sym(c_str($name)).ok_or(concat!("missing C API function ", $name))?;
+            // SAFETY: the symbol is the C API function of that name, with the signature the
+            // field declares (as documented for CPython 3.8–3.13).
+            unsafe { fn_at(a) }
+        }};
+    }
+    fn c_str(s: &'static str) -> &'static CStr {
+        CStr::from_bytes_with_nul(s.as_bytes()).expect("literal ends with NUL")
+    }
+    let data = |name: &'static str| sym(c_str(name)).ok_or_else(|| format!("missing {name}"));
+    Ok(Api {
+        layout,
+        version,
+        thread_state_get: f!("PyThreadState_Get\0"),
+        type_ready: f!("PyType_Ready\0"),
+        // SAFETY: PyType_FromMetaclass (3.12+) has the declared signature.
+        type_from_metaclass: sym(c"PyType_FromMetaclass").map(|a| unsafe { fn_at(a) }),
+        // SAFETY: PyModule_AddType (3.10+) has the declared signature.
+        module_add_type: sym(c"PyModule_AddType").map(|a| unsafe { fn_at(a) }),
+        restore_thread: f!("PyEval_RestoreThread\0"),
+        code_addr2line: f!("PyCode_Addr2Line\0"),
+        getattr: f!("PyObject_GetAttrString\0"),
+        unicode_as_utf8: f!("PyUnicode_AsUTF8\0"),
+        unicode_length: f!("PyUnicode_GetLength\0"),
+        incref: f!("Py_IncRef\0"),
+        decref: f!("Py_DecRef\0"),
+        err_clear: f!("PyErr_Clear\0"),
+        get_buffer: f!("PyObject_GetBuffer\0"),
+        release_buffer: f!("PyBuffer_Release\0"),
+        import_module: f!("PyImport_ImportModule\0"),
+        gil_ensure: f!("PyGILState_Ensure\0"),
+        gil_release: f!("PyGILState_Release\0"),
+        is_initialized: f!("Py_IsInitialized\0"),
+        float_type: data("PyFloat_Type\0")?,
+        long_type: data("PyLong_Type\0")?,
+        bool_type: data("PyBool_Type\0")?,
+        none: data("_Py_NoneStruct\0")?,
+        bytes_type: data("PyBytes_Type\0")?,
+        bytearray_type: data("PyByteArray_Type\0")?,
+        unicode_type: data("PyUnicode_Type\0")?,
+        code_type: data("PyCode_Type\0")?,
+    })
+}
+
+/// Resolves the API once; the error says why the Python layer is off.
+pub fn init() -> Result<&'static Api, String> {
+    let mut err = String::new();
+    let api = API.get_or_init(|| match resolve() {
+        Ok(a) => Some(a),
+        Err(e) => {
+            err = e;
+            None
+        }
+    });
+    api.as_ref().ok_or(err)
+}
+
+#[inline(always)]
+pub fn get() -> Option<&'static Api> {
+    API.get().and_then(|a| a.as_ref())
+}
+
+/// Reads a word at `base + offset`.
+///
+/// # Safety
+/// `base + offset` must be a readable, aligned word of a live object.
+#[inline(always)]
+pub unsafe fn word(base: usize, offset: usize) -> usize {
+    // SAFETY: per the function's contract.
+    unsafe { *((base + offset) as *const usize) }
+}
+
+/// `Py_TYPE(obj)`.
+///
+/// # Safety
+/// `obj` must be a live Python object.
+#[inline(always)]
+pub unsafe fn type_of(obj: usize) -> usize {
+    // SAFETY: every object starts with its refcount and type.
+    unsafe { word(obj, OB_TYPE) }
+}
+
+/// `tp_name` of a type object, as text.
+///
+/// # Safety
+/// `ty` must be a live type object.
+pub unsafe fn type_name(ty: usize) -> String {
+    // SAFETY: tp_name is a NUL-terminated string owned by the type.
+    unsafe {
+        let p = word(ty, TP_NAME) as *const c_char;
+        if p.is_null() {
+            String::new()
+        } else {
+            CStr::from_ptr(p).to_string_lossy().into_owned()
+        }
+    }
+}
+
+/// A Python str as a Rust String (empty on error). The GIL must be held.
+///
+/// # Safety
+/// `s` must be a live object (any type) or null, and the GIL held.
+pub unsafe fn string(api: &Api, s: *mut PyObject) -> String {
+    if s.is_null() {
+        return String::new();
+    }
+    // SAFETY: per the contract; PyUnicode_AsUTF8 returns a buffer owned by `s`.
+    unsafe {
+        let p = (api.unicode_as_utf8)(s);
+        if p.is_null() {
+            (api.err_clear)();
+            return String::new();
+        }
+        CStr::from_ptr(p).to_string_lossy().into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert_eq!(minor_of("3.11.7 (main, May  9 2026)"), Some(11));
+        assert_eq!(minor_of("3.8.18"), Some(8));
+        assert_eq!(minor_of("2.7.18"), None);
+        assert!(Layout::for_minor(14).is_none());
+        assert!(Layout::for_minor(8).is_some());
+    }
+}

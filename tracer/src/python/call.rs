@@ -1,0 +1,457 @@
+//! The Python-level call: the `tp_call` wrappers of ctypes' `CFuncPtr` and cffi's cdata, which
+//! bracket a whole foreign call so that, with the `ffi_call` hook inside and the
+//! `PyEval_RestoreThread` hook after it, the call splits into marshal-in / native / GIL wait /
+//! marshal-out. Also the constructor wrapper of ctypes' metaclasses (construction time and bytes).
+//!
+//! Clock reads are shared: one call in N (randomised) is timed with five reads; the others only
+//! count, key their site and add their bytes.
+
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use super::api::{self, Api, PyObject, TernaryFunc};
+use super::frames;
+use crate::record::clock;
+use crate::record::recorder::{CallStats, Counter};
+
+/// One call in `TIMING_EVERY` is timed (on average). 1 = every call.
+pub static TIMING_EVERY: AtomicU32 = AtomicU32::new(1);
+/// One call in `STACK_EVERY` records its whole stack (0 = never).
+pub static STACK_EVERY: AtomicU32 = AtomicU32::new(64);
+
+/// Positions of Python arguments whose pointed-to bytes we know.
+const ARG_SLOTS: usize = 16;
+/// Objects built by a ctypes constructor and not yet passed to a call.
+const RECENT: usize = 8;
+
+#[derive(Default)]
+struct Recent {
+    obj: AtomicUsize,
+    ticks: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// Per-thread state of the Python layer. All-zero is the valid initial state (see recorder).
+#[derive(Default)]
+pub struct ThreadState {
+    site: AtomicU32,
+    stack: AtomicU32,
+    in_call: AtomicBool,
+    timed: AtomicBool,
+    awaiting_gil: AtomicBool,
+    stats: AtomicPtr<CallStats>,
+    t1: AtomicU64,
+    t2: AtomicU64,
+    tg: AtomicU64,
+    countdown: AtomicU32,
+    stack_countdown: AtomicU32,
+    rng: AtomicU64,
+    nargs: AtomicU32,
+    arg_bytes: [AtomicU64; ARG_SLOTS],
+    recent: [Recent; RECENT],
+    recent_next: AtomicU32,
+}
+
+/// What a nested call overwrites and must give back.
+struct Saved {
+    site: u32,
+    stack: u32,
+    in_call: bool,
+    timed: bool,
+    awaiting_gil: bool,
+    stats: *mut CallStats,
+    t1: u64,
+    t2: u64,
+    tg: u64,
+    nargs: u32,
+}
+
+impl ThreadState {
+    #[inline(always)]
+    pub fn current_site(&self) -> u32 {
+        if self.in_call.load(Ordering::Relaxed) {
+            self.site.load(Ordering::Relaxed)
+        } else {
+            0
+        }
+    }
+
+    #[inline(always)]
+    fn next_random(&self) -> u64 {
+        let mut x = self.rng.load(Ordering::Relaxed);
+        if x == 0 {
+            x = (self as *const Self as u64) | 1;
+        }
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng.store(x, Ordering::Relaxed);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33
+    }
+
+    /// A randomised countdown: the gap is uniform in 1..=2N-1, so the mean is N and periodic
+    /// call patterns cannot alias with the sampling.
+    #[inline(always)]
+    fn sample(&self, counter: &AtomicU32, every: u32) -> bool {
+        if every <= 1 {
+            return every == 1;
+        }
+        let left = counter.load(Ordering::Relaxed);
+        if left > 1 {
+            counter.store(left - 1, Ordering::Relaxed);
+            return false;
+        }
+        let gap = 1 + (self.next_random() % (2 * every as u64 - 1)) as u32;
+        counter.store(gap, Ordering::Relaxed);
+        true
+    }
+
+    /// Whether the `ffi_call` starting now is timed: the Python-level call decided, or, for calls
+    /// that do not come through a wrapper, the sampling decides here.
+    #[inline(always)]
+    pub fn should_time(&self) -> bool {
+        if self.in_call.load(Ordering::Relaxed) {
+            self.timed.load(Ordering::Relaxed)
+        } else {
+            self.sample(&self.countdown, TIMING_EVERY.load(Ordering::Relaxed))
+        }
+    }
+
+    /// The current call paid a one-off cost (first sighting): leave its times out.
+    #[inline(always)]
+    pub fn untime(&self) {
+        self.timed.store(false, Ordering::Relaxed);
+    }
+
+    /// Called by the `ffi_call` hook after the native call (t0/t1 = 0 when untimed).
+    #[inline(always)]
+    pub fn native_done(&self, stats: &CallStats, t0: u64, t1: u64) {
+        if self.in_call.load(Ordering::Relaxed) {
+            self.stats
+                .store(stats as *const _ as *mut _, Ordering::Relaxed);
+            self.t1.store(t0, Ordering::Relaxed);
+            self.t2.store(t1, Ordering::Relaxed);
+            self.awaiting_gil.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Bytes that pointer arguments of the current Python call refer to, for the C arguments
+    /// whose libffi type is a pointer (`is_pointer(i)`).
+    #[inline(always)]
+    pub fn buffer_bytes(&self, nargs: usize, is_pointer: impl Fn(usize) -> bool) -> u64 {
+        if !self.in_call.load(Ordering::Relaxed) {
+            return 0;
+        }
+        let n = (self.nargs.load(Ordering::Relaxed) as usize).min(nargs);
+        (0..n)
+            .filter(|&i| is_pointer(i))
+            .map(|i| self.arg_bytes[i].load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Called by the `PyEval_RestoreThread` hook once the GIL is back.
+    #[inline(always)]
+    pub fn gil_acquired(&self) {
+        if self.awaiting_gil.load(Ordering::Relaxed) {
+            self.awaiting_gil.store(false, Ordering::Relaxed);
+            if self.timed.load(Ordering::Relaxed) {
+                self.tg.store(clock::now(), Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn save(&self) -> Saved {
+        Saved {
+            site: self.site.load(Ordering::Relaxed),
+            stack: self.stack.load(Ordering::Relaxed),
+            in_call: self.in_call.load(Ordering::Relaxed),
+            timed: self.timed.load(Ordering::Relaxed),
+            awaiting_gil: self.awaiting_gil.load(Ordering::Relaxed),
+            stats: self.stats.load(Ordering::Relaxed),
+            t1: self.t1.load(Ordering::Relaxed),
+            t2: self.t2.load(Ordering::Relaxed),
+            tg: self.tg.load(Ordering::Relaxed),
+            nargs: self.nargs.load(Ordering::Relaxed),
+        }
+    }
+
+    fn restore(&self, s: &Saved) {
+        self.site.store(s.site, Ordering::Relaxed);
+        self.stack.store(s.stack, Ordering::Relaxed);
+        self.in_call.store(s.in_call, Ordering::Relaxed);
+        self.timed.store(s.timed, Ordering::Relaxed);
+        self.awaiting_gil.store(s.awaiting_gil, Ordering::Relaxed);
+        self.stats.store(s.stats, Ordering::Relaxed);
+        self.t1.store(s.t1, Ordering::Relaxed);
+        self.t2.store(s.t2, Ordering::Relaxed);
+        self.tg.store(s.tg, Ordering::Relaxed);
+        self.nargs.store(s.nargs, Ordering::Relaxed);
+    }
+
+    fn remember_construction(&self, obj: usize, ticks: u64, bytes: u64) {
+        let i = self.recent_next.load(Ordering::Relaxed) as usize % RECENT;
+        self.recent_next.store((i + 1) as u32, Ordering::Relaxed);
+        let r = &self.recent[i];
+        r.obj.store(obj, Ordering::Relaxed);
+        r.ticks.store(ticks, Ordering::Relaxed);
+        r.bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// If `obj` was just built by a ctypes constructor on this thread: its (ticks, bytes), once.
+    fn take_construction(&self, obj: usize) -> Option<(u64, u64)> {
+        self.recent
+            .iter()
+            .find(|r| r.obj.load(Ordering::Relaxed) == obj)
+            .map(|r| {
+                r.obj.store(0, Ordering::Relaxed);
+                (
+                    r.ticks.load(Ordering::Relaxed),
+                    r.bytes.load(Ordering::Relaxed),
+                )
+            })
+    }
+}
+
+/// The original `tp_call` of each family, set when the types are patched.
+pub static ORIG_CTYPES: AtomicUsize = AtomicUsize::new(0);
+pub static ORIG_CFFI: AtomicUsize = AtomicUsize::new(0);
+pub static ORIG_CONSTRUCT: AtomicUsize = AtomicUsize::new(0);
+pub static ORIG_RESTORE_THREAD: AtomicUsize = AtomicUsize::new(0);
+/// Type of `byref()` results, found at first sight by name.
+static CARG_TYPE: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes an argument object refers to (0 for plain numbers). GIL held.
+///
+/// # Safety
+/// GIL held; `obj` a live object.
+unsafe fn referred_bytes(
+    api: &Api,
+    st: &ThreadState,
+    obj: usize,
+    construction: &mut (u64, u64, bool),
+) -> u64 {
+    // SAFETY: per the contract; buffers are released, new references dropped, errors cleared.
+    unsafe {
+        let ty = api::type_of(obj);
+        if ty == api.float_type || ty == api.long_type || ty == api.bool_type || obj == api.none {
+            return 0;
+        }
+        if ty == api.unicode_type {
+            // ctypes passes a str as a NUL-terminated wchar_t buffer.
+            return ((api.unicode_length)(obj as *mut _).max(0) as u64 + 1) * 4;
+        }
+        let mut target = obj;
+        let carg = CARG_TYPE.load(Ordering::Relaxed);
+        if ty == carg || (carg == 0 && api::type_name(ty) == "CArgObject") {
+            CARG_TYPE.store(ty, Ordering::Relaxed);
+            // byref(x): the bytes of x.
+            let inner = (api.getattr)(obj as *mut _, c"_obj".as_ptr());
+            if inner.is_null() {
+                (api.err_clear)();
+                return 0;
+            }
+            target = inner as usize;
+            (api.decref)(inner);
+        } else if api::type_name(api::type_of(ty)).ends_with("PyCPointerType") {
+            // numpy's `.ctypes.data_as(...)` keeps the array as `_arr`.
+            let arr = (api.getattr)(obj as *mut _, c"_arr".as_ptr());
+            if arr.is_null() {
+                (api.err_clear)();
+            } else {
+                target = arr as usize;
+                (api.decref)(arr);
+            }
+        }
+        if let Some((ticks, bytes)) = st.take_construction(target) {
+            construction.0 += ticks;
+            construction.1 += bytes;
+            construction.2 = true;
+        }
+        let mut view: api::PyBuffer = std::mem::zeroed();
+        if (api.get_buffer)(target as *mut _, &mut view, 0) != 0 {
+            (api.err_clear)();
+            return 0;
+        }
+        let len = view.len.max(0) as u64;
+        (api.release_buffer)(&mut view);
+        len
+    }
+}
+
+#[inline(always)]
+unsafe fn wrapped_call(
+    orig: usize,
+    family_ctypes: bool,
+    callable: *mut PyObject,
+    args: *mut PyObject,
+    kwargs: *mut PyObject,
+) -> *mut PyObject {
+    // SAFETY: `orig` is the tp_call these types had before we patched them.
+    let orig: TernaryFunc = unsafe { std::mem::transmute::<usize, TernaryFunc>(orig) };
+    let (Some(api), Some(rec)) = (api::get(), crate::agent::recorder_if_active()) else {
+        // SAFETY: the original call, unchanged.
+        return unsafe { orig(callable, args, kwargs) };
+    };
+    let st = &rec.python;
+    let saved = st.save();
+    // SAFETY: tp_call runs with the GIL held on a Python thread.
+    let site = unsafe { frames::current_site(api, callable as usize) };
+    let timed = st.sample(&st.countdown, TIMING_EVERY.load(Ordering::Relaxed));
+    let stack = if st.sample(&st.stack_countdown, STACK_EVERY.load(Ordering::Relaxed)) {
+        // SAFETY: as above.
+        unsafe { frames::current_stack(api) + 1 }
+    } else {
+        0
+    };
+    // Argument bytes and fresh constructions (GIL held, before the call releases it).
+    let mut construction = (0u64, 0u64, false);
+    let mut nargs = 0u32;
+    if !args.is_null() {
+        // SAFETY: args is the call's tuple: ob_size items from TUPLE_ITEMS.
+        unsafe {
+            let n = api::word(args as usize, api::OB_SIZE).min(ARG_SLOTS);
+            for i in 0..n {
+                let item = api::word(args as usize, api::TUPLE_ITEMS + 8 * i);
+                let b = if family_ctypes
+                    || api::type_of(item) == api.bytes_type
+                    || api::type_of(item) == api.bytearray_type
+                {
+                    referred_bytes(api, st, item, &mut construction)
+                } else {
+                    0
+                };
+                st.arg_bytes[i].store(b, Ordering::Relaxed);
+            }
+            nargs = n as u32;
+        }
+    }
+    st.site.store(site, Ordering::Relaxed);
+    st.stack.store(stack, Ordering::Relaxed);
+    st.timed.store(timed, Ordering::Relaxed);
+    st.in_call.store(true, Ordering::Relaxed);
+    st.awaiting_gil.store(false, Ordering::Relaxed);
+    st.stats.store(std::ptr::null_mut(), Ordering::Relaxed);
+    st.tg.store(0, Ordering::Relaxed);
+    st.nargs.store(nargs, Ordering::Relaxed);
+    let t0 = if timed { clock::now() } else { 0 };
+    // SAFETY: the original call, unchanged.
+    let result = unsafe { orig(callable, args, kwargs) };
+    let t3 = if timed { clock::now() } else { 0 };
+    // SAFETY: set by the ffi_call hook to a leaked CallStats of this thread, or null.
+    if let Some(stats) = unsafe { st.stats.load(Ordering::Relaxed).as_ref() } {
+        stats.python_calls.add(1);
+        if st.timed.load(Ordering::Relaxed) {
+            let t1 = st.t1.load(Ordering::Relaxed);
+            let t2 = st.t2.load(Ordering::Relaxed);
+            let tg = st.tg.load(Ordering::Relaxed).max(t2);
+            add_span(&stats.marshal_in_ticks, t0, t1);
+            add_span(&stats.gil_ticks, t2, tg);
+            add_span(&stats.marshal_out_ticks, tg, t3);
+        }
+        if construction.2 {
+            stats.construction_ticks.add(construction.0);
+            stats.construction_bytes.add(construction.1);
+            stats.fresh_buffer_calls.add(1);
+        }
+        if family_ctypes {
+            let (no_argtypes, default_restype) = frames::site_flags(site);
+            if no_argtypes {
+                stats.undeclared_argtypes.add(1);
+            }
+            if default_restype {
+                stats.undeclared_restype.add(1);
+            }
+        }
+        if stack != 0 {
+            stats.note_stack(stack - 1);
+        }
+    }
+    st.restore(&saved);
+    result
+}
+
+#[inline(always)]
+fn add_span(counter: &Counter, from: u64, to: u64) {
+    if from != 0 && to >= from {
+        counter.add(to - from);
+    }
+}
+
+/// `tp_call` of ctypes' `CFuncPtr` and every subclass.
+pub unsafe extern "C" fn ctypes_call(
+    callable: *mut PyObject,
+    args: *mut PyObject,
+    kwargs: *mut PyObject,
+) -> *mut PyObject {
+    // SAFETY: forwarded from the interpreter's call of a CFuncPtr.
+    unsafe {
+        wrapped_call(
+            ORIG_CTYPES.load(Ordering::Relaxed),
+            true,
+            callable,
+            args,
+            kwargs,
+        )
+    }
+}
+
+/// `tp_call` of cffi's cdata types.
+pub unsafe extern "C" fn cffi_call(
+    callable: *mut PyObject,
+    args: *mut PyObject,
+    kwargs: *mut PyObject,
+) -> *mut PyObject {
+    // SAFETY: forwarded from the interpreter's call of a cdata.
+    unsafe {
+        wrapped_call(
+            ORIG_CFFI.load(Ordering::Relaxed),
+            false,
+            callable,
+            args,
+            kwargs,
+        )
+    }
+}
+
+/// `tp_call` of ctypes' metaclasses: calling `c_double * 1000`, `Structure` subclasses, ...
+/// builds an object; remember how long that took and how big it is, so the call that receives it
+/// gets the construction attributed.
+pub unsafe extern "C" fn construct(
+    ty: *mut PyObject,
+    args: *mut PyObject,
+    kwargs: *mut PyObject,
+) -> *mut PyObject {
+    // SAFETY: ORIG_CONSTRUCT is the metaclasses' original tp_call (type_call).
+    let orig: TernaryFunc = unsafe {
+        std::mem::transmute::<usize, TernaryFunc>(ORIG_CONSTRUCT.load(Ordering::Relaxed))
+    };
+    let Some(rec) = crate::agent::recorder_if_active() else {
+        // SAFETY: the original call, unchanged.
+        return unsafe { orig(ty, args, kwargs) };
+    };
+    let t0 = clock::now();
+    // SAFETY: the original call, unchanged.
+    let obj = unsafe { orig(ty, args, kwargs) };
+    let t1 = clock::now();
+    // SAFETY: obj is a live object; only an instance of exactly the called ctypes type is a
+    // CDataObject whose b_size we may read.
+    if !obj.is_null() && unsafe { api::type_of(obj as usize) } == ty as usize {
+        // SAFETY: as above.
+        let bytes = unsafe { api::word(obj as usize, api::CDATA_B_SIZE) } as u64;
+        rec.python
+            .remember_construction(obj as usize, t1.wrapping_sub(t0), bytes);
+    }
+    obj
+}
+
+/// `PyEval_RestoreThread` as `_ctypes` and `_cffi_backend` call it right after `ffi_call`.
+pub unsafe extern "C" fn restore_thread(tstate: *mut std::ffi::c_void) {
+    // SAFETY: the original PyEval_RestoreThread, resolved before this hook was installed.
+    unsafe {
+        let f: unsafe extern "C" fn(*mut std::ffi::c_void) =
+            std::mem::transmute(ORIG_RESTORE_THREAD.load(Ordering::Relaxed));
+        f(tstate);
+    }
+    if let Some(rec) = crate::agent::recorder_if_active() {
+        rec.python.gil_acquired();
+    }
+}

@@ -1,0 +1,299 @@
+//! Call sites and stacks, read straight from the interpreter's frame structs.
+//!
+//! A call site is keyed by (code object, instruction position) — two loads from the current frame
+//! and a probe of a table — and its file, function and line are resolved once, the first time the
+//! site is seen (resolving the line on every call would cost ~155 ns here). Everything here runs
+//! with the GIL held, which is what serialises writers of the tables.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+use ffiprof_profile::Frame;
+use parking_lot::Mutex;
+
+use super::api::{self, Api, Layout};
+
+const SITE_SLOTS: usize = 1 << 16;
+
+struct SiteSlot {
+    code: AtomicUsize,
+    ip: AtomicUsize,
+    id: AtomicU32,
+}
+
+static SITES: [SiteSlot; SITE_SLOTS] = [const {
+    SiteSlot {
+        code: AtomicUsize::new(0),
+        ip: AtomicUsize::new(0),
+        id: AtomicU32::new(0),
+    }
+}; SITE_SLOTS];
+
+/// What a site id stands for, plus per-site facts found at first sight.
+#[derive(Clone, Debug)]
+pub struct SiteInfo {
+    pub frame: Frame,
+    pub undeclared_argtypes: bool,
+    pub undeclared_restype: bool,
+}
+
+/// Site id n is `DESCRIPTIONS[n - 1]`.
+static DESCRIPTIONS: Mutex<Vec<SiteInfo>> = Mutex::new(Vec::new());
+/// Per-site flags readable without the lock on the hot path (bit 0: argtypes, bit 1: restype).
+static FLAGS: [std::sync::atomic::AtomicU8; SITE_SLOTS] =
+    [const { std::sync::atomic::AtomicU8::new(0) }; SITE_SLOTS];
+/// Interned stacks: site ids outermost first → stack id.
+static STACKS: Mutex<Option<HashMap<Vec<u32>, u32>>> = Mutex::new(None);
+
+#[inline(always)]
+fn slot_of(code: usize, ip: usize) -> usize {
+    ((code ^ ip.rotate_left(17)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48) & (SITE_SLOTS - 1)
+}
+
+/// The innermost Python frame of this thread: (code object, instruction position). GIL held.
+///
+/// # Safety
+/// Must be called with the GIL held, from a thread with a Python thread state.
+#[inline(always)]
+pub unsafe fn current_frame(api: &Api) -> Option<usize> {
+    // SAFETY: with the GIL held the thread state and its frame chain are stable; the offsets
+    // come from this interpreter version's headers.
+    unsafe {
+        let ts = (api.thread_state_get)() as usize;
+        if ts == 0 {
+            return None;
+        }
+        let l = &api.layout;
+        let mut frame = api::word(ts, l.ts_frame);
+        if let Some(off) = l.cframe_current {
+            if frame == 0 {
+                return None;
+            }
+            frame = api::word(frame, off);
+        }
+        (frame != 0).then_some(frame)
+    }
+}
+
+/// (code, instruction position) of a frame; None for frames that are not Python code yet.
+///
+/// # Safety
+/// `frame` must be a live frame of this interpreter version, GIL held.
+#[inline(always)]
+unsafe fn position(api: &Api, frame: usize) -> Option<(usize, usize)> {
+    let l = &api.layout;
+    // SAFETY: per the contract.
+    unsafe {
+        let code = api::word(frame, l.f_code);
+        if code == 0 {
+            return None;
+        }
+        if let Some(owner) = l.f_owner {
+            let owner = *((frame + owner) as *const u8);
+            if l.minor >= 12 && owner == 3 {
+                return None; // a shim frame owned by the C stack
+            }
+            if api::type_of(code) != api.code_type {
+                return None;
+            }
+            let ip = api::word(frame, l.f_ip);
+            let first = code + l.co_code_adaptive;
+            let traceable = *((code + l.co_firsttraceable) as *const i32) as usize;
+            if owner != 1 && ip < first + 2 * traceable {
+                return None; // an incomplete frame (still being set up)
+            }
+            Some((code, ip))
+        } else {
+            Some((code, *((frame + l.f_ip) as *const i32) as usize))
+        }
+    }
+}
+
+/// The site id of (code, ip), interning it on first sight. GIL held.
+///
+/// # Safety
+/// `code` must be a live code object and the GIL held.
+#[inline(always)]
+unsafe fn intern(api: &Api, code: usize, ip: usize, callable: usize) -> u32 {
+    let mut i = slot_of(code, ip);
+    for _ in 0..SITE_SLOTS {
+        let s = &SITES[i];
+        let c = s.code.load(Ordering::Relaxed);
+        if c == code && s.ip.load(Ordering::Relaxed) == ip {
+            return s.id.load(Ordering::Relaxed);
+        }
+        if c == 0 {
+            // SAFETY: per the contract.
+            let info = unsafe { describe(api, code, ip, callable) };
+            let mut d = DESCRIPTIONS.lock();
+            d.push(info.clone());
+            let id = d.len() as u32;
+            drop(d);
+            let flags = info.undeclared_argtypes as u8 | (info.undeclared_restype as u8) << 1;
+            FLAGS[id as usize & (SITE_SLOTS - 1)].store(flags, Ordering::Relaxed);
+            s.ip.store(ip, Ordering::Relaxed);
+            s.id.store(id, Ordering::Relaxed);
+            s.code.store(code, Ordering::Release);
+            return id;
+        }
+        i = (i + 1) & (SITE_SLOTS - 1);
+    }
+    0
+}
+
+/// Resolves file, function and line of a position (slow path, once per site).
+///
+/// # Safety
+/// GIL held; `code` a live code object, kept alive from here on by the reference we take.
+unsafe fn describe(api: &Api, code: usize, ip: usize, callable: usize) -> SiteInfo {
+    let l: &Layout = &api.layout;
+    // SAFETY: per the contract; every object returned by getattr is released.
+    unsafe {
+        (api.incref)(code as *mut _);
+        let offset = match l.minor {
+            8 | 9 => ip,
+            10 => ip * 2,
+            _ => ip.saturating_sub(code + l.co_code_adaptive),
+        };
+        let line = (api.code_addr2line)(code as *mut _, offset as i32);
+        let attr = |obj: usize, name: &std::ffi::CStr| -> String {
+            let o = (api.getattr)(obj as *mut _, name.as_ptr());
+            if o.is_null() {
+                (api.err_clear)();
+                return String::new();
+            }
+            let s = api::string(api, o);
+            (api.decref)(o);
+            s
+        };
+        let file = attr(code, c"co_filename");
+        let function = if l.minor >= 11 {
+            attr(code, c"co_qualname")
+        } else {
+            attr(code, c"co_name")
+        };
+        let (undeclared_argtypes, undeclared_restype) = if callable != 0 {
+            undeclared(api, callable)
+        } else {
+            (false, false)
+        };
+        SiteInfo {
+            frame: Frame {
+                file,
+                function,
+                line: line.max(0) as u32,
+            },
+            undeclared_argtypes,
+            undeclared_restype,
+        }
+    }
+}
+
+/// Whether a ctypes function object has no `argtypes`, and a `restype` left at the default c_int.
+///
+/// # Safety
+/// GIL held; `callable` a live object.
+unsafe fn undeclared(api: &Api, callable: usize) -> (bool, bool) {
+    // SAFETY: per the contract; new references are released.
+    unsafe {
+        let argtypes = (api.getattr)(callable as *mut _, c"argtypes".as_ptr());
+        if argtypes.is_null() {
+            (api.err_clear)();
+            return (false, false);
+        }
+        let no_argtypes = argtypes as usize == api.none;
+        (api.decref)(argtypes);
+        let restype = (api.getattr)(callable as *mut _, c"restype".as_ptr());
+        let ctypes = (api.import_module)(c"ctypes".as_ptr());
+        let mut default_restype = false;
+        if !restype.is_null() && !ctypes.is_null() {
+            let c_int = (api.getattr)(ctypes, c"c_int".as_ptr());
+            default_restype = !c_int.is_null() && c_int == restype;
+            if !c_int.is_null() {
+                (api.decref)(c_int);
+            }
+        }
+        for o in [restype, ctypes] {
+            if !o.is_null() {
+                (api.decref)(o);
+            }
+        }
+        (api.err_clear)();
+        (no_argtypes, default_restype)
+    }
+}
+
+/// Site id of the Python line calling `callable` now (0 when unknown). GIL held.
+///
+/// # Safety
+/// GIL held, on a thread with a Python thread state; `callable` live.
+#[inline(always)]
+pub unsafe fn current_site(api: &Api, callable: usize) -> u32 {
+    // SAFETY: per the contract.
+    unsafe {
+        let Some(frame) = current_frame(api) else {
+            return 0;
+        };
+        match position(api, frame) {
+            Some((code, ip)) => intern(api, code, ip, callable),
+            None => 0,
+        }
+    }
+}
+
+/// The whole Python stack of this thread, outermost first, interned. GIL held.
+///
+/// # Safety
+/// GIL held, on a thread with a Python thread state.
+pub unsafe fn current_stack(api: &Api) -> u32 {
+    let mut sites: Vec<u32> = Vec::with_capacity(16);
+    // SAFETY: per the contract; the chain ends with a null `previous`.
+    unsafe {
+        let mut frame = current_frame(api).unwrap_or(0);
+        while frame != 0 && sites.len() < 256 {
+            if let Some((code, ip)) = position(api, frame) {
+                sites.push(intern(api, code, ip, 0));
+            }
+            frame = api::word(frame, api.layout.f_back);
+        }
+    }
+    sites.reverse();
+    let mut guard = STACKS.lock();
+    let map = guard.get_or_insert_with(HashMap::new);
+    let next = map.len() as u32;
+    *map.entry(sites).or_insert(next)
+}
+
+/// Flags of a site: (no argtypes, default restype).
+#[inline(always)]
+pub fn site_flags(site: u32) -> (bool, bool) {
+    let f = FLAGS[site as usize & (SITE_SLOTS - 1)].load(Ordering::Relaxed);
+    (f & 1 != 0, f & 2 != 0)
+}
+
+pub fn describe_site(site: u32) -> Option<Frame> {
+    if site == 0 {
+        return None;
+    }
+    DESCRIPTIONS
+        .lock()
+        .get(site as usize - 1)
+        .map(|i| i.frame.clone())
+}
+
+/// Every interned frame (site id n at index n-1) and stack (by id), for the profile.
+pub fn frames_and_stacks() -> (Vec<Frame>, Vec<Vec<u32>>) {
+    let frames: Vec<Frame> = DESCRIPTIONS
+        .lock()
+        .iter()
+        .map(|i| i.frame.clone())
+        .collect();
+    let guard = STACKS.lock();
+    let mut stacks: Vec<Vec<u32>> = vec![Vec::new(); guard.as_ref().map_or(0, |m| m.len())];
+    if let Some(m) = guard.as_ref() {
+        for (sites, id) in m {
+            stacks[*id as usize] = sites.iter().filter(|s| **s != 0).map(|s| s - 1).collect();
+        }
+    }
+    (frames, stacks)
+}
