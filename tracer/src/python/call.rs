@@ -241,7 +241,7 @@ unsafe fn referred_bytes(
         }
         let mut target = obj;
         let carg = CARG_TYPE.load(Ordering::Relaxed);
-        if ty == carg || (carg == 0 && api::type_name(ty) == "CArgObject") {
+        if ty == carg || (carg == 0 && api::type_name(ty).ends_with("CArgObject")) {
             CARG_TYPE.store(ty, Ordering::Relaxed);
             // byref(x): the bytes of x.
             let inner = (api.getattr)(obj as *mut _, c"_obj".as_ptr());

@@ -45,7 +45,7 @@ enum Family {
 
 fn family(name: &str) -> Option<Family> {
     match name {
-        "_ctypes.CFuncPtr" | "CFuncPtr" => Some(Family::Ctypes),
+        "_ctypes.CFuncPtr" | "_ctypes.PyCFuncPtr" | "CFuncPtr" => Some(Family::Ctypes),
         "_ctypes.PyCArrayType"
         | "_ctypes.PyCStructType"
         | "_ctypes.UnionType"

@@ -1,0 +1,222 @@
+//! End to end, the Python layer: call sites, the marshal/native/GIL split, buffer and construction
+//! bytes, callbacks, threads, and timing accuracy against C functions that spin for a known time —
+//! on every CPython 3.8–3.13 pyenv has and on Debian's 3.11. An interpreter that is not installed
+//! shows as *ignored* with its name (own harness: libtest-mimic), never as passed.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::*;
+use ffiprof_profile::{FunctionRecord, Profile};
+use libtest_mimic::{Arguments, Failed, Trial};
+
+type Case = fn(&Interpreter, &Path) -> Result<(), Failed>;
+
+fn profile_of(
+    py: &Interpreter,
+    dir: &Path,
+    extra: &[&str],
+    script_name: &str,
+) -> (Profile, String) {
+    let out = dir.join("p.json");
+    let o = run_profiled(py, &out, extra, script_name, &[FIXTURE]);
+    check_ok(&o);
+    (
+        read_profile(&out),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+    )
+}
+
+fn func<'a>(p: &'a Profile, name: &str) -> &'a FunctionRecord {
+    p.function(name)
+        .unwrap_or_else(|| panic!("{name} not in profile: {:?}", calls_by_name(p)))
+}
+
+fn sites_exact(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    let (p, out) = profile_of(py, dir, &[], "py_sites.py");
+    let lines: Vec<u32> = out.split_whitespace().map(|l| l.parse().unwrap()).collect();
+    let f = func(&p, "fx_add_int");
+    assert_eq!(f.calls, 600);
+    assert_eq!(f.python_calls, 600);
+    let sites: BTreeMap<u32, (u64, &str, &str)> = f
+        .sites
+        .iter()
+        .map(|s| (s.line, (s.calls, s.function.as_str(), s.file.as_str())))
+        .collect();
+    let file = script("py_sites.py");
+    let file = file.to_str().unwrap();
+    assert_eq!(
+        sites,
+        BTreeMap::from([
+            (lines[0], (500, "work", file)),
+            (lines[1], (100, "work", file))
+        ]),
+        "sites of {}",
+        py.label
+    );
+    // The split is there, and the sampled stacks lead from <module> through work() to the site.
+    assert!(f.timed_calls > 0 && f.timed_calls <= f.calls);
+    assert!(f.marshal_in_ns > 0, "{f:?}");
+    let site_a = f.sites.iter().find(|s| s.line == lines[0]).unwrap();
+    assert!(site_a.marshal_in_ns > 0);
+    assert!(
+        !site_a.stacks.is_empty(),
+        "no stack sampled at the busiest site"
+    );
+    let stack = &p.stacks[site_a.stacks[0].stack as usize];
+    let names: Vec<&str> = stack
+        .iter()
+        .map(|&i| p.frames[i as usize].function.as_str())
+        .collect();
+    assert_eq!(names, vec!["<module>", "work"], "{stack:?}");
+    assert_eq!(p.frames[*stack.last().unwrap() as usize].line, lines[0]);
+    assert_eq!(site_a.stacks.iter().map(|s| s.calls).sum::<u64>(), 500);
+    Ok(())
+}
+
+fn buffer_and_construction_bytes(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    let (p, out) = profile_of(py, dir, &[], "py_bytes.py");
+    let numpy = out.trim() == "numpy";
+    let sum = func(&p, "fx_sum");
+    let np_bytes = if numpy { 4 * 400 } else { 0 };
+    assert_eq!(
+        sum.buffer_bytes,
+        30 * 800 + 10 * 8000 + np_bytes,
+        "numpy: {numpy}"
+    );
+    // The reused array was built once (800 bytes) and its first call received it fresh.
+    assert_eq!(sum.construction_bytes, 800 + 10 * 8000);
+    assert_eq!(sum.fresh_buffer_calls, 1 + 10);
+    assert!(sum.construction_ns > 0);
+    assert_eq!(func(&p, "fx_strlen").buffer_bytes, 10 * 5);
+    let byref = func(&p, "fx_point_norm2_ptr");
+    assert_eq!(byref.buffer_bytes, 7 * 24);
+    // The Point was built once before the loop: only the first of the 7 calls received it fresh.
+    assert_eq!(byref.construction_bytes, 24);
+    assert_eq!(byref.fresh_buffer_calls, 1);
+    let fill = func(&p, "fx_fill");
+    assert_eq!(fill.buffer_bytes, 3 * 64);
+    assert_eq!(
+        fill.fresh_buffer_calls, 0,
+        "from_buffer shares memory: no construction"
+    );
+    Ok(())
+}
+
+fn callback_nested_calls(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    let (p, out) = profile_of(py, dir, &[], "py_callback.py");
+    let v: Vec<u64> = out.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    let (compares, sort_line, compare_line) = (v[0], v[1] as u32, v[2] as u32);
+    let sort = func(&p, "fx_sort_ints");
+    assert_eq!(sort.calls, 1);
+    assert_eq!(sort.sites.len(), 1);
+    assert_eq!(sort.sites[0].line, sort_line);
+    let add = func(&p, "fx_add_int");
+    assert_eq!(add.calls, compares);
+    assert_eq!(add.sites.len(), 1);
+    assert_eq!(add.sites[0].line, compare_line);
+    assert_eq!(add.sites[0].function, "compare");
+    assert_eq!(add.sites[0].calls, compares);
+    Ok(())
+}
+
+fn threads_gil_wait(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    let out = dir.join("p.json");
+    let o = run_profiled(py, &out, &[], "calls_threads.py", &[FIXTURE, "4", "20000"]);
+    check_ok(&o);
+    let p = read_profile(&out);
+    let f = func(&p, "fx_add_int");
+    assert_eq!(f.calls, 80_000);
+    assert_eq!(f.python_calls, 80_000);
+    assert_eq!(f.sites.iter().map(|s| s.calls).sum::<u64>(), 80_000);
+    assert!(f.gil_wait_ns > 0, "{f:?}");
+    Ok(())
+}
+
+fn within(measured: u64, truth: u64, tolerance: f64) -> bool {
+    (measured as f64 - truth as f64).abs() <= truth as f64 * tolerance
+}
+
+fn timing_accuracy(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    for sample in ["1", "8"] {
+        let (p, out) = profile_of(py, dir, &["--timing-sample", sample], "py_timing.py");
+        let truths: Vec<u64> = out.split_whitespace().map(|x| x.parse().unwrap()).collect();
+        for (name, truth) in ["fx_spin_1us", "fx_spin_10us", "fx_spin_100us"]
+            .into_iter()
+            .zip(truths)
+        {
+            let f = func(&p, name);
+            let p50 = f.native_hist.summary().p50_ns;
+            assert!(
+                within(p50, truth, 0.03),
+                "{name}: median {p50} ns vs {truth} ns (timing 1/{sample})"
+            );
+        }
+        let noop = func(&p, "fx_noop");
+        assert_eq!(noop.calls, 50_000);
+        // The median: a preempted sample or an interrupt may land in any call, and the mean of
+        // 50 000 calls carries them; what the probe costs shows in the typical call.
+        let p50 = noop.native_hist.summary().p50_ns;
+        let mean = noop.native_ns / noop.calls;
+        assert!(
+            p50 <= 25,
+            "trivial function: median {p50} ns (mean {mean}) after calibration (timing 1/{sample})"
+        );
+        assert!(p.meta.probe_overhead_ns > 0);
+        assert_eq!(p.meta.timing_sample_every.to_string(), sample);
+    }
+    Ok(())
+}
+
+fn trial(name: String, f: impl FnOnce() -> Result<(), Failed> + Send + 'static) -> Trial {
+    Trial::test(name, move || {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            Ok(r) => r,
+            Err(e) => Err(Failed::from(
+                e.downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "panicked".into()),
+            )),
+        }
+    })
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let everywhere: Vec<(&str, Case)> = vec![
+        ("sites_exact", sites_exact),
+        (
+            "buffer_and_construction_bytes",
+            buffer_and_construction_bytes,
+        ),
+        ("callback_nested_calls", callback_nested_calls),
+    ];
+    let main_only: Vec<(&str, Case)> = vec![
+        ("threads_gil_wait", threads_gil_wait),
+        ("timing_accuracy", timing_accuracy),
+    ];
+    let mut trials = Vec::new();
+    for py in version_matrix() {
+        let available = py.available();
+        let mut cases = everywhere.clone();
+        if py.label == "pyenv-3.11" || py.label == "debian-3.11" {
+            cases.extend(main_only.iter().cloned());
+        }
+        for (name, f) in cases {
+            let py2 = py.clone();
+            let t = trial(format!("{}::{name}", py.label), move || {
+                let dir = tempfile::tempdir().unwrap();
+                f(&py2, dir.path())
+            });
+            trials.push(if available {
+                t
+            } else {
+                t.with_ignored_flag(true).with_kind("not installed")
+            });
+        }
+    }
+    libtest_mimic::run(&args, trials).exit();
+}
