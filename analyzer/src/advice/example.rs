@@ -22,8 +22,8 @@ pub fn code_example(rec: &Recommendation) -> Option<String> {
                 "# before: one call per chunk of data\n\
                  for chunk in chunks:\n    lib.{f}(chunk_buffer(chunk), len(chunk), ...)\n\
                  # after: the chunks in one buffer, one call\n\
-                 whole = array.array('d', itertools.chain.from_iterable(chunks))  # or keep them there\n\
-                 lib.{f}((ctypes.c_double * len(whole)).from_buffer(whole), len(whole), ...)"
+                 whole = array.array(code, itertools.chain.from_iterable(chunks))  # or keep them there\n\
+                 lib.{f}((T * len(whole)).from_buffer(whole), len(whole), ...)"
             ),
             Some(bulk) => format!(
                 "# before: one call per element\n\
