@@ -68,8 +68,12 @@ fn size(n: usize) -> String {
 }
 
 /// `report --html OUT`: the self-contained page.
-pub fn write_html(profile: &Profile, report: &Report, out: &Path) -> Result<()> {
-    let page = html::render(profile, report, &html::HtmlOptions::default());
+pub fn write_html(profile: &Profile, report: &Report, weight: Weight, out: &Path) -> Result<()> {
+    let options = html::HtmlOptions {
+        weight,
+        ..Default::default()
+    };
+    let page = html::render(profile, report, &options);
     emit(page.as_bytes(), Some(out), "HTML report")
 }
 

@@ -55,7 +55,7 @@ pub struct ReportArgs {
     /// Where to write --format folded|speedscope|pprof (stdout when omitted).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
-    /// What widths stand for in --format folded.
+    /// What widths stand for in --format folded and in the --html flamegraph.
     #[arg(long, value_enum, default_value_t = crate::export_cmd::WeightArg::Time)]
     pub weight: crate::export_cmd::WeightArg,
 }
@@ -76,7 +76,7 @@ pub fn report(args: ReportArgs) -> Result<()> {
     let profile = load(&args.file)?;
     let report = summarize(&profile, &options(args.top, args.sort));
     if let Some(html) = &args.html {
-        return crate::export_cmd::write_html(&profile, &report, html);
+        return crate::export_cmd::write_html(&profile, &report, args.weight.into(), html);
     }
     use crate::export_cmd::{write_export, Export};
     let out = args.output.as_deref();

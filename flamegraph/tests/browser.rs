@@ -66,10 +66,15 @@ struct Browser {
 
 impl Browser {
     fn launch() -> Browser {
+        Browser::launch_with(&[])
+    }
+
+    fn launch_with(extra_flags: &[&str]) -> Browser {
         let exe = chromium();
         let profile_dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(&exe)
             .args(FLAGS)
+            .args(extra_flags)
             .arg(format!("--user-data-dir={}", profile_dir.path().display()))
             .arg("about:blank")
             .stdin(Stdio::null())
@@ -156,6 +161,11 @@ impl Browser {
                 ));
             }
             "Page.loadEventFired" => self.load_fired = true,
+            // A dialog blocks the page's scripts (and every evaluate after it): fail with its text.
+            "Page.javascriptDialogOpening" => panic!(
+                "the page opened a {} dialog: {}",
+                params["type"], params["message"]
+            ),
             "Network.requestWillBeSent" => {
                 let url = params["request"]["url"].as_str().unwrap_or_default();
                 if !url.starts_with("file://")
@@ -555,4 +565,68 @@ fn large_report_loads_in_headless_chromium() {
         "the page took {ready_after:?} to become ready"
     );
     b.screenshot(&dir.join("large-report.png"));
+}
+
+/// Opens our speedscope export in speedscope itself. Speedscope's app is not part of this repo, so
+/// this runs only on request: `npm pack speedscope`, unpack it, and run
+/// `FFIPROF_SPEEDSCOPE_DIR=<package>/dist/release cargo test -p ffiprof-flamegraph --test browser -- --ignored`.
+#[test]
+#[ignore = "needs speedscope's app: set FFIPROF_SPEEDSCOPE_DIR to the npm package's dist/release"]
+fn speedscope_opens_the_export() {
+    let app = PathBuf::from(
+        std::env::var_os("FFIPROF_SPEEDSCOPE_DIR").expect("FFIPROF_SPEEDSCOPE_DIR is set"),
+    );
+    let dir = common::artifact_dir();
+    let file = dir.join("demo.speedscope.json");
+    let doc =
+        ffiprof_flamegraph::speedscope::export_string(&common::demo_profile(), &Default::default());
+    std::fs::write(&file, doc).unwrap();
+    let mut b = Browser::launch();
+    let page = app.join("index.html").canonicalize().unwrap();
+    let target = b.call("Target.createTarget", json!({ "url": "about:blank" }));
+    let attached = b.call(
+        "Target.attachToTarget",
+        json!({ "targetId": target["targetId"], "flatten": true }),
+    );
+    b.session = Some(attached["sessionId"].as_str().unwrap().to_string());
+    for domain in ["Runtime.enable", "Log.enable", "Page.enable", "DOM.enable"] {
+        b.call(domain, json!({}));
+    }
+    b.call(
+        "Emulation.setDeviceMetricsOverride",
+        json!({ "width": 1400, "height": 700, "deviceScaleFactor": 1, "mobile": false }),
+    );
+    // speedscope won't fetch a profile URL from a file: page, so hand it the file the way its
+    // "Browse" button would.
+    b.load_fired = false;
+    b.call(
+        "Page.navigate",
+        json!({ "url": format!("file://{}", page.display()) }),
+    );
+    b.wait_for("speedscope to load", |b| b.load_fired);
+    b.wait_for("speedscope's file input", |b| {
+        b.eval("!!document.querySelector('input[type=file]')") == json!(true)
+    });
+    let root = b.call("DOM.getDocument", json!({}));
+    let input = b.call(
+        "DOM.querySelector",
+        json!({ "nodeId": root["root"]["nodeId"], "selector": "input[type=file]" }),
+    );
+    b.call(
+        "DOM.setFileInputFiles",
+        json!({ "nodeId": input["nodeId"], "files": [file.canonicalize().unwrap().display().to_string()] }),
+    );
+    b.wait_for("speedscope to show the profile", |b| {
+        b.eval("document.body ? document.body.innerText : ''")
+            .as_str()
+            .unwrap_or_default()
+            .contains("boundary time")
+    });
+    b.drain(Duration::from_millis(1500));
+    b.screenshot(&dir.join("speedscope.png"));
+    assert!(
+        b.errors.is_empty(),
+        "speedscope reported errors: {:#?}",
+        b.errors
+    );
 }
