@@ -106,6 +106,7 @@ impl Target {
         let fields: Vec<&str> = done.split_whitespace().collect();
         assert_eq!(fields.first(), Some(&"done"), "{done}");
         assert_eq!(fields.get(2), Some(&"-"), "names left in __main__: {done}");
+        assert_eq!(fields.get(3), Some(&"intact"), "type slots changed: {done}");
         fields[1].parse().unwrap()
     }
 }

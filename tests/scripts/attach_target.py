@@ -2,16 +2,18 @@
 
 usage: attach_target.py MODE STOP_FILE [LIBRARY]
 
-With LIBRARY (the C fixture) the calls go to its fx_add_int, else to libc's labs. In busy mode
-it also prints "tick UNIX_NS CALLS" about every 50 ms, so a test can tell how many calls it made
-in any window.
+With LIBRARY (the C fixture) the calls go to its fx_add_int, else to libc's labs. In busy and
+cffi modes it also prints "tick UNIX_NS CALLS PATCHED" every ATTACH_TICK_SECS (default 0.05), so
+a test can tell how many calls it made in any window; PATCHED is 1 while any of the type slots a
+profiler's Python layer replaces differs from its value at start-up, else 0.
 
-MODE is busy (main thread calls a C function in a loop), sleep (mostly time.sleep), ccall
-(blocked in 2-second C calls), threads (4 threads calling C, main thread idle), alloc (heavy
-malloc/free with big blocks that go through mmap) or exit-soon (a helper thread ends the process
-after 0.3 s while the main thread is blocked in C). It prints "ready" once working, runs until
-STOP_FILE exists, checks its own results, and prints "done CALLS LEAKED" where LEAKED lists any
-names an injection left in __main__.
+MODE is busy (main thread calls a C function in a loop), cffi (the same through cffi's ABI mode,
+needs LIBRARY), sleep (mostly time.sleep), ccall (blocked in 2-second C calls), threads (4
+threads calling C, main thread idle), alloc (heavy malloc/free with big blocks that go through
+mmap) or exit-soon (a helper thread ends the process after 0.3 s while the main thread is blocked
+in C). It prints "ready" once working, runs until STOP_FILE exists, checks its own results, and
+prints "done CALLS LEAKED SLOTS" where LEAKED lists any names an injection left in __main__ and
+SLOTS is "intact" when every watched type slot holds its start-up value again.
 """
 
 import ctypes
@@ -39,6 +41,48 @@ usleep = libc.usleep
 usleep.argtypes = [ctypes.c_uint]
 calls = [0]
 lock = threading.Lock()
+tick_secs = float(os.environ.get("ATTACH_TICK_SECS", "0.05"))
+
+if mode == "cffi":
+    import cffi
+
+    ffi = cffi.FFI()
+    ffi.cdef("int fx_add_int(int, int);")
+    clib = ffi.dlopen(sys.argv[3])
+    _cadd = clib.fx_add_int
+
+    def labs(v):
+        return _cadd(-v, 0)
+
+
+def _word(addr):
+    return ctypes.c_void_p.from_address(addr).value or 0
+
+
+# What a profiler's Python layer replaces: tp_call (offset 128 in PyTypeObject, 3.8-3.13) of
+# ctypes' function-pointer types and metaclasses, and the wrapped function (offset 48) of
+# CFuncPtr.__call__, which later subclasses copy; with cffi, tp_call of its cdata types.
+_watched_types = [
+    ctypes._CFuncPtr,
+    type(libc.labs),
+    ctypes.CFUNCTYPE(ctypes.c_int),
+    type(ctypes.c_int),
+    type(ctypes.c_int * 1),
+    type(ctypes.Structure),
+    type(ctypes.Union),
+]
+if mode == "cffi":
+    _owned = ffi.new("int *")
+    _watched_types += [type(_cadd), type(_owned)]
+
+
+def watched_slots():
+    vals = [_word(id(t) + 128) for t in _watched_types]
+    vals.append(_word(id(ctypes._CFuncPtr.__dict__["__call__"]) + 48))
+    return vals
+
+
+initial_slots = watched_slots()
 
 
 def stopped():
@@ -63,9 +107,10 @@ def busy(ticks=False):
         done = check_block()
         with lock:
             calls[0] += done
-        if ticks and time.monotonic() - last >= 0.05:
+        if ticks and time.monotonic() - last >= tick_secs:
             last = time.monotonic()
-            print("tick", time.time_ns(), calls[0], flush=True)
+            patched = int(watched_slots() != initial_slots)
+            print("tick", time.time_ns(), calls[0], patched, flush=True)
 
 
 def allocate():
@@ -94,6 +139,8 @@ def wait_for(threads):
 print("ready", flush=True)
 if mode == "busy":
     busy(ticks=len(sys.argv) > 3)
+elif mode == "cffi":
+    busy(ticks=True)
 elif mode == "sleep":
     while not stopped():
         time.sleep(0.05)
@@ -120,4 +167,5 @@ else:
     sys.exit("unknown mode " + mode)
 
 leaked = sorted(k for k in globals() if "ffiprof" in k or k in ("_report", "_dir", "_page", "result"))
-print("done", calls[0], ",".join(leaked) or "-", flush=True)
+slots = "intact" if watched_slots() == initial_slots else "changed"
+print("done", calls[0], ",".join(leaked) or "-", slots, flush=True)

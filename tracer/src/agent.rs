@@ -3,9 +3,14 @@
 //! Rule one is never to harm the host: every entry from C catches panics, a hook that cannot be
 //! installed is skipped and listed in the profile, and in a process that is not Python (the pyenv
 //! shim is bash; `timeout`, compilers and other children inherit LD_PRELOAD) nothing happens at all.
+//!
+//! `run` starts once and records until the process ends. `attach` may come and go many times in
+//! one process: [`start_attached`] resets what a previous session left (writer, recorders,
+//! function table) and starts again, [`stop`] turns recording off, restores every GOT entry and
+//! type slot, ends the snapshotter and writes the session's final profile.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use ffiprof_profile::Profile;
 use parking_lot::Mutex;
@@ -23,6 +28,10 @@ static IS_ROOT: AtomicBool = AtomicBool::new(false);
 static CONFIG: Mutex<Option<Config>> = Mutex::new(None);
 /// Why the Python layer is off, when it was asked for and could not start.
 static PYTHON_ERROR: Mutex<Option<String>> = Mutex::new(None);
+/// Monotonic time (ns) recording began and, once [`stop`]ped, ended: the profile's duration is
+/// the window actually recorded, not the time until the final profile was built.
+static RECORDING_SINCE: AtomicU64 = AtomicU64::new(0);
+static RECORDING_UNTIL: AtomicU64 = AtomicU64::new(0);
 
 /// This thread's recorder when the agent is recording and not already inside itself.
 #[inline(always)]
@@ -108,7 +117,45 @@ pub fn init_from_env() {
 }
 
 /// Starts recording with `cfg`: clock, filters, hooks, snapshotter.
-pub fn start(mut cfg: Config, process_hooks: bool) {
+pub fn start(cfg: Config, process_hooks: bool) {
+    start_with(cfg, process_hooks, false);
+}
+
+/// What [`start_attached`] installed.
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// Type slots the Python layer replaced on existing types, or why it could not.
+    pub python: Result<usize, String>,
+}
+
+impl Default for Started {
+    fn default() -> Self {
+        Started { python: Ok(0) }
+    }
+}
+
+/// Starts a recording session in a process that is already running (attach), after forgetting
+/// whatever an earlier session left: the final-profile flag, every thread's recorder (leaked: a
+/// call that was in flight at the last stop may still write to its old one), dropped-call count,
+/// the function table (a new `--lib` filter, or libraries unloaded since) and hook statuses.
+/// The types of ctypes and cffi exist already, so the Python layer patches them in place.
+/// Call with recording off; the caller may hold the GIL or not.
+pub fn start_attached(cfg: Config) -> Started {
+    if ACTIVE.load(Ordering::Acquire) {
+        return Started {
+            python: Err("already recording".into()),
+        };
+    }
+    writer::reset();
+    recorder::forget_all();
+    *crate::symbols::FUNCTIONS.lock() = None;
+    *PYTHON_ERROR.lock() = None;
+    hook::forget_statuses();
+    RECORDING_UNTIL.store(0, Ordering::Release);
+    start_with(cfg, false, true)
+}
+
+fn start_with(mut cfg: Config, process_hooks: bool, existing_types: bool) -> Started {
     clock::init(cfg.force_monotonic);
     PID.store(std::process::id(), Ordering::Relaxed);
     crate::symbols::set_filter(LibFilter::new(&cfg.libs));
@@ -139,16 +186,81 @@ pub fn start(mut cfg: Config, process_hooks: bool) {
     let interval = cfg.interval;
     debug(&format!("recording to {}", cfg.output.display()));
     *CONFIG.lock() = Some(cfg);
-    ACTIVE.store(true, Ordering::Release);
+    let mut started = Started::default();
+    if python && existing_types {
+        // Before recording starts, so that every recorded call has its Python half.
+        started.python = crate::python::slots::with_gil(|| {
+            // SAFETY: with_gil holds the GIL while this runs.
+            unsafe { crate::python::slots::install_on_existing() }
+        })
+        .unwrap_or_else(|| Err("the interpreter is not running (finalizing?)".into()));
+        match &started.python {
+            Ok(n) => debug(&format!(
+                "Python layer: {n} slots replaced on existing types"
+            )),
+            Err(e) => {
+                debug(&format!("Python layer off: {e}"));
+                *PYTHON_ERROR.lock() = Some(e.clone());
+            }
+        }
+    }
     hook::install(process_hooks);
+    clock::restart();
+    RECORDING_SINCE.store(clock::monotonic_ns(), Ordering::Release);
+    ACTIVE.store(true, Ordering::Release);
     writer::start(interval);
+    started
+}
+
+/// What [`stop`] did.
+#[derive(Debug, Clone, Default)]
+pub struct Stopped {
+    /// GOT entries put back.
+    pub got_restored: usize,
+    /// Type slots put back (0 when the GIL could not be had: the interpreter is finalizing).
+    pub slots_restored: usize,
+    /// The final profile, or None when nothing was recorded.
+    pub profile: Option<PathBuf>,
+}
+
+/// Ends a recording session (attach's detach): recording off, every GOT entry restored, the
+/// snapshotter ended, the final profile written, then every type slot restored with the GIL
+/// held. The profile is written before the GIL is asked for, so that even an interpreter that
+/// ends this thread (a thread taking the GIL while Python finalizes is made to exit) loses no
+/// data. Calls in flight finish through the hook or wrapper they entered, whose code stays
+/// mapped; they see recording off and pass straight through. Never panics.
+pub fn stop(reason: &'static str) -> Stopped {
+    let mut stopped = Stopped::default();
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        ACTIVE.store(false, Ordering::Release);
+        RECORDING_UNTIL.store(clock::monotonic_ns(), Ordering::Release);
+        stopped.got_restored = hook::restore_all();
+        writer::stop();
+        stopped.profile = writer::write_now(reason, true);
+        if crate::python::enabled() {
+            stopped.slots_restored = crate::python::slots::with_gil(|| {
+                // SAFETY: with_gil holds the GIL while this runs.
+                unsafe { crate::python::slots::remove_from_existing() }
+            })
+            .unwrap_or(0);
+        }
+    }));
+    stopped
+}
+
+/// Whether calls are being recorded now.
+pub fn recording() -> bool {
+    ACTIVE.load(Ordering::Acquire)
 }
 
 /// Where this process writes, or None when it should not write (a child that recorded nothing).
 fn output_path(recorded: bool) -> Option<PathBuf> {
     let cfg = CONFIG.lock();
     let cfg = cfg.as_ref()?;
-    if IS_ROOT.load(Ordering::Relaxed) {
+    if cfg.mode == "attach" {
+        // The session's own path, as configured: the CLI names and owns it.
+        recorded.then(|| cfg.output.clone())
+    } else if IS_ROOT.load(Ordering::Relaxed) {
         Some(cfg.output.clone())
     } else if recorded {
         Some(config::per_pid_path(&cfg.output, std::process::id()))
@@ -196,7 +308,13 @@ pub fn fill_meta(
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
     m.start_unix_ns = cal.start_unix_ns;
-    m.duration_ns = cal.elapsed_ns;
+    m.duration_ns = match (
+        RECORDING_SINCE.load(Ordering::Acquire),
+        RECORDING_UNTIL.load(Ordering::Acquire),
+    ) {
+        (since, until) if since != 0 && until >= since => until - since,
+        _ => cal.elapsed_ns,
+    };
     m.probe_overhead_ns = cal.probe_ns();
     m.clock = clock::clock_name().to_string();
     m.mode = cfg.mode.to_string();

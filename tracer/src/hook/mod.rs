@@ -226,6 +226,14 @@ pub fn statuses() -> Vec<HookStatus> {
         .unwrap_or_default()
 }
 
+/// Forgets the installed/failed list before a new attach session installs again, so that its
+/// profile lists each hook once.
+pub fn forget_statuses() {
+    if let Some(s) = INSTALLED.lock().as_mut() {
+        s.statuses.clear();
+    }
+}
+
 /// Number of GOT entries currently pointing at a hook.
 pub fn active_count() -> usize {
     INSTALLED

@@ -1,6 +1,8 @@
 //! The in-process half of attach: `ffiprof_attach_start`, called by the injected Python source on
 //! the target's main thread (holding the GIL), and the worker thread that records for the window,
-//! reports progress through a status file, and on stop restores every hook and writes the profile.
+//! reports progress through a status file, and on stop restores every hook and writes the profile
+//! (`agent::stop`). A later attach to the same process starts a fresh session in the same loaded
+//! agent (`agent::start_attached` resets what the previous one left).
 //!
 //! The back-channel is a directory the CLI created for this session (0700, owned by the target's
 //! user); the agent writes `status` there atomically (temp file + rename, `O_NOFOLLOW`, mode 0600)
@@ -160,11 +162,9 @@ fn write_status(session: &Path, st: &AgentStatus) {
     }
 }
 
+/// Set while an attach session records in this process (one at a time). A session that ended
+/// leaves the agent loaded and idle; the next one resets it and starts again.
 static SESSION_ACTIVE: AtomicBool = AtomicBool::new(false);
-/// Set after a session detached. The agent's writer keeps "final profile written" and the
-/// recorders keep their counts for the life of the process, so a second session would write
-/// nothing (or add the first session's calls): refused with a reason until the agent can reset.
-static SESSION_DONE: AtomicBool = AtomicBool::new(false);
 
 /// Entry point for attach, called by the injected source with the rendered [`AttachConfig`].
 /// Installs the hooks here (the caller holds the GIL), starts the worker and returns 0; any
@@ -209,11 +209,11 @@ fn start(cfg: AttachConfig) -> c_int {
     if SESSION_ACTIVE.swap(true, Ordering::AcqRel) {
         return fail("another attach session is already recording in this process".into());
     }
-    if SESSION_DONE.load(Ordering::Acquire) {
+    if crate::agent::recording() {
         SESSION_ACTIVE.store(false, Ordering::Release);
         return fail(
-            "this process was already profiled once by attach; this agent build cannot reset its \
-             recorders for a second session yet: restart the program, or use `ffiprof run`"
+            "this process is already being profiled by `ffiprof run` (the agent was preloaded); \
+             its profile is written when it exits"
                 .into(),
         );
     }
@@ -229,11 +229,15 @@ fn start(cfg: AttachConfig) -> c_int {
         mode: "attach",
     };
     let began = Instant::now();
-    crate::agent::start(agent_cfg, false);
+    let started = crate::agent::start_attached(agent_cfg);
     write_status(
         &cfg.session,
         &AgentStatus {
             state: "started".into(),
+            detail: match started.python {
+                Ok(n) => format!("python layer: {n} type slots replaced"),
+                Err(e) => format!("python layer off: {e}"),
+            },
             ..Default::default()
         },
     );
@@ -241,13 +245,11 @@ fn start(cfg: AttachConfig) -> c_int {
         .name("ffiprof-attach".into())
         .spawn(move || {
             let _ = std::panic::catch_unwind(|| worker(&cfg, began));
-            SESSION_DONE.store(true, Ordering::Release);
-            SESSION_ACTIVE.store(false, Ordering::Release);
         });
     match spawned {
         Ok(_) => 0,
         Err(e) => {
-            crate::hook::restore_all();
+            crate::agent::stop("error");
             SESSION_ACTIVE.store(false, Ordering::Release);
             fail(format!("cannot start the attach thread: {e}"))
         }
@@ -312,13 +314,17 @@ fn worker(cfg: &AttachConfig, began: Instant) {
             Duration::from_millis(20)
         });
     }
-    let restored = crate::hook::restore_all();
-    let written = crate::record::writer::write_now("detach", true);
+    let stopped = crate::agent::stop("detach");
     status.state = "detached".into();
     status.calls = calls_so_far();
-    status.restored = restored as u64;
+    status.restored = (stopped.got_restored + stopped.slots_restored) as u64;
     status.elapsed_ms = began.elapsed().as_millis() as u64;
-    status.detail = written.map(|p| p.display().to_string()).unwrap_or_default();
+    status.detail = stopped
+        .profile
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    // Open for the next session before saying so: a CLI that sees "detached" may attach again.
+    SESSION_ACTIVE.store(false, Ordering::Release);
     write_status(&cfg.session, &status);
 }
 

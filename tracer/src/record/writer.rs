@@ -1,6 +1,9 @@
 //! The snapshotter: writes the profile atomically every interval, at exit, before exec, and on
 //! SIGTERM/SIGINT/SIGHUP (the signal handler only wakes this thread through a pipe — the one thing
 //! a handler may safely do — then waits for it, restores the default action and re-raises).
+//!
+//! Attach's detach ends the thread ([`stop`]); a later session in the same process starts it
+//! again after [`reset`], which also lets the new session's final profile be written.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
@@ -19,6 +22,16 @@ static WARNED: AtomicBool = AtomicBool::new(false);
 static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
 static ACK_FD: AtomicI32 = AtomicI32::new(-1);
 static RUNNING_PID: AtomicI32 = AtomicI32::new(0);
+/// The read end of the wake pipe (the snapshotter polls it).
+static WAKE_READ: AtomicI32 = AtomicI32::new(-1);
+/// The snapshotter thread, kept so that [`stop`] can end and join it.
+static THREAD: Mutex<Option<std::thread::JoinHandle<()>>> = Mutex::new(None);
+/// Set by [`stop`]: the snapshotter ends at its next wake-up.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+/// Set by [`stop`], cleared by [`reset`]: [`start`] does nothing in between.
+static HALTED: AtomicBool = AtomicBool::new(false);
+/// What [`stop`] writes to the wake pipe; a signal handler writes the signal number (never 0).
+const STOP_BYTE: u8 = 0;
 
 const SIGNALS: [i32; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
 static PREVIOUS: [AtomicUsize; 3] = [const { AtomicUsize::new(0) }; 3];
@@ -51,27 +64,23 @@ pub fn write_now(reason: &'static str, complete: bool) -> Option<PathBuf> {
     }
 }
 
-/// Starts the periodic snapshotter of this process (once per pid: a forked child starts its own).
+/// Starts the periodic snapshotter of this process (once per pid: a forked child starts its own),
+/// unless [`stop`] ended it and no [`reset`] came since.
 pub fn start(interval: Duration) {
+    if HALTED.load(Ordering::Acquire) {
+        return;
+    }
     let pid = std::process::id() as i32;
     if RUNNING_PID.swap(pid, Ordering::AcqRel) == pid {
         return;
     }
-    let mut fds = [0i32; 2];
-    let mut ack = [0i32; 2];
-    // SAFETY: pipe2 fills two fds we own; CLOEXEC keeps them out of exec'd programs.
-    unsafe {
-        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0
-            || libc::pipe2(ack.as_mut_ptr(), libc::O_CLOEXEC) != 0
-        {
-            return;
-        }
+    if !pipes_ready() {
+        RUNNING_PID.store(0, Ordering::Release);
+        return;
     }
-    WAKE_FD.store(fds[1], Ordering::Release);
-    ACK_FD.store(ack[1], Ordering::Release);
-    let (wake_read, ack_write) = (fds[0], ack[1]);
-    let _ = ack[0];
-    ACK_READ.store(ack[0], Ordering::Release);
+    STOPPING.store(false, Ordering::Release);
+    let wake_read = WAKE_READ.load(Ordering::Acquire);
+    let ack_write = ACK_FD.load(Ordering::Acquire);
     let spawned = std::thread::Builder::new()
         .name("ffiprof-snapshot".into())
         .spawn(move || loop {
@@ -91,27 +100,94 @@ pub fn start(interval: Duration) {
             if n > 0 {
                 let mut b = [0u8; 1];
                 // SAFETY: reading one byte into our buffer from our pipe.
-                unsafe { libc::read(wake_read, b.as_mut_ptr().cast(), 1) };
+                if unsafe { libc::read(wake_read, b.as_mut_ptr().cast(), 1) } != 1 {
+                    continue;
+                }
+                if b[0] == STOP_BYTE {
+                    break;
+                }
                 let _ = std::panic::catch_unwind(|| write_now("signal", true));
                 // SAFETY: one byte to the handler waiting on the ack pipe.
                 unsafe { libc::write(ack_write, b.as_ptr().cast(), 1) };
+            } else if STOPPING.load(Ordering::Acquire) {
+                break;
             } else if !FINAL_WRITTEN.load(Ordering::Acquire) {
                 let _ = std::panic::catch_unwind(|| write_now("periodic", false));
             }
         });
-    if spawned.is_err() {
-        RUNNING_PID.store(0, Ordering::Release);
+    match spawned {
+        Ok(handle) => *THREAD.lock() = Some(handle),
+        Err(_) => RUNNING_PID.store(0, Ordering::Release),
     }
+}
+
+/// Creates the wake and ack pipes once per process. They are never closed while the process
+/// lives (a signal handler may be about to write to them), and a restarted snapshotter reuses them.
+fn pipes_ready() -> bool {
+    if WAKE_FD.load(Ordering::Acquire) >= 0 {
+        return true;
+    }
+    let mut fds = [0i32; 2];
+    let mut ack = [0i32; 2];
+    // SAFETY: pipe2 fills two fds we own; CLOEXEC keeps them out of exec'd programs.
+    unsafe {
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            return false;
+        }
+        if libc::pipe2(ack.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+            return false;
+        }
+    }
+    WAKE_READ.store(fds[0], Ordering::Release);
+    ACK_READ.store(ack[0], Ordering::Release);
+    ACK_FD.store(ack[1], Ordering::Release);
+    WAKE_FD.store(fds[1], Ordering::Release);
+    true
+}
+
+/// Ends the snapshotter thread and waits for it (attach's detach). It stays off, even if a call
+/// that was in flight at the stop sees a function for the first time, until [`reset`].
+pub fn stop() {
+    HALTED.store(true, Ordering::Release);
+    let Some(handle) = THREAD.lock().take() else {
+        return;
+    };
+    // From here the signal handler no longer waits for this thread's ack.
+    RUNNING_PID.store(0, Ordering::Release);
+    STOPPING.store(true, Ordering::Release);
+    let wake = WAKE_FD.load(Ordering::Acquire);
+    if wake >= 0 {
+        let b = [STOP_BYTE];
+        // SAFETY: one byte into our own pipe; the thread also sees STOPPING at its next period.
+        unsafe { libc::write(wake, b.as_ptr().cast(), 1) };
+    }
+    let _ = handle.join();
+}
+
+/// Makes the writer ready for a new recording session in the same process (a second attach):
+/// the previous session's final profile no longer blocks writes, and the snapshotter may start.
+pub fn reset() {
+    let _guard = WRITE.lock();
+    FINAL_WRITTEN.store(false, Ordering::Release);
+    WARNED.store(false, Ordering::Release);
+    STOPPING.store(false, Ordering::Release);
+    HALTED.store(false, Ordering::Release);
 }
 
 static ACK_READ: AtomicI32 = AtomicI32::new(-1);
 
 /// After fork: the child has no snapshotter thread and may write a profile of its own.
 pub fn forget_after_fork() {
+    // SAFETY: paired with fork_prepare, which leaked this guard on this thread.
+    unsafe { THREAD.force_unlock() };
+    // The thread does not exist in the child: drop nothing of it, never join it.
+    std::mem::forget(THREAD.lock().take());
     RUNNING_PID.store(0, Ordering::Release);
     FINAL_WRITTEN.store(false, Ordering::Release);
     WARNED.store(false, Ordering::Release);
-    for fd in [&WAKE_FD, &ACK_FD, &ACK_READ] {
+    for fd in [&WAKE_FD, &WAKE_READ, &ACK_FD, &ACK_READ] {
         let old = fd.swap(-1, Ordering::AcqRel);
         if old >= 0 {
             // SAFETY: closing the child's copy of a pipe end only this module uses.
@@ -124,11 +200,15 @@ pub fn forget_after_fork() {
 
 pub(crate) fn fork_prepare() {
     std::mem::forget(WRITE.lock());
+    std::mem::forget(THREAD.lock());
 }
 
 pub(crate) fn fork_release_parent() {
-    // SAFETY: paired with fork_prepare on the same thread.
-    unsafe { WRITE.force_unlock() };
+    // SAFETY: paired with fork_prepare on the same thread, which leaked both guards.
+    unsafe {
+        THREAD.force_unlock();
+        WRITE.force_unlock();
+    }
 }
 
 extern "C" fn on_signal(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
