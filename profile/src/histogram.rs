@@ -81,7 +81,9 @@ impl Histogram {
         if self.0.is_empty() {
             0
         } else {
-            self.0.highest_equivalent(self.0.value_at_quantile(q))
+            // The middle of the bucket: its upper edge would bias every percentile up by as much
+            // as the bucket is wide (~1 %).
+            self.0.median_equivalent(self.0.value_at_quantile(q))
         }
     }
 

@@ -69,12 +69,16 @@ macro_rules! trampolines {
 trampolines!(0 => ffi_call_0, 1 => ffi_call_1, 2 => ffi_call_2, 3 => ffi_call_3,
              4 => ffi_call_4, 5 => ffi_call_5, 6 => ffi_call_6, 7 => ffi_call_7);
 
-/// Sum of the C argument sizes of a cif.
+/// The C argument and return sizes of a cif, its argument count, and the bytes the pointer
+/// arguments refer to (from the Python-level call, when there is one), in one pass.
 ///
 /// # Safety
 /// `cif` must be a cif prepared by libffi (as every `ffi_call` argument is).
 #[inline(always)]
-unsafe fn arg_bytes(cif: *const FfiCif) -> (u64, u64, u32) {
+unsafe fn arg_bytes(
+    cif: *const FfiCif,
+    ctx: Option<&crate::python::CallCtx>,
+) -> (u64, u64, u32, u64) {
     // SAFETY: a prepared cif has nargs valid ffi_type pointers and a valid rtype.
     unsafe {
         let cif = &*cif;
@@ -85,13 +89,19 @@ unsafe fn arg_bytes(cif: *const FfiCif) -> (u64, u64, u32) {
                 total += (*t).size as u64;
             }
         }
+        let buffer = ctx.map_or(0, |c| {
+            c.buffer_bytes(cif.nargs as usize, |i| {
+                let t = *cif.arg_types.add(i);
+                !t.is_null() && (*t).type_ == FFI_TYPE_POINTER
+            })
+        });
         // ffi_type_void has size 1 in libffi; a void return carries no bytes.
         let ret = if cif.rtype.is_null() || (*cif.rtype).type_ == FFI_TYPE_VOID {
             0
         } else {
             (*cif.rtype).size as u64
         };
-        (total, ret, cif.nargs)
+        (total, ret, cif.nargs, buffer)
     }
 }
 
@@ -110,8 +120,10 @@ unsafe fn hooked_ffi_call(
         // SAFETY: the original call, unchanged.
         return unsafe { real(cif, f, r, a) };
     };
-    let py = &rec.python;
-    let site = py.current_site();
+    // SAFETY: a non-null ctx is the live CallCtx of this thread's innermost Python-level call;
+    // only this thread touches it, and it outlives this hook (the wrapper is below us).
+    let ctx = unsafe { rec.python.current().as_mut() };
+    let site = ctx.as_ref().map_or(0, |c| c.site);
     let mut first = false;
     let Some(stats) = rec.stats(f as usize, site, |addr| {
         first = true;
@@ -126,33 +138,34 @@ unsafe fn hooked_ffi_call(
         return unsafe { real(cif, f, r, a) };
     }
     // A thread's first call to a function pays for allocating its statistics: never time it.
-    let timed = py.should_time() && !first;
-    if first {
-        py.untime();
-    }
+    let timed = match &ctx {
+        Some(c) => c.timed,
+        None => rec.python.sample_timing(),
+    } && !first;
     // SAFETY: cif comes from libffi's caller and is prepared.
-    let (args, ret, nargs) = unsafe { arg_bytes(cif) };
-    if timed {
+    let (args, ret, nargs, buffer) = unsafe { arg_bytes(cif, ctx.as_deref()) };
+    let (t0, t1) = if timed {
         let t0 = clock::now();
         // SAFETY: the original call, unchanged.
         unsafe { real(cif, f, r, a) };
         let t1 = clock::now();
         stats.record_native(t1.wrapping_sub(t0));
-        py.native_done(stats, t0, t1);
+        (t0, t1)
     } else {
         // SAFETY: the original call, unchanged.
         unsafe { real(cif, f, r, a) };
-        py.native_done(stats, 0, 0);
+        (0, 0)
+    };
+    if let Some(c) = ctx {
+        if first {
+            c.untime();
+        }
+        c.native_done(stats, t0, t1);
     }
     stats.calls.add(1);
     stats.arg_bytes.add(args);
     stats.ret_bytes.add(ret);
     stats.arg_count.store(nargs, Ordering::Relaxed);
-    // SAFETY: the cif's nargs argument types are valid ffi_type pointers.
-    let buffer = py.buffer_bytes(nargs as usize, |i| unsafe {
-        let t = *(*cif).arg_types.add(i);
-        !t.is_null() && (*t).type_ == FFI_TYPE_POINTER
-    });
     if buffer != 0 {
         stats.buffer_bytes.add(buffer);
     }

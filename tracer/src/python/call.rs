@@ -6,7 +6,8 @@
 //! Clock reads are shared: one call in N (randomised) is timed with five reads; the others only
 //! count, key their site and add their bytes.
 
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use super::api::{self, Api, PyObject, TernaryFunc};
 use super::frames;
@@ -33,46 +34,43 @@ struct Recent {
 /// Per-thread state of the Python layer. All-zero is the valid initial state (see recorder).
 #[derive(Default)]
 pub struct ThreadState {
-    site: AtomicU32,
-    stack: AtomicU32,
-    in_call: AtomicBool,
-    timed: AtomicBool,
-    awaiting_gil: AtomicBool,
-    stats: AtomicPtr<CallStats>,
-    t1: AtomicU64,
-    t2: AtomicU64,
-    tg: AtomicU64,
+    /// The Python-level call in progress on this thread (innermost), or null.
+    ctx: AtomicPtr<CallCtx>,
     countdown: AtomicU32,
     stack_countdown: AtomicU32,
     rng: AtomicU64,
-    nargs: AtomicU32,
-    arg_bytes: [AtomicU64; ARG_SLOTS],
     recent: [Recent; RECENT],
     recent_next: AtomicU32,
 }
 
-/// What a nested call overwrites and must give back.
-struct Saved {
-    site: u32,
-    stack: u32,
-    in_call: bool,
-    timed: bool,
+/// One Python-level foreign call in progress. It lives on the wrapper's stack frame and only its
+/// own thread touches it: the wrapper fills it in, the `ffi_call` hook inside adds what it saw,
+/// the `PyEval_RestoreThread` hook adds when the GIL came back. A nested call (a callback) pushes
+/// its own and puts the outer one back, so saving and restoring is one pointer.
+pub struct CallCtx {
+    pub site: u32,
+    pub timed: bool,
     awaiting_gil: bool,
-    stats: *mut CallStats,
+    any_buffer: bool,
+    stats: *const CallStats,
     t1: u64,
     t2: u64,
     tg: u64,
     nargs: u32,
+    /// Slots below `nargs` are written by the wrapper before the call; the rest stay
+    /// uninitialised (zeroing them is a memset per call).
+    arg_bytes: [MaybeUninit<u64>; ARG_SLOTS],
 }
 
+/// Timed calls between their native return and the GIL coming back, in all threads: when zero,
+/// the `PyEval_RestoreThread` hook does nothing at all.
+static AWAITING_GIL: AtomicU32 = AtomicU32::new(0);
+
 impl ThreadState {
+    /// The call in progress, or null.
     #[inline(always)]
-    pub fn current_site(&self) -> u32 {
-        if self.in_call.load(Ordering::Relaxed) {
-            self.site.load(Ordering::Relaxed)
-        } else {
-            0
-        }
+    pub fn current(&self) -> *mut CallCtx {
+        self.ctx.load(Ordering::Relaxed)
     }
 
     #[inline(always)]
@@ -105,86 +103,10 @@ impl ThreadState {
         true
     }
 
-    /// Whether the `ffi_call` starting now is timed: the Python-level call decided, or, for calls
-    /// that do not come through a wrapper, the sampling decides here.
+    /// Whether an `ffi_call` that does not come through a wrapper is timed.
     #[inline(always)]
-    pub fn should_time(&self) -> bool {
-        if self.in_call.load(Ordering::Relaxed) {
-            self.timed.load(Ordering::Relaxed)
-        } else {
-            self.sample(&self.countdown, TIMING_EVERY.load(Ordering::Relaxed))
-        }
-    }
-
-    /// The current call paid a one-off cost (first sighting): leave its times out.
-    #[inline(always)]
-    pub fn untime(&self) {
-        self.timed.store(false, Ordering::Relaxed);
-    }
-
-    /// Called by the `ffi_call` hook after the native call (t0/t1 = 0 when untimed).
-    #[inline(always)]
-    pub fn native_done(&self, stats: &CallStats, t0: u64, t1: u64) {
-        if self.in_call.load(Ordering::Relaxed) {
-            self.stats
-                .store(stats as *const _ as *mut _, Ordering::Relaxed);
-            self.t1.store(t0, Ordering::Relaxed);
-            self.t2.store(t1, Ordering::Relaxed);
-            self.awaiting_gil.store(true, Ordering::Relaxed);
-        }
-    }
-
-    /// Bytes that pointer arguments of the current Python call refer to, for the C arguments
-    /// whose libffi type is a pointer (`is_pointer(i)`).
-    #[inline(always)]
-    pub fn buffer_bytes(&self, nargs: usize, is_pointer: impl Fn(usize) -> bool) -> u64 {
-        if !self.in_call.load(Ordering::Relaxed) {
-            return 0;
-        }
-        let n = (self.nargs.load(Ordering::Relaxed) as usize).min(nargs);
-        (0..n)
-            .filter(|&i| is_pointer(i))
-            .map(|i| self.arg_bytes[i].load(Ordering::Relaxed))
-            .sum()
-    }
-
-    /// Called by the `PyEval_RestoreThread` hook once the GIL is back.
-    #[inline(always)]
-    pub fn gil_acquired(&self) {
-        if self.awaiting_gil.load(Ordering::Relaxed) {
-            self.awaiting_gil.store(false, Ordering::Relaxed);
-            if self.timed.load(Ordering::Relaxed) {
-                self.tg.store(clock::now(), Ordering::Relaxed);
-            }
-        }
-    }
-
-    fn save(&self) -> Saved {
-        Saved {
-            site: self.site.load(Ordering::Relaxed),
-            stack: self.stack.load(Ordering::Relaxed),
-            in_call: self.in_call.load(Ordering::Relaxed),
-            timed: self.timed.load(Ordering::Relaxed),
-            awaiting_gil: self.awaiting_gil.load(Ordering::Relaxed),
-            stats: self.stats.load(Ordering::Relaxed),
-            t1: self.t1.load(Ordering::Relaxed),
-            t2: self.t2.load(Ordering::Relaxed),
-            tg: self.tg.load(Ordering::Relaxed),
-            nargs: self.nargs.load(Ordering::Relaxed),
-        }
-    }
-
-    fn restore(&self, s: &Saved) {
-        self.site.store(s.site, Ordering::Relaxed);
-        self.stack.store(s.stack, Ordering::Relaxed);
-        self.in_call.store(s.in_call, Ordering::Relaxed);
-        self.timed.store(s.timed, Ordering::Relaxed);
-        self.awaiting_gil.store(s.awaiting_gil, Ordering::Relaxed);
-        self.stats.store(s.stats, Ordering::Relaxed);
-        self.t1.store(s.t1, Ordering::Relaxed);
-        self.t2.store(s.t2, Ordering::Relaxed);
-        self.tg.store(s.tg, Ordering::Relaxed);
-        self.nargs.store(s.nargs, Ordering::Relaxed);
+    pub fn sample_timing(&self) -> bool {
+        self.sample(&self.countdown, TIMING_EVERY.load(Ordering::Relaxed))
     }
 
     fn remember_construction(&self, obj: usize, ticks: u64, bytes: u64) {
@@ -208,6 +130,49 @@ impl ThreadState {
                     r.bytes.load(Ordering::Relaxed),
                 )
             })
+    }
+}
+
+impl CallCtx {
+    /// The call paid a one-off cost (a first sighting): leave its times out.
+    #[inline(always)]
+    pub fn untime(&mut self) {
+        self.timed = false;
+    }
+
+    /// What the `ffi_call` hook saw: the statistics it recorded into and, when timed, the native
+    /// interval.
+    #[inline(always)]
+    pub fn native_done(&mut self, stats: &CallStats, t1: u64, t2: u64) {
+        self.stats = stats;
+        if self.timed {
+            self.t1 = t1;
+            self.t2 = t2;
+            self.awaiting_gil = true;
+            AWAITING_GIL.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Bytes the pointer arguments refer to, for the C arguments whose libffi type is a pointer.
+    #[inline(always)]
+    pub fn buffer_bytes(&self, nargs: usize, is_pointer: impl Fn(usize) -> bool) -> u64 {
+        if !self.any_buffer {
+            return 0;
+        }
+        let n = (self.nargs as usize).min(nargs);
+        // SAFETY: slots below self.nargs were all written by the wrapper.
+        (0..n)
+            .filter(|&i| is_pointer(i))
+            .map(|i| unsafe { self.arg_bytes[i].assume_init() })
+            .sum()
+    }
+
+    fn gil_back(&mut self) {
+        if self.awaiting_gil {
+            self.awaiting_gil = false;
+            AWAITING_GIL.fetch_sub(1, Ordering::Relaxed);
+            self.tg = clock::now();
+        }
     }
 }
 
@@ -292,10 +257,20 @@ unsafe fn wrapped_call(
         return unsafe { orig(callable, args, kwargs) };
     };
     let st = &rec.python;
-    let saved = st.save();
     // SAFETY: tp_call runs with the GIL held on a Python thread.
     let site = unsafe { frames::current_site(api, callable as usize) };
-    let timed = st.sample(&st.countdown, TIMING_EVERY.load(Ordering::Relaxed));
+    let mut ctx = CallCtx {
+        site,
+        timed: st.sample(&st.countdown, TIMING_EVERY.load(Ordering::Relaxed)),
+        awaiting_gil: false,
+        any_buffer: false,
+        stats: std::ptr::null(),
+        t1: 0,
+        t2: 0,
+        tg: 0,
+        nargs: 0,
+        arg_bytes: [MaybeUninit::uninit(); ARG_SLOTS],
+    };
     let stack = if st.sample(&st.stack_countdown, STACK_EVERY.load(Ordering::Relaxed)) {
         // SAFETY: as above.
         unsafe { frames::current_stack(api) + 1 }
@@ -304,47 +279,47 @@ unsafe fn wrapped_call(
     };
     // Argument bytes and fresh constructions (GIL held, before the call releases it).
     let mut construction = (0u64, 0u64, false);
-    let mut nargs = 0u32;
     if !args.is_null() {
         // SAFETY: args is the call's tuple: ob_size items from TUPLE_ITEMS.
         unsafe {
             let n = api::word(args as usize, api::OB_SIZE).min(ARG_SLOTS);
             for i in 0..n {
                 let item = api::word(args as usize, api::TUPLE_ITEMS + 8 * i);
-                let b = if family_ctypes
-                    || api::type_of(item) == api.bytes_type
-                    || api::type_of(item) == api.bytearray_type
-                {
+                let ty = api::type_of(item);
+                let b = if ty == api.float_type || ty == api.long_type || item == api.none {
+                    0
+                } else if family_ctypes || ty == api.bytes_type || ty == api.bytearray_type {
                     referred_bytes(api, st, item, &mut construction)
                 } else {
                     0
                 };
-                st.arg_bytes[i].store(b, Ordering::Relaxed);
+                ctx.arg_bytes[i] = MaybeUninit::new(b);
+                ctx.any_buffer |= b != 0;
             }
-            nargs = n as u32;
+            ctx.nargs = n as u32;
         }
     }
-    st.site.store(site, Ordering::Relaxed);
-    st.stack.store(stack, Ordering::Relaxed);
-    st.timed.store(timed, Ordering::Relaxed);
-    st.in_call.store(true, Ordering::Relaxed);
-    st.awaiting_gil.store(false, Ordering::Relaxed);
-    st.stats.store(std::ptr::null_mut(), Ordering::Relaxed);
-    st.tg.store(0, Ordering::Relaxed);
-    st.nargs.store(nargs, Ordering::Relaxed);
-    let t0 = if timed { clock::now() } else { 0 };
+    // A load and a store, not a swap: only this thread writes its ctx, and an xchg would be a
+    // locked instruction on every call.
+    let outer = st.ctx.load(Ordering::Relaxed);
+    st.ctx.store(&mut ctx, Ordering::Relaxed);
+    let t0 = if ctx.timed { clock::now() } else { 0 };
     // SAFETY: the original call, unchanged.
     let result = unsafe { orig(callable, args, kwargs) };
-    let t3 = if timed { clock::now() } else { 0 };
+    let t3 = if ctx.timed { clock::now() } else { 0 };
+    st.ctx.store(outer, Ordering::Relaxed);
+    if ctx.awaiting_gil {
+        // The GIL was never given up (PyDLL, an error before the call): nothing to wait for.
+        ctx.awaiting_gil = false;
+        AWAITING_GIL.fetch_sub(1, Ordering::Relaxed);
+    }
     // SAFETY: set by the ffi_call hook to a leaked CallStats of this thread, or null.
-    if let Some(stats) = unsafe { st.stats.load(Ordering::Relaxed).as_ref() } {
+    if let Some(stats) = unsafe { ctx.stats.as_ref() } {
         stats.python_calls.add(1);
-        if st.timed.load(Ordering::Relaxed) {
-            let t1 = st.t1.load(Ordering::Relaxed);
-            let t2 = st.t2.load(Ordering::Relaxed);
-            let tg = st.tg.load(Ordering::Relaxed).max(t2);
-            add_span(&stats.marshal_in_ticks, t0, t1);
-            add_span(&stats.gil_ticks, t2, tg);
+        if ctx.timed {
+            let tg = ctx.tg.max(ctx.t2);
+            add_span(&stats.marshal_in_ticks, t0, ctx.t1);
+            add_span(&stats.gil_ticks, ctx.t2, tg);
             add_span(&stats.marshal_out_ticks, tg, t3);
         }
         if construction.2 {
@@ -365,7 +340,6 @@ unsafe fn wrapped_call(
             stats.note_stack(stack - 1);
         }
     }
-    st.restore(&saved);
     result
 }
 
@@ -451,7 +425,13 @@ pub unsafe extern "C" fn restore_thread(tstate: *mut std::ffi::c_void) {
             std::mem::transmute(ORIG_RESTORE_THREAD.load(Ordering::Relaxed));
         f(tstate);
     }
+    if AWAITING_GIL.load(Ordering::Relaxed) == 0 {
+        return;
+    }
     if let Some(rec) = crate::agent::recorder_if_active() {
-        rec.python.gil_acquired();
+        // SAFETY: a non-null ctx is the live CallCtx of this thread's innermost wrapper.
+        if let Some(ctx) = unsafe { rec.python.current().as_mut() } {
+            ctx.gil_back();
+        }
     }
 }

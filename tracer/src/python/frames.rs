@@ -126,6 +126,9 @@ unsafe fn intern(api: &Api, code: usize, ip: usize, callable: usize) -> u32 {
             // SAFETY: per the contract.
             let info = unsafe { describe(api, code, ip, callable) };
             let mut d = DESCRIPTIONS.lock();
+            if d.len() >= 0xffff {
+                return 0; // ids must fit the 16 bits statistics keys give them
+            }
             d.push(info.clone());
             let id = d.len() as u32;
             drop(d);
@@ -229,15 +232,24 @@ unsafe fn undeclared(api: &Api, callable: usize) -> (bool, bool) {
 /// GIL held, on a thread with a Python thread state; `callable` live.
 #[inline(always)]
 pub unsafe fn current_site(api: &Api, callable: usize) -> u32 {
-    // SAFETY: per the contract.
+    // SAFETY: per the contract. The innermost frame of a thread calling a foreign function
+    // from Python is that Python function's own, running frame: complete and owned by the
+    // thread, so the checks `position` makes for frames up the stack are not needed here.
     unsafe {
         let Some(frame) = current_frame(api) else {
             return 0;
         };
-        match position(api, frame) {
-            Some((code, ip)) => intern(api, code, ip, callable),
-            None => 0,
+        let l = &api.layout;
+        let code = api::word(frame, l.f_code);
+        if code == 0 {
+            return 0;
         }
+        let ip = if l.f_owner.is_some() {
+            api::word(frame, l.f_ip)
+        } else {
+            *((frame + l.f_ip) as *const i32) as usize
+        };
+        intern(api, code, ip, callable)
     }
 }
 

@@ -13,7 +13,7 @@ pub mod slots;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-pub use call::{ThreadState, STACK_EVERY, TIMING_EVERY};
+pub use call::{CallCtx, ThreadState, STACK_EVERY, TIMING_EVERY};
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 

@@ -145,9 +145,11 @@ pub struct ThreadRecorder {
     pub python: crate::python::ThreadState,
 }
 
+/// Unique per (function, site): user-space addresses fit in 47 bits and site ids in 16
+/// (the site table has 65536 slots), so a key match needs no second check.
 #[inline(always)]
 fn stats_key(function: usize, site: u32) -> u64 {
-    (function as u64) ^ ((site as u64) << 48) ^ ((site as u64) >> 16)
+    (function as u64 & ((1 << 48) - 1)) | ((site as u64 & 0xffff) << 48)
 }
 
 #[inline(always)]
@@ -178,13 +180,9 @@ impl ThreadRecorder {
             let slot = &self.slots[i];
             let k = slot.key.load(Ordering::Relaxed);
             if k == key {
-                let p = slot.stats.load(Ordering::Acquire);
-                // SAFETY: a published CallStats is leaked and never freed while the process lives.
-                if let Some(s) = unsafe { p.as_ref() } {
-                    if s.function == function && s.site == site {
-                        return Some(s);
-                    }
-                }
+                // SAFETY: a published CallStats is leaked and never freed while the process lives;
+                // the key is published after the pointer, so a matching key has one.
+                return unsafe { slot.stats.load(Ordering::Acquire).as_ref() };
             } else if k == 0 {
                 let s = Box::leak(CallStats::new(function, site, excluded(function)));
                 slot.stats.store(s, Ordering::Release);
@@ -243,7 +241,20 @@ fn thread_pointer() -> usize {
 #[inline(always)]
 pub fn current() -> Option<&'static ThreadRecorder> {
     let key = thread_pointer();
-    let mut i = mix(key as u64) & (THREAD_SLOTS - 1);
+    let i = mix(key as u64) & (THREAD_SLOTS - 1);
+    let slot = &THREADS[i];
+    if slot.key.load(Ordering::Acquire) == key {
+        // SAFETY: recorders are leaked, never freed; null only during the owner's own claim.
+        return unsafe { slot.recorder.load(Ordering::Acquire).as_ref() };
+    }
+    current_slow(key, i)
+}
+
+/// A thread's first call, or a collision in the table.
+#[cold]
+#[inline(never)]
+fn current_slow(key: usize, start: usize) -> Option<&'static ThreadRecorder> {
+    let mut i = start;
     for _ in 0..THREAD_SLOTS {
         let slot = &THREADS[i];
         let k = slot.key.load(Ordering::Acquire);
