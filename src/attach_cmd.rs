@@ -35,6 +35,9 @@ pub struct AttachArgs {
     /// Record only libraries whose path or file name matches (substring, or glob); repeatable.
     #[arg(long = "lib", value_name = "PATTERN")]
     pub libs: Vec<String>,
+    /// Time one call in N (counts and bytes stay exact). Default: as `ffiprof run`.
+    #[arg(long, value_name = "N")]
+    pub timing_sample: Option<u32>,
     /// Functions shown in the summary.
     #[arg(long, default_value_t = 20)]
     pub top: usize,
@@ -93,7 +96,7 @@ pub fn attach(args: AttachArgs) -> Result<ExitCode> {
         cli_pid: Some(std::process::id()),
         libs: args.libs.clone(),
         interval: Duration::from_secs(1),
-        timing_sample_every: 1,
+        timing_sample_every: args.timing_sample.map_or(0, |n| n.max(1)),
     };
     let mut opts = InjectOptions {
         method: args.method,

@@ -28,6 +28,8 @@ pub struct AttachConfig {
     pub cli_pid: Option<u32>,
     pub libs: Vec<String>,
     pub interval: Duration,
+    /// Time one call in N; 0 = the agent's default (as in `run`: every call with the ffi_call
+    /// layer alone, a sample with the Python layer).
     pub timing_sample_every: u32,
 }
 
@@ -58,7 +60,7 @@ impl AttachConfig {
             cli_pid: None,
             libs: Vec::new(),
             interval: Duration::from_secs(1),
-            timing_sample_every: 1,
+            timing_sample_every: 0,
         };
         let secs = |v: &str| {
             v.parse::<f64>()
@@ -76,7 +78,7 @@ impl AttachConfig {
                 "cli_pid" => cfg.cli_pid = value.parse().ok(),
                 "lib" => cfg.libs.push(value.to_owned()),
                 "interval" => cfg.interval = secs(value).unwrap_or(cfg.interval),
-                "timing" => cfg.timing_sample_every = value.parse().unwrap_or(1).max(1),
+                "timing" => cfg.timing_sample_every = value.parse().unwrap_or(0),
                 _ => {} // newer CLI, older agent: ignore what we do not know
             }
         }

@@ -285,3 +285,50 @@ pub fn install_signal_handlers() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count() -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("comm")).ok())
+            .filter(|c| c.starts_with("ffiprof-snap"))
+            .count()
+    }
+
+    /// Snapshotter threads alive, waiting a moment for a new one to name itself.
+    fn snapshot_threads() -> usize {
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while count() == 0
+            && RUNNING_PID.load(Ordering::Acquire) != 0
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        count()
+    }
+
+    #[test]
+    fn snapshotter_stops_stays_off_and_starts_again_after_reset() {
+        let period = Duration::from_millis(5);
+        start(period);
+        assert_eq!(snapshot_threads(), 1);
+        stop();
+        assert_eq!(snapshot_threads(), 0, "stop joins the thread");
+        start(period);
+        assert_eq!(
+            snapshot_threads(),
+            0,
+            "a late start after stop does nothing"
+        );
+        reset();
+        start(period);
+        assert_eq!(snapshot_threads(), 1);
+        stop();
+        assert_eq!(snapshot_threads(), 0);
+        assert!(WAKE_FD.load(Ordering::Acquire) >= 0, "the pipes stay open");
+    }
+}
