@@ -315,7 +315,7 @@ pub fn fill_meta(
         (since, until) if since != 0 && until >= since => until - since,
         _ => cal.elapsed_ns,
     };
-    m.probe_overhead_ns = cal.probe_ns();
+    m.probe_overhead_ns = cal.native_floor_ns();
     m.clock = clock::clock_name().to_string();
     m.mode = cfg.mode.to_string();
     m.write_reason = reason.to_string();

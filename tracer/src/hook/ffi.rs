@@ -36,17 +36,74 @@ type FfiCallFn = unsafe extern "C" fn(*mut FfiCif, *const c_void, *mut c_void, *
 
 const SLOTS: usize = 8;
 static REAL: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
+/// `ffi_prep_cif` of the same libffi copy, for measuring libffi's own call overhead.
+static PREP: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
 
-/// The trampoline for `real` (an `ffi_call` of one libffi copy), allocating a slot on first use.
-pub fn trampoline_for(real: usize) -> Option<usize> {
+/// The trampoline for `real` (an `ffi_call` of one libffi copy, whose `ffi_prep_cif` is
+/// `prep`), allocating a slot on first use.
+pub fn trampoline_for(real: usize, prep: Option<usize>) -> Option<usize> {
     for (i, slot) in REAL.iter().enumerate() {
         match slot.compare_exchange(0, real, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => return Some(TRAMPOLINES[i] as *const () as usize),
+            Ok(_) => {
+                PREP[i].store(prep.unwrap_or(0), Ordering::Release);
+                return Some(TRAMPOLINES[i] as *const () as usize);
+            }
             Err(existing) if existing == real => return Some(TRAMPOLINES[i] as *const () as usize),
             Err(_) => continue,
         }
     }
     None
+}
+
+extern "C" fn empty_target() {}
+
+type PrepCifFn =
+    unsafe extern "C" fn(*mut FfiCif, i32, u32, *mut FfiType, *mut *mut FfiType) -> i32;
+/// `FFI_UNIX64`, libffi's default ABI on x86-64 System V.
+const FFI_UNIX64: i32 = 2;
+
+/// The median of what a timed native interval measures around an empty C function called
+/// through the first libffi copy seen: the probe's clock reads plus libffi's own call sequence.
+/// 0 when no libffi is known yet.
+pub fn native_floor_ticks() -> u64 {
+    let (real, prep) = (
+        REAL[0].load(Ordering::Acquire),
+        PREP[0].load(Ordering::Acquire),
+    );
+    if real == 0 || prep == 0 {
+        return 0;
+    }
+    let mut void = FfiType {
+        size: 1,
+        alignment: 1,
+        type_: FFI_TYPE_VOID,
+        elements: std::ptr::null_mut(),
+    };
+    // SAFETY: a zeroed cif is what ffi_prep_cif expects to fill; `real`/`prep` are libffi's
+    // ffi_call and ffi_prep_cif of one copy; the cif describes `void f(void)`, which is exactly
+    // `empty_target`'s signature, and rvalue has room for any return register.
+    unsafe {
+        let mut cif: FfiCif = std::mem::zeroed();
+        let prep: PrepCifFn = std::mem::transmute::<usize, PrepCifFn>(prep);
+        if prep(&mut cif, FFI_UNIX64, 0, &mut void, std::ptr::null_mut()) != 0 {
+            return 0;
+        }
+        let real: FfiCallFn = std::mem::transmute::<usize, FfiCallFn>(real);
+        let mut ret = [0u64; 2];
+        let mut samples = [0u64; 1001];
+        for s in samples.iter_mut() {
+            let t0 = clock::now();
+            real(
+                &mut cif,
+                empty_target as *const c_void,
+                ret.as_mut_ptr().cast(),
+                std::ptr::null_mut(),
+            );
+            *s = clock::now().wrapping_sub(t0);
+        }
+        samples.sort_unstable();
+        samples[samples.len() / 2]
+    }
 }
 
 /// Whether `addr` is one of our trampolines (a GOT entry that already points at us).

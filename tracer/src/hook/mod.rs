@@ -132,7 +132,7 @@ fn scan(state: &mut Installed) {
                     Some(real) if ffi::is_trampoline(real) => {
                         Err("resolves to the agent itself".to_string())
                     }
-                    Some(real) => ffi::trampoline_for(real)
+                    Some(real) => ffi::trampoline_for(real, m.resolve("ffi_prep_cif"))
                         .ok_or_else(|| "too many libffi copies".to_string()),
                     None => Err(format!("cannot resolve {symbol} for this module")),
                 },

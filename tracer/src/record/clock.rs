@@ -76,6 +76,9 @@ pub struct Calibration {
     pub ns_per_tick: f64,
     /// Ticks a back-to-back pair of clock reads measures: what every timed interval over-counts.
     pub probe_ticks: u64,
+    /// Ticks a native interval measures around an empty C function called through libffi: the
+    /// probe plus libffi's own call sequence, which is not time inside the C function.
+    pub native_floor_ticks: u64,
     pub start_unix_ns: u64,
     pub elapsed_ns: u64,
 }
@@ -87,6 +90,10 @@ impl Calibration {
 
     pub fn probe_ns(&self) -> u64 {
         self.ns(self.probe_ticks)
+    }
+
+    pub fn native_floor_ns(&self) -> u64 {
+        self.ns(self.native_floor_ticks.max(self.probe_ticks))
     }
 }
 
@@ -110,9 +117,17 @@ pub fn calibrate() -> Calibration {
     Calibration {
         ns_per_tick,
         probe_ticks: probe_ticks(),
+        native_floor_ticks: native_floor_ticks(),
         start_unix_ns: START_UNIX_NS.load(Ordering::Relaxed),
         elapsed_ns,
     }
+}
+
+static NATIVE_FLOOR: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// Measured once per process (the first snapshot), so every snapshot subtracts the same floor.
+fn native_floor_ticks() -> u64 {
+    *NATIVE_FLOOR.get_or_init(crate::hook::ffi::native_floor_ticks)
 }
 
 /// Median of back-to-back clock reads: the part of a measured interval that is the probe itself.

@@ -86,9 +86,12 @@ fn scale(t: &Totals, cal: &Calibration) -> Scaled {
         let ns = cal.ns(ticks) as f64 - probe * intervals as f64;
         (ns.max(0.0) * factor).round() as u64
     };
+    let floor = cal.native_floor_ns() as f64;
+    let native =
+        ((cal.ns(t.native_ticks) as f64 - floor * t.timed as f64).max(0.0) * factor).round() as u64;
     let py_timed = if t.python_calls == 0 { 0 } else { t.timed };
     Scaled {
-        native: f(t.native_ticks, t.timed),
+        native,
         marshal_in: f(t.marshal_in_ticks, py_timed),
         marshal_out: f(t.marshal_out_ticks, py_timed),
         gil: f(t.gil_ticks, 0),
@@ -98,10 +101,10 @@ fn scale(t: &Totals, cal: &Calibration) -> Scaled {
 
 fn histogram(buckets: &[u64], cal: &Calibration) -> Histogram {
     let mut h = Histogram::new();
-    let probe = cal.probe_ns();
+    let floor = cal.native_floor_ns();
     for (i, &count) in buckets.iter().enumerate() {
         if count > 0 {
-            h.record_n(cal.ns(bucket_value(i)).saturating_sub(probe), count);
+            h.record_n(cal.ns(bucket_value(i)).saturating_sub(floor), count);
         }
     }
     h
