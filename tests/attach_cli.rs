@@ -536,3 +536,55 @@ fn pyenv(version: &str) -> Option<PathBuf> {
     found.sort();
     found.pop()
 }
+
+/// A process `ffiprof run` preloaded the agent into is already recording: attach says so and
+/// leaves it alone, and the run's own profile is complete at exit.
+#[test]
+fn attach_to_a_process_under_ffiprof_run_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let stop_file = dir.path().join("stop");
+    let run_out = dir.path().join("run.json");
+    let mut run = ffiprof()
+        .args(["run", "-q", "-o"])
+        .arg(&run_out)
+        .arg("--")
+        .arg(&pythons()[0])
+        .arg(script())
+        .args(["busy", stop_file.to_str().unwrap(), FIXTURE])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut stdout = BufReader::new(run.stdout.take().unwrap());
+    let run = Kill(&mut run);
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let children =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", run.0.id())).unwrap();
+    let python: i32 = children
+        .split_whitespace()
+        .next()
+        .expect("ffiprof run has a child")
+        .parse()
+        .unwrap();
+    let res = attach(python, "0.5", &dir.path().join("a.json"));
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert!(!res.status.success());
+    assert!(
+        stderr.contains("already being profiled by `ffiprof run`"),
+        "{stderr}"
+    );
+    std::fs::write(&stop_file, b"").unwrap();
+    let rest: Vec<String> = stdout.lines().map_while(Result::ok).collect();
+    let done = rest.iter().find(|l| l.starts_with("done ")).expect("done");
+    assert!(done.ends_with(" - intact"), "{done}");
+    assert!(run.0.wait().unwrap().success());
+    assert!(fixture_calls(&run_out).0 > 0);
+}
