@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
-use ffiprof_analyzer::{summarize, text, SortKey, SummaryOptions};
+use ffiprof_analyzer::{text, SortKey, SummaryOptions};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Format {
@@ -72,9 +72,20 @@ pub fn options(top: Option<usize>, sort: Sort) -> SummaryOptions {
     }
 }
 
+/// The whole report: statistics and recommendations, with the target libraries' exported
+/// symbols read from disk so batch advice can name a bulk sibling (`f_many`, `f_array`, ...).
+pub fn full_report(
+    profile: &ffiprof_profile::Profile,
+    top: Option<usize>,
+    sort: Sort,
+) -> ffiprof_analyzer::Report {
+    let advice = ffiprof_analyzer::AdviceOptions::default().with_exports_from_disk(profile);
+    ffiprof_analyzer::analyze(profile, &options(top, sort), &advice)
+}
+
 pub fn report(args: ReportArgs) -> Result<()> {
     let profile = load(&args.file)?;
-    let report = summarize(&profile, &options(args.top, args.sort));
+    let report = full_report(&profile, args.top, args.sort);
     if let Some(html) = &args.html {
         return crate::export_cmd::write_html(&profile, &report, args.weight.into(), html);
     }

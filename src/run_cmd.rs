@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use ffiprof_analyzer::{summarize, text};
+use ffiprof_analyzer::text;
 use ffiprof_tracer::config as agent_env;
 
 #[derive(Args)]
@@ -33,6 +33,9 @@ pub struct RunArgs {
     /// Print no summary.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Also write the self-contained HTML report (flamegraph, tables, recommendations) here.
+    #[arg(long, value_name = "OUT.html")]
+    pub html: Option<PathBuf>,
     /// The program and its arguments.
     #[arg(
         required = true,
@@ -130,9 +133,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     ffiprof_tracer::launch::supervise(child.id());
     let status = child.wait().context("waiting for the traced program")?;
 
-    if !args.quiet {
-        summarize_run(&output, started, args.top);
-    }
+    summarize_run(&output, started, args.top, args.quiet, args.html.as_deref());
     use std::os::unix::process::ExitStatusExt;
     if let Some(sig) = status.signal() {
         ffiprof_tracer::launch::die_by_signal(sig);
@@ -140,12 +141,27 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::from(status.code().unwrap_or(1) as u8))
 }
 
-fn summarize_run(output: &Path, started: SystemTime, top: usize) {
+fn summarize_run(output: &Path, started: SystemTime, top: usize, quiet: bool, html: Option<&Path>) {
     match ffiprof_profile::read_file(output) {
         Ok(profile) => {
-            let options = crate::report_cmd::options(Some(top), crate::report_cmd::Sort::Total);
-            eprint!("\n{}", text::render(&summarize(&profile, &options)));
-            eprintln!("\nprofile: {}", output.display());
+            if !quiet {
+                let report = crate::report_cmd::full_report(
+                    &profile,
+                    Some(top),
+                    crate::report_cmd::Sort::Total,
+                );
+                eprint!("\n{}", text::render(&report));
+                eprintln!("\nprofile: {}", output.display());
+            }
+            if let Some(path) = html {
+                let report =
+                    crate::report_cmd::full_report(&profile, None, crate::report_cmd::Sort::Total);
+                if let Err(e) =
+                    crate::export_cmd::write_html(&profile, &report, Default::default(), path)
+                {
+                    eprintln!("ffiprof: {e:#}");
+                }
+            }
         }
         Err(ffiprof_profile::ProfileError::Read { .. }) => {
             eprintln!(
