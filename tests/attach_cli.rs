@@ -300,17 +300,20 @@ fn attach_records_the_window_and_detaches() {
 
 #[test]
 fn attach_to_each_kind_of_target() {
+    // Twice each: the second session starts from a clean agent left by the first.
     for mode in ["sleep", "threads", "alloc", "ccall"] {
         for python in pythons() {
             let target = Target::spawn(&python, mode);
             let dir = tempfile::tempdir().unwrap();
-            let out = dir.path().join("p.json");
-            let res = attach(target.pid(), "1", &out);
-            let stderr = String::from_utf8_lossy(&res.stderr);
-            assert!(res.status.success(), "{mode}: {stderr}");
-            let (calls, _, _) = fixture_calls(&out);
-            eprintln!("{mode} {}: {calls} calls recorded", python.display());
-            assert!(calls > 0, "{mode}: no call recorded\n{stderr}");
+            for i in 0..2 {
+                let out = dir.path().join(format!("p{i}.json"));
+                let res = attach(target.pid(), "1", &out);
+                let stderr = String::from_utf8_lossy(&res.stderr);
+                assert!(res.status.success(), "{mode} #{i}: {stderr}");
+                let (calls, _, _) = fixture_calls(&out);
+                eprintln!("{mode} {} #{i}: {calls} calls recorded", python.display());
+                assert!(calls > 0, "{mode} #{i}: no call recorded\n{stderr}");
+            }
             target.finish();
         }
     }
