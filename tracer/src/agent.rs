@@ -32,6 +32,8 @@ static PYTHON_ERROR: Mutex<Option<String>> = Mutex::new(None);
 /// the window actually recorded, not the time until the final profile was built.
 static RECORDING_SINCE: AtomicU64 = AtomicU64::new(0);
 static RECORDING_UNTIL: AtomicU64 = AtomicU64::new(0);
+/// The current configuration's mode is `attach` (readable without a lock, e.g. after fork).
+static CONFIG_MODE_ATTACH: AtomicBool = AtomicBool::new(false);
 
 /// This thread's recorder when the agent is recording and not already inside itself.
 #[inline(always)]
@@ -152,7 +154,24 @@ pub fn start_attached(cfg: Config) -> Started {
     *PYTHON_ERROR.lock() = None;
     hook::forget_statuses();
     RECORDING_UNTIL.store(0, Ordering::Release);
+    if !ATTACH_FORK_HANDLER.swap(true, Ordering::AcqRel) {
+        // SAFETY: registering a plain extern "C" function that only stores an atomic.
+        unsafe { libc::pthread_atfork(None, None, Some(attach_fork_child)) };
+    }
     start_with(cfg, false, true)
+}
+
+/// Set once the attach fork handler is registered (handlers cannot be removed; it checks mode).
+static ATTACH_FORK_HANDLER: AtomicBool = AtomicBool::new(false);
+
+/// In a child forked while attached: nobody will write its profile (the session's worker and
+/// snapshotter threads stay in the parent), so it records nothing; its hooks pass through.
+extern "C" fn attach_fork_child() {
+    if PID.load(Ordering::Relaxed) != std::process::id()
+        && CONFIG_MODE_ATTACH.load(Ordering::Relaxed)
+    {
+        ACTIVE.store(false, Ordering::Relaxed);
+    }
 }
 
 fn start_with(mut cfg: Config, process_hooks: bool, existing_types: bool) -> Started {
@@ -185,6 +204,7 @@ fn start_with(mut cfg: Config, process_hooks: bool, existing_types: bool) -> Sta
     crate::python::STACK_EVERY.store(cfg.stack_sample_every, Ordering::Relaxed);
     let interval = cfg.interval;
     debug(&format!("recording to {}", cfg.output.display()));
+    CONFIG_MODE_ATTACH.store(cfg.mode == "attach", Ordering::Relaxed);
     *CONFIG.lock() = Some(cfg);
     let mut started = Started::default();
     if python && existing_types {
