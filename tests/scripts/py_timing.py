@@ -1,5 +1,5 @@
 """Calibrated native times: functions that spin 1, 10 and 100 µs, and an empty one. Prints the
-median duration of each spin function as C itself measures it (the truth to compare with).
+median duration of each spin function's calls as the function measured itself (the truth).
 
 Usage: py_timing.py FIXTURE_LIB
 """
@@ -19,6 +19,6 @@ for i in range(100):
     lib.fx_spin_100us()
 for i in range(50000):
     lib.fx_noop()
-lib.fx_spin_truth.argtypes = [ctypes.c_int, ctypes.c_int]
-lib.fx_spin_truth.restype = ctypes.c_uint64
-print(*[lib.fx_spin_truth(which, 301) for which in (1, 10, 100)])
+lib.fx_spin_self_median.argtypes = [ctypes.c_int]
+lib.fx_spin_self_median.restype = ctypes.c_uint64
+print(*[lib.fx_spin_self_median(which) for which in (1, 10, 100)])
