@@ -109,6 +109,9 @@ pub struct SiteSummary {
     pub buffer_bytes: u64,
     pub arg_bytes: u64,
     pub fresh_buffer_calls: u64,
+    /// Python time between consecutive calls of this site (summed over `gap_samples` pairs).
+    pub gap_ns: u64,
+    pub gap_samples: u64,
     /// (stack index, calls) pairs: which whole stacks reached this site.
     pub stacks: Vec<ffiprof_profile::StackSample>,
 }
@@ -134,6 +137,8 @@ fn site_summary(s: &SiteRecord) -> SiteSummary {
         buffer_bytes: s.buffer_bytes,
         arg_bytes: s.arg_bytes,
         fresh_buffer_calls: s.fresh_buffer_calls,
+        gap_ns: s.gap_ns,
+        gap_samples: s.gap_samples,
         stacks: s.stacks.clone(),
     }
 }

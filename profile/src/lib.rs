@@ -196,6 +196,12 @@ pub struct SiteRecord {
     pub arg_bytes: u64,
     #[serde(default)]
     pub fresh_buffer_calls: u64,
+    /// Python time between two consecutive calls of this site on one thread (the loop around
+    /// the call), summed over `gap_samples` measured pairs: `gap_ns / gap_samples` is the mean.
+    #[serde(default)]
+    pub gap_ns: u64,
+    #[serde(default)]
+    pub gap_samples: u64,
     /// Whole stacks seen at this site (sampled per `meta.stack_sample_every`).
     #[serde(default)]
     pub stacks: Vec<StackSample>,

@@ -133,6 +133,8 @@ fn add_site(t: &mut SiteRecord, s: &SiteRecord, stack_map: &[u32]) {
     t.buffer_bytes += s.buffer_bytes;
     t.arg_bytes += s.arg_bytes;
     t.fresh_buffer_calls += s.fresh_buffer_calls;
+    t.gap_ns += s.gap_ns;
+    t.gap_samples += s.gap_samples;
     for st in &s.stacks {
         let stack = stack_map
             .get(st.stack as usize)

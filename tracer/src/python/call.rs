@@ -38,6 +38,11 @@ pub struct ThreadState {
     ctx: AtomicPtr<CallCtx>,
     countdown: AtomicU32,
     stack_countdown: AtomicU32,
+    /// Site of this thread's last Python-level call, and when it returned when the next call
+    /// is one that samples its stack (0 otherwise): the Python time between two calls of one
+    /// site — the loop a batched call would remove — measured on a sample of calls.
+    last_site: AtomicU32,
+    last_leave: AtomicU64,
     rng: AtomicU64,
     recent: [Recent; RECENT],
     recent_next: AtomicU32,
@@ -101,6 +106,13 @@ impl ThreadState {
         let gap = 1 + (self.next_random() % (2 * every as u64 - 1)) as u32;
         counter.store(gap, Ordering::Relaxed);
         true
+    }
+
+    /// Whether the next `sample(&self.stack_countdown, ..)` will say yes.
+    #[inline(always)]
+    fn next_samples_stack(&self) -> bool {
+        let every = STACK_EVERY.load(Ordering::Relaxed);
+        every == 1 || (every > 1 && self.stack_countdown.load(Ordering::Relaxed) <= 1)
     }
 
     /// Whether an `ffi_call` that does not come through a wrapper is timed.
@@ -271,7 +283,12 @@ unsafe fn wrapped_call(
         nargs: 0,
         arg_bytes: [MaybeUninit::uninit(); ARG_SLOTS],
     };
+    let mut gap = 0;
     let stack = if st.sample(&st.stack_countdown, STACK_EVERY.load(Ordering::Relaxed)) {
+        let last = st.last_leave.load(Ordering::Relaxed);
+        if last != 0 && st.last_site.load(Ordering::Relaxed) == site {
+            gap = clock::now().saturating_sub(last);
+        }
         // SAFETY: as above.
         unsafe { frames::current_stack(api) + 1 }
     } else {
@@ -339,7 +356,18 @@ unsafe fn wrapped_call(
         if stack != 0 {
             stats.note_stack(stack - 1);
         }
+        if gap != 0 {
+            stats.gap_ticks.add(gap);
+            stats.gap_samples.add(1);
+        }
     }
+    st.last_site.store(site, Ordering::Relaxed);
+    let leave = if st.next_samples_stack() {
+        clock::now()
+    } else {
+        0
+    };
+    st.last_leave.store(leave, Ordering::Relaxed);
     result
 }
 

@@ -84,6 +84,9 @@ pub struct CallStats {
     pub fresh_buffer_calls: Counter,
     pub undeclared_argtypes: Counter,
     pub undeclared_restype: Counter,
+    /// Python time between consecutive calls of one site on this thread, on sampled calls.
+    pub gap_ticks: Counter,
+    pub gap_samples: Counter,
     /// Sampled whole stacks: (stack id + 1, samples); samples beyond these slots in `stacks_other`.
     pub stacks: [(AtomicU32, Counter); STACK_SLOTS],
     pub stacks_other: Counter,

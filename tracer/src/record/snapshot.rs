@@ -26,6 +26,8 @@ struct Totals {
     fresh_buffer_calls: u64,
     undeclared_argtypes: u64,
     undeclared_restype: u64,
+    gap_ticks: u64,
+    gap_samples: u64,
     hist: Vec<u64>,
     /// Sampled stacks: stack id → samples.
     stacks: HashMap<u32, u64>,
@@ -51,6 +53,8 @@ impl Totals {
         self.fresh_buffer_calls += s.fresh_buffer_calls.get();
         self.undeclared_argtypes += s.undeclared_argtypes.get();
         self.undeclared_restype += s.undeclared_restype.get();
+        self.gap_ticks += s.gap_ticks.get();
+        self.gap_samples += s.gap_samples.get();
         for (id, count) in &s.stacks {
             let v = id.load(std::sync::atomic::Ordering::Relaxed);
             if v != 0 && count.get() > 0 {
@@ -200,6 +204,8 @@ pub fn build(cal: &Calibration) -> Profile {
                 buffer_bytes: st.buffer_bytes,
                 arg_bytes: st.arg_bytes,
                 fresh_buffer_calls: st.fresh_buffer_calls,
+                gap_ns: cal.ns(st.gap_ticks),
+                gap_samples: st.gap_samples,
                 stacks: stack_samples(&st, &ss),
             });
         }
