@@ -169,8 +169,10 @@ fn write_status(session: &Path, st: &AgentStatus) {
 static SESSION_ACTIVE: AtomicBool = AtomicBool::new(false);
 
 /// Entry point for attach, called by the injected source with the rendered [`AttachConfig`].
-/// Installs the hooks here (the caller holds the GIL), starts the worker and returns 0; any
-/// failure is written to the session's status and returned as -1. Never unwinds into C.
+/// Installs the hooks here, on the target's main thread (the injected source calls through
+/// `ctypes.CDLL`, which releases the GIL; the type slots are patched after taking it back with
+/// `PyGILState_Ensure`), starts the worker and returns 0; any failure is written to the
+/// session's status and returned as -1. Never unwinds into C.
 ///
 /// # Safety
 /// `config` must be NULL or a NUL-terminated string valid for the duration of the call.
