@@ -265,6 +265,18 @@ fn follow(
             asked_to_stop = Some(Instant::now());
         }
         if asked_to_stop.is_some_and(|t| t.elapsed() > Duration::from_secs(10)) {
+            if last.state == "written" {
+                // The profile is complete; only the type slots wait, for the GIL.
+                if tty {
+                    eprintln!();
+                }
+                eprintln!(
+                    "ffiprof: PID {pid} has held the GIL for 10 s, so the agent could not yet put back \
+                     the Python type slots it replaced; it will when the GIL is released (until then \
+                     ctypes calls pass through them untraced). Every other hook is restored."
+                );
+                return Ok(last);
+            }
             bail!(
                 "the agent in PID {pid} did not confirm its detach within 10 s (last state: {})",
                 last.state
@@ -294,7 +306,7 @@ fn follow(
 
 /// The profile the agent wrote at detach, or its last periodic snapshot if the target died.
 fn latest_profile(session: &Path, status: &AgentStatus) -> Option<PathBuf> {
-    if status.state == "detached" && !status.detail.is_empty() {
+    if matches!(status.state.as_str(), "detached" | "written") && !status.detail.is_empty() {
         let name = Path::new(&status.detail).file_name()?;
         return Some(session.join(name));
     }

@@ -68,12 +68,17 @@ impl Target {
 
     /// `tick_secs`: how often a busy target reports its count.
     fn spawn_ticking(python: &Path, mode: &str, tick_secs: &str) -> Target {
+        Self::spawn_with_env(python, mode, tick_secs, &[])
+    }
+
+    fn spawn_with_env(python: &Path, mode: &str, tick_secs: &str, env: &[(&str, &Path)]) -> Target {
         let dir = tempfile::tempdir().unwrap();
         let stop_file = dir.path().join("stop");
         let mut child = Command::new(python)
             .arg(script())
             .args([mode, stop_file.to_str().unwrap(), FIXTURE])
             .env("ATTACH_TICK_SECS", tick_secs)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -590,4 +595,69 @@ fn attach_to_a_process_under_ffiprof_run_is_refused() {
     assert!(done.ends_with(" - intact"), "{done}");
     assert!(run.0.wait().unwrap().success());
     assert!(fixture_calls(&run_out).0 > 0);
+}
+
+/// The detach restores the type slots with the GIL held: when the main thread keeps the GIL in a
+/// long C call, the profile is written at once and the detach completes when the GIL comes back.
+#[test]
+fn detach_waits_for_a_main_thread_holding_the_gil() {
+    let dir = tempfile::tempdir().unwrap();
+    let hold_file = dir.path().join("hold");
+    let mut target = Target::spawn_with_env(
+        &pythons()[0],
+        "busy",
+        "0.01",
+        &[("ATTACH_HOLD_FILE", &hold_file)],
+    );
+    target.ticks_past(0);
+    let pid = target.pid();
+    let out = dir.path().join("p.json");
+    let cli = {
+        let out = out.clone();
+        std::thread::spawn(move || {
+            let res = attach(pid, "1", &out);
+            (res, unix_ns_now())
+        })
+    };
+    // Recording once the script sees the slots replaced.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !target.ticks.last().is_some_and(|t| t.patched) {
+        assert!(Instant::now() < deadline, "the agent never started");
+        let last = target.ticks.last().map_or(0, |t| t.ns);
+        target.ticks_past(last);
+    }
+    std::fs::write(&hold_file, "3").unwrap();
+    let stamp = |line: String, word: &str| -> u64 {
+        let ns = line
+            .strip_prefix(word)
+            .unwrap_or_else(|| panic!("expected {word:?}, got {line:?}"));
+        ns.trim().parse().unwrap()
+    };
+    let held = stamp(target.line(), "holding ");
+    let released = stamp(target.line(), "released ");
+    let (res, returned) = cli.join().unwrap();
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert!(res.status.success(), "{stderr}");
+    assert!(!stderr.contains("held the GIL"), "{stderr}");
+    assert!(
+        returned > released,
+        "the detach finished before the GIL came back ({returned} <= {released})"
+    );
+    let (calls, start, dur) = fixture_calls(&out);
+    assert!(calls > 0);
+    assert!(
+        start + dur < released,
+        "the window ended while the GIL was held, so the profile did not wait for it"
+    );
+    eprintln!(
+        "GIL held {:.1} s; the window ended {:.2} s into the hold; detach confirmed {:.0} ms after the GIL came back",
+        (released - held) as f64 / 1e9,
+        (start + dur).saturating_sub(held) as f64 / 1e9,
+        (returned - released) as f64 / 1e6
+    );
+    target.ticks_past(returned + 1_000_000);
+    for t in target.ticks.iter().filter(|t| t.ns > returned + 1_000_000) {
+        assert!(!t.patched, "a tick after detach saw a replaced slot: {t:?}");
+    }
+    target.finish();
 }

@@ -5,7 +5,9 @@ usage: attach_target.py MODE STOP_FILE [LIBRARY]
 With LIBRARY (the C fixture) the calls go to its fx_add_int, else to libc's labs. In busy and
 cffi modes it also prints "tick UNIX_NS CALLS PATCHED" every ATTACH_TICK_SECS (default 0.05), so
 a test can tell how many calls it made in any window; PATCHED is 1 while any of the type slots a
-profiler's Python layer replaces differs from its value at start-up, else 0.
+profiler's Python layer replaces differs from its value at start-up, else 0. When the file named
+by ATTACH_HOLD_FILE appears, a busy target removes it and sleeps as many seconds as it says in a
+C call that keeps the GIL, printing "holding NS" and "released NS" around it.
 
 MODE is busy (main thread calls a C function in a loop), cffi (the same through cffi's ABI mode,
 needs LIBRARY), sleep (mostly time.sleep), ccall (blocked in 2-second C calls), threads (4
@@ -101,9 +103,22 @@ def check_block(n=1000):
     return n
 
 
+hold_file = os.environ.get("ATTACH_HOLD_FILE")
+# usleep called through PyDLL keeps the GIL for the whole sleep (a C extension that never
+# releases it).
+gil_usleep = ctypes.PyDLL(None).usleep
+gil_usleep.argtypes = [ctypes.c_uint]
+
+
 def busy(ticks=False):
     last = time.monotonic()
     while not stopped():
+        if hold_file and os.path.exists(hold_file):
+            secs = float(open(hold_file).read() or "1")
+            os.remove(hold_file)
+            print("holding", time.time_ns(), flush=True)
+            gil_usleep(int(secs * 1e6))
+            print("released", time.time_ns(), flush=True)
         done = check_block()
         with lock:
             calls[0] += done

@@ -248,8 +248,11 @@ pub struct Stopped {
 /// held. The profile is written before the GIL is asked for, so that even an interpreter that
 /// ends this thread (a thread taking the GIL while Python finalizes is made to exit) loses no
 /// data. Calls in flight finish through the hook or wrapper they entered, whose code stays
-/// mapped; they see recording off and pass straight through. Never panics.
-pub fn stop(reason: &'static str) -> Stopped {
+/// mapped; they see recording off and pass straight through. `written` is told where the
+/// profile went as soon as it is written: taking the GIL may wait for as long as the main thread
+/// holds it (a C extension that never releases it), and the data need not wait with it.
+/// Never panics.
+pub fn stop(reason: &'static str, written: impl FnOnce(Option<&std::path::Path>)) -> Stopped {
     let mut stopped = Stopped::default();
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         ACTIVE.store(false, Ordering::Release);
@@ -257,6 +260,7 @@ pub fn stop(reason: &'static str) -> Stopped {
         stopped.got_restored = hook::restore_all();
         writer::stop();
         stopped.profile = writer::write_now(reason, true);
+        written(stopped.profile.as_deref());
         if crate::python::enabled() {
             stopped.slots_restored = crate::python::slots::with_gil(|| {
                 // SAFETY: with_gil holds the GIL while this runs.

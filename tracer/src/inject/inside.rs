@@ -92,7 +92,8 @@ impl AttachConfig {
 /// One report from the agent.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AgentStatus {
-    /// `started`, `recording`, `detached` or `error`.
+    /// `started`, `recording`, `written` (the final profile is written; the type slots are
+    /// restored next, when the GIL can be had), `detached` or `error`.
     pub state: String,
     pub elapsed_ms: u64,
     pub calls: u64,
@@ -253,7 +254,7 @@ fn start(cfg: AttachConfig) -> c_int {
     match spawned {
         Ok(_) => 0,
         Err(e) => {
-            crate::agent::stop("error");
+            crate::agent::stop("error", |_| {});
             SESSION_ACTIVE.store(false, Ordering::Release);
             fail(format!("cannot start the attach thread: {e}"))
         }
@@ -318,7 +319,15 @@ fn worker(cfg: &AttachConfig, began: Instant) {
             Duration::from_millis(20)
         });
     }
-    let stopped = crate::agent::stop("detach");
+    let stopped = crate::agent::stop("detach", |profile| {
+        // The data is safe; the type slots come next, once the GIL can be had.
+        let mut written = status.clone();
+        written.state = "written".into();
+        written.calls = calls_so_far();
+        written.elapsed_ms = began.elapsed().as_millis() as u64;
+        written.detail = profile.map(|p| p.display().to_string()).unwrap_or_default();
+        write_status(&cfg.session, &written);
+    });
     status.state = "detached".into();
     status.calls = calls_so_far();
     status.restored = (stopped.got_restored + stopped.slots_restored) as u64;
