@@ -212,7 +212,10 @@ fn start(cfg: AttachConfig) -> c_int {
         -1
     };
     if SESSION_ACTIVE.swap(true, Ordering::AcqRel) {
-        return fail("another attach session is already recording in this process".into());
+        return fail(
+            "another attach session is still active in this process (recording, or detaching)"
+                .into(),
+        );
     }
     if crate::agent::recording() {
         SESSION_ACTIVE.store(false, Ordering::Release);
