@@ -10,7 +10,7 @@ use std::path::Path;
 
 use common::*;
 use ffiprof_profile::{FunctionRecord, Profile};
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::{Arguments, Failed};
 
 type Case = fn(&Interpreter, &Path) -> Result<(), Failed>;
 
@@ -173,20 +173,6 @@ fn timing_accuracy(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
         assert_eq!(p.meta.timing_sample_every.to_string(), sample);
     }
     Ok(())
-}
-
-fn trial(name: String, f: impl FnOnce() -> Result<(), Failed> + Send + 'static) -> Trial {
-    Trial::test(name, move || {
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-            Ok(r) => r,
-            Err(e) => Err(Failed::from(
-                e.downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "panicked".into()),
-            )),
-        }
-    })
 }
 
 fn main() {

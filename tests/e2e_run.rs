@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::{Arguments, Failed};
 
 type Case = fn(&Interpreter, &Path) -> Result<(), Failed>;
 
@@ -404,20 +404,6 @@ fn report_bad_files() -> Result<(), Failed> {
         }
     }
     Ok(())
-}
-
-fn trial(name: String, f: impl FnOnce() -> Result<(), Failed> + Send + 'static) -> Trial {
-    Trial::test(name, move || {
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-            Ok(r) => r,
-            Err(e) => Err(Failed::from(
-                e.downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "panicked".into()),
-            )),
-        }
-    })
 }
 
 fn main() {

@@ -204,3 +204,20 @@ pub fn calls_by_name(p: &ffiprof_profile::Profile) -> std::collections::BTreeMap
         .map(|f| (f.function.clone(), f.calls))
         .collect()
 }
+
+/// A libtest-mimic trial whose panics (failed assertions) become its failure message.
+pub fn trial(
+    name: String,
+    f: impl FnOnce() -> Result<(), libtest_mimic::Failed> + Send + 'static,
+) -> libtest_mimic::Trial {
+    libtest_mimic::Trial::test(name, move || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|e| {
+            Err(libtest_mimic::Failed::from(
+                e.downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "panicked".into()),
+            ))
+        })
+    })
+}
