@@ -35,7 +35,7 @@ pub fn site(file: &str, line: u32, calls: u64, c: PerCall) -> SiteRecord {
         buffer_bytes: c.buffer_bytes * calls,
         arg_bytes: c.arg_bytes * calls,
         fresh_buffer_calls: if c.fresh { calls } else { 0 },
-        stacks: Vec::new(),
+        ..SiteRecord::default()
     }
 }
 
