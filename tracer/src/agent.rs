@@ -137,9 +137,11 @@ impl Default for Started {
 }
 
 /// Starts a recording session in a process that is already running (attach), after forgetting
-/// whatever an earlier session left: the final-profile flag, every thread's recorder (leaked: a
-/// call that was in flight at the last stop may still write to its old one), dropped-call count,
-/// the function table (a new `--lib` filter, or libraries unloaded since) and hook statuses.
+/// whatever an earlier session left: the final-profile flag, every thread's counts (the
+/// recorders are zeroed and reused; with a different `--lib` filter they are dropped instead,
+/// and leaked, since a call that was in flight at the last stop may still write to its old
+/// one), the dropped-call count, the function table (libraries may have been unloaded since)
+/// and hook statuses.
 /// The types of ctypes and cffi exist already, so the Python layer patches them in place.
 /// Call with recording off; the caller may hold the GIL or not.
 pub fn start_attached(cfg: Config) -> Started {
@@ -149,8 +151,13 @@ pub fn start_attached(cfg: Config) -> Started {
         };
     }
     writer::reset();
-    recorder::forget_all();
+    // Learn every known function's library afresh (one may have been unloaded and another mapped
+    // at its address), under the new filter; then reuse the recorders if the filter agrees.
     *crate::symbols::FUNCTIONS.lock() = None;
+    crate::symbols::set_filter(LibFilter::new(&cfg.libs));
+    if !recorder::clear_all(crate::symbols::classify) {
+        recorder::forget_all();
+    }
     *PYTHON_ERROR.lock() = None;
     hook::forget_statuses();
     RECORDING_UNTIL.store(0, Ordering::Release);

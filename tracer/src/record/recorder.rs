@@ -130,6 +130,67 @@ impl CallStats {
         self.native_ticks.add(ticks);
         self.hist[bucket_of(ticks)].add(1);
     }
+
+    /// Zeroes everything recorded, keeping what the pair is (a new attach session reuses it).
+    /// The pattern names every field, so a field added later must be handled here to compile.
+    fn clear(&self) {
+        let CallStats {
+            function: _,
+            site: _,
+            excluded: _,
+            calls,
+            arg_count,
+            arg_bytes,
+            ret_bytes,
+            buffer_bytes,
+            timed,
+            native_ticks,
+            marshal_in_ticks,
+            marshal_out_ticks,
+            gil_ticks,
+            construction_ticks,
+            construction_bytes,
+            python_calls,
+            fresh_buffer_calls,
+            undeclared_argtypes,
+            undeclared_restype,
+            gap_ticks,
+            gap_samples,
+            stacks,
+            stacks_other,
+            hist,
+        } = self;
+        for c in [
+            calls,
+            arg_bytes,
+            ret_bytes,
+            buffer_bytes,
+            timed,
+            native_ticks,
+            marshal_in_ticks,
+            marshal_out_ticks,
+            gil_ticks,
+            construction_ticks,
+            construction_bytes,
+            python_calls,
+            fresh_buffer_calls,
+            undeclared_argtypes,
+            undeclared_restype,
+            gap_ticks,
+            gap_samples,
+            stacks_other,
+        ] {
+            c.reset();
+        }
+        arg_count.store(0, Ordering::Relaxed);
+        for (id, count) in stacks {
+            id.store(0, Ordering::Relaxed);
+            count.reset();
+        }
+        for c in hist {
+            c.reset();
+        }
+    }
 }
 
 const STATS_SLOTS: usize = 2048;
@@ -296,6 +357,30 @@ pub fn each_thread(mut f: impl FnMut(&ThreadRecorder)) {
     }
 }
 
+/// Zeroes every thread's recorder for a new attach session in the same process, keeping the
+/// recorders and their tables, so memory stays bounded by threads × (function, site) pairs however
+/// many sessions come (forgetting them would leak ~50 KiB per thread and session). Recording must
+/// be off; a call still in flight from the last session may add itself to the new one (at most
+/// one per thread). `excluded_now` says whether a function is excluded under the new session's
+/// filter; if any recorded pair disagrees, nothing is cleared and false is returned (the caller
+/// then forgets the recorders: `excluded` is fixed when a pair is created).
+pub fn clear_all(excluded_now: impl Fn(usize) -> bool) -> bool {
+    let mut same_filter = true;
+    each_thread(|r| {
+        r.each(|s| {
+            if same_filter && excluded_now(s.function) != s.excluded {
+                same_filter = false;
+            }
+        })
+    });
+    if !same_filter {
+        return false;
+    }
+    each_thread(|r| r.each(CallStats::clear));
+    DROPPED.store(0, Ordering::Relaxed);
+    true
+}
+
 /// Forgets every thread (in a forked child: the parent's counts are not the child's). The old
 /// recorders are leaked on purpose; the child is single-threaded here, so nobody is writing them.
 pub fn forget_all() {
@@ -325,6 +410,27 @@ mod tests {
                 "{v} -> {b} -> {mid}"
             );
         }
+    }
+
+    #[test]
+    fn clear_all_zeroes_and_keeps_the_pairs() {
+        let r = current().unwrap();
+        let s = r.stats(0x5151, 3, |_| false).unwrap();
+        s.calls.add(5);
+        s.record_native(200);
+        s.note_stack(4);
+        assert!(!clear_all(|f| f == 0x5151), "a changed filter refuses");
+        assert_eq!(s.calls.get(), 5);
+        assert!(clear_all(|_| false));
+        assert_eq!(s.calls.get(), 0);
+        assert_eq!(s.timed.get(), 0);
+        assert!(s.hist.iter().all(|c| c.get() == 0));
+        assert!(s
+            .stacks
+            .iter()
+            .all(|(id, c)| id.load(Ordering::Relaxed) == 0 && c.get() == 0));
+        let again = r.stats(0x5151, 3, |_| true).unwrap();
+        assert!(std::ptr::eq(s, again), "the pair is reused");
     }
 
     #[test]
