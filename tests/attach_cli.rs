@@ -225,6 +225,10 @@ fn ffiprof() -> Command {
 }
 
 fn attach(pid: i32, secs: &str, out: &Path) -> std::process::Output {
+    attach_with(pid, secs, out, &[])
+}
+
+fn attach_with(pid: i32, secs: &str, out: &Path, extra: &[&str]) -> std::process::Output {
     ffiprof()
         .args([
             "attach",
@@ -235,6 +239,7 @@ fn attach(pid: i32, secs: &str, out: &Path) -> std::process::Output {
             "-o",
         ])
         .arg(out)
+        .args(extra)
         .output()
         .unwrap()
 }
@@ -663,6 +668,40 @@ fn detach_waits_for_a_main_thread_holding_the_gil() {
     target.ticks_past(returned + 1_000_000);
     for t in target.ticks.iter().filter(|t| t.ns > returned + 1_000_000) {
         assert!(!t.patched, "a tick after detach saw a replaced slot: {t:?}");
+    }
+    target.finish();
+}
+
+/// Each session has its own `--lib` filter: one that excludes the fixture records nothing, the
+/// next ones (no filter, then the fixture's) record exactly their windows.
+#[test]
+fn each_session_has_its_own_lib_filter() {
+    let call_line = script_line("return _add(-v, 0)");
+    let mut target = Target::spawn_ticking(&pythons()[0], "busy", "0.01");
+    target.ticks_past(0);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("libc.json");
+    let res = attach_with(target.pid(), "0.3", &out, &["--lib", "libc.so"]);
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert!(res.status.success(), "{stderr}");
+    assert!(stderr.contains("no boundary call was recorded"), "{stderr}");
+    assert!(!out.exists());
+    for (name, filter) in [
+        ("all", None),
+        ("fixture", Some("ffifixture")),
+        ("all2", None),
+    ] {
+        let out = dir.path().join(format!("{name}.json"));
+        let extra: Vec<&str> = filter.iter().flat_map(|f| ["--lib", *f]).collect();
+        let res = attach_with(target.pid(), "0.3", &out, &extra);
+        let returned = unix_ns_now();
+        assert!(
+            res.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&res.stderr)
+        );
+        let (calls, least, most) = check_window(&mut target, &out, call_line, returned);
+        eprintln!("{name}: {calls} calls, the script made {least}..{most}");
     }
     target.finish();
 }
