@@ -468,6 +468,12 @@ fn twenty_attach_detach_cycles_on_one_process() {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
+        let hooks = |i: usize| {
+            ffiprof_profile::read_file(dir.path().join(format!("p{i}.json")))
+                .unwrap()
+                .hooks
+        };
+        assert_eq!(hooks(0), hooks(19), "each session lists its hooks once");
         let rss_after = rss_kib(target.pid());
         eprintln!(
             "{}: 20 cycles, calls per window (profile / script's bracket): {}; RSS {} -> {} -> {} KiB",
