@@ -16,6 +16,11 @@
 //!   costs each time, apart from the C code.
 //! * `native per call` = native / calls.
 //! * `moved bytes` = argument bytes + buffer bytes — the data that crossed.
+//! * `gap per call` ([`Measured::gap_per_call_ns`]) = gap / gap samples: the Python time between two
+//!   consecutive calls of the same site on one thread — the loop around the call, including whatever is
+//!   built for the call (constructions) and whatever else the loop body does. The agent measures it on a
+//!   sample of pairs (the stack-sampled calls); it is unknown for a function without sites, for C callers
+//!   and for profiles written before it existed.
 //! * `marshal cost per byte` ([`marshal_ns_per_byte`]) — the *marginal* marshaling time per byte, over the
 //!   whole profile: the Theil–Sen slope (median of pairwise slopes, robust to a few odd functions) of
 //!   per-call marshal time against per-call moved bytes across every place with Python calls, clamped at 0.
@@ -24,20 +29,46 @@
 //!
 //! # Estimates per kind of advice
 //!
-//! * **batch** — current = marshal-in + marshal-out + GIL wait + native at the place. One call over all
-//!   elements costs one call's overhead + all of today's native time (native work is assumed not to
-//!   shrink, which keeps the estimate conservative: libffi's own per-call cost inside "native" is in fact
-//!   saved too) + moved bytes × marshal cost per byte (the data now travels in one buffer).
-//!   saving = current − batched = (calls − 1) × overhead per call − moved bytes × cost per byte.
+//! * **batch** — today = marshal-in + marshal-out + GIL wait + native at the place, plus the loop:
+//!   (calls − 1) × gap per call (the loop runs between consecutive calls; the code before the first call
+//!   stays). After batching, what is left to do is one call over all elements: one call's overhead, all
+//!   of today's native time (native work is assumed not to shrink, which keeps the estimate conservative:
+//!   libffi's own per-call cost inside "native" is in fact saved too), getting the data into one buffer —
+//!   moved bytes × marshal cost per byte, the measured marginal cost of converting data for a call —
+//!   and the construction of any buffers built per call today (one buffer over all the data is assumed
+//!   to cost what the per-call buffers did, since building is per byte; this construction was inside the
+//!   gap, so it is counted once as removed and once as still done).
+//!   saving = today − batched = (calls − 1) × (overhead per call + gap per call) − moved bytes × cost per
+//!   byte − construction.
+//!   Counting the whole gap as removed assumes the loop does little besides calling: Python work of the
+//!   program's own between calls (computing each element) partly stays after batching, in another form.
+//!   The estimate cannot tell the two apart, so it is `high` confidence only where the gap per call is at
+//!   most `batch_max_gap_ratio` × (overhead + native per call) and was measured on at least
+//!   `min_timed_calls` pairs. When the elements are not in a buffer already (a Python list, values
+//!   computed one by one), filling one costs what the per-byte term charges; putting them in an
+//!   `array.array` from a list is in fact cheaper than converting each as a call argument.
 //!   Advised only where overhead per call ≥ `batch_min_overhead_ratio` × native per call: a function that
 //!   already takes many elements per call spends its time in C and is left alone.
-//!   Not seen by the profile, so not in the estimate: the Python loop around the calls, which batching
-//!   also removes — realized savings are expected to be somewhat larger than estimated.
+//!   Not in the estimate: making the views for the bulk call (`from_buffer`, a few µs in all) and the
+//!   bulk function's own loop, both well under the kept native time.
 //! * **reuse-buffer** and **zero-copy** — saving = construction time at the place × (fresh-buffer calls − 1)
 //!   / calls: every fresh build but one goes away (the reused buffer or the shared view is built once).
 //!   The two differ by what the construction does: converting Python values element by element (per-byte
 //!   construction cost ≥ `zero_copy_min_ns_per_byte`, buffers of at least `zero_copy_min_bytes`) calls for
 //!   sharing memory (zero-copy); building empty or small objects calls for reusing one (reuse-buffer).
+//!   The estimate is a lower bound, and an upper one is given beside it: construction is the time inside
+//!   the ctypes type's constructor (the metaclass call), which is all of the building when it converts
+//!   values (zero-copy) but not all of what a fresh empty buffer costs. Not measured, and so not in the
+//!   estimate: (1) *releasing* each fresh buffer when the next one replaces it (ctypes' `tp_dealloc`: the
+//!   object and its `free`d memory), and (2) the Python around the constructor call: calling the type,
+//!   and for helpers such as `create_string_buffer` the whole Python function (argument checks,
+//!   `sys.audit`, looking up the array type `c_char * n`). On the development machine
+//!   (`scripts/validate-advice`) these made the realized saving about 2 × the constructor's time for
+//!   `(c_double * 512)()` and about 3 × for `create_string_buffer(4096)`. Both lie inside the site's gap, which
+//!   also holds the rest of the loop body: the evidence gives `saving_upper_bound_ns` = (fresh-buffer
+//!   calls − 1) × gap per call — the whole Python time between calls, which is all a change of what
+//!   happens between the calls can remove — so the realized saving lies between the estimate and that
+//!   bound. Measuring (1) and (2) is the agent's part (see its docs).
 //! * **declare-argtypes** — saving = (marshal-in per call − the median marshal-in per call of the profile's
 //!   functions with argtypes declared and the same number of arguments) × undeclared calls, when such
 //!   functions exist; otherwise no time is claimed and the advice stands only on correctness (a function
@@ -53,7 +84,8 @@
 //! # Confidence
 //!
 //! `high`: the figures come from at least `min_timed_calls` timed calls and the change needs no
-//! assumption beyond the model above (e.g. batch with a bulk sibling found and a measured per-byte cost).
+//! assumption beyond the model above (e.g. batch with a bulk sibling found, a measured per-byte cost and
+//! a measured loop that does little besides calling).
 //! `medium`: one assumption is unverified (no bulk sibling known, per-byte cost unknown, a comparison
 //! across different functions). `low`: few timed calls, or a model as crude as gil-contention's.
 
@@ -76,6 +108,10 @@ pub struct Measured {
     pub arg_bytes: u64,
     pub buffer_bytes: u64,
     pub fresh_buffer_calls: u64,
+    /// Python time between consecutive calls of the site on one thread, summed over `gap_samples`
+    /// measured pairs (0 for a whole function: the gap is a property of one site's loop).
+    pub gap_ns: u64,
+    pub gap_samples: u64,
 }
 
 fn timed_or_all(timed: u64, calls: u64) -> u64 {
@@ -100,6 +136,8 @@ impl Measured {
             arg_bytes: s.arg_bytes,
             buffer_bytes: s.buffer_bytes,
             fresh_buffer_calls: s.fresh_buffer_calls,
+            gap_ns: s.gap_ns,
+            gap_samples: s.gap_samples,
         }
     }
 
@@ -116,6 +154,8 @@ impl Measured {
             arg_bytes: f.arg_bytes,
             buffer_bytes: f.buffer_bytes,
             fresh_buffer_calls: f.fresh_buffer_calls,
+            gap_ns: 0,
+            gap_samples: 0,
         }
     }
 
@@ -139,6 +179,12 @@ impl Measured {
 
     pub fn moved_bytes(&self) -> u64 {
         self.arg_bytes + self.buffer_bytes
+    }
+
+    /// The mean Python time between two consecutive calls of the site, or `None` when no pair of
+    /// calls was measured.
+    pub fn gap_per_call_ns(&self) -> Option<f64> {
+        (self.gap_samples > 0).then(|| per(self.gap_ns, self.gap_samples))
     }
 }
 

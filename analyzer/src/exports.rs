@@ -25,6 +25,11 @@ pub enum ExportsError {
         path: PathBuf,
         source: object::Error,
     },
+    #[error(
+        "{path} (the profile's relative library path, resolved against the current directory) does not \
+         export {missing}, which the profile saw in it: not the profiled library"
+    )]
+    NotTheLibrary { path: PathBuf, missing: String },
 }
 
 /// Names of the functions `path` defines and exports (dynamic symbols, global or weak), sorted.
@@ -51,14 +56,57 @@ pub fn exported_functions(path: &Path) -> Result<Vec<String>, ExportsError> {
 
 /// The exports of every library in the profile that can be read here, by library path; the others
 /// are listed with the reason they could not be read.
+///
+/// A library path is what the loader recorded, which for `CDLL("build/libx.so")` is the relative path
+/// as the program gave it: such a path is resolved against the current directory (where `ffiprof run`
+/// started the program), and the file found is used only if it exports every function the profile saw
+/// in that library. Names without a directory (the loader searched for them) are not looked up.
 pub fn exports_of_profile(profile: &Profile) -> (BTreeMap<String, Vec<String>>, Vec<ExportsError>) {
+    let cwd = std::env::current_dir().ok();
+    exports_of_profile_from(profile, cwd.as_deref())
+}
+
+fn exports_of_profile_from(
+    profile: &Profile,
+    cwd: Option<&Path>,
+) -> (BTreeMap<String, Vec<String>>, Vec<ExportsError>) {
     let mut found = BTreeMap::new();
     let mut errors = Vec::new();
     for f in &profile.functions {
-        if found.contains_key(&f.library) || !f.library.starts_with('/') {
+        if found.contains_key(&f.library) {
             continue;
         }
-        match exported_functions(Path::new(&f.library)) {
+        let path = if f.library.starts_with('/') {
+            PathBuf::from(&f.library)
+        } else if f.library.contains('/') && !f.library.starts_with('[') {
+            match cwd {
+                Some(dir) => dir.join(&f.library),
+                None => continue,
+            }
+        } else {
+            continue;
+        };
+        let result = exported_functions(&path).and_then(|names| {
+            if f.library.starts_with('/') {
+                return Ok(names);
+            }
+            let missing: Vec<&str> = profile
+                .functions
+                .iter()
+                .filter(|g| g.library == f.library && !g.function.starts_with("0x"))
+                .map(|g| g.function.as_str())
+                .filter(|name| names.binary_search_by(|n| n.as_str().cmp(name)).is_err())
+                .collect();
+            if missing.is_empty() {
+                Ok(names)
+            } else {
+                Err(ExportsError::NotTheLibrary {
+                    path: path.clone(),
+                    missing: missing.join(", "),
+                })
+            }
+        });
+        match result {
             Ok(names) => {
                 found.insert(f.library.clone(), names);
             }
@@ -127,6 +175,41 @@ mod tests {
         assert!(errors[0].to_string().contains("libgone.so"));
         let o = AdviceOptions::default().with_exports_from_disk(&p);
         assert!(o.exports_of(ffiprof_fixture::LIBRARY).is_some());
+    }
+
+    #[test]
+    fn relative_library_paths_are_resolved_against_the_current_directory() {
+        // `CDLL("dir/libffifixture.so")` run from dir's parent: the profile has the relative path.
+        let lib = Path::new(ffiprof_fixture::LIBRARY);
+        let dir = lib.parent().unwrap();
+        let relative = Path::new(dir.file_name().unwrap()).join(lib.file_name().unwrap());
+        let relative = relative.to_str().unwrap().to_string();
+        let mut p = Profile::new();
+        p.functions
+            .push(FunctionRecord::new(relative.as_str(), "fx_scale"));
+        let (found, errors) = exports_of_profile_from(&p, dir.parent());
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(found[&relative].iter().any(|n| n == "fx_sum"));
+        // Another directory has no such file: skipped with the reason.
+        let (found, errors) = exports_of_profile_from(&p, Some(Path::new("/nonexistent")));
+        assert!(found.is_empty());
+        assert_eq!(errors.len(), 1);
+        // A file at that path that lacks the profiled functions is some other library.
+        p.functions
+            .push(FunctionRecord::new(relative.as_str(), "not_in_the_fixture"));
+        let (found, errors) = exports_of_profile_from(&p, dir.parent());
+        assert!(found.is_empty());
+        assert!(
+            errors[0].to_string().contains("not_in_the_fixture"),
+            "{}",
+            errors[0]
+        );
+        // Bare names (found by the loader's search) and placeholders are not looked up.
+        let mut p = Profile::new();
+        p.functions.push(FunctionRecord::new("libm.so.6", "cos"));
+        p.functions.push(FunctionRecord::new("[unknown]", "g"));
+        let (found, errors) = exports_of_profile_from(&p, dir.parent());
+        assert!(found.is_empty() && errors.is_empty());
     }
 
     #[test]

@@ -18,6 +18,16 @@ struct BatchEvidence {
     native_ns: u64,
     overhead_per_call_ns: f64,
     native_per_call_ns: f64,
+    /// Mean Python time between two consecutive calls of the site (the loop around the call);
+    /// null when no pair of calls was measured (then taken as 0).
+    gap_per_call_ns: Option<f64>,
+    /// Pairs of consecutive calls the gap was measured on.
+    gap_samples: u64,
+    /// The loop the batched call removes: (calls - 1) × gap per call.
+    loop_ns: u64,
+    /// Construction of the buffers passed per call, which the batched call still needs (one buffer
+    /// over all the data, built at the same per-byte cost).
+    construction_ns: u64,
     moved_bytes: u64,
     /// null when the profile could not measure it (then taken as 0).
     marshal_ns_per_byte: Option<f64>,
@@ -52,8 +62,17 @@ fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
         return None;
     }
     let per_byte = ctx.marshal_ns_per_byte;
-    let current = m.call_ns();
-    let batched = (overhead + m.native_ns as f64 + m.moved_bytes() as f64 * per_byte.unwrap_or(0.0))
+    let gap = m.gap_per_call_ns();
+    // Today: every call's crossing and C code, the Python loop between consecutive calls (which
+    // contains the construction of any buffer built per call), and that construction.
+    let loop_ns = ((m.calls - 1) as f64 * gap.unwrap_or(0.0)).round() as u64;
+    let current = m.call_ns() + loop_ns;
+    // Batched: one crossing, all of today's C work, the data converted into one buffer, and the
+    // buffers' construction (one buffer over all the data costs what the per-call buffers did).
+    let batched = (overhead
+        + m.native_ns as f64
+        + m.moved_bytes() as f64 * per_byte.unwrap_or(0.0)
+        + m.construction_ns as f64)
         .round() as u64;
     let saving = current.saturating_sub(batched);
     if saving == 0 {
@@ -69,7 +88,13 @@ fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
     // A function that already takes a buffer is batched by passing more per call, which only works
     // when the calls differ in their data alone: less certain than swapping in a bulk sibling.
     let buffer_per_call = m.buffer_bytes / m.calls;
-    let wanted = match (&sibling, per_byte.is_some()) {
+    // The gap counts as removed only where the loop does little besides the call: Python work of the
+    // program's own between calls (computing each element) partly stays after batching.
+    let loop_is_plain = gap.is_some_and(|g| {
+        m.gap_samples >= ctx.options.min_timed_calls
+            && g <= ctx.options.batch_max_gap_ratio * (overhead + native)
+    });
+    let wanted = match (&sibling, per_byte.is_some() && loop_is_plain) {
         (Some(_), true) => Confidence::High,
         (None, _) if buffer_per_call > 0 => Confidence::Low,
         _ => Confidence::Medium,
@@ -77,8 +102,15 @@ fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
     let confidence = ctx.cap_by_timing(wanted, m.timed_calls);
 
     let lib = f.library_name();
+    let looping = match gap {
+        Some(g) => format!(
+            ", and {} of Python runs between consecutive calls",
+            fmt_ns(g.round() as u64)
+        ),
+        None => String::new(),
+    };
     let head = format!(
-        "{} is called {} times{}, and each call spends {} on marshaling and the GIL against {} in C.",
+        "{} is called {} times{}: each call spends {} on marshaling and the GIL against {} in C{looping}.",
         f.function,
         m.calls,
         at_site(&place),
@@ -115,6 +147,10 @@ fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
         native_ns: m.native_ns,
         overhead_per_call_ns: round1(overhead),
         native_per_call_ns: round1(native),
+        gap_per_call_ns: gap.map(round1),
+        gap_samples: m.gap_samples,
+        loop_ns,
+        construction_ns: m.construction_ns,
         moved_bytes: m.moved_bytes(),
         marshal_ns_per_byte: per_byte.map(|x| (x * 1000.0).round() / 1000.0),
         current_ns: current,
@@ -210,6 +246,93 @@ mod tests {
         assert_eq!(r.evidence["marshal_ns_per_byte"], 5.0);
         let moved = 200_000 * 16;
         assert_eq!(r.estimated_savings_ns, 199_999 * 300 - 5 * moved);
+    }
+
+    #[test]
+    fn the_loop_between_calls_is_saved_too() {
+        // 250 ns of Python between consecutive calls: batching removes the loop around each call.
+        let p = loop_profile_with_gap(200_000, 300, 30, 250);
+        let r = &batch_only(&p, &AdviceOptions::default())[0];
+        assert_eq!(r.estimated_savings_ns, 199_999 * (300 + 250));
+        assert_eq!(r.evidence["gap_per_call_ns"], 250.0);
+        assert_eq!(r.evidence["gap_samples"], 199_999);
+        assert_eq!(r.evidence["loop_ns"], 199_999 * 250);
+        assert!(
+            r.suggestion
+                .contains("250ns of Python runs between consecutive calls"),
+            "{}",
+            r.suggestion
+        );
+        // Without a measured gap, only the crossings are claimed, and the text says nothing of a loop.
+        let p = loop_profile(200_000, 300, 30);
+        let r = &batch_only(&p, &AdviceOptions::default())[0];
+        assert_eq!(r.estimated_savings_ns, 199_999 * 300);
+        assert_eq!(r.evidence["gap_per_call_ns"], Value::Null);
+        assert!(!r.suggestion.contains("between consecutive calls"));
+    }
+
+    /// A loop profile plus a second function that makes the per-byte cost measurable, with the bulk
+    /// sibling exported: everything `high` confidence needs except, perhaps, a plain loop.
+    fn with_sibling_and_slope(gap: u64) -> (Profile, AdviceOptions) {
+        let mut p = loop_profile_with_gap(200_000, 300, 30, gap);
+        let c = PerCall {
+            native: 2_000,
+            marshal_in: 210 + 5 * (1024 - 16),
+            marshal_out: 90,
+            arg_bytes: 1024,
+            ..PerCall::default()
+        };
+        p.functions
+            .push(function("fx_sum", vec![site("work.py", 20, 100, c)]));
+        let o = AdviceOptions::default().with_exported_symbols(LIB, vec!["fx_scale_many".into()]);
+        (p, o)
+    }
+
+    #[test]
+    fn high_confidence_needs_a_measured_plain_loop() {
+        let (p, o) = with_sibling_and_slope(250);
+        assert_eq!(batch_only(&p, &o)[0].confidence, Confidence::High);
+        // 2 µs of Python between calls of 330 ns: the loop does work of its own, part of which stays.
+        let (p, o) = with_sibling_and_slope(2_000);
+        let r = &batch_only(&p, &o)[0];
+        assert_eq!(r.confidence, Confidence::Medium);
+        assert_eq!(r.evidence["loop_ns"], 199_999 * 2_000);
+        // No gap measured: the estimate leaves the loop out, and says less.
+        let (p, o) = with_sibling_and_slope(0);
+        assert_eq!(batch_only(&p, &o)[0].confidence, Confidence::Medium);
+        // Gap measured on too few pairs.
+        let (mut p, o) = with_sibling_and_slope(250);
+        p.functions[0].sites[0].gap_samples = 10;
+        p.functions[0].sites[0].gap_ns = 2_500;
+        assert_eq!(batch_only(&p, &o)[0].confidence, Confidence::Medium);
+    }
+
+    #[test]
+    fn buffers_built_per_call_are_still_built_when_batched() {
+        // 1 µs of construction per call, inside the 1.5 µs gap: the loop goes, the building stays
+        // (one buffer over all the data costs what the per-call buffers did).
+        let c = PerCall {
+            native: 300,
+            marshal_in: 400,
+            marshal_out: 150,
+            arg_bytes: 24,
+            buffer_bytes: 4096,
+            construction: 1_000,
+            construction_bytes: 4096,
+            fresh: true,
+            gap: 1_500,
+            ..PerCall::default()
+        };
+        let p = profile(
+            vec![function("fx_fill", vec![site("io.py", 8, 50_000, c)])],
+            200_000_000,
+        );
+        let r = &batch_only(&p, &AdviceOptions::default())[0];
+        assert_eq!(
+            r.estimated_savings_ns,
+            49_999 * (550 + 1_500) - 50_000 * 1_000
+        );
+        assert_eq!(r.evidence["construction_ns"], 50_000_000);
     }
 
     #[test]

@@ -17,6 +17,13 @@ struct BufferEvidence {
     construction_per_call_ns: f64,
     bytes_per_buffer: u64,
     construction_ns_per_byte: f64,
+    /// Mean Python time between consecutive calls of the site (null when not measured): it holds the
+    /// whole building and release of each fresh buffer, and the rest of the loop body.
+    gap_per_call_ns: Option<f64>,
+    gap_samples: u64,
+    /// (fresh-buffer calls - 1) × gap per call: no more than the Python time between calls can go.
+    /// The estimate (the constructor calls alone) is the lower bound; null when the gap is unknown.
+    saving_upper_bound_ns: Option<u64>,
 }
 
 pub(super) fn rule(ctx: &Context<'_>) -> Vec<Candidate> {
@@ -52,6 +59,8 @@ fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
         Confidence::Medium
     };
     let confidence = ctx.cap_by_timing(wanted, m.timed_calls);
+    let gap = m.gap_per_call_ns();
+    let upper = gap.map(|g| (((fresh - 1) as f64 * g).round() as u64).max(saving));
 
     let f = &place.function.function;
     let (which_calls, s) = if fresh == m.calls {
@@ -91,6 +100,9 @@ fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
         construction_per_call_ns: (per_call * 10.0).round() / 10.0,
         bytes_per_buffer,
         construction_ns_per_byte: (ns_per_byte * 1000.0).round() / 1000.0,
+        gap_per_call_ns: gap.map(|g| (g * 10.0).round() / 10.0),
+        gap_samples: m.gap_samples,
+        saving_upper_bound_ns: upper,
     };
     let rec = ctx.recommendation(kind, place, saving, confidence, json!(evidence), suggestion);
     Some(Candidate {
@@ -175,6 +187,22 @@ mod tests {
         assert_eq!(r.evidence["construction_ns_per_byte"], 8.75);
         assert!(r.suggestion.contains("from_buffer"));
         assert!(of_kind(&p, AdviceKind::ReuseBuffer).is_empty());
+    }
+
+    #[test]
+    fn gap_bounds_the_saving_from_above() {
+        // 1 µs to build, 2.5 µs of Python between calls (building, releasing and the rest of the loop).
+        let mut p = fresh_string_buffer(true);
+        let s = &mut p.functions[0].sites[0];
+        s.gap_samples = 49_999;
+        s.gap_ns = 2_500 * 49_999;
+        let r = &of_kind(&p, AdviceKind::ReuseBuffer)[0];
+        assert_eq!(r.estimated_savings_ns, 1_000 * 49_999);
+        assert_eq!(r.evidence["gap_per_call_ns"], 2_500.0);
+        assert_eq!(r.evidence["saving_upper_bound_ns"], 2_500 * 49_999);
+        // Unknown gap: no upper bound.
+        let r = &of_kind(&fresh_string_buffer(true), AdviceKind::ReuseBuffer)[0];
+        assert_eq!(r.evidence["saving_upper_bound_ns"], Value::Null);
     }
 
     #[test]

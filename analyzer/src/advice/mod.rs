@@ -129,6 +129,10 @@ pub struct AdviceOptions {
     pub min_timed_calls: u64,
     /// batch: advise only where the overhead per call is at least this multiple of native time per call.
     pub batch_min_overhead_ratio: f64,
+    /// batch: `high` confidence only where the Python time between consecutive calls is at most this
+    /// multiple of the call's own boundary + native time; a longer gap means the loop does work of the
+    /// program's own, part of which may stay after batching.
+    pub batch_max_gap_ratio: f64,
     /// zero-copy rather than reuse-buffer: construction costing at least this many ns per byte, which
     /// means Python values are converted one by one (zeroing or copying memory costs well under 1 ns/B).
     pub zero_copy_min_ns_per_byte: f64,
@@ -155,6 +159,7 @@ impl Default for AdviceOptions {
             exported_symbols: BTreeMap::new(),
             min_timed_calls: 30,
             batch_min_overhead_ratio: 1.0,
+            batch_max_gap_ratio: 2.0,
             zero_copy_min_ns_per_byte: 2.0,
             zero_copy_min_bytes: 64,
             use_pydll_min_gil_share: 0.1,

@@ -17,6 +17,8 @@ pub struct PerCall {
     pub buffer_bytes: u64,
     /// Whether every call got a freshly built buffer.
     pub fresh: bool,
+    /// Python time between consecutive calls, measured on every pair; 0 = not measured.
+    pub gap: u64,
 }
 
 pub fn site(file: &str, line: u32, calls: u64, c: PerCall) -> SiteRecord {
@@ -35,6 +37,12 @@ pub fn site(file: &str, line: u32, calls: u64, c: PerCall) -> SiteRecord {
         buffer_bytes: c.buffer_bytes * calls,
         arg_bytes: c.arg_bytes * calls,
         fresh_buffer_calls: if c.fresh { calls } else { 0 },
+        gap_ns: c.gap * calls.saturating_sub(1),
+        gap_samples: if c.gap > 0 {
+            calls.saturating_sub(1)
+        } else {
+            0
+        },
         ..SiteRecord::default()
     }
 }
@@ -74,17 +82,25 @@ pub fn profile(functions: Vec<FunctionRecord>, duration_ns: u64) -> Profile {
 }
 
 /// One site calling `fx_scale(double, double)` in a loop at work.py:12, with the given per-call
-/// overhead (70 % marshal-in, 30 % marshal-out) and native time; the run is 20 % longer than the calls.
+/// overhead (70 % marshal-in, 30 % marshal-out) and native time, and no gap measured; the run is 20 %
+/// longer than the calls.
 pub fn loop_profile(calls: u64, overhead: u64, native: u64) -> Profile {
+    loop_profile_with_gap(calls, overhead, native, 0)
+}
+
+/// [`loop_profile`] with `gap` ns of Python between consecutive calls, measured on every pair; the
+/// run is 20 % longer than the calls and the loop.
+pub fn loop_profile_with_gap(calls: u64, overhead: u64, native: u64, gap: u64) -> Profile {
     let c = PerCall {
         native,
         marshal_in: overhead * 7 / 10,
         marshal_out: overhead - overhead * 7 / 10,
         arg_bytes: 16,
+        gap,
         ..PerCall::default()
     };
     let f = function("fx_scale", vec![site("work.py", 12, calls, c)]);
-    let duration = calls * (overhead + native) * 6 / 5;
+    let duration = calls * (overhead + native + gap) * 6 / 5;
     profile(vec![f], duration)
 }
 
@@ -119,6 +135,8 @@ pub fn scale_calls(f: &mut FunctionRecord, by: u64) {
             &mut s.arg_bytes,
             &mut s.buffer_bytes,
             &mut s.fresh_buffer_calls,
+            &mut s.gap_ns,
+            &mut s.gap_samples,
         ] {
             *v /= by;
         }
