@@ -206,6 +206,28 @@ fn fork_child_profile(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     Ok(())
 }
 
+fn pool_workers_terminated(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    // Workers end by SIGTERM (terminate) or by _exit, possibly while already writing at exit:
+    // every call they made must be in their profiles, none in the parent's.
+    let out = dir.join("p.json");
+    let o = run_profiled(py, &out, &[], "calls_pool.py", &[FIXTURE]);
+    check_ok(&o);
+    let total: u64 = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+    assert_eq!(total, 6000);
+    assert!(read_profile(&out).function("fx_add_int").is_none());
+    let mut recorded = 0;
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("p.") && name != "p.json" {
+            recorded += read_profile(&entry.path())
+                .function("fx_add_int")
+                .map_or(0, |f| f.calls);
+        }
+    }
+    assert_eq!(recorded, total, "calls recorded by the workers' profiles");
+    Ok(())
+}
+
 fn spawn_waiting(py: &Interpreter, out: &Path, calls: &str, interval: &str) -> KillOnDrop {
     let child = Command::new(ffiprof_bin())
         .args(["run", "--interval", interval, "-o"])
@@ -414,6 +436,7 @@ fn main() {
         ("cffi_abi_mode", cffi_abi_mode, Some("cffi")),
         ("lib_filter", lib_filter, None),
         ("fork_child_profile", fork_child_profile, None),
+        ("pool_workers_terminated", pool_workers_terminated, None),
         (
             "sigterm_writes_complete_profile",
             sigterm_writes_complete_profile,

@@ -8,6 +8,8 @@ static USE_TSC: AtomicBool = AtomicBool::new(false);
 static START_TICKS: AtomicU64 = AtomicU64::new(0);
 static START_MONO_NS: AtomicU64 = AtomicU64::new(0);
 static START_UNIX_NS: AtomicU64 = AtomicU64::new(0);
+/// The tick rate of the last calibration over at least 20 ms (f64 bits; 0 = none yet).
+static KNOWN_NS_PER_TICK: AtomicU64 = AtomicU64::new(0);
 
 /// A clock reading in ticks (TSC cycles, or nanoseconds when the TSC is not usable).
 #[inline(always)]
@@ -103,16 +105,25 @@ pub fn calibrate() -> Calibration {
     let start_mono = START_MONO_NS.load(Ordering::Relaxed);
     let start_ticks = START_TICKS.load(Ordering::Relaxed);
     let mut mono = monotonic_ns();
-    while mono.saturating_sub(start_mono) < 20_000_000 {
-        std::hint::spin_loop();
-        mono = monotonic_ns();
+    // A forked child keeps its parent's rate (the TSC does not change with fork): no spinning
+    // on the way out of a short-lived child, where exit or a signal is waiting for us.
+    let known = f64::from_bits(KNOWN_NS_PER_TICK.load(Ordering::Relaxed));
+    if known == 0.0 {
+        while mono.saturating_sub(start_mono) < 20_000_000 {
+            std::hint::spin_loop();
+            mono = monotonic_ns();
+        }
     }
     let ticks = now();
-    let elapsed_ns = mono - start_mono;
-    let ns_per_tick = if USE_TSC.load(Ordering::Relaxed) {
-        elapsed_ns as f64 / (ticks.saturating_sub(start_ticks)).max(1) as f64
-    } else {
+    let elapsed_ns = mono.saturating_sub(start_mono);
+    let ns_per_tick = if !USE_TSC.load(Ordering::Relaxed) {
         1.0
+    } else if elapsed_ns >= 20_000_000 || known == 0.0 {
+        let rate = elapsed_ns as f64 / (ticks.saturating_sub(start_ticks)).max(1) as f64;
+        KNOWN_NS_PER_TICK.store(rate.to_bits(), Ordering::Relaxed);
+        rate
+    } else {
+        known
     };
     Calibration {
         ns_per_tick,

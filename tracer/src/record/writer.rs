@@ -40,7 +40,34 @@ static PREVIOUS_FLAGS: [AtomicI32; 3] = [const { AtomicI32::new(0) }; 3];
 /// Writes the profile now. Returns where, or None when nothing was written (a non-root
 /// process that recorded nothing, or the final profile already written).
 pub fn write_now(reason: &'static str, complete: bool) -> Option<PathBuf> {
-    let _guard = WRITE.lock();
+    let written = {
+        let _guard = WRITE.lock();
+        // SAFETY: gettid has no preconditions.
+        WRITER_TID.store(unsafe { libc::gettid() }, Ordering::Release);
+        let written = write_locked(reason, complete);
+        WRITER_TID.store(0, Ordering::Release);
+        written
+    };
+    // A terminating signal that arrived while this thread was writing waited for the write to
+    // finish (see `on_signal`): deliver it now, as it would have been.
+    let sig = PENDING_SIGNAL.swap(0, Ordering::AcqRel);
+    if sig != 0 {
+        // SAFETY: restoring the default action and raising, as on_signal does.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = libc::SIG_DFL;
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+            libc::raise(sig);
+        }
+    }
+    written
+}
+
+/// The thread inside `write_now` (0: none), and a terminating signal it received meanwhile.
+static WRITER_TID: AtomicI32 = AtomicI32::new(0);
+static PENDING_SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+fn write_locked(reason: &'static str, complete: bool) -> Option<PathBuf> {
     if FINAL_WRITTEN.load(Ordering::Acquire) {
         return None;
     }
@@ -231,6 +258,13 @@ extern "C" fn on_signal(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_
             let f: extern "C" fn(i32) = unsafe { std::mem::transmute(prev) };
             f(sig);
         }
+        return;
+    }
+    // SAFETY: gettid is async-signal-safe.
+    if WRITER_TID.load(Ordering::Acquire) == unsafe { libc::gettid() } {
+        // This thread holds the write lock (exit or exec was writing the final profile): the
+        // snapshotter would wait for it forever. Let the write finish; write_now re-raises.
+        PENDING_SIGNAL.store(sig, Ordering::Release);
         return;
     }
     // Default action is to terminate: have the snapshotter write first (async-signal-safe:
