@@ -20,7 +20,10 @@
 //!   consecutive calls of the same site on one thread — the loop around the call, including whatever is
 //!   built for the call (constructions) and whatever else the loop body does. The agent measures it on a
 //!   sample of pairs (the stack-sampled calls); it is unknown for a function without sites, for C callers
-//!   and for profiles written before it existed.
+//!   and for profiles written before it existed. The profile has only its sum, so one pair during which
+//!   the thread was descheduled (milliseconds, on a busy machine) weighs on the mean: the rules use the
+//!   gap only when measured on at least `min_timed_calls` pairs, and never let (calls − 1) × gap exceed
+//!   what the run leaves for it (duration × threads − the place's call time).
 //! * `marshal cost per byte` ([`marshal_ns_per_byte`]) — the *marginal* marshaling time per byte, over the
 //!   whole profile: the Theil–Sen slope (median of pairwise slopes, robust to a few odd functions) of
 //!   per-call marshal time against per-call moved bytes across every place with Python calls, clamped at 0.

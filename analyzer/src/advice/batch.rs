@@ -19,7 +19,7 @@ struct BatchEvidence {
     overhead_per_call_ns: f64,
     native_per_call_ns: f64,
     /// Mean Python time between two consecutive calls of the site (the loop around the call);
-    /// null when no pair of calls was measured (then taken as 0).
+    /// null when too few pairs of calls were measured (then taken as 0).
     gap_per_call_ns: Option<f64>,
     /// Pairs of consecutive calls the gap was measured on.
     gap_samples: u64,
@@ -62,7 +62,7 @@ fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
         return None;
     }
     let per_byte = ctx.marshal_ns_per_byte;
-    let gap = m.gap_per_call_ns();
+    let gap = ctx.gap_per_call(&m);
     // Today: every call's crossing and C code, the Python loop between consecutive calls (which
     // contains the construction of any buffer built per call), and that construction.
     let loop_ns = ((m.calls - 1) as f64 * gap.unwrap_or(0.0)).round() as u64;
@@ -90,10 +90,8 @@ fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
     let buffer_per_call = m.buffer_bytes / m.calls;
     // The gap counts as removed only where the loop does little besides the call: Python work of the
     // program's own between calls (computing each element) partly stays after batching.
-    let loop_is_plain = gap.is_some_and(|g| {
-        m.gap_samples >= ctx.options.min_timed_calls
-            && g <= ctx.options.batch_max_gap_ratio * (overhead + native)
-    });
+    let loop_is_plain =
+        gap.is_some_and(|g| g <= ctx.options.batch_max_gap_ratio * (overhead + native));
     let wanted = match (&sibling, per_byte.is_some() && loop_is_plain) {
         (Some(_), true) => Confidence::High,
         (None, _) if buffer_per_call > 0 => Confidence::Low,
@@ -300,11 +298,26 @@ mod tests {
         // No gap measured: the estimate leaves the loop out, and says less.
         let (p, o) = with_sibling_and_slope(0);
         assert_eq!(batch_only(&p, &o)[0].confidence, Confidence::Medium);
-        // Gap measured on too few pairs.
+        // Gap measured on too few pairs: not used at all.
         let (mut p, o) = with_sibling_and_slope(250);
         p.functions[0].sites[0].gap_samples = 10;
         p.functions[0].sites[0].gap_ns = 2_500;
-        assert_eq!(batch_only(&p, &o)[0].confidence, Confidence::Medium);
+        let r = &batch_only(&p, &o)[0];
+        assert_eq!(r.confidence, Confidence::Medium);
+        assert_eq!(r.evidence["loop_ns"], 0);
+        assert_eq!(r.evidence["gap_per_call_ns"], Value::Null);
+        assert_eq!(r.evidence["gap_samples"], 10);
+    }
+
+    #[test]
+    fn the_loop_never_outlasts_the_run() {
+        // A mean inflated by a descheduled thread: 200k × 1 ms would be 200 s of a 0.2 s run.
+        let mut p = loop_profile_with_gap(200_000, 300, 30, 1_000_000);
+        p.meta.duration_ns = 200_000_000;
+        let r = &batch_only(&p, &AdviceOptions::default())[0];
+        let calls_ns = 200_000 * 330;
+        assert_eq!(r.evidence["loop_ns"], 200_000_000 - calls_ns);
+        assert!(r.savings_percent <= 100.0, "{}", r.savings_percent);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use ffiprof_profile::{FunctionRecord, Profile};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::cost_model::{self, Place};
+use crate::cost_model::{self, Measured, Place};
 
 /// The kinds of advice; serialized as the names of the JSON contract (`reuse-buffer`, `use-pydll`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -229,6 +229,23 @@ impl Context<'_> {
 
     pub fn exports_known(&self, library: &str) -> bool {
         self.options.exports_of(library).is_some()
+    }
+
+    /// The mean Python time between consecutive calls at a place, as far as it can be trusted: `None`
+    /// when measured on fewer than `min_timed_calls` pairs (a mean of a few samples is at the mercy of one
+    /// descheduled thread), and never more than the run leaves for it — the loop and the calls of one
+    /// place fit in the run's duration on each of its threads.
+    pub fn gap_per_call(&self, m: &Measured) -> Option<f64> {
+        if m.gap_samples < self.options.min_timed_calls || m.calls < 2 {
+            return None;
+        }
+        let gap = m.gap_per_call_ns()?;
+        if self.run_ns == 0 {
+            return Some(gap);
+        }
+        let room = (self.run_ns as u128 * self.profile.meta.threads.max(1) as u128)
+            .saturating_sub(m.call_ns() as u128);
+        Some(gap.min(room as f64 / (m.calls - 1) as f64))
     }
 
     /// Confidence capped by the amount of timing behind the figures.
