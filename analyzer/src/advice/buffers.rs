@@ -87,8 +87,17 @@ fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
         _ => format!(
             "{which_calls} get{s} a freshly built ctypes object of the same type and size \
              ({size}{} to build each). Build it once outside the loop and pass the same one every call \
-             (ctypes.memset it first if the C side relies on zeros).",
+             (ctypes.memset it first if the C side relies on zeros).{}",
             fmt_ns(per_call.round() as u64),
+            match upper {
+                Some(u) if u > saving => format!(
+                    " The saving shown counts the constructor calls alone: releasing each buffer and the \
+                     Python around the constructor go too, for up to {} in all (the Python time between \
+                     the calls).",
+                    fmt_ns(u)
+                ),
+                _ => String::new(),
+            },
         ),
     };
     let evidence = BufferEvidence {
@@ -200,9 +209,15 @@ mod tests {
         assert_eq!(r.estimated_savings_ns, 1_000 * 49_999);
         assert_eq!(r.evidence["gap_per_call_ns"], 1_500.0);
         assert_eq!(r.evidence["saving_upper_bound_ns"], 1_500 * 49_999);
+        assert!(
+            r.suggestion.contains("for up to 75.00ms in all"),
+            "{}",
+            r.suggestion
+        );
         // Unknown gap: no upper bound.
         let r = &of_kind(&fresh_string_buffer(true), AdviceKind::ReuseBuffer)[0];
         assert_eq!(r.evidence["saving_upper_bound_ns"], Value::Null);
+        assert!(!r.suggestion.contains("constructor calls alone"));
     }
 
     #[test]
