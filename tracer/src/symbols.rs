@@ -97,7 +97,9 @@ pub fn note_name(addr: usize, name: &CStr) {
 struct SymbolTable(HashMap<u64, (String, bool)>);
 
 impl SymbolTable {
-    fn load(path: &str) -> SymbolTable {
+    /// `base` is where the library is loaded: GNU indirect functions (glibc's `cos`, `memcpy`,
+    /// ... are IFUNCs) are named at the address their resolver chose, which only the loader knows.
+    fn load(path: &str, base: usize) -> SymbolTable {
         use object::{Object, ObjectSymbol, SymbolKind};
         let mut map: HashMap<u64, (String, bool)> = HashMap::new();
         let Ok(data) = std::fs::read(path) else {
@@ -106,6 +108,19 @@ impl SymbolTable {
         let Ok(file) = object::File::parse(&*data) else {
             return SymbolTable(map);
         };
+        let ifuncs: Vec<String> = file
+            .dynamic_symbols()
+            .filter(|sym| {
+                !sym.is_undefined()
+                    && matches!(sym.flags(), object::SymbolFlags::Elf { st_info, .. } if st_info & 0xf == STT_GNU_IFUNC)
+            })
+            .filter_map(|sym| sym.name().ok().map(String::from))
+            .collect();
+        for name in ifuncs {
+            if let Some(addr) = resolve_in(path, &name) {
+                map.insert((addr as u64).wrapping_sub(base as u64), (name, true));
+            }
+        }
         for sym in file.dynamic_symbols().chain(file.symbols()) {
             if !sym.is_definition() || sym.kind() != SymbolKind::Text {
                 continue;
@@ -137,6 +152,31 @@ impl SymbolTable {
     }
 }
 
+const STT_GNU_IFUNC: u8 = 10;
+
+/// What `dlsym` gives for `name` in the already loaded library at `path` (for an IFUNC: the
+/// implementation its resolver picked). Never loads anything.
+fn resolve_in(path: &str, name: &str) -> Option<usize> {
+    let (c_path, c_name) = (
+        std::ffi::CString::new(path).ok()?,
+        std::ffi::CString::new(name).ok()?,
+    );
+    // SAFETY: RTLD_NOLOAD returns a handle only to an object already loaded (taking a reference
+    // we drop); dlsym reads the loader's tables. Called from the snapshotter, never with one of
+    // this module's locks held.
+    unsafe {
+        let handle = libc::dlopen(c_path.as_ptr(), libc::RTLD_LAZY | libc::RTLD_NOLOAD);
+        if handle.is_null() {
+            libc::dlerror();
+            return None;
+        }
+        let p = libc::dlsym(handle, c_name.as_ptr());
+        libc::dlclose(handle);
+        libc::dlerror();
+        (!p.is_null()).then_some(p as usize)
+    }
+}
+
 /// Library, symbol name and offset of each address.
 pub struct Described {
     pub library: String,
@@ -165,7 +205,7 @@ pub fn describe(addrs: &[usize]) -> HashMap<usize, Described> {
             Some(n) => n.clone(),
             None => tables
                 .entry(info.library.clone())
-                .or_insert_with(|| SymbolTable::load(&info.library))
+                .or_insert_with(|| SymbolTable::load(&info.library, info.base))
                 .0
                 .get(&offset)
                 .map(|(n, _)| n.clone())
@@ -199,5 +239,29 @@ pub(crate) fn fork_release() {
         NAMES.force_unlock();
         FUNCTIONS.force_unlock();
         FILTER.force_unlock();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_glibc_indirect_functions_at_their_implementation() {
+        // cos in libm is an IFUNC: dlsym returns the implementation the resolver chose, whose
+        // address no symbol table names (dladdr would say nothing useful either).
+        // SAFETY: loading libm (a system library) and looking a symbol up.
+        let addr = unsafe {
+            let h = libc::dlopen(c"libm.so.6".as_ptr(), libc::RTLD_NOW);
+            assert!(!h.is_null());
+            libc::dlsym(h, c"cos".as_ptr()) as usize
+        };
+        let (path, base) = locate(addr).expect("dladdr knows libm");
+        let table = SymbolTable::load(&path, base);
+        let name = table
+            .0
+            .get(&((addr - base) as u64))
+            .map(|(n, _)| n.as_str());
+        assert_eq!(name, Some("cos"), "{path} at offset {:#x}", addr - base);
     }
 }
