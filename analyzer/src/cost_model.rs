@@ -48,8 +48,8 @@
 //!   The estimate cannot tell the two apart, so it is `high` confidence only where the gap per call is at
 //!   most `batch_max_gap_ratio` × (overhead + native per call) and was measured on at least
 //!   `min_timed_calls` pairs. When the elements are not in a buffer already (a Python list, values
-//!   computed one by one), filling one costs what the per-byte term charges; putting them in an
-//!   `array.array` from a list is in fact cheaper than converting each as a call argument.
+//!   computed one by one), filling one costs what the per-byte term charges (putting them in an
+//!   `array.array` from a list is typically cheaper than converting each as a call argument).
 //!   Advised only where overhead per call ≥ `batch_min_overhead_ratio` × native per call: a function that
 //!   already takes many elements per call spends its time in C and is left alone.
 //!   Not in the estimate: making the views for the bulk call (`from_buffer`, a few µs in all) and the
@@ -60,8 +60,8 @@
 //!   construction cost ≥ `zero_copy_min_ns_per_byte`, buffers of at least `zero_copy_min_bytes`) calls for
 //!   sharing memory (zero-copy); building empty or small objects calls for reusing one (reuse-buffer).
 //!   The estimate is a lower bound, and an upper one is given beside it: construction is the time inside
-//!   the ctypes type's constructor (the metaclass call), which is all of the building when it converts
-//!   values (zero-copy) but not all of what a fresh empty buffer costs. Not measured, and so not in the
+//!   the ctypes type's constructor (the metaclass call), which is nearly all of the building when it
+//!   converts values (zero-copy) but not all of what a fresh empty buffer costs. Not measured, and so not in the
 //!   estimate: (1) *releasing* each fresh buffer when the next one replaces it (ctypes' `tp_dealloc`: the
 //!   object and its `free`d memory), and (2) the Python around the constructor call: calling the type,
 //!   and for helpers such as `create_string_buffer` the whole Python function (argument checks,
@@ -70,8 +70,11 @@
 //!   `(c_double * 512)()` and about 3 × for `create_string_buffer(4096)`. Both lie inside the site's gap, which
 //!   also holds the rest of the loop body: the evidence gives `saving_upper_bound_ns` = (fresh-buffer
 //!   calls − 1) × gap per call — the whole Python time between calls, which is all a change of what
-//!   happens between the calls can remove — so the realized saving lies between the estimate and that
-//!   bound. Measuring (1) and (2) is the agent's part (see its docs).
+//!   happens between the calls can remove — so the realized saving should lie between the estimate and
+//!   that bound (up to the noise of timing on a busy machine). Closing the gap needs two figures the
+//!   agent does not record yet: the time in `tp_dealloc` of objects that were passed fresh to a call,
+//!   per site, and the time of the Python helper that built the object (from the helper's entry, not
+//!   the metaclass call's).
 //! * **declare-argtypes** — saving = (marshal-in per call − the median marshal-in per call of the profile's
 //!   functions with argtypes declared and the same number of arguments) × undeclared calls, when such
 //!   functions exist; otherwise no time is claimed and the advice stands only on correctness (a function
