@@ -228,6 +228,32 @@ fn pool_workers_terminated(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     Ok(())
 }
 
+fn relative_library_path(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    // A library loaded by a relative path is recorded by its absolute one (the working directory
+    // of a later `ffiprof report` is another).
+    std::fs::copy(FIXTURE, dir.join("libffifixture.so")).unwrap();
+    let out = dir.join("p.json");
+    let o = Command::new(ffiprof_bin())
+        .args(["run", "-o"])
+        .arg(&out)
+        .arg("--")
+        .arg(&py.command)
+        .arg(script("calls_threads.py"))
+        .args(["./libffifixture.so", "1", "10"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    check_ok(&o);
+    let p = read_profile(&out);
+    let f = p.function("fx_add_int").unwrap();
+    assert_eq!(f.calls, 10);
+    assert_eq!(
+        Path::new(&f.library),
+        dir.join("libffifixture.so").canonicalize().unwrap()
+    );
+    Ok(())
+}
+
 fn spawn_waiting(py: &Interpreter, out: &Path, calls: &str, interval: &str) -> KillOnDrop {
     let child = Command::new(ffiprof_bin())
         .args(["run", "--interval", interval, "-o"])
@@ -437,6 +463,7 @@ fn main() {
         ("lib_filter", lib_filter, None),
         ("fork_child_profile", fork_child_profile, None),
         ("pool_workers_terminated", pool_workers_terminated, None),
+        ("relative_library_path", relative_library_path, None),
         (
             "sigterm_writes_complete_profile",
             sigterm_writes_complete_profile,

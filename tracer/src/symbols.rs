@@ -59,10 +59,29 @@ fn locate(addr: usize) -> Option<(String, usize)> {
     };
     let name = if name.is_empty() || !name.starts_with('/') && !name.contains(".so") {
         executable_path()
+    } else if !name.starts_with('/') {
+        // A library the program dlopen'ed by a relative path: the loader keeps that path, which
+        // means nothing once the working directory changes. The mapping knows the real file.
+        mapped_path(addr).unwrap_or(name)
     } else {
         name
     };
     Some((name, base))
+}
+
+/// The file mapped at `addr`, from /proc/self/maps (absolute).
+fn mapped_path(addr: usize) -> Option<String> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines().find_map(|line| {
+        let mut parts = line.split_whitespace();
+        let (lo, hi) = parts.next()?.split_once('-')?;
+        let (lo, hi) = (
+            usize::from_str_radix(lo, 16).ok()?,
+            usize::from_str_radix(hi, 16).ok()?,
+        );
+        let path = parts.nth(4)?;
+        (addr >= lo && addr < hi && path.starts_with('/')).then(|| path.to_string())
+    })
 }
 
 /// Whether calls to `addr` are excluded by `--lib`; learns the function's library on first sight.

@@ -269,6 +269,14 @@ unsafe fn wrapped_call(
         return unsafe { orig(callable, args, kwargs) };
     };
     let st = &rec.python;
+    // The end of the gap since this site's last call: read before any of our own work, so the
+    // gap is the program's time alone. The decision does not depend on the site.
+    let sample_stack = st.sample(&st.stack_countdown, STACK_EVERY.load(Ordering::Relaxed));
+    let arrived = if sample_stack && st.last_leave.load(Ordering::Relaxed) != 0 {
+        clock::now()
+    } else {
+        0
+    };
     // SAFETY: tp_call runs with the GIL held on a Python thread.
     let site = unsafe { frames::current_site(api, callable as usize) };
     let mut ctx = CallCtx {
@@ -284,10 +292,9 @@ unsafe fn wrapped_call(
         arg_bytes: [MaybeUninit::uninit(); ARG_SLOTS],
     };
     let mut gap = 0;
-    let stack = if st.sample(&st.stack_countdown, STACK_EVERY.load(Ordering::Relaxed)) {
-        let last = st.last_leave.load(Ordering::Relaxed);
-        if last != 0 && st.last_site.load(Ordering::Relaxed) == site {
-            gap = clock::now().saturating_sub(last);
+    let stack = if sample_stack {
+        if arrived != 0 && st.last_site.load(Ordering::Relaxed) == site {
+            gap = arrived.saturating_sub(st.last_leave.load(Ordering::Relaxed));
         }
         // SAFETY: as above.
         unsafe { frames::current_stack(api) + 1 }

@@ -204,7 +204,10 @@ pub fn build(cal: &Calibration) -> Profile {
                 buffer_bytes: st.buffer_bytes,
                 arg_bytes: st.arg_bytes,
                 fresh_buffer_calls: st.fresh_buffer_calls,
-                gap_ns: cal.ns(st.gap_ticks),
+                // Each gap is one clock interval: take the probe's cost off it like any other.
+                gap_ns: cal
+                    .ns(st.gap_ticks)
+                    .saturating_sub(st.gap_samples * cal.probe_ns()),
                 gap_samples: st.gap_samples,
                 stacks: stack_samples(&st, &ss),
             });
