@@ -87,6 +87,14 @@ impl Layout {
 /// `PyTypeObject.tp_name` and `tp_call`: unchanged from 3.8 to 3.13.
 pub const TP_NAME: usize = 24;
 pub const TP_CALL: usize = 128;
+/// `PyTypeObject.tp_dealloc` and `tp_as_sequence`, and `PySequenceMethods.sq_repeat`: unchanged
+/// from 3.8 to 3.13.
+pub const TP_DEALLOC: usize = 48;
+pub const TP_AS_SEQUENCE: usize = 104;
+pub const SQ_REPEAT: usize = 16;
+/// `PyTypeObject.tp_flags` (unchanged from 3.8 to 3.13) and `Py_TPFLAGS_HEAPTYPE`.
+pub const TP_FLAGS: usize = 168;
+pub const TPFLAGS_HEAPTYPE: usize = 1 << 9;
 /// `PyWrapperDescrObject.d_wrapped`: unchanged from 3.8 to 3.13.
 pub const D_WRAPPED: usize = 48;
 /// `PyObject.ob_type`, `PyVarObject.ob_size`, `PyTupleObject.ob_item`.

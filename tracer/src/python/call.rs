@@ -46,6 +46,18 @@ pub struct ThreadState {
     rng: AtomicU64,
     recent: [Recent; RECENT],
     recent_next: AtomicU32,
+    /// Time in `c_double * n` (array type look-up) not yet given to a construction.
+    pending_type_ticks: AtomicU64,
+    /// Objects built for a call and passed fresh to it, with that call's statistics: their
+    /// deallocation is the rest of what building a buffer per call costs.
+    passed: [Passed; RECENT],
+    passed_next: AtomicU32,
+}
+
+#[derive(Default)]
+struct Passed {
+    obj: AtomicUsize,
+    stats: AtomicPtr<CallStats>,
 }
 
 /// One Python-level foreign call in progress. It lives on the wrapper's stack frame and only its
@@ -121,6 +133,26 @@ impl ThreadState {
         self.sample(&self.countdown, TIMING_EVERY.load(Ordering::Relaxed))
     }
 
+    fn remember_passed(&self, obj: usize, stats: &CallStats) {
+        let i = self.passed_next.load(Ordering::Relaxed) as usize % RECENT;
+        self.passed_next.store((i + 1) as u32, Ordering::Relaxed);
+        self.passed[i]
+            .stats
+            .store(stats as *const _ as *mut _, Ordering::Relaxed);
+        self.passed[i].obj.store(obj, Ordering::Relaxed);
+    }
+
+    /// The statistics of the call `obj` was passed to fresh, once.
+    fn take_passed(&self, obj: usize) -> Option<&'static CallStats> {
+        let p = self
+            .passed
+            .iter()
+            .find(|p| p.obj.load(Ordering::Relaxed) == obj)?;
+        p.obj.store(0, Ordering::Relaxed);
+        // SAFETY: CallStats are leaked and never freed.
+        unsafe { p.stats.load(Ordering::Relaxed).as_ref() }
+    }
+
     fn remember_construction(&self, obj: usize, ticks: u64, bytes: u64) {
         let i = self.recent_next.load(Ordering::Relaxed) as usize % RECENT;
         self.recent_next.store((i + 1) as u32, Ordering::Relaxed);
@@ -188,6 +220,54 @@ impl CallCtx {
     }
 }
 
+/// Construction seen among a call's arguments: (ticks, bytes, any fresh, last fresh object).
+type Construction = (u64, u64, bool, usize);
+
+pub static ORIG_DEALLOC: AtomicUsize = AtomicUsize::new(0);
+pub static ORIG_REPEAT: AtomicUsize = AtomicUsize::new(0);
+
+/// `tp_dealloc` of ctypes' instance base types: a buffer that was built for one call and passed
+/// fresh to it costs its deallocation too, which reusing the buffer saves as well.
+pub unsafe extern "C" fn dealloc(obj: *mut PyObject) {
+    type Dealloc = unsafe extern "C" fn(*mut PyObject);
+    // SAFETY: ORIG_DEALLOC is these types' original deallocator.
+    let orig: Dealloc =
+        unsafe { std::mem::transmute::<usize, Dealloc>(ORIG_DEALLOC.load(Ordering::Relaxed)) };
+    let stats =
+        crate::agent::recorder_if_active().and_then(|rec| rec.python.take_passed(obj as usize));
+    match stats {
+        Some(stats) => {
+            let t0 = clock::now();
+            // SAFETY: the original deallocation, unchanged.
+            unsafe { orig(obj) };
+            stats.construction_ticks.add(clock::now().wrapping_sub(t0));
+        }
+        // SAFETY: the original deallocation, unchanged.
+        None => unsafe { orig(obj) },
+    }
+}
+
+/// `sq_repeat` of ctypes' metaclasses: `c_double * n` finds (or makes) the array type a buffer is
+/// built from; its time goes to the next construction on this thread.
+pub unsafe extern "C" fn repeat(ty: *mut PyObject, n: isize) -> *mut PyObject {
+    type Repeat = unsafe extern "C" fn(*mut PyObject, isize) -> *mut PyObject;
+    // SAFETY: ORIG_REPEAT is the metaclasses' original sq_repeat.
+    let orig: Repeat =
+        unsafe { std::mem::transmute::<usize, Repeat>(ORIG_REPEAT.load(Ordering::Relaxed)) };
+    let Some(rec) = crate::agent::recorder_if_active() else {
+        // SAFETY: the original call, unchanged.
+        return unsafe { orig(ty, n) };
+    };
+    let t0 = clock::now();
+    // SAFETY: the original call, unchanged.
+    let result = unsafe { orig(ty, n) };
+    let st = &rec.python;
+    let pending = st.pending_type_ticks.load(Ordering::Relaxed);
+    st.pending_type_ticks
+        .store(pending + clock::now().wrapping_sub(t0), Ordering::Relaxed);
+    result
+}
+
 /// The original `tp_call` of each family, set when the types are patched.
 pub static ORIG_CTYPES: AtomicUsize = AtomicUsize::new(0);
 pub static ORIG_CFFI: AtomicUsize = AtomicUsize::new(0);
@@ -204,7 +284,7 @@ unsafe fn referred_bytes(
     api: &Api,
     st: &ThreadState,
     obj: usize,
-    construction: &mut (u64, u64, bool),
+    construction: &mut Construction,
 ) -> u64 {
     // SAFETY: per the contract; buffers are released, new references dropped, errors cleared.
     unsafe {
@@ -242,6 +322,7 @@ unsafe fn referred_bytes(
             construction.0 += ticks;
             construction.1 += bytes;
             construction.2 = true;
+            construction.3 = target;
         }
         let mut view: api::PyBuffer = std::mem::zeroed();
         if (api.get_buffer)(target as *mut _, &mut view, 0) != 0 {
@@ -302,7 +383,7 @@ unsafe fn wrapped_call(
         0
     };
     // Argument bytes and fresh constructions (GIL held, before the call releases it).
-    let mut construction = (0u64, 0u64, false);
+    let mut construction: Construction = (0, 0, false, 0);
     if !args.is_null() {
         // SAFETY: args is the call's tuple: ob_size items from TUPLE_ITEMS.
         unsafe {
@@ -350,6 +431,7 @@ unsafe fn wrapped_call(
             stats.construction_ticks.add(construction.0);
             stats.construction_bytes.add(construction.1);
             stats.fresh_buffer_calls.add(1);
+            st.remember_passed(construction.3, stats);
         }
         if family_ctypes {
             let (no_argtypes, default_restype) = frames::site_flags(site);
@@ -446,8 +528,9 @@ pub unsafe extern "C" fn construct(
     if !obj.is_null() && unsafe { api::type_of(obj as usize) } == ty as usize {
         // SAFETY: as above.
         let bytes = unsafe { api::word(obj as usize, api::CDATA_B_SIZE) } as u64;
+        let type_ticks = rec.python.pending_type_ticks.swap(0, Ordering::Relaxed);
         rec.python
-            .remember_construction(obj as usize, t1.wrapping_sub(t0), bytes);
+            .remember_construction(obj as usize, t1.wrapping_sub(t0) + type_ticks, bytes);
     }
     obj
 }

@@ -51,6 +51,8 @@ enum Family {
     Ctypes,
     Cffi,
     Metaclass,
+    /// ctypes' instance base types: their deallocator ends a buffer built for one call.
+    Data,
 }
 
 fn family(name: &str) -> Option<Family> {
@@ -61,8 +63,33 @@ fn family(name: &str) -> Option<Family> {
         | "_ctypes.UnionType"
         | "_ctypes.PyCSimpleType" => Some(Family::Metaclass),
         n if n.starts_with("_cffi_backend.") && n.contains("CData") => Some(Family::Cffi),
+        "_ctypes.Array"
+        | "_ctypes.Structure"
+        | "_ctypes.Union"
+        | "_ctypes._SimpleCData"
+        | "_ctypes._Pointer" => Some(Family::Data),
         _ => None,
     }
+}
+
+/// Points the function slot at `addr` to `wrapper` when it holds the family's original (recorded
+/// in `orig_cell` by the first patch); returns 1 when it did.
+///
+/// # Safety
+/// `addr` must be a function-pointer slot of a live type (or its slot struct), GIL held.
+unsafe fn patch_slot(addr: usize, orig_cell: &AtomicUsize, wrapper: usize) -> usize {
+    // SAFETY: per the contract.
+    let current = unsafe { *(addr as *const usize) };
+    if current == 0 || current == wrapper {
+        return 0;
+    }
+    match orig_cell.compare_exchange(0, current, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => {}
+        Err(existing) if existing == current => {}
+        Err(_) => return 0,
+    }
+    write(addr, current, wrapper);
+    1
 }
 
 /// Patches `ty` if it is one of ours; returns how many slots it replaced. GIL held.
@@ -74,10 +101,43 @@ pub unsafe fn patch_type(ty: usize) -> usize {
     // SAFETY: per the contract.
     let name = unsafe { api::type_name(ty) };
     let Some(fam) = family(&name) else { return 0 };
+    if matches!(fam, Family::Data) {
+        // Only static types: a heap type's deallocator may be libpython's subtype_dealloc,
+        // which finds the base deallocator by walking up to the first slot that is not itself —
+        // ours in its place would call it back forever (3.13's ctypes types are heap types).
+        // SAFETY: per the contract.
+        if unsafe { api::word(ty, api::TP_FLAGS) } & api::TPFLAGS_HEAPTYPE != 0 {
+            return 0;
+        }
+        // SAFETY: per the contract.
+        return unsafe {
+            patch_slot(
+                ty + api::TP_DEALLOC,
+                &call::ORIG_DEALLOC,
+                call::dealloc as *const () as usize,
+            )
+        };
+    }
+    if matches!(fam, Family::Metaclass) {
+        // `c_double * n` (the array type's look-up or creation) is part of building a buffer.
+        // SAFETY: per the contract: a metaclass's tp_as_sequence, when set, points to its
+        // PySequenceMethods (a writable struct of _ctypes, or the heap type's own).
+        unsafe {
+            let seq = api::word(ty, api::TP_AS_SEQUENCE);
+            if seq != 0 {
+                patch_slot(
+                    seq + api::SQ_REPEAT,
+                    &call::ORIG_REPEAT,
+                    call::repeat as *const () as usize,
+                );
+            }
+        }
+    }
     let (orig_cell, wrapper): (&AtomicUsize, usize) = match fam {
         Family::Ctypes => (&call::ORIG_CTYPES, call::ctypes_call as *const () as usize),
         Family::Cffi => (&call::ORIG_CFFI, call::cffi_call as *const () as usize),
         Family::Metaclass => (&call::ORIG_CONSTRUCT, call::construct as *const () as usize),
+        Family::Data => unreachable!("handled above"),
     };
     let slot = ty + api::TP_CALL;
     // SAFETY: tp_call of a live type.
