@@ -256,9 +256,12 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         .map(|i| {
             !rows.is_empty()
                 && rows.iter().all(|r| {
+                    // A quantity starts with a digit; an unnamed function's `0x…` offset does
+                    // too, but it is a name and reads left-aligned.
                     r.get(i)
-                        .and_then(|c| c.chars().next())
-                        .map(|ch| ch.is_ascii_digit())
+                        .map(|c| {
+                            c.starts_with(|ch: char| ch.is_ascii_digit()) && !c.starts_with("0x")
+                        })
                         .unwrap_or(true)
                 })
         })
