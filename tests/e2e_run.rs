@@ -134,6 +134,8 @@ fn cffi_abi_mode(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     ]);
     assert_eq!(calls_by_name(&p), expected);
     assert_eq!(p.function("fx_sum").unwrap().arg_bytes, 5 * 16);
+    // ffi.new("double[]", 10) passed 5 times: the array behind the pointer.
+    assert_eq!(p.function("fx_sum").unwrap().buffer_bytes, 5 * 80);
     // The Python layer wraps cffi's cdata call too: every call has its split and its site.
     for f in &p.functions {
         assert_eq!(f.python_calls, f.calls, "{}", f.function);

@@ -133,6 +133,9 @@ pub struct Api {
     pub get_buffer: unsafe extern "C" fn(*mut PyObject, *mut PyBuffer, c_int) -> c_int,
     pub release_buffer: unsafe extern "C" fn(*mut PyBuffer),
     pub import_module: unsafe extern "C" fn(*const c_char) -> *mut PyObject,
+    /// `PyObject_CallFunctionObjArgs(callable, arg, NULL)`.
+    pub call_one: unsafe extern "C" fn(*mut PyObject, ...) -> *mut PyObject,
+    pub long_as_ssize: unsafe extern "C" fn(*mut PyObject) -> isize,
     pub gil_ensure: unsafe extern "C" fn() -> c_int,
     pub gil_release: unsafe extern "C" fn(c_int),
     pub is_initialized: unsafe extern "C" fn() -> c_int,
@@ -230,6 +233,8 @@ fn resolve() -> Result<Api, String> {
         get_buffer: f!("PyObject_GetBuffer\0"),
         release_buffer: f!("PyBuffer_Release\0"),
         import_module: f!("PyImport_ImportModule\0"),
+        call_one: f!("PyObject_CallFunctionObjArgs\0"),
+        long_as_ssize: f!("PyLong_AsSsize_t\0"),
         gil_ensure: f!("PyGILState_Ensure\0"),
         gil_release: f!("PyGILState_Release\0"),
         is_initialized: f!("Py_IsInitialized\0"),

@@ -220,6 +220,85 @@ impl CallCtx {
     }
 }
 
+/// `_cffi_backend.sizeof`, looked up once (0: not yet; 1: not available).
+static CFFI_SIZEOF: AtomicUsize = AtomicUsize::new(0);
+/// A cdata type seen before (cffi's cdata types are few; their names say what they are).
+static CFFI_CDATA_TYPES: [AtomicUsize; 8] = [const { AtomicUsize::new(0) }; 8];
+
+/// Bytes a cffi cdata argument refers to: `ffi.sizeof(cdata)` — the whole array of
+/// `ffi.new("double[]", n)`, the pointed-to object of an owning `ffi.new("T *")`. GIL held.
+///
+/// # Safety
+/// GIL held; `obj` a live object of type `ty`.
+unsafe fn cffi_cdata_bytes(api: &Api, obj: usize, ty: usize) -> u64 {
+    let known = CFFI_CDATA_TYPES
+        .iter()
+        .any(|t| t.load(Ordering::Relaxed) == ty);
+    if !known {
+        // SAFETY: ty is a live type object; tp_name is its NUL-terminated name (read in place:
+        // other argument types pass here on every call and must not allocate).
+        let name = unsafe {
+            std::ffi::CStr::from_ptr(api::word(ty, api::TP_NAME) as *const std::ffi::c_char)
+        }
+        .to_bytes();
+        if !(name.starts_with(b"_cffi_backend.") && name.windows(5).any(|w| w == b"CData")) {
+            return 0;
+        }
+        if let Some(slot) = CFFI_CDATA_TYPES
+            .iter()
+            .find(|t| t.load(Ordering::Relaxed) == 0)
+        {
+            slot.store(ty, Ordering::Relaxed);
+        }
+    }
+    let mut sizeof = CFFI_SIZEOF.load(Ordering::Relaxed);
+    if sizeof == 0 {
+        // SAFETY: GIL held; the module is already imported (the cdata came from it); the
+        // attribute reference is kept for the process's life.
+        sizeof = unsafe {
+            let m = (api.import_module)(c"_cffi_backend".as_ptr());
+            let f = if m.is_null() {
+                std::ptr::null_mut()
+            } else {
+                (api.getattr)(m, c"sizeof".as_ptr())
+            };
+            if !m.is_null() {
+                (api.decref)(m);
+            }
+            if f.is_null() {
+                (api.err_clear)();
+                1
+            } else {
+                f as usize
+            }
+        };
+        CFFI_SIZEOF.store(sizeof, Ordering::Relaxed);
+    }
+    if sizeof == 1 {
+        return 0;
+    }
+    // SAFETY: GIL held; a call of cffi's sizeof on a cdata, result released, errors cleared.
+    unsafe {
+        let r = (api.call_one)(
+            sizeof as *mut PyObject,
+            obj as *mut PyObject,
+            std::ptr::null_mut::<PyObject>(),
+        );
+        if r.is_null() {
+            (api.err_clear)();
+            return 0;
+        }
+        let n = (api.long_as_ssize)(r);
+        (api.decref)(r);
+        if n < 0 {
+            (api.err_clear)();
+            0
+        } else {
+            n as u64
+        }
+    }
+}
+
 /// Construction seen among a call's arguments: (ticks, bytes, any fresh, last fresh object).
 type Construction = (u64, u64, bool, usize);
 
@@ -396,7 +475,7 @@ unsafe fn wrapped_call(
                 } else if family_ctypes || ty == api.bytes_type || ty == api.bytearray_type {
                     referred_bytes(api, st, item, &mut construction)
                 } else {
-                    0
+                    cffi_cdata_bytes(api, item, ty)
                 };
                 ctx.arg_bytes[i] = MaybeUninit::new(b);
                 ctx.any_buffer |= b != 0;
