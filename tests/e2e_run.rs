@@ -184,6 +184,18 @@ fn lib_filter(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     Ok(())
 }
 
+fn ffi_only_layer(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    let out = dir.join("p.json");
+    let o = run_profiled(py, &out, &["--ffi-only"], "calls_basic.py", &[FIXTURE]);
+    check_ok(&o);
+    let p = read_profile(&out);
+    let f = p.function("fx_add_int").unwrap();
+    assert_eq!((f.calls, f.arg_bytes), (1000, 8000));
+    assert_eq!((f.python_calls, f.marshal_in_ns, f.sites.len()), (0, 0, 0));
+    assert_eq!(f.timed_calls, 999, "every call timed but the first");
+    Ok(())
+}
+
 fn fork_child_profile(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     let out = dir.join("p.json");
     let o = run_profiled(py, &out, &[], "calls_fork.py", &[FIXTURE, "120", "35"]);
@@ -463,6 +475,7 @@ fn main() {
         ("threads_8x50k", threads_8x50k, None),
         ("cffi_abi_mode", cffi_abi_mode, Some("cffi")),
         ("lib_filter", lib_filter, None),
+        ("ffi_only_layer", ffi_only_layer, None),
         ("fork_child_profile", fork_child_profile, None),
         ("pool_workers_terminated", pool_workers_terminated, None),
         ("relative_library_path", relative_library_path, None),
