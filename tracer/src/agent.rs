@@ -35,17 +35,15 @@ static RECORDING_UNTIL: AtomicU64 = AtomicU64::new(0);
 /// The current configuration's mode is `attach` (readable without a lock, e.g. after fork).
 static CONFIG_MODE_ATTACH: AtomicBool = AtomicBool::new(false);
 
-/// This thread's recorder when the agent is recording and not already inside itself.
+/// This thread's recorder when the agent is recording.
 #[inline(always)]
 pub fn recorder_if_active() -> Option<&'static ThreadRecorder> {
     if !ACTIVE.load(Ordering::Relaxed) {
         return None;
     }
-    let r = recorder::current()?;
-    if r.busy.load(Ordering::Relaxed) {
-        return None;
-    }
-    Some(r)
+    // No re-entrancy flag: the agent never calls foreign functions itself, and a nested
+    // Python-level call (a callback, a finalizer) is a real call with its own CallCtx.
+    recorder::current()
 }
 
 /// The slow path of a thread's first call to a function: learn the function's library (and

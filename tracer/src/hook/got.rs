@@ -313,9 +313,4 @@ impl PatchedSlot {
         }
         write_slot(self.slot, self.original, self.read_only).is_ok()
     }
-
-    /// Whether the slot still points at our hook.
-    pub fn is_active(&self) -> bool {
-        slot_cell(self.slot).load(Ordering::SeqCst) == self.replacement
-    }
 }

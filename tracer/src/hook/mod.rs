@@ -234,15 +234,6 @@ pub fn forget_statuses() {
     }
 }
 
-/// Number of GOT entries currently pointing at a hook.
-pub fn active_count() -> usize {
-    INSTALLED
-        .lock()
-        .as_ref()
-        .map(|s| s.slots.iter().filter(|p| p.is_active()).count())
-        .unwrap_or(0)
-}
-
 pub(crate) fn fork_prepare() {
     std::mem::forget(INSTALLED.lock());
 }

@@ -251,11 +251,6 @@ pub fn restore_all() -> usize {
     n
 }
 
-/// How many slots are replaced now.
-pub fn active() -> usize {
-    PATCHES.lock().len()
-}
-
 type CallObject = unsafe extern "C" fn(*mut PyObject, *mut PyObject) -> *mut PyObject;
 type ListSize = unsafe extern "C" fn(*mut PyObject) -> isize;
 type ListGetItem = unsafe extern "C" fn(*mut PyObject, isize) -> *mut PyObject;

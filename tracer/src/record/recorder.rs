@@ -203,8 +203,6 @@ struct StatsSlot {
 /// One thread's recorder.
 pub struct ThreadRecorder {
     slots: [StatsSlot; STATS_SLOTS],
-    /// Re-entrancy guard: set while the agent's own code runs on this thread.
-    pub busy: AtomicBool,
     /// Per-thread state of the Python layer (current call, timestamps).
     pub python: crate::python::ThreadState,
 }
@@ -223,7 +221,7 @@ fn mix(k: u64) -> usize {
 
 impl ThreadRecorder {
     fn new() -> Box<Self> {
-        // SAFETY: slots are atomics (zero = empty), `busy` is false when zero, and the Python
+        // SAFETY: slots are atomics (zero = empty), and the Python
         // layer's ThreadState is documented to be valid all-zero; allocating zeroed keeps the
         // 32 KiB table off the calling thread's stack.
         unsafe { Box::new_zeroed().assume_init() }
