@@ -59,22 +59,22 @@
 //!   The two differ by what the construction does: converting Python values element by element (per-byte
 //!   construction cost ≥ `zero_copy_min_ns_per_byte`, buffers of at least `zero_copy_min_bytes`) calls for
 //!   sharing memory (zero-copy); building empty or small objects calls for reusing one (reuse-buffer).
-//!   The estimate is a lower bound, and an upper one is given beside it: construction is the time inside
-//!   the ctypes type's constructor (the metaclass call), which is nearly all of the building when it
-//!   converts values (zero-copy) but not all of what a fresh empty buffer costs. Not measured, and so not in the
-//!   estimate: (1) *releasing* each fresh buffer when the next one replaces it (ctypes' `tp_dealloc`: the
-//!   object and its `free`d memory), and (2) the Python around the constructor call: calling the type,
-//!   and for helpers such as `create_string_buffer` the whole Python function (argument checks,
-//!   `sys.audit`, looking up the array type `c_char * n`). On the development machine
-//!   (`scripts/validate-advice`) these made the realized saving about 2 × the constructor's time for
-//!   `(c_double * 512)()` and about 3 × for `create_string_buffer(4096)`. Both lie inside the site's gap, which
-//!   also holds the rest of the loop body: the evidence gives `saving_upper_bound_ns` = (fresh-buffer
-//!   calls − 1) × gap per call — the whole Python time between calls, which is all a change of what
-//!   happens between the calls can remove — so the realized saving should lie between the estimate and
-//!   that bound (up to the noise of timing on a busy machine). Closing the gap needs two figures the
-//!   agent does not record yet: the time in `tp_dealloc` of objects that were passed fresh to a call,
-//!   per site, and the time of the Python helper that built the object (from the helper's entry, not
-//!   the metaclass call's).
+//!   The estimate is a lower bound, and an upper one is given beside it. Construction is what the agent
+//!   times around the building: the ctypes type's constructor (the metaclass call, with `c_double * n`
+//!   when the statement looks the array type up), the release of an object that was passed fresh to a
+//!   call (`tp_dealloc`; not on 3.13, whose ctypes types are heap types), and for `create_string_buffer`
+//!   / `create_unicode_buffer` the whole Python helper call — except on 3.11, which calls one Python
+//!   function from another past every hook, so there the helper is timed by its constructor alone.
+//!   Not measured: the interpreter's own work for the statement that builds the object (loading the
+//!   type, the call, storing the result: dictionary operations at module level) and its indirect costs
+//!   (caches and branch predictors shared with the call). On the development machine
+//!   (`scripts/validate-advice`, fastest runs) the realized saving of `(c_double * 512)()` per call was
+//!   1.4–2 × the measured construction (3.11 and 3.12, module level), and of `create_string_buffer(4096)`
+//!   1.2 × on 3.12 and 2 × on 3.11 (helper not timed). Both lie inside the site's gap, which also holds
+//!   the rest of the loop body: the evidence gives `saving_upper_bound_ns` = (fresh-buffer calls − 1) ×
+//!   gap per call — the whole Python time between calls, which is all a change of what happens between
+//!   the calls can remove — so the realized saving lies between the estimate and that bound (up to the
+//!   noise of timing on a busy machine).
 //! * **declare-argtypes** — saving = (marshal-in per call − the median marshal-in per call of the profile's
 //!   functions with argtypes declared and the same number of arguments) × undeclared calls, when such
 //!   functions exist; otherwise no time is claimed and the advice stands only on correctness (a function

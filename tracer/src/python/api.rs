@@ -92,6 +92,10 @@ pub const TP_CALL: usize = 128;
 pub const TP_DEALLOC: usize = 48;
 pub const TP_AS_SEQUENCE: usize = 104;
 pub const SQ_REPEAT: usize = 16;
+/// `PyTypeObject.tp_vectorcall_offset` (unchanged from 3.8 to 3.13).
+pub const TP_VECTORCALL_OFFSET: usize = 56;
+/// `PyTypeObject.tp_basicsize` (unchanged from 3.8 to 3.13).
+pub const TP_BASICSIZE: usize = 32;
 /// `PyTypeObject.tp_flags` (unchanged from 3.8 to 3.13) and `Py_TPFLAGS_HEAPTYPE`.
 pub const TP_FLAGS: usize = 168;
 pub const TPFLAGS_HEAPTYPE: usize = 1 << 9;

@@ -162,6 +162,21 @@ impl ThreadState {
         r.bytes.store(bytes, Ordering::Relaxed);
     }
 
+    /// `obj`, just built by a ctypes constructor, came out of a Python helper that took `ticks`
+    /// in all: that is what building it cost.
+    pub fn widen_construction(&self, obj: usize, ticks: u64) {
+        if let Some(r) = self
+            .recent
+            .iter()
+            .find(|r| r.obj.load(Ordering::Relaxed) == obj)
+        {
+            r.ticks.store(
+                r.ticks.load(Ordering::Relaxed).max(ticks),
+                Ordering::Relaxed,
+            );
+        }
+    }
+
     /// If `obj` was just built by a ctypes constructor on this thread: its (ticks, bytes), once.
     fn take_construction(&self, obj: usize) -> Option<(u64, u64)> {
         self.recent
@@ -610,6 +625,15 @@ pub unsafe extern "C" fn construct(
         let type_ticks = rec.python.pending_type_ticks.swap(0, Ordering::Relaxed);
         rec.python
             .remember_construction(obj as usize, t1.wrapping_sub(t0) + type_ticks, bytes);
+        // SAFETY: the GIL is held (a tp_call) and no exception is set (the call succeeded).
+        unsafe { super::helpers::ensure_patched() };
+        if let Some(api) = api::get() {
+            // SAFETY: GIL held; the innermost frame is the running Python code that called us.
+            if let Some(frame) = unsafe { frames::current_frame(api) } {
+                // SAFETY: as above: a live frame of this interpreter version.
+                super::helpers::constructed_in(unsafe { api::word(frame, api.layout.f_code) });
+            }
+        }
     }
     obj
 }

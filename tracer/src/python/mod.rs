@@ -4,11 +4,13 @@
 //! - `api`: the C API resolved at run time, and per-version struct offsets;
 //! - `frames`: call sites and stacks read from the frame structs;
 //! - `slots`: replacing `tp_call` of ctypes/cffi types (and their `__call__` descriptors);
-//! - `call`: the wrappers themselves and the per-thread state they share with the ffi_call hook.
+//! - `call`: the wrappers themselves and the per-thread state they share with the ffi_call hook;
+//! - `helpers`: `create_string_buffer` & co., whose whole call is the construction.
 
 pub mod api;
 mod call;
 pub mod frames;
+mod helpers;
 pub mod slots;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -431,6 +431,16 @@ unsafe fn loaded_module(x: &Extra, name: &CStr) -> Option<usize> {
     }
 }
 
+/// `sys.modules[name]` as a borrowed reference, for the other patchers.
+///
+/// # Safety
+/// GIL held.
+pub(super) unsafe fn loaded_module_ref(name: &CStr) -> Option<usize> {
+    let x = extra().ok()?;
+    // SAFETY: per the contract.
+    unsafe { loaded_module(x, name) }
+}
+
 /// Installs the Python layer on types that already exist (attach): ctypes' `CFuncPtr`, its
 /// `__call__` descriptor, every existing subclass, the four metaclasses, and — if the program
 /// imported cffi — cffi's cdata types and their subclasses. Returns how many slots it replaced.
@@ -488,6 +498,8 @@ pub unsafe fn install_on_existing() -> Result<usize, String> {
     if n == 0 {
         return Err("no ctypes or cffi type found to patch".into());
     }
+    // SAFETY: GIL held (contract), no exception set (every lookup above cleared its own).
+    unsafe { super::helpers::ensure_patched() };
     Ok(n)
 }
 
@@ -498,7 +510,8 @@ pub unsafe fn install_on_existing() -> Result<usize, String> {
 /// # Safety
 /// The GIL must be held.
 pub unsafe fn remove_from_existing() -> usize {
-    let mut n = restore_all();
+    // SAFETY: GIL held (contract).
+    let mut n = restore_all() + unsafe { super::helpers::restore() };
     let (Some(api), Ok(x)) = (api::get(), extra()) else {
         return n;
     };
