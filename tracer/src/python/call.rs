@@ -627,13 +627,6 @@ pub unsafe extern "C" fn construct(
             .remember_construction(obj as usize, t1.wrapping_sub(t0) + type_ticks, bytes);
         // SAFETY: the GIL is held (a tp_call) and no exception is set (the call succeeded).
         unsafe { super::helpers::ensure_patched() };
-        if let Some(api) = api::get() {
-            // SAFETY: GIL held; the innermost frame is the running Python code that called us.
-            if let Some(frame) = unsafe { frames::current_frame(api) } {
-                // SAFETY: as above: a live frame of this interpreter version.
-                super::helpers::constructed_in(unsafe { api::word(frame, api.layout.f_code) });
-            }
-        }
     }
     obj
 }

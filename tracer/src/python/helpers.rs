@@ -7,9 +7,11 @@
 //! reference the program holds (`from ctypes import create_string_buffer` included) sees the
 //! change: the `vectorcall` pointer goes to [`helper_vectorcall`], which times the original
 //! (`_PyFunction_Vectorcall`) and widens the construction record of the object it returns. On
-//! 3.11+ the function's `func_version` is zeroed as `PyFunction_SetVectorcall` does, so the
-//! interpreter's specialised calls (which bypass `vectorcall`) are not used for it; restoring
-//! puts both back.
+//! 3.12+ the function's `func_version` is zeroed as `PyFunction_SetVectorcall` does, so the
+//! interpreter does not specialise calls of it (specialised calls bypass `vectorcall`); restoring
+//! puts both back. 3.11 calls a Python function from Python code by pushing its frame inline, past
+//! `vectorcall` and any other hook, so there only calls made from C (`map`, callbacks) are timed
+//! whole; the others are timed by the constructor inside.
 //!
 //! The helpers exist only once `ctypes/__init__.py` has run, after `_ctypes` is loaded; so the
 //! patch is tried at constructions (GIL held) until it succeeds, and at attach.
@@ -45,23 +47,6 @@ struct Patched {
 }
 
 static PATCHED: Mutex<Vec<Patched>> = Mutex::new(Vec::new());
-
-/// 3.11 only: the helpers' code objects and where their functions keep `func_version`.
-static RESPECIALIZING: [(AtomicUsize, AtomicUsize); 2] =
-    [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; 2];
-
-/// A construction ran in a frame of `code`: if that is a helper's on 3.11, zero its function's
-/// version again (see the module docs). GIL held.
-#[inline]
-pub fn constructed_in(code: usize) {
-    for (c, at) in &RESPECIALIZING {
-        if c.load(Ordering::Relaxed) == code && code != 0 {
-            // SAFETY: `at` is the func_version word of a patched helper function, alive while
-            // `ctypes` is; written with the GIL held, as the interpreter itself does.
-            unsafe { *(at.load(Ordering::Relaxed) as *mut u32) = 0 };
-        }
-    }
-}
 
 /// Patches the helpers if `ctypes` is imported and they are not patched yet. GIL held, no
 /// exception set.
@@ -137,31 +122,13 @@ unsafe fn patch_function(f: usize, minor: u32) {
             Err(existing) if existing == original => {}
             Err(_) => return,
         }
-        let version_at = (minor >= 11 && offset + 12 <= size).then(|| {
+        let version_at = (minor >= 12 && offset + 12 <= size).then(|| {
             let at = f + offset + 8;
             let v = *(at as *const u32);
             *(at as *mut u32) = 0;
             (at, v)
         });
         *((f + offset) as *mut usize) = helper_vectorcall as *const () as usize;
-        if minor == 11 {
-            if let (Some((at, _)), Some(api)) = (version_at, api::get()) {
-                let code = (api.getattr)(f as *mut PyObject, c"__code__".as_ptr());
-                if code.is_null() {
-                    (api.err_clear)();
-                } else {
-                    // The function keeps its code alive; only the address is kept here.
-                    (api.decref)(code);
-                    if let Some((c, a)) = RESPECIALIZING
-                        .iter()
-                        .find(|(c, _)| c.load(Ordering::Relaxed) == 0)
-                    {
-                        a.store(at, Ordering::Relaxed);
-                        c.store(code as usize, Ordering::Relaxed);
-                    }
-                }
-            }
-        }
         crate::agent::debug(&format!(
             "helper at {f:#x}: vectorcall at +{offset}, version {version_at:?}"
         ));
@@ -193,9 +160,6 @@ pub unsafe fn restore() -> usize {
                 }
             }
         }
-    }
-    for (c, _) in &RESPECIALIZING {
-        c.store(0, Ordering::Relaxed);
     }
     DONE.store(false, Ordering::Relaxed);
     ATTEMPTS.store(0, Ordering::Relaxed);
