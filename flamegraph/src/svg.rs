@@ -129,9 +129,20 @@ pub fn render_folded_counted(folded: &Folded, opts: &SvgOptions) -> Result<(Stri
     flamegraph::from_lines(&mut o, lines.iter().map(|s| s.as_str()), &mut out)
         .map_err(Error::Flamegraph)?;
     Ok((
-        String::from_utf8(out).expect("inferno writes UTF-8"),
+        clamp_fluid_width(String::from_utf8(out).expect("inferno writes UTF-8")),
         pruned.dropped,
     ))
+}
+
+/// inferno's script sizes the frames to the SVG's laid-out width less its padding; while the SVG
+/// has no width yet (laid out later, a zero-width container, mid-resize) that is -20, which
+/// browsers reject with an error on the console. Clamp it at zero; the next resize or layout
+/// sets the real width.
+fn clamp_fluid_width(svg: String) -> String {
+    const INFERNO: &str = "frames.attributes.width.value = svg.width.baseVal.value - xpad * 2;";
+    const CLAMPED: &str =
+        "frames.attributes.width.value = Math.max(0, svg.width.baseVal.value - xpad * 2);";
+    svg.replacen(INFERNO, CLAMPED, 1)
 }
 
 /// Draws a profile's flamegraph with the given weight.
@@ -154,7 +165,9 @@ pub fn render_differential(before: &Folded, after: &Folded, opts: &SvgOptions) -
     let mut out = Vec::new();
     flamegraph::from_lines(&mut o, lines.iter().map(|s| s.as_str()), &mut out)
         .map_err(Error::Flamegraph)?;
-    Ok(String::from_utf8(out).expect("inferno writes UTF-8"))
+    Ok(clamp_fluid_width(
+        String::from_utf8(out).expect("inferno writes UTF-8"),
+    ))
 }
 
 /// The differential folded text (`stack before after` per line), as inferno's `diff-folded` writes it.
@@ -188,5 +201,22 @@ pub fn strip_prolog(svg: &str) -> &str {
     match svg.find("<svg") {
         Some(i) => &svg[i..],
         None => svg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::folded::{Folded, Weight};
+
+    #[test]
+    fn fluid_width_is_never_negative() {
+        let folded = Folded::parse(Weight::Calls, "main;f 3\nmain;g 1\n");
+        let svg = render_folded(&folded, &SvgOptions::default()).unwrap();
+        assert!(
+            svg.contains("Math.max(0, svg.width.baseVal.value - xpad * 2)"),
+            "inferno's width line changed: update clamp_fluid_width"
+        );
+        assert!(!svg.contains("= svg.width.baseVal.value - xpad * 2;"));
     }
 }
