@@ -177,12 +177,13 @@ fn within(measured: u64, truth: u64, tolerance: f64) -> bool {
     (measured as f64 - truth as f64).abs() <= truth as f64 * tolerance
 }
 
-/// Timing tests measure clock time: two of them spinning at once on a 2-core machine would
-/// measure each other.
-static TIMING_ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// Timing tests measure clock time, as a benchmark does: they run with nothing else of this suite
+/// beside them (every other case holds this shared), or on a 2-core machine the other profiled
+/// processes evict the caches the probe's calibrated floor was measured with.
+static QUIET: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
 fn timing_accuracy(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
-    let _alone = TIMING_ALONE.lock().unwrap_or_else(|e| e.into_inner());
+    let _alone = QUIET.write().unwrap_or_else(|e| e.into_inner());
     for sample in ["1", "8"] {
         let (p, out) = profile_of(py, dir, &["--timing-sample", sample], "py_timing.py");
         let truths: Vec<u64> = out.split_whitespace().map(|x| x.parse().unwrap()).collect();
@@ -192,12 +193,8 @@ fn timing_accuracy(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
         {
             let f = func(&p, name);
             let p50 = f.native_hist.summary().p50_ns;
-            // ±3 %, but ±5 % at 1 µs: libffi's own call sequence is inside the native interval
-            // and only its warm cost (the measured floor) is subtracted; on a busy machine its
-            // cold cost around a sampled call was seen ~36 ns (3.2 %) higher.
-            let tolerance = if truth < 5_000 { 0.05 } else { 0.03 };
             assert!(
-                within(p50, truth, tolerance),
+                within(p50, truth, 0.03),
                 "{name}: median {p50} ns vs {truth} ns (timing 1/{sample})"
             );
         }
@@ -242,6 +239,9 @@ fn main() {
         for (name, f) in cases {
             let py2 = py.clone();
             let t = trial(format!("{}::{name}", py.label), move || {
+                // timing_accuracy takes the lock exclusively itself.
+                let _shared = (name != "timing_accuracy")
+                    .then(|| QUIET.read().unwrap_or_else(|e| e.into_inner()));
                 let dir = tempfile::tempdir().unwrap();
                 f(&py2, dir.path())
             });
