@@ -22,7 +22,8 @@ struct BufferEvidence {
     gap_per_call_ns: Option<f64>,
     gap_samples: u64,
     /// (fresh-buffer calls - 1) × gap per call: no more than the Python time between calls can go.
-    /// The estimate (the constructor calls alone) is the lower bound; null when the gap is unknown.
+    /// The estimate (what was measured of each buffer's life) is the lower bound; null when the
+    /// gap is unknown.
     saving_upper_bound_ns: Option<u64>,
 }
 
@@ -91,9 +92,10 @@ fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
             fmt_ns(per_call.round() as u64),
             match upper {
                 Some(u) if u > saving => format!(
-                    " The saving shown counts the constructor calls alone: releasing each buffer and the \
-                     Python around the constructor go too, for up to {} in all (the Python time between \
-                     the calls).",
+                    " The saving shown counts what was measured of each buffer's life (type look-up, \
+                     constructor, release; a create_string_buffer call whole, except on CPython 3.11); the \
+                     interpreter's own work for the statement that builds it goes too, for up to {} in all \
+                     (the Python time between the calls).",
                     fmt_ns(u)
                 ),
                 _ => String::new(),
@@ -217,7 +219,7 @@ mod tests {
         // Unknown gap: no upper bound.
         let r = &of_kind(&fresh_string_buffer(true), AdviceKind::ReuseBuffer)[0];
         assert_eq!(r.evidence["saving_upper_bound_ns"], Value::Null);
-        assert!(!r.suggestion.contains("constructor calls alone"));
+        assert!(!r.suggestion.contains("what was measured of each buffer"));
     }
 
     #[test]
