@@ -46,6 +46,16 @@ pub fn recorder_if_active() -> Option<&'static ThreadRecorder> {
     recorder::current()
 }
 
+/// `recorder_if_active` for hooks' fast paths: None also when the thread's recorder is not in
+/// its home slot (or does not exist yet); the caller then takes its slow path.
+#[inline(always)]
+pub fn recorder_at_home() -> Option<&'static ThreadRecorder> {
+    if !ACTIVE.load(Ordering::Relaxed) {
+        return None;
+    }
+    recorder::current_at_home()
+}
+
 /// The slow path of a thread's first call to a function: learn the function's library (and
 /// whether `--lib` excludes it), and start the snapshotter in a freshly forked child.
 pub fn first_sighting(addr: usize) -> bool {

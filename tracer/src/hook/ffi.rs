@@ -162,6 +162,9 @@ unsafe fn arg_bytes(
     }
 }
 
+/// The hook proper. Its fast path — the thread and the (function, site) known, the call not
+/// timed — counts the call and its bytes first and then tail-calls the real `ffi_call`: nothing of
+/// ours stays on the stack while the C function runs, and no register needs saving.
 #[inline(always)]
 unsafe fn hooked_ffi_call(
     slot: usize,
@@ -173,12 +176,97 @@ unsafe fn hooked_ffi_call(
     // SAFETY: REAL[slot] was set to a real ffi_call before the trampoline was written to any GOT.
     let real: FfiCallFn =
         unsafe { std::mem::transmute::<usize, FfiCallFn>(REAL[slot].load(Ordering::Relaxed)) };
+    let Some(rec) = crate::agent::recorder_at_home() else {
+        // SAFETY: forwarded unchanged.
+        return unsafe { general_ffi_call(real, cif, f, r, a) };
+    };
+    // SAFETY: a non-null ctx is the live CallCtx of this thread's innermost Python-level call;
+    // only this thread touches it, and it outlives this hook (the wrapper is below us).
+    let ctx = unsafe { rec.python.current().as_mut() };
+    let site = ctx.as_ref().map_or(0, |c| c.site);
+    let Some(stats) = rec.existing_stats(f as usize, site) else {
+        // SAFETY: forwarded unchanged.
+        return unsafe { general_ffi_call(real, cif, f, r, a) };
+    };
+    if stats.excluded {
+        // SAFETY: the original call, unchanged.
+        return unsafe { real(cif, f, r, a) };
+    }
+    let timed = match &ctx {
+        Some(c) => c.timed,
+        None => rec.python.sample_timing(),
+    };
+    if timed {
+        // SAFETY: forwarded unchanged.
+        return unsafe { timed_ffi_call(stats, ctx, real, cif, f, r, a) };
+    }
+    // SAFETY: cif comes from libffi's caller and is prepared.
+    unsafe { count(stats, cif, ctx.as_deref()) };
+    if let Some(c) = ctx {
+        c.native_done(stats, 0, 0);
+    }
+    // SAFETY: the original call, unchanged.
+    unsafe { real(cif, f, r, a) }
+}
+
+/// Counts one call and its bytes into `stats`.
+///
+/// # Safety
+/// `cif` must be a cif prepared by libffi.
+#[inline(always)]
+unsafe fn count(
+    stats: &recorder::CallStats,
+    cif: *mut FfiCif,
+    ctx: Option<&crate::python::CallCtx>,
+) {
+    // SAFETY: per the contract.
+    let (args, ret, nargs, buffer) = unsafe { arg_bytes(cif, ctx) };
+    stats.calls.add(1);
+    stats.arg_bytes.add(args);
+    stats.ret_bytes.add(ret);
+    stats.arg_count.store(nargs, Ordering::Relaxed);
+    if buffer != 0 {
+        stats.buffer_bytes.add(buffer);
+    }
+}
+
+/// A timed call of a known (function, site).
+#[inline(never)]
+unsafe fn timed_ffi_call(
+    stats: &recorder::CallStats,
+    ctx: Option<&mut crate::python::CallCtx>,
+    real: FfiCallFn,
+    cif: *mut FfiCif,
+    f: *const c_void,
+    r: *mut c_void,
+    a: *mut *mut c_void,
+) {
+    // SAFETY: cif comes from libffi's caller and is prepared.
+    unsafe { count(stats, cif, ctx.as_deref()) };
+    let t0 = clock::now();
+    // SAFETY: the original call, unchanged.
+    unsafe { real(cif, f, r, a) };
+    let t1 = clock::now();
+    stats.record_native(t1.wrapping_sub(t0));
+    if let Some(c) = ctx {
+        c.native_done(stats, t0, t1);
+    }
+}
+
+/// Every other call: a thread's first, a (function, site) first seen, or the agent stopped.
+#[inline(never)]
+unsafe fn general_ffi_call(
+    real: FfiCallFn,
+    cif: *mut FfiCif,
+    f: *const c_void,
+    r: *mut c_void,
+    a: *mut *mut c_void,
+) {
     let Some(rec) = crate::agent::recorder_if_active() else {
         // SAFETY: the original call, unchanged.
         return unsafe { real(cif, f, r, a) };
     };
-    // SAFETY: a non-null ctx is the live CallCtx of this thread's innermost Python-level call;
-    // only this thread touches it, and it outlives this hook (the wrapper is below us).
+    // SAFETY: as in hooked_ffi_call.
     let ctx = unsafe { rec.python.current().as_mut() };
     let site = ctx.as_ref().map_or(0, |c| c.site);
     let mut first = false;
@@ -200,7 +288,7 @@ unsafe fn hooked_ffi_call(
         None => rec.python.sample_timing(),
     } && !first;
     // SAFETY: cif comes from libffi's caller and is prepared.
-    let (args, ret, nargs, buffer) = unsafe { arg_bytes(cif, ctx.as_deref()) };
+    unsafe { count(stats, cif, ctx.as_deref()) };
     let (t0, t1) = if timed {
         let t0 = clock::now();
         // SAFETY: the original call, unchanged.
@@ -218,12 +306,5 @@ unsafe fn hooked_ffi_call(
             c.untime();
         }
         c.native_done(stats, t0, t1);
-    }
-    stats.calls.add(1);
-    stats.arg_bytes.add(args);
-    stats.ret_bytes.add(ret);
-    stats.arg_count.store(nargs, Ordering::Relaxed);
-    if buffer != 0 {
-        stats.buffer_bytes.add(buffer);
     }
 }

@@ -256,6 +256,19 @@ impl ThreadRecorder {
         None
     }
 
+    /// The statistics of (function, site) if this thread has them already: the hooks' fast path,
+    /// which must not call anything before the hooked call.
+    #[inline(always)]
+    pub fn existing_stats(&self, function: usize, site: u32) -> Option<&CallStats> {
+        let key = stats_key(function, site);
+        let slot = &self.slots[mix(key) & (STATS_SLOTS - 1)];
+        if slot.key.load(Ordering::Relaxed) == key {
+            // SAFETY: as in `stats`.
+            return unsafe { slot.stats.load(Ordering::Acquire).as_ref() };
+        }
+        None
+    }
+
     /// Every (function, site) this thread has recorded.
     pub fn each(&self, mut f: impl FnMut(&CallStats)) {
         for slot in &self.slots {
@@ -310,6 +323,20 @@ pub fn current() -> Option<&'static ThreadRecorder> {
         return unsafe { slot.recorder.load(Ordering::Acquire).as_ref() };
     }
     current_slow(key, i)
+}
+
+/// This thread's recorder when it sits in its home slot (nearly always), else None — with no
+/// call on any path, so a hook's fast path needs no stack frame; the caller falls back to
+/// `current`.
+#[inline(always)]
+pub fn current_at_home() -> Option<&'static ThreadRecorder> {
+    let key = thread_pointer();
+    let slot = &THREADS[mix(key as u64) & (THREAD_SLOTS - 1)];
+    if slot.key.load(Ordering::Acquire) == key {
+        // SAFETY: recorders are leaked, never freed; null only during the owner's own claim.
+        return unsafe { slot.recorder.load(Ordering::Acquire).as_ref() };
+    }
+    None
 }
 
 /// A thread's first call, or a collision in the table.
