@@ -57,8 +57,10 @@ pub unsafe fn ensure_patched() {
     if DONE.load(Ordering::Relaxed) || ATTEMPTS.fetch_add(1, Ordering::Relaxed) >= MAX_ATTEMPTS {
         return;
     }
+    // A slow path entered from C (a constructor call): a panic here must not unwind into Python.
     // SAFETY: per the contract.
-    if unsafe { try_patch() } {
+    let done = std::panic::catch_unwind(|| unsafe { try_patch() }).unwrap_or(true);
+    if done {
         DONE.store(true, Ordering::Relaxed);
     }
 }
