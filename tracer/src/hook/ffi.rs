@@ -188,6 +188,29 @@ unsafe fn hooked_ffi_call(
         // SAFETY: forwarded unchanged.
         return unsafe { general_ffi_call(real, cif, f, r, a) };
     };
+    // SAFETY: forwarded unchanged.
+    unsafe { known_ffi_call(rec, stats, ctx, false, real, cif, f, r, a) }
+}
+
+/// A call whose statistics exist: excluded ones pass through; untimed ones are counted, then the
+/// real `ffi_call` is a tail call; timed ones go out of line. `first`: the statistics were just
+/// created, whose allocation such a call paid for — never timed.
+///
+/// # Safety
+/// As the trampolines: arguments forwarded unchanged from libffi's caller; `ctx` this thread's.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn known_ffi_call(
+    rec: &recorder::ThreadRecorder,
+    stats: &recorder::CallStats,
+    mut ctx: Option<&mut crate::python::CallCtx>,
+    first: bool,
+    real: FfiCallFn,
+    cif: *mut FfiCif,
+    f: *const c_void,
+    r: *mut c_void,
+    a: *mut *mut c_void,
+) {
     if stats.excluded {
         // SAFETY: the original call, unchanged.
         return unsafe { real(cif, f, r, a) };
@@ -195,7 +218,12 @@ unsafe fn hooked_ffi_call(
     let timed = match &ctx {
         Some(c) => c.timed,
         None => rec.python.sample_timing(),
-    };
+    } && !first;
+    if first {
+        if let Some(c) = ctx.as_deref_mut() {
+            c.untime();
+        }
+    }
     if timed {
         // SAFETY: forwarded unchanged.
         return unsafe { timed_ffi_call(stats, ctx, real, cif, f, r, a) };
@@ -278,33 +306,6 @@ unsafe fn general_ffi_call(
         // SAFETY: the original call, unchanged.
         return unsafe { real(cif, f, r, a) };
     };
-    if stats.excluded {
-        // SAFETY: the original call, unchanged.
-        return unsafe { real(cif, f, r, a) };
-    }
-    // A thread's first call to a function pays for allocating its statistics: never time it.
-    let timed = match &ctx {
-        Some(c) => c.timed,
-        None => rec.python.sample_timing(),
-    } && !first;
-    // SAFETY: cif comes from libffi's caller and is prepared.
-    unsafe { count(stats, cif, ctx.as_deref()) };
-    let (t0, t1) = if timed {
-        let t0 = clock::now();
-        // SAFETY: the original call, unchanged.
-        unsafe { real(cif, f, r, a) };
-        let t1 = clock::now();
-        stats.record_native(t1.wrapping_sub(t0));
-        (t0, t1)
-    } else {
-        // SAFETY: the original call, unchanged.
-        unsafe { real(cif, f, r, a) };
-        (0, 0)
-    };
-    if let Some(c) = ctx {
-        if first {
-            c.untime();
-        }
-        c.native_done(stats, t0, t1);
-    }
+    // SAFETY: forwarded unchanged.
+    unsafe { known_ffi_call(rec, stats, ctx, first, real, cif, f, r, a) }
 }

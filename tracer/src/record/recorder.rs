@@ -315,14 +315,11 @@ fn thread_pointer() -> usize {
 /// This thread's recorder, created on its first call. None when the table of threads is full.
 #[inline(always)]
 pub fn current() -> Option<&'static ThreadRecorder> {
-    let key = thread_pointer();
-    let i = mix(key as u64) & (THREAD_SLOTS - 1);
-    let slot = &THREADS[i];
-    if slot.key.load(Ordering::Acquire) == key {
-        // SAFETY: recorders are leaked, never freed; null only during the owner's own claim.
-        return unsafe { slot.recorder.load(Ordering::Acquire).as_ref() };
+    if let Some(rec) = current_at_home() {
+        return Some(rec);
     }
-    current_slow(key, i)
+    let key = thread_pointer();
+    current_slow(key, mix(key as u64) & (THREAD_SLOTS - 1))
 }
 
 /// This thread's recorder when it sits in its home slot (nearly always), else None — with no
