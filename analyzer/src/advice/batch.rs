@@ -4,7 +4,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{at_site, names, AdviceKind, Candidate, Confidence, Context};
-use crate::cost_model::{python_places, Place};
+use crate::cost_model::Place;
 use crate::text::{fmt_bytes, fmt_ns};
 
 /// The figures behind a batch estimate (see the cost model).
@@ -44,14 +44,7 @@ fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
-pub(super) fn rule(ctx: &Context<'_>) -> Vec<Candidate> {
-    python_places(ctx.profile)
-        .into_iter()
-        .filter_map(|place| advise(ctx, place))
-        .collect()
-}
-
-fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
+pub(super) fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
     let m = place.measured();
     if m.calls < 2 {
         return None;
@@ -229,16 +222,7 @@ mod tests {
     #[test]
     fn measured_per_byte_cost_is_charged_to_the_batched_call() {
         let mut p = loop_profile(200_000, 300, 30);
-        // A second function moving 1 KiB per call, with 5 ns more marshaling per extra byte.
-        let c = PerCall {
-            native: 2_000,
-            marshal_in: 210 + 5 * (1024 - 16),
-            marshal_out: 90,
-            arg_bytes: 1024,
-            ..PerCall::default()
-        };
-        p.functions
-            .push(function("fx_sum", vec![site("work.py", 20, 100, c)]));
+        p.functions.push(kib_mover());
         let r = &batch_only(&p, &AdviceOptions::default())[0];
         assert_eq!(r.function, "fx_scale");
         assert_eq!(r.evidence["marshal_ns_per_byte"], 5.0);
@@ -269,10 +253,9 @@ mod tests {
         assert!(!r.suggestion.contains("between consecutive calls"));
     }
 
-    /// A loop profile plus a second function that makes the per-byte cost measurable, with the bulk
-    /// sibling exported: everything `high` confidence needs except, perhaps, a plain loop.
-    fn with_sibling_and_slope(gap: u64) -> (Profile, AdviceOptions) {
-        let mut p = loop_profile_with_gap(200_000, 300, 30, gap);
+    /// A second function moving 1 KiB per call, with 5 ns more marshaling per extra byte: what makes
+    /// the per-byte cost measurable.
+    fn kib_mover() -> FunctionRecord {
         let c = PerCall {
             native: 2_000,
             marshal_in: 210 + 5 * (1024 - 16),
@@ -280,8 +263,14 @@ mod tests {
             arg_bytes: 1024,
             ..PerCall::default()
         };
-        p.functions
-            .push(function("fx_sum", vec![site("work.py", 20, 100, c)]));
+        function("fx_sum", vec![site("work.py", 20, 100, c)])
+    }
+
+    /// A loop profile plus a second function that makes the per-byte cost measurable, with the bulk
+    /// sibling exported: everything `high` confidence needs except, perhaps, a plain loop.
+    fn with_sibling_and_slope(gap: u64) -> (Profile, AdviceOptions) {
+        let mut p = loop_profile_with_gap(200_000, 300, 30, gap);
+        p.functions.push(kib_mover());
         let o = AdviceOptions::default().with_exported_symbols(LIB, vec!["fx_scale_many".into()]);
         (p, o)
     }

@@ -4,7 +4,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{at_site, AdviceKind, Candidate, Confidence, Context};
-use crate::cost_model::{per, python_places, Place};
+use crate::cost_model::{per, Place};
 use crate::text::{fmt_bytes, fmt_ns};
 
 #[derive(Debug, Serialize)]
@@ -27,14 +27,7 @@ struct BufferEvidence {
     saving_upper_bound_ns: Option<u64>,
 }
 
-pub(super) fn rule(ctx: &Context<'_>) -> Vec<Candidate> {
-    python_places(ctx.profile)
-        .into_iter()
-        .filter_map(|place| advise(ctx, place))
-        .collect()
-}
-
-fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
+pub(super) fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
     let m = place.measured();
     let fresh = m.fresh_buffer_calls.min(m.calls);
     if fresh < 2 || m.construction_ns == 0 {

@@ -309,8 +309,11 @@ pub fn recommend(profile: &Profile, options: &AdviceOptions) -> Vec<Recommendati
         marshal_ns_per_byte: cost_model::marshal_ns_per_byte(profile),
     };
     let mut candidates = Vec::new();
-    candidates.extend(batch::rule(&ctx));
-    candidates.extend(buffers::rule(&ctx));
+    // Batching and buffer advice look at each place Python called C: a site, or a function.
+    for place in cost_model::python_places(profile) {
+        candidates.extend(batch::advise(&ctx, place));
+        candidates.extend(buffers::advise(&ctx, place));
+    }
     candidates.extend(argtypes::rule(&ctx));
     candidates.extend(gil::use_pydll_rule(&ctx));
     candidates.extend(gil::contention_rule(&ctx));
