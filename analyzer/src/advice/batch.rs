@@ -170,10 +170,7 @@ mod tests {
     use super::super::*;
 
     fn batch_only(p: &Profile, o: &AdviceOptions) -> Vec<Recommendation> {
-        recommend(p, o)
-            .into_iter()
-            .filter(|r| r.kind == AdviceKind::Batch)
-            .collect()
+        of_kind_with(p, o, AdviceKind::Batch)
     }
 
     #[test]

@@ -120,13 +120,6 @@ mod tests {
     use super::super::testutil::*;
     use super::super::*;
 
-    fn of_kind(p: &Profile, kind: AdviceKind) -> Vec<Recommendation> {
-        recommend(p, &AdviceOptions::default())
-            .into_iter()
-            .filter(|r| r.kind == kind)
-            .collect()
-    }
-
     /// `create_string_buffer(4096)` per call: ~1 µs to zero 4 KiB, 0.25 ns/B.
     fn fresh_string_buffer(fresh: bool) -> Profile {
         let c = PerCall {

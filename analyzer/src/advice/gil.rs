@@ -164,13 +164,6 @@ mod tests {
     use super::super::testutil::*;
     use super::super::*;
 
-    fn of_kind(p: &Profile, kind: AdviceKind) -> Vec<Recommendation> {
-        recommend(p, &AdviceOptions::default())
-            .into_iter()
-            .filter(|r| r.kind == kind)
-            .collect()
-    }
-
     fn tiny_calls(gil: u64, threads: u32) -> Profile {
         let c = PerCall {
             native: 30,

@@ -2,6 +2,21 @@
 
 use ffiprof_profile::{FunctionRecord, Profile, SiteRecord};
 
+use super::{recommend, AdviceKind, AdviceOptions, Recommendation};
+
+/// The advice of one kind for `p` under `o`, best first.
+pub fn of_kind_with(p: &Profile, o: &AdviceOptions, kind: AdviceKind) -> Vec<Recommendation> {
+    recommend(p, o)
+        .into_iter()
+        .filter(|r| r.kind == kind)
+        .collect()
+}
+
+/// The advice of one kind for `p` with the default options.
+pub fn of_kind(p: &Profile, kind: AdviceKind) -> Vec<Recommendation> {
+    of_kind_with(p, &AdviceOptions::default(), kind)
+}
+
 pub const LIB: &str = "/work/lib/libffifixture.so";
 
 /// Per-call figures of one call site.
