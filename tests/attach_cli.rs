@@ -4,13 +4,15 @@
 //! site against the script's own line, and the type slots the Python layer replaces against their
 //! values before any attach (the script watches them).
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const FIXTURE: &str = ffiprof_fixture::LIBRARY;
+use common::FIXTURE;
 
 fn pythons() -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -82,15 +84,7 @@ impl Target {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = common::stdout_lines(&mut child);
         let mut t = Target {
             child,
             lines,

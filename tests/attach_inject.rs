@@ -2,7 +2,8 @@
 //! and each error a user can meet. Each target prints "ready" when working (the handshake), stops
 //! when its stop file appears, checks its own results and must exit 0 with its output intact.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -60,15 +61,7 @@ impl Target {
             .stderr(Stdio::inherit());
         tweak(&mut cmd);
         let mut child = cmd.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = common::stdout_lines(&mut child);
         let target = Target {
             child,
             lines,

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+// Not every test binary that includes this module uses every item.
+#[allow(unused_imports)]
 pub use ffiprof_fixture::LIBRARY as FIXTURE;
 
 /// A Python interpreter the suite runs against.
@@ -156,21 +158,33 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Reads lines from the child's stdout until one starts with `prefix`; fails after `timeout`.
-pub fn wait_for_line(child: &mut Child, prefix: &str, timeout: Duration) -> String {
+/// The child's stdout, line by line, read on a thread of its own (so a test can wait with a
+/// timeout).
+pub fn stdout_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = std::sync::mpsc::channel();
-    let prefix = prefix.to_string();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.starts_with(&prefix) {
-                let _ = tx.send(line);
-                return;
+            if tx.send(line).is_err() {
+                break;
             }
         }
     });
-    rx.recv_timeout(timeout)
-        .expect("the child never printed its readiness line")
+    rx
+}
+
+/// Reads lines from the child's stdout until one starts with `prefix`; fails after `timeout`.
+pub fn wait_for_line(child: &mut Child, prefix: &str, timeout: Duration) -> String {
+    let lines = stdout_lines(child);
+    let end = Instant::now() + timeout;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.starts_with(prefix) => return line,
+            Ok(_) => continue,
+            Err(_) => panic!("the child never printed its readiness line"),
+        }
+    }
 }
 
 /// Polls `f` until it returns Some, for at most `timeout`.
