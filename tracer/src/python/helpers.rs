@@ -54,7 +54,14 @@ static PATCHED: Mutex<Vec<Patched>> = Mutex::new(Vec::new());
 /// # Safety
 /// The GIL must be held and no exception may be set (lookups that fail are cleared).
 pub unsafe fn ensure_patched() {
-    if DONE.load(Ordering::Relaxed) || ATTEMPTS.fetch_add(1, Ordering::Relaxed) >= MAX_ATTEMPTS {
+    if DONE.load(Ordering::Relaxed) {
+        return;
+    }
+    // A load and a store, not a locked add: callers hold the GIL.
+    let attempts = ATTEMPTS.load(Ordering::Relaxed) + 1;
+    ATTEMPTS.store(attempts, Ordering::Relaxed);
+    if attempts > MAX_ATTEMPTS {
+        DONE.store(true, Ordering::Relaxed);
         return;
     }
     // A slow path entered from C (a constructor call): a panic here must not unwind into Python.
