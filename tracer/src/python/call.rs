@@ -162,14 +162,17 @@ impl ThreadState {
         r.bytes.store(bytes, Ordering::Relaxed);
     }
 
+    /// The construction record of `obj`, if a ctypes constructor just built it on this thread.
+    fn recent_of(&self, obj: usize) -> Option<&Recent> {
+        self.recent
+            .iter()
+            .find(|r| r.obj.load(Ordering::Relaxed) == obj)
+    }
+
     /// `obj`, just built by a ctypes constructor, came out of a Python helper that took `ticks`
     /// in all: that is what building it cost.
     pub fn widen_construction(&self, obj: usize, ticks: u64) {
-        if let Some(r) = self
-            .recent
-            .iter()
-            .find(|r| r.obj.load(Ordering::Relaxed) == obj)
-        {
+        if let Some(r) = self.recent_of(obj) {
             r.ticks.store(
                 r.ticks.load(Ordering::Relaxed).max(ticks),
                 Ordering::Relaxed,
@@ -179,16 +182,13 @@ impl ThreadState {
 
     /// If `obj` was just built by a ctypes constructor on this thread: its (ticks, bytes), once.
     fn take_construction(&self, obj: usize) -> Option<(u64, u64)> {
-        self.recent
-            .iter()
-            .find(|r| r.obj.load(Ordering::Relaxed) == obj)
-            .map(|r| {
-                r.obj.store(0, Ordering::Relaxed);
-                (
-                    r.ticks.load(Ordering::Relaxed),
-                    r.bytes.load(Ordering::Relaxed),
-                )
-            })
+        self.recent_of(obj).map(|r| {
+            r.obj.store(0, Ordering::Relaxed);
+            (
+                r.ticks.load(Ordering::Relaxed),
+                r.bytes.load(Ordering::Relaxed),
+            )
+        })
     }
 }
 
