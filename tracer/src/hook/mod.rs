@@ -118,6 +118,10 @@ fn scan(state: &mut Installed) {
         }
         state.seen.insert(key);
         for (symbol, slot) in m.imports(&symbols) {
+            #[cfg(feature = "floor-probe")]
+            if crate::python::floor_probe::skips(symbol) {
+                continue;
+            }
             let Some(w) = wanted.iter().find(|w| w.symbol == symbol) else {
                 continue;
             };

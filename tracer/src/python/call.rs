@@ -429,6 +429,51 @@ unsafe fn referred_bytes(
     }
 }
 
+/// Bytes one argument of a ctypes (`family_ctypes`) or cffi call refers to. GIL held.
+///
+/// # Safety
+/// GIL held; `item` a live object.
+#[inline(always)]
+unsafe fn item_bytes(
+    api: &Api,
+    st: &ThreadState,
+    item: usize,
+    family_ctypes: bool,
+    construction: &mut Construction,
+) -> u64 {
+    // SAFETY: per the contract.
+    unsafe {
+        let ty = api::type_of(item);
+        if ty == api.float_type || ty == api.long_type || item == api.none {
+            0
+        } else if family_ctypes || ty == api.bytes_type || ty == api.bytearray_type {
+            referred_bytes(api, st, item, construction)
+        } else {
+            cffi_cdata_bytes(api, item, ty)
+        }
+    }
+}
+
+/// Bytes all arguments of a ctypes call refer to (the floor probe's share of the wrapper's work).
+///
+/// # Safety
+/// GIL held; `args` the call's argument tuple.
+#[cfg(feature = "floor-probe")]
+#[inline(always)]
+pub(super) unsafe fn argument_bytes(api: &Api, st: &ThreadState, args: *mut PyObject) -> u64 {
+    let mut construction: Construction = (0, 0, false, 0);
+    // SAFETY: args is the call's tuple: ob_size items from TUPLE_ITEMS.
+    unsafe {
+        let n = api::word(args as usize, api::OB_SIZE).min(ARG_SLOTS);
+        (0..n)
+            .map(|i| {
+                let item = api::word(args as usize, api::TUPLE_ITEMS + 8 * i);
+                item_bytes(api, st, item, true, &mut construction)
+            })
+            .sum()
+    }
+}
+
 #[inline(always)]
 unsafe fn wrapped_call(
     orig: usize,
@@ -439,6 +484,13 @@ unsafe fn wrapped_call(
 ) -> *mut PyObject {
     // SAFETY: `orig` is the tp_call these types had before we patched them.
     let orig: TernaryFunc = unsafe { std::mem::transmute::<usize, TernaryFunc>(orig) };
+    #[cfg(feature = "floor-probe")]
+    if family_ctypes {
+        // SAFETY: forwarded unchanged.
+        if let Some(result) = unsafe { super::floor_probe::call(orig, callable, args, kwargs) } {
+            return result;
+        }
+    }
     let (Some(api), Some(rec)) = (api::get(), crate::agent::recorder_if_active()) else {
         // SAFETY: the original call, unchanged.
         return unsafe { orig(callable, args, kwargs) };
@@ -484,14 +536,7 @@ unsafe fn wrapped_call(
             let n = api::word(args as usize, api::OB_SIZE).min(ARG_SLOTS);
             for i in 0..n {
                 let item = api::word(args as usize, api::TUPLE_ITEMS + 8 * i);
-                let ty = api::type_of(item);
-                let b = if ty == api.float_type || ty == api.long_type || item == api.none {
-                    0
-                } else if family_ctypes || ty == api.bytes_type || ty == api.bytearray_type {
-                    referred_bytes(api, st, item, &mut construction)
-                } else {
-                    cffi_cdata_bytes(api, item, ty)
-                };
+                let b = item_bytes(api, st, item, family_ctypes, &mut construction);
                 ctx.arg_bytes[i] = MaybeUninit::new(b);
                 ctx.any_buffer |= b != 0;
             }

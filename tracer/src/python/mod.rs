@@ -5,10 +5,14 @@
 //! - `frames`: call sites and stacks read from the frame structs;
 //! - `slots`: replacing `tp_call` of ctypes/cffi types (and their `__call__` descriptors);
 //! - `call`: the wrappers themselves and the per-thread state they share with the ffi_call hook;
-//! - `helpers`: `create_string_buffer` & co., whose whole call is the construction.
+//! - `helpers`: `create_string_buffer` & co., whose whole call is the construction;
+//! - `floor_probe` (feature `floor-probe`, benchmarks only): reduced wrappers measuring the
+//!   cost floor of the per-call work.
 
 pub mod api;
 mod call;
+#[cfg(feature = "floor-probe")]
+pub mod floor_probe;
 pub mod frames;
 mod helpers;
 pub mod slots;
@@ -22,6 +26,8 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 /// Turns the Python layer on (`run` mode): resolves the C API. Returns why it cannot, if so.
 pub fn enable() -> Result<String, String> {
     let api = api::init()?;
+    #[cfg(feature = "floor-probe")]
+    floor_probe::init();
     call::ORIG_RESTORE_THREAD.store(api.restore_thread as usize, Ordering::Relaxed);
     slots::ORIG_TYPE_READY.store(api.type_ready as usize, Ordering::Relaxed);
     if let Some(f) = api.module_add_type {
