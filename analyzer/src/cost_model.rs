@@ -67,7 +67,11 @@
 //!   function from another past every hook, so there the helper is timed by its constructor alone.
 //!   Not measured: the interpreter's own work for the statement that builds the object (loading the
 //!   type, the call, storing the result: dictionary operations at module level) and its indirect costs
-//!   (caches and branch predictors shared with the call). On the development machine
+//!   (caches and branch predictors shared with the call). Untraced, with no probe at all,
+//!   `scripts/construction-in-context` finds a construction costing 1.5–1.7 × its own time in a loop
+//!   that also calls C (`(c_double * n)()`, even a plain `bytearray(4096)`), 1.1–1.3 × for
+//!   `create_string_buffer(4096)`: the difference shows up in the rest of the loop, where no probe of
+//!   the construction can see it. On the development machine
 //!   (`scripts/validate-advice`, fastest runs) the realized saving of `(c_double * 512)()` per call was
 //!   1.4–2 × the measured construction (3.11 and 3.12, module level), and of `create_string_buffer(4096)`
 //!   1.2 × on 3.12 and 2 × on 3.11 (helper not timed). Both lie inside the site's gap, which also holds
