@@ -677,16 +677,28 @@ pub unsafe extern "C" fn construct(
 }
 
 /// `PyEval_RestoreThread` as `_ctypes` and `_cffi_backend` call it right after `ffi_call`.
+///
+/// When no timed call waits for the GIL in any thread, none waits in this one either (its own
+/// would have been counted before this call): the original is then a tail call, nothing of ours
+/// on the stack while the thread waits for the GIL.
 pub unsafe extern "C" fn restore_thread(tstate: *mut std::ffi::c_void) {
+    type Restore = unsafe extern "C" fn(*mut std::ffi::c_void);
     // SAFETY: the original PyEval_RestoreThread, resolved before this hook was installed.
-    unsafe {
-        let f: unsafe extern "C" fn(*mut std::ffi::c_void) =
-            std::mem::transmute(ORIG_RESTORE_THREAD.load(Ordering::Relaxed));
-        f(tstate);
-    }
+    let orig: Restore = unsafe {
+        std::mem::transmute::<usize, Restore>(ORIG_RESTORE_THREAD.load(Ordering::Relaxed))
+    };
     if AWAITING_GIL.load(Ordering::Relaxed) == 0 {
-        return;
+        // SAFETY: the original call, unchanged.
+        return unsafe { orig(tstate) };
     }
+    // SAFETY: the original call, unchanged.
+    unsafe { orig(tstate) };
+    gil_back_here();
+}
+
+/// The GIL came back to this thread: the innermost wrapper's call, if it waits, ends its wait.
+#[inline(never)]
+fn gil_back_here() {
     if let Some(rec) = crate::agent::recorder_if_active() {
         // SAFETY: a non-null ctx is the live CallCtx of this thread's innermost wrapper.
         if let Some(ctx) = unsafe { rec.python.current().as_mut() } {
