@@ -567,14 +567,21 @@ fn large_report_loads_in_headless_chromium() {
     b.screenshot(&dir.join("large-report.png"));
 }
 
-/// Opens our speedscope export in speedscope itself. Speedscope's app is not part of this repo, so
-/// this runs only on request: `npm pack speedscope`, unpack it, and run
-/// `FFIPROF_SPEEDSCOPE_DIR=<package>/dist/release cargo test -p ffiprof-flamegraph --test browser -- --ignored`.
+/// Opens our speedscope export in speedscope itself: the app of the npm package, which
+/// `scripts/setup-speedscope` unpacks (scripts/test runs it and sets `FFIPROF_SPEEDSCOPE_DIR`).
 #[test]
-#[ignore = "needs speedscope's app: set FFIPROF_SPEEDSCOPE_DIR to the npm package's dist/release"]
 fn speedscope_opens_the_export() {
-    let app = PathBuf::from(
-        std::env::var_os("FFIPROF_SPEEDSCOPE_DIR").expect("FFIPROF_SPEEDSCOPE_DIR is set"),
+    let app = std::env::var_os("FFIPROF_SPEEDSCOPE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/speedscope/1.25.0/package/dist/release")
+        });
+    assert!(
+        app.join("index.html").is_file(),
+        "speedscope's app is not at {}: run scripts/setup-speedscope (scripts/test does), or set \
+         FFIPROF_SPEEDSCOPE_DIR to the npm package's dist/release",
+        app.display()
     );
     let dir = common::artifact_dir();
     let file = dir.join("demo.speedscope.json");
