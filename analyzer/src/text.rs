@@ -203,8 +203,12 @@ pub fn render_recommendations(recs: &[Recommendation]) -> String {
             r.library_name()
         );
         let worth = if r.estimated_savings_ns > 0 {
+            let upper = r
+                .saving_upper_bound_ns()
+                .map(|u| format!(", up to ~{}", fmt_ns(u)))
+                .unwrap_or_default();
             format!(
-                "saves ~{} ({:.1}% of the run)",
+                "saves ~{} ({:.1}% of the run){upper}",
                 fmt_ns(r.estimated_savings_ns),
                 r.savings_percent
             )
@@ -342,5 +346,47 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("void fx_scale_many("), "{text}");
+    }
+
+    #[test]
+    fn a_lower_bound_estimate_shows_its_upper_bound() {
+        let mut p = ffiprof_profile::Profile::new();
+        let mut f = ffiprof_profile::FunctionRecord::new("/l/libfx.so", "fx_fill");
+        f.calls = 50_000;
+        f.native_ns = 228 * 50_000;
+        p.functions.push(f);
+        p.meta.duration_ns = 100_000_000;
+        let mut report = crate::summarize(&p, &crate::SummaryOptions::default());
+        let mut rec = crate::Recommendation {
+            kind: crate::AdviceKind::ReuseBuffer,
+            function: "fx_fill".into(),
+            library: "/l/libfx.so".into(),
+            site: Some(crate::SiteRef {
+                file: "app.py".into(),
+                line: 12,
+            }),
+            estimated_savings_ns: 9_690_000,
+            savings_percent: 9.7,
+            confidence: crate::Confidence::High,
+            evidence: serde_json::Map::new(),
+            suggestion: "Build it once.".into(),
+        };
+        rec.evidence
+            .insert("saving_upper_bound_ns".into(), 41_830_000u64.into());
+        report.recommendations = vec![rec.clone()];
+        let text = render(&report);
+        assert!(
+            text.contains("saves ~9.69ms (9.7% of the run), up to ~41.83ms · confidence high"),
+            "{text}"
+        );
+        // A bound at or under the estimate says nothing more.
+        rec.evidence
+            .insert("saving_upper_bound_ns".into(), 9_000_000u64.into());
+        report.recommendations = vec![rec];
+        let text = render(&report);
+        assert!(
+            text.contains("saves ~9.69ms (9.7% of the run) · confidence high"),
+            "{text}"
+        );
     }
 }

@@ -107,6 +107,15 @@ impl Recommendation {
         self.library.rsplit('/').next().unwrap_or(&self.library)
     }
 
+    /// The most the change can save, where the estimate is a lower bound that the advice gives
+    /// with an upper one (evidence `saving_upper_bound_ns`, above the estimate).
+    pub fn saving_upper_bound_ns(&self) -> Option<u64> {
+        self.evidence
+            .get("saving_upper_bound_ns")
+            .and_then(Value::as_u64)
+            .filter(|&upper| upper > self.estimated_savings_ns)
+    }
+
     fn site_label(&self) -> Option<String> {
         self.site.as_ref().map(|s| format!("{}:{}", s.file, s.line))
     }

@@ -18,6 +18,8 @@ pub(crate) struct Rec {
     pub site: Option<(String, u32)>,
     pub savings_ns: Option<u64>,
     pub savings_percent: Option<f64>,
+    /// Where the estimate is a lower bound: the most the change can save.
+    pub upper_bound_ns: Option<u64>,
     pub confidence: Option<String>,
     pub suggestion: Option<String>,
     pub evidence: Vec<(String, String)>,
@@ -71,6 +73,10 @@ fn parse(v: &Value) -> Rec {
         site: o.get("site").and_then(site_of),
         savings_ns: o.get("estimated_savings_ns").and_then(Value::as_u64),
         savings_percent: o.get("savings_percent").and_then(Value::as_f64),
+        upper_bound_ns: o
+            .get("evidence")
+            .and_then(|e| e.get("saving_upper_bound_ns"))
+            .and_then(Value::as_u64),
         confidence: o.get("confidence").filter(|c| !c.is_null()).map(text),
         suggestion: s("suggestion"),
         evidence,
@@ -104,6 +110,33 @@ fn humanize(kind: &str) -> String {
         Some(first) => first.to_uppercase().chain(c).collect(),
         None => s,
     }
+}
+
+/// The estimated-savings line of one recommendation (empty when it has none), with the upper
+/// bound where the estimate is a lower one.
+fn savings(r: &Rec) -> String {
+    if r.savings_ns.is_none() && r.savings_percent.is_none() {
+        return String::new();
+    }
+    let mut out = String::from("<p class=\"savings\">Estimated savings: ");
+    if let Some(ns) = r.savings_ns {
+        out.push_str(&esc(&fmt_ns(ns)));
+    }
+    if let Some(p) = r.savings_percent {
+        let _ = write!(out, " ({p:.1}% of the run)");
+    }
+    if let Some(upper) = r
+        .upper_bound_ns
+        .filter(|&u| r.savings_ns.is_some_and(|s| u > s))
+    {
+        let _ = write!(
+            out,
+            ", up to {} (a lower bound: the most the change can save is the Python time between the calls)",
+            esc(&fmt_ns(upper))
+        );
+    }
+    out.push_str("</p>");
+    out
 }
 
 pub(crate) fn section(recs: &[Rec], report: &Report, sites: &[SiteRow<'_>]) -> String {
@@ -153,16 +186,7 @@ pub(crate) fn section(recs: &[Rec], report: &Report, sites: &[SiteRow<'_>]) -> S
             let _ = write!(out, "<span class=\"tag\">confidence {}</span>", esc(c));
         }
         out.push_str("</h3>");
-        if r.savings_ns.is_some() || r.savings_percent.is_some() {
-            out.push_str("<p class=\"savings\">Estimated savings: ");
-            if let Some(ns) = r.savings_ns {
-                out.push_str(&esc(&fmt_ns(ns)));
-            }
-            if let Some(p) = r.savings_percent {
-                let _ = write!(out, " ({p:.1}% of the run)");
-            }
-            out.push_str("</p>");
-        }
+        out.push_str(&savings(r));
         if let Some(s) = &r.suggestion {
             let _ = write!(out, "<p>{}</p>", esc(s));
         }
@@ -244,5 +268,24 @@ mod tests {
             Some(("a.py".into(), 3))
         );
         assert_eq!(humanize("fresh_buffer"), "Fresh buffer");
+    }
+
+    #[test]
+    fn a_lower_bound_estimate_shows_its_upper_bound() {
+        let mut r = parse(&json!({
+            "kind": "reuse-buffer", "estimated_savings_ns": 9_690_000, "savings_percent": 6.8,
+            "evidence": {"saving_upper_bound_ns": 41_830_000}
+        }));
+        assert_eq!(r.upper_bound_ns, Some(41_830_000));
+        let line = savings(&r);
+        assert!(
+            line.contains("9.69ms (6.8% of the run), up to 41.83ms (a lower bound"),
+            "{line}"
+        );
+        r.upper_bound_ns = Some(9_000_000);
+        assert!(!savings(&r).contains("up to"), "{}", savings(&r));
+        r.savings_ns = None;
+        r.savings_percent = None;
+        assert_eq!(savings(&r), "");
     }
 }
