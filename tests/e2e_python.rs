@@ -105,6 +105,35 @@ fn buffer_and_construction_bytes(py: &Interpreter, dir: &Path) -> Result<(), Fai
     Ok(())
 }
 
+/// ctypes' conversion protocols, all exact: a cif whose shape changes at one site, a custom
+/// `from_param`, `_as_parameter_`, `pointer()` and `cast()` pointers (the bytes of what they point
+/// into), paramflags adding an argument, errcheck raising after the C call (counted) and
+/// conversions refused before it (not counted).
+fn conversion_protocols(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    let (p, out) = profile_of(py, dir, &[], "py_protocols.py");
+    let line: u32 = out.trim().parse().unwrap();
+    let shape = func(&p, "fx_add_i64");
+    assert_eq!((shape.calls, shape.arg_bytes), (10, 5 * 8 + 5 * 16));
+    let scale = func(&p, "fx_scale");
+    assert_eq!((scale.calls, scale.arg_bytes, scale.ret_bytes), (6, 48, 48));
+    let sum = func(&p, "fx_sum");
+    assert_eq!((sum.calls, sum.buffer_bytes), (4, 4 * 80));
+    let norm = func(&p, "fx_point_norm2_ptr");
+    assert_eq!((norm.calls, norm.buffer_bytes), (7, 5 * 24 + 2 * 72));
+    let add = func(&p, "fx_add_int");
+    assert_eq!((add.calls, add.arg_bytes), (4, 4 * 8));
+    let sites: Vec<(u32, u64)> = add.sites.iter().map(|s| (s.line, s.calls)).collect();
+    assert_eq!(sites, [(line, 4)]);
+    let noop = func(&p, "fx_noop");
+    assert_eq!((noop.calls, noop.python_calls), (3, 3));
+    let strlen = func(&p, "fx_strlen");
+    assert_eq!(
+        (strlen.calls, strlen.python_calls, strlen.buffer_bytes),
+        (1, 1, 3)
+    );
+    Ok(())
+}
+
 /// A buffer from `create_string_buffer` costs the whole helper call, not only the constructor
 /// inside it: everywhere but 3.11, whose calls between Python functions bypass every hook (the
 /// helper is then timed by its constructor, like the direct site).
@@ -224,6 +253,7 @@ fn main() {
         ),
         ("callback_nested_calls", callback_nested_calls),
         ("helper_construction", helper_construction),
+        ("conversion_protocols", conversion_protocols),
     ];
     let main_only: Vec<(&str, Case)> = vec![
         ("threads_gil_wait", threads_gil_wait),

@@ -140,6 +140,14 @@ pub struct Api {
     /// `PyObject_CallFunctionObjArgs(callable, arg, NULL)`.
     pub call_one: unsafe extern "C" fn(*mut PyObject, ...) -> *mut PyObject,
     pub long_as_ssize: unsafe extern "C" fn(*mut PyObject) -> isize,
+    pub dict_next: unsafe extern "C" fn(
+        *mut PyObject,
+        *mut isize,
+        *mut *mut PyObject,
+        *mut *mut PyObject,
+    ) -> c_int,
+    /// A borrowed reference or null, never an exception.
+    pub dict_get_item_string: unsafe extern "C" fn(*mut PyObject, *const c_char) -> *mut PyObject,
     pub gil_ensure: unsafe extern "C" fn() -> c_int,
     pub gil_release: unsafe extern "C" fn(c_int),
     pub is_initialized: unsafe extern "C" fn() -> c_int,
@@ -151,6 +159,7 @@ pub struct Api {
     pub bytearray_type: usize,
     pub unicode_type: usize,
     pub code_type: usize,
+    pub dict_type: usize,
 }
 
 /// `Py_buffer`, only to pass to PyObject_GetBuffer and read `len`.
@@ -239,6 +248,8 @@ fn resolve() -> Result<Api, String> {
         import_module: f!("PyImport_ImportModule\0"),
         call_one: f!("PyObject_CallFunctionObjArgs\0"),
         long_as_ssize: f!("PyLong_AsSsize_t\0"),
+        dict_next: f!("PyDict_Next\0"),
+        dict_get_item_string: f!("PyDict_GetItemString\0"),
         gil_ensure: f!("PyGILState_Ensure\0"),
         gil_release: f!("PyGILState_Release\0"),
         is_initialized: f!("Py_IsInitialized\0"),
@@ -250,6 +261,7 @@ fn resolve() -> Result<Api, String> {
         bytearray_type: data("PyByteArray_Type\0")?,
         unicode_type: data("PyUnicode_Type\0")?,
         code_type: data("PyCode_Type\0")?,
+        dict_type: data("PyDict_Type\0")?,
     })
 }
 
@@ -304,6 +316,19 @@ pub unsafe fn type_name(ty: usize) -> String {
         } else {
             CStr::from_ptr(p).to_string_lossy().into_owned()
         }
+    }
+}
+
+/// Whether a type's `tp_name` ends with `suffix`, read in place (no allocation: argument types
+/// pass here on every call).
+///
+/// # Safety
+/// `ty` must be a live type object.
+pub unsafe fn type_name_ends_with(ty: usize, suffix: &[u8]) -> bool {
+    // SAFETY: tp_name is a NUL-terminated string owned by the type.
+    unsafe {
+        let p = word(ty, TP_NAME) as *const c_char;
+        !p.is_null() && CStr::from_ptr(p).to_bytes().ends_with(suffix)
     }
 }
 

@@ -369,6 +369,8 @@ pub static ORIG_CONSTRUCT: AtomicUsize = AtomicUsize::new(0);
 pub static ORIG_RESTORE_THREAD: AtomicUsize = AtomicUsize::new(0);
 /// Type of `byref()` results, found at first sight by name.
 static CARG_TYPE: AtomicUsize = AtomicUsize::new(0);
+/// ctypes' `PyCPointerType` metaclass (of `POINTER(T)` types), found at first sight by name.
+static POINTER_META: AtomicUsize = AtomicUsize::new(0);
 
 /// Bytes an argument object refers to (0 for plain numbers). GIL held.
 ///
@@ -379,6 +381,22 @@ unsafe fn referred_bytes(
     st: &ThreadState,
     obj: usize,
     construction: &mut Construction,
+) -> u64 {
+    // SAFETY: per the contract.
+    unsafe { referred_bytes_of(api, st, obj, construction, true) }
+}
+
+/// `referred_bytes`; `follow`: an object that is no buffer may name one as `_as_parameter_`
+/// (followed once, as ctypes does).
+///
+/// # Safety
+/// GIL held; `obj` a live object.
+unsafe fn referred_bytes_of(
+    api: &Api,
+    st: &ThreadState,
+    obj: usize,
+    construction: &mut Construction,
+    follow: bool,
 ) -> u64 {
     // SAFETY: per the contract; buffers are released, new references dropped, errors cleared.
     unsafe {
@@ -392,7 +410,7 @@ unsafe fn referred_bytes(
         }
         let mut target = obj;
         let carg = CARG_TYPE.load(Ordering::Relaxed);
-        if ty == carg || (carg == 0 && api::type_name(ty).ends_with("CArgObject")) {
+        if ty == carg || (carg == 0 && api::type_name_ends_with(ty, b"CArgObject")) {
             CARG_TYPE.store(ty, Ordering::Relaxed);
             // byref(x): the bytes of x.
             let inner = (api.getattr)(obj as *mut _, c"_obj".as_ptr());
@@ -402,30 +420,126 @@ unsafe fn referred_bytes(
             }
             target = inner as usize;
             (api.decref)(inner);
-        } else if api::type_name(api::type_of(ty)).ends_with("PyCPointerType") {
-            // numpy's `.ctypes.data_as(...)` keeps the array as `_arr`.
-            let arr = (api.getattr)(obj as *mut _, c"_arr".as_ptr());
-            if arr.is_null() {
-                (api.err_clear)();
-            } else {
-                target = arr as usize;
-                (api.decref)(arr);
+        } else if is_pointer_type(ty) {
+            match pointee(api, obj) {
+                Pointee::Object(arr) => target = arr,
+                Pointee::Bytes(bytes) => {
+                    take_fresh(st, obj, construction);
+                    return bytes;
+                }
+                Pointee::Unknown => {}
             }
         }
-        if let Some((ticks, bytes)) = st.take_construction(target) {
-            construction.0 += ticks;
-            construction.1 += bytes;
-            construction.2 = true;
-            construction.3 = target;
-        }
+        take_fresh(st, target, construction);
         let mut view: api::PyBuffer = std::mem::zeroed();
         if (api.get_buffer)(target as *mut _, &mut view, 0) != 0 {
             (api.err_clear)();
-            return 0;
+            if !follow {
+                return 0;
+            }
+            let param = (api.getattr)(target as *mut _, c"_as_parameter_".as_ptr());
+            if param.is_null() {
+                (api.err_clear)();
+                return 0;
+            }
+            let bytes = referred_bytes_of(api, st, param as usize, construction, false);
+            (api.decref)(param);
+            return bytes;
         }
         let len = view.len.max(0) as u64;
         (api.release_buffer)(&mut view);
         len
+    }
+}
+
+/// Whether `ty` is a `POINTER(T)` type (its metaclass is ctypes' `PyCPointerType`).
+///
+/// # Safety
+/// `ty` a live type object.
+unsafe fn is_pointer_type(ty: usize) -> bool {
+    // SAFETY: a type's type is a live type object.
+    let meta = unsafe { api::type_of(ty) };
+    let known = POINTER_META.load(Ordering::Relaxed);
+    if known != 0 {
+        return meta == known;
+    }
+    // SAFETY: as above.
+    let is = unsafe { api::type_name_ends_with(meta, b"PyCPointerType") };
+    if is {
+        POINTER_META.store(meta, Ordering::Relaxed);
+    }
+    is
+}
+
+/// What a ctypes pointer instance points into, as far as the objects it holds tell.
+enum Pointee {
+    /// numpy's `.ctypes.data_as(...)`: the array, kept as `_arr`.
+    Object(usize),
+    /// The bytes of the objects the pointer keeps alive: `pointer(x)` keeps x,
+    /// `cast(a, POINTER(T))` keeps a.
+    Bytes(u64),
+    Unknown,
+}
+
+/// # Safety
+/// GIL held; `ptr` a live instance of a `POINTER(T)` type.
+unsafe fn pointee(api: &Api, ptr: usize) -> Pointee {
+    // SAFETY: per the contract; look-ups that can fail are cleared, new references dropped, and
+    // the array a borrowed `_arr` names stays alive through the pointer's own reference.
+    unsafe {
+        let dict = (api.getattr)(ptr as *mut _, c"__dict__".as_ptr());
+        if dict.is_null() {
+            (api.err_clear)();
+        } else {
+            let arr = if api::type_of(dict as usize) == api.dict_type {
+                (api.dict_get_item_string)(dict, c"_arr".as_ptr())
+            } else {
+                std::ptr::null_mut()
+            };
+            (api.decref)(dict);
+            if !arr.is_null() {
+                return Pointee::Object(arr as usize);
+            }
+        }
+        let kept = (api.getattr)(ptr as *mut _, c"_objects".as_ptr());
+        if kept.is_null() {
+            (api.err_clear)();
+            return Pointee::Unknown;
+        }
+        let mut bytes = 0u64;
+        if api::type_of(kept as usize) == api.dict_type {
+            let (mut pos, mut key, mut value) =
+                (0isize, std::ptr::null_mut(), std::ptr::null_mut());
+            while (api.dict_next)(kept, &mut pos, &mut key, &mut value) != 0 {
+                // Nested `_objects` dicts are the kept objects' own keep-alives.
+                if api::type_of(value as usize) == api.dict_type || value as usize == api.none {
+                    continue;
+                }
+                let mut view: api::PyBuffer = std::mem::zeroed();
+                if (api.get_buffer)(value, &mut view, 0) == 0 {
+                    bytes += view.len.max(0) as u64;
+                    (api.release_buffer)(&mut view);
+                } else {
+                    (api.err_clear)();
+                }
+            }
+        }
+        (api.decref)(kept);
+        if bytes > 0 {
+            Pointee::Bytes(bytes)
+        } else {
+            Pointee::Unknown
+        }
+    }
+}
+
+/// If `obj` was just built by a ctypes constructor on this thread: charge it to this call.
+fn take_fresh(st: &ThreadState, obj: usize, construction: &mut Construction) {
+    if let Some((ticks, bytes)) = st.take_construction(obj) {
+        construction.0 += ticks;
+        construction.1 += bytes;
+        construction.2 = true;
+        construction.3 = obj;
     }
 }
 
