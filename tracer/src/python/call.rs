@@ -9,7 +9,8 @@
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use super::api::{self, Api, PyObject, TernaryFunc};
+use super::api::{self, PyObject, TernaryFunc};
+use super::arg_bytes::{item_bytes, Construction};
 use super::frames;
 use crate::record::clock;
 use crate::record::recorder::{CallStats, Counter};
@@ -20,7 +21,7 @@ pub static TIMING_EVERY: AtomicU32 = AtomicU32::new(1);
 pub static STACK_EVERY: AtomicU32 = AtomicU32::new(64);
 
 /// Positions of Python arguments whose pointed-to bytes we know.
-const ARG_SLOTS: usize = 16;
+pub(super) const ARG_SLOTS: usize = 16;
 /// Objects built by a ctypes constructor and not yet passed to a call.
 const RECENT: usize = 8;
 
@@ -181,7 +182,7 @@ impl ThreadState {
     }
 
     /// If `obj` was just built by a ctypes constructor on this thread: its (ticks, bytes), once.
-    fn take_construction(&self, obj: usize) -> Option<(u64, u64)> {
+    pub(super) fn take_construction(&self, obj: usize) -> Option<(u64, u64)> {
         self.recent_of(obj).map(|r| {
             r.obj.store(0, Ordering::Relaxed);
             (
@@ -235,88 +236,6 @@ impl CallCtx {
     }
 }
 
-/// `_cffi_backend.sizeof`, looked up once (0: not yet; 1: not available).
-static CFFI_SIZEOF: AtomicUsize = AtomicUsize::new(0);
-/// A cdata type seen before (cffi's cdata types are few; their names say what they are).
-static CFFI_CDATA_TYPES: [AtomicUsize; 8] = [const { AtomicUsize::new(0) }; 8];
-
-/// Bytes a cffi cdata argument refers to: `ffi.sizeof(cdata)` — the whole array of
-/// `ffi.new("double[]", n)`, the pointed-to object of an owning `ffi.new("T *")`. GIL held.
-///
-/// # Safety
-/// GIL held; `obj` a live object of type `ty`.
-unsafe fn cffi_cdata_bytes(api: &Api, obj: usize, ty: usize) -> u64 {
-    let known = CFFI_CDATA_TYPES
-        .iter()
-        .any(|t| t.load(Ordering::Relaxed) == ty);
-    if !known {
-        // SAFETY: ty is a live type object; tp_name is its NUL-terminated name (read in place:
-        // other argument types pass here on every call and must not allocate).
-        let name = unsafe {
-            std::ffi::CStr::from_ptr(api::word(ty, api::TP_NAME) as *const std::ffi::c_char)
-        }
-        .to_bytes();
-        if !(name.starts_with(b"_cffi_backend.") && name.windows(5).any(|w| w == b"CData")) {
-            return 0;
-        }
-        if let Some(slot) = CFFI_CDATA_TYPES
-            .iter()
-            .find(|t| t.load(Ordering::Relaxed) == 0)
-        {
-            slot.store(ty, Ordering::Relaxed);
-        }
-    }
-    let mut sizeof = CFFI_SIZEOF.load(Ordering::Relaxed);
-    if sizeof == 0 {
-        // SAFETY: GIL held; the module is already imported (the cdata came from it); the
-        // attribute reference is kept for the process's life.
-        sizeof = unsafe {
-            let m = (api.import_module)(c"_cffi_backend".as_ptr());
-            let f = if m.is_null() {
-                std::ptr::null_mut()
-            } else {
-                (api.getattr)(m, c"sizeof".as_ptr())
-            };
-            if !m.is_null() {
-                (api.decref)(m);
-            }
-            if f.is_null() {
-                (api.err_clear)();
-                1
-            } else {
-                f as usize
-            }
-        };
-        CFFI_SIZEOF.store(sizeof, Ordering::Relaxed);
-    }
-    if sizeof == 1 {
-        return 0;
-    }
-    // SAFETY: GIL held; a call of cffi's sizeof on a cdata, result released, errors cleared.
-    unsafe {
-        let r = (api.call_one)(
-            sizeof as *mut PyObject,
-            obj as *mut PyObject,
-            std::ptr::null_mut::<PyObject>(),
-        );
-        if r.is_null() {
-            (api.err_clear)();
-            return 0;
-        }
-        let n = (api.long_as_ssize)(r);
-        (api.decref)(r);
-        if n < 0 {
-            (api.err_clear)();
-            0
-        } else {
-            n as u64
-        }
-    }
-}
-
-/// Construction seen among a call's arguments: (ticks, bytes, any fresh, last fresh object).
-type Construction = (u64, u64, bool, usize);
-
 pub static ORIG_DEALLOC: AtomicUsize = AtomicUsize::new(0);
 pub static ORIG_REPEAT: AtomicUsize = AtomicUsize::new(0);
 
@@ -367,227 +286,6 @@ pub static ORIG_CTYPES: AtomicUsize = AtomicUsize::new(0);
 pub static ORIG_CFFI: AtomicUsize = AtomicUsize::new(0);
 pub static ORIG_CONSTRUCT: AtomicUsize = AtomicUsize::new(0);
 pub static ORIG_RESTORE_THREAD: AtomicUsize = AtomicUsize::new(0);
-/// Type of `byref()` results, found at first sight by name.
-static CARG_TYPE: AtomicUsize = AtomicUsize::new(0);
-/// ctypes' `PyCPointerType` metaclass (of `POINTER(T)` types), found at first sight by name.
-static POINTER_META: AtomicUsize = AtomicUsize::new(0);
-
-/// Bytes an argument object refers to (0 for plain numbers). GIL held.
-///
-/// # Safety
-/// GIL held; `obj` a live object.
-unsafe fn referred_bytes(
-    api: &Api,
-    st: &ThreadState,
-    obj: usize,
-    construction: &mut Construction,
-) -> u64 {
-    // SAFETY: per the contract.
-    unsafe { referred_bytes_of(api, st, obj, construction, true) }
-}
-
-/// `referred_bytes`; `follow`: an object that is no buffer may name one as `_as_parameter_`
-/// (followed once, as ctypes does).
-///
-/// # Safety
-/// GIL held; `obj` a live object.
-unsafe fn referred_bytes_of(
-    api: &Api,
-    st: &ThreadState,
-    obj: usize,
-    construction: &mut Construction,
-    follow: bool,
-) -> u64 {
-    // SAFETY: per the contract; buffers are released, new references dropped, errors cleared.
-    unsafe {
-        let ty = api::type_of(obj);
-        if ty == api.float_type || ty == api.long_type || ty == api.bool_type || obj == api.none {
-            return 0;
-        }
-        if ty == api.unicode_type {
-            // ctypes passes a str as a NUL-terminated wchar_t buffer.
-            return ((api.unicode_length)(obj as *mut _).max(0) as u64 + 1) * 4;
-        }
-        let mut target = obj;
-        let carg = CARG_TYPE.load(Ordering::Relaxed);
-        if ty == carg || (carg == 0 && api::type_name_ends_with(ty, b"CArgObject")) {
-            CARG_TYPE.store(ty, Ordering::Relaxed);
-            // byref(x): the bytes of x.
-            let inner = (api.getattr)(obj as *mut _, c"_obj".as_ptr());
-            if inner.is_null() {
-                (api.err_clear)();
-                return 0;
-            }
-            target = inner as usize;
-            (api.decref)(inner);
-        } else if is_pointer_type(ty) {
-            match pointee(api, obj) {
-                Pointee::Object(arr) => target = arr,
-                Pointee::Bytes(bytes) => {
-                    take_fresh(st, obj, construction);
-                    return bytes;
-                }
-                Pointee::Unknown => {}
-            }
-        }
-        take_fresh(st, target, construction);
-        let mut view: api::PyBuffer = std::mem::zeroed();
-        if (api.get_buffer)(target as *mut _, &mut view, 0) != 0 {
-            (api.err_clear)();
-            if !follow {
-                return 0;
-            }
-            let param = (api.getattr)(target as *mut _, c"_as_parameter_".as_ptr());
-            if param.is_null() {
-                (api.err_clear)();
-                return 0;
-            }
-            let bytes = referred_bytes_of(api, st, param as usize, construction, false);
-            (api.decref)(param);
-            return bytes;
-        }
-        let len = view.len.max(0) as u64;
-        (api.release_buffer)(&mut view);
-        len
-    }
-}
-
-/// Whether `ty` is a `POINTER(T)` type (its metaclass is ctypes' `PyCPointerType`).
-///
-/// # Safety
-/// `ty` a live type object.
-unsafe fn is_pointer_type(ty: usize) -> bool {
-    // SAFETY: a type's type is a live type object.
-    let meta = unsafe { api::type_of(ty) };
-    let known = POINTER_META.load(Ordering::Relaxed);
-    if known != 0 {
-        return meta == known;
-    }
-    // SAFETY: as above.
-    let is = unsafe { api::type_name_ends_with(meta, b"PyCPointerType") };
-    if is {
-        POINTER_META.store(meta, Ordering::Relaxed);
-    }
-    is
-}
-
-/// What a ctypes pointer instance points into, as far as the objects it holds tell.
-enum Pointee {
-    /// numpy's `.ctypes.data_as(...)`: the array, kept as `_arr`.
-    Object(usize),
-    /// The bytes of the objects the pointer keeps alive: `pointer(x)` keeps x,
-    /// `cast(a, POINTER(T))` keeps a.
-    Bytes(u64),
-    Unknown,
-}
-
-/// # Safety
-/// GIL held; `ptr` a live instance of a `POINTER(T)` type.
-unsafe fn pointee(api: &Api, ptr: usize) -> Pointee {
-    // SAFETY: per the contract; look-ups that can fail are cleared, new references dropped, and
-    // the array a borrowed `_arr` names stays alive through the pointer's own reference.
-    unsafe {
-        let dict = (api.getattr)(ptr as *mut _, c"__dict__".as_ptr());
-        if dict.is_null() {
-            (api.err_clear)();
-        } else {
-            let arr = if api::type_of(dict as usize) == api.dict_type {
-                (api.dict_get_item_string)(dict, c"_arr".as_ptr())
-            } else {
-                std::ptr::null_mut()
-            };
-            (api.decref)(dict);
-            if !arr.is_null() {
-                return Pointee::Object(arr as usize);
-            }
-        }
-        let kept = (api.getattr)(ptr as *mut _, c"_objects".as_ptr());
-        if kept.is_null() {
-            (api.err_clear)();
-            return Pointee::Unknown;
-        }
-        let mut bytes = 0u64;
-        if api::type_of(kept as usize) == api.dict_type {
-            let (mut pos, mut key, mut value) =
-                (0isize, std::ptr::null_mut(), std::ptr::null_mut());
-            while (api.dict_next)(kept, &mut pos, &mut key, &mut value) != 0 {
-                // Nested `_objects` dicts are the kept objects' own keep-alives.
-                if api::type_of(value as usize) == api.dict_type || value as usize == api.none {
-                    continue;
-                }
-                let mut view: api::PyBuffer = std::mem::zeroed();
-                if (api.get_buffer)(value, &mut view, 0) == 0 {
-                    bytes += view.len.max(0) as u64;
-                    (api.release_buffer)(&mut view);
-                } else {
-                    (api.err_clear)();
-                }
-            }
-        }
-        (api.decref)(kept);
-        if bytes > 0 {
-            Pointee::Bytes(bytes)
-        } else {
-            Pointee::Unknown
-        }
-    }
-}
-
-/// If `obj` was just built by a ctypes constructor on this thread: charge it to this call.
-fn take_fresh(st: &ThreadState, obj: usize, construction: &mut Construction) {
-    if let Some((ticks, bytes)) = st.take_construction(obj) {
-        construction.0 += ticks;
-        construction.1 += bytes;
-        construction.2 = true;
-        construction.3 = obj;
-    }
-}
-
-/// Bytes one argument of a ctypes (`family_ctypes`) or cffi call refers to. GIL held.
-///
-/// # Safety
-/// GIL held; `item` a live object.
-#[inline(always)]
-unsafe fn item_bytes(
-    api: &Api,
-    st: &ThreadState,
-    item: usize,
-    family_ctypes: bool,
-    construction: &mut Construction,
-) -> u64 {
-    // SAFETY: per the contract.
-    unsafe {
-        let ty = api::type_of(item);
-        if ty == api.float_type || ty == api.long_type || item == api.none {
-            0
-        } else if family_ctypes || ty == api.bytes_type || ty == api.bytearray_type {
-            referred_bytes(api, st, item, construction)
-        } else {
-            cffi_cdata_bytes(api, item, ty)
-        }
-    }
-}
-
-/// Bytes all arguments of a ctypes call refer to (the floor probe's share of the wrapper's work).
-///
-/// # Safety
-/// GIL held; `args` the call's argument tuple.
-#[cfg(feature = "floor-probe")]
-#[inline(always)]
-pub(super) unsafe fn argument_bytes(api: &Api, st: &ThreadState, args: *mut PyObject) -> u64 {
-    let mut construction: Construction = (0, 0, false, 0);
-    // SAFETY: args is the call's tuple: ob_size items from TUPLE_ITEMS.
-    unsafe {
-        let n = api::word(args as usize, api::OB_SIZE).min(ARG_SLOTS);
-        (0..n)
-            .map(|i| {
-                let item = api::word(args as usize, api::TUPLE_ITEMS + 8 * i);
-                item_bytes(api, st, item, true, &mut construction)
-            })
-            .sum()
-    }
-}
-
 #[inline(always)]
 unsafe fn wrapped_call(
     orig: usize,

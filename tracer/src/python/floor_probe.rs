@@ -62,7 +62,7 @@ pub unsafe fn call(
             count.store(count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
             if level >= 3 && !args.is_null() {
                 // SAFETY: as in call::wrapped_call: the call's argument tuple, GIL held.
-                let bytes = unsafe { super::call::argument_bytes(api, &rec.python, args) };
+                let bytes = unsafe { super::arg_bytes::argument_bytes(api, &rec.python, args) };
                 let total = &BYTES[site as usize & 1023];
                 total.store(total.load(Ordering::Relaxed) + bytes, Ordering::Relaxed);
             }

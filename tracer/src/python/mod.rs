@@ -5,11 +5,13 @@
 //! - `frames`: call sites and stacks read from the frame structs;
 //! - `slots`: replacing `tp_call` of ctypes/cffi types (and their `__call__` descriptors);
 //! - `call`: the wrappers themselves and the per-thread state they share with the ffi_call hook;
+//! - `arg_bytes`: what each argument refers to (buffer bytes) and whether it was just built;
 //! - `helpers`: `create_string_buffer` & co., whose whole call is the construction;
 //! - `floor_probe` (feature `floor-probe`, benchmarks only): reduced wrappers measuring the
 //!   cost floor of the per-call work.
 
 pub mod api;
+mod arg_bytes;
 mod call;
 #[cfg(feature = "floor-probe")]
 pub mod floor_probe;

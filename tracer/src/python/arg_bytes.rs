@@ -1,0 +1,486 @@
+//! What a call's arguments refer to: the bytes behind each pointer argument, and whether an
+//! argument was just built (construction). Runs in the `tp_call` wrappers on every call, with the
+//! GIL held, before the call releases it.
+//!
+//! ctypes objects are read in place where their layout is known: a ctypes instance's size is
+//! `CDataObject.b_size`, what `byref(x)` holds is `PyCArgObject.obj`, what a pointer keeps alive is
+//! `CDataObject.b_objects`. Each raw read is checked once per process against the Python-level
+//! attribute it mirrors (`ctypes.sizeof` via the buffer, `_obj`, `_objects`); a mismatch turns that
+//! fast path off for good and the attribute is used instead.
+
+use std::ffi::CStr;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+
+use super::api::{self, Api, PyObject};
+use super::call::ThreadState;
+
+/// Construction seen among a call's arguments: (ticks, bytes, any fresh, last fresh object).
+pub(super) type Construction = (u64, u64, bool, usize);
+
+/// `PyCArgObject.obj` (the object `byref(x)` refers to): unchanged from 3.8 to 3.13.
+const CARG_OBJ: usize = 48;
+/// `CDataObject.b_objects` (the objects a ctypes instance keeps alive): unchanged from 3.8 to 3.13.
+const CDATA_B_OBJECTS: usize = 64;
+
+/// A raw read not yet checked (0), checked and right (1), or found wrong (2).
+struct Checked(AtomicU8);
+
+impl Checked {
+    const fn new() -> Self {
+        Checked(AtomicU8::new(0))
+    }
+
+    /// Whether the raw value may be used; the first time, `check` decides for good.
+    #[inline(always)]
+    fn usable(&self, check: impl FnOnce() -> bool) -> bool {
+        match self.0.load(Ordering::Relaxed) {
+            1 => true,
+            2 => false,
+            _ => {
+                let ok = check();
+                self.0.store(if ok { 1 } else { 2 }, Ordering::Relaxed);
+                ok
+            }
+        }
+    }
+}
+
+static B_SIZE_OK: Checked = Checked::new();
+static CARG_OBJ_OK: Checked = Checked::new();
+static B_OBJECTS_OK: Checked = Checked::new();
+
+/// Type of `byref()` results, found at first sight by name.
+static CARG_TYPE: AtomicUsize = AtomicUsize::new(0);
+/// ctypes' metaclasses seen so far: their instances are `CDataObject`s.
+static CDATA_METAS: [AtomicUsize; 8] = [const { AtomicUsize::new(0) }; 8];
+/// `PyCPointerType` and `PyCSimpleType` among them.
+static POINTER_META: AtomicUsize = AtomicUsize::new(0);
+static SIMPLE_META: AtomicUsize = AtomicUsize::new(0);
+/// Other metaclasses seen (mostly `type`), so that each name is read once.
+static OTHER_METAS: [AtomicUsize; 8] = [const { AtomicUsize::new(0) }; 8];
+
+const CTYPES_METAS: [&[u8]; 6] = [
+    b"PyCArrayType",
+    b"PyCStructType",
+    b"UnionType",
+    b"PyCSimpleType",
+    b"PyCPointerType",
+    b"PyCFuncPtrType",
+];
+
+fn remember(slots: &[AtomicUsize], value: usize) {
+    if let Some(slot) = slots.iter().find(|s| s.load(Ordering::Relaxed) == 0) {
+        slot.store(value, Ordering::Relaxed);
+    }
+}
+
+/// Whether `obj` is a ctypes instance (a `CDataObject`), by its metaclass.
+///
+/// # Safety
+/// `obj` a live object.
+#[inline(always)]
+unsafe fn is_cdata(obj: usize) -> bool {
+    // SAFETY: an object's type and the type's type are live type objects.
+    let meta = unsafe { api::type_of(api::type_of(obj)) };
+    if CDATA_METAS
+        .iter()
+        .any(|m| m.load(Ordering::Relaxed) == meta)
+    {
+        return true;
+    }
+    if OTHER_METAS
+        .iter()
+        .any(|m| m.load(Ordering::Relaxed) == meta)
+    {
+        return false;
+    }
+    // SAFETY: as above.
+    let found = CTYPES_METAS
+        .iter()
+        .find(|n| unsafe { api::type_name_ends_with(meta, n) });
+    match found {
+        Some(name) => {
+            remember(&CDATA_METAS, meta);
+            if *name == b"PyCPointerType" {
+                POINTER_META.store(meta, Ordering::Relaxed);
+            } else if *name == b"PyCSimpleType" {
+                SIMPLE_META.store(meta, Ordering::Relaxed);
+            }
+            true
+        }
+        None => {
+            remember(&OTHER_METAS, meta);
+            false
+        }
+    }
+}
+
+/// The metaclass of `obj`'s type.
+///
+/// # Safety
+/// `obj` a live object.
+#[inline(always)]
+unsafe fn meta_of(obj: usize) -> usize {
+    // SAFETY: per the contract.
+    unsafe { api::type_of(api::type_of(obj)) }
+}
+
+/// The length of `obj`'s buffer (None when it has none). GIL held.
+///
+/// # Safety
+/// GIL held; `obj` a live object.
+unsafe fn buffer_len(api: &Api, obj: usize) -> Option<u64> {
+    // SAFETY: per the contract; the buffer is released, a failure's exception cleared.
+    unsafe {
+        let mut view: api::PyBuffer = std::mem::zeroed();
+        if (api.get_buffer)(obj as *mut _, &mut view, 0) != 0 {
+            (api.err_clear)();
+            return None;
+        }
+        let len = view.len.max(0) as u64;
+        (api.release_buffer)(&mut view);
+        Some(len)
+    }
+}
+
+/// The bytes of `obj`'s memory: `b_size` for a ctypes instance, else its buffer. GIL held.
+///
+/// # Safety
+/// GIL held; `obj` a live object.
+unsafe fn object_bytes(api: &Api, obj: usize) -> Option<u64> {
+    // SAFETY: per the contract; b_size is read only from CDataObjects.
+    unsafe {
+        if is_cdata(obj)
+            && B_SIZE_OK
+                .usable(|| buffer_len(api, obj) == Some(api::word(obj, api::CDATA_B_SIZE) as u64))
+        {
+            return Some((api::word(obj, api::CDATA_B_SIZE) as isize).max(0) as u64);
+        }
+        buffer_len(api, obj)
+    }
+}
+
+/// `getattr(obj, name)` as an owned reference, or null (exception cleared).
+///
+/// # Safety
+/// GIL held; `obj` a live object.
+unsafe fn attr(api: &Api, obj: usize, name: &CStr) -> *mut PyObject {
+    // SAFETY: per the contract.
+    unsafe {
+        let v = (api.getattr)(obj as *mut _, name.as_ptr());
+        if v.is_null() {
+            (api.err_clear)();
+        }
+        v
+    }
+}
+
+/// Whether the raw word at `offset` of `obj` is the object `getattr(obj, name)` returns (a null
+/// word standing for None).
+///
+/// # Safety
+/// GIL held; `obj` a live object with a word at `offset`.
+unsafe fn raw_matches(api: &Api, obj: usize, offset: usize, name: &CStr) -> bool {
+    // SAFETY: per the contract; the attribute's reference is released.
+    unsafe {
+        let v = attr(api, obj, name);
+        if v.is_null() {
+            return false;
+        }
+        let raw = api::word(obj, offset);
+        let same = raw == v as usize || (raw == 0 && v as usize == api.none);
+        (api.decref)(v);
+        same
+    }
+}
+
+/// `_cffi_backend.sizeof`, looked up once (0: not yet; 1: not available).
+static CFFI_SIZEOF: AtomicUsize = AtomicUsize::new(0);
+/// A cdata type seen before (cffi's cdata types are few; their names say what they are).
+static CFFI_CDATA_TYPES: [AtomicUsize; 8] = [const { AtomicUsize::new(0) }; 8];
+
+/// Bytes a cffi cdata argument refers to: `ffi.sizeof(cdata)` — the whole array of
+/// `ffi.new("double[]", n)`, the pointed-to object of an owning `ffi.new("T *")`. GIL held.
+///
+/// # Safety
+/// GIL held; `obj` a live object of type `ty`.
+unsafe fn cffi_cdata_bytes(api: &Api, obj: usize, ty: usize) -> u64 {
+    let known = CFFI_CDATA_TYPES
+        .iter()
+        .any(|t| t.load(Ordering::Relaxed) == ty);
+    if !known {
+        // SAFETY: ty is a live type object; tp_name is its NUL-terminated name (read in place:
+        // other argument types pass here on every call and must not allocate).
+        let name = unsafe {
+            std::ffi::CStr::from_ptr(api::word(ty, api::TP_NAME) as *const std::ffi::c_char)
+        }
+        .to_bytes();
+        if !(name.starts_with(b"_cffi_backend.") && name.windows(5).any(|w| w == b"CData")) {
+            return 0;
+        }
+        if let Some(slot) = CFFI_CDATA_TYPES
+            .iter()
+            .find(|t| t.load(Ordering::Relaxed) == 0)
+        {
+            slot.store(ty, Ordering::Relaxed);
+        }
+    }
+    let mut sizeof = CFFI_SIZEOF.load(Ordering::Relaxed);
+    if sizeof == 0 {
+        // SAFETY: GIL held; the module is already imported (the cdata came from it); the
+        // attribute reference is kept for the process's life.
+        sizeof = unsafe {
+            let m = (api.import_module)(c"_cffi_backend".as_ptr());
+            let f = if m.is_null() {
+                std::ptr::null_mut()
+            } else {
+                (api.getattr)(m, c"sizeof".as_ptr())
+            };
+            if !m.is_null() {
+                (api.decref)(m);
+            }
+            if f.is_null() {
+                (api.err_clear)();
+                1
+            } else {
+                f as usize
+            }
+        };
+        CFFI_SIZEOF.store(sizeof, Ordering::Relaxed);
+    }
+    if sizeof == 1 {
+        return 0;
+    }
+    // SAFETY: GIL held; a call of cffi's sizeof on a cdata, result released, errors cleared.
+    unsafe {
+        let r = (api.call_one)(
+            sizeof as *mut PyObject,
+            obj as *mut PyObject,
+            std::ptr::null_mut::<PyObject>(),
+        );
+        if r.is_null() {
+            (api.err_clear)();
+            return 0;
+        }
+        let n = (api.long_as_ssize)(r);
+        (api.decref)(r);
+        if n < 0 {
+            (api.err_clear)();
+            0
+        } else {
+            n as u64
+        }
+    }
+}
+
+/// Bytes an argument object refers to (0 for plain numbers). GIL held.
+///
+/// # Safety
+/// GIL held; `obj` a live object.
+unsafe fn referred_bytes(
+    api: &Api,
+    st: &ThreadState,
+    obj: usize,
+    construction: &mut Construction,
+) -> u64 {
+    // SAFETY: per the contract.
+    unsafe { referred_bytes_of(api, st, obj, construction, true) }
+}
+
+/// `referred_bytes`; `follow`: an object that is no buffer may name one as `_as_parameter_`
+/// (followed once, as ctypes does).
+///
+/// # Safety
+/// GIL held; `obj` a live object.
+unsafe fn referred_bytes_of(
+    api: &Api,
+    st: &ThreadState,
+    obj: usize,
+    construction: &mut Construction,
+    follow: bool,
+) -> u64 {
+    // SAFETY: per the contract; new references are dropped, errors cleared.
+    unsafe {
+        let ty = api::type_of(obj);
+        if ty == api.float_type || ty == api.long_type || ty == api.bool_type || obj == api.none {
+            return 0;
+        }
+        if ty == api.unicode_type {
+            // ctypes passes a str as a NUL-terminated wchar_t buffer.
+            return ((api.unicode_length)(obj as *mut _).max(0) as u64 + 1) * 4;
+        }
+        let mut target = obj;
+        let carg = CARG_TYPE.load(Ordering::Relaxed);
+        if ty == carg || (carg == 0 && api::type_name_ends_with(ty, b"CArgObject")) {
+            CARG_TYPE.store(ty, Ordering::Relaxed);
+            // byref(x): the bytes of x (which the CArgObject keeps alive).
+            if CARG_OBJ_OK.usable(|| raw_matches(api, obj, CARG_OBJ, c"_obj")) {
+                target = api::word(obj, CARG_OBJ);
+            } else {
+                let inner = attr(api, obj, c"_obj");
+                if inner.is_null() {
+                    return 0;
+                }
+                target = inner as usize;
+                (api.decref)(inner);
+            }
+            if target == 0 {
+                return 0;
+            }
+        } else if is_cdata(obj) && meta_of(obj) == POINTER_META.load(Ordering::Relaxed) {
+            take_fresh(st, obj, construction);
+            return match pointee(api, obj) {
+                Pointee::Object(arr) => {
+                    take_fresh(st, arr, construction);
+                    object_bytes(api, arr).unwrap_or(0)
+                }
+                Pointee::Bytes(bytes) => bytes,
+                Pointee::Unknown => 0,
+            };
+        }
+        take_fresh(st, target, construction);
+        if let Some(bytes) = object_bytes(api, target) {
+            return bytes;
+        }
+        if !follow {
+            return 0;
+        }
+        let param = attr(api, target, c"_as_parameter_");
+        if param.is_null() {
+            return 0;
+        }
+        let bytes = referred_bytes_of(api, st, param as usize, construction, false);
+        (api.decref)(param);
+        bytes
+    }
+}
+
+/// What a ctypes pointer instance points into, as far as the objects it keeps alive tell.
+enum Pointee {
+    /// numpy's `.ctypes.data_as(...)`: the array, kept as `_arr`.
+    Object(usize),
+    /// The bytes of the object it points at: `pointer(x)` keeps x (under key "1"),
+    /// `cast(a, POINTER(T))` keeps a (under key `id(a)`).
+    Bytes(u64),
+    /// A NULL pointer, or one made from a bare address.
+    Unknown,
+}
+
+/// # Safety
+/// GIL held; `ptr` a live instance of a `POINTER(T)` type.
+unsafe fn pointee(api: &Api, ptr: usize) -> Pointee {
+    // SAFETY: per the contract; dict items are borrowed references of a dict the pointer keeps
+    // alive; new references are dropped and errors cleared.
+    unsafe {
+        let (kept, owned) =
+            if B_OBJECTS_OK.usable(|| raw_matches(api, ptr, CDATA_B_OBJECTS, c"_objects")) {
+                (api::word(ptr, CDATA_B_OBJECTS) as *mut PyObject, false)
+            } else {
+                (attr(api, ptr, c"_objects"), true)
+            };
+        let mut bytes = 0u64;
+        let mut cast_from_address = false;
+        if !kept.is_null() && api::type_of(kept as usize) == api.dict_type {
+            let (mut pos, mut key, mut value) =
+                (0isize, std::ptr::null_mut(), std::ptr::null_mut());
+            while (api.dict_next)(kept, &mut pos, &mut key, &mut value) != 0 {
+                let key_ty = api::type_of(key as usize);
+                let pointed = if key_ty == api.unicode_type {
+                    let k = (api.unicode_as_utf8)(key);
+                    !k.is_null() && CStr::from_ptr(k).to_bytes() == b"1"
+                } else if key_ty == api.long_type {
+                    let id = (api.long_as_ssize)(key);
+                    if id == -1 {
+                        (api.err_clear)();
+                    }
+                    id as usize == value as usize
+                } else {
+                    false
+                };
+                if !pointed {
+                    continue;
+                }
+                let source_is_address = key_ty == api.long_type
+                    && is_cdata(value as usize)
+                    && meta_of(value as usize) == SIMPLE_META.load(Ordering::Relaxed);
+                if source_is_address {
+                    // cast(c_void_p(address), ...): a bare address, not memory we know.
+                    cast_from_address = true;
+                } else {
+                    bytes += object_bytes(api, value as usize).unwrap_or(0);
+                }
+            }
+        }
+        if owned && !kept.is_null() {
+            (api.decref)(kept);
+        }
+        if bytes > 0 {
+            return Pointee::Bytes(bytes);
+        }
+        if cast_from_address {
+            // numpy's data_as casts its address and keeps the array beside it as `_arr`.
+            let arr = attr(api, ptr, c"_arr");
+            if !arr.is_null() {
+                let target = arr as usize;
+                (api.decref)(arr);
+                return Pointee::Object(target);
+            }
+        }
+        Pointee::Unknown
+    }
+}
+
+/// If `obj` was just built by a ctypes constructor on this thread: charge it to this call.
+fn take_fresh(st: &ThreadState, obj: usize, construction: &mut Construction) {
+    if let Some((ticks, bytes)) = st.take_construction(obj) {
+        construction.0 += ticks;
+        construction.1 += bytes;
+        construction.2 = true;
+        construction.3 = obj;
+    }
+}
+
+/// Bytes one argument of a ctypes (`family_ctypes`) or cffi call refers to. GIL held.
+///
+/// # Safety
+/// GIL held; `item` a live object.
+#[inline(always)]
+pub(super) unsafe fn item_bytes(
+    api: &Api,
+    st: &ThreadState,
+    item: usize,
+    family_ctypes: bool,
+    construction: &mut Construction,
+) -> u64 {
+    // SAFETY: per the contract.
+    unsafe {
+        let ty = api::type_of(item);
+        if ty == api.float_type || ty == api.long_type || item == api.none {
+            0
+        } else if family_ctypes || ty == api.bytes_type || ty == api.bytearray_type {
+            referred_bytes(api, st, item, construction)
+        } else {
+            cffi_cdata_bytes(api, item, ty)
+        }
+    }
+}
+
+/// Bytes all arguments of a ctypes call refer to (the floor probe's share of the wrapper's work).
+///
+/// # Safety
+/// GIL held; `args` the call's argument tuple.
+#[cfg(feature = "floor-probe")]
+#[inline(always)]
+pub(super) unsafe fn argument_bytes(api: &Api, st: &ThreadState, args: *mut PyObject) -> u64 {
+    let mut construction: Construction = (0, 0, false, 0);
+    // SAFETY: args is the call's tuple: ob_size items from TUPLE_ITEMS.
+    unsafe {
+        let n = api::word(args as usize, api::OB_SIZE).min(super::call::ARG_SLOTS);
+        (0..n)
+            .map(|i| {
+                let item = api::word(args as usize, api::TUPLE_ITEMS + 8 * i);
+                item_bytes(api, st, item, true, &mut construction)
+            })
+            .sum()
+    }
+}
