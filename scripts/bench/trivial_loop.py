@@ -1,18 +1,32 @@
-"""The trivial call of the overhead benchmark: libm's fabs(1.0) through ctypes, argtypes set.
+"""The trivial call of the overhead benchmark: libm's fabs(1.0) through ctypes, argtypes set; or,
+with a second argument, libm's frexp(1.0, &e) with e passed as byref(e), pointer(e) or a one-element
+array — the ways a pointer argument reaches C.
 
-Usage: trivial_loop.py CALLS   (prints ns per call of the loop alone)
+Usage: trivial_loop.py CALLS [float|byref|pointer|array]   (prints ns per call of the loop alone)
 """
 import ctypes
 import sys
 import time
 
 libm = ctypes.CDLL("libm.so.6")
-f = libm.fabs
-f.argtypes = [ctypes.c_double]
-f.restype = ctypes.c_double
 n = int(sys.argv[1])
-t0 = time.perf_counter_ns()
-for _ in range(n):
-    f(1.0)
-t1 = time.perf_counter_ns()
+kind = sys.argv[2] if len(sys.argv) > 2 else "float"
+if kind == "float":
+    f = libm.fabs
+    f.argtypes = [ctypes.c_double]
+    f.restype = ctypes.c_double
+    t0 = time.perf_counter_ns()
+    for _ in range(n):
+        f(1.0)
+    t1 = time.perf_counter_ns()
+else:
+    f = libm.frexp
+    f.argtypes = [ctypes.c_double, ctypes.POINTER(ctypes.c_int)]
+    f.restype = ctypes.c_double
+    e = ctypes.c_int()
+    arg = {"byref": ctypes.byref(e), "pointer": ctypes.pointer(e), "array": (ctypes.c_int * 1)()}[kind]
+    t0 = time.perf_counter_ns()
+    for _ in range(n):
+        f(1.0, arg)
+    t1 = time.perf_counter_ns()
 print((t1 - t0) / max(n, 1))

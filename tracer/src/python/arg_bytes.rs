@@ -484,3 +484,26 @@ pub(super) unsafe fn argument_bytes(api: &Api, st: &ThreadState, args: *mut PyOb
             .sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_raw_read_is_checked_once_and_the_verdict_kept() {
+        let good = Checked::new();
+        let mut checks = 0;
+        assert!(good.usable(|| {
+            checks += 1;
+            true
+        }));
+        assert!(good.usable(|| {
+            checks += 1;
+            false
+        }));
+        assert_eq!(checks, 1);
+        let bad = Checked::new();
+        assert!(!bad.usable(|| false));
+        assert!(!bad.usable(|| true), "a read found wrong stays off");
+    }
+}
