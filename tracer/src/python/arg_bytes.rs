@@ -387,6 +387,9 @@ unsafe fn pointee(api: &Api, ptr: usize) -> Pointee {
                 let key_ty = api::type_of(key as usize);
                 let pointed = if key_ty == api.unicode_type {
                     let k = (api.unicode_as_utf8)(key);
+                    if k.is_null() {
+                        (api.err_clear)();
+                    }
                     !k.is_null() && CStr::from_ptr(k).to_bytes() == b"1"
                 } else if key_ty == api.long_type {
                     let id = (api.long_as_ssize)(key);
