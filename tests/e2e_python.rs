@@ -107,7 +107,7 @@ fn buffer_and_construction_bytes(py: &Interpreter, dir: &Path) -> Result<(), Fai
 
 /// ctypes' conversion protocols, all exact: a cif whose shape changes at one site, a custom
 /// `from_param`, `_as_parameter_`, `pointer()` and `cast()` pointers (the bytes of what they point
-/// into), paramflags adding an argument, errcheck raising after the C call (counted) and
+/// into), `c_char_p` / `c_void_p` instances (by value and by reference), paramflags adding an argument, errcheck raising after the C call (counted) and
 /// conversions refused before it (not counted).
 fn conversion_protocols(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     let (p, out) = profile_of(py, dir, &[], "py_protocols.py");
@@ -129,8 +129,12 @@ fn conversion_protocols(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     let strlen = func(&p, "fx_strlen");
     assert_eq!(
         (strlen.calls, strlen.python_calls, strlen.buffer_bytes),
-        (1, 1, 3)
+        (2 + 1, 2 + 1, 2 * 5 + 3)
     );
+    let fill = func(&p, "fx_fill");
+    assert_eq!((fill.calls, fill.buffer_bytes), (3, 0));
+    let sort = func(&p, "fx_sort_ints");
+    assert_eq!((sort.calls, sort.buffer_bytes), (2, 2 * 8));
     Ok(())
 }
 

@@ -1,6 +1,6 @@
 """ctypes' conversion protocols, each with known counts and bytes: a cif whose shape changes from
 call to call at one site, a custom from_param, an object passed through _as_parameter_, pointers
-made by pointer() and cast(), paramflags with a default, errcheck raising after the C call, and conversions that fail before it.
+made by pointer() and cast(), c_char_p / c_void_p instances, paramflags with a default, errcheck raising after the C call, and conversions that fail before it.
 
 Usage: py_protocols.py FIXTURE_LIB   (prints the line of the paramflags call)
 """
@@ -60,6 +60,22 @@ three = ctypes.cast((Point * 3)(), ctypes.POINTER(Point))
 for i in range(2):
     lib.fx_point_norm2_ptr(three)  # into the array it was cast from: 2 x 72
 
+# Address-valued simple instances: a c_char_p points at the bytes it keeps, a c_void_p at memory
+# nobody knows, and an instance given for POINTER(its type) goes by reference (its own 8 bytes).
+lib.fx_strlen.argtypes = [ctypes.c_char_p]
+lib.fx_strlen.restype = ctypes.c_size_t
+for i in range(2):
+    lib.fx_strlen(ctypes.c_char_p(b"hello"))  # 2 x 5
+lib.fx_fill.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_double]
+lib.fx_fill.restype = None
+handle = ctypes.c_void_p(4096)
+for i in range(3):
+    lib.fx_fill(handle, 0, 0.0)  # fills nothing: 3 x 0
+lib.fx_sort_ints.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_size_t, ctypes.c_void_p]
+lib.fx_sort_ints.restype = None
+for i in range(2):
+    lib.fx_sort_ints(handle, 0, None)  # sorts nothing, by reference: 2 x 8
+
 # paramflags: b defaults to 5, so one Python argument makes a two-argument C call.
 prototype = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_int)
 add = prototype(("fx_add_int", lib), ((1, "a"), (1, "b", 5)))
@@ -79,8 +95,6 @@ for i in range(3):
     except ValueError:
         pass
 
-lib.fx_strlen.argtypes = [ctypes.c_char_p]
-lib.fx_strlen.restype = ctypes.c_size_t
 for bad in (1, 2.5):
     try:
         lib.fx_strlen(bad)  # refused while converting: no C call

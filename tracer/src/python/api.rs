@@ -105,6 +105,8 @@ pub const D_WRAPPED: usize = 48;
 pub const OB_TYPE: usize = 8;
 pub const OB_SIZE: usize = 16;
 pub const TUPLE_ITEMS: usize = 24;
+/// `PyListObject.ob_item`, the pointer to a list's items.
+pub const LIST_ITEMS: usize = 24;
 /// `CDataObject.b_size` (ctypes instances): unchanged from 3.8 to 3.13.
 pub const CDATA_B_SIZE: usize = 40;
 
@@ -160,6 +162,8 @@ pub struct Api {
     pub unicode_type: usize,
     pub code_type: usize,
     pub dict_type: usize,
+    pub tuple_type: usize,
+    pub list_type: usize,
 }
 
 /// `Py_buffer`, only to pass to PyObject_GetBuffer and read `len`.
@@ -262,6 +266,8 @@ fn resolve() -> Result<Api, String> {
         unicode_type: data("PyUnicode_Type\0")?,
         code_type: data("PyCode_Type\0")?,
         dict_type: data("PyDict_Type\0")?,
+        tuple_type: data("PyTuple_Type\0")?,
+        list_type: data("PyList_Type\0")?,
     })
 }
 

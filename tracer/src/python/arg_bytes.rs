@@ -273,18 +273,26 @@ unsafe fn cffi_cdata_bytes(api: &Api, obj: usize, ty: usize) -> u64 {
     }
 }
 
+/// Where an argument is going: the function object called and the argument's position.
+#[derive(Clone, Copy)]
+pub(super) struct Slot {
+    pub callable: usize,
+    pub index: usize,
+}
+
 /// Bytes an argument object refers to (0 for plain numbers). GIL held.
 ///
 /// # Safety
-/// GIL held; `obj` a live object.
+/// GIL held; `obj` a live object; `slot.callable` a live object.
 unsafe fn referred_bytes(
     api: &Api,
     st: &ThreadState,
+    slot: Slot,
     obj: usize,
     construction: &mut Construction,
 ) -> u64 {
     // SAFETY: per the contract.
-    unsafe { referred_bytes_of(api, st, obj, construction, true) }
+    unsafe { referred_bytes_of(api, st, slot, obj, construction, true) }
 }
 
 /// `referred_bytes`; `follow`: an object that is no buffer may name one as `_as_parameter_`
@@ -295,6 +303,7 @@ unsafe fn referred_bytes(
 unsafe fn referred_bytes_of(
     api: &Api,
     st: &ThreadState,
+    slot: Slot,
     obj: usize,
     construction: &mut Construction,
     follow: bool,
@@ -327,6 +336,13 @@ unsafe fn referred_bytes_of(
             if target == 0 {
                 return 0;
             }
+        } else if let Some(code) = pointer_valued_simple(api, obj) {
+            take_fresh(st, obj, construction);
+            if declared_as_pointer_type(api, slot) {
+                // ctypes passes an instance given for POINTER(type(obj)) by reference.
+                return (api::word(obj, api::CDATA_B_SIZE) as isize).max(0) as u64;
+            }
+            return simple_pointee_bytes(api, obj, code);
         } else if is_cdata(obj) && meta_of(obj) == POINTER_META.load(Ordering::Relaxed) {
             take_fresh(st, obj, construction);
             return match pointee(api, obj) {
@@ -349,9 +365,139 @@ unsafe fn referred_bytes_of(
         if param.is_null() {
             return 0;
         }
-        let bytes = referred_bytes_of(api, st, param as usize, construction, false);
+        let bytes = referred_bytes_of(api, st, slot, param as usize, construction, false);
         (api.decref)(param);
         bytes
+    }
+}
+
+/// Simple types whose value is an address (`c_char_p` 'z', `c_wchar_p` 'Z', `c_void_p` 'P'), and
+/// the other simple types ('-'), by type: their `_type_` code, read once per type.
+static SIMPLE_CODES: [(AtomicUsize, AtomicU8); 16] =
+    [const { (AtomicUsize::new(0), AtomicU8::new(0)) }; 16];
+
+/// The `_type_` code of `obj`'s type if `obj` is an instance of a simple ctypes type whose value is
+/// an address (`c_char_p`, `c_wchar_p`, `c_void_p` and their subclasses).
+///
+/// # Safety
+/// GIL held; `obj` a live object.
+unsafe fn pointer_valued_simple(api: &Api, obj: usize) -> Option<u8> {
+    // SAFETY: per the contract; the `_type_` reference is released.
+    unsafe {
+        if !is_cdata(obj) || meta_of(obj) != SIMPLE_META.load(Ordering::Relaxed) {
+            return None;
+        }
+        let ty = api::type_of(obj);
+        let code = match SIMPLE_CODES
+            .iter()
+            .find(|(t, _)| t.load(Ordering::Relaxed) == ty)
+        {
+            Some((_, c)) => c.load(Ordering::Relaxed),
+            None => {
+                let t = attr(api, ty, c"_type_");
+                let mut code = b'-';
+                if !t.is_null() {
+                    if api::type_of(t as usize) == api.unicode_type {
+                        let p = (api.unicode_as_utf8)(t);
+                        if p.is_null() {
+                            (api.err_clear)();
+                        } else if let Some(&c) = CStr::from_ptr(p).to_bytes().first() {
+                            code = c;
+                        }
+                    }
+                    (api.decref)(t);
+                }
+                if let Some((t, c)) = SIMPLE_CODES
+                    .iter()
+                    .find(|(t, _)| t.load(Ordering::Relaxed) == 0)
+                {
+                    c.store(code, Ordering::Relaxed);
+                    t.store(ty, Ordering::Relaxed);
+                }
+                code
+            }
+        };
+        matches!(code, b'z' | b'Z' | b'P').then_some(code)
+    }
+}
+
+/// Whether the function declares a `POINTER(T)` type for this argument (ctypes then passes an
+/// instance of T by reference). Only asked for address-valued simple instances.
+///
+/// # Safety
+/// GIL held; `slot.callable` a live object (0: none).
+unsafe fn declared_as_pointer_type(api: &Api, slot: Slot) -> bool {
+    if slot.callable == 0 {
+        return false;
+    }
+    // SAFETY: per the contract; references are released and errors cleared.
+    unsafe {
+        let argtypes = attr(api, slot.callable, c"argtypes");
+        if argtypes.is_null() {
+            return false;
+        }
+        // ctypes keeps `argtypes` as given: a tuple or a list.
+        let seq = argtypes as usize;
+        let items = match api::type_of(seq) {
+            t if t == api.tuple_type => seq + api::TUPLE_ITEMS,
+            t if t == api.list_type => api::word(seq, api::LIST_ITEMS),
+            _ => 0,
+        };
+        let n = if items == 0 {
+            0
+        } else {
+            api::word(seq, api::OB_SIZE)
+        };
+        let mut pointer = false;
+        if slot.index < n {
+            let t = api::word(items, 8 * slot.index);
+            pointer = api::type_of(t) == POINTER_META.load(Ordering::Relaxed)
+                || api::type_name_ends_with(api::type_of(t), b"PyCPointerType");
+        }
+        (api.decref)(argtypes);
+        pointer
+    }
+}
+
+/// What an address-valued simple instance points at: the bytes a `c_char_p` keeps (as a bytes
+/// argument counts), the text of a `c_wchar_p` (as a str argument counts); a `c_void_p` holds a
+/// bare address, whose memory is unknown.
+///
+/// # Safety
+/// GIL held; `obj` a live instance of a simple type with `_type_` `code`.
+unsafe fn simple_pointee_bytes(api: &Api, obj: usize, code: u8) -> u64 {
+    // SAFETY: per the contract; references are released and errors cleared.
+    unsafe {
+        match code {
+            b'z' => {
+                let kept = if B_OBJECTS_OK
+                    .usable(|| raw_matches(api, obj, CDATA_B_OBJECTS, c"_objects"))
+                {
+                    api::word(obj, CDATA_B_OBJECTS)
+                } else {
+                    0
+                };
+                if kept != 0 && api::type_of(kept) == api.bytes_type {
+                    api::word(kept, api::OB_SIZE) as u64
+                } else {
+                    0
+                }
+            }
+            b'Z' => {
+                let value = attr(api, obj, c"value");
+                if value.is_null() {
+                    return 0;
+                }
+                let bytes = if api::type_of(value as usize) == api.unicode_type {
+                    ((api.unicode_length)(value).max(0) as u64 + 1) * 4
+                } else {
+                    0
+                };
+                (api.decref)(value);
+                bytes
+            }
+            _ => 0,
+        }
     }
 }
 
@@ -451,6 +597,7 @@ fn take_fresh(st: &ThreadState, obj: usize, construction: &mut Construction) {
 pub(super) unsafe fn item_bytes(
     api: &Api,
     st: &ThreadState,
+    slot: Slot,
     item: usize,
     family_ctypes: bool,
     construction: &mut Construction,
@@ -461,7 +608,7 @@ pub(super) unsafe fn item_bytes(
         if ty == api.float_type || ty == api.long_type || item == api.none {
             0
         } else if family_ctypes || ty == api.bytes_type || ty == api.bytearray_type {
-            referred_bytes(api, st, item, construction)
+            referred_bytes(api, st, slot, item, construction)
         } else {
             cffi_cdata_bytes(api, item, ty)
         }
@@ -482,7 +629,11 @@ pub(super) unsafe fn argument_bytes(api: &Api, st: &ThreadState, args: *mut PyOb
         (0..n)
             .map(|i| {
                 let item = api::word(args as usize, api::TUPLE_ITEMS + 8 * i);
-                item_bytes(api, st, item, true, &mut construction)
+                let slot = Slot {
+                    callable: 0,
+                    index: i,
+                };
+                item_bytes(api, st, slot, item, true, &mut construction)
             })
             .sum()
     }

@@ -10,7 +10,7 @@ use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use super::api::{self, PyObject, TernaryFunc};
-use super::arg_bytes::{item_bytes, Construction};
+use super::arg_bytes::{item_bytes, Construction, Slot};
 use super::frames;
 use crate::record::clock;
 use crate::record::recorder::{CallStats, Counter};
@@ -348,7 +348,11 @@ unsafe fn wrapped_call(
             let n = api::word(args as usize, api::OB_SIZE).min(ARG_SLOTS);
             for i in 0..n {
                 let item = api::word(args as usize, api::TUPLE_ITEMS + 8 * i);
-                let b = item_bytes(api, st, item, family_ctypes, &mut construction);
+                let slot = Slot {
+                    callable: callable as usize,
+                    index: i,
+                };
+                let b = item_bytes(api, st, slot, item, family_ctypes, &mut construction);
                 ctx.arg_bytes[i] = MaybeUninit::new(b);
                 ctx.any_buffer |= b != 0;
             }
