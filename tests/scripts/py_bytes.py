@@ -43,6 +43,8 @@ if np is not None:
     a = np.ones(50)
     for i in range(4):
         lib.fx_sum(a.ctypes.data_as(ctypes.POINTER(ctypes.c_double)), 50)  # 4 x 400
+    for i in range(2):
+        lib.fx_fill(a.ctypes, 50, 1.0)  # a.ctypes as a c_void_p (_as_parameter_): 2 x 400
     print("numpy")
 else:
     print("no numpy")

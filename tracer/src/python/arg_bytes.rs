@@ -367,6 +367,16 @@ unsafe fn referred_bytes_of(
         }
         let bytes = referred_bytes_of(api, st, slot, param as usize, construction, false);
         (api.decref)(param);
+        if bytes != 0 {
+            return bytes;
+        }
+        // numpy's `a.ctypes` hands over a bare address and keeps the array as `_arr`.
+        let arr = attr(api, target, c"_arr");
+        if arr.is_null() {
+            return 0;
+        }
+        let bytes = object_bytes(api, arr as usize).unwrap_or(0);
+        (api.decref)(arr);
         bytes
     }
 }
