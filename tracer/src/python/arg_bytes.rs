@@ -14,8 +14,14 @@ use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use super::api::{self, Api, PyObject};
 use super::call::ThreadState;
 
-/// Construction seen among a call's arguments: (ticks, bytes, any fresh, last fresh object).
-pub(super) type Construction = (u64, u64, bool, usize);
+/// Construction seen among a call's arguments.
+#[derive(Default)]
+pub(super) struct Construction {
+    pub ticks: u64,
+    pub bytes: u64,
+    /// The last object built for this call (0: none was).
+    pub last: usize,
+}
 
 /// `PyCArgObject.obj` (the object `byref(x)` refers to): unchanged from 3.8 to 3.13.
 const CARG_OBJ: usize = 48;
@@ -59,13 +65,14 @@ static SIMPLE_META: AtomicUsize = AtomicUsize::new(0);
 /// Other metaclasses seen (mostly `type`), so that each name is read once.
 static OTHER_METAS: [AtomicUsize; 8] = [const { AtomicUsize::new(0) }; 8];
 
+/// ctypes' metaclasses, by `tp_name` (the same from 3.8 to 3.13).
 const CTYPES_METAS: [&[u8]; 6] = [
-    b"PyCArrayType",
-    b"PyCStructType",
-    b"UnionType",
-    b"PyCSimpleType",
-    b"PyCPointerType",
-    b"PyCFuncPtrType",
+    b"_ctypes.PyCArrayType",
+    b"_ctypes.PyCStructType",
+    b"_ctypes.UnionType",
+    b"_ctypes.PyCSimpleType",
+    b"_ctypes.PyCPointerType",
+    b"_ctypes.PyCFuncPtrType",
 ];
 
 fn remember(slots: &[AtomicUsize], value: usize) {
@@ -74,55 +81,71 @@ fn remember(slots: &[AtomicUsize], value: usize) {
     }
 }
 
-/// Whether `obj` is a ctypes instance (a `CDataObject`), by its metaclass.
+/// What kind of object an argument is, as far as its bytes go.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Not a ctypes instance.
+    Other,
+    /// An instance of a simple type (`c_int`, `c_char_p`, ...).
+    Simple,
+    /// An instance of a `POINTER(T)` type.
+    Pointer,
+    /// Any other ctypes instance (arrays, structures, unions, function pointers).
+    CData,
+}
+
+/// The kind of the instances of a type whose metaclass is `meta`.
 ///
 /// # Safety
-/// `obj` a live object.
+/// `meta` a live type object.
 #[inline(always)]
-unsafe fn is_cdata(obj: usize) -> bool {
-    // SAFETY: an object's type and the type's type are live type objects.
-    let meta = unsafe { api::type_of(api::type_of(obj)) };
+unsafe fn kind_of_meta(meta: usize) -> Kind {
     if CDATA_METAS
         .iter()
         .any(|m| m.load(Ordering::Relaxed) == meta)
     {
-        return true;
+        return if meta == POINTER_META.load(Ordering::Relaxed) {
+            Kind::Pointer
+        } else if meta == SIMPLE_META.load(Ordering::Relaxed) {
+            Kind::Simple
+        } else {
+            Kind::CData
+        };
     }
     if OTHER_METAS
         .iter()
         .any(|m| m.load(Ordering::Relaxed) == meta)
     {
-        return false;
+        return Kind::Other;
     }
-    // SAFETY: as above.
+    // SAFETY: per the contract.
     let found = CTYPES_METAS
         .iter()
         .find(|n| unsafe { api::type_name_ends_with(meta, n) });
-    match found {
-        Some(name) => {
-            remember(&CDATA_METAS, meta);
-            if *name == b"PyCPointerType" {
-                POINTER_META.store(meta, Ordering::Relaxed);
-            } else if *name == b"PyCSimpleType" {
-                SIMPLE_META.store(meta, Ordering::Relaxed);
-            }
-            true
-        }
-        None => {
-            remember(&OTHER_METAS, meta);
-            false
-        }
+    let Some(name) = found else {
+        remember(&OTHER_METAS, meta);
+        return Kind::Other;
+    };
+    remember(&CDATA_METAS, meta);
+    if *name == b"_ctypes.PyCPointerType" {
+        POINTER_META.store(meta, Ordering::Relaxed);
+        Kind::Pointer
+    } else if *name == b"_ctypes.PyCSimpleType" {
+        SIMPLE_META.store(meta, Ordering::Relaxed);
+        Kind::Simple
+    } else {
+        Kind::CData
     }
 }
 
-/// The metaclass of `obj`'s type.
+/// The kind of `obj`, by its type's metaclass.
 ///
 /// # Safety
 /// `obj` a live object.
 #[inline(always)]
-unsafe fn meta_of(obj: usize) -> usize {
-    // SAFETY: per the contract.
-    unsafe { api::type_of(api::type_of(obj)) }
+unsafe fn kind_of(obj: usize) -> Kind {
+    // SAFETY: an object's type and the type's type are live type objects.
+    unsafe { kind_of_meta(api::type_of(api::type_of(obj))) }
 }
 
 /// The length of `obj`'s buffer (None when it has none). GIL held.
@@ -146,17 +169,51 @@ unsafe fn buffer_len(api: &Api, obj: usize) -> Option<u64> {
 /// The bytes of `obj`'s memory: `b_size` for a ctypes instance, else its buffer. GIL held.
 ///
 /// # Safety
-/// GIL held; `obj` a live object.
-unsafe fn object_bytes(api: &Api, obj: usize) -> Option<u64> {
+/// GIL held; `obj` a live object of kind `kind`.
+unsafe fn object_bytes(api: &Api, obj: usize, kind: Kind) -> Option<u64> {
     // SAFETY: per the contract; b_size is read only from CDataObjects.
     unsafe {
-        if is_cdata(obj)
+        if kind != Kind::Other
             && B_SIZE_OK
                 .usable(|| buffer_len(api, obj) == Some(api::word(obj, api::CDATA_B_SIZE) as u64))
         {
             return Some((api::word(obj, api::CDATA_B_SIZE) as isize).max(0) as u64);
         }
         buffer_len(api, obj)
+    }
+}
+
+/// What a ctypes instance keeps alive (`b_objects`, as `_objects` shows it), and whether the
+/// reference is owned (the attribute) or borrowed (the raw field). Null when there is nothing.
+///
+/// # Safety
+/// GIL held; `obj` a live ctypes instance.
+unsafe fn kept_objects(api: &Api, obj: usize) -> (*mut PyObject, bool) {
+    // SAFETY: per the contract.
+    unsafe {
+        if B_OBJECTS_OK.usable(|| raw_matches(api, obj, CDATA_B_OBJECTS, c"_objects")) {
+            (api::word(obj, CDATA_B_OBJECTS) as *mut PyObject, false)
+        } else {
+            (attr(api, obj, c"_objects"), true)
+        }
+    }
+}
+
+/// The bytes of the numpy array `obj` keeps as `_arr` (numpy's `a.ctypes` and `data_as` hand
+/// ctypes a bare address and keep the array beside it), or 0.
+///
+/// # Safety
+/// GIL held; `obj` a live object.
+unsafe fn numpy_array_bytes(api: &Api, obj: usize) -> u64 {
+    // SAFETY: per the contract; the reference is released.
+    unsafe {
+        let arr = attr(api, obj, c"_arr");
+        if arr.is_null() {
+            return 0;
+        }
+        let bytes = object_bytes(api, arr as usize, Kind::Other).unwrap_or(0);
+        (api.decref)(arr);
+        bytes
     }
 }
 
@@ -318,44 +375,45 @@ unsafe fn referred_bytes_of(
             // ctypes passes a str as a NUL-terminated wchar_t buffer.
             return ((api.unicode_length)(obj as *mut _).max(0) as u64 + 1) * 4;
         }
-        let mut target = obj;
         let carg = CARG_TYPE.load(Ordering::Relaxed);
-        if ty == carg || (carg == 0 && api::type_name_ends_with(ty, b"CArgObject")) {
-            CARG_TYPE.store(ty, Ordering::Relaxed);
-            // byref(x): the bytes of x (which the CArgObject keeps alive).
-            if CARG_OBJ_OK.usable(|| raw_matches(api, obj, CARG_OBJ, c"_obj")) {
-                target = api::word(obj, CARG_OBJ);
-            } else {
-                let inner = attr(api, obj, c"_obj");
-                if inner.is_null() {
+        let (target, kind) =
+            if ty == carg || (carg == 0 && api::type_name_ends_with(ty, b"CArgObject")) {
+                CARG_TYPE.store(ty, Ordering::Relaxed);
+                // byref(x): the bytes of x (which the CArgObject keeps alive).
+                let inner = if CARG_OBJ_OK.usable(|| raw_matches(api, obj, CARG_OBJ, c"_obj")) {
+                    api::word(obj, CARG_OBJ)
+                } else {
+                    let inner = attr(api, obj, c"_obj");
+                    if !inner.is_null() {
+                        (api.decref)(inner);
+                    }
+                    inner as usize
+                };
+                if inner == 0 {
                     return 0;
                 }
-                target = inner as usize;
-                (api.decref)(inner);
-            }
-            if target == 0 {
-                return 0;
-            }
-        } else if let Some(code) = pointer_valued_simple(api, obj) {
-            take_fresh(st, obj, construction);
-            if declared_as_pointer_type(api, slot) {
-                // ctypes passes an instance given for POINTER(type(obj)) by reference.
-                return (api::word(obj, api::CDATA_B_SIZE) as isize).max(0) as u64;
-            }
-            return simple_pointee_bytes(api, obj, code);
-        } else if is_cdata(obj) && meta_of(obj) == POINTER_META.load(Ordering::Relaxed) {
-            take_fresh(st, obj, construction);
-            return match pointee(api, obj) {
-                Pointee::Object(arr) => {
-                    take_fresh(st, arr, construction);
-                    object_bytes(api, arr).unwrap_or(0)
-                }
-                Pointee::Bytes(bytes) => bytes,
-                Pointee::Unknown => 0,
+                (inner, kind_of(inner))
+            } else {
+                (obj, kind_of(obj))
             };
-        }
         take_fresh(st, target, construction);
-        if let Some(bytes) = object_bytes(api, target) {
+        if target == obj {
+            match kind {
+                Kind::Simple => {
+                    if let Some(code) = address_code(api, obj) {
+                        if declared_as_pointer_type(api, slot) {
+                            // ctypes passes an instance given for POINTER(type(obj)) by
+                            // reference: its own bytes.
+                            return object_bytes(api, obj, kind).unwrap_or(0);
+                        }
+                        return simple_pointee_bytes(api, obj, code);
+                    }
+                }
+                Kind::Pointer => return pointee_bytes(api, obj),
+                Kind::CData | Kind::Other => {}
+            }
+        }
+        if let Some(bytes) = object_bytes(api, target, kind) {
             return bytes;
         }
         if !follow {
@@ -370,14 +428,8 @@ unsafe fn referred_bytes_of(
         if bytes != 0 {
             return bytes;
         }
-        // numpy's `a.ctypes` hands over a bare address and keeps the array as `_arr`.
-        let arr = attr(api, target, c"_arr");
-        if arr.is_null() {
-            return 0;
-        }
-        let bytes = object_bytes(api, arr as usize).unwrap_or(0);
-        (api.decref)(arr);
-        bytes
+        // numpy's `a.ctypes` hands over a bare address.
+        numpy_array_bytes(api, target)
     }
 }
 
@@ -386,17 +438,14 @@ unsafe fn referred_bytes_of(
 static SIMPLE_CODES: [(AtomicUsize, AtomicU8); 16] =
     [const { (AtomicUsize::new(0), AtomicU8::new(0)) }; 16];
 
-/// The `_type_` code of `obj`'s type if `obj` is an instance of a simple ctypes type whose value is
-/// an address (`c_char_p`, `c_wchar_p`, `c_void_p` and their subclasses).
+/// The `_type_` code of a simple ctypes instance's type if its value is an address (`c_char_p`,
+/// `c_wchar_p`, `c_void_p` and their subclasses).
 ///
 /// # Safety
-/// GIL held; `obj` a live object.
-unsafe fn pointer_valued_simple(api: &Api, obj: usize) -> Option<u8> {
+/// GIL held; `obj` a live instance of a simple ctypes type.
+unsafe fn address_code(api: &Api, obj: usize) -> Option<u8> {
     // SAFETY: per the contract; the `_type_` reference is released.
     unsafe {
-        if !is_cdata(obj) || meta_of(obj) != SIMPLE_META.load(Ordering::Relaxed) {
-            return None;
-        }
         let ty = api::type_of(obj);
         let code = match SIMPLE_CODES
             .iter()
@@ -461,8 +510,7 @@ unsafe fn declared_as_pointer_type(api: &Api, slot: Slot) -> bool {
         let mut pointer = false;
         if slot.index < n {
             let t = api::word(items, 8 * slot.index);
-            pointer = api::type_of(t) == POINTER_META.load(Ordering::Relaxed)
-                || api::type_name_ends_with(api::type_of(t), b"PyCPointerType");
+            pointer = kind_of_meta(api::type_of(t)) == Kind::Pointer;
         }
         (api.decref)(argtypes);
         pointer
@@ -480,18 +528,16 @@ unsafe fn simple_pointee_bytes(api: &Api, obj: usize, code: u8) -> u64 {
     unsafe {
         match code {
             b'z' => {
-                let kept = if B_OBJECTS_OK
-                    .usable(|| raw_matches(api, obj, CDATA_B_OBJECTS, c"_objects"))
-                {
-                    api::word(obj, CDATA_B_OBJECTS)
+                let (kept, owned) = kept_objects(api, obj);
+                let bytes = if !kept.is_null() && api::type_of(kept as usize) == api.bytes_type {
+                    api::word(kept as usize, api::OB_SIZE) as u64
                 } else {
                     0
                 };
-                if kept != 0 && api::type_of(kept) == api.bytes_type {
-                    api::word(kept, api::OB_SIZE) as u64
-                } else {
-                    0
+                if owned && !kept.is_null() {
+                    (api.decref)(kept);
                 }
+                bytes
             }
             b'Z' => {
                 let value = attr(api, obj, c"value");
@@ -511,29 +557,18 @@ unsafe fn simple_pointee_bytes(api: &Api, obj: usize, code: u8) -> u64 {
     }
 }
 
-/// What a ctypes pointer instance points into, as far as the objects it keeps alive tell.
-enum Pointee {
-    /// numpy's `.ctypes.data_as(...)`: the array, kept as `_arr`.
-    Object(usize),
-    /// The bytes of the object it points at: `pointer(x)` keeps x (under key "1"),
-    /// `cast(a, POINTER(T))` keeps a (under key `id(a)`).
-    Bytes(u64),
-    /// A NULL pointer, or one made from a bare address.
-    Unknown,
-}
-
+/// The bytes a ctypes pointer instance points into, as far as the objects it keeps alive tell:
+/// `pointer(x)` keeps x (under key "1"), `cast(a, POINTER(T))` keeps a (under key `id(a)`), and
+/// numpy's `data_as` casts a bare address and keeps the array as `_arr`. 0 for a NULL pointer or
+/// one made from a bare address.
+///
 /// # Safety
 /// GIL held; `ptr` a live instance of a `POINTER(T)` type.
-unsafe fn pointee(api: &Api, ptr: usize) -> Pointee {
+unsafe fn pointee_bytes(api: &Api, ptr: usize) -> u64 {
     // SAFETY: per the contract; dict items are borrowed references of a dict the pointer keeps
     // alive; new references are dropped and errors cleared.
     unsafe {
-        let (kept, owned) =
-            if B_OBJECTS_OK.usable(|| raw_matches(api, ptr, CDATA_B_OBJECTS, c"_objects")) {
-                (api::word(ptr, CDATA_B_OBJECTS) as *mut PyObject, false)
-            } else {
-                (attr(api, ptr, c"_objects"), true)
-            };
+        let (kept, owned) = kept_objects(api, ptr);
         let mut bytes = 0u64;
         let mut cast_from_address = false;
         if !kept.is_null() && api::type_of(kept as usize) == api.dict_type {
@@ -559,43 +594,31 @@ unsafe fn pointee(api: &Api, ptr: usize) -> Pointee {
                 if !pointed {
                     continue;
                 }
-                let source_is_address = key_ty == api.long_type
-                    && is_cdata(value as usize)
-                    && meta_of(value as usize) == SIMPLE_META.load(Ordering::Relaxed);
-                if source_is_address {
+                let kind = kind_of(value as usize);
+                if key_ty == api.long_type && kind == Kind::Simple {
                     // cast(c_void_p(address), ...): a bare address, not memory we know.
                     cast_from_address = true;
                 } else {
-                    bytes += object_bytes(api, value as usize).unwrap_or(0);
+                    bytes += object_bytes(api, value as usize, kind).unwrap_or(0);
                 }
             }
         }
         if owned && !kept.is_null() {
             (api.decref)(kept);
         }
-        if bytes > 0 {
-            return Pointee::Bytes(bytes);
+        if bytes == 0 && cast_from_address {
+            bytes = numpy_array_bytes(api, ptr);
         }
-        if cast_from_address {
-            // numpy's data_as casts its address and keeps the array beside it as `_arr`.
-            let arr = attr(api, ptr, c"_arr");
-            if !arr.is_null() {
-                let target = arr as usize;
-                (api.decref)(arr);
-                return Pointee::Object(target);
-            }
-        }
-        Pointee::Unknown
+        bytes
     }
 }
 
 /// If `obj` was just built by a ctypes constructor on this thread: charge it to this call.
 fn take_fresh(st: &ThreadState, obj: usize, construction: &mut Construction) {
     if let Some((ticks, bytes)) = st.take_construction(obj) {
-        construction.0 += ticks;
-        construction.1 += bytes;
-        construction.2 = true;
-        construction.3 = obj;
+        construction.ticks += ticks;
+        construction.bytes += bytes;
+        construction.last = obj;
     }
 }
 
@@ -632,7 +655,7 @@ pub(super) unsafe fn item_bytes(
 #[cfg(feature = "floor-probe")]
 #[inline(always)]
 pub(super) unsafe fn argument_bytes(api: &Api, st: &ThreadState, args: *mut PyObject) -> u64 {
-    let mut construction: Construction = (0, 0, false, 0);
+    let mut construction = Construction::default();
     // SAFETY: args is the call's tuple: ob_size items from TUPLE_ITEMS.
     unsafe {
         let n = api::word(args as usize, api::OB_SIZE).min(super::call::ARG_SLOTS);

@@ -286,6 +286,7 @@ pub static ORIG_CTYPES: AtomicUsize = AtomicUsize::new(0);
 pub static ORIG_CFFI: AtomicUsize = AtomicUsize::new(0);
 pub static ORIG_CONSTRUCT: AtomicUsize = AtomicUsize::new(0);
 pub static ORIG_RESTORE_THREAD: AtomicUsize = AtomicUsize::new(0);
+
 #[inline(always)]
 unsafe fn wrapped_call(
     orig: usize,
@@ -341,7 +342,7 @@ unsafe fn wrapped_call(
         0
     };
     // Argument bytes and fresh constructions (GIL held, before the call releases it).
-    let mut construction: Construction = (0, 0, false, 0);
+    let mut construction = Construction::default();
     if !args.is_null() {
         // SAFETY: args is the call's tuple: ob_size items from TUPLE_ITEMS.
         unsafe {
@@ -382,11 +383,11 @@ unsafe fn wrapped_call(
             add_span(&stats.gil_ticks, ctx.t2, tg);
             add_span(&stats.marshal_out_ticks, tg, t3);
         }
-        if construction.2 {
-            stats.construction_ticks.add(construction.0);
-            stats.construction_bytes.add(construction.1);
+        if construction.last != 0 {
+            stats.construction_ticks.add(construction.ticks);
+            stats.construction_bytes.add(construction.bytes);
             stats.fresh_buffer_calls.add(1);
-            st.remember_passed(construction.3, stats);
+            st.remember_passed(construction.last, stats);
         }
         if family_ctypes {
             let (no_argtypes, default_restype) = frames::site_flags(site);
