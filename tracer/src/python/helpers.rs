@@ -78,12 +78,7 @@ pub unsafe fn ensure_patched() {
 /// As [`ensure_patched`].
 unsafe fn try_patch() -> bool {
     let Some(api) = api::get() else { return true };
-    let minor = api
-        .version
-        .split('.')
-        .nth(1)
-        .and_then(|m| m.parse::<u32>().ok())
-        .unwrap_or(0);
+    let minor = api.layout.minor;
     // SAFETY: GIL held (contract); new references are released, errors cleared.
     unsafe {
         let Some(ctypes) = super::slots::loaded_module_ref(c"ctypes") else {
