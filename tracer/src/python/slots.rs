@@ -139,18 +139,12 @@ pub unsafe fn patch_type(ty: usize) -> usize {
         Family::Metaclass => (&call::ORIG_CONSTRUCT, call::construct as *const () as usize),
         Family::Data => unreachable!("handled above"),
     };
-    let slot = ty + api::TP_CALL;
-    // SAFETY: tp_call of a live type.
-    let current = unsafe { api::word(ty, api::TP_CALL) };
-    if current == 0 || current == wrapper {
+    // SAFETY: tp_call of a live type. A different original: not a type we understand.
+    if unsafe { patch_slot(ty + api::TP_CALL, orig_cell, wrapper) } == 0 {
         return 0;
     }
-    match orig_cell.compare_exchange(0, current, Ordering::AcqRel, Ordering::Acquire) {
-        Ok(_) => {}
-        Err(existing) if existing == current => {}
-        Err(_) => return 0, // a different original: not a type we understand
-    }
-    write(slot, current, wrapper);
+    // The original tp_call, which the slot held.
+    let current = orig_cell.load(Ordering::Acquire);
     if matches!(fam, Family::Metaclass) {
         return 1;
     }
