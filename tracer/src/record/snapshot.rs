@@ -79,26 +79,27 @@ struct Scaled {
     construction: u64,
 }
 
+/// `ticks` summed over `intervals` measured intervals, in ns, less what measuring costs each one.
+fn net_ns(cal: &Calibration, ticks: u64, intervals: u64, per_interval_ns: u64) -> f64 {
+    (cal.ns(ticks) as f64 - per_interval_ns as f64 * intervals as f64).max(0.0)
+}
+
 fn scale(t: &Totals, cal: &Calibration) -> Scaled {
     let factor = if t.timed == 0 {
         0.0
     } else {
         t.calls as f64 / t.timed as f64
     };
-    let probe = cal.probe_ns() as f64;
-    let f = |ticks: u64, intervals: u64| -> u64 {
-        let ns = cal.ns(ticks) as f64 - probe * intervals as f64;
-        (ns.max(0.0) * factor).round() as u64
+    let probe = cal.probe_ns();
+    let f = |ticks: u64, intervals: u64, per_interval: u64| -> u64 {
+        (net_ns(cal, ticks, intervals, per_interval) * factor).round() as u64
     };
-    let floor = cal.native_floor_ns() as f64;
-    let native =
-        ((cal.ns(t.native_ticks) as f64 - floor * t.timed as f64).max(0.0) * factor).round() as u64;
     let py_timed = if t.python_calls == 0 { 0 } else { t.timed };
     Scaled {
-        native,
-        marshal_in: f(t.marshal_in_ticks, py_timed),
-        marshal_out: f(t.marshal_out_ticks, py_timed),
-        gil: f(t.gil_ticks, 0),
+        native: f(t.native_ticks, t.timed, cal.native_floor_ns()),
+        marshal_in: f(t.marshal_in_ticks, py_timed, probe),
+        marshal_out: f(t.marshal_out_ticks, py_timed, probe),
+        gil: f(t.gil_ticks, 0, probe),
         construction: (cal.ns(t.construction_ticks) as f64).round() as u64,
     }
 }
@@ -205,9 +206,7 @@ pub fn build(cal: &Calibration) -> Profile {
                 arg_bytes: st.arg_bytes,
                 fresh_buffer_calls: st.fresh_buffer_calls,
                 // Each gap is one clock interval: take the probe's cost off it like any other.
-                gap_ns: cal
-                    .ns(st.gap_ticks)
-                    .saturating_sub(st.gap_samples * cal.probe_ns()),
+                gap_ns: net_ns(cal, st.gap_ticks, st.gap_samples, cal.probe_ns()).round() as u64,
                 gap_samples: st.gap_samples,
                 stacks: stack_samples(&st, &ss),
             });

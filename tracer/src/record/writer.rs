@@ -52,15 +52,21 @@ pub fn write_now(reason: &'static str, complete: bool) -> Option<PathBuf> {
     // finish (see `on_signal`): deliver it now, as it would have been.
     let sig = PENDING_SIGNAL.swap(0, Ordering::AcqRel);
     if sig != 0 {
-        // SAFETY: restoring the default action and raising, as on_signal does.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = libc::SIG_DFL;
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
-            libc::raise(sig);
-        }
+        raise_default(sig);
     }
     written
+}
+
+/// Restores a signal's default action and raises it: the process ends as it would have without
+/// us. Async-signal-safe (sigaction and raise only).
+fn raise_default(sig: i32) {
+    // SAFETY: a zeroed sigaction with SIG_DFL is a valid default disposition.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = libc::SIG_DFL;
+        libc::sigaction(sig, &sa, std::ptr::null_mut());
+        libc::raise(sig);
+    }
 }
 
 /// The thread inside `write_now` (0: none), and a terminating signal it received meanwhile.
@@ -287,13 +293,7 @@ extern "C" fn on_signal(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_
             }
         }
     }
-    // SAFETY: restoring the default action and re-raising: the process ends as it would have.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = libc::SIG_DFL;
-        libc::sigaction(sig, &sa, std::ptr::null_mut());
-        libc::raise(sig);
-    }
+    raise_default(sig);
 }
 
 /// Installs the termination handlers, remembering the program's own to chain to.
