@@ -311,16 +311,11 @@ mod tests {
         // 1 µs of construction per call, inside the 1.5 µs gap: the loop goes, the building stays
         // (one buffer over all the data costs what the per-call buffers did).
         let c = PerCall {
-            native: 300,
-            marshal_in: 400,
-            marshal_out: 150,
-            arg_bytes: 24,
-            buffer_bytes: 4096,
             construction: 1_000,
             construction_bytes: 4096,
             fresh: true,
             gap: 1_500,
-            ..PerCall::default()
+            ..fill_call()
         };
         let p = profile(
             vec![function("fx_fill", vec![site("io.py", 8, 50_000, c)])],
@@ -352,18 +347,25 @@ mod tests {
         assert!(batch_only(&p, &AdviceOptions::default()).is_empty());
     }
 
-    #[test]
-    fn function_taking_a_buffer_is_told_to_pass_more_per_call() {
-        let c = PerCall {
+    /// A call of a function that takes a 4 KiB buffer, with more overhead than C work.
+    fn fill_call() -> PerCall {
+        PerCall {
             native: 300,
             marshal_in: 400,
             marshal_out: 150,
             arg_bytes: 24,
             buffer_bytes: 4096,
             ..PerCall::default()
-        };
+        }
+    }
+
+    #[test]
+    fn function_taking_a_buffer_is_told_to_pass_more_per_call() {
         let p = profile(
-            vec![function("fx_fill", vec![site("io.py", 8, 50_000, c)])],
+            vec![function(
+                "fx_fill",
+                vec![site("io.py", 8, 50_000, fill_call())],
+            )],
             60_000_000,
         );
         let r = &batch_only(&p, &AdviceOptions::default())[0];
