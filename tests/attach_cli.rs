@@ -572,15 +572,8 @@ fn attach_to_a_process_under_ffiprof_run_is_refused() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    struct Kill<'a>(&'a mut Child);
-    impl Drop for Kill<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let mut stdout = BufReader::new(run.stdout.take().unwrap());
-    let run = Kill(&mut run);
+    let mut run = common::KillOnDrop(run);
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "ready");
