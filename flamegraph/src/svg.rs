@@ -136,12 +136,13 @@ pub fn render_folded_counted(folded: &Folded, opts: &SvgOptions) -> Result<(Stri
 
 /// inferno's script sizes the frames to the SVG's laid-out width less its padding; while the SVG
 /// has no width yet (laid out later, a zero-width container, mid-resize) that is -20, which
-/// browsers reject with an error on the console. Clamp it at zero; the next resize or layout
-/// sets the real width.
+/// browsers reject with an error on the console. Zero would not do either: the labels' x is then
+/// placed at `100 * 3 / width` = "Infinity%", another console error. Clamp it at one pixel; the
+/// next resize or layout sets the real width.
 fn clamp_fluid_width(svg: String) -> String {
     const INFERNO: &str = "frames.attributes.width.value = svg.width.baseVal.value - xpad * 2;";
     const CLAMPED: &str =
-        "frames.attributes.width.value = Math.max(0, svg.width.baseVal.value - xpad * 2);";
+        "frames.attributes.width.value = Math.max(1, svg.width.baseVal.value - xpad * 2);";
     svg.replacen(INFERNO, CLAMPED, 1)
 }
 
@@ -214,7 +215,7 @@ mod tests {
         let folded = Folded::parse(Weight::Calls, "main;f 3\nmain;g 1\n");
         let svg = render_folded(&folded, &SvgOptions::default()).unwrap();
         assert!(
-            svg.contains("Math.max(0, svg.width.baseVal.value - xpad * 2)"),
+            svg.contains("Math.max(1, svg.width.baseVal.value - xpad * 2)"),
             "inferno's width line changed: update clamp_fluid_width"
         );
         assert!(!svg.contains("= svg.width.baseVal.value - xpad * 2;"));
