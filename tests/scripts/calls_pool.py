@@ -1,6 +1,6 @@
 """A multiprocessing pool whose workers call the fixture, then terminate() (SIGTERM to workers).
 
-Usage: calls_pool.py FIXTURE_LIB   (prints the total of calls the workers made)
+Usage: calls_pool.py FIXTURE_LIB [START_METHOD]   (prints the total of calls the workers made)
 """
 import ctypes
 import multiprocessing
@@ -18,6 +18,8 @@ def work(n):
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 2:
+        multiprocessing.set_start_method(sys.argv[2])
     pool = multiprocessing.Pool(2)
     total = sum(pool.map(work, [1000] * 6, chunksize=1))
     pool.terminate()

@@ -67,6 +67,9 @@ pub fn first_sighting(addr: usize) -> bool {
         }
         if let Some(c) = CONFIG.lock().as_ref() {
             writer::start(c.interval);
+            if c.mode != "attach" {
+                first_call_of_run();
+            }
         }
         crate::symbols::classify(addr)
     })
@@ -118,7 +121,7 @@ pub fn init_from_env() {
     }
     IS_ROOT.store(root, Ordering::Relaxed);
     start(cfg, true);
-    writer::install_signal_handlers();
+    // No signal handler and no Python exit hook yet: see `first_call_of_run`.
     // SAFETY: registering plain extern "C" functions that catch their own panics.
     unsafe {
         libc::atexit(at_exit);
@@ -191,6 +194,10 @@ extern "C" fn attach_fork_child() {
 
 fn start_with(mut cfg: Config, process_hooks: bool, existing_types: bool) -> Started {
     clock::init(cfg.force_monotonic);
+    // SAFETY: dlsym only looks the name up.
+    let add = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"Py_AddPendingCall".as_ptr()) };
+    ADD_PENDING_CALL.store(add as usize, Ordering::Release);
+    clear_dlerror();
     PID.store(std::process::id(), Ordering::Relaxed);
     crate::symbols::set_filter(LibFilter::new(&cfg.libs));
     let python = if cfg.python_layer {
@@ -390,6 +397,48 @@ extern "C" fn at_exit() {
     let _ = std::panic::catch_unwind(|| before_leaving("exit"));
 }
 
+/// Set once the interpreter's exit hook is registered (it is inherited across fork).
+static PY_AT_EXIT: AtomicBool = AtomicBool::new(false);
+
+/// What `run` installs once the process has something to lose — its first recorded call — and
+/// not before: by then the interpreter has read every signal disposition into its own table
+/// (`signal.getsignal` then reports what the program set, as untraced, and CPython has put its
+/// own SIGINT handler where it found the default), and its runtime can take an exit hook.
+/// - SIGTERM/SIGHUP handlers where the program left the default action (`writer`);
+/// - `Py_AtExit`: finalization writes the profile. An unhandled KeyboardInterrupt ends CPython
+///   by re-raising SIGINT after finalizing, so the C `atexit` handlers never run then.
+fn first_call_of_run() {
+    writer::install_signal_handlers();
+    if !PY_AT_EXIT.swap(true, Ordering::AcqRel) {
+        // SAFETY: dlsym only looks the name up; Py_AtExit(void (*)(void)) takes a plain
+        // function that catches its own panics, and needs no thread state.
+        unsafe {
+            let f = libc::dlsym(libc::RTLD_DEFAULT, c"Py_AtExit".as_ptr());
+            if !f.is_null() {
+                let f: extern "C" fn(extern "C" fn()) -> i32 = std::mem::transmute(f);
+                f(at_exit);
+            }
+        }
+        clear_dlerror();
+    }
+}
+
+/// Starts the snapshotter again after a fork ended it (a pending call: runs on the main thread
+/// once the program executes Python again, after CPython counted its threads).
+extern "C" fn restart_writer(_: *mut libc::c_void) -> i32 {
+    let _ = std::panic::catch_unwind(|| {
+        if ACTIVE.load(Ordering::Acquire) {
+            if let Some(c) = CONFIG.lock().as_ref() {
+                writer::start(c.interval);
+            }
+        }
+    });
+    0
+}
+
+/// `Py_AddPendingCall`, resolved at start (not in a fork handler).
+static ADD_PENDING_CALL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 extern "C" fn fork_prepare() {
     let _ = std::panic::catch_unwind(|| {
         writer::fork_prepare();
@@ -403,6 +452,21 @@ extern "C" fn fork_parent() {
         crate::symbols::fork_release();
         hook::fork_release();
         writer::fork_release_parent();
+        if writer::take_restart_after_fork() {
+            let add = ADD_PENDING_CALL.load(Ordering::Acquire);
+            if add != 0 {
+                type AddPendingCall = extern "C" fn(
+                    extern "C" fn(*mut libc::c_void) -> i32,
+                    *mut libc::c_void,
+                ) -> i32;
+                // SAFETY: `add` is the interpreter's Py_AddPendingCall, which needs no thread
+                // state; restart_writer has the pending-call signature and catches its panics.
+                let add: AddPendingCall =
+                    unsafe { std::mem::transmute::<usize, AddPendingCall>(add) };
+                add(restart_writer, std::ptr::null_mut());
+            }
+            // Without it, the next first sighting of a function starts the snapshotter.
+        }
     });
 }
 

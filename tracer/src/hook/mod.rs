@@ -38,6 +38,7 @@ fn wanted(process_hooks: bool) -> Vec<Wanted> {
         replacement: Replacement::Fixed(f),
         report: false,
     };
+    let loader_ok = loader::prepare();
     let mut w = vec![
         Wanted {
             symbol: "ffi_call",
@@ -51,14 +52,19 @@ fn wanted(process_hooks: bool) -> Vec<Wanted> {
             replacement: Replacement::FfiCall,
             report: true,
         },
-        Wanted {
-            symbol: "dlsym",
-            only_in: Some(&["_ctypes", "_cffi_backend"]),
-            replacement: Replacement::Fixed(loader::hook_dlsym as *const () as usize),
-            report: false,
-        },
-        fixed("dlopen", loader::hook_dlopen as *const () as usize),
     ];
+    if loader_ok {
+        // Caller-preserving trampolines (see `loader`): glibc still sees the real caller.
+        w.extend([
+            Wanted {
+                symbol: "dlsym",
+                only_in: Some(&["_ctypes", "_cffi_backend"]),
+                replacement: Replacement::Fixed(loader::dlsym_hook()),
+                report: false,
+            },
+            fixed("dlopen", loader::dlopen_hook()),
+        ]);
+    }
     if process_hooks {
         w.extend([
             fixed("execve", process::hook_execve as *const () as usize),

@@ -252,6 +252,7 @@ fn start(cfg: AttachConfig) -> c_int {
     let spawned = std::thread::Builder::new()
         .name("ffiprof-attach".into())
         .spawn(move || {
+            crate::record::writer::block_all_signals();
             let _ = std::panic::catch_unwind(|| worker(&cfg, began));
         });
     match spawned {

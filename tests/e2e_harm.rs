@@ -1,0 +1,324 @@
+//! Do no harm: a program behaves exactly as untraced under `ffiprof run` — its library search, its
+//! signal handlers, its file descriptors, its threads at fork, its warnings, Ctrl-C — on every
+//! interpreter of the version matrix. Each case runs the same script untraced and traced and
+//! compares what the program itself printed.
+//!
+//! Runs with its own harness (libtest-mimic) so an interpreter that is not installed shows up as
+//! *ignored* with its name, never as passed.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::*;
+use libtest_mimic::{Arguments, Failed};
+
+type Case = fn(&Interpreter, &Path) -> Result<(), Failed>;
+
+/// Runs `cmd` to its end, failing (and killing it) if it takes longer than a minute: a program
+/// the profiler made hang (a forkserver Pool did) must fail the test, not stall the suite.
+fn output_within(cmd: &mut Command) -> Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the program");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(out) => out.expect("wait for the program"),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("{cmd:?} did not finish within 60 s");
+        }
+    }
+}
+
+fn untraced(py: &Interpreter, script_name: &str, args: &[&str]) -> Output {
+    output_within(
+        Command::new(&py.command)
+            .arg(script(script_name))
+            .args(args),
+    )
+}
+
+/// `ffiprof run -q -o OUT -- PY SCRIPT ARGS...`, within a minute.
+fn traced(py: &Interpreter, out: &Path, script_name: &str, args: &[&str]) -> Output {
+    output_within(
+        Command::new(ffiprof_bin())
+            .args(["run", "-q", "-o"])
+            .arg(out)
+            .arg("--")
+            .arg(&py.command)
+            .arg(script(script_name))
+            .args(args),
+    )
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The same program's output untraced and traced must be the same.
+fn same_output(py: &Interpreter, dir: &Path, script_name: &str, args: &[&str]) -> Output {
+    let plain = untraced(py, script_name, args);
+    let out = dir.join("p.json");
+    let traced = traced(py, &out, script_name, args);
+    assert_eq!(
+        text(&traced.stdout),
+        text(&plain.stdout),
+        "stdout differs traced (left) from untraced (right); traced stderr:\n{}",
+        text(&traced.stderr)
+    );
+    assert_eq!(traced.status.code(), plain.status.code());
+    traced
+}
+
+fn plugin_beside_its_library(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    // libffihost.so dlopens libffiplugin.so by bare name, found only through its RUNPATH $ORIGIN.
+    let traced = same_output(py, dir, "plugin_sibling.py", &[HOST]);
+    assert_eq!(text(&traced.stdout), "plugin 42\ndefault 1\n");
+    let p = read_profile(&dir.join("p.json"));
+    assert_eq!(
+        calls_by_name(&p),
+        BTreeMap::from([
+            ("host_has_default_symbol".to_string(), 1),
+            ("host_load_plugin".to_string(), 1)
+        ])
+    );
+    Ok(())
+}
+
+fn signals_fds_threads_as_untraced(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    // Every signal's handler as Python reports it, the open descriptors, the thread count, and
+    // a blocked signal taken by sigwait — all after calls were recorded.
+    let traced = same_output(py, dir, "harm_observe.py", &[FIXTURE]);
+    let out = text(&traced.stdout);
+    assert!(out.contains("sigwait True"), "{out}");
+    assert!(out.contains("signal 2 default_int_handler"), "{out}");
+    assert!(
+        out.contains("signal 15 0\n"),
+        "SIGTERM reads as SIG_DFL: {out}"
+    );
+    let p = read_profile(&dir.join("p.json"));
+    assert_eq!(p.function("fx_add_int").map(|f| f.calls), Some(101));
+    Ok(())
+}
+
+fn ctrl_c_raises_keyboard_interrupt(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    // SIGINT to the program: KeyboardInterrupt, its `finally` runs, and it ends by SIGINT as
+    // CPython does untraced; the profile is complete and exact.
+    let interrupt = |cmd: &mut Command| -> (String, String, Option<i32>) {
+        let mut child = KillOnDrop(
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let lines = stdout_lines(&mut child.0);
+        let ready = lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the script never said ready");
+        let pid: u32 = ready.split_whitespace().nth(1).unwrap().parse().unwrap();
+        send_signal(pid, "INT");
+        let mut rest = String::new();
+        while let Ok(line) = lines.recv_timeout(Duration::from_secs(30)) {
+            rest.push_str(&line);
+            rest.push('\n');
+        }
+        let status = child.0.wait().unwrap();
+        let mut err = String::new();
+        use std::io::Read;
+        child
+            .0
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        (rest, err, status.signal())
+    };
+    let args = [FIXTURE, "300"];
+    let (plain_out, plain_err, plain_sig) = interrupt(
+        Command::new(&py.command)
+            .arg(script("harm_interrupt.py"))
+            .args(args),
+    );
+    let out = dir.join("p.json");
+    let (traced_out, traced_err, traced_sig) = interrupt(
+        Command::new(ffiprof_bin())
+            .args(["run", "-q", "-o"])
+            .arg(&out)
+            .arg("--")
+            .arg(&py.command)
+            .arg(script("harm_interrupt.py"))
+            .args(args),
+    );
+    assert_eq!(plain_out, "finally\n");
+    assert_eq!(traced_out, plain_out);
+    assert_eq!(plain_sig, Some(libc::SIGINT));
+    assert_eq!(traced_sig, plain_sig, "traced stderr:\n{traced_err}");
+    assert!(plain_err.contains("KeyboardInterrupt"));
+    assert!(
+        traced_err.contains("KeyboardInterrupt"),
+        "traced stderr:\n{traced_err}"
+    );
+    let p = read_profile(&out);
+    assert_eq!(p.function("fx_add_int").map(|f| f.calls), Some(300));
+    assert!(p.meta.complete, "the profile is the final one");
+    assert_eq!(p.meta.write_reason, "exit");
+    Ok(())
+}
+
+fn fork_prints_no_new_warning(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    // CPython 3.12+ warns at os.fork() when it counts another OS thread: the agent's must not
+    // be there then. Every warning shown, twice forked, calls before and after each fork.
+    let plain = untraced(py, "harm_fork_warning.py", &[FIXTURE]);
+    let out = dir.join("p.json");
+    let traced = traced(py, &out, "harm_fork_warning.py", &[FIXTURE]);
+    check_ok(&traced);
+    let warnings = |o: &Output| {
+        text(&o.stderr)
+            .lines()
+            .filter(|l| l.contains("Warning"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(warnings(&traced), warnings(&plain));
+    assert!(!text(&traced.stderr).contains("multi-threaded"));
+    assert_eq!(text(&traced.stdout), "forked\n");
+    let p = read_profile(&out);
+    assert_eq!(p.function("fx_add_int").map(|f| f.calls), Some(60));
+    let children: Vec<u64> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name() != "p.json")
+        .map(|e| {
+            read_profile(&e.path())
+                .function("fx_add_int")
+                .map_or(0, |f| f.calls)
+        })
+        .collect();
+    assert_eq!(children, vec![10, 10], "each child's own calls");
+    Ok(())
+}
+
+/// A Pool whose workers are terminated (SIGTERM) after their work: with every start method,
+/// the workers' profiles hold every call they made, exactly.
+fn pool(py: &Interpreter, dir: &Path, method: &str) -> Result<(), Failed> {
+    let out = dir.join("p.json");
+    let o = traced(py, &out, "calls_pool.py", &[FIXTURE, method]);
+    check_ok(&o);
+    let total: u64 = text(&o.stdout).trim().parse().unwrap();
+    assert_eq!(total, 6000);
+    let mut recorded = 0;
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name != "p.json" {
+            recorded += read_profile(&entry.path())
+                .function("fx_add_int")
+                .map_or(0, |f| f.calls);
+        }
+    }
+    assert_eq!(recorded, total, "calls recorded by the workers' profiles");
+    Ok(())
+}
+
+fn pool_fork(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    pool(py, dir, "fork")
+}
+
+fn pool_spawn(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    pool(py, dir, "spawn")
+}
+
+fn pool_forkserver(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    pool(py, dir, "forkserver")
+}
+
+fn sigterm_with_the_programs_own_handler(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    // A program that handles SIGTERM itself keeps its handler: it runs, the program ends its
+    // own way (here: exit status 3 from the handler), and the profile is the final one.
+    let out = dir.join("p.json");
+    let mut child = KillOnDrop(
+        Command::new(ffiprof_bin())
+            .args(["run", "-q", "-o"])
+            .arg(&out)
+            .arg("--")
+            .arg(&py.command)
+            .arg(script("calls_then_wait.py"))
+            .args([FIXTURE, "222", "handle-term"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let line = wait_for_line(&mut child.0, "ready", Duration::from_secs(30));
+    let pid: u32 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    send_signal(pid, "TERM");
+    let status = child.0.wait().unwrap();
+    assert_eq!(status.code(), Some(3), "{status:?}");
+    let p = read_profile(&out);
+    assert_eq!(p.function("fx_add_int").map(|f| f.calls), Some(222));
+    assert!(p.meta.complete);
+    assert_eq!(p.meta.write_reason, "exit");
+    Ok(())
+}
+
+const FIXTURE: &str = ffiprof_fixture::LIBRARY;
+const HOST: &str = ffiprof_fixture::HOST_LIBRARY;
+
+fn main() {
+    let args = Arguments::from_args();
+    let cases: Vec<(&str, Case)> = vec![
+        ("plugin_beside_its_library", plugin_beside_its_library),
+        (
+            "signals_fds_threads_as_untraced",
+            signals_fds_threads_as_untraced,
+        ),
+        (
+            "ctrl_c_raises_keyboard_interrupt",
+            ctrl_c_raises_keyboard_interrupt,
+        ),
+        ("fork_prints_no_new_warning", fork_prints_no_new_warning),
+        ("pool_fork", pool_fork),
+        ("pool_spawn", pool_spawn),
+        ("pool_forkserver", pool_forkserver),
+        (
+            "sigterm_with_the_programs_own_handler",
+            sigterm_with_the_programs_own_handler,
+        ),
+    ];
+    let mut trials = Vec::new();
+    for py in version_matrix() {
+        let available = py.available();
+        for (name, f) in &cases {
+            let test_name = format!("{}::{name}", py.label);
+            let missing = format!("{} is not installed", py.command.display());
+            let py = py.clone();
+            let f = *f;
+            let t = trial(test_name, move || {
+                let dir = tempfile::tempdir().unwrap();
+                f(&py, dir.path())
+            });
+            trials.push(if available {
+                t
+            } else {
+                t.with_ignored_flag(true).with_kind(missing)
+            });
+        }
+    }
+    libtest_mimic::run(&args, trials).exit();
+}
