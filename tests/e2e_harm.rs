@@ -277,6 +277,69 @@ fn sigterm_with_the_programs_own_handler(py: &Interpreter, dir: &Path) -> Result
     Ok(())
 }
 
+fn attached_as_untraced(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    // While `ffiprof attach` records: a library finds its plugin beside it, forks print no new
+    // warning, a blocked signal reaches sigwait; the profile has the calls made meanwhile.
+    let mut target = KillOnDrop(
+        Command::new(&py.command)
+            .arg(script("harm_attach_target.py"))
+            .args([FIXTURE, HOST])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let lines = stdout_lines(&mut target.0);
+    let next = || {
+        lines
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the target stopped talking")
+    };
+    let ready = next();
+    let pid: u32 = ready.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let out = dir.join("p.json");
+    let mut cli = KillOnDrop(
+        Command::new(ffiprof_bin())
+            .args(["attach", "-q", "--pid", &pid.to_string(), "-o"])
+            .arg(&out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let seen: Vec<String> = (0..3).map(|_| next()).collect();
+    assert_eq!(seen, ["plugin 42", "sigwait True", "done"]);
+    // Ctrl-C ends the attach; the profile is written and every hook restored.
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(cli.0.id() as i32, libc::SIGINT) }, 0);
+    let status = cli.0.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let p = read_profile(&out);
+    let calls = p.function("fx_add_int").map_or(0, |f| f.calls);
+    assert!(
+        calls >= 200,
+        "the 200 calls after the forks at least: {calls}"
+    );
+    assert_eq!(p.function("host_load_plugin").map(|f| f.calls), Some(1));
+    use std::io::Write;
+    target.0.stdin.take().unwrap().write_all(b"end\n").unwrap();
+    let status = target.0.wait().unwrap();
+    let mut err = String::new();
+    use std::io::Read;
+    target
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "{status}: {err}");
+    assert!(!err.contains("Warning"), "the target warned:\n{err}");
+    Ok(())
+}
+
 const FIXTURE: &str = ffiprof_fixture::LIBRARY;
 const HOST: &str = ffiprof_fixture::HOST_LIBRARY;
 
@@ -300,6 +363,7 @@ fn main() {
             "sigterm_with_the_programs_own_handler",
             sigterm_with_the_programs_own_handler,
         ),
+        ("attached_as_untraced", attached_as_untraced),
     ];
     let mut trials = Vec::new();
     for py in version_matrix() {

@@ -125,8 +125,8 @@ pub fn init_from_env() {
     // SAFETY: registering plain extern "C" functions that catch their own panics.
     unsafe {
         libc::atexit(at_exit);
-        libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child));
     }
+    register_fork_handlers();
 }
 
 /// Starts recording with `cfg`: clock, filters, hooks, snapshotter.
@@ -176,6 +176,7 @@ pub fn start_attached(cfg: Config) -> Started {
         // SAFETY: registering a plain extern "C" function that only stores an atomic.
         unsafe { libc::pthread_atfork(None, None, Some(attach_fork_child)) };
     }
+    register_fork_handlers();
     start_with(cfg, false, true)
 }
 
@@ -436,8 +437,34 @@ extern "C" fn restart_writer(_: *mut libc::c_void) -> i32 {
     0
 }
 
+/// Has the interpreter run `f` on its main thread at its next safe point (`Py_AddPendingCall`,
+/// which needs no thread state and may be called from a fork handler). False when there is no
+/// interpreter or its queue is full.
+pub fn add_pending_call(f: extern "C" fn(*mut libc::c_void) -> i32) -> bool {
+    let add = ADD_PENDING_CALL.load(Ordering::Acquire);
+    if add == 0 {
+        return false;
+    }
+    type AddPendingCall =
+        extern "C" fn(extern "C" fn(*mut libc::c_void) -> i32, *mut libc::c_void) -> i32;
+    // SAFETY: `add` is the interpreter's Py_AddPendingCall; `f` has the pending-call signature
+    // and catches its own panics.
+    let add: AddPendingCall = unsafe { std::mem::transmute::<usize, AddPendingCall>(add) };
+    add(f, std::ptr::null_mut()) == 0
+}
+
 /// `Py_AddPendingCall`, resolved at start (not in a fork handler).
 static ADD_PENDING_CALL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Registers the fork handlers once per process, whichever of `run` and `attach` comes first
+/// (handlers cannot be removed; they work in either mode).
+fn register_fork_handlers() {
+    static REGISTERED: AtomicBool = AtomicBool::new(false);
+    if !REGISTERED.swap(true, Ordering::AcqRel) {
+        // SAFETY: registering plain extern "C" functions that catch their own panics.
+        unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
+    }
+}
 
 extern "C" fn fork_prepare() {
     let _ = std::panic::catch_unwind(|| {

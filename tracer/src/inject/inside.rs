@@ -249,20 +249,106 @@ fn start(cfg: AttachConfig) -> c_int {
             ..Default::default()
         },
     );
-    let spawned = std::thread::Builder::new()
-        .name("ffiprof-attach".into())
-        .spawn(move || {
-            crate::record::writer::block_all_signals();
-            let _ = std::panic::catch_unwind(|| worker(&cfg, began));
-        });
-    match spawned {
-        Ok(_) => 0,
+    *WORKER.lock() = Some(Worker {
+        cfg,
+        began,
+        handle: None,
+        ending: false,
+    });
+    register_fork_handlers();
+    match spawn_worker() {
+        Ok(()) => 0,
         Err(e) => {
+            *WORKER.lock() = None;
             crate::agent::stop("error", |_| {});
             SESSION_ACTIVE.store(false, Ordering::Release);
             fail(format!("cannot start the attach thread: {e}"))
         }
     }
+}
+
+/// The attach session's worker thread: what it needs to run (again, after a fork paused it).
+struct Worker {
+    cfg: AttachConfig,
+    began: Instant,
+    handle: Option<std::thread::JoinHandle<()>>,
+    /// The worker is ending the session (it may be waiting for the GIL): a fork must not wait
+    /// for it.
+    ending: bool,
+}
+
+static WORKER: parking_lot::Mutex<Option<Worker>> = parking_lot::Mutex::new(None);
+/// Set before a fork: the worker leaves its loop without ending the session.
+static PAUSE: AtomicBool = AtomicBool::new(false);
+/// Futex word the worker sleeps on between looks (a pause wakes it at once).
+static WORKER_WAKE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+/// The worker was paused for a fork and should run again.
+static RESUME: AtomicBool = AtomicBool::new(false);
+
+/// Starts (or restarts, after a fork) the worker thread of the current session.
+fn spawn_worker() -> std::io::Result<()> {
+    let mut guard = WORKER.lock();
+    let Some(w) = guard.as_mut() else {
+        return Ok(());
+    };
+    let (cfg, began) = (w.cfg.clone(), w.began);
+    PAUSE.store(false, Ordering::Release);
+    let handle = std::thread::Builder::new()
+        .name("ffiprof-attach".into())
+        .spawn(move || {
+            crate::record::writer::block_all_signals();
+            let _ = std::panic::catch_unwind(|| worker(&cfg, began));
+        })?;
+    w.handle = Some(handle);
+    Ok(())
+}
+
+fn register_fork_handlers() {
+    static REGISTERED: AtomicBool = AtomicBool::new(false);
+    if !REGISTERED.swap(true, Ordering::AcqRel) {
+        // SAFETY: plain extern "C" functions that catch their own panics.
+        unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), None) };
+    }
+}
+
+/// Before fork: the worker thread leaves its loop and is joined, so that the program forks
+/// with exactly the threads it made (CPython 3.12+ counts them and warns about any other).
+/// A worker that is already ending the session is left alone.
+extern "C" fn fork_prepare() {
+    let _ = std::panic::catch_unwind(|| {
+        let handle = {
+            let mut guard = WORKER.lock();
+            let Some(w) = guard.as_mut().filter(|w| !w.ending) else {
+                return;
+            };
+            // Under the lock: the worker checks PAUSE and sets `ending` under it too.
+            PAUSE.store(true, Ordering::Release);
+            w.handle.take()
+        };
+        let Some(handle) = handle else {
+            return;
+        };
+        WORKER_WAKE.fetch_add(1, Ordering::AcqRel);
+        crate::record::writer::futex_wake(&WORKER_WAKE);
+        let _ = handle.join();
+        RESUME.store(true, Ordering::Release);
+    });
+}
+
+/// After fork, in the parent: the worker runs again once the program executes Python (a
+/// pending call, after CPython has counted its threads).
+extern "C" fn fork_parent() {
+    let _ = std::panic::catch_unwind(|| {
+        if RESUME.swap(false, Ordering::AcqRel) && !crate::agent::add_pending_call(resume_worker) {
+            // No interpreter to run it: resume now rather than never.
+            let _ = spawn_worker();
+        }
+    });
+}
+
+extern "C" fn resume_worker(_: *mut libc::c_void) -> i32 {
+    let _ = std::panic::catch_unwind(spawn_worker);
+    0
 }
 
 /// Calls recorded so far by every thread, in libraries the filter keeps.
@@ -307,8 +393,18 @@ fn worker(cfg: &AttachConfig, began: Instant) {
             || cfg.duration.is_some_and(|d| began.elapsed() >= d)
             || cfg.cli_pid.is_some_and(|p| !alive(p))
             || !cfg.session.is_dir();
-        if done {
-            break;
+        {
+            let mut guard = WORKER.lock();
+            if PAUSE.load(Ordering::Acquire) {
+                // A fork is waiting for this thread to end; the session goes on (fork_prepare).
+                return;
+            }
+            if done {
+                if let Some(w) = guard.as_mut() {
+                    w.ending = true;
+                }
+                break;
+            }
         }
         let first_seen_now = status.calls > 0 && !first_reported;
         if first_seen_now || last_report.elapsed() >= Duration::from_millis(100) {
@@ -317,11 +413,16 @@ fn worker(cfg: &AttachConfig, began: Instant) {
             first_reported |= status.calls > 0;
         }
         // Fine-grained until the first call (it measures attach latency), then relaxed.
-        std::thread::sleep(if status.first_call_unix_ns == 0 {
-            Duration::from_millis(1)
-        } else {
-            Duration::from_millis(20)
-        });
+        let seen = WORKER_WAKE.load(Ordering::Acquire);
+        crate::record::writer::futex_wait(
+            &WORKER_WAKE,
+            seen,
+            Some(if status.first_call_unix_ns == 0 {
+                Duration::from_millis(1)
+            } else {
+                Duration::from_millis(20)
+            }),
+        );
     }
     let stopped = crate::agent::stop("detach", |profile| {
         // The data is safe; the type slots come next, once the GIL can be had.
@@ -340,6 +441,7 @@ fn worker(cfg: &AttachConfig, began: Instant) {
         .profile
         .map(|p| p.display().to_string())
         .unwrap_or_default();
+    *WORKER.lock() = None;
     // Open for the next session before saying so: a CLI that sees "detached" may attach again.
     SESSION_ACTIVE.store(false, Ordering::Release);
     write_status(&cfg.session, &status);

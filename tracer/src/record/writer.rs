@@ -167,7 +167,7 @@ pub fn block_all_signals() {
 }
 
 /// Sleeps while `word` holds `expected`, at most `timeout`. Async-signal-safe (one system call).
-fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
     let ts = timeout.map(|t| libc::timespec {
         tv_sec: t.as_secs() as libc::time_t,
         tv_nsec: t.subsec_nanos() as libc::c_long,
@@ -186,7 +186,7 @@ fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
 }
 
 /// Wakes every waiter on `word`. Async-signal-safe (one system call).
-fn futex_wake(word: &AtomicU32) {
+pub(crate) fn futex_wake(word: &AtomicU32) {
     // SAFETY: FUTEX_WAKE on a live atomic word of ours.
     unsafe {
         libc::syscall(
