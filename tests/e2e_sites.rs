@@ -177,6 +177,16 @@ fn ctypes_internal_apart(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
         "only the library function is a function ({})",
         py.label
     );
+    // As written by the agent, not only as read back.
+    let raw: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("p.json")).unwrap()).unwrap();
+    assert_eq!(
+        raw["functions"].as_array().unwrap().len(),
+        1,
+        "{}",
+        raw["functions"]
+    );
+    assert_eq!(raw["ctypes_internal"].as_array().unwrap().len(), 2);
     let sum = func(&p, "fx_sum");
     assert_eq!(
         sites(sum, file),

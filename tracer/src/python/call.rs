@@ -364,17 +364,11 @@ unsafe fn wrapped_call(
     // locked instruction on every call.
     let outer = st.ctx.load(Ordering::Relaxed);
     st.ctx.store(&mut ctx, Ordering::Relaxed);
-    let built_before = st.recent_next.load(Ordering::Relaxed);
     let t0 = if ctx.timed { clock::now() } else { 0 };
     // SAFETY: the original call, unchanged.
     let result = unsafe { orig(callable, args, kwargs) };
     let t3 = if ctx.timed { clock::now() } else { 0 };
     st.ctx.store(outer, Ordering::Relaxed);
-    if st.recent_next.load(Ordering::Relaxed) != built_before && !result.is_null() {
-        // Built inside the call and returned by it (`ctypes.cast`'s pointer, a pointer restype's
-        // result): not built by the program for a call, so no call it is passed to is charged.
-        st.take_construction(result as usize);
-    }
     if ctx.awaiting_gil {
         // The GIL was never given up (PyDLL, an error before the call): nothing to wait for.
         ctx.awaiting_gil = false;
