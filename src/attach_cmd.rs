@@ -38,6 +38,10 @@ pub struct AttachArgs {
     /// Time one call in N (counts and bytes stay exact). Default: as `ffiprof run`.
     #[arg(long, value_name = "N")]
     pub timing_sample: Option<u32>,
+    /// Attribute calls made inside frames matching GLOB to their caller (repeatable): as
+    /// `ffiprof run --site-skip`.
+    #[arg(long = "site-skip", value_name = "GLOB")]
+    pub site_skip: Vec<String>,
     /// Functions shown in the summary.
     #[arg(long, default_value_t = 20)]
     pub top: usize,
@@ -87,6 +91,7 @@ pub fn attach(args: AttachArgs) -> Result<ExitCode> {
     if args.libs.iter().any(|l| l.contains('\n')) {
         return Err(crate::bad_input("--lib patterns cannot contain newlines"));
     }
+    crate::check_site_skip(&args.site_skip)?;
     let agent = crate::agent_file::agent_path()?;
     let interrupted = inject::catch_interrupts();
     let session = inject::session_dir(args.pid).map_err(inject_failure)?;
@@ -97,6 +102,7 @@ pub fn attach(args: AttachArgs) -> Result<ExitCode> {
         libs: args.libs.clone(),
         interval: Duration::from_secs(1),
         timing_sample_every: args.timing_sample.map_or(0, |n| n.max(1)),
+        site_skip: args.site_skip.clone(),
     };
     let mut opts = InjectOptions {
         method: args.method,

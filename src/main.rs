@@ -93,3 +93,14 @@ pub fn absolute(path: PathBuf) -> PathBuf {
             .unwrap_or(path)
     }
 }
+
+/// Refuses a `--site-skip` pattern the agent could not use, with the remedy (exit status 2).
+pub fn check_site_skip(patterns: &[String]) -> anyhow::Result<()> {
+    match patterns
+        .iter()
+        .find_map(|p| ffiprof_tracer::config::site_skip_error(p))
+    {
+        Some(e) => Err(bad_input(e)),
+        None => Ok(()),
+    }
+}

@@ -31,6 +31,11 @@ pub struct RunArgs {
     /// marshal split and no call sites — the lowest overhead (about 3 % on a trivial call).
     #[arg(long)]
     pub ffi_only: bool,
+    /// Attribute calls made inside frames matching GLOB to their caller (repeatable): matched
+    /// against the frame's file path and against `file:function`, e.g. '*/mylib/ffi.py' or
+    /// '*:add'. Generic forwarders (`f(*args, **kwargs)`) are passed through without it.
+    #[arg(long = "site-skip", value_name = "GLOB")]
+    pub site_skip: Vec<String>,
     /// Functions shown in the summary.
     #[arg(long, default_value_t = 20)]
     pub top: usize,
@@ -109,6 +114,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             )));
         }
     }
+    crate::check_site_skip(&args.site_skip)?;
     let agent = crate::agent_file::agent_path()?;
     match std::fs::remove_file(&output) {
         Ok(()) => {}
@@ -122,6 +128,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .env(agent_env::ENV_OUTPUT, &output)
         .env(agent_env::ENV_LIB, args.libs.join(":"))
         .env(agent_env::ENV_INTERVAL, args.interval.to_string())
+        .env(agent_env::ENV_SITE_SKIP, args.site_skip.join("\n"))
         .env_remove(agent_env::ENV_CLAIMED);
     if args.ffi_only {
         cmd.env(agent_env::ENV_PYTHON, "0");

@@ -31,6 +31,11 @@ pub struct SummaryOptions {
 pub struct Report {
     pub meta: ReportMeta,
     pub functions: Vec<FunctionSummary>,
+    /// ctypes' own foreign calls (`ctypes.cast`, `string_at`, `wstring_at` call into the `_ctypes`
+    /// extension), with the user's sites that made them: ctypes' cost at those lines, never a
+    /// library function, never advised on. Ordered by total time.
+    #[serde(default)]
+    pub ctypes_internal: Vec<FunctionSummary>,
     /// Interned Python frames (file, function, line), referred to by `stacks`.
     pub frames: Vec<ffiprof_profile::Frame>,
     /// Interned stacks: indexes into `frames`, outermost first.
@@ -57,6 +62,9 @@ pub struct ReportMeta {
     pub total_calls: u64,
     pub dropped_calls: u64,
     pub lib_filter: Vec<String>,
+    /// `--site-skip` patterns in force.
+    #[serde(default)]
+    pub site_skip: Vec<String>,
     /// Hooks that could not be installed, as "hook in module: reason".
     pub hooks_skipped: Vec<String>,
 }
@@ -114,6 +122,10 @@ pub struct SiteSummary {
     pub gap_samples: u64,
     /// (stack index, calls) pairs: which whole stacks reached this site.
     pub stacks: Vec<ffiprof_profile::StackSample>,
+    /// The pass-through frame (generic forwarder, ctypes' own code, `--site-skip` frame) the
+    /// calls were made in, when they were not made at this site itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub through: Option<ffiprof_profile::Frame>,
 }
 
 /// Total boundary time of a function record.
@@ -140,6 +152,7 @@ fn site_summary(s: &SiteRecord) -> SiteSummary {
         gap_ns: s.gap_ns,
         gap_samples: s.gap_samples,
         stacks: s.stacks.clone(),
+        through: s.through.clone(),
     }
 }
 
@@ -195,8 +208,21 @@ pub fn summarize(profile: &Profile, options: &SummaryOptions) -> Report {
 /// The whole analysis: [`summarize`]'s statistics plus the recommendations under `advice`. This is
 /// the entry point for `ffiprof report`, which can read the profiled libraries' exported symbols.
 pub fn analyze(profile: &Profile, options: &SummaryOptions, advice: &AdviceOptions) -> Report {
-    let mut report = statistics(profile, options);
-    report.recommendations = recommend(profile, advice);
+    // ctypes' own foreign calls are never library functions, even in a profile put together in
+    // memory (the agent and `read_file` already keep them apart).
+    let profile = if profile
+        .functions
+        .iter()
+        .any(|f| ffiprof_profile::is_ctypes_internal(&f.library, &f.function))
+    {
+        let mut separated = profile.clone();
+        separated.separate_ctypes_internal();
+        std::borrow::Cow::Owned(separated)
+    } else {
+        std::borrow::Cow::Borrowed(profile)
+    };
+    let mut report = statistics(&profile, options);
+    report.recommendations = recommend(&profile, advice);
     report
 }
 
@@ -218,6 +244,17 @@ fn statistics(profile: &Profile, options: &SummaryOptions) -> Report {
     if let Some(top) = options.top {
         functions.truncate(top);
     }
+    let mut ctypes_internal: Vec<FunctionSummary> = profile
+        .ctypes_internal
+        .iter()
+        .map(function_summary)
+        .collect();
+    ctypes_internal.sort_by(|a, b| {
+        b.total_ns
+            .cmp(&a.total_ns)
+            .then(b.calls.cmp(&a.calls))
+            .then(a.function.cmp(&b.function))
+    });
     let m = &profile.meta;
     Report {
         meta: ReportMeta {
@@ -236,6 +273,7 @@ fn statistics(profile: &Profile, options: &SummaryOptions) -> Report {
             total_calls: profile.total_calls(),
             dropped_calls: m.dropped_calls,
             lib_filter: m.lib_filter.clone(),
+            site_skip: m.site_skip.clone(),
             hooks_skipped: profile
                 .hooks
                 .iter()
@@ -251,6 +289,7 @@ fn statistics(profile: &Profile, options: &SummaryOptions) -> Report {
                 .collect(),
         },
         functions,
+        ctypes_internal,
         frames: profile.frames.clone(),
         stacks: profile.stacks.clone(),
         recommendations: Vec::new(),

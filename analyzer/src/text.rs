@@ -77,6 +77,7 @@ pub fn render(report: &Report) -> String {
             out,
             "\nNo calls into native libraries through libffi were recorded."
         );
+        out.push_str(&render_ctypes_internal(&report.ctypes_internal));
         return out;
     }
     let has_split = report.functions.iter().any(|f| f.python_calls > 0);
@@ -171,7 +172,42 @@ pub fn render(report: &Report) -> String {
             &rows,
         ));
     }
+    out.push_str(&render_ctypes_internal(&report.ctypes_internal));
     out.push_str(&render_recommendations(&report.recommendations));
+    out
+}
+
+/// ctypes' own foreign calls (`ctypes.cast`, ...): what they cost, at which of the user's lines.
+fn render_ctypes_internal(internal: &[crate::summary::FunctionSummary]) -> String {
+    let mut out = String::new();
+    if internal.is_empty() {
+        return out;
+    }
+    let rows: Vec<Vec<String>> = internal
+        .iter()
+        .map(|f| {
+            let mut sites: Vec<String> = f
+                .sites
+                .iter()
+                .take(3)
+                .map(|s| format!("{}:{} ({})", s.file, s.line, s.calls))
+                .collect();
+            if f.sites.len() > 3 {
+                sites.push(format!("+{} more", f.sites.len() - 3));
+            }
+            vec![
+                f.function.clone(),
+                f.calls.to_string(),
+                fmt_ns(f.total_ns),
+                sites.join(", "),
+            ]
+        })
+        .collect();
+    out.push_str(
+        "\nctypes' own calls (ctypes.cast, string_at, wstring_at call into ctypes itself: \
+         its cost at these lines, not a library function)\n",
+    );
+    out.push_str(&table(&["ctypes", "calls", "total", "sites"], &rows));
     out
 }
 
@@ -317,6 +353,30 @@ mod tests {
         assert_eq!(fmt_ns(4_560_000), "4.56ms");
         assert_eq!(fmt_bytes(512), "512B");
         assert_eq!(fmt_bytes(4096), "4.0KiB");
+    }
+
+    #[test]
+    fn lists_ctypes_own_calls_apart_from_functions() {
+        let mut p = ffiprof_profile::Profile::new();
+        let mut f = ffiprof_profile::FunctionRecord::new("/l/libfx.so", "fx_scale");
+        f.calls = 10;
+        p.functions.push(f);
+        let mut cast = ffiprof_profile::FunctionRecord::new("/p/_ctypes.cpython-311.so", "cast");
+        cast.calls = 300;
+        cast.native_ns = 30_000;
+        cast.sites.push(ffiprof_profile::SiteRecord {
+            file: "app.py".into(),
+            line: 7,
+            calls: 300,
+            ..Default::default()
+        });
+        p.ctypes_internal.push(cast);
+        let report = crate::summarize(&p, &crate::SummaryOptions::default());
+        assert_eq!(report.functions.len(), 1);
+        assert_eq!(report.ctypes_internal[0].total_ns, 30_000);
+        let text = render(&report);
+        assert!(text.contains("ctypes' own calls"), "{text}");
+        assert!(text.contains("app.py:7 (300)"), "{text}");
     }
 
     #[test]

@@ -105,10 +105,12 @@ pub fn read_str(text: &str, path: impl AsRef<Path>) -> Result<Profile, ProfileEr
             supported: FORMAT_VERSION,
         });
     }
-    serde_json::from_str(text).map_err(|e| ProfileError::Corrupt {
+    let mut profile: Profile = serde_json::from_str(text).map_err(|e| ProfileError::Corrupt {
         path,
         detail: e.to_string(),
-    })
+    })?;
+    profile.separate_ctypes_internal();
+    Ok(profile)
 }
 
 /// Writes `profile` to `path` so that readers see the old file or the new one, never half of one:

@@ -15,10 +15,12 @@
 //! assert_eq!(back.functions[0].calls, 3);
 //! ```
 
+mod ctypes_internal;
 mod histogram;
 mod io;
 mod merge;
 
+pub use ctypes_internal::{is_ctypes_internal, is_ctypes_module};
 pub use histogram::{Histogram, HistogramError, LatencySummary};
 pub use io::{read_file, read_str, write_atomic, ProfileError};
 
@@ -37,6 +39,11 @@ pub struct Profile {
     pub meta: Meta,
     /// One record per (library, C function) that was called at least once.
     pub functions: Vec<FunctionRecord>,
+    /// ctypes' own foreign calls (`ctypes.cast`, `string_at`, `wstring_at` call into the `_ctypes`
+    /// extension), in the shape of `functions`, each with the user's sites that made them: ctypes'
+    /// cost, never a library function (see [`is_ctypes_internal`]).
+    #[serde(default)]
+    pub ctypes_internal: Vec<FunctionRecord>,
     /// Interned Python frames, referred to by index from [`Profile::stacks`].
     #[serde(default)]
     pub frames: Vec<Frame>,
@@ -97,6 +104,9 @@ pub struct Meta {
     /// `--lib` patterns in force; empty means every library reached through libffi.
     #[serde(default)]
     pub lib_filter: Vec<String>,
+    /// `--site-skip` patterns in force: frames passed through to their caller for the call site.
+    #[serde(default)]
+    pub site_skip: Vec<String>,
 }
 
 fn one() -> u32 {
@@ -205,6 +215,12 @@ pub struct SiteRecord {
     /// Whole stacks seen at this site (sampled per `meta.stack_sample_every`).
     #[serde(default)]
     pub stacks: Vec<StackSample>,
+    /// When the calls were made inside a pass-through frame — a generic forwarder (a function
+    /// taking `*args`/`**kwargs` that makes the call with `f(*args, **kwargs)`), ctypes' own
+    /// `cast`/`string_at`, or a `--site-skip` frame — the innermost such frame; this site is the
+    /// first frame up the stack that is not one. Absent for a call made at the site itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub through: Option<Frame>,
 }
 
 /// Calls and time of one interned stack at one site.
@@ -260,6 +276,7 @@ impl Profile {
                 ..Meta::default()
             },
             functions: Vec::new(),
+            ctypes_internal: Vec::new(),
             frames: Vec::new(),
             stacks: Vec::new(),
             hooks: Vec::new(),

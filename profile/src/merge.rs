@@ -42,22 +42,33 @@ pub fn merge(into: &mut Profile, other: &Profile) {
         })
         .collect();
 
-    for f in &other.functions {
+    merge_functions(&mut into.functions, &other.functions, &stack_map);
+    merge_functions(
+        &mut into.ctypes_internal,
+        &other.ctypes_internal,
+        &stack_map,
+    );
+    into.meta.duration_ns = into.meta.duration_ns.max(other.meta.duration_ns);
+    into.meta.threads += other.meta.threads;
+    into.meta.dropped_calls += other.meta.dropped_calls;
+}
+
+/// Adds each of `other` into the record of `into` with the same (library, function).
+fn merge_functions(into: &mut Vec<FunctionRecord>, other: &[FunctionRecord], stack_map: &[u32]) {
+    for f in other {
         let target = match into
-            .functions
-            .iter_mut()
+            .iter()
             .position(|g| g.library == f.library && g.function == f.function)
         {
-            Some(i) => &mut into.functions[i],
+            Some(i) => &mut into[i],
             None => {
-                into.functions.push(FunctionRecord {
+                into.push(FunctionRecord {
                     sites: Vec::new(),
                     native_hist: Default::default(),
                     calls: 0,
                     ..f.clone()
                 });
-                let n = into.functions.len() - 1;
-                let t = &mut into.functions[n];
+                let t = into.last_mut().expect("just pushed");
                 t.arg_bytes = 0;
                 t.ret_bytes = 0;
                 t.buffer_bytes = 0;
@@ -75,11 +86,8 @@ pub fn merge(into: &mut Profile, other: &Profile) {
                 t
             }
         };
-        add_function(target, f, &stack_map);
+        add_function(target, f, stack_map);
     }
-    into.meta.duration_ns = into.meta.duration_ns.max(other.meta.duration_ns);
-    into.meta.threads += other.meta.threads;
-    into.meta.dropped_calls += other.meta.dropped_calls;
 }
 
 fn add_function(t: &mut FunctionRecord, f: &FunctionRecord, stack_map: &[u32]) {
@@ -135,6 +143,9 @@ fn add_site(t: &mut SiteRecord, s: &SiteRecord, stack_map: &[u32]) {
     t.fresh_buffer_calls += s.fresh_buffer_calls;
     t.gap_ns += s.gap_ns;
     t.gap_samples += s.gap_samples;
+    if t.through.is_none() {
+        t.through = s.through.clone();
+    }
     for st in &s.stacks {
         let stack = stack_map
             .get(st.stack as usize)
@@ -207,6 +218,27 @@ mod tests {
             }]
         );
         assert_eq!(a.stacks.len(), 1);
+    }
+
+    #[test]
+    fn merging_keeps_ctypes_internal_apart_and_through() {
+        let mut a = sample(3);
+        let mut b = sample(4);
+        let mut cast = FunctionRecord::new("/y/_ctypes.so", "cast");
+        cast.calls = 2;
+        b.ctypes_internal.push(cast);
+        b.functions[0].sites[0].through = Some(Frame {
+            file: "ffi.py".into(),
+            function: "__call__".into(),
+            line: 9,
+        });
+        merge(&mut a, &b);
+        merge(&mut a, &b);
+        assert_eq!(a.functions.len(), 1);
+        assert_eq!(a.functions[0].calls, 11);
+        assert_eq!(a.ctypes_internal.len(), 1);
+        assert_eq!(a.ctypes_internal[0].calls, 4);
+        assert_eq!(a.functions[0].sites[0].through.as_ref().unwrap().line, 9);
     }
 
     #[test]

@@ -225,6 +225,7 @@ fn start_with(mut cfg: Config, process_hooks: bool, existing_types: bool) -> Sta
     }
     crate::python::TIMING_EVERY.store(cfg.timing_sample_every, Ordering::Relaxed);
     crate::python::STACK_EVERY.store(cfg.stack_sample_every, Ordering::Relaxed);
+    crate::python::frames::set_site_skip(&cfg.site_skip);
     let interval = cfg.interval;
     debug(&format!("recording to {}", cfg.output.display()));
     CONFIG_MODE_ATTACH.store(cfg.mode == "attach", Ordering::Relaxed);
@@ -371,6 +372,7 @@ pub fn fill_meta(
     m.stack_sample_every = cfg.stack_sample_every;
     m.agent_version = env!("CARGO_PKG_VERSION").to_string();
     m.lib_filter = cfg.libs.clone();
+    m.site_skip = cfg.site_skip.clone();
     p.hooks = hook::statuses();
     if let Some(e) = PYTHON_ERROR.lock().clone() {
         p.hooks.push(ffiprof_profile::HookStatus {

@@ -22,6 +22,8 @@ pub const ENV_TIMING: &str = "FFIPROF_TIMING";
 pub const ENV_STACKS: &str = "FFIPROF_STACKS";
 /// `FFIPROF_PYTHON=0`: only the ffi_call layer (no marshal split, no call sites).
 pub const ENV_PYTHON: &str = "FFIPROF_PYTHON";
+/// `FFIPROF_SITE_SKIP`: `--site-skip` glob patterns, one per line (a pattern may contain `:`).
+pub const ENV_SITE_SKIP: &str = "FFIPROF_SITE_SKIP";
 
 /// Calls per timed call by default when the Python layer is on.
 pub const DEFAULT_PYTHON_TIMING: u32 = 8;
@@ -38,6 +40,9 @@ pub struct Config {
     pub timing_sample_every: u32,
     pub stack_sample_every: u32,
     pub python_layer: bool,
+    /// Frames passed through to their caller for the call site: glob patterns matched against a
+    /// frame's file path and against `file:function`.
+    pub site_skip: Vec<String>,
     /// `run` or `attach`.
     pub mode: &'static str,
 }
@@ -67,6 +72,12 @@ impl Config {
             timing_sample_every: num(ENV_TIMING, 0.0) as u32,
             stack_sample_every: num(ENV_STACKS, 64.0) as u32,
             python_layer: std::env::var(ENV_PYTHON).map_or(true, |v| v != "0"),
+            site_skip: std::env::var(ENV_SITE_SKIP)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect(),
             mode: "run",
         })
     }
@@ -83,6 +94,22 @@ pub fn per_pid_path(output: &Path, pid: u32) -> PathBuf {
         None => format!("{stem}.{pid}"),
     };
     output.with_file_name(name)
+}
+
+/// Why a `--site-skip` pattern cannot be used, with the remedy; None when it can.
+pub fn site_skip_error(pattern: &str) -> Option<String> {
+    if pattern.is_empty() || pattern.contains('\n') {
+        return Some(format!(
+            "--site-skip {pattern:?}: a pattern must be one non-empty line, \
+             e.g. '*/llvmlite/binding/ffi.py' or '*:add'"
+        ));
+    }
+    glob::Pattern::new(pattern).err().map(|e| {
+        format!(
+            "--site-skip {pattern:?} is not a valid glob ({e}); \
+             e.g. '*/llvmlite/binding/ffi.py' (a file) or '*/app.py:add' (a function)"
+        )
+    })
 }
 
 /// `--lib` patterns: a pattern with `*`, `?` or `[` is a glob matched against the library's full
@@ -131,6 +158,15 @@ mod tests {
             PathBuf::from("/t/prof.42.json")
         );
         assert_eq!(per_pid_path(Path::new("prof"), 7), PathBuf::from("prof.7"));
+    }
+
+    #[test]
+    fn site_skip_patterns_are_checked() {
+        assert!(site_skip_error("*/ffi.py").is_none());
+        assert!(site_skip_error("*:add").is_none());
+        assert!(site_skip_error("a[").unwrap().contains("not a valid glob"));
+        assert!(site_skip_error("").is_some());
+        assert!(site_skip_error("a\nb").is_some());
     }
 
     #[test]

@@ -90,7 +90,9 @@ pub fn classify(addr: usize) -> bool {
         return f.excluded;
     }
     let (library, base) = locate(addr).unwrap_or_else(|| ("[unknown]".to_string(), 0));
-    let excluded = !FILTER.lock().as_ref().is_none_or(|f| f.includes(&library));
+    // ctypes' own foreign calls are the cost of the user's sites whatever library `--lib` keeps.
+    let excluded = !ffiprof_profile::is_ctypes_module(&library)
+        && !FILTER.lock().as_ref().is_none_or(|f| f.includes(&library));
     FUNCTIONS.lock().get_or_insert_with(HashMap::new).insert(
         addr,
         FunctionInfo {

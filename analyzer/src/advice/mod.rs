@@ -442,6 +442,26 @@ mod tests {
     }
 
     #[test]
+    fn ctypes_own_calls_get_no_advice() {
+        // The same figures that earn fx_scale batch advice, on ctypes.cast.
+        let mut p = loop_profile(200_000, 300, 30);
+        assert!(!recommend(&p, &AdviceOptions::default()).is_empty());
+        p.functions[0].library = "/py/lib-dynload/_ctypes.cpython-311-x86_64-linux-gnu.so".into();
+        p.functions[0].function = "cast".into();
+        let report = crate::summarize(&p, &crate::SummaryOptions::default());
+        assert!(report.functions.is_empty());
+        assert_eq!(report.ctypes_internal.len(), 1);
+        assert_eq!(report.ctypes_internal[0].calls, 200_000);
+        assert!(
+            report.recommendations.is_empty(),
+            "{:?}",
+            report.recommendations
+        );
+        p.separate_ctypes_internal();
+        assert!(recommend(&p, &AdviceOptions::default()).is_empty());
+    }
+
+    #[test]
     fn exports_are_found_by_path_or_file_name() {
         let o = AdviceOptions::default().with_exported_symbols("libx.so", vec!["a".into()]);
         assert_eq!(o.exports_of("/usr/lib/libx.so").unwrap(), ["a".to_string()]);

@@ -31,6 +31,8 @@ pub struct AttachConfig {
     /// Time one call in N; 0 = the agent's default (as in `run`: every call with the ffi_call
     /// layer alone, a sample with the Python layer).
     pub timing_sample_every: u32,
+    /// `--site-skip` patterns (one line each; a pattern holds no newline).
+    pub site_skip: Vec<String>,
 }
 
 impl AttachConfig {
@@ -50,6 +52,9 @@ impl AttachConfig {
         for lib in &self.libs {
             s += &format!("lib={lib}\n");
         }
+        for pattern in &self.site_skip {
+            s += &format!("site_skip={pattern}\n");
+        }
         s
     }
 
@@ -61,6 +66,7 @@ impl AttachConfig {
             libs: Vec::new(),
             interval: Duration::from_secs(1),
             timing_sample_every: 0,
+            site_skip: Vec::new(),
         };
         let secs = |v: &str| {
             v.parse::<f64>()
@@ -77,6 +83,7 @@ impl AttachConfig {
                 "duration" => cfg.duration = secs(value),
                 "cli_pid" => cfg.cli_pid = value.parse().ok(),
                 "lib" => cfg.libs.push(value.to_owned()),
+                "site_skip" => cfg.site_skip.push(value.to_owned()),
                 "interval" => cfg.interval = secs(value).unwrap_or(cfg.interval),
                 "timing" => cfg.timing_sample_every = value.parse().unwrap_or(0),
                 _ => {} // newer CLI, older agent: ignore what we do not know
@@ -234,6 +241,7 @@ fn start(cfg: AttachConfig) -> c_int {
         timing_sample_every: cfg.timing_sample_every,
         stack_sample_every: 64,
         python_layer: true,
+        site_skip: cfg.site_skip.clone(),
         mode: "attach",
     };
     let began = Instant::now();
@@ -460,6 +468,7 @@ mod tests {
             libs: vec!["libm".into(), "*fixture*".into()],
             interval: Duration::from_secs(1),
             timing_sample_every: 4,
+            site_skip: vec!["*/ffi.py".into(), "*/app.py:add".into()],
         };
         assert_eq!(AttachConfig::parse(&cfg.render()).unwrap(), cfg);
         assert!(AttachConfig::parse("session=relative\n").is_err());

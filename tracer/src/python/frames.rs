@@ -4,6 +4,10 @@
 //! and a probe of a table — and its file, function and line are resolved once, the first time the
 //! site is seen (resolving the line on every call would cost ~155 ns here). Everything here runs
 //! with the GIL held, which is what serialises writers of the tables.
+//!
+//! A position in a pass-through frame (a generic forwarder, ctypes' own code, `--site-skip`: see
+//! `site_rules`) carries a bit in its interned id: a call made there is attributed to the first
+//! frame up the stack without that bit, at the cost of one bit test for every other call.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -12,8 +16,12 @@ use ffiprof_profile::Frame;
 use parking_lot::Mutex;
 
 use super::api::{self, Api, Layout};
+use super::site_rules;
 
 const SITE_SLOTS: usize = 1 << 16;
+/// Set in a slot's id when the position is in a pass-through frame. Ids themselves stay below
+/// 0x10000 (statistics keys give them 16 bits).
+const PASS_THROUGH: u32 = 1 << 31;
 
 struct SiteSlot {
     code: AtomicUsize,
@@ -35,6 +43,9 @@ pub struct SiteInfo {
     pub frame: Frame,
     pub undeclared_argtypes: bool,
     pub undeclared_restype: bool,
+    /// A generic forwarder's call (`site_rules::is_forwarder`), whatever the `--site-skip`
+    /// patterns say.
+    pub forwarder: bool,
 }
 
 /// Site id n is `DESCRIPTIONS[n - 1]`.
@@ -42,6 +53,9 @@ static DESCRIPTIONS: Mutex<Vec<SiteInfo>> = Mutex::new(Vec::new());
 /// Per-site flags readable without the lock on the hot path (bit 0: argtypes, bit 1: restype).
 static FLAGS: [std::sync::atomic::AtomicU8; SITE_SLOTS] =
     [const { std::sync::atomic::AtomicU8::new(0) }; SITE_SLOTS];
+/// Per site reached through pass-through frames: the innermost of them (its site id), the first
+/// time it was.
+static THROUGH: [AtomicU32; SITE_SLOTS] = [const { AtomicU32::new(0) }; SITE_SLOTS];
 /// Interned stacks: site ids outermost first → stack id.
 static STACKS: Mutex<Option<HashMap<Vec<u32>, u32>>> = Mutex::new(None);
 
@@ -109,7 +123,8 @@ unsafe fn position(api: &Api, frame: usize) -> Option<(usize, usize)> {
     }
 }
 
-/// The site id of (code, ip), interning it on first sight. GIL held.
+/// The site id of (code, ip), interning it on first sight, with [`PASS_THROUGH`] set when the
+/// position is in a pass-through frame. GIL held.
 ///
 /// # Safety
 /// `code` must be a live code object and the GIL held.
@@ -134,6 +149,7 @@ unsafe fn intern(api: &Api, code: usize, ip: usize, callable: usize) -> u32 {
             drop(d);
             let flags = info.undeclared_argtypes as u8 | (info.undeclared_restype as u8) << 1;
             FLAGS[id as usize & (SITE_SLOTS - 1)].store(flags, Ordering::Relaxed);
+            let id = id | pass_bit(&info);
             s.ip.store(ip, Ordering::Relaxed);
             s.id.store(id, Ordering::Relaxed);
             s.code.store(code, Ordering::Release);
@@ -142,6 +158,14 @@ unsafe fn intern(api: &Api, code: usize, ip: usize, callable: usize) -> u32 {
         i = (i + 1) & (SITE_SLOTS - 1);
     }
     0
+}
+
+fn pass_bit(info: &SiteInfo) -> u32 {
+    if info.forwarder || site_rules::skipped_by_name(&info.frame) {
+        PASS_THROUGH
+    } else {
+        0
+    }
 }
 
 /// Resolves file, function and line of a position (slow path, once per site).
@@ -180,6 +204,7 @@ unsafe fn describe(api: &Api, code: usize, ip: usize, callable: usize) -> SiteIn
         } else {
             (false, false)
         };
+        let forwarder = site_rules::is_forwarder(api, code, offset);
         SiteInfo {
             frame: Frame {
                 file,
@@ -188,6 +213,7 @@ unsafe fn describe(api: &Api, code: usize, ip: usize, callable: usize) -> SiteIn
             },
             undeclared_argtypes,
             undeclared_restype,
+            forwarder,
         }
     }
 }
@@ -206,6 +232,8 @@ unsafe fn undeclared(api: &Api, callable: usize) -> (bool, bool) {
         }
         let no_argtypes = argtypes as usize == api.none;
         (api.decref)(argtypes);
+        // A ctypes function is being called, so `_ctypes` is loaded.
+        site_rules::name_ctypes_internals(api);
         let restype = (api.getattr)(callable as *mut _, c"restype".as_ptr());
         let ctypes = (api.import_module)(c"ctypes".as_ptr());
         let mut default_restype = false;
@@ -226,7 +254,8 @@ unsafe fn undeclared(api: &Api, callable: usize) -> (bool, bool) {
     }
 }
 
-/// Site id of the Python line calling `callable` now (0 when unknown). GIL held.
+/// Site id of the Python line calling `callable` now (0 when unknown): the innermost frame, or
+/// past pass-through frames the first one that is not. GIL held.
 ///
 /// # Safety
 /// GIL held, on a thread with a Python thread state; `callable` live.
@@ -249,7 +278,65 @@ pub unsafe fn current_site(api: &Api, callable: usize) -> u32 {
         } else {
             *((frame + l.f_ip) as *const i32) as usize
         };
-        intern(api, code, ip, callable)
+        let id = intern(api, code, ip, callable);
+        if id & PASS_THROUGH == 0 {
+            return id;
+        }
+        caller_site(api, frame, id & !PASS_THROUGH, callable)
+    }
+}
+
+/// The site of a call made in a pass-through frame (`via`, the innermost's site): the first
+/// frame up the stack that is not one, else the innermost after all.
+///
+/// # Safety
+/// As [`current_site`]; `frame` is this thread's innermost frame.
+#[cold]
+#[inline(never)]
+unsafe fn caller_site(api: &Api, frame: usize, via: u32, callable: usize) -> u32 {
+    // SAFETY: per the contract; the chain ends with a null `previous`, and `position` skips
+    // frames that are not (yet) Python code.
+    unsafe {
+        let mut frame = api::word(frame, api.layout.f_back);
+        for _ in 0..256 {
+            if frame == 0 {
+                break;
+            }
+            if let Some((code, ip)) = position(api, frame) {
+                let id = intern(api, code, ip, callable);
+                if id & PASS_THROUGH == 0 {
+                    let through = &THROUGH[id as usize & (SITE_SLOTS - 1)];
+                    if through.load(Ordering::Relaxed) == 0 {
+                        through.store(via, Ordering::Relaxed);
+                    }
+                    return id;
+                }
+            }
+            frame = api::word(frame, api.layout.f_back);
+        }
+    }
+    via
+}
+
+/// Puts `--site-skip` patterns in force (a new attach session may bring others): the pass-through
+/// bit of every position seen so far is decided again, and what sites were reached through is
+/// forgotten. Call with recording off.
+pub fn set_site_skip(patterns: &[String]) {
+    if !site_rules::set_skip_patterns(patterns) {
+        return;
+    }
+    let infos = DESCRIPTIONS.lock();
+    for s in SITES.iter() {
+        if s.code.load(Ordering::Acquire) == 0 {
+            continue;
+        }
+        let id = s.id.load(Ordering::Relaxed) & !PASS_THROUGH;
+        if let Some(info) = (id as usize).checked_sub(1).and_then(|i| infos.get(i)) {
+            s.id.store(id | pass_bit(info), Ordering::Relaxed);
+        }
+    }
+    for t in THROUGH.iter() {
+        t.store(0, Ordering::Relaxed);
     }
 }
 
@@ -264,7 +351,7 @@ pub unsafe fn current_stack(api: &Api) -> u32 {
         let mut frame = current_frame(api).unwrap_or(0);
         while frame != 0 && sites.len() < 256 {
             if let Some((code, ip)) = position(api, frame) {
-                sites.push(intern(api, code, ip, 0));
+                sites.push(intern(api, code, ip, 0) & !PASS_THROUGH);
             }
             frame = api::word(frame, api.layout.f_back);
         }
@@ -281,6 +368,12 @@ pub unsafe fn current_stack(api: &Api) -> u32 {
 pub fn site_flags(site: u32) -> (bool, bool) {
     let f = FLAGS[site as usize & (SITE_SLOTS - 1)].load(Ordering::Relaxed);
     (f & 1 != 0, f & 2 != 0)
+}
+
+/// The innermost pass-through frame a site's calls were made in, when they were.
+pub fn site_through(site: u32) -> Option<Frame> {
+    let via = THROUGH.get(site as usize)?.load(Ordering::Relaxed);
+    describe_site(via)
 }
 
 pub fn describe_site(site: u32) -> Option<Frame> {

@@ -3,6 +3,8 @@
 //!
 //! - `api`: the C API resolved at run time, and per-version struct offsets;
 //! - `frames`: call sites and stacks read from the frame structs;
+//! - `site_rules`: which frames are passed through to their caller for the call site (generic
+//!   forwarders, ctypes' own code, `--site-skip`);
 //! - `slots`: replacing `tp_call` of ctypes/cffi types (and their `__call__` descriptors);
 //! - `call`: the wrappers themselves and the per-thread state they share with the ffi_call hook;
 //! - `arg_bytes`: what each argument refers to (buffer bytes) and whether it was just built;
@@ -17,6 +19,7 @@ mod call;
 pub mod floor_probe;
 pub mod frames;
 mod helpers;
+mod site_rules;
 pub mod slots;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -85,4 +88,10 @@ pub fn wanted_hooks() -> Vec<(&'static str, &'static [&'static str], usize)> {
 /// File, function and line of an interned call site.
 pub fn describe_site(site: u32) -> Option<ffiprof_profile::Frame> {
     frames::describe_site(site)
+}
+
+/// The pass-through frame (a generic forwarder, ctypes' own code, a `--site-skip` frame) a site's
+/// calls went through, if they did.
+pub fn site_through(site: u32) -> Option<ffiprof_profile::Frame> {
+    frames::site_through(site)
 }

@@ -209,6 +209,7 @@ pub fn build(cal: &Calibration) -> Profile {
                 gap_ns: net_ns(cal, st.gap_ticks, st.gap_samples, cal.probe_ns()).round() as u64,
                 gap_samples: st.gap_samples,
                 stacks: stack_samples(&st, &ss),
+                through: crate::python::site_through(site),
             });
         }
         f.sites
@@ -219,6 +220,7 @@ pub fn build(cal: &Calibration) -> Profile {
         (a.library.as_str(), a.function.as_str()).cmp(&(b.library.as_str(), b.function.as_str()))
     });
     profile.functions = functions;
+    profile.separate_ctypes_internal();
     profile.meta.threads = threads;
     profile.meta.dropped_calls = recorder::DROPPED.load(std::sync::atomic::Ordering::Relaxed);
     profile
