@@ -340,6 +340,36 @@ fn attached_as_untraced(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     Ok(())
 }
 
+fn sigterm_after_the_program_set_the_default(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    // The program sets SIGTERM's default action itself (it already had it): SIGTERM still ends
+    // it by the signal, and the profile is complete.
+    let out = dir.join("p.json");
+    let mut child = KillOnDrop(
+        Command::new(ffiprof_bin())
+            .args(["run", "-q", "-o"])
+            .arg(&out)
+            .arg("--")
+            .arg(&py.command)
+            .arg(script("calls_then_wait.py"))
+            .args([FIXTURE, "333", "default-term"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let line = wait_for_line(&mut child.0, "ready", Duration::from_secs(30));
+    let pid: u32 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    send_signal(pid, "TERM");
+    let status = child.0.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
+    let p = read_profile(&out);
+    assert_eq!(p.function("fx_add_int").map(|f| f.calls), Some(333));
+    assert!(p.meta.complete);
+    assert_eq!(p.meta.write_reason, "signal");
+    Ok(())
+}
+
 const FIXTURE: &str = ffiprof_fixture::LIBRARY;
 const HOST: &str = ffiprof_fixture::HOST_LIBRARY;
 
@@ -364,6 +394,10 @@ fn main() {
             sigterm_with_the_programs_own_handler,
         ),
         ("attached_as_untraced", attached_as_untraced),
+        (
+            "sigterm_after_the_program_set_the_default",
+            sigterm_after_the_program_set_the_default,
+        ),
     ];
     let mut trials = Vec::new();
     for py in version_matrix() {

@@ -30,6 +30,23 @@ for s in range(1, signal.NSIG):
     except (ValueError, OSError):
         pass
 
+# The same dispositions as the C library reports them (struct sigaction on x86-64 glibc: the
+# handler, a 128-byte mask of which the kernel fills 8 bytes, the flags, the restorer).
+class SigAction(ctypes.Structure):
+    _fields_ = [("handler", ctypes.c_void_p), ("mask", ctypes.c_ubyte * 128),
+                ("flags", ctypes.c_int), ("restorer", ctypes.c_void_p)]
+
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.sigaction.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(SigAction)]
+for s in range(1, signal.NSIG):
+    old = SigAction()
+    if libc.sigaction(s, None, ctypes.byref(old)) != 0:
+        continue
+    h = old.handler or 0
+    kind = {0: "default", 1: "ignore"}.get(h, "handler")
+    print("csig", s, kind, hex(old.flags & ~0x04000000), bytes(old.mask[:8]).hex())
+
 fds = sorted(int(f) for f in os.listdir("/proc/self/fd"))
 # The directory listing itself holds one descriptor while it reads: drop the highest.
 print("fds", fds[:-1])

@@ -83,7 +83,8 @@ extern "C" {
 // rsi the two arguments, rsp ≡ 8 (mod 16). Stack while glibc runs, top first:
 //   gadget (glibc's return address) · continuation · saved rsi · saved rdi · R
 // so glibc is entered with rsp ≡ 8 as after a call. The continuation runs with rsp at "saved rsi",
-// calls the after-work as after(result, rdi, rsi), and returns to R with the stack as on entry.
+// calls the after-work as after(result, rdi, rsi), and returns what that returns to R with the
+// stack as on entry.
 macro_rules! caller_preserving_trampoline {
     ($name:literal, $real:path, $after:path) => {
         std::arch::global_asm!(
@@ -110,10 +111,9 @@ macro_rules! caller_preserving_trampoline {
             "mov rdx, [rsp]",
             "mov rsi, [rsp + 8]",
             "mov rdi, rax",
-            "push rax",
+            "sub rsp, 8",
             "call {after}",
-            "pop rax",
-            "add rsp, 16",
+            "add rsp, 24",
             "ret",
             concat!(".size ", $name, ", . - ", $name),
             ".popsection",
@@ -182,24 +182,34 @@ extern "C" fn gadget_for(caller: usize) -> usize {
     }
 }
 
-/// After glibc's `dlopen` returned `handle`: patch whatever it loaded.
-extern "C" fn after_dlopen(handle: *mut c_void, _file: usize, _flags: usize) {
+/// After glibc's `dlopen` returned `handle`: patch whatever it loaded. Returns `handle`.
+extern "C" fn after_dlopen(handle: *mut c_void, _file: usize, _flags: usize) -> *mut c_void {
     if !handle.is_null() {
         let saved = errno();
         let _ = std::panic::catch_unwind(super::rescan);
         set_errno(saved);
     }
+    handle
 }
 
 /// After glibc's `dlsym(handle, name)` returned `p`: remember the name the program asked for.
-extern "C" fn after_dlsym(p: *mut c_void, _handle: usize, name: *const c_char) {
-    if !p.is_null() && !name.is_null() {
-        let saved = errno();
-        // SAFETY: dlsym's caller passes a NUL-terminated symbol name.
-        let n = unsafe { CStr::from_ptr(name) };
-        let _ = std::panic::catch_unwind(|| crate::symbols::note_name(p as usize, n));
-        set_errno(saved);
+/// Returns what the program gets: `p`, or for `sigaction`/`signal` the agent's views of them
+/// (`hook::signals`), so that ctypes code asking the C library about a signal sees what it
+/// would untraced.
+extern "C" fn after_dlsym(p: *mut c_void, _handle: usize, name: *const c_char) -> *mut c_void {
+    if p.is_null() || name.is_null() {
+        return p;
     }
+    let saved = errno();
+    // SAFETY: dlsym's caller passes a NUL-terminated symbol name.
+    let n = unsafe { CStr::from_ptr(name) };
+    let out = std::panic::catch_unwind(|| {
+        crate::symbols::note_name(p as usize, n);
+        super::signals::replacement_for(n, p as usize).unwrap_or(p as usize)
+    })
+    .unwrap_or(p as usize);
+    set_errno(saved);
+    out as *mut c_void
 }
 
 #[cfg(test)]

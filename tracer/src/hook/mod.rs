@@ -5,6 +5,7 @@ pub mod ffi;
 pub mod got;
 mod loader;
 mod process;
+mod signals;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -73,6 +74,8 @@ fn wanted(process_hooks: bool) -> Vec<Wanted> {
             fixed("execvpe", process::hook_execvpe as *const () as usize),
             fixed("fexecve", process::hook_fexecve as *const () as usize),
             fixed("_exit", process::hook_exit as *const () as usize),
+            fixed("sigaction", signals::hook_sigaction as *const () as usize),
+            fixed("signal", signals::hook_signal as *const () as usize),
         ]);
     }
     w.extend(

@@ -327,6 +327,16 @@ pub fn install_signal_handlers() {
 /// The process whose handlers are installed (a forked child inherits them and checks again).
 static HANDLERS_PID: AtomicI32 = AtomicI32::new(0);
 
+/// Whether `sig` is one the agent may have put its handler on (see `hook::signals`).
+pub fn handles(sig: i32) -> bool {
+    SIGNALS.contains(&sig) && HANDLERS_PID.load(Ordering::Acquire) != 0
+}
+
+/// Whether a disposition's handler address is the agent's.
+pub fn is_agent_handler(handler: usize) -> bool {
+    handler == on_signal as *const () as usize
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
