@@ -109,6 +109,9 @@ pub const TUPLE_ITEMS: usize = 24;
 pub const LIST_ITEMS: usize = 24;
 /// `CDataObject.b_size` (ctypes instances): unchanged from 3.8 to 3.13.
 pub const CDATA_B_SIZE: usize = 40;
+/// `CDataObject.b_ptr`, the instance's memory (a foreign function's: its address), right after
+/// the object header: unchanged from 3.8 to 3.13.
+pub const CDATA_B_PTR: usize = 16;
 
 pub type TernaryFunc =
     unsafe extern "C" fn(*mut PyObject, *mut PyObject, *mut PyObject) -> *mut PyObject;

@@ -343,7 +343,10 @@ unsafe fn wrapped_call(
     };
     // Argument bytes and fresh constructions (GIL held, before the call releases it).
     let mut construction = Construction::default();
-    if !args.is_null() {
+    // SAFETY: a ctypes-family callable is a live foreign function object (GIL held).
+    let internal =
+        family_ctypes && unsafe { super::site_rules::is_ctypes_internal(callable as usize) };
+    if !args.is_null() && !internal {
         // SAFETY: args is the call's tuple: ob_size items from TUPLE_ITEMS.
         unsafe {
             let n = api::word(args as usize, api::OB_SIZE).min(ARG_SLOTS);

@@ -109,6 +109,31 @@ pub unsafe fn is_forwarder(api: &Api, code: usize, offset: usize) -> bool {
 }
 
 static CTYPES_NAMED: AtomicBool = AtomicBool::new(false);
+/// The addresses of ctypes' own foreign functions (`cast`, `string_at`, `wstring_at`).
+static CTYPES_INTERNAL: [std::sync::atomic::AtomicUsize; 3] =
+    [const { std::sync::atomic::AtomicUsize::new(0) }; 3];
+
+/// Whether the foreign function object `callable` (a ctypes function pointer) calls one of
+/// ctypes' own functions: its arguments are ctypes' business, not bytes crossing to a library,
+/// and reading them can cost more than the call (numpy's `_as_parameter_` builds objects).
+///
+/// # Safety
+/// GIL held; `callable` a live ctypes foreign function object.
+#[inline(always)]
+pub unsafe fn is_ctypes_internal(callable: usize) -> bool {
+    // SAFETY: per the contract, b_ptr of a foreign function object points at its address.
+    let addr = unsafe {
+        let b_ptr = super::api::word(callable, super::api::CDATA_B_PTR);
+        if b_ptr == 0 {
+            return false;
+        }
+        *(b_ptr as *const usize)
+    };
+    addr != 0
+        && CTYPES_INTERNAL
+            .iter()
+            .any(|a| a.load(Ordering::Relaxed) == addr)
+}
 
 /// Names ctypes' own foreign functions by the addresses `_ctypes` publishes (`_cast_addr`, ...),
 /// once: they are static functions, which a stripped `_ctypes` (Debian's) has no symbol for.
@@ -127,11 +152,14 @@ pub unsafe fn name_ctypes_internals(api: &Api) {
             (api.err_clear)();
             return;
         }
-        for (attr, name) in [
+        for (i, (attr, name)) in [
             (c"_cast_addr", c"cast"),
             (c"_string_at_addr", c"string_at"),
             (c"_wstring_at_addr", c"wstring_at"),
-        ] {
+        ]
+        .into_iter()
+        .enumerate()
+        {
             let addr = (api.getattr)(module, attr.as_ptr());
             if addr.is_null() {
                 (api.err_clear)();
@@ -140,6 +168,7 @@ pub unsafe fn name_ctypes_internals(api: &Api) {
             let value = (api.long_as_ssize)(addr);
             (api.decref)(addr);
             if value > 0 {
+                CTYPES_INTERNAL[i].store(value as usize, Ordering::Relaxed);
                 crate::symbols::note_name(value as usize, name);
             } else {
                 (api.err_clear)();
