@@ -343,15 +343,26 @@ unsafe fn wrapped_call(
     };
     // Argument bytes and fresh constructions (GIL held, before the call releases it).
     let mut construction = Construction::default();
-    // SAFETY: a ctypes-family callable is a live foreign function object (GIL held).
-    let internal =
-        family_ctypes && unsafe { super::site_rules::is_ctypes_internal(callable as usize) };
-    if !args.is_null() && !internal {
+    if !args.is_null() {
         // SAFETY: args is the call's tuple: ob_size items from TUPLE_ITEMS.
         unsafe {
             let n = api::word(args as usize, api::OB_SIZE).min(ARG_SLOTS);
+            // Asked only for an argument that is not a plain number (never on a float loop).
+            let mut internal = None;
             for i in 0..n {
                 let item = api::word(args as usize, api::TUPLE_ITEMS + 8 * i);
+                let ty = api::type_of(item);
+                let plain = ty == api.float_type || ty == api.long_type || item == api.none;
+                if !plain
+                    && *internal.get_or_insert_with(|| {
+                        // A ctypes-family callable is a live foreign function object.
+                        family_ctypes && super::site_rules::is_ctypes_internal(callable as usize)
+                    })
+                {
+                    // ctypes' own function: its arguments are ctypes' business (see there).
+                    ctx.arg_bytes[i] = MaybeUninit::new(0);
+                    continue;
+                }
                 let slot = Slot {
                     callable: callable as usize,
                     index: i,
