@@ -14,26 +14,9 @@ use std::time::{Duration, Instant};
 
 use common::FIXTURE;
 
+/// The two 3.11 interpreters (pyenv's and Debian's), each through its test venv.
 fn pythons() -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Some(home) = std::env::var_os("HOME") {
-        let root = PathBuf::from(home).join(".pyenv/versions");
-        if let Ok(entries) = std::fs::read_dir(root) {
-            let mut found: Vec<PathBuf> = entries
-                .flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with("3.11."))
-                .map(|e| e.path().join("bin/python"))
-                .filter(|p| p.exists())
-                .collect();
-            found.sort();
-            out.extend(found.pop());
-        }
-    }
-    if Path::new("/usr/bin/python3.11").exists() {
-        out.push("/usr/bin/python3.11".into());
-    }
-    assert!(!out.is_empty(), "no Python 3.11 to test with");
-    out
+    common::pythons_3_11()
 }
 
 /// One "tick" line of the target: when, its call count then, and whether the watched type slots
@@ -494,29 +477,21 @@ fn twenty_attach_detach_cycles_on_one_process() {
 #[test]
 fn python_layer_on_attach_every_version() {
     let mut pythons: Vec<PathBuf> = Vec::new();
-    for v in ["3.8", "3.9", "3.10", "3.11", "3.12", "3.13"] {
-        match pyenv(v) {
-            Some(p) => pythons.push(p),
-            None => eprintln!("skipped: no pyenv {v}"),
+    for py in common::version_matrix() {
+        match py.missing() {
+            None => pythons.push(py.command),
+            Some(reason) => eprintln!("skipped {}: {reason}", py.label),
         }
     }
-    if Path::new("/usr/bin/python3.11").exists() {
-        pythons.push("/usr/bin/python3.11".into());
-    }
-    assert!(!pythons.is_empty());
+    assert!(
+        !pythons.is_empty(),
+        "no interpreter: run scripts/test-setup"
+    );
     for python in pythons {
         for (mode, needle) in [
             ("busy", "return _add(-v, 0)"),
             ("cffi", "return _cadd(-v, 0)"),
         ] {
-            let has_cffi = Command::new(&python)
-                .args(["-c", "import cffi"])
-                .status()
-                .is_ok_and(|s| s.success());
-            if mode == "cffi" && !has_cffi {
-                eprintln!("skipped: cffi is not installed for {}", python.display());
-                continue;
-            }
             let mut target = Target::spawn_ticking(&python, mode, "0.01");
             target.ticks_past(0);
             let dir = tempfile::tempdir().unwrap();
@@ -536,23 +511,6 @@ fn python_layer_on_attach_every_version() {
             target.finish();
         }
     }
-}
-
-fn pyenv(version: &str) -> Option<PathBuf> {
-    let root = PathBuf::from(std::env::var("HOME").ok()?).join(".pyenv/versions");
-    let mut found: Vec<PathBuf> = std::fs::read_dir(root)
-        .ok()?
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with(&format!("{version}."))
-        })
-        .map(|e| e.path().join("bin/python"))
-        .filter(|p| p.exists())
-        .collect();
-    found.sort();
-    found.pop()
 }
 
 /// A process `ffiprof run` preloaded the agent into is already recording: attach says so and

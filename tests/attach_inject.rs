@@ -11,26 +11,9 @@ use std::time::{Duration, Instant};
 
 use ffiprof_tracer::inject::{self, InjectError, InjectOptions, Method, Payload, PtraceDenial};
 
-fn pyenv(version: &str) -> Option<PathBuf> {
-    let root = PathBuf::from(std::env::var("HOME").ok()?).join(".pyenv/versions");
-    let dir = std::fs::read_dir(root).ok()?.flatten().find(|e| {
-        let name = e.file_name().to_string_lossy().into_owned();
-        name == version || name.starts_with(&format!("{version}."))
-    })?;
-    let python = dir.path().join("bin/python");
-    python.exists().then_some(python)
-}
-
+/// The two 3.11 interpreters (pyenv's and Debian's), each through its test venv.
 fn pythons() -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = pyenv("3.11").into_iter().collect();
-    if Path::new("/usr/bin/python3.11").exists() {
-        out.push("/usr/bin/python3.11".into());
-    }
-    assert!(
-        !out.is_empty(),
-        "neither pyenv 3.11 nor /usr/bin/python3.11 is installed"
-    );
-    out
+    common::pythons_3_11()
 }
 
 fn script() -> PathBuf {
@@ -209,11 +192,12 @@ fn allocating_target() {
 #[test]
 fn every_supported_pyenv_version() {
     for version in ["3.8", "3.9", "3.10", "3.12", "3.13"] {
-        let Some(python) = pyenv(version) else {
-            eprintln!("skipped: no pyenv {version}");
+        let py = common::pyenv_venv(version);
+        if let Some(reason) = py.missing() {
+            eprintln!("skipped {}: {reason}", py.label);
             continue;
-        };
-        let target = Target::spawn(&python, "busy");
+        }
+        let target = Target::spawn(&py.command, "busy");
         let dir = tempfile::tempdir().unwrap();
         let report = inject_marker(&target, &dir.path().join("m"), "x");
         assert_eq!(report.python_version, version);
@@ -286,7 +270,8 @@ fn not_a_python_process() {
 
 #[test]
 fn unsupported_python_version() {
-    let Some(python) = pyenv("3.7") else {
+    // Nothing to import: pyenv's own 3.7 (test-setup makes no venv for it).
+    let Some(python) = common::pyenv_version("3.7") else {
         eprintln!("skipped: no pyenv 3.7");
         return;
     };

@@ -267,7 +267,7 @@ fn main() {
     ];
     let mut trials = Vec::new();
     for py in version_matrix() {
-        let available = py.available();
+        let missing = py.missing();
         let mut cases = everywhere.clone();
         if py.label == "pyenv-3.11" || py.label == "debian-3.11" {
             cases.extend(main_only.iter().cloned());
@@ -281,10 +281,9 @@ fn main() {
                 let dir = tempfile::tempdir().unwrap();
                 f(&py2, dir.path())
             });
-            trials.push(if available {
-                t
-            } else {
-                t.with_ignored_flag(true).with_kind("not installed")
+            trials.push(match &missing {
+                None => t,
+                Some(reason) => t.with_ignored_flag(true).with_kind(reason.clone()),
             });
         }
     }

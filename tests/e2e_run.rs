@@ -14,6 +14,8 @@ use common::*;
 use libtest_mimic::{Arguments, Failed};
 
 type Case = fn(&Interpreter, &Path) -> Result<(), Failed>;
+/// A case's name, its function, and the module it needs beyond the standard library.
+type NamedCase = (&'static str, Case, Option<&'static str>);
 
 fn basic_counts_and_bytes(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     let out = dir.join("p.json");
@@ -466,7 +468,7 @@ fn report_bad_files() -> Result<(), Failed> {
 
 fn main() {
     let args = Arguments::from_args();
-    let cases: Vec<(&str, Case, Option<&str>)> = vec![
+    let cases: Vec<NamedCase> = vec![
         ("basic_counts_and_bytes", basic_counts_and_bytes, None),
         ("threads_8x50k", threads_8x50k, None),
         ("cffi_abi_mode", cffi_abi_mode, Some("cffi")),
@@ -493,17 +495,28 @@ fn main() {
         trial("run_without_command".into(), run_without_command),
         trial("report_bad_files".into(), report_bad_files),
     ];
-    for py in main_interpreters() {
-        let available = py.available();
-        for (name, f, module) in &cases {
+    // pyenv's shim (bash) before the interpreter, as a user types `python3`: every case that
+    // imports nothing beyond the standard library (the shim runs the user's own interpreter).
+    let mut interpreters: Vec<(Interpreter, Vec<&NamedCase>)> = main_interpreters()
+        .into_iter()
+        .map(|py| (py, cases.iter().collect()))
+        .collect();
+    interpreters.push((
+        pyenv_shim(),
+        cases
+            .iter()
+            .filter(|(_, _, module)| module.is_none())
+            .collect(),
+    ));
+    for (py, cases) in interpreters {
+        let not_here = py.missing();
+        for (name, f, module) in cases {
             let test_name = format!("{}::{name}", py.label);
-            let missing = if !available {
-                Some(format!("{} is not installed", py.command.display()))
-            } else {
+            let missing = not_here.clone().or_else(|| {
                 module
                     .filter(|m| !py.has_module(m))
                     .map(|m| format!("{m} is not installed for {}", py.label))
-            };
+            });
             let py = py.clone();
             let f = *f;
             let t = trial(test_name, move || {

@@ -17,19 +17,40 @@ pub use ffiprof_fixture::LIBRARY as FIXTURE;
 pub struct Interpreter {
     /// Short name used in test names, e.g. `pyenv-3.11`, `debian-3.11`.
     pub label: String,
-    /// Command to run (a path, or `python3` through PATH and the pyenv shim).
+    /// Command to run: the python of the interpreter's private venv, or `python3` through PATH
+    /// and the pyenv shim.
     pub command: PathBuf,
+    /// Why it cannot run here (not installed, no venv yet), decided when listed.
+    missing: Option<String>,
 }
 
 impl Interpreter {
-    pub fn available(&self) -> bool {
-        Command::new(&self.command)
-            .args(["-c", "import ctypes"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
+    /// The interpreter `label` through its private venv (made by scripts/test-setup from `base`,
+    /// the interpreter itself): the venv has the modules the tests import, the user's own
+    /// interpreter is left as it is. Its python is a symlink to `base`, so the process's
+    /// executable and libpython are `base`'s.
+    pub fn venv(label: &str, base: Option<PathBuf>, what: &str) -> Interpreter {
+        let command = venvs_dir().join(label).join("bin/python");
+        let missing = match base {
+            None => Some(format!("{what} is not installed")),
+            Some(_) if !command.exists() => Some(format!(
+                "no venv {}: run scripts/test-setup",
+                command.display()
+            )),
+            Some(_) => None,
+        };
+        Interpreter {
+            label: label.into(),
+            command,
+            missing,
+        }
+    }
+
+    /// Why this interpreter cannot run the tests, or None when it can.
+    pub fn missing(&self) -> Option<String> {
+        self.missing.clone().or_else(|| {
+            (!self.has_module("ctypes")).then(|| format!("{} does not run", self.command.display()))
+        })
     }
 
     pub fn has_module(&self, module: &str) -> bool {
@@ -43,6 +64,14 @@ impl Interpreter {
     }
 }
 
+/// Where scripts/test-setup makes the test interpreters' venvs: `target/venvs` of the checkout,
+/// or `FFIPROF_TEST_VENVS` (the script reads the same variable).
+pub fn venvs_dir() -> PathBuf {
+    std::env::var_os("FFIPROF_TEST_VENVS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/venvs"))
+}
+
 fn pyenv_root() -> PathBuf {
     std::env::var_os("PYENV_ROOT")
         .map(PathBuf::from)
@@ -51,7 +80,8 @@ fn pyenv_root() -> PathBuf {
         })
 }
 
-/// The newest installed pyenv interpreter of `minor` (e.g. "3.11"), if any.
+/// The newest installed pyenv interpreter of `minor` (e.g. "3.11"), if any: the user's own,
+/// for what needs no module beyond the standard library.
 pub fn pyenv_version(minor: &str) -> Option<PathBuf> {
     let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir(pyenv_root().join("versions"))
         .ok()?
@@ -70,36 +100,80 @@ pub fn pyenv_version(minor: &str) -> Option<PathBuf> {
     found.pop().map(|(_, p)| p)
 }
 
-/// The two 3.11 interpreters: pyenv's `python3` (shared libpython, through the shim) and
-/// Debian's `/usr/bin/python3.11` (libpython linked into the executable).
-pub fn main_interpreters() -> Vec<Interpreter> {
-    vec![
-        Interpreter {
-            label: "pyenv-3.11".into(),
-            command: "python3".into(),
-        },
-        Interpreter {
-            label: "debian-3.11".into(),
-            command: "/usr/bin/python3.11".into(),
-        },
-    ]
+/// pyenv's `minor` through its private venv (scripts/test-setup makes it from the same newest
+/// patch release `pyenv_version` picks).
+pub fn pyenv_venv(minor: &str) -> Interpreter {
+    Interpreter::venv(
+        &format!("pyenv-{minor}"),
+        pyenv_version(minor),
+        &format!("pyenv {minor}"),
+    )
 }
 
-/// Every CPython 3.8–3.13 that pyenv may have, plus Debian's 3.11; missing ones still listed so
-/// the harness can show them as ignored.
+/// Debian's `/usr/bin/python3.11` (libpython linked into the executable) through its venv.
+pub fn debian_venv() -> Interpreter {
+    let base = Path::new("/usr/bin/python3.11");
+    Interpreter::venv(
+        "debian-3.11",
+        base.exists().then(|| base.to_path_buf()),
+        "/usr/bin/python3.11",
+    )
+}
+
+/// `python3` through PATH, when that is pyenv's shim (a bash script that execs the interpreter):
+/// the agent must stay inert in bash and record in the Python it becomes. Only for cases that
+/// need no module beyond the standard library (the user's interpreter is used as it is).
+pub fn pyenv_shim() -> Interpreter {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("python3"))
+            .find(|p| p.exists())
+    });
+    let missing = match &found {
+        Some(p) if p.parent().is_some_and(|d| d.ends_with("shims")) => None,
+        Some(p) => Some(format!(
+            "python3 on PATH is {}, not pyenv's shim",
+            p.display()
+        )),
+        None => Some("no python3 on PATH".into()),
+    };
+    Interpreter {
+        label: "pyenv-shim".into(),
+        command: "python3".into(),
+        missing,
+    }
+}
+
+/// The two 3.11 interpreters: pyenv's (shared libpython) and Debian's (libpython linked
+/// into the executable), each through its venv.
+pub fn main_interpreters() -> Vec<Interpreter> {
+    vec![pyenv_venv("3.11"), debian_venv()]
+}
+
+/// The commands of `main_interpreters` that can run here; at least one.
+pub fn pythons_3_11() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for py in main_interpreters() {
+        match py.missing() {
+            None => out.push(py.command),
+            Some(reason) => eprintln!("skipped {}: {reason}", py.label),
+        }
+    }
+    assert!(
+        !out.is_empty(),
+        "neither pyenv's 3.11 nor /usr/bin/python3.11 can run: install one, then scripts/test-setup"
+    );
+    out
+}
+
+/// Every CPython 3.8–3.13 that pyenv may have, plus Debian's 3.11, each through its venv; missing
+/// ones still listed so the harness can show them as ignored, with the reason.
 pub fn version_matrix() -> Vec<Interpreter> {
     let mut v: Vec<Interpreter> = ["3.8", "3.9", "3.10", "3.11", "3.12", "3.13"]
         .iter()
-        .map(|m| Interpreter {
-            label: format!("pyenv-{m}"),
-            command: pyenv_version(m)
-                .unwrap_or_else(|| PathBuf::from(format!("/nonexistent/python{m}"))),
-        })
+        .map(|m| pyenv_venv(m))
         .collect();
-    v.push(Interpreter {
-        label: "debian-3.11".into(),
-        command: "/usr/bin/python3.11".into(),
-    });
+    v.push(debian_venv());
     v
 }
 
