@@ -61,7 +61,8 @@ fn about_equal(a: u64, b: u64) -> bool {
 #[test]
 fn attach_site_skip_forwarders_and_ctypes_cast() {
     for py in main_interpreters() {
-        if !py.available() {
+        if let Some(why) = py.missing() {
+            eprintln!("skipped {}: {why}", py.label);
             continue;
         }
         let dir = tempfile::tempdir().unwrap();

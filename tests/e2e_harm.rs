@@ -291,12 +291,9 @@ fn attached_as_untraced(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
             .unwrap(),
     );
     let lines = stdout_lines(&mut target.0);
-    let next = || {
-        lines
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the target stopped talking")
-    };
-    let ready = next();
+    let ready = lines
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the target never said ready");
     let pid: u32 = ready.split_whitespace().nth(1).unwrap().parse().unwrap();
     let out = dir.join("p.json");
     let mut cli = KillOnDrop(
@@ -309,7 +306,28 @@ fn attached_as_untraced(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
             .spawn()
             .unwrap(),
     );
-    let seen: Vec<String> = (0..3).map(|_| next()).collect();
+    let seen: Vec<String> = (0..3)
+        .map_while(|_| lines.recv_timeout(Duration::from_secs(60)).ok())
+        .collect();
+    if seen.len() < 3 {
+        // The target ended (or stalled): say how, and what the attach said.
+        let _ = target.0.kill();
+        let status = target.0.wait().unwrap();
+        let _ = cli.0.kill();
+        let _ = cli.0.wait();
+        let read = |r: Option<&mut dyn std::io::Read>| {
+            let mut s = String::new();
+            if let Some(r) = r {
+                let _ = r.read_to_string(&mut s);
+            }
+            s
+        };
+        panic!(
+            "the target stopped talking after {seen:?}: {status:?}\ntarget stderr:\n{}\nattach stderr:\n{}",
+            read(target.0.stderr.as_mut().map(|e| e as &mut dyn std::io::Read)),
+            read(cli.0.stderr.as_mut().map(|e| e as &mut dyn std::io::Read)),
+        );
+    }
     assert_eq!(seen, ["plugin 42", "sigwait True", "done"]);
     // Ctrl-C ends the attach; the profile is written and every hook restored.
     // SAFETY: kill(2) on our own child.
@@ -401,20 +419,19 @@ fn main() {
     ];
     let mut trials = Vec::new();
     for py in version_matrix() {
-        let available = py.available();
+        let not_here = py.missing();
         for (name, f) in &cases {
             let test_name = format!("{}::{name}", py.label);
-            let missing = format!("{} is not installed", py.command.display());
+            let missing = not_here.clone();
             let py = py.clone();
             let f = *f;
             let t = trial(test_name, move || {
                 let dir = tempfile::tempdir().unwrap();
                 f(&py, dir.path())
             });
-            trials.push(if available {
-                t
-            } else {
-                t.with_ignored_flag(true).with_kind(missing)
+            trials.push(match missing {
+                None => t,
+                Some(reason) => t.with_ignored_flag(true).with_kind(reason),
             });
         }
     }

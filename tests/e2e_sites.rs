@@ -259,17 +259,16 @@ fn main() {
     ];
     let mut trials = Vec::new();
     for py in version_matrix() {
-        let available = py.available();
+        let missing = py.missing();
         for (name, f) in cases.iter().copied() {
             let py2 = py.clone();
             let t = trial(format!("{}::{name}", py.label), move || {
                 let dir = tempfile::tempdir().unwrap();
                 f(&py2, dir.path())
             });
-            trials.push(if available {
-                t
-            } else {
-                t.with_ignored_flag(true).with_kind("not installed")
+            trials.push(match &missing {
+                None => t,
+                Some(reason) => t.with_ignored_flag(true).with_kind(reason.clone()),
             });
         }
     }

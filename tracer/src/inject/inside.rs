@@ -301,12 +301,9 @@ fn spawn_worker() -> std::io::Result<()> {
     };
     let (cfg, began) = (w.cfg.clone(), w.began);
     PAUSE.store(false, Ordering::Release);
-    let handle = std::thread::Builder::new()
-        .name("ffiprof-attach".into())
-        .spawn(move || {
-            crate::record::writer::block_all_signals();
-            let _ = std::panic::catch_unwind(|| worker(&cfg, began));
-        })?;
+    let handle = crate::record::writer::spawn_agent_thread("ffiprof-attach", move || {
+        let _ = std::panic::catch_unwind(|| worker(&cfg, began));
+    })?;
     w.handle = Some(handle);
     Ok(())
 }

@@ -122,9 +122,7 @@ pub fn start(interval: Duration) {
     );
     STOPPING.store(false, Ordering::Release);
     WAKE.store(0, Ordering::Release);
-    let spawned = std::thread::Builder::new()
-        .name("ffiprof-snapshot".into())
-        .spawn(snapshotter);
+    let spawned = spawn_agent_thread("ffiprof-snapshot", snapshotter);
     match spawned {
         Ok(handle) => *THREAD.lock() = Some(handle),
         Err(_) => RUNNING_PID.store(0, Ordering::Release),
@@ -134,7 +132,6 @@ pub fn start(interval: Duration) {
 /// The snapshotter thread's body: a periodic write, a write asked for by a terminating signal,
 /// or the end.
 fn snapshotter() {
-    block_all_signals();
     loop {
         let ms = INTERVAL_MS.load(Ordering::Acquire);
         futex_wait(&WAKE, 0, Some(Duration::from_millis(ms as u64)));
@@ -153,17 +150,28 @@ fn snapshotter() {
     STOPPED.fetch_add(1, Ordering::AcqRel);
 }
 
-/// Blocks every signal in the calling thread (one of the agent's own). Process-directed signals
-/// must never be delivered to an agent thread: the kernel would pick it whenever the program's
-/// own threads block a signal (to `sigwait` for it, say), and the program would see its signal
-/// taken — or be killed by its default action — by a thread it does not know.
-pub fn block_all_signals() {
-    // SAFETY: a full set blocked for this thread only.
-    unsafe {
+/// Starts one of the agent's own threads with every signal blocked from its first instruction.
+/// Process-directed signals must never be delivered to an agent thread: the kernel would pick it
+/// whenever the program's own threads block a signal (to `sigwait` for it, say), and the program
+/// would see its signal taken — or be killed by its default action — by a thread it does not
+/// know. A thread inherits its creator's mask, so the creator blocks everything for the moment
+/// of the spawn (blocking in the new thread itself would leave a window before it runs).
+pub fn spawn_agent_thread<F: FnOnce() + Send + 'static>(
+    name: &str,
+    f: F,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    // SAFETY: the calling thread's mask, saved, set to full, and restored below.
+    let old = unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
-    }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+        old
+    };
+    let spawned = std::thread::Builder::new().name(name.into()).spawn(f);
+    // SAFETY: restoring the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    spawned
 }
 
 /// Sleeps while `word` holds `expected`, at most `timeout`. Async-signal-safe (one system call).
