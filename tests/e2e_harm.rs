@@ -361,6 +361,22 @@ fn attached_as_untraced(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
 fn sigterm_after_the_program_set_the_default(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     // The program sets SIGTERM's default action itself (it already had it): SIGTERM still ends
     // it by the signal, and the profile is complete.
+    ends_by_signal_with_complete_profile(py, dir, "default-term", "TERM", libc::SIGTERM)
+}
+
+fn sighup_leaves_a_complete_profile(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    ends_by_signal_with_complete_profile(py, dir, "-", "HUP", libc::SIGHUP)
+}
+
+/// Runs calls_then_wait.py traced in `mode`, sends `sig`, and checks the program ended by it
+/// (as untraced) with every call in a complete profile.
+fn ends_by_signal_with_complete_profile(
+    py: &Interpreter,
+    dir: &Path,
+    mode: &str,
+    sig: &str,
+    signo: i32,
+) -> Result<(), Failed> {
     let out = dir.join("p.json");
     let mut child = KillOnDrop(
         Command::new(ffiprof_bin())
@@ -369,7 +385,7 @@ fn sigterm_after_the_program_set_the_default(py: &Interpreter, dir: &Path) -> Re
             .arg("--")
             .arg(&py.command)
             .arg(script("calls_then_wait.py"))
-            .args([FIXTURE, "333", "default-term"])
+            .args([FIXTURE, "333", mode])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -378,9 +394,9 @@ fn sigterm_after_the_program_set_the_default(py: &Interpreter, dir: &Path) -> Re
     );
     let line = wait_for_line(&mut child.0, "ready", Duration::from_secs(30));
     let pid: u32 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    send_signal(pid, "TERM");
+    send_signal(pid, sig);
     let status = child.0.wait().unwrap();
-    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
+    assert_eq!(status.signal(), Some(signo), "{status:?}");
     let p = read_profile(&out);
     assert_eq!(p.function("fx_add_int").map(|f| f.calls), Some(333));
     assert!(p.meta.complete);
@@ -415,6 +431,10 @@ fn main() {
         (
             "sigterm_after_the_program_set_the_default",
             sigterm_after_the_program_set_the_default,
+        ),
+        (
+            "sighup_leaves_a_complete_profile",
+            sighup_leaves_a_complete_profile,
         ),
     ];
     let mut trials = Vec::new();
