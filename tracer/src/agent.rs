@@ -372,9 +372,6 @@ pub fn fill_meta(
             error: Some(e),
         });
     }
-    let (frames, stacks) = crate::python::frames::frames_and_stacks();
-    p.frames = frames;
-    p.stacks = stacks;
     Some(path)
 }
 

@@ -109,6 +109,10 @@ pub const TUPLE_ITEMS: usize = 24;
 pub const LIST_ITEMS: usize = 24;
 /// `CDataObject.b_size` (ctypes instances): unchanged from 3.8 to 3.13.
 pub const CDATA_B_SIZE: usize = 40;
+/// ctypes' `CDataObject.b_ptr` (where the value is; a function pointer's is the C address).
+pub const CDATA_B_PTR: usize = 16;
+/// cffi's `CDataObject.c_data` (a function cdata's C address).
+pub const CFFI_C_DATA: usize = 24;
 
 pub type TernaryFunc =
     unsafe extern "C" fn(*mut PyObject, *mut PyObject, *mut PyObject) -> *mut PyObject;

@@ -3,8 +3,10 @@
 //! `PyEval_RestoreThread` hook after it, the call splits into marshal-in / native / GIL wait /
 //! marshal-out. Also the constructor wrapper of ctypes' metaclasses (construction time and bytes).
 //!
-//! Clock reads are shared: one call in N (randomised) is timed with five reads; the others only
-//! count, key their site and add their bytes.
+//! Clock reads are shared: the first calls of each (function, site) pair on a thread, then one
+//! call in N (randomised), are timed with five reads; the others only count, key their site and
+//! add their bytes. The wrapper decides before the call, so it finds the pair's statistics itself
+//! (the C address is in the function object) and hands them to the `ffi_call` hook.
 
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -13,7 +15,7 @@ use super::api::{self, PyObject, TernaryFunc};
 use super::arg_bytes::{item_bytes, Construction, Slot};
 use super::frames;
 use crate::record::clock;
-use crate::record::recorder::{CallStats, Counter};
+use crate::record::recorder::{CallStats, Counter, ALWAYS_TIMED};
 
 /// One call in `TIMING_EVERY` is timed (on average). 1 = every call.
 pub static TIMING_EVERY: AtomicU32 = AtomicU32::new(1);
@@ -37,7 +39,6 @@ struct Recent {
 pub struct ThreadState {
     /// The Python-level call in progress on this thread (innermost), or null.
     ctx: AtomicPtr<CallCtx>,
-    countdown: AtomicU32,
     stack_countdown: AtomicU32,
     /// Site of this thread's last Python-level call, and when it returned when the next call
     /// is one that samples its stack (0 otherwise): the Python time between two calls of one
@@ -68,6 +69,14 @@ struct Passed {
 pub struct CallCtx {
     pub site: u32,
     pub timed: bool,
+    /// Timed as one of the pair's first calls (see `ALWAYS_TIMED`), not by the random draw.
+    pub first: bool,
+    /// The statistics the wrapper found for (its C address, site), or null: the hook records
+    /// into them when its own C address agrees, without a look-up of its own.
+    pub expect: *const CallStats,
+    /// Ticks the agent spent inside marshal-in on its own first-sight work (creating the
+    /// pair's statistics, naming its library): taken off marshal-in.
+    own_ticks: u64,
     awaiting_gil: bool,
     any_buffer: bool,
     stats: *const CallStats,
@@ -128,10 +137,60 @@ impl ThreadState {
         every == 1 || (every > 1 && self.stack_countdown.load(Ordering::Relaxed) <= 1)
     }
 
-    /// Whether an `ffi_call` that does not come through a wrapper is timed.
+    /// Whether the next call of the pair `s` is timed, and whether as one of its first calls:
+    /// (timed, first). One countdown per pair: its first [`ALWAYS_TIMED`] calls are all timed,
+    /// then one in `TIMING_EVERY` at random. Which stratum a call is in is fixed here, before it
+    /// runs, so the snapshot can add the first calls' times as they are and scale only the rest.
     #[inline(always)]
-    pub fn sample_timing(&self) -> bool {
-        self.sample(&self.countdown, TIMING_EVERY.load(Ordering::Relaxed))
+    pub fn sample_pair(&self, s: &CallStats) -> (bool, bool) {
+        let left = s.countdown.load(Ordering::Relaxed);
+        if left > 1 {
+            s.countdown.store(left - 1, Ordering::Relaxed);
+            return (false, false);
+        }
+        self.timed_pair_call(s)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn timed_pair_call(&self, s: &CallStats) -> (bool, bool) {
+        let every = TIMING_EVERY.load(Ordering::Relaxed) as u64;
+        let calls = s.calls.get();
+        let first = calls < ALWAYS_TIMED as u64;
+        if s.excluded || (every == 0 && !first) {
+            s.countdown.store(u32::MAX, Ordering::Relaxed);
+            return (false, false);
+        }
+        let next = if calls + 1 < ALWAYS_TIMED as u64 {
+            0
+        } else if first {
+            self.first_gap(every)
+        } else {
+            self.gap(every)
+        };
+        s.countdown.store(next, Ordering::Relaxed);
+        (true, first)
+    }
+
+    /// A gap uniform in 1..=2N-1 (mean N).
+    fn gap(&self, every: u64) -> u32 {
+        if every <= 1 {
+            return 1;
+        }
+        (1 + self.next_random() % (2 * every - 1)).min(u32::MAX as u64) as u32
+    }
+
+    /// The gap to the first randomly timed call after the first calls, drawn from the gaps'
+    /// equilibrium (forward recurrence) distribution, P(r) ∝ P(gap ≥ r): with it every later call
+    /// is timed with probability exactly 1/N from the start, as the unbiased scaling of the rest
+    /// assumes (a fresh uniform gap would time the calls right after the first ones less often).
+    fn first_gap(&self, every: u64) -> u32 {
+        let m = (2 * every).saturating_sub(1).max(1);
+        let weights = m * (m + 1) / 2;
+        let u = ((self.next_random() << 31) | self.next_random()) % weights;
+        // The s with s(s-1)/2 <= u < s(s+1)/2 has probability ∝ s; the gap is m + 1 - s.
+        let s = ((((8 * u + 1) as f64).sqrt() - 1.0) / 2.0).floor() as u64 + 1;
+        (m + 1 - s.clamp(1, m)).min(u32::MAX as u64) as u32
     }
 
     fn remember_passed(&self, obj: usize, stats: &CallStats) {
@@ -194,10 +253,16 @@ impl ThreadState {
 }
 
 impl CallCtx {
-    /// The call paid a one-off cost (a first sighting): leave its times out.
+    /// The agent spent `ticks` inside this call's marshal-in on first-sight work of its own.
+    pub fn add_own_ticks(&mut self, ticks: u64) {
+        self.own_ticks += ticks;
+    }
+
+    /// The statistics the wrapper found for this call, if they are those of C address `f`.
     #[inline(always)]
-    pub fn untime(&mut self) {
-        self.timed = false;
+    pub fn expected(&self, f: usize) -> Option<&'static CallStats> {
+        // SAFETY: a non-null expect is a leaked CallStats of this thread, never freed.
+        unsafe { self.expect.as_ref() }.filter(|s| s.function == f)
     }
 
     /// What the `ffi_call` hook saw: the statistics it recorded into and, when timed, the native
@@ -319,9 +384,19 @@ unsafe fn wrapped_call(
     };
     // SAFETY: tp_call runs with the GIL held on a Python thread.
     let site = unsafe { frames::current_site(api, callable as usize) };
+    // SAFETY: the callable is a live object of the patched family.
+    let expect = rec.find_stats(unsafe { callee(callable as usize, family_ctypes) }, site);
+    let (timed, first) = match expect {
+        Some(s) => st.sample_pair(s),
+        // A pair this thread has not called yet: its first call.
+        None => (true, true),
+    };
     let mut ctx = CallCtx {
         site,
-        timed: st.sample(&st.countdown, TIMING_EVERY.load(Ordering::Relaxed)),
+        timed,
+        first,
+        expect: expect.map_or(std::ptr::null(), |s| s as *const CallStats),
+        own_ticks: 0,
         awaiting_gil: false,
         any_buffer: false,
         stats: std::ptr::null(),
@@ -378,10 +453,11 @@ unsafe fn wrapped_call(
     if let Some(stats) = unsafe { ctx.stats.as_ref() } {
         stats.python_calls.add(1);
         if ctx.timed {
+            let times = stats.times(ctx.first);
             let tg = ctx.tg.max(ctx.t2);
-            add_span(&stats.marshal_in_ticks, t0, ctx.t1);
-            add_span(&stats.gil_ticks, ctx.t2, tg);
-            add_span(&stats.marshal_out_ticks, tg, t3);
+            add_span(&times.marshal_in_ticks, t0 + ctx.own_ticks, ctx.t1);
+            add_span(&times.gil_ticks, ctx.t2, tg);
+            add_span(&times.marshal_out_ticks, tg, t3);
         }
         if construction.last != 0 {
             stats.construction_ticks.add(construction.ticks);
@@ -414,6 +490,29 @@ unsafe fn wrapped_call(
     };
     st.last_leave.store(leave, Ordering::Relaxed);
     result
+}
+
+/// The C address a call of `callable` reaches: what `ffi_call` will be given as its function.
+/// ctypes keeps it behind `CDataObject.b_ptr`, cffi in `CDataObject.c_data` (both unchanged from
+/// 3.8 to 3.13); the hook checks it against the address it sees.
+///
+/// # Safety
+/// `callable` a live ctypes `CFuncPtr` (`family_ctypes`) or cffi cdata.
+#[inline(always)]
+unsafe fn callee(callable: usize, family_ctypes: bool) -> usize {
+    // SAFETY: per the contract; b_ptr of a ctypes instance points at its value, never null.
+    unsafe {
+        if family_ctypes {
+            let b_ptr = api::word(callable, api::CDATA_B_PTR);
+            if b_ptr == 0 {
+                0
+            } else {
+                api::word(b_ptr, 0)
+            }
+        } else {
+            api::word(callable, api::CFFI_C_DATA)
+        }
+    }
 }
 
 #[inline(always)]

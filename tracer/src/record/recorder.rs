@@ -61,7 +61,52 @@ impl Counter {
     }
 }
 
+/// The first calls of a (function, site) pair on a thread that are always timed, whatever the
+/// sampling rate: a function called a handful of times (an `open`, a `close`, a rare slow call)
+/// gets its true time instead of 0 or one sample scaled up, and the one-off costs of first calls
+/// (page faults, lazy binding, cold caches) are counted once instead of multiplied by the
+/// sampling rate. 8 is the default rate's own number: a pair the 1-in-8 sampling would time less
+/// than once in expectation is timed exactly, at a bounded price (8 timed calls per pair and
+/// thread, ~0.1 µs each, and 64 bytes per pair for their latencies).
+pub const ALWAYS_TIMED: usize = 8;
+
+/// Time sums of one stratum of calls (ticks), and how many calls were timed in it.
+#[derive(Default)]
+pub struct Times {
+    pub timed: Counter,
+    pub native_ticks: Counter,
+    pub marshal_in_ticks: Counter,
+    pub marshal_out_ticks: Counter,
+    pub gil_ticks: Counter,
+}
+
+impl Times {
+    fn clear(&self) {
+        let Times {
+            timed,
+            native_ticks,
+            marshal_in_ticks,
+            marshal_out_ticks,
+            gil_ticks,
+        } = self;
+        for c in [
+            timed,
+            native_ticks,
+            marshal_in_ticks,
+            marshal_out_ticks,
+            gil_ticks,
+        ] {
+            c.reset();
+        }
+    }
+}
+
 /// Everything one thread recorded for one (C function, Python call site) pair.
+///
+/// Its calls fall in two strata, fixed before each call is measured: the first
+/// [`ALWAYS_TIMED`] calls, every one timed (`first`: exact sums), and the rest, of which a
+/// random sample is timed (`sampled`, `hist`: scaled to the rest's calls when a profile is
+/// built). Every count and byte is exact in both.
 pub struct CallStats {
     pub function: usize,
     /// Interned call-site id (0: not called from Python, or site unknown).
@@ -73,11 +118,13 @@ pub struct CallStats {
     pub arg_bytes: Counter,
     pub ret_bytes: Counter,
     pub buffer_bytes: Counter,
-    pub timed: Counter,
-    pub native_ticks: Counter,
-    pub marshal_in_ticks: Counter,
-    pub marshal_out_ticks: Counter,
-    pub gil_ticks: Counter,
+    /// Calls left before the next timed one (owner thread only; see `ThreadState::sample_pair`).
+    pub countdown: AtomicU32,
+    /// The always-timed first calls, and the native ticks of each for the histogram.
+    pub first: Times,
+    pub first_native: [Counter; ALWAYS_TIMED],
+    /// The randomly sampled calls after the first.
+    pub sampled: Times,
     pub construction_ticks: Counter,
     pub construction_bytes: Counter,
     pub python_calls: Counter,
@@ -90,6 +137,7 @@ pub struct CallStats {
     /// Sampled whole stacks: (stack id + 1, samples); samples beyond these slots in `stacks_other`.
     pub stacks: [(AtomicU32, Counter); STACK_SLOTS],
     pub stacks_other: Counter,
+    /// Native latencies of the sampled calls.
     pub hist: [Counter; BUCKETS],
 }
 
@@ -104,6 +152,10 @@ impl CallStats {
         s.function = function;
         s.site = site;
         s.excluded = excluded;
+        if excluded {
+            // Never timed: the hooks pass an excluded pair's calls straight through.
+            s.countdown.store(u32::MAX, Ordering::Relaxed);
+        }
         s
     }
 
@@ -124,11 +176,28 @@ impl CallStats {
         self.stacks_other.add(1);
     }
 
+    /// The stratum a timed call belongs to: `first` when it was timed as one of the first calls.
     #[inline(always)]
-    pub fn record_native(&self, ticks: u64) {
-        self.timed.add(1);
-        self.native_ticks.add(ticks);
-        self.hist[bucket_of(ticks)].add(1);
+    pub fn times(&self, first: bool) -> &Times {
+        if first {
+            &self.first
+        } else {
+            &self.sampled
+        }
+    }
+
+    /// One timed call's native interval (owner thread only).
+    #[inline(always)]
+    pub fn record_native(&self, first: bool, ticks: u64) {
+        let t = self.times(first);
+        let n = t.timed.get() as usize;
+        t.timed.add(1);
+        t.native_ticks.add(ticks);
+        match self.first_native.get(n) {
+            Some(slot) if first => slot.add(ticks),
+            // Only a call the wrapper forced for a pair it misjudged lands past the slots.
+            _ => self.hist[bucket_of(ticks)].add(1),
+        }
     }
 
     /// Zeroes everything recorded, keeping what the pair is (a new attach session reuses it).
@@ -143,11 +212,10 @@ impl CallStats {
             arg_bytes,
             ret_bytes,
             buffer_bytes,
-            timed,
-            native_ticks,
-            marshal_in_ticks,
-            marshal_out_ticks,
-            gil_ticks,
+            countdown,
+            first,
+            first_native,
+            sampled,
             construction_ticks,
             construction_bytes,
             python_calls,
@@ -165,11 +233,6 @@ impl CallStats {
             arg_bytes,
             ret_bytes,
             buffer_bytes,
-            timed,
-            native_ticks,
-            marshal_in_ticks,
-            marshal_out_ticks,
-            gil_ticks,
             construction_ticks,
             construction_bytes,
             python_calls,
@@ -183,6 +246,12 @@ impl CallStats {
             c.reset();
         }
         arg_count.store(0, Ordering::Relaxed);
+        countdown.store(if self.excluded { u32::MAX } else { 0 }, Ordering::Relaxed);
+        first.clear();
+        sampled.clear();
+        for c in first_native {
+            c.reset();
+        }
         for (id, count) in stacks {
             id.store(0, Ordering::Relaxed);
             count.reset();
@@ -265,6 +334,32 @@ impl ThreadRecorder {
         if slot.key.load(Ordering::Relaxed) == key {
             // SAFETY: as in `stats`.
             return unsafe { slot.stats.load(Ordering::Acquire).as_ref() };
+        }
+        None
+    }
+
+    /// The statistics of (function, site) if this thread has them, wherever they sit in the
+    /// table: the call wrapper's look-up before the call (a pair not in its home slot must not
+    /// look new to it, or every one of its calls would be timed).
+    #[inline(always)]
+    pub fn find_stats(&self, function: usize, site: u32) -> Option<&CallStats> {
+        self.existing_stats(function, site)
+            .or_else(|| self.find_stats_away(function, site))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn find_stats_away(&self, function: usize, site: u32) -> Option<&CallStats> {
+        let key = stats_key(function, site);
+        let mut i = mix(key) & (STATS_SLOTS - 1);
+        for _ in 0..STATS_SLOTS {
+            let slot = &self.slots[i];
+            match slot.key.load(Ordering::Acquire) {
+                // SAFETY: as in `stats`.
+                k if k == key => return unsafe { slot.stats.load(Ordering::Acquire).as_ref() },
+                0 => return None,
+                _ => i = (i + 1) & (STATS_SLOTS - 1),
+            }
         }
         None
     }
