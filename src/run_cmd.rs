@@ -34,7 +34,7 @@ pub struct RunArgs {
     /// Functions shown in the summary.
     #[arg(long, default_value_t = 20)]
     pub top: usize,
-    /// Print no summary.
+    /// Print nothing of ffiprof's own (no summary, no list of child profiles); errors still show.
     #[arg(long, short)]
     pub quiet: bool,
     /// Also write the self-contained HTML report (flamegraph, tables, recommendations) here.
@@ -180,7 +180,7 @@ fn summarize_run(output: &Path, started: SystemTime, top: usize, quiet: bool, ht
         Err(e) => eprintln!("\nffiprof: {e}"),
     }
     let children = child_profiles(output, started);
-    if !children.is_empty() {
+    if !quiet && !children.is_empty() {
         eprintln!("child processes left {} more profile(s):", children.len());
         for c in children {
             eprintln!("  {}", c.display());

@@ -249,6 +249,92 @@ fn timing_accuracy(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     Ok(())
 }
 
+/// A function called 3 times at 200 µs beside one called 10 000 times: the rare one's calls are
+/// all timed (the first calls of every pair are), and the strata add up — the first calls' times
+/// as measured, the sampled rest scaled — in the default mode and in ffi-only mode sampled 1 in 8.
+fn rare_calls_timed(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    let _alone = QUIET.write().unwrap_or_else(|e| e.into_inner());
+    for mode in [
+        &["--timing-sample", "8"][..],
+        &["--ffi-only", "--timing-sample", "8"],
+    ] {
+        let (p, out) = profile_of(py, dir, mode, "py_rare.py");
+        let v: Vec<u64> = out.split_whitespace().map(|x| x.parse().unwrap()).collect();
+        let [rare_py, warm_py, spin_1us, rare_line, hot_line, warm_line] = v[..] else {
+            panic!("py_rare.py printed {out}");
+        };
+        let ffi_only = mode.contains(&"--ffi-only");
+        let spin = func(&p, "fx_spin_ns");
+        // Each slow call spins 200 µs by the monotonic clock (the TSC's calibration may be off by
+        // a fraction of a percent), and lies inside the Python call timed around it.
+        let slow = |n: u64| 200_000 * n * 98 / 100;
+        if ffi_only {
+            // One pair (no sites): its first 8 calls hold the 6 slow ones.
+            assert_eq!(spin.sites.len(), 0);
+        } else {
+            let site = |line: u64| {
+                let s = spin.sites.iter().find(|s| s.line as u64 == line);
+                s.unwrap_or_else(|| panic!("no site at line {line}: {:?}", spin.sites))
+            };
+            let (r, w) = (site(rare_line), site(warm_line));
+            assert_eq!((r.calls, r.timed_calls), (3, 3), "{mode:?}");
+            assert!(
+                r.native_ns >= slow(3) && r.native_ns <= rare_py * 101 / 100,
+                "rare: native {} ns, 3 × 200 µs spun, {rare_py} ns around the calls ({mode:?})",
+                r.native_ns
+            );
+            let split = r.native_ns + r.marshal_in_ns + r.marshal_out_ns + r.gil_wait_ns;
+            assert!(r.marshal_in_ns > 0 && split <= rare_py * 101 / 100, "{r:?}");
+            // The 3 slow calls come first at WARM, then 2000 that return at once: scaling the
+            // first calls with the rest would make it ~8 × 600 µs.
+            assert_eq!(w.calls, 2003);
+            assert!(
+                w.native_ns >= slow(3) && w.native_ns <= warm_py + 2000 * 1000,
+                "warm: native {} ns, 3 × 200 µs then 2000 empty calls, {warm_py} ns around the slow ones ({mode:?})",
+                w.native_ns
+            );
+        }
+        assert_eq!(spin.calls, 2006);
+        assert_eq!(
+            spin.native_hist.len(),
+            2006,
+            "the histogram counts every call"
+        );
+        assert!(
+            spin.native_ns >= slow(6) && spin.native_ns <= rare_py + warm_py + 2000 * 1000,
+            "fx_spin_ns: native {} ns ({mode:?})",
+            spin.native_ns
+        );
+        // The hot function: 8 first calls and ~1 in 8 of the other 9992 timed (the count of a
+        // renewal process with gaps uniform in 1..=15: sd ~19), its total the mean of those.
+        let hot = func(&p, "fx_spin_1us");
+        assert_eq!(hot.calls, 10_000);
+        assert!(
+            (8 + 1100..=8 + 1400).contains(&hot.timed_calls),
+            "timed {} ({mode:?})",
+            hot.timed_calls
+        );
+        assert_eq!(hot.native_hist.len(), 10_000);
+        if !ffi_only {
+            assert_eq!(hot.sites[0].line as u64, hot_line);
+        }
+        let p50 = hot.native_hist.summary().p50_ns;
+        assert!(
+            within(p50, spin_1us, 0.03),
+            "hot median {p50} vs {spin_1us}"
+        );
+        // Spins are never shorter than their median's 97 %; a preempted sampled call counts ~8
+        // times, hence the looser upper bound.
+        let truth = hot.calls * spin_1us;
+        assert!(
+            hot.native_ns >= truth * 97 / 100 && hot.native_ns <= truth * 3 / 2,
+            "hot: native {} ns vs 10 000 × {spin_1us} ns ({mode:?})",
+            hot.native_ns
+        );
+    }
+    Ok(())
+}
+
 fn main() {
     let args = Arguments::from_args();
     let everywhere: Vec<(&str, Case)> = vec![
@@ -260,6 +346,7 @@ fn main() {
         ("callback_nested_calls", callback_nested_calls),
         ("helper_construction", helper_construction),
         ("conversion_protocols", conversion_protocols),
+        ("rare_calls_timed", rare_calls_timed),
     ];
     let main_only: Vec<(&str, Case)> = vec![
         ("threads_gil_wait", threads_gil_wait),
@@ -275,8 +362,9 @@ fn main() {
         for (name, f) in cases {
             let py2 = py.clone();
             let t = trial(format!("{}::{name}", py.label), move || {
-                // timing_accuracy takes the lock exclusively itself.
-                let _shared = (name != "timing_accuracy")
+                // The timing cases take the lock exclusively themselves.
+                let _shared = !["timing_accuracy", "rare_calls_timed"]
+                    .contains(&name)
                     .then(|| QUIET.read().unwrap_or_else(|e| e.into_inner()));
                 let dir = tempfile::tempdir().unwrap();
                 f(&py2, dir.path())

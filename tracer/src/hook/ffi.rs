@@ -224,8 +224,15 @@ unsafe fn known_ffi_call(
         None => rec.python.sample_pair(stats),
     };
     if timed {
-        // SAFETY: forwarded unchanged.
-        return unsafe { timed_ffi_call(stats, ctx, first, real, cif, f, r, a) };
+        // SAFETY: forwarded unchanged. (Two copies rather than one more argument, which would
+        // go on the stack.)
+        return unsafe {
+            if first {
+                timed_ffi_call::<true>(stats, ctx, real, cif, f, r, a)
+            } else {
+                timed_ffi_call::<false>(stats, ctx, real, cif, f, r, a)
+            }
+        };
     }
     // SAFETY: cif comes from libffi's caller and is prepared.
     unsafe { count(stats, cif, ctx.as_deref()) };
@@ -257,12 +264,11 @@ unsafe fn count(
     }
 }
 
-/// A timed call of a known (function, site); `first`: timed as one of the pair's first calls.
+/// A timed call of a known (function, site); `FIRST`: timed as one of the pair's first calls.
 #[inline(never)]
-unsafe fn timed_ffi_call(
+unsafe fn timed_ffi_call<const FIRST: bool>(
     stats: &recorder::CallStats,
     ctx: Option<&mut crate::python::CallCtx>,
-    first: bool,
     real: FfiCallFn,
     cif: *mut FfiCif,
     f: *const c_void,
@@ -275,7 +281,7 @@ unsafe fn timed_ffi_call(
     // SAFETY: the original call, unchanged.
     unsafe { real(cif, f, r, a) };
     let t1 = clock::now();
-    stats.record_native(first, t1.wrapping_sub(t0));
+    stats.record_native(FIRST, t1.wrapping_sub(t0));
     if let Some(c) = ctx {
         c.native_done(stats, t0, t1);
     }

@@ -74,12 +74,13 @@ pub struct CallCtx {
     /// The statistics the wrapper found for (its C address, site), or null: the hook records
     /// into them when its own C address agrees, without a look-up of its own.
     pub expect: *const CallStats,
-    /// Ticks the agent spent inside marshal-in on its own first-sight work (creating the
-    /// pair's statistics, naming its library): taken off marshal-in.
-    own_ticks: u64,
     awaiting_gil: bool,
     any_buffer: bool,
     stats: *const CallStats,
+    /// When the native call started (end of marshal-in); until then, the ticks the agent spent
+    /// inside marshal-in on first-sight work of its own (creating the pair's statistics, naming
+    /// its library), which the start is moved back by. No field of its own: one store less on
+    /// every call.
     t1: u64,
     t2: u64,
     tg: u64,
@@ -141,6 +142,10 @@ impl ThreadState {
     /// (timed, first). One countdown per pair: its first [`ALWAYS_TIMED`] calls are all timed,
     /// then one in `TIMING_EVERY` at random. Which stratum a call is in is fixed here, before it
     /// runs, so the snapshot can add the first calls' times as they are and scale only the rest.
+    ///
+    /// The countdown is 0 only during the first calls (it starts at 0; every gap is at least 1),
+    /// so telling them apart costs no look at the call count. When every call is timed there is
+    /// nothing to scale and no stratum to keep apart.
     #[inline(always)]
     pub fn sample_pair(&self, s: &CallStats) -> (bool, bool) {
         let left = s.countdown.load(Ordering::Relaxed);
@@ -148,35 +153,48 @@ impl ThreadState {
             s.countdown.store(left - 1, Ordering::Relaxed);
             return (false, false);
         }
-        self.timed_pair_call(s)
+        let every = TIMING_EVERY.load(Ordering::Relaxed);
+        if every == 1 {
+            // Every call is timed: nothing is scaled, the first calls need no stratum of their own.
+            return (true, false);
+        }
+        if left == 0 {
+            return self.first_call(s);
+        }
+        s.countdown.store(self.gap(every), Ordering::Relaxed);
+        (every != 0, false)
     }
 
+    /// One of the pair's first calls (or an excluded pair's, which are never counted).
     #[cold]
     #[inline(never)]
-    fn timed_pair_call(&self, s: &CallStats) -> (bool, bool) {
-        let every = TIMING_EVERY.load(Ordering::Relaxed) as u64;
-        let calls = s.calls.get();
-        let first = calls < ALWAYS_TIMED as u64;
-        if s.excluded || (every == 0 && !first) {
+    fn first_call(&self, s: &CallStats) -> (bool, bool) {
+        if s.excluded {
             s.countdown.store(u32::MAX, Ordering::Relaxed);
             return (false, false);
         }
+        let calls = s.calls.get();
+        let every = TIMING_EVERY.load(Ordering::Relaxed);
         let next = if calls + 1 < ALWAYS_TIMED as u64 {
             0
-        } else if first {
-            self.first_gap(every)
         } else {
-            self.gap(every)
+            self.first_gap(every as u64)
         };
         s.countdown.store(next, Ordering::Relaxed);
-        (true, first)
+        if calls >= ALWAYS_TIMED as u64 {
+            // Not a first call after all (only a pair the wrapper misjudged gets here).
+            return (every != 0, false);
+        }
+        (true, true)
     }
 
-    /// A gap uniform in 1..=2N-1 (mean N).
-    fn gap(&self, every: u64) -> u32 {
+    /// A gap uniform in 1..=2N-1 (mean N); never again for N = 0.
+    #[inline(always)]
+    fn gap(&self, every: u32) -> u32 {
         if every <= 1 {
-            return 1;
+            return if every == 0 { u32::MAX } else { 1 };
         }
+        let every = every as u64;
         (1 + self.next_random() % (2 * every - 1)).min(u32::MAX as u64) as u32
     }
 
@@ -185,6 +203,9 @@ impl ThreadState {
     /// is timed with probability exactly 1/N from the start, as the unbiased scaling of the rest
     /// assumes (a fresh uniform gap would time the calls right after the first ones less often).
     fn first_gap(&self, every: u64) -> u32 {
+        if every == 0 {
+            return u32::MAX;
+        }
         let m = (2 * every).saturating_sub(1).max(1);
         let weights = m * (m + 1) / 2;
         let u = ((self.next_random() << 31) | self.next_random()) % weights;
@@ -255,7 +276,7 @@ impl ThreadState {
 impl CallCtx {
     /// The agent spent `ticks` inside this call's marshal-in on first-sight work of its own.
     pub fn add_own_ticks(&mut self, ticks: u64) {
-        self.own_ticks += ticks;
+        self.t1 += ticks;
     }
 
     /// The statistics the wrapper found for this call, if they are those of C address `f`.
@@ -271,7 +292,7 @@ impl CallCtx {
     pub fn native_done(&mut self, stats: &CallStats, t1: u64, t2: u64) {
         self.stats = stats;
         if self.timed {
-            self.t1 = t1;
+            self.t1 = t1.wrapping_sub(self.t1);
             self.t2 = t2;
             self.awaiting_gil = true;
             AWAITING_GIL.fetch_add(1, Ordering::Relaxed);
@@ -396,7 +417,6 @@ unsafe fn wrapped_call(
         timed,
         first,
         expect: expect.map_or(std::ptr::null(), |s| s as *const CallStats),
-        own_ticks: 0,
         awaiting_gil: false,
         any_buffer: false,
         stats: std::ptr::null(),
@@ -455,7 +475,7 @@ unsafe fn wrapped_call(
         if ctx.timed {
             let times = stats.times(ctx.first);
             let tg = ctx.tg.max(ctx.t2);
-            add_span(&times.marshal_in_ticks, t0 + ctx.own_ticks, ctx.t1);
+            add_span(&times.marshal_in_ticks, t0, ctx.t1);
             add_span(&times.gil_ticks, ctx.t2, tg);
             add_span(&times.marshal_out_ticks, tg, t3);
         }
@@ -500,15 +520,11 @@ unsafe fn wrapped_call(
 /// `callable` a live ctypes `CFuncPtr` (`family_ctypes`) or cffi cdata.
 #[inline(always)]
 unsafe fn callee(callable: usize, family_ctypes: bool) -> usize {
-    // SAFETY: per the contract; b_ptr of a ctypes instance points at its value, never null.
+    // SAFETY: per the contract; b_ptr of a live ctypes instance points at its value (inline, or
+    // a buffer allocated with it), never null.
     unsafe {
         if family_ctypes {
-            let b_ptr = api::word(callable, api::CDATA_B_PTR);
-            if b_ptr == 0 {
-                0
-            } else {
-                api::word(b_ptr, 0)
-            }
+            api::word(api::word(callable, api::CDATA_B_PTR), 0)
         } else {
             api::word(callable, api::CFFI_C_DATA)
         }
@@ -620,5 +636,62 @@ fn gil_back_here() {
         if let Some(ctx) = unsafe { rec.python.current().as_mut() } {
             ctx.gil_back();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Over many pairs: the first `ALWAYS_TIMED` calls are all timed, as first calls; every later
+    /// call is timed with probability 1/N from the very first one on (the scaling of the rest
+    /// assumes it), and never as a first call.
+    #[test]
+    fn first_calls_always_then_one_in_n_from_the_start() {
+        const N: u32 = 8;
+        const LATER: usize = 40;
+        const PAIRS: u64 = 20_000;
+        TIMING_EVERY.store(N, Ordering::Relaxed);
+        let mut hits = [0u64; ALWAYS_TIMED + LATER];
+        for pair in 0..PAIRS {
+            let st = ThreadState::default();
+            // splitmix64 of the pair number: independent, never-zero seeds.
+            let mut z = (pair + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            st.rng.store((z ^ (z >> 31)) | 1, Ordering::Relaxed);
+            let s = CallStats::new(0x1000, 1, false);
+            for (call, hit) in hits.iter_mut().enumerate() {
+                let (timed, first) = st.sample_pair(&s);
+                assert_eq!(first, call < ALWAYS_TIMED, "call {call}");
+                assert!(timed || call >= ALWAYS_TIMED, "call {call}");
+                *hit += timed as u64;
+                s.calls.add(1);
+            }
+        }
+        for (call, &hit) in hits.iter().enumerate().skip(ALWAYS_TIMED) {
+            let rate = hit as f64 / PAIRS as f64;
+            // sd of the rate: sqrt(1/8 * 7/8 / 20000) = 0.0023.
+            assert!(
+                (rate - 1.0 / N as f64).abs() < 0.01,
+                "call {call} timed at rate {rate}"
+            );
+        }
+        // (One test: TIMING_EVERY is global, and tests run in parallel.)
+        every_call_timed_and_excluded_pairs_never();
+    }
+
+    fn every_call_timed_and_excluded_pairs_never() {
+        let st = ThreadState::default();
+        TIMING_EVERY.store(1, Ordering::Relaxed);
+        let s = CallStats::new(0x1000, 1, false);
+        for _ in 0..20 {
+            assert_eq!(st.sample_pair(&s), (true, false));
+            s.calls.add(1);
+        }
+        let excluded = CallStats::new(0x2000, 1, true);
+        for _ in 0..20 {
+            assert_eq!(st.sample_pair(&excluded), (false, false));
+        }
+        TIMING_EVERY.store(8, Ordering::Relaxed);
     }
 }

@@ -145,7 +145,7 @@ pub struct CallStats {
 pub const STACK_SLOTS: usize = 8;
 
 impl CallStats {
-    fn new(function: usize, site: u32, excluded: bool) -> Box<Self> {
+    pub(crate) fn new(function: usize, site: u32, excluded: bool) -> Box<Self> {
         // SAFETY: every field of CallStats is an integer, an atomic or a bool, for which all-zero
         // bytes are a valid value; allocating zeroed keeps 20 KiB off small thread stacks.
         let mut s: Box<Self> = unsafe { Box::new_zeroed().assume_init() };
@@ -189,14 +189,24 @@ impl CallStats {
     /// One timed call's native interval (owner thread only).
     #[inline(always)]
     pub fn record_native(&self, first: bool, ticks: u64) {
-        let t = self.times(first);
-        let n = t.timed.get() as usize;
-        t.timed.add(1);
-        t.native_ticks.add(ticks);
+        if first {
+            return self.record_first_native(ticks);
+        }
+        self.sampled.timed.add(1);
+        self.sampled.native_ticks.add(ticks);
+        self.hist[bucket_of(ticks)].add(1);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn record_first_native(&self, ticks: u64) {
+        let n = self.first.timed.get() as usize;
+        self.first.timed.add(1);
+        self.first.native_ticks.add(ticks);
         match self.first_native.get(n) {
-            Some(slot) if first => slot.add(ticks),
+            Some(slot) => slot.add(ticks),
             // Only a call the wrapper forced for a pair it misjudged lands past the slots.
-            _ => self.hist[bucket_of(ticks)].add(1),
+            None => self.hist[bucket_of(ticks)].add(1),
         }
     }
 
@@ -276,11 +286,12 @@ pub struct ThreadRecorder {
     pub python: crate::python::ThreadState,
 }
 
-/// Unique per (function, site): user-space addresses fit in 47 bits and site ids in 16
-/// (the site table has 65536 slots), so a key match needs no second check.
+/// Unique per (function, site): user-space addresses fit in 47 bits and site ids in 16 (the
+/// site table has 65536 slots and interning gives no id past 0xffff), so a key match needs no
+/// second check, and neither part needs masking.
 #[inline(always)]
 fn stats_key(function: usize, site: u32) -> u64 {
-    (function as u64 & ((1 << 48) - 1)) | ((site as u64 & 0xffff) << 48)
+    function as u64 | (site as u64) << 48
 }
 
 #[inline(always)]
@@ -332,8 +343,8 @@ impl ThreadRecorder {
         let key = stats_key(function, site);
         let slot = &self.slots[mix(key) & (STATS_SLOTS - 1)];
         if slot.key.load(Ordering::Relaxed) == key {
-            // SAFETY: as in `stats`.
-            return unsafe { slot.stats.load(Ordering::Acquire).as_ref() };
+            // SAFETY: as in `stats`; the key is stored after the pointer, so it is never null.
+            return Some(unsafe { &*slot.stats.load(Ordering::Acquire) });
         }
         None
     }
@@ -534,13 +545,17 @@ mod tests {
         let r = current().unwrap();
         let s = r.stats(0x5151, 3, |_| false).unwrap();
         s.calls.add(5);
-        s.record_native(200);
+        s.record_native(true, 200);
+        s.record_native(false, 300);
+        s.countdown.store(5, Ordering::Relaxed);
         s.note_stack(4);
         assert!(!clear_all(|f| f == 0x5151), "a changed filter refuses");
         assert_eq!(s.calls.get(), 5);
         assert!(clear_all(|_| false));
         assert_eq!(s.calls.get(), 0);
-        assert_eq!(s.timed.get(), 0);
+        assert_eq!((s.first.timed.get(), s.sampled.timed.get()), (0, 0));
+        assert_eq!(s.first_native[0].get(), 0);
+        assert_eq!(s.countdown.load(Ordering::Relaxed), 0);
         assert!(s.hist.iter().all(|c| c.get() == 0));
         assert!(s
             .stacks

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use ffiprof_profile::{FunctionRecord, Histogram, Profile, SiteRecord, StackSample};
+use ffiprof_profile::{Frame, FunctionRecord, Histogram, Profile, SiteRecord, StackSample};
 
 use super::clock::Calibration;
 use super::recorder::{self, bucket_value, CallStats, Times, BUCKETS};
@@ -304,6 +304,11 @@ pub fn build(cal: &Calibration) -> Profile {
 /// which made a child's 27 calls a 4.7 MB file — while a profile holds what it recorded.
 fn keep_referenced_frames(profile: &mut Profile) {
     let (frames, stacks) = crate::python::frames::frames_and_stacks();
+    keep_referenced(profile, &frames, &stacks);
+}
+
+/// [`keep_referenced_frames`] over given tables (`stacks[id]`: indexes into `frames`).
+fn keep_referenced(profile: &mut Profile, frames: &[Frame], stacks: &[Vec<u32>]) {
     // Old stack id → new, in the old ids' order.
     let mut stack_ids: BTreeMap<u32, u32> = profile
         .functions
@@ -336,5 +341,124 @@ fn keep_referenced_frames(profile: &mut Profile) {
         for s in &mut site.stacks {
             s.stack = stack_ids[&s.stack];
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cal() -> Calibration {
+        Calibration {
+            ns_per_tick: 1.0,
+            probe_ticks: 0,
+            native_floor_ticks: 0,
+            start_unix_ns: 0,
+            elapsed_ns: 0,
+        }
+    }
+
+    fn sums(timed: u64, native: u64) -> Sums {
+        Sums {
+            timed,
+            native,
+            marshal_in: native / 2,
+            ..Sums::default()
+        }
+    }
+
+    #[test]
+    fn first_calls_count_as_measured_and_only_the_rest_is_scaled() {
+        // 8 first calls of 1000 ticks each; of the other 992, 124 sampled at 10 ticks each.
+        let t = Totals {
+            calls: 1000,
+            python_calls: 1000,
+            first: sums(8, 8000),
+            sampled: sums(124, 1240),
+            first_native: vec![1000; 8],
+            hist: {
+                let mut h = vec![0; BUCKETS];
+                h[recorder::bucket_of(10)] = 124;
+                h
+            },
+            ..Totals::default()
+        };
+        let s = scale(&t, &cal());
+        assert_eq!(s.native, 8000 + 9920);
+        assert_eq!(s.marshal_in, 4000 + 4960);
+        let h = histogram(&t, &cal());
+        assert_eq!(h.len(), 1000, "one count per call");
+        let l = h.summary();
+        assert_eq!(l.p50_ns, 10);
+        assert!((1000..1010).contains(&l.max_ns), "{l:?}");
+    }
+
+    #[test]
+    fn first_calls_stand_for_all_until_one_later_call_is_sampled() {
+        let t = Totals {
+            calls: 12,
+            first: sums(8, 800),
+            first_native: vec![100; 8],
+            hist: vec![0; BUCKETS],
+            ..Totals::default()
+        };
+        assert_eq!(scale(&t, &cal()).native, 1200);
+        assert_eq!(histogram(&t, &cal()).len(), 12);
+        let few = Totals {
+            calls: 3,
+            first: sums(3, 600_000),
+            first_native: vec![200_000; 3],
+            hist: vec![0; BUCKETS],
+            ..Totals::default()
+        };
+        assert_eq!(scale(&few, &cal()).native, 600_000);
+    }
+
+    #[test]
+    fn apportioning_keeps_the_total_and_every_weight_near_its_share() {
+        let w = [(1, 2.5), (2, 2.5), (3, 0.4), (4, 7.6)];
+        let out = apportion(&w);
+        assert_eq!(out.iter().map(|o| o.1).sum::<u64>(), 13);
+        for ((_, weight), (_, n)) in w.iter().zip(&out) {
+            assert!((*n as f64 - weight).abs() < 1.0, "{out:?}");
+        }
+    }
+
+    #[test]
+    fn only_referenced_stacks_and_frames_are_kept_renumbered() {
+        let frame = |line| Frame {
+            file: "f.py".into(),
+            function: "g".into(),
+            line,
+        };
+        let frames: Vec<Frame> = (0..6).map(frame).collect();
+        let stacks = vec![vec![0, 1], vec![2, 3], vec![0, 4], vec![5]];
+        let mut p = Profile::new();
+        let mut f = FunctionRecord::new("lib.so", "f");
+        f.sites.push(SiteRecord {
+            stacks: vec![
+                StackSample {
+                    stack: 2,
+                    calls: 5,
+                    ..Default::default()
+                },
+                StackSample {
+                    stack: 3,
+                    calls: 1,
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        });
+        p.functions.push(f);
+        keep_referenced(&mut p, &frames, &stacks);
+        assert_eq!(p.frames, vec![frame(0), frame(4), frame(5)]);
+        assert_eq!(p.stacks, vec![vec![0, 1], vec![2]]);
+        let kept: Vec<(u32, u64)> = p.functions[0].sites[0]
+            .stacks
+            .iter()
+            .map(|s| (s.stack, s.calls))
+            .collect();
+        assert_eq!(kept, vec![(0, 5), (1, 1)]);
     }
 }
