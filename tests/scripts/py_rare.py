@@ -1,7 +1,8 @@
 """A rare slow function beside a hot one: fx_spin_ns(200 µs) called 3 times from one line (RARE)
 while fx_spin_1us is called 10 000 times (HOT); then fx_spin_ns from another line (WARM) 3 times
-at 200 µs followed by 2 000 calls that return at once. Each slow call is also timed here, around
-the whole Python call, which bounds the native time from above.
+at 200 µs followed by 61 calls that return at once (few, so that a sampled one is almost never
+preempted, which sampling would count 8 times). Each slow call is also timed here, around the
+whole Python call, which bounds its native time from above.
 
 Usage: py_rare.py FIXTURE_LIB
 Prints: the RARE calls' total ns, the WARM slow calls' total ns, fx_spin_1us's median ns as it
@@ -24,7 +25,7 @@ for i in range(10_000):
         t0 = now(); lib.fx_spin_ns(200_000); rare += now() - t0  # RARE
     lib.fx_spin_1us()  # HOT
 warm = 0
-for i in range(2_003):
+for i in range(64):
     ns = 200_000 if i < 3 else 0
     t0 = now(); lib.fx_spin_ns(ns); d = now() - t0  # WARM
     warm += d if i < 3 else 0
