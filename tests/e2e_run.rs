@@ -136,6 +136,15 @@ fn cffi_abi_mode(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     assert_eq!(p.function("fx_sum").unwrap().arg_bytes, 5 * 16);
     // ffi.new("double[]", 10) passed 5 times: the array behind the pointer.
     assert_eq!(p.function("fx_sum").unwrap().buffer_bytes, 5 * 80);
+    // Timing: the first 8 calls of a site, then ~1 in 8 of the other 292 (sd ~3.3) — so the
+    // wrapper found the pair from the cdata's own C address, or every call would be a first.
+    let add = p.function("fx_add_int").unwrap();
+    assert!(
+        (8 + 20..=8 + 55).contains(&add.timed_calls),
+        "{}",
+        add.timed_calls
+    );
+    assert_eq!(p.function("fx_sum").unwrap().timed_calls, 5);
     // The Python layer wraps cffi's cdata call too: every call has its split and its site.
     for f in &p.functions {
         assert_eq!(f.python_calls, f.calls, "{}", f.function);
