@@ -268,20 +268,29 @@ unsafe fn count(
 #[inline(never)]
 unsafe fn timed_ffi_call<const FIRST: bool>(
     stats: &recorder::CallStats,
-    ctx: Option<&mut crate::python::CallCtx>,
+    mut ctx: Option<&mut crate::python::CallCtx>,
     real: FfiCallFn,
     cif: *mut FfiCif,
     f: *const c_void,
     r: *mut c_void,
     a: *mut *mut c_void,
 ) {
+    // A pair has at most ALWAYS_TIMED first calls. Past them (only when the wrapper misread the
+    // C address, found no pair, and took every call for a first one) a call counts with the
+    // sampled ones, all of which are then timed; the wrapper files marshal times by `first`.
+    let first = FIRST && stats.first.timed.get() < recorder::ALWAYS_TIMED as u64;
+    if FIRST && !first {
+        if let Some(c) = ctx.as_deref_mut() {
+            c.first = false;
+        }
+    }
     // SAFETY: cif comes from libffi's caller and is prepared.
     unsafe { count(stats, cif, ctx.as_deref()) };
     let t0 = clock::now();
     // SAFETY: the original call, unchanged.
     unsafe { real(cif, f, r, a) };
     let t1 = clock::now();
-    stats.record_native(FIRST, t1.wrapping_sub(t0));
+    stats.record_native(first, t1.wrapping_sub(t0));
     if let Some(c) = ctx {
         c.native_done(stats, t0, t1);
     }

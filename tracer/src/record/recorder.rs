@@ -205,7 +205,7 @@ impl CallStats {
         self.first.native_ticks.add(ticks);
         match self.first_native.get(n) {
             Some(slot) => slot.add(ticks),
-            // Only a call the wrapper forced for a pair it misjudged lands past the slots.
+            // Not reached: the ffi_call hook files no more first calls than there are slots.
             None => self.hist[bucket_of(ticks)].add(1),
         }
     }
