@@ -35,7 +35,8 @@ pub struct AttachArgs {
     /// Record only libraries whose path or file name matches (substring, or glob); repeatable.
     #[arg(long = "lib", value_name = "PATTERN")]
     pub libs: Vec<String>,
-    /// Time one call in N (counts and bytes stay exact). Default: as `ffiprof run`.
+    /// Time one call in N, after each call site's first 8 calls, which are always timed (counts
+    /// and bytes stay exact). Default: as `ffiprof run`.
     #[arg(long, value_name = "N")]
     pub timing_sample: Option<u32>,
     /// Attribute calls made inside frames matching GLOB to their caller (repeatable): as

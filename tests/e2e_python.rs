@@ -249,6 +249,101 @@ fn timing_accuracy(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     Ok(())
 }
 
+/// A function called 3 times at 200 µs beside one called 10 000 times: the rare one's calls are
+/// all timed (the first calls of every pair are), and the strata add up — the first calls' times
+/// as measured, the sampled rest scaled — in the default mode and in ffi-only mode sampled 1 in 8.
+fn rare_calls_timed(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    let _alone = QUIET.write().unwrap_or_else(|e| e.into_inner());
+    for mode in [
+        &["--timing-sample", "8"][..],
+        &["--ffi-only", "--timing-sample", "8"],
+    ] {
+        let (p, out) = profile_of(py, dir, mode, "py_rare.py");
+        let v: Vec<u64> = out.split_whitespace().map(|x| x.parse().unwrap()).collect();
+        let [rare_py, warm_py, spin_1us, rare_line, hot_line, warm_line] = v[..] else {
+            panic!("py_rare.py printed {out}");
+        };
+        let ffi_only = mode.contains(&"--ffi-only");
+        let spin = func(&p, "fx_spin_ns");
+        // Each slow call spins 200 µs by the monotonic clock (the TSC's calibration may be off by
+        // a fraction of a percent), and lies inside the Python call timed around it.
+        let slow = |n: u64| 200_000 * n * 98 / 100;
+        if ffi_only {
+            // One pair (no sites): its first 8 calls hold the 6 slow ones.
+            assert_eq!(spin.sites.len(), 0);
+        } else {
+            let site = |line: u64| {
+                let s = spin.sites.iter().find(|s| s.line as u64 == line);
+                s.unwrap_or_else(|| panic!("no site at line {line}: {:?}", spin.sites))
+            };
+            let (r, w) = (site(rare_line), site(warm_line));
+            assert_eq!((r.calls, r.timed_calls), (3, 3), "{mode:?}");
+            assert!(
+                r.native_ns >= slow(3) && r.native_ns <= rare_py * 101 / 100,
+                "rare: native {} ns, 3 × 200 µs spun, {rare_py} ns around the calls ({mode:?})",
+                r.native_ns
+            );
+            let split = r.native_ns + r.marshal_in_ns + r.marshal_out_ns + r.gil_wait_ns;
+            assert!(r.marshal_in_ns > 0 && split <= rare_py * 101 / 100, "{r:?}");
+            // The 3 slow calls come first at WARM, then 61 that return at once (allowed 2 µs
+            // each): scaling the first calls like the rest would make it ~4 × 600 µs.
+            assert_eq!(w.calls, 64);
+            assert!(
+                w.native_ns >= slow(3) && w.native_ns <= warm_py + 61 * 2000,
+                "warm: native {} ns, 3 × 200 µs then 61 empty calls, {warm_py} ns around the slow ones ({mode:?})",
+                w.native_ns
+            );
+        }
+        assert_eq!(spin.calls, 67);
+        assert_eq!(
+            spin.native_hist.len(),
+            67,
+            "the histogram counts every call"
+        );
+        assert!(
+            spin.native_ns >= slow(6) && spin.native_ns <= rare_py + warm_py + 61 * 2000,
+            "fx_spin_ns: native {} ns ({mode:?})",
+            spin.native_ns
+        );
+        // The hot function: 8 first calls and ~1 in 8 of the other 9992 timed (the count of a
+        // renewal process with gaps uniform in 1..=15: sd ~19).
+        let hot = func(&p, "fx_spin_1us");
+        assert_eq!(hot.calls, 10_000);
+        assert!(
+            (8 + 1100..=8 + 1400).contains(&hot.timed_calls),
+            "timed {} ({mode:?})",
+            hot.timed_calls
+        );
+        assert_eq!(hot.native_hist.len(), 10_000);
+        if !ffi_only {
+            assert_eq!(hot.sites[0].line as u64, hot_line);
+        }
+        let lat = hot.native_hist.summary();
+        assert!(
+            within(lat.p50_ns, spin_1us, 0.03),
+            "hot median {lat:?} vs {spin_1us}"
+        );
+        // The total is the calls times the mean of the timed calls, each weighted by the calls
+        // it stands for (9992 / ~1250 in the total; 7 or 8 in the histogram, which holds whole
+        // counts: up to 1/8 of one dominating outlier apart). No spin is shorter than its
+        // median's 97 %. No bound from above: a sampled call preempted for a few ms counts ~8
+        // times, in the mean as in the total.
+        let mean_total = lat.mean_ns * hot.calls as f64;
+        assert!(
+            within(hot.native_ns, mean_total as u64, 0.15),
+            "hot: native {} ns vs 10 000 × mean {} ns ({mode:?})",
+            hot.native_ns,
+            lat.mean_ns
+        );
+        assert!(
+            hot.native_ns >= hot.calls * spin_1us * 97 / 100,
+            "hot: native {} ns vs 10 000 × {spin_1us} ns ({mode:?})",
+            hot.native_ns
+        );
+    }
+    Ok(())
+}
+
 fn main() {
     let args = Arguments::from_args();
     let everywhere: Vec<(&str, Case)> = vec![
@@ -260,6 +355,7 @@ fn main() {
         ("callback_nested_calls", callback_nested_calls),
         ("helper_construction", helper_construction),
         ("conversion_protocols", conversion_protocols),
+        ("rare_calls_timed", rare_calls_timed),
     ];
     let main_only: Vec<(&str, Case)> = vec![
         ("threads_gil_wait", threads_gil_wait),
@@ -275,9 +371,9 @@ fn main() {
         for (name, f) in cases {
             let py2 = py.clone();
             let t = trial(format!("{}::{name}", py.label), move || {
-                // timing_accuracy takes the lock exclusively itself.
-                let _shared = (name != "timing_accuracy")
-                    .then(|| QUIET.read().unwrap_or_else(|e| e.into_inner()));
+                // The timing cases take the lock exclusively themselves.
+                let timing = ["timing_accuracy", "rare_calls_timed"].contains(&name);
+                let _shared = (!timing).then(|| QUIET.read().unwrap_or_else(|e| e.into_inner()));
                 let dir = tempfile::tempdir().unwrap();
                 f(&py2, dir.path())
             });

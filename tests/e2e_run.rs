@@ -78,9 +78,9 @@ fn basic_counts_and_bytes(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     }
     assert_eq!(f("labs").library_name(), "libc.so.6");
     let add = f("fx_add_int");
-    // Every call timed but a thread's first to each function (it pays for the recorder's set-up).
-    assert_eq!(add.timed_calls, 999);
-    assert_eq!(add.native_hist.len(), 999);
+    // Every call timed, the first too (the recorder's set-up happens before its clock reads).
+    assert_eq!(add.timed_calls, 1000);
+    assert_eq!(add.native_hist.len(), 1000);
     assert!(add.native_ns > 0 && add.native_hist.summary().p50_ns < 10_000);
     assert!(p.meta.complete);
     assert_eq!(p.meta.write_reason, "exit");
@@ -134,6 +134,15 @@ fn cffi_abi_mode(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     assert_eq!(p.function("fx_sum").unwrap().arg_bytes, 5 * 16);
     // ffi.new("double[]", 10) passed 5 times: the array behind the pointer.
     assert_eq!(p.function("fx_sum").unwrap().buffer_bytes, 5 * 80);
+    // Timing: the first 8 calls of a site, then ~1 in 8 of the other 292 (sd ~3.3) — so the
+    // wrapper found the pair from the cdata's own C address, or every call would be a first.
+    let add = p.function("fx_add_int").unwrap();
+    assert!(
+        (8 + 20..=8 + 55).contains(&add.timed_calls),
+        "{}",
+        add.timed_calls
+    );
+    assert_eq!(p.function("fx_sum").unwrap().timed_calls, 5);
     // The Python layer wraps cffi's cdata call too: every call has its split and its site.
     for f in &p.functions {
         assert_eq!(f.python_calls, f.calls, "{}", f.function);
@@ -190,7 +199,7 @@ fn ffi_only_layer(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     let f = p.function("fx_add_int").unwrap();
     assert_eq!((f.calls, f.arg_bytes), (1000, 8000));
     assert_eq!((f.python_calls, f.marshal_in_ns, f.sites.len()), (0, 0, 0));
-    assert_eq!(f.timed_calls, 999, "every call timed but the first");
+    assert_eq!(f.timed_calls, 1000, "every call timed, the first too");
     Ok(())
 }
 
@@ -213,8 +222,108 @@ fn fork_child_profile(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
         BTreeMap::from([("fx_scale".to_string(), 35)])
     );
     assert_eq!(c.meta.pid, child_pid);
+    assert_eq!(
+        (c.meta.ppid, p.meta.ppid == p.meta.pid),
+        (p.meta.pid, false)
+    );
     assert_eq!(c.meta.write_reason, "exit");
     assert!(String::from_utf8_lossy(&o.stderr).contains(&format!("p.{child_pid}.json")));
+    // The JSON report carries the parent's pid too.
+    let json = Command::new(ffiprof_bin())
+        .args(["report", "--format", "json"])
+        .arg(dir.join(format!("p.{child_pid}.json")))
+        .output()
+        .unwrap();
+    check_ok(&json);
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(report["meta"]["pid"], child_pid);
+    assert_eq!(report["meta"]["ppid"], p.meta.pid);
+    Ok(())
+}
+
+/// A parent that called from 1600 sites, each with its own stack, forks a child that calls 27
+/// times from one line: the child's profile holds those 27 calls, that site, and the one stack
+/// and frame they were made from — nothing of the parent's tables.
+fn fork_child_holds_only_its_own(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    let out = dir.join("p.json");
+    let o = Command::new(ffiprof_bin())
+        .args(["run", "-q", "-o"])
+        .arg(&out)
+        .arg("--")
+        .arg(&py.command)
+        .arg(script("calls_fork_tables.py"))
+        .args([FIXTURE, "2000", "27"])
+        .env("FFIPROF_STACKS", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    check_ok(&o);
+    let printed = String::from_utf8_lossy(&o.stdout);
+    let (child_pid, line) = printed.trim().split_once(' ').expect("pid and line");
+    let line: u32 = line.parse().unwrap();
+    let p = read_profile(&out);
+    let parent = p.function("fx_add_int").unwrap();
+    // 1 + 39 chains of 41 sites: every call its own site and its own whole stack.
+    assert_eq!(
+        (parent.calls, parent.sites.len(), p.stacks.len()),
+        (1600, 1600, 1600)
+    );
+    let child_path = dir.join(format!("p.{child_pid}.json"));
+    let c = read_profile(&child_path);
+    assert_eq!(
+        calls_by_name(&c),
+        BTreeMap::from([("fx_scale".to_string(), 27)])
+    );
+    let f = &c.functions[0];
+    let file = script("calls_fork_tables.py")
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(
+        f.sites
+            .iter()
+            .map(|s| (s.file.as_str(), s.line, s.calls))
+            .collect::<Vec<_>>(),
+        vec![(file.as_str(), line, 27)]
+    );
+    assert_eq!(
+        c.frames,
+        vec![ffiprof_profile::Frame {
+            file: file.clone(),
+            function: "<module>".into(),
+            line
+        }]
+    );
+    assert_eq!(c.stacks, vec![vec![0]]);
+    assert_eq!(
+        f.sites[0]
+            .stacks
+            .iter()
+            .map(|s| (s.stack, s.calls))
+            .collect::<Vec<_>>(),
+        vec![(0, 27)]
+    );
+    assert_eq!(
+        (c.meta.pid.to_string(), c.meta.ppid),
+        (child_pid.to_string(), p.meta.pid)
+    );
+    // What is left is the child's own: meta (its command line is the parent's, paths included),
+    // the hooks it inherited (five for ctypes), one function with its histogram, one site, one
+    // frame: 3.6 KB here. The parent's tables alone were 2 MB, which the child used to carry.
+    let size = std::fs::metadata(&child_path).unwrap().len();
+    assert!(size < 8 * 1024, "the child's profile is {size} bytes");
+    Ok(())
+}
+
+/// `run -q` prints nothing of ffiprof's own: no summary, no list of the profiles children left.
+fn quiet_prints_nothing(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    let out = dir.join("p.json");
+    let o = run_profiled(py, &out, &["-q"], "calls_fork.py", &[FIXTURE, "12", "5"]);
+    check_ok(&o);
+    let child_pid = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "");
+    assert_eq!(read_profile(&out).total_calls(), 12);
+    let child = read_profile(&dir.join(format!("p.{child_pid}.json")));
+    assert_eq!(child.total_calls(), 5);
     Ok(())
 }
 
@@ -475,6 +584,12 @@ fn main() {
         ("lib_filter", lib_filter, None),
         ("ffi_only_layer", ffi_only_layer, None),
         ("fork_child_profile", fork_child_profile, None),
+        (
+            "fork_child_holds_only_its_own",
+            fork_child_holds_only_its_own,
+            None,
+        ),
+        ("quiet_prints_nothing", quiet_prints_nothing, None),
         ("pool_workers_terminated", pool_workers_terminated, None),
         ("relative_library_path", relative_library_path, None),
         (

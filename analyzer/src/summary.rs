@@ -48,6 +48,9 @@ pub struct Report {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ReportMeta {
     pub pid: u32,
+    /// The parent's pid (a forked or exec'd child's profile names the process that made it).
+    #[serde(default)]
+    pub ppid: u32,
     pub command: Vec<String>,
     pub python: Option<String>,
     pub duration_ns: u64,
@@ -259,6 +262,7 @@ fn statistics(profile: &Profile, options: &SummaryOptions) -> Report {
     Report {
         meta: ReportMeta {
             pid: m.pid,
+            ppid: m.ppid,
             command: m.command.clone(),
             python: m.python.clone(),
             duration_ns: m.duration_ns,

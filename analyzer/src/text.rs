@@ -58,7 +58,7 @@ pub fn render(report: &Report) -> String {
     if m.timing_sample_every > 1 {
         let _ = writeln!(
             out,
-            "  times measured on 1 call in {} and scaled; counts and bytes are exact",
+            "  times measured on each site's first 8 calls, then on 1 call in {} and scaled; counts and bytes are exact",
             m.timing_sample_every
         );
     }

@@ -162,7 +162,10 @@ pub struct FunctionRecord {
     /// Calls made through a ctypes function with no `restype` declared (default `c_int`).
     #[serde(default)]
     pub undeclared_restype_calls: u64,
-    /// Native latency distribution of the timed calls.
+    /// Native latency distribution of the calls: the timed ones, each counted as many times as
+    /// the calls it stands for (the always-timed first calls of a call site once, a randomly
+    /// sampled later one about `timing_sample_every` times), so its count is `calls`. Profiles
+    /// written before this counted each timed call once.
     #[serde(default)]
     pub native_hist: Histogram,
     /// Per Python call site.

@@ -382,9 +382,6 @@ pub fn fill_meta(
             error: Some(e),
         });
     }
-    let (frames, stacks) = crate::python::frames::frames_and_stacks();
-    p.frames = frames;
-    p.stacks = stacks;
     Some(path)
 }
 

@@ -47,8 +47,9 @@ pub(crate) fn section(profile: &Profile, report: &Report, max_plots: usize) -> S
                 let s = r.native_hist.summary();
                 let _ = write!(
                     out,
-                    "<p class=\"note\">{} timed calls · mean {} · p50 {} · p90 {} · p99 {} · max {}</p>",
-                    fmt_count(s.count),
+                    "<p class=\"note\">{} calls ({} timed) · mean {} · p50 {} · p90 {} · p99 {} · max {}</p>",
+                    fmt_count(r.calls),
+                    fmt_count(r.timed_calls),
                     fmt_ns(s.mean_ns.round() as u64),
                     fmt_ns(s.p50_ns),
                     fmt_ns(s.p90_ns),

@@ -304,7 +304,7 @@ fn summary_section(profile: &Profile, report: &Report) -> String {
     if profile.meta.timing_sample_every > 1 {
         let _ = write!(
             out,
-            "<p class=\"note\">Times were measured on 1 call in {} and scaled; counts and bytes are exact.</p>",
+            "<p class=\"note\">Times were measured on each call site's first 8 calls, then on 1 call in {} and scaled; counts and bytes are exact.</p>",
             profile.meta.timing_sample_every
         );
     }

@@ -168,7 +168,7 @@ pub fn to_proto(profile: &Profile) -> proto::Profile {
     }
     if m.timing_sample_every > 1 {
         comment.push(strings.id(&format!(
-            "times measured on 1 call in {} and scaled",
+            "times measured on each site's first 8 calls, then on 1 call in {} and scaled",
             m.timing_sample_every
         )));
     }

@@ -183,18 +183,23 @@ unsafe fn hooked_ffi_call(
     // SAFETY: a non-null ctx is the live CallCtx of this thread's innermost Python-level call;
     // only this thread touches it, and it outlives this hook (the wrapper is below us).
     let ctx = unsafe { rec.python.current().as_mut() };
-    let site = ctx.as_ref().map_or(0, |c| c.site);
-    let Some(stats) = rec.existing_stats(f as usize, site) else {
+    let stats = match &ctx {
+        // The wrapper looked the pair up already.
+        Some(c) => c.expected(f as usize),
+        None => rec.existing_stats(f as usize, 0),
+    };
+    let Some(stats) = stats else {
         // SAFETY: forwarded unchanged.
         return unsafe { general_ffi_call(real, cif, f, r, a) };
     };
     // SAFETY: forwarded unchanged.
-    unsafe { known_ffi_call(rec, stats, ctx, false, real, cif, f, r, a) }
+    unsafe { known_ffi_call(rec, stats, ctx, real, cif, f, r, a) }
 }
 
 /// A call whose statistics exist: excluded ones pass through; untimed ones are counted, then the
-/// real `ffi_call` is a tail call; timed ones go out of line. `first`: the statistics were just
-/// created, whose allocation such a call paid for — never timed.
+/// real `ffi_call` is a tail call; timed ones go out of line. Whether a call is timed, and in
+/// which stratum, the Python-level wrapper decided before the call; without one it is decided
+/// here, by the same per-pair countdown.
 ///
 /// # Safety
 /// As the trampolines: arguments forwarded unchanged from libffi's caller; `ctx` this thread's.
@@ -203,8 +208,7 @@ unsafe fn hooked_ffi_call(
 unsafe fn known_ffi_call(
     rec: &recorder::ThreadRecorder,
     stats: &recorder::CallStats,
-    mut ctx: Option<&mut crate::python::CallCtx>,
-    first: bool,
+    ctx: Option<&mut crate::python::CallCtx>,
     real: FfiCallFn,
     cif: *mut FfiCif,
     f: *const c_void,
@@ -215,18 +219,20 @@ unsafe fn known_ffi_call(
         // SAFETY: the original call, unchanged.
         return unsafe { real(cif, f, r, a) };
     }
-    let timed = match &ctx {
-        Some(c) => c.timed,
-        None => rec.python.sample_timing(),
-    } && !first;
-    if first {
-        if let Some(c) = ctx.as_deref_mut() {
-            c.untime();
-        }
-    }
+    let (timed, first) = match &ctx {
+        Some(c) => (c.timed, c.first),
+        None => rec.python.sample_pair(stats),
+    };
     if timed {
-        // SAFETY: forwarded unchanged.
-        return unsafe { timed_ffi_call(stats, ctx, real, cif, f, r, a) };
+        // SAFETY: forwarded unchanged. (Two copies rather than one more argument, which would
+        // go on the stack.)
+        return unsafe {
+            if first {
+                timed_ffi_call::<true>(stats, ctx, real, cif, f, r, a)
+            } else {
+                timed_ffi_call::<false>(stats, ctx, real, cif, f, r, a)
+            }
+        };
     }
     // SAFETY: cif comes from libffi's caller and is prepared.
     unsafe { count(stats, cif, ctx.as_deref()) };
@@ -258,30 +264,40 @@ unsafe fn count(
     }
 }
 
-/// A timed call of a known (function, site).
+/// A timed call of a known (function, site); `FIRST`: timed as one of the pair's first calls.
 #[inline(never)]
-unsafe fn timed_ffi_call(
+unsafe fn timed_ffi_call<const FIRST: bool>(
     stats: &recorder::CallStats,
-    ctx: Option<&mut crate::python::CallCtx>,
+    mut ctx: Option<&mut crate::python::CallCtx>,
     real: FfiCallFn,
     cif: *mut FfiCif,
     f: *const c_void,
     r: *mut c_void,
     a: *mut *mut c_void,
 ) {
+    // A pair has at most ALWAYS_TIMED first calls. Past them (only when the wrapper misread the
+    // C address, found no pair, and took every call for a first one) a call counts with the
+    // sampled ones, all of which are then timed; the wrapper files marshal times by `first`.
+    let first = FIRST && stats.first.timed.get() < recorder::ALWAYS_TIMED as u64;
+    if FIRST && !first {
+        if let Some(c) = ctx.as_deref_mut() {
+            c.first = false;
+        }
+    }
     // SAFETY: cif comes from libffi's caller and is prepared.
     unsafe { count(stats, cif, ctx.as_deref()) };
     let t0 = clock::now();
     // SAFETY: the original call, unchanged.
     unsafe { real(cif, f, r, a) };
     let t1 = clock::now();
-    stats.record_native(t1.wrapping_sub(t0));
+    stats.record_native(first, t1.wrapping_sub(t0));
     if let Some(c) = ctx {
         c.native_done(stats, t0, t1);
     }
 }
 
-/// Every other call: a thread's first, a (function, site) first seen, or the agent stopped.
+/// Every other call: a thread's first, a (function, site) first seen, one the wrapper did not
+/// find, a pair away from its home slot (C callers), or the agent stopped.
 #[inline(never)]
 unsafe fn general_ffi_call(
     real: FfiCallFn,
@@ -295,17 +311,23 @@ unsafe fn general_ffi_call(
         return unsafe { real(cif, f, r, a) };
     };
     // SAFETY: as in hooked_ffi_call.
-    let ctx = unsafe { rec.python.current().as_mut() };
+    let mut ctx = unsafe { rec.python.current().as_mut() };
     let site = ctx.as_ref().map_or(0, |c| c.site);
-    let mut first = false;
-    let Some(stats) = rec.stats(f as usize, site, |addr| {
-        first = true;
-        crate::agent::first_sighting(addr)
-    }) else {
+    // A timed call's marshal-in is running: what the agent spends here on its own is not the
+    // program's, and is taken off it.
+    let since = match &ctx {
+        Some(c) if c.timed => clock::now(),
+        _ => 0,
+    };
+    let stats = rec.stats(f as usize, site, crate::agent::first_sighting);
+    if let Some(c) = ctx.as_deref_mut().filter(|_| since != 0) {
+        c.add_own_ticks(clock::now().wrapping_sub(since));
+    }
+    let Some(stats) = stats else {
         recorder::DROPPED.fetch_add(1, Ordering::Relaxed);
         // SAFETY: the original call, unchanged.
         return unsafe { real(cif, f, r, a) };
     };
     // SAFETY: forwarded unchanged.
-    unsafe { known_ffi_call(rec, stats, ctx, first, real, cif, f, r, a) }
+    unsafe { known_ffi_call(rec, stats, ctx, real, cif, f, r, a) }
 }

@@ -112,6 +112,8 @@ pub const CDATA_B_SIZE: usize = 40;
 /// `CDataObject.b_ptr`, the instance's memory (a foreign function's: its address), right after
 /// the object header: unchanged from 3.8 to 3.13.
 pub const CDATA_B_PTR: usize = 16;
+/// cffi's `CDataObject.c_data` (a function cdata's C address).
+pub const CFFI_C_DATA: usize = 24;
 
 pub type TernaryFunc =
     unsafe extern "C" fn(*mut PyObject, *mut PyObject, *mut PyObject) -> *mut PyObject;

@@ -3,8 +3,10 @@
 //! `PyEval_RestoreThread` hook after it, the call splits into marshal-in / native / GIL wait /
 //! marshal-out. Also the constructor wrapper of ctypes' metaclasses (construction time and bytes).
 //!
-//! Clock reads are shared: one call in N (randomised) is timed with five reads; the others only
-//! count, key their site and add their bytes.
+//! Clock reads are shared: the first calls of each (function, site) pair on a thread, then one
+//! call in N (randomised), are timed with five reads; the others only count, key their site and
+//! add their bytes. The wrapper decides before the call, so it finds the pair's statistics itself
+//! (the C address is in the function object) and hands them to the `ffi_call` hook.
 
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -14,6 +16,8 @@ use super::arg_bytes::{item_bytes, Construction, Slot};
 use super::frames;
 use crate::record::clock;
 use crate::record::recorder::{CallStats, Counter};
+
+mod sampling;
 
 /// One call in `TIMING_EVERY` is timed (on average). 1 = every call.
 pub static TIMING_EVERY: AtomicU32 = AtomicU32::new(1);
@@ -37,7 +41,6 @@ struct Recent {
 pub struct ThreadState {
     /// The Python-level call in progress on this thread (innermost), or null.
     ctx: AtomicPtr<CallCtx>,
-    countdown: AtomicU32,
     stack_countdown: AtomicU32,
     /// Site of this thread's last Python-level call, and when it returned when the next call
     /// is one that samples its stack (0 otherwise): the Python time between two calls of one
@@ -68,9 +71,18 @@ struct Passed {
 pub struct CallCtx {
     pub site: u32,
     pub timed: bool,
+    /// Timed as one of the pair's first calls (see `ALWAYS_TIMED`), not by the random draw.
+    pub first: bool,
+    /// The statistics the wrapper found for (its C address, site), or null: the hook records
+    /// into them when its own C address agrees, without a look-up of its own.
+    pub expect: *const CallStats,
     awaiting_gil: bool,
     any_buffer: bool,
     stats: *const CallStats,
+    /// When the native call started (end of marshal-in); until then, the ticks the agent spent
+    /// inside marshal-in on first-sight work of its own (creating the pair's statistics, naming
+    /// its library), which the start is moved back by. No field of its own: one store less on
+    /// every call.
     t1: u64,
     t2: u64,
     tg: u64,
@@ -89,49 +101,6 @@ impl ThreadState {
     #[inline(always)]
     pub fn current(&self) -> *mut CallCtx {
         self.ctx.load(Ordering::Relaxed)
-    }
-
-    #[inline(always)]
-    fn next_random(&self) -> u64 {
-        let mut x = self.rng.load(Ordering::Relaxed);
-        if x == 0 {
-            x = (self as *const Self as u64) | 1;
-        }
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng.store(x, Ordering::Relaxed);
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33
-    }
-
-    /// A randomised countdown: the gap is uniform in 1..=2N-1, so the mean is N and periodic
-    /// call patterns cannot alias with the sampling.
-    #[inline(always)]
-    fn sample(&self, counter: &AtomicU32, every: u32) -> bool {
-        if every <= 1 {
-            return every == 1;
-        }
-        let left = counter.load(Ordering::Relaxed);
-        if left > 1 {
-            counter.store(left - 1, Ordering::Relaxed);
-            return false;
-        }
-        let gap = 1 + (self.next_random() % (2 * every as u64 - 1)) as u32;
-        counter.store(gap, Ordering::Relaxed);
-        true
-    }
-
-    /// Whether the next `sample(&self.stack_countdown, ..)` will say yes.
-    #[inline(always)]
-    fn next_samples_stack(&self) -> bool {
-        let every = STACK_EVERY.load(Ordering::Relaxed);
-        every == 1 || (every > 1 && self.stack_countdown.load(Ordering::Relaxed) <= 1)
-    }
-
-    /// Whether an `ffi_call` that does not come through a wrapper is timed.
-    #[inline(always)]
-    pub fn sample_timing(&self) -> bool {
-        self.sample(&self.countdown, TIMING_EVERY.load(Ordering::Relaxed))
     }
 
     fn remember_passed(&self, obj: usize, stats: &CallStats) {
@@ -194,10 +163,16 @@ impl ThreadState {
 }
 
 impl CallCtx {
-    /// The call paid a one-off cost (a first sighting): leave its times out.
+    /// The agent spent `ticks` inside this call's marshal-in on first-sight work of its own.
+    pub fn add_own_ticks(&mut self, ticks: u64) {
+        self.t1 += ticks;
+    }
+
+    /// The statistics the wrapper found for this call, if they are those of C address `f`.
     #[inline(always)]
-    pub fn untime(&mut self) {
-        self.timed = false;
+    pub fn expected(&self, f: usize) -> Option<&'static CallStats> {
+        // SAFETY: a non-null expect is a leaked CallStats of this thread, never freed.
+        unsafe { self.expect.as_ref() }.filter(|s| s.function == f)
     }
 
     /// What the `ffi_call` hook saw: the statistics it recorded into and, when timed, the native
@@ -206,7 +181,7 @@ impl CallCtx {
     pub fn native_done(&mut self, stats: &CallStats, t1: u64, t2: u64) {
         self.stats = stats;
         if self.timed {
-            self.t1 = t1;
+            self.t1 = t1.wrapping_sub(self.t1);
             self.t2 = t2;
             self.awaiting_gil = true;
             AWAITING_GIL.fetch_add(1, Ordering::Relaxed);
@@ -319,9 +294,18 @@ unsafe fn wrapped_call(
     };
     // SAFETY: tp_call runs with the GIL held on a Python thread.
     let site = unsafe { frames::current_site(api, callable as usize) };
+    // SAFETY: the callable is a live object of the patched family.
+    let expect = rec.find_stats(unsafe { callee(callable as usize, family_ctypes) }, site);
+    let (timed, first) = match expect {
+        Some(s) => st.sample_pair(s),
+        // A pair this thread has not called yet: its first call.
+        None => (true, true),
+    };
     let mut ctx = CallCtx {
         site,
-        timed: st.sample(&st.countdown, TIMING_EVERY.load(Ordering::Relaxed)),
+        timed,
+        first,
+        expect: expect.map_or(std::ptr::null(), |s| s as *const CallStats),
         awaiting_gil: false,
         any_buffer: false,
         stats: std::ptr::null(),
@@ -392,10 +376,11 @@ unsafe fn wrapped_call(
     if let Some(stats) = unsafe { ctx.stats.as_ref() } {
         stats.python_calls.add(1);
         if ctx.timed {
+            let times = stats.times(ctx.first);
             let tg = ctx.tg.max(ctx.t2);
-            add_span(&stats.marshal_in_ticks, t0, ctx.t1);
-            add_span(&stats.gil_ticks, ctx.t2, tg);
-            add_span(&stats.marshal_out_ticks, tg, t3);
+            add_span(&times.marshal_in_ticks, t0, ctx.t1);
+            add_span(&times.gil_ticks, ctx.t2, tg);
+            add_span(&times.marshal_out_ticks, tg, t3);
         }
         if construction.last != 0 {
             stats.construction_ticks.add(construction.ticks);
@@ -428,6 +413,25 @@ unsafe fn wrapped_call(
     };
     st.last_leave.store(leave, Ordering::Relaxed);
     result
+}
+
+/// The C address a call of `callable` reaches: what `ffi_call` will be given as its function.
+/// ctypes keeps it behind `CDataObject.b_ptr`, cffi in `CDataObject.c_data` (both unchanged from
+/// 3.8 to 3.13); the hook checks it against the address it sees.
+///
+/// # Safety
+/// `callable` a live ctypes `CFuncPtr` (`family_ctypes`) or cffi cdata.
+#[inline(always)]
+unsafe fn callee(callable: usize, family_ctypes: bool) -> usize {
+    // SAFETY: per the contract; b_ptr of a live ctypes instance points at its value (inline, or
+    // a buffer allocated with it), never null.
+    unsafe {
+        if family_ctypes {
+            api::word(api::word(callable, api::CDATA_B_PTR), 0)
+        } else {
+            api::word(callable, api::CFFI_C_DATA)
+        }
+    }
 }
 
 #[inline(always)]

@@ -387,18 +387,23 @@ pub fn describe_site(site: u32) -> Option<Frame> {
 }
 
 /// Every interned frame (site id n at index n-1) and stack (by id), for the profile.
+/// Stacks are read first: every site a stack holds was interned before the stack, so each is
+/// among the frames read after.
 pub fn frames_and_stacks() -> (Vec<Frame>, Vec<Vec<u32>>) {
+    let stacks = {
+        let guard = STACKS.lock();
+        let mut stacks: Vec<Vec<u32>> = vec![Vec::new(); guard.as_ref().map_or(0, |m| m.len())];
+        if let Some(m) = guard.as_ref() {
+            for (sites, id) in m {
+                stacks[*id as usize] = sites.iter().filter(|s| **s != 0).map(|s| s - 1).collect();
+            }
+        }
+        stacks
+    };
     let frames: Vec<Frame> = DESCRIPTIONS
         .lock()
         .iter()
         .map(|i| i.frame.clone())
         .collect();
-    let guard = STACKS.lock();
-    let mut stacks: Vec<Vec<u32>> = vec![Vec::new(); guard.as_ref().map_or(0, |m| m.len())];
-    if let Some(m) = guard.as_ref() {
-        for (sites, id) in m {
-            stacks[*id as usize] = sites.iter().filter(|s| **s != 0).map(|s| s - 1).collect();
-        }
-    }
     (frames, stacks)
 }

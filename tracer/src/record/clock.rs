@@ -59,9 +59,28 @@ pub fn init(force_monotonic: bool) {
 
 /// Starts the run's time base anew (at init, and in a forked child).
 pub fn restart() {
-    START_MONO_NS.store(monotonic_ns(), Ordering::Relaxed);
-    START_TICKS.store(now(), Ordering::Relaxed);
+    let (mono, ticks) = paired_reading();
+    START_MONO_NS.store(mono, Ordering::Relaxed);
+    START_TICKS.store(ticks, Ordering::Relaxed);
     START_UNIX_NS.store(unix_ns(), Ordering::Relaxed);
+}
+
+/// The monotonic clock and the ticks at one moment: of a few tries, the monotonic reading most
+/// tightly bracketed by two tick readings. Two plain reads in a row are far apart whenever the
+/// thread is preempted between them, and a 4 ms preemption at one end of a 60 ms run made every
+/// time in its profile 6 % long.
+fn paired_reading() -> (u64, u64) {
+    let mut best = (u64::MAX, 0, 0);
+    for _ in 0..5 {
+        let before = now();
+        let mono = monotonic_ns();
+        let after = now();
+        let width = after.wrapping_sub(before);
+        if width < best.0 {
+            best = (width, mono, before + width / 2);
+        }
+    }
+    (best.1, best.2)
 }
 
 pub fn clock_name() -> &'static str {
@@ -114,7 +133,7 @@ pub fn calibrate() -> Calibration {
             mono = monotonic_ns();
         }
     }
-    let ticks = now();
+    let (mono, ticks) = paired_reading();
     let elapsed_ns = mono.saturating_sub(start_mono);
     let ns_per_tick = if !USE_TSC.load(Ordering::Relaxed) {
         1.0

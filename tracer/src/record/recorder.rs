@@ -61,7 +61,52 @@ impl Counter {
     }
 }
 
+/// The first calls of a (function, site) pair on a thread that are always timed, whatever the
+/// sampling rate: a function called a handful of times (an `open`, a `close`, a rare slow call)
+/// gets its true time instead of 0 or one sample scaled up, and the one-off costs of first calls
+/// (page faults, lazy binding, cold caches) are counted once instead of multiplied by the
+/// sampling rate. 8 is the default rate's own number: a pair the 1-in-8 sampling would time less
+/// than once in expectation is timed exactly, at a bounded price (8 timed calls per pair and
+/// thread, ~0.1 µs each, and 64 bytes per pair for their latencies).
+pub const ALWAYS_TIMED: usize = 8;
+
+/// Time sums of one stratum of calls (ticks), and how many calls were timed in it.
+#[derive(Default)]
+pub struct Times {
+    pub timed: Counter,
+    pub native_ticks: Counter,
+    pub marshal_in_ticks: Counter,
+    pub marshal_out_ticks: Counter,
+    pub gil_ticks: Counter,
+}
+
+impl Times {
+    fn clear(&self) {
+        let Times {
+            timed,
+            native_ticks,
+            marshal_in_ticks,
+            marshal_out_ticks,
+            gil_ticks,
+        } = self;
+        for c in [
+            timed,
+            native_ticks,
+            marshal_in_ticks,
+            marshal_out_ticks,
+            gil_ticks,
+        ] {
+            c.reset();
+        }
+    }
+}
+
 /// Everything one thread recorded for one (C function, Python call site) pair.
+///
+/// Its calls fall in two strata, fixed before each call is measured: the first
+/// [`ALWAYS_TIMED`] calls, every one timed (`first`: exact sums), and the rest, of which a
+/// random sample is timed (`sampled`, `hist`: scaled to the rest's calls when a profile is
+/// built). Every count and byte is exact in both.
 pub struct CallStats {
     pub function: usize,
     /// Interned call-site id (0: not called from Python, or site unknown).
@@ -73,11 +118,13 @@ pub struct CallStats {
     pub arg_bytes: Counter,
     pub ret_bytes: Counter,
     pub buffer_bytes: Counter,
-    pub timed: Counter,
-    pub native_ticks: Counter,
-    pub marshal_in_ticks: Counter,
-    pub marshal_out_ticks: Counter,
-    pub gil_ticks: Counter,
+    /// Calls left before the next timed one (owner thread only; see `ThreadState::sample_pair`).
+    pub countdown: AtomicU32,
+    /// The always-timed first calls, and the native ticks of each for the histogram.
+    pub first: Times,
+    pub first_native: [Counter; ALWAYS_TIMED],
+    /// The randomly sampled calls after the first.
+    pub sampled: Times,
     pub construction_ticks: Counter,
     pub construction_bytes: Counter,
     pub python_calls: Counter,
@@ -90,6 +137,7 @@ pub struct CallStats {
     /// Sampled whole stacks: (stack id + 1, samples); samples beyond these slots in `stacks_other`.
     pub stacks: [(AtomicU32, Counter); STACK_SLOTS],
     pub stacks_other: Counter,
+    /// Native latencies of the sampled calls.
     pub hist: [Counter; BUCKETS],
 }
 
@@ -97,13 +145,17 @@ pub struct CallStats {
 pub const STACK_SLOTS: usize = 8;
 
 impl CallStats {
-    fn new(function: usize, site: u32, excluded: bool) -> Box<Self> {
+    pub(crate) fn new(function: usize, site: u32, excluded: bool) -> Box<Self> {
         // SAFETY: every field of CallStats is an integer, an atomic or a bool, for which all-zero
         // bytes are a valid value; allocating zeroed keeps 20 KiB off small thread stacks.
         let mut s: Box<Self> = unsafe { Box::new_zeroed().assume_init() };
         s.function = function;
         s.site = site;
         s.excluded = excluded;
+        if excluded {
+            // Never timed: the hooks pass an excluded pair's calls straight through.
+            s.countdown.store(u32::MAX, Ordering::Relaxed);
+        }
         s
     }
 
@@ -124,11 +176,38 @@ impl CallStats {
         self.stacks_other.add(1);
     }
 
+    /// The stratum a timed call belongs to: `first` when it was timed as one of the first calls.
     #[inline(always)]
-    pub fn record_native(&self, ticks: u64) {
-        self.timed.add(1);
-        self.native_ticks.add(ticks);
+    pub fn times(&self, first: bool) -> &Times {
+        if first {
+            &self.first
+        } else {
+            &self.sampled
+        }
+    }
+
+    /// One timed call's native interval (owner thread only).
+    #[inline(always)]
+    pub fn record_native(&self, first: bool, ticks: u64) {
+        if first {
+            return self.record_first_native(ticks);
+        }
+        self.sampled.timed.add(1);
+        self.sampled.native_ticks.add(ticks);
         self.hist[bucket_of(ticks)].add(1);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn record_first_native(&self, ticks: u64) {
+        let n = self.first.timed.get() as usize;
+        self.first.timed.add(1);
+        self.first.native_ticks.add(ticks);
+        match self.first_native.get(n) {
+            Some(slot) => slot.add(ticks),
+            // Not reached: the ffi_call hook files no more first calls than there are slots.
+            None => self.hist[bucket_of(ticks)].add(1),
+        }
     }
 
     /// Zeroes everything recorded, keeping what the pair is (a new attach session reuses it).
@@ -143,11 +222,10 @@ impl CallStats {
             arg_bytes,
             ret_bytes,
             buffer_bytes,
-            timed,
-            native_ticks,
-            marshal_in_ticks,
-            marshal_out_ticks,
-            gil_ticks,
+            countdown,
+            first,
+            first_native,
+            sampled,
             construction_ticks,
             construction_bytes,
             python_calls,
@@ -165,11 +243,6 @@ impl CallStats {
             arg_bytes,
             ret_bytes,
             buffer_bytes,
-            timed,
-            native_ticks,
-            marshal_in_ticks,
-            marshal_out_ticks,
-            gil_ticks,
             construction_ticks,
             construction_bytes,
             python_calls,
@@ -183,6 +256,12 @@ impl CallStats {
             c.reset();
         }
         arg_count.store(0, Ordering::Relaxed);
+        countdown.store(if self.excluded { u32::MAX } else { 0 }, Ordering::Relaxed);
+        first.clear();
+        sampled.clear();
+        for c in first_native {
+            c.reset();
+        }
         for (id, count) in stacks {
             id.store(0, Ordering::Relaxed);
             count.reset();
@@ -207,11 +286,12 @@ pub struct ThreadRecorder {
     pub python: crate::python::ThreadState,
 }
 
-/// Unique per (function, site): user-space addresses fit in 47 bits and site ids in 16
-/// (the site table has 65536 slots), so a key match needs no second check.
+/// Unique per (function, site): user-space addresses fit in 47 bits and site ids in 16 (the
+/// site table has 65536 slots and interning gives no id past 0xffff), so a key match needs no
+/// second check, and neither part needs masking.
 #[inline(always)]
 fn stats_key(function: usize, site: u32) -> u64 {
-    (function as u64 & ((1 << 48) - 1)) | ((site as u64 & 0xffff) << 48)
+    function as u64 | (site as u64) << 48
 }
 
 #[inline(always)]
@@ -263,8 +343,34 @@ impl ThreadRecorder {
         let key = stats_key(function, site);
         let slot = &self.slots[mix(key) & (STATS_SLOTS - 1)];
         if slot.key.load(Ordering::Relaxed) == key {
-            // SAFETY: as in `stats`.
-            return unsafe { slot.stats.load(Ordering::Acquire).as_ref() };
+            // SAFETY: as in `stats`; the key is stored after the pointer, so it is never null.
+            return Some(unsafe { &*slot.stats.load(Ordering::Acquire) });
+        }
+        None
+    }
+
+    /// The statistics of (function, site) if this thread has them, wherever they sit in the
+    /// table: the call wrapper's look-up before the call (a pair not in its home slot must not
+    /// look new to it, or every one of its calls would be timed).
+    #[inline(always)]
+    pub fn find_stats(&self, function: usize, site: u32) -> Option<&CallStats> {
+        self.existing_stats(function, site)
+            .or_else(|| self.find_stats_away(function, site))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn find_stats_away(&self, function: usize, site: u32) -> Option<&CallStats> {
+        let key = stats_key(function, site);
+        let mut i = mix(key) & (STATS_SLOTS - 1);
+        for _ in 0..STATS_SLOTS {
+            let slot = &self.slots[i];
+            match slot.key.load(Ordering::Acquire) {
+                // SAFETY: as in `stats`.
+                k if k == key => return unsafe { slot.stats.load(Ordering::Acquire).as_ref() },
+                0 => return None,
+                _ => i = (i + 1) & (STATS_SLOTS - 1),
+            }
         }
         None
     }
@@ -439,13 +545,17 @@ mod tests {
         let r = current().unwrap();
         let s = r.stats(0x5151, 3, |_| false).unwrap();
         s.calls.add(5);
-        s.record_native(200);
+        s.record_native(true, 200);
+        s.record_native(false, 300);
+        s.countdown.store(5, Ordering::Relaxed);
         s.note_stack(4);
         assert!(!clear_all(|f| f == 0x5151), "a changed filter refuses");
         assert_eq!(s.calls.get(), 5);
         assert!(clear_all(|_| false));
         assert_eq!(s.calls.get(), 0);
-        assert_eq!(s.timed.get(), 0);
+        assert_eq!((s.first.timed.get(), s.sampled.timed.get()), (0, 0));
+        assert_eq!(s.first_native[0].get(), 0);
+        assert_eq!(s.countdown.load(Ordering::Relaxed), 0);
         assert!(s.hist.iter().all(|c| c.get() == 0));
         assert!(s
             .stacks

@@ -1,12 +1,39 @@
 //! Turning the recorders into a [`Profile`]: sum every thread, convert ticks to nanoseconds, take
-//! off the probe's own cost, name the functions and sites.
+//! off the probe's own cost, name the functions and sites, and keep only the frames and stacks
+//! the profile's sites refer to.
+//!
+//! Times are estimated by stratum (see `recorder::CallStats`): the always-timed first calls of
+//! each pair add their times as measured; the randomly sampled calls are scaled up to the calls
+//! after the first ones. Only when none of those has been sampled yet do the first calls stand
+//! for all (the strata collapse into one). The latency histogram is weighted the same way, so its
+//! count is the number of calls and its percentiles are those of all calls.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
-use ffiprof_profile::{FunctionRecord, Histogram, Profile, SiteRecord, StackSample};
+use ffiprof_profile::{Frame, FunctionRecord, Histogram, Profile, SiteRecord, StackSample};
 
 use super::clock::Calibration;
-use super::recorder::{self, bucket_value, CallStats, BUCKETS};
+use super::recorder::{self, bucket_value, CallStats, Times, BUCKETS};
+
+/// One stratum's sums over threads (ticks).
+#[derive(Default, Clone, Copy)]
+struct Sums {
+    timed: u64,
+    native: u64,
+    marshal_in: u64,
+    marshal_out: u64,
+    gil: u64,
+}
+
+impl Sums {
+    fn add(&mut self, t: &Times) {
+        self.timed += t.timed.get();
+        self.native += t.native_ticks.get();
+        self.marshal_in += t.marshal_in_ticks.get();
+        self.marshal_out += t.marshal_out_ticks.get();
+        self.gil += t.gil_ticks.get();
+    }
+}
 
 #[derive(Default)]
 struct Totals {
@@ -15,11 +42,10 @@ struct Totals {
     arg_bytes: u64,
     ret_bytes: u64,
     buffer_bytes: u64,
-    timed: u64,
-    native_ticks: u64,
-    marshal_in_ticks: u64,
-    marshal_out_ticks: u64,
-    gil_ticks: u64,
+    first: Sums,
+    sampled: Sums,
+    /// Native ticks of each always-timed first call.
+    first_native: Vec<u64>,
     construction_ticks: u64,
     construction_bytes: u64,
     python_calls: u64,
@@ -28,6 +54,7 @@ struct Totals {
     undeclared_restype: u64,
     gap_ticks: u64,
     gap_samples: u64,
+    /// Native latency buckets of the sampled calls.
     hist: Vec<u64>,
     /// Sampled stacks: stack id → samples.
     stacks: HashMap<u32, u64>,
@@ -42,11 +69,11 @@ impl Totals {
         self.arg_bytes += s.arg_bytes.get();
         self.ret_bytes += s.ret_bytes.get();
         self.buffer_bytes += s.buffer_bytes.get();
-        self.timed += s.timed.get();
-        self.native_ticks += s.native_ticks.get();
-        self.marshal_in_ticks += s.marshal_in_ticks.get();
-        self.marshal_out_ticks += s.marshal_out_ticks.get();
-        self.gil_ticks += s.gil_ticks.get();
+        self.first.add(&s.first);
+        self.sampled.add(&s.sampled);
+        let kept = (s.first.timed.get() as usize).min(s.first_native.len());
+        self.first_native
+            .extend(s.first_native[..kept].iter().map(|c| c.get()));
         self.construction_ticks += s.construction_ticks.get();
         self.construction_bytes += s.construction_bytes.get();
         self.python_calls += s.python_calls.get();
@@ -84,35 +111,82 @@ fn net_ns(cal: &Calibration, ticks: u64, intervals: u64, per_interval_ns: u64) -
     (cal.ns(ticks) as f64 - per_interval_ns as f64 * intervals as f64).max(0.0)
 }
 
+impl Totals {
+    /// How many calls each timed call of a stratum stands for: (first calls, sampled calls).
+    fn weights(&self) -> (f64, f64) {
+        let rest = self.calls.saturating_sub(self.first.timed);
+        if self.sampled.timed > 0 {
+            (1.0, rest as f64 / self.sampled.timed as f64)
+        } else if self.first.timed > 0 {
+            (self.calls as f64 / self.first.timed as f64, 0.0)
+        } else {
+            (0.0, 0.0)
+        }
+    }
+}
+
 fn scale(t: &Totals, cal: &Calibration) -> Scaled {
-    let factor = if t.timed == 0 {
-        0.0
-    } else {
-        t.calls as f64 / t.timed as f64
+    let (w_first, w_sampled) = t.weights();
+    // One stratum's sum of a part, in ns less the probe's cost per measured interval.
+    let part = |pick: fn(&Sums) -> u64, per_interval: u64, intervals: bool| -> u64 {
+        let net = |s: &Sums| {
+            net_ns(
+                cal,
+                pick(s),
+                if intervals { s.timed } else { 0 },
+                per_interval,
+            )
+        };
+        (w_first * net(&t.first) + w_sampled * net(&t.sampled)).round() as u64
     };
     let probe = cal.probe_ns();
-    let f = |ticks: u64, intervals: u64, per_interval: u64| -> u64 {
-        (net_ns(cal, ticks, intervals, per_interval) * factor).round() as u64
-    };
-    let py_timed = if t.python_calls == 0 { 0 } else { t.timed };
+    let python = t.python_calls != 0;
     Scaled {
-        native: f(t.native_ticks, t.timed, cal.native_floor_ns()),
-        marshal_in: f(t.marshal_in_ticks, py_timed, probe),
-        marshal_out: f(t.marshal_out_ticks, py_timed, probe),
-        gil: f(t.gil_ticks, 0, probe),
+        native: part(|s| s.native, cal.native_floor_ns(), true),
+        marshal_in: part(|s| s.marshal_in, probe, python),
+        marshal_out: part(|s| s.marshal_out, probe, python),
+        gil: part(|s| s.gil, probe, false),
         construction: (cal.ns(t.construction_ticks) as f64).round() as u64,
     }
 }
 
-fn histogram(buckets: &[u64], cal: &Calibration) -> Histogram {
-    let mut h = Histogram::new();
+/// The native latencies of all calls: each first call once, each sampled bucket weighted as the
+/// sampled calls are, apportioned to whole counts.
+fn histogram(t: &Totals, cal: &Calibration) -> Histogram {
+    let (w_first, w_sampled) = t.weights();
     let floor = cal.native_floor_ns();
-    for (i, &count) in buckets.iter().enumerate() {
+    let ns = |ticks: u64| cal.ns(ticks).saturating_sub(floor);
+    let mut weighted: Vec<(u64, f64)> = t.first_native.iter().map(|&v| (ns(v), w_first)).collect();
+    for (i, &count) in t.hist.iter().enumerate() {
         if count > 0 {
-            h.record_n(cal.ns(bucket_value(i)).saturating_sub(floor), count);
+            weighted.push((ns(bucket_value(i)), count as f64 * w_sampled));
+        }
+    }
+    let mut h = Histogram::new();
+    for (value, count) in apportion(&weighted) {
+        if count > 0 {
+            h.record_n(value, count);
         }
     }
     h
+}
+
+/// Whole counts for real weights that add up to their rounded sum: each weight's floor, and one
+/// more for the largest remainders.
+fn apportion(weighted: &[(u64, f64)]) -> Vec<(u64, u64)> {
+    let total = weighted.iter().map(|w| w.1).sum::<f64>().round() as u64;
+    let mut out: Vec<(u64, u64)> = weighted
+        .iter()
+        .map(|&(v, w)| (v, w.floor() as u64))
+        .collect();
+    let given: u64 = out.iter().map(|o| o.1).sum();
+    let frac = |i: usize| weighted[i].1 - weighted[i].1.floor();
+    let mut order: Vec<usize> = (0..weighted.len()).collect();
+    order.sort_by(|&a, &b| frac(b).total_cmp(&frac(a)));
+    for &i in order.iter().take(total.saturating_sub(given) as usize) {
+        out[i].1 += 1;
+    }
+    out
 }
 
 /// The site's calls and times shared out over its sampled stacks, in proportion to the samples.
@@ -173,7 +247,7 @@ pub fn build(cal: &Calibration) -> Profile {
         f.arg_bytes = t.arg_bytes;
         f.ret_bytes = t.ret_bytes;
         f.buffer_bytes = t.buffer_bytes;
-        f.timed_calls = t.timed;
+        f.timed_calls = t.first.timed + t.sampled.timed;
         f.native_ns = s.native;
         f.marshal_in_ns = s.marshal_in;
         f.marshal_out_ns = s.marshal_out;
@@ -184,7 +258,7 @@ pub fn build(cal: &Calibration) -> Profile {
         f.fresh_buffer_calls = t.fresh_buffer_calls;
         f.undeclared_argtypes_calls = t.undeclared_argtypes;
         f.undeclared_restype_calls = t.undeclared_restype;
-        f.native_hist = histogram(&t.hist, cal);
+        f.native_hist = histogram(&t, cal);
         for (site, st) in sites {
             let Some(frame) = crate::python::describe_site(site) else {
                 continue;
@@ -195,7 +269,7 @@ pub fn build(cal: &Calibration) -> Profile {
                 line: frame.line,
                 function: frame.function,
                 calls: st.calls,
-                timed_calls: st.timed,
+                timed_calls: st.first.timed + st.sampled.timed,
                 native_ns: ss.native,
                 marshal_in_ns: ss.marshal_in,
                 marshal_out_ns: ss.marshal_out,
@@ -220,8 +294,174 @@ pub fn build(cal: &Calibration) -> Profile {
         (a.library.as_str(), a.function.as_str()).cmp(&(b.library.as_str(), b.function.as_str()))
     });
     profile.functions = functions;
+    // Frames first, over every function: ctypes' own keep sites (and stacks) too.
+    keep_referenced_frames(&mut profile);
     profile.separate_ctypes_internal();
     profile.meta.threads = threads;
     profile.meta.dropped_calls = recorder::DROPPED.load(std::sync::atomic::Ordering::Relaxed);
     profile
+}
+
+/// Puts in the profile the stacks its sites refer to and the frames of those stacks, renumbered.
+/// The interned tables are the process's whole history — in a forked child, its parent's too,
+/// which made a child's 27 calls a 4.7 MB file — while a profile holds what it recorded.
+fn keep_referenced_frames(profile: &mut Profile) {
+    let (frames, stacks) = crate::python::frames::frames_and_stacks();
+    keep_referenced(profile, &frames, &stacks);
+}
+
+/// [`keep_referenced_frames`] over given tables (`stacks[id]`: indexes into `frames`).
+fn keep_referenced(profile: &mut Profile, frames: &[Frame], stacks: &[Vec<u32>]) {
+    // Old stack id → new, in the old ids' order.
+    let mut stack_ids: BTreeMap<u32, u32> = profile
+        .functions
+        .iter()
+        .flat_map(|f| &f.sites)
+        .flat_map(|s| &s.stacks)
+        .filter(|s| (s.stack as usize) < stacks.len())
+        .map(|s| (s.stack, 0))
+        .collect();
+    let mut frame_ids: BTreeMap<u32, u32> = BTreeMap::new();
+    for (new, (old, id)) in stack_ids.iter_mut().enumerate() {
+        *id = new as u32;
+        for &frame in &stacks[*old as usize] {
+            frame_ids.insert(frame, 0);
+        }
+    }
+    for (new, id) in frame_ids.values_mut().enumerate() {
+        *id = new as u32;
+    }
+    profile.frames = frame_ids
+        .keys()
+        .map(|&old| frames.get(old as usize).cloned().unwrap_or_default())
+        .collect();
+    profile.stacks = stack_ids
+        .keys()
+        .map(|&old| stacks[old as usize].iter().map(|f| frame_ids[f]).collect())
+        .collect();
+    for site in profile.functions.iter_mut().flat_map(|f| &mut f.sites) {
+        site.stacks.retain(|s| stack_ids.contains_key(&s.stack));
+        for s in &mut site.stacks {
+            s.stack = stack_ids[&s.stack];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cal() -> Calibration {
+        Calibration {
+            ns_per_tick: 1.0,
+            probe_ticks: 0,
+            native_floor_ticks: 0,
+            start_unix_ns: 0,
+            elapsed_ns: 0,
+        }
+    }
+
+    fn sums(timed: u64, native: u64) -> Sums {
+        Sums {
+            timed,
+            native,
+            marshal_in: native / 2,
+            ..Sums::default()
+        }
+    }
+
+    #[test]
+    fn first_calls_count_as_measured_and_only_the_rest_is_scaled() {
+        // 8 first calls of 1000 ticks each; of the other 992, 124 sampled at 10 ticks each.
+        let t = Totals {
+            calls: 1000,
+            python_calls: 1000,
+            first: sums(8, 8000),
+            sampled: sums(124, 1240),
+            first_native: vec![1000; 8],
+            hist: {
+                let mut h = vec![0; BUCKETS];
+                h[recorder::bucket_of(10)] = 124;
+                h
+            },
+            ..Totals::default()
+        };
+        let s = scale(&t, &cal());
+        assert_eq!(s.native, 8000 + 9920);
+        assert_eq!(s.marshal_in, 4000 + 4960);
+        let h = histogram(&t, &cal());
+        assert_eq!(h.len(), 1000, "one count per call");
+        let l = h.summary();
+        assert_eq!(l.p50_ns, 10);
+        assert!((1000..1010).contains(&l.max_ns), "{l:?}");
+    }
+
+    #[test]
+    fn first_calls_stand_for_all_until_one_later_call_is_sampled() {
+        let t = Totals {
+            calls: 12,
+            first: sums(8, 800),
+            first_native: vec![100; 8],
+            hist: vec![0; BUCKETS],
+            ..Totals::default()
+        };
+        assert_eq!(scale(&t, &cal()).native, 1200);
+        assert_eq!(histogram(&t, &cal()).len(), 12);
+        let few = Totals {
+            calls: 3,
+            first: sums(3, 600_000),
+            first_native: vec![200_000; 3],
+            hist: vec![0; BUCKETS],
+            ..Totals::default()
+        };
+        assert_eq!(scale(&few, &cal()).native, 600_000);
+    }
+
+    #[test]
+    fn apportioning_keeps_the_total_and_every_weight_near_its_share() {
+        let w = [(1, 2.5), (2, 2.5), (3, 0.4), (4, 7.6)];
+        let out = apportion(&w);
+        assert_eq!(out.iter().map(|o| o.1).sum::<u64>(), 13);
+        for ((_, weight), (_, n)) in w.iter().zip(&out) {
+            assert!((*n as f64 - weight).abs() < 1.0, "{out:?}");
+        }
+    }
+
+    #[test]
+    fn only_referenced_stacks_and_frames_are_kept_renumbered() {
+        let frame = |line| Frame {
+            file: "f.py".into(),
+            function: "g".into(),
+            line,
+        };
+        let frames: Vec<Frame> = (0..6).map(frame).collect();
+        let stacks = vec![vec![0, 1], vec![2, 3], vec![0, 4], vec![5]];
+        let mut p = Profile::new();
+        let mut f = FunctionRecord::new("lib.so", "f");
+        f.sites.push(SiteRecord {
+            stacks: vec![
+                StackSample {
+                    stack: 2,
+                    calls: 5,
+                    ..Default::default()
+                },
+                StackSample {
+                    stack: 3,
+                    calls: 1,
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        });
+        p.functions.push(f);
+        keep_referenced(&mut p, &frames, &stacks);
+        assert_eq!(p.frames, vec![frame(0), frame(4), frame(5)]);
+        assert_eq!(p.stacks, vec![vec![0, 1], vec![2]]);
+        let kept: Vec<(u32, u64)> = p.functions[0].sites[0]
+            .stacks
+            .iter()
+            .map(|s| (s.stack, s.calls))
+            .collect();
+        assert_eq!(kept, vec![(0, 5), (1, 1)]);
+    }
 }
