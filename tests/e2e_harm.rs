@@ -17,7 +17,7 @@ use std::time::Duration;
 use common::*;
 use libtest_mimic::{Arguments, Failed};
 
-type Case = fn(&Interpreter, &Path) -> Result<(), Failed>;
+type Case = MatrixCase;
 
 /// Runs `cmd` to its end, failing (and killing it) if it takes longer than a minute: a program
 /// the profiler made hang (a forkserver Pool did) must fail the test, not stall the suite.
@@ -119,35 +119,19 @@ fn ctrl_c_raises_keyboard_interrupt(py: &Interpreter, dir: &Path) -> Result<(), 
     // SIGINT to the program: KeyboardInterrupt, its `finally` runs, and it ends by SIGINT as
     // CPython does untraced; the profile is complete and exact.
     let interrupt = |cmd: &mut Command| -> (String, String, Option<i32>) {
-        let mut child = KillOnDrop(
-            cmd.stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap(),
-        );
+        let mut child = spawn_piped(cmd);
         let lines = stdout_lines(&mut child.0);
         let ready = lines
             .recv_timeout(Duration::from_secs(30))
             .expect("the script never said ready");
-        let pid: u32 = ready.split_whitespace().nth(1).unwrap().parse().unwrap();
-        send_signal(pid, "INT");
+        send_signal(ready_pid(&ready), "INT");
         let mut rest = String::new();
         while let Ok(line) = lines.recv_timeout(Duration::from_secs(30)) {
             rest.push_str(&line);
             rest.push('\n');
         }
         let status = child.0.wait().unwrap();
-        let mut err = String::new();
-        use std::io::Read;
-        child
-            .0
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        (rest, err, status.signal())
+        (rest, stderr_of(&mut child.0), status.signal())
     };
     let args = [FIXTURE, "300"];
     let (plain_out, plain_err, plain_sig) = interrupt(
@@ -200,17 +184,11 @@ fn fork_prints_no_new_warning(py: &Interpreter, dir: &Path) -> Result<(), Failed
     assert_eq!(text(&traced.stdout), "forked\n");
     let p = read_profile(&out);
     assert_eq!(p.function("fx_add_int").map(|f| f.calls), Some(60));
-    let children: Vec<u64> = std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name() != "p.json")
-        .map(|e| {
-            read_profile(&e.path())
-                .function("fx_add_int")
-                .map_or(0, |f| f.calls)
-        })
-        .collect();
-    assert_eq!(children, vec![10, 10], "each child's own calls");
+    assert_eq!(
+        child_calls(&out, "fx_add_int"),
+        vec![10, 10],
+        "each child's own calls"
+    );
     Ok(())
 }
 
@@ -222,15 +200,7 @@ fn pool(py: &Interpreter, dir: &Path, method: &str) -> Result<(), Failed> {
     check_ok(&o);
     let total: u64 = text(&o.stdout).trim().parse().unwrap();
     assert_eq!(total, 6000);
-    let mut recorded = 0;
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name != "p.json" {
-            recorded += read_profile(&entry.path())
-                .function("fx_add_int")
-                .map_or(0, |f| f.calls);
-        }
-    }
+    let recorded: u64 = child_calls(&out, "fx_add_int").iter().sum();
     assert_eq!(recorded, total, "calls recorded by the workers' profiles");
     Ok(())
 }
@@ -250,29 +220,8 @@ fn pool_forkserver(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
 fn sigterm_with_the_programs_own_handler(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     // A program that handles SIGTERM itself keeps its handler: it runs, the program ends its
     // own way (here: exit status 3 from the handler), and the profile is the final one.
-    let out = dir.join("p.json");
-    let mut child = KillOnDrop(
-        Command::new(ffiprof_bin())
-            .args(["run", "-q", "-o"])
-            .arg(&out)
-            .arg("--")
-            .arg(&py.command)
-            .arg(script("calls_then_wait.py"))
-            .args([FIXTURE, "222", "handle-term"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let line = wait_for_line(&mut child.0, "ready", Duration::from_secs(30));
-    let pid: u32 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    send_signal(pid, "TERM");
-    let status = child.0.wait().unwrap();
+    let (status, p) = signal_waiting_program(py, dir, "handle-term", "TERM");
     assert_eq!(status.code(), Some(3), "{status:?}");
-    let p = read_profile(&out);
-    assert_eq!(p.function("fx_add_int").map(|f| f.calls), Some(222));
-    assert!(p.meta.complete);
     assert_eq!(p.meta.write_reason, "exit");
     Ok(())
 }
@@ -294,7 +243,7 @@ fn attached_as_untraced(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     let ready = lines
         .recv_timeout(Duration::from_secs(60))
         .expect("the target never said ready");
-    let pid: u32 = ready.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let pid = ready_pid(&ready);
     let out = dir.join("p.json");
     let mut cli = KillOnDrop(
         Command::new(ffiprof_bin())
@@ -315,17 +264,10 @@ fn attached_as_untraced(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
         let status = target.0.wait().unwrap();
         let _ = cli.0.kill();
         let _ = cli.0.wait();
-        let read = |r: Option<&mut dyn std::io::Read>| {
-            let mut s = String::new();
-            if let Some(r) = r {
-                let _ = r.read_to_string(&mut s);
-            }
-            s
-        };
         panic!(
             "the target stopped talking after {seen:?}: {status:?}\ntarget stderr:\n{}\nattach stderr:\n{}",
-            read(target.0.stderr.as_mut().map(|e| e as &mut dyn std::io::Read)),
-            read(cli.0.stderr.as_mut().map(|e| e as &mut dyn std::io::Read)),
+            stderr_of(&mut target.0),
+            stderr_of(&mut cli.0),
         );
     }
     assert_eq!(seen, ["plugin 42", "sigwait True", "done"]);
@@ -344,15 +286,7 @@ fn attached_as_untraced(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     use std::io::Write;
     target.0.stdin.take().unwrap().write_all(b"end\n").unwrap();
     let status = target.0.wait().unwrap();
-    let mut err = String::new();
-    use std::io::Read;
-    target
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = stderr_of(&mut target.0);
     assert!(status.success(), "{status}: {err}");
     assert!(!err.contains("Warning"), "the target warned:\n{err}");
     Ok(())
@@ -377,31 +311,37 @@ fn ends_by_signal_with_complete_profile(
     sig: &str,
     signo: i32,
 ) -> Result<(), Failed> {
+    let (status, p) = signal_waiting_program(py, dir, mode, sig);
+    assert_eq!(status.signal(), Some(signo), "{status:?}");
+    assert_eq!(p.meta.write_reason, "signal");
+    Ok(())
+}
+
+/// `ffiprof run` of calls_then_wait.py (333 calls, then a wait) in `mode`; once it is ready,
+/// `sig` to the program. Returns how ffiprof ended and the profile, checked complete and exact.
+fn signal_waiting_program(
+    py: &Interpreter,
+    dir: &Path,
+    mode: &str,
+    sig: &str,
+) -> (std::process::ExitStatus, ffiprof_profile::Profile) {
     let out = dir.join("p.json");
-    let mut child = KillOnDrop(
+    let mut child = spawn_piped(
         Command::new(ffiprof_bin())
             .args(["run", "-q", "-o"])
             .arg(&out)
             .arg("--")
             .arg(&py.command)
             .arg(script("calls_then_wait.py"))
-            .args([FIXTURE, "333", mode])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+            .args([FIXTURE, "333", mode]),
     );
     let line = wait_for_line(&mut child.0, "ready", Duration::from_secs(30));
-    let pid: u32 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    send_signal(pid, sig);
+    send_signal(ready_pid(&line), sig);
     let status = child.0.wait().unwrap();
-    assert_eq!(status.signal(), Some(signo), "{status:?}");
     let p = read_profile(&out);
     assert_eq!(p.function("fx_add_int").map(|f| f.calls), Some(333));
-    assert!(p.meta.complete);
-    assert_eq!(p.meta.write_reason, "signal");
-    Ok(())
+    assert!(p.meta.complete, "{:?}", p.meta.write_reason);
+    (status, p)
 }
 
 const FIXTURE: &str = ffiprof_fixture::LIBRARY;
@@ -437,23 +377,6 @@ fn main() {
             sighup_leaves_a_complete_profile,
         ),
     ];
-    let mut trials = Vec::new();
-    for py in version_matrix() {
-        let not_here = py.missing();
-        for (name, f) in &cases {
-            let test_name = format!("{}::{name}", py.label);
-            let missing = not_here.clone();
-            let py = py.clone();
-            let f = *f;
-            let t = trial(test_name, move || {
-                let dir = tempfile::tempdir().unwrap();
-                f(&py, dir.path())
-            });
-            trials.push(match missing {
-                None => t,
-                Some(reason) => t.with_ignored_flag(true).with_kind(reason),
-            });
-        }
-    }
+    let trials = matrix_trials(version_matrix(), &cases);
     libtest_mimic::run(&args, trials).exit();
 }

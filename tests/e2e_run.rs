@@ -336,15 +336,7 @@ fn pool_workers_terminated(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     let total: u64 = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
     assert_eq!(total, 6000);
     assert!(read_profile(&out).function("fx_add_int").is_none());
-    let mut recorded = 0;
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with("p.") && name != "p.json" {
-            recorded += read_profile(&entry.path())
-                .function("fx_add_int")
-                .map_or(0, |f| f.calls);
-        }
-    }
+    let recorded: u64 = child_calls(&out, "fx_add_int").iter().sum();
     assert_eq!(recorded, total, "calls recorded by the workers' profiles");
     Ok(())
 }

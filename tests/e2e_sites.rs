@@ -16,7 +16,7 @@ use common::*;
 use ffiprof_profile::{FunctionRecord, Profile};
 use libtest_mimic::{Arguments, Failed};
 
-type Case = fn(&Interpreter, &Path) -> Result<(), Failed>;
+type Case = MatrixCase;
 
 /// Runs `script` under `ffiprof run` with `extra` options and every stack sampled; returns the
 /// profile and the script's `TAG=LINE` pairs.
@@ -257,20 +257,6 @@ fn main() {
         ("site_skip_names_a_helper", site_skip_names_a_helper),
         ("ctypes_internal_apart", ctypes_internal_apart),
     ];
-    let mut trials = Vec::new();
-    for py in version_matrix() {
-        let missing = py.missing();
-        for (name, f) in cases.iter().copied() {
-            let py2 = py.clone();
-            let t = trial(format!("{}::{name}", py.label), move || {
-                let dir = tempfile::tempdir().unwrap();
-                f(&py2, dir.path())
-            });
-            trials.push(match &missing {
-                None => t,
-                Some(reason) => t.with_ignored_flag(true).with_kind(reason.clone()),
-            });
-        }
-    }
+    let trials = matrix_trials(version_matrix(), &cases);
     libtest_mimic::run(&args, trials).exit();
 }

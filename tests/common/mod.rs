@@ -309,3 +309,81 @@ pub fn trial(
         })
     })
 }
+
+/// Calls of `function` in each profile a descendant left beside `out` (`p.json` → `p.PID.json`),
+/// in pid order as the file names sort.
+pub fn child_calls(out: &Path, function: &str) -> Vec<u64> {
+    let dir = out.parent().expect("the profile's directory");
+    let stem = out.file_stem().unwrap().to_string_lossy().into_owned();
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p != out
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{stem}.")))
+        })
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .map(|p| read_profile(p).function(function).map_or(0, |f| f.calls))
+        .collect()
+}
+
+/// Starts `cmd` with stdin closed and stdout/stderr piped, killed when the guard drops.
+pub fn spawn_piped(cmd: &mut Command) -> KillOnDrop {
+    KillOnDrop(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the program"),
+    )
+}
+
+/// Everything the child wrote on its piped stderr (read to its end).
+pub fn stderr_of(child: &mut Child) -> String {
+    use std::io::Read;
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    err
+}
+
+/// The pid a script announced on its `ready PID` line.
+pub fn ready_pid(line: &str) -> u32 {
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("not a `ready PID` line: {line:?}"))
+}
+
+/// A case of an end-to-end suite: one interpreter, a fresh temporary directory.
+pub type MatrixCase = fn(&Interpreter, &Path) -> Result<(), libtest_mimic::Failed>;
+
+/// Every case on every interpreter, named `LABEL::CASE`; an interpreter that cannot run here
+/// makes its trials ignored, with the reason.
+pub fn matrix_trials(
+    interpreters: Vec<Interpreter>,
+    cases: &[(&'static str, MatrixCase)],
+) -> Vec<libtest_mimic::Trial> {
+    let mut trials = Vec::new();
+    for py in interpreters {
+        let missing = py.missing();
+        for &(name, f) in cases {
+            let py = py.clone();
+            let t = trial(format!("{}::{name}", py.label), move || {
+                let dir = tempfile::tempdir().unwrap();
+                f(&py, dir.path())
+            });
+            trials.push(match &missing {
+                None => t,
+                Some(reason) => t.with_ignored_flag(true).with_kind(reason.clone()),
+            });
+        }
+    }
+    trials
+}
