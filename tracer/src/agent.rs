@@ -10,7 +10,7 @@
 //! type slot, ends the snapshotter and writes the session's final profile.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use ffiprof_profile::Profile;
 use parking_lot::Mutex;
@@ -18,12 +18,11 @@ use parking_lot::Mutex;
 use crate::config::{self, Config, LibFilter};
 use crate::hook;
 use crate::record::clock::{self, Calibration};
-use crate::record::recorder::{self, ThreadRecorder};
-use crate::record::writer;
+use crate::record::recorder;
+use crate::record::{snapshot, writer};
+use crate::runtime;
+use crate::runtime::{clear_dlerror, debug, errno, set_errno, ACTIVE, PID};
 
-static ACTIVE: AtomicBool = AtomicBool::new(false);
-static DEBUG: AtomicBool = AtomicBool::new(false);
-static PID: AtomicU32 = AtomicU32::new(0);
 static IS_ROOT: AtomicBool = AtomicBool::new(false);
 static CONFIG: Mutex<Option<Config>> = Mutex::new(None);
 /// Why the Python layer is off, when it was asked for and could not start.
@@ -35,30 +34,9 @@ static RECORDING_UNTIL: AtomicU64 = AtomicU64::new(0);
 /// The current configuration's mode is `attach` (readable without a lock, e.g. after fork).
 static CONFIG_MODE_ATTACH: AtomicBool = AtomicBool::new(false);
 
-/// This thread's recorder when the agent is recording.
-#[inline(always)]
-pub fn recorder_if_active() -> Option<&'static ThreadRecorder> {
-    if !ACTIVE.load(Ordering::Relaxed) {
-        return None;
-    }
-    // No re-entrancy flag: the agent never calls foreign functions itself, and a nested
-    // Python-level call (a callback, a finalizer) is a real call with its own CallCtx.
-    recorder::current()
-}
-
-/// `recorder_if_active` for hooks' fast paths: None also when the thread's recorder is not in
-/// its home slot (or does not exist yet); the caller then takes its slow path.
-#[inline(always)]
-pub fn recorder_at_home() -> Option<&'static ThreadRecorder> {
-    if !ACTIVE.load(Ordering::Relaxed) {
-        return None;
-    }
-    recorder::current_at_home()
-}
-
 /// The slow path of a thread's first call to a function: learn the function's library (and
 /// whether `--lib` excludes it), and start the snapshotter in a freshly forked child.
-pub fn first_sighting(addr: usize) -> bool {
+fn first_sighting(addr: usize) -> bool {
     let saved = errno();
     let excluded = std::panic::catch_unwind(|| {
         if PID.load(Ordering::Relaxed) != std::process::id() {
@@ -78,27 +56,6 @@ pub fn first_sighting(addr: usize) -> bool {
     excluded
 }
 
-pub fn errno() -> i32 {
-    // SAFETY: __errno_location returns this thread's errno slot.
-    unsafe { *libc::__errno_location() }
-}
-
-pub fn set_errno(v: i32) {
-    // SAFETY: as above.
-    unsafe { *libc::__errno_location() = v };
-}
-
-pub fn clear_dlerror() {
-    // SAFETY: dlerror only reads and clears this thread's loader error state.
-    unsafe { libc::dlerror() };
-}
-
-pub fn debug(msg: &str) {
-    if DEBUG.load(Ordering::Relaxed) {
-        eprintln!("ffiprof[{}]: {msg}", std::process::id());
-    }
-}
-
 fn is_python_process() -> bool {
     // SAFETY: dlsym on RTLD_DEFAULT only looks the name up.
     !unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"Py_IsInitialized".as_ptr()) }.is_null()
@@ -109,7 +66,7 @@ pub fn init_from_env() {
     let Some(cfg) = Config::from_env() else {
         return;
     };
-    DEBUG.store(cfg.debug, Ordering::Relaxed);
+    runtime::set_debug(cfg.debug);
     if !is_python_process() {
         debug("not a Python process: inert");
         return;
@@ -194,6 +151,14 @@ extern "C" fn attach_fork_child() {
 }
 
 fn start_with(mut cfg: Config, process_hooks: bool, existing_types: bool) -> Started {
+    // What the layers below ask of this one and of the Python layer, once per process.
+    runtime::set_first_sighting(first_sighting);
+    writer::set_fill_meta(fill_meta);
+    snapshot::set_sites(snapshot::Sites {
+        describe: crate::python::describe_site,
+        through: crate::python::site_through,
+        frames_and_stacks: crate::python::frames::frames_and_stacks,
+    });
     clock::init(cfg.force_monotonic);
     // SAFETY: dlsym only looks the name up.
     let add = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"Py_AddPendingCall".as_ptr()) };
@@ -331,7 +296,7 @@ fn python_version() -> Option<String> {
 }
 
 /// Fills the profile's meta; returns the path to write to (None: do not write).
-pub fn fill_meta(
+fn fill_meta(
     p: &mut Profile,
     cal: &Calibration,
     reason: &'static str,
@@ -385,16 +350,8 @@ pub fn fill_meta(
     Some(path)
 }
 
-/// Before exec or `_exit`: the process image ends without atexit handlers, so write now —
-/// unless this is a vfork child sharing the parent's memory (its pid differs from ours).
-pub fn before_leaving(reason: &'static str) {
-    if ACTIVE.load(Ordering::Acquire) && PID.load(Ordering::Relaxed) == std::process::id() {
-        writer::write_now(reason, true);
-    }
-}
-
 extern "C" fn at_exit() {
-    let _ = std::panic::catch_unwind(|| before_leaving("exit"));
+    let _ = std::panic::catch_unwind(|| hook::process::before_leaving("exit"));
 }
 
 /// Set once the interpreter's exit hook is registered (it is inherited across fork).

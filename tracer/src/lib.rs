@@ -6,8 +6,13 @@
 //! later — to hooks that record per thread without locks (`record::recorder`); a snapshotter thread
 //! turns the recorders into an `ffiprof_profile::Profile` and writes it atomically.
 //!
-//! All unsafe code lives in the named modules `hook`, `record::{clock, recorder, writer}`,
-//! `python`, `inject`, `symbols` and `agent`, each block with a `// SAFETY:` comment.
+//! All unsafe code lives in the named modules `runtime`, `hook`,
+//! `record::{call_ctx, clock, recorder, writer}`, `python`, `inject`, `symbols` and `agent`, each
+//! block with a `// SAFETY:` comment.
+//!
+//! Layers, lowest first (no module imports one above it): `runtime` (flags, errno guard, debug
+//! output); `record`; `hook` and `python`; the session, `agent` and `inject` (whose
+//! `inject::inside` drives `agent`). See ARCHITECTURE.md.
 //!
 //! ```no_run
 //! // The CLI runs a program with the agent preloaded and reads what it wrote:
@@ -28,6 +33,7 @@ pub mod inject;
 pub mod launch;
 pub mod python;
 pub mod record;
+pub mod runtime;
 pub mod symbols;
 
 /// The LD_PRELOAD constructor: runs when the loader initialises the agent, before `main`.

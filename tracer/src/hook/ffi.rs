@@ -134,7 +134,7 @@ trampolines!(0 => ffi_call_0, 1 => ffi_call_1, 2 => ffi_call_2, 3 => ffi_call_3,
 #[inline(always)]
 unsafe fn arg_bytes(
     cif: *const FfiCif,
-    ctx: Option<&crate::python::CallCtx>,
+    ctx: Option<&crate::record::call_ctx::CallCtx>,
 ) -> (u64, u64, u32, u64) {
     // SAFETY: a prepared cif has nargs valid ffi_type pointers and a valid rtype.
     unsafe {
@@ -176,7 +176,7 @@ unsafe fn hooked_ffi_call(
     // SAFETY: REAL[slot] was set to a real ffi_call before the trampoline was written to any GOT.
     let real: FfiCallFn =
         unsafe { std::mem::transmute::<usize, FfiCallFn>(REAL[slot].load(Ordering::Relaxed)) };
-    let Some(rec) = crate::agent::recorder_at_home() else {
+    let Some(rec) = crate::record::recorder::at_home_if_active() else {
         // SAFETY: forwarded unchanged.
         return unsafe { general_ffi_call(real, cif, f, r, a) };
     };
@@ -208,7 +208,7 @@ unsafe fn hooked_ffi_call(
 unsafe fn known_ffi_call(
     rec: &recorder::ThreadRecorder,
     stats: &recorder::CallStats,
-    ctx: Option<&mut crate::python::CallCtx>,
+    ctx: Option<&mut crate::record::call_ctx::CallCtx>,
     real: FfiCallFn,
     cif: *mut FfiCif,
     f: *const c_void,
@@ -251,7 +251,7 @@ unsafe fn known_ffi_call(
 unsafe fn count(
     stats: &recorder::CallStats,
     cif: *mut FfiCif,
-    ctx: Option<&crate::python::CallCtx>,
+    ctx: Option<&crate::record::call_ctx::CallCtx>,
 ) {
     // SAFETY: per the contract.
     let (args, ret, nargs, buffer) = unsafe { arg_bytes(cif, ctx) };
@@ -268,7 +268,7 @@ unsafe fn count(
 #[inline(never)]
 unsafe fn timed_ffi_call<const FIRST: bool>(
     stats: &recorder::CallStats,
-    mut ctx: Option<&mut crate::python::CallCtx>,
+    mut ctx: Option<&mut crate::record::call_ctx::CallCtx>,
     real: FfiCallFn,
     cif: *mut FfiCif,
     f: *const c_void,
@@ -306,7 +306,7 @@ unsafe fn general_ffi_call(
     r: *mut c_void,
     a: *mut *mut c_void,
 ) {
-    let Some(rec) = crate::agent::recorder_if_active() else {
+    let Some(rec) = crate::record::recorder::if_active() else {
         // SAFETY: the original call, unchanged.
         return unsafe { real(cif, f, r, a) };
     };
@@ -319,7 +319,7 @@ unsafe fn general_ffi_call(
         Some(c) if c.timed => clock::now(),
         _ => 0,
     };
-    let stats = rec.stats(f as usize, site, crate::agent::first_sighting);
+    let stats = rec.stats(f as usize, site, crate::runtime::first_sighting);
     if let Some(c) = ctx.as_deref_mut().filter(|_| since != 0) {
         c.add_own_ticks(clock::now().wrapping_sub(since));
     }

@@ -21,7 +21,7 @@
 use std::ffi::{c_char, c_void, CStr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::agent::{errno, set_errno};
+use crate::runtime::{errno, set_errno};
 
 /// glibc's `dlopen` and `dlsym`, jumped to by the trampolines (set by [`prepare`]).
 static REAL_DLOPEN: AtomicUsize = AtomicUsize::new(0);

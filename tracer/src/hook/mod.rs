@@ -4,7 +4,7 @@
 pub mod ffi;
 pub mod got;
 mod loader;
-mod process;
+pub mod process;
 mod signals;
 
 use std::collections::HashSet;
@@ -179,11 +179,12 @@ fn scan(state: &mut Installed) {
         }
     }
     // Clear any dlerror state our NOLOAD look-ups left behind.
-    crate::agent::clear_dlerror();
+    crate::runtime::clear_dlerror();
 }
 
 /// Patches every loaded module. `process_hooks` adds exec/_exit (for `run`; attach leaves them).
 pub fn install(process_hooks: bool) {
+    crate::record::clock::set_native_floor_probe(ffi::native_floor_ticks);
     let mut guard = INSTALLED.lock();
     let state = guard.get_or_insert_with(|| Installed {
         slots: Vec::new(),

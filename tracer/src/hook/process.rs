@@ -3,10 +3,24 @@
 
 use std::ffi::{c_char, c_int};
 
+use std::sync::atomic::Ordering;
+
+use crate::record::writer;
+use crate::runtime::{self, ACTIVE, PID};
+
 fn before(reason: &'static str) {
-    let saved = crate::agent::errno();
-    let _ = std::panic::catch_unwind(|| crate::agent::before_leaving(reason));
-    crate::agent::set_errno(saved);
+    let saved = runtime::errno();
+    let _ = std::panic::catch_unwind(|| before_leaving(reason));
+    runtime::set_errno(saved);
+}
+
+/// Before exec or `_exit` (and at exit): the process image ends without atexit handlers, so
+/// write now — unless this is a vfork child sharing the parent's memory (its pid differs from
+/// ours).
+pub fn before_leaving(reason: &'static str) {
+    if ACTIVE.load(Ordering::Acquire) && PID.load(Ordering::Relaxed) == std::process::id() {
+        writer::write_now(reason, true);
+    }
 }
 
 pub(crate) unsafe extern "C" fn hook_execve(

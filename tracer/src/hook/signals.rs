@@ -31,9 +31,9 @@ pub(crate) unsafe extern "C" fn hook_sigaction(
     act: *const libc::sigaction,
     old: *mut libc::sigaction,
 ) -> c_int {
-    let saved = crate::agent::errno();
+    let saved = crate::runtime::errno();
     let ours = std::panic::catch_unwind(|| ours_now(sig)).unwrap_or(false);
-    crate::agent::set_errno(saved);
+    crate::runtime::set_errno(saved);
     // SAFETY: the caller's arguments, per the contract.
     unsafe {
         if !ours {
@@ -63,9 +63,9 @@ pub(crate) unsafe extern "C" fn hook_signal(
     sig: c_int,
     handler: libc::sighandler_t,
 ) -> libc::sighandler_t {
-    let saved = crate::agent::errno();
+    let saved = crate::runtime::errno();
     let ours = std::panic::catch_unwind(|| ours_now(sig)).unwrap_or(false);
-    crate::agent::set_errno(saved);
+    crate::runtime::set_errno(saved);
     if ours && handler == libc::SIG_DFL {
         return libc::SIG_DFL;
     }

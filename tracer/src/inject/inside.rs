@@ -186,7 +186,7 @@ static SESSION_ACTIVE: AtomicBool = AtomicBool::new(false);
 /// `config` must be NULL or a NUL-terminated string valid for the duration of the call.
 #[no_mangle]
 pub unsafe extern "C" fn ffiprof_attach_start(config: *const c_char) -> c_int {
-    let saved = crate::agent::errno();
+    let saved = crate::runtime::errno();
     let rc = std::panic::catch_unwind(|| {
         if config.is_null() {
             return -1;
@@ -201,7 +201,7 @@ pub unsafe extern "C" fn ffiprof_attach_start(config: *const c_char) -> c_int {
         }
     })
     .unwrap_or(-1);
-    crate::agent::set_errno(saved);
+    crate::runtime::set_errno(saved);
     rc
 }
 

@@ -9,11 +9,13 @@
 //! (the C address is in the function object) and hands them to the `ffi_call` hook.
 
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use super::api::{self, PyObject, TernaryFunc};
 use super::arg_bytes::{item_bytes, Construction, Slot};
 use super::frames;
+use crate::record::call_ctx::AWAITING_GIL;
+pub use crate::record::call_ctx::{CallCtx, ThreadState, ARG_SLOTS};
 use crate::record::clock;
 use crate::record::recorder::{CallStats, Counter};
 
@@ -23,193 +25,6 @@ mod sampling;
 pub static TIMING_EVERY: AtomicU32 = AtomicU32::new(1);
 /// One call in `STACK_EVERY` records its whole stack (0 = never).
 pub static STACK_EVERY: AtomicU32 = AtomicU32::new(64);
-
-/// Positions of Python arguments whose pointed-to bytes we know.
-pub(super) const ARG_SLOTS: usize = 16;
-/// Objects built by a ctypes constructor and not yet passed to a call.
-const RECENT: usize = 8;
-
-#[derive(Default)]
-struct Recent {
-    obj: AtomicUsize,
-    ticks: AtomicU64,
-    bytes: AtomicU64,
-}
-
-/// Per-thread state of the Python layer. All-zero is the valid initial state (see recorder).
-#[derive(Default)]
-pub struct ThreadState {
-    /// The Python-level call in progress on this thread (innermost), or null.
-    ctx: AtomicPtr<CallCtx>,
-    stack_countdown: AtomicU32,
-    /// Site of this thread's last Python-level call, and when it returned when the next call
-    /// is one that samples its stack (0 otherwise): the Python time between two calls of one
-    /// site — the loop a batched call would remove — measured on a sample of calls.
-    last_site: AtomicU32,
-    last_leave: AtomicU64,
-    rng: AtomicU64,
-    recent: [Recent; RECENT],
-    recent_next: AtomicU32,
-    /// Time in `c_double * n` (array type look-up) not yet given to a construction.
-    pending_type_ticks: AtomicU64,
-    /// Objects built for a call and passed fresh to it, with that call's statistics: their
-    /// deallocation is the rest of what building a buffer per call costs.
-    passed: [Passed; RECENT],
-    passed_next: AtomicU32,
-}
-
-#[derive(Default)]
-struct Passed {
-    obj: AtomicUsize,
-    stats: AtomicPtr<CallStats>,
-}
-
-/// One Python-level foreign call in progress. It lives on the wrapper's stack frame and only its
-/// own thread touches it: the wrapper fills it in, the `ffi_call` hook inside adds what it saw,
-/// the `PyEval_RestoreThread` hook adds when the GIL came back. A nested call (a callback) pushes
-/// its own and puts the outer one back, so saving and restoring is one pointer.
-pub struct CallCtx {
-    pub site: u32,
-    pub timed: bool,
-    /// Timed as one of the pair's first calls (see `ALWAYS_TIMED`), not by the random draw.
-    pub first: bool,
-    /// The statistics the wrapper found for (its C address, site), or null: the hook records
-    /// into them when its own C address agrees, without a look-up of its own.
-    pub expect: *const CallStats,
-    awaiting_gil: bool,
-    any_buffer: bool,
-    stats: *const CallStats,
-    /// When the native call started (end of marshal-in); until then, the ticks the agent spent
-    /// inside marshal-in on first-sight work of its own (creating the pair's statistics, naming
-    /// its library), which the start is moved back by. No field of its own: one store less on
-    /// every call.
-    t1: u64,
-    t2: u64,
-    tg: u64,
-    nargs: u32,
-    /// Slots below `nargs` are written by the wrapper before the call; the rest stay
-    /// uninitialised (zeroing them is a memset per call).
-    arg_bytes: [MaybeUninit<u64>; ARG_SLOTS],
-}
-
-/// Timed calls between their native return and the GIL coming back, in all threads: when zero,
-/// the `PyEval_RestoreThread` hook does nothing at all.
-static AWAITING_GIL: AtomicU32 = AtomicU32::new(0);
-
-impl ThreadState {
-    /// The call in progress, or null.
-    #[inline(always)]
-    pub fn current(&self) -> *mut CallCtx {
-        self.ctx.load(Ordering::Relaxed)
-    }
-
-    fn remember_passed(&self, obj: usize, stats: &CallStats) {
-        let i = self.passed_next.load(Ordering::Relaxed) as usize % RECENT;
-        self.passed_next.store((i + 1) as u32, Ordering::Relaxed);
-        self.passed[i]
-            .stats
-            .store(stats as *const _ as *mut _, Ordering::Relaxed);
-        self.passed[i].obj.store(obj, Ordering::Relaxed);
-    }
-
-    /// The statistics of the call `obj` was passed to fresh, once.
-    fn take_passed(&self, obj: usize) -> Option<&'static CallStats> {
-        let p = self
-            .passed
-            .iter()
-            .find(|p| p.obj.load(Ordering::Relaxed) == obj)?;
-        p.obj.store(0, Ordering::Relaxed);
-        // SAFETY: CallStats are leaked and never freed.
-        unsafe { p.stats.load(Ordering::Relaxed).as_ref() }
-    }
-
-    fn remember_construction(&self, obj: usize, ticks: u64, bytes: u64) {
-        let i = self.recent_next.load(Ordering::Relaxed) as usize % RECENT;
-        self.recent_next.store((i + 1) as u32, Ordering::Relaxed);
-        let r = &self.recent[i];
-        r.obj.store(obj, Ordering::Relaxed);
-        r.ticks.store(ticks, Ordering::Relaxed);
-        r.bytes.store(bytes, Ordering::Relaxed);
-    }
-
-    /// The construction record of `obj`, if a ctypes constructor just built it on this thread.
-    fn recent_of(&self, obj: usize) -> Option<&Recent> {
-        self.recent
-            .iter()
-            .find(|r| r.obj.load(Ordering::Relaxed) == obj)
-    }
-
-    /// `obj`, just built by a ctypes constructor, came out of a Python helper that took `ticks`
-    /// in all: that is what building it cost.
-    pub fn widen_construction(&self, obj: usize, ticks: u64) {
-        if let Some(r) = self.recent_of(obj) {
-            r.ticks.store(
-                r.ticks.load(Ordering::Relaxed).max(ticks),
-                Ordering::Relaxed,
-            );
-        }
-    }
-
-    /// If `obj` was just built by a ctypes constructor on this thread: its (ticks, bytes), once.
-    pub(super) fn take_construction(&self, obj: usize) -> Option<(u64, u64)> {
-        self.recent_of(obj).map(|r| {
-            r.obj.store(0, Ordering::Relaxed);
-            (
-                r.ticks.load(Ordering::Relaxed),
-                r.bytes.load(Ordering::Relaxed),
-            )
-        })
-    }
-}
-
-impl CallCtx {
-    /// The agent spent `ticks` inside this call's marshal-in on first-sight work of its own.
-    pub fn add_own_ticks(&mut self, ticks: u64) {
-        self.t1 += ticks;
-    }
-
-    /// The statistics the wrapper found for this call, if they are those of C address `f`.
-    #[inline(always)]
-    pub fn expected(&self, f: usize) -> Option<&'static CallStats> {
-        // SAFETY: a non-null expect is a leaked CallStats of this thread, never freed.
-        unsafe { self.expect.as_ref() }.filter(|s| s.function == f)
-    }
-
-    /// What the `ffi_call` hook saw: the statistics it recorded into and, when timed, the native
-    /// interval.
-    #[inline(always)]
-    pub fn native_done(&mut self, stats: &CallStats, t1: u64, t2: u64) {
-        self.stats = stats;
-        if self.timed {
-            self.t1 = t1.wrapping_sub(self.t1);
-            self.t2 = t2;
-            self.awaiting_gil = true;
-            AWAITING_GIL.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Bytes the pointer arguments refer to, for the C arguments whose libffi type is a pointer.
-    #[inline(always)]
-    pub fn buffer_bytes(&self, nargs: usize, is_pointer: impl Fn(usize) -> bool) -> u64 {
-        if !self.any_buffer {
-            return 0;
-        }
-        let n = (self.nargs as usize).min(nargs);
-        // SAFETY: slots below self.nargs were all written by the wrapper.
-        (0..n)
-            .filter(|&i| is_pointer(i))
-            .map(|i| unsafe { self.arg_bytes[i].assume_init() })
-            .sum()
-    }
-
-    fn gil_back(&mut self) {
-        if self.awaiting_gil {
-            self.awaiting_gil = false;
-            AWAITING_GIL.fetch_sub(1, Ordering::Relaxed);
-            self.tg = clock::now();
-        }
-    }
-}
 
 pub static ORIG_DEALLOC: AtomicUsize = AtomicUsize::new(0);
 pub static ORIG_REPEAT: AtomicUsize = AtomicUsize::new(0);
@@ -222,7 +37,7 @@ pub unsafe extern "C" fn dealloc(obj: *mut PyObject) {
     let orig: Dealloc =
         unsafe { std::mem::transmute::<usize, Dealloc>(ORIG_DEALLOC.load(Ordering::Relaxed)) };
     let stats =
-        crate::agent::recorder_if_active().and_then(|rec| rec.python.take_passed(obj as usize));
+        crate::record::recorder::if_active().and_then(|rec| rec.python.take_passed(obj as usize));
     match stats {
         Some(stats) => {
             let t0 = clock::now();
@@ -242,7 +57,7 @@ pub unsafe extern "C" fn repeat(ty: *mut PyObject, n: isize) -> *mut PyObject {
     // SAFETY: ORIG_REPEAT is the metaclasses' original sq_repeat.
     let orig: Repeat =
         unsafe { std::mem::transmute::<usize, Repeat>(ORIG_REPEAT.load(Ordering::Relaxed)) };
-    let Some(rec) = crate::agent::recorder_if_active() else {
+    let Some(rec) = crate::record::recorder::if_active() else {
         // SAFETY: the original call, unchanged.
         return unsafe { orig(ty, n) };
     };
@@ -279,7 +94,7 @@ unsafe fn wrapped_call(
             return result;
         }
     }
-    let (Some(api), Some(rec)) = (api::get(), crate::agent::recorder_if_active()) else {
+    let (Some(api), Some(rec)) = (api::get(), crate::record::recorder::if_active()) else {
         // SAFETY: the original call, unchanged.
         return unsafe { orig(callable, args, kwargs) };
     };
@@ -489,7 +304,7 @@ pub unsafe extern "C" fn construct(
     let orig: TernaryFunc = unsafe {
         std::mem::transmute::<usize, TernaryFunc>(ORIG_CONSTRUCT.load(Ordering::Relaxed))
     };
-    let Some(rec) = crate::agent::recorder_if_active() else {
+    let Some(rec) = crate::record::recorder::if_active() else {
         // SAFETY: the original call, unchanged.
         return unsafe { orig(ty, args, kwargs) };
     };
@@ -534,7 +349,7 @@ pub unsafe extern "C" fn restore_thread(tstate: *mut std::ffi::c_void) {
 /// The GIL came back to this thread: the innermost wrapper's call, if it waits, ends its wait.
 #[inline(never)]
 fn gil_back_here() {
-    if let Some(rec) = crate::agent::recorder_if_active() {
+    if let Some(rec) = crate::record::recorder::if_active() {
         // SAFETY: a non-null ctx is the live CallCtx of this thread's innermost wrapper.
         if let Some(ctx) = unsafe { rec.python.current().as_mut() } {
             ctx.gil_back();

@@ -55,7 +55,7 @@ pub unsafe fn call(
         return None;
     }
     if level >= 2 {
-        if let (Some(api), Some(rec)) = (api::get(), crate::agent::recorder_if_active()) {
+        if let (Some(api), Some(rec)) = (api::get(), crate::record::recorder::if_active()) {
             // SAFETY: tp_call runs with the GIL held on a Python thread.
             let site = unsafe { frames::current_site(api, callable as usize) };
             let count = &COUNTS[site as usize & 1023];

@@ -133,7 +133,7 @@ unsafe fn patch_function(f: usize, minor: u32) {
             (at, v)
         });
         *((f + offset) as *mut usize) = helper_vectorcall as *const () as usize;
-        crate::agent::debug(&format!(
+        crate::runtime::debug(&format!(
             "helper at {f:#x}: vectorcall at +{offset}, version {version_at:?}"
         ));
         PATCHED.lock().push(Patched {
@@ -183,7 +183,7 @@ unsafe extern "C" fn helper_vectorcall(
     let orig: Vectorcall = unsafe {
         std::mem::transmute::<usize, Vectorcall>(ORIG_VECTORCALL.load(Ordering::Acquire))
     };
-    let Some(rec) = crate::agent::recorder_if_active() else {
+    let Some(rec) = crate::record::recorder::if_active() else {
         // SAFETY: the original call, unchanged.
         return unsafe { orig(callable, args, nargsf, kwnames) };
     };

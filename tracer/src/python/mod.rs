@@ -6,7 +6,8 @@
 //! - `site_rules`: which frames are passed through to their caller for the call site (generic
 //!   forwarders, ctypes' own code, `--site-skip`);
 //! - `slots`: replacing `tp_call` of ctypes/cffi types (and their `__call__` descriptors);
-//! - `call`: the wrappers themselves and the per-thread state they share with the ffi_call hook;
+//! - `call`: the wrappers themselves (the per-thread state they share with the ffi_call hook is
+//!   `record::call_ctx`);
 //! - `arg_bytes`: what each argument refers to (buffer bytes) and whether it was just built;
 //! - `helpers`: `create_string_buffer` & co., whose whole call is the construction;
 //! - `floor_probe` (feature `floor-probe`, benchmarks only): reduced wrappers measuring the

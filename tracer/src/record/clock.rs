@@ -154,10 +154,17 @@ pub fn calibrate() -> Calibration {
 }
 
 static NATIVE_FLOOR: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+static NATIVE_FLOOR_PROBE: std::sync::OnceLock<fn() -> u64> = std::sync::OnceLock::new();
+
+/// Registers what measures the native floor (the hook layer's, which knows libffi); once per
+/// process.
+pub fn set_native_floor_probe(probe: fn() -> u64) {
+    let _ = NATIVE_FLOOR_PROBE.set(probe);
+}
 
 /// Measured once per process (the first snapshot), so every snapshot subtracts the same floor.
 fn native_floor_ticks() -> u64 {
-    *NATIVE_FLOOR.get_or_init(crate::hook::ffi::native_floor_ticks)
+    *NATIVE_FLOOR.get_or_init(|| NATIVE_FLOOR_PROBE.get().map_or(0, |probe| probe()))
 }
 
 /// Median of back-to-back clock reads: the part of a measured interval that is the probe itself.

@@ -283,7 +283,7 @@ struct StatsSlot {
 pub struct ThreadRecorder {
     slots: [StatsSlot; STATS_SLOTS],
     /// Per-thread state of the Python layer (current call, timestamps).
-    pub python: crate::python::ThreadState,
+    pub python: super::call_ctx::ThreadState,
 }
 
 /// Unique per (function, site): user-space addresses fit in 47 bits and site ids in 16 (the
@@ -416,6 +416,27 @@ fn thread_pointer() -> usize {
         core::arch::asm!("mov {}, fs:0", out(reg) tp, options(nostack, readonly, preserves_flags))
     };
     tp
+}
+
+/// This thread's recorder when the agent is recording (`runtime::ACTIVE`).
+#[inline(always)]
+pub fn if_active() -> Option<&'static ThreadRecorder> {
+    if !crate::runtime::ACTIVE.load(Ordering::Relaxed) {
+        return None;
+    }
+    // No re-entrancy flag: the agent never calls foreign functions itself, and a nested
+    // Python-level call (a callback, a finalizer) is a real call with its own CallCtx.
+    current()
+}
+
+/// `if_active` for hooks' fast paths: None also when the thread's recorder is not in its home
+/// slot (or does not exist yet); the caller then takes its slow path.
+#[inline(always)]
+pub fn at_home_if_active() -> Option<&'static ThreadRecorder> {
+    if !crate::runtime::ACTIVE.load(Ordering::Relaxed) {
+        return None;
+    }
+    current_at_home()
 }
 
 /// This thread's recorder, created on its first call. None when the table of threads is full.

@@ -15,6 +15,37 @@ use ffiprof_profile::{Frame, FunctionRecord, Histogram, Profile, SiteRecord, Sta
 use super::clock::Calibration;
 use super::recorder::{self, bucket_value, CallStats, Times, BUCKETS};
 
+/// Every interned frame, and every stack as indexes into them.
+pub type FrameTables = (Vec<Frame>, Vec<Vec<u32>>);
+
+/// What names the interned call sites and stacks: the Python layer's tables, registered by the
+/// session (this layer sits below them). Called once per snapshot, not per call.
+#[derive(Clone, Copy)]
+pub struct Sites {
+    /// File, function and line of a site (None: the site is not reported).
+    pub describe: fn(u32) -> Option<Frame>,
+    /// The pass-through frame a site's calls went through, if they did.
+    pub through: fn(u32) -> Option<Frame>,
+    /// The interned frames and stacks.
+    pub frames_and_stacks: fn() -> FrameTables,
+}
+
+static SITES: std::sync::OnceLock<Sites> = std::sync::OnceLock::new();
+
+/// Registers the site tables (once per process).
+pub fn set_sites(sites: Sites) {
+    let _ = SITES.set(sites);
+}
+
+/// The registered site tables; none (no site, no frame) before registration.
+fn site_tables() -> Sites {
+    SITES.get().copied().unwrap_or(Sites {
+        describe: |_| None,
+        through: |_| None,
+        frames_and_stacks: || (Vec::new(), Vec::new()),
+    })
+}
+
 /// One stratum's sums over threads (ticks).
 #[derive(Default, Clone, Copy)]
 struct Sums {
@@ -260,7 +291,7 @@ pub fn build(cal: &Calibration) -> Profile {
         f.undeclared_restype_calls = t.undeclared_restype;
         f.native_hist = histogram(&t, cal);
         for (site, st) in sites {
-            let Some(frame) = crate::python::describe_site(site) else {
+            let Some(frame) = (site_tables().describe)(site) else {
                 continue;
             };
             let ss = scale(&st, cal);
@@ -283,7 +314,7 @@ pub fn build(cal: &Calibration) -> Profile {
                 gap_ns: net_ns(cal, st.gap_ticks, st.gap_samples, cal.probe_ns()).round() as u64,
                 gap_samples: st.gap_samples,
                 stacks: stack_samples(&st, &ss),
-                through: crate::python::site_through(site),
+                through: (site_tables().through)(site),
             });
         }
         f.sites
@@ -306,7 +337,7 @@ pub fn build(cal: &Calibration) -> Profile {
 /// The interned tables are the process's whole history — in a forked child, its parent's too,
 /// which made a child's 27 calls a 4.7 MB file — while a profile holds what it recorded.
 fn keep_referenced_frames(profile: &mut Profile) {
-    let (frames, stacks) = crate::python::frames::frames_and_stacks();
+    let (frames, stacks) = (site_tables().frames_and_stacks)();
     keep_referenced(profile, &frames, &stacks);
 }
 

@@ -18,7 +18,19 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use super::clock;
+use super::clock::{self, Calibration};
+use crate::runtime::debug;
+
+/// What fills a profile's meta and says where to write it (None: do not write), registered by
+/// the session, which knows the configuration; called once per write.
+pub type FillMeta =
+    fn(&mut ffiprof_profile::Profile, &Calibration, &'static str, bool) -> Option<PathBuf>;
+static FILL_META: std::sync::OnceLock<FillMeta> = std::sync::OnceLock::new();
+
+/// Registers the session's [`FillMeta`] (once per process); until then nothing is written.
+pub fn set_fill_meta(f: FillMeta) {
+    let _ = FILL_META.set(f);
+}
 
 /// Serialises writes; held across building and renaming one profile.
 static WRITE: Mutex<()> = Mutex::new(());
@@ -88,13 +100,13 @@ fn write_locked(reason: &'static str, complete: bool) -> Option<PathBuf> {
     }
     let cal = clock::calibrate();
     let mut profile = super::snapshot::build(&cal);
-    let path = crate::agent::fill_meta(&mut profile, &cal, reason, complete)?;
+    let path = FILL_META.get()?(&mut profile, &cal, reason, complete)?;
     match ffiprof_profile::write_atomic(&profile, &path) {
         Ok(()) => {
             if complete {
                 FINAL_WRITTEN.store(true, Ordering::Release);
             }
-            crate::agent::debug(&format!("wrote {} ({reason})", path.display()));
+            debug(&format!("wrote {} ({reason})", path.display()));
             Some(path)
         }
         Err(e) => {
