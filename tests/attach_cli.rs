@@ -476,16 +476,9 @@ fn twenty_attach_detach_cycles_on_one_process() {
 /// exact call site and marshal-in, the slots come back at detach, and a second attach works.
 #[test]
 fn python_layer_on_attach_every_version() {
-    let mut pythons: Vec<PathBuf> = Vec::new();
-    for py in common::version_matrix() {
-        match py.missing() {
-            None => pythons.push(py.command),
-            Some(reason) => eprintln!("skipped {}: {reason}", py.label),
-        }
-    }
-    assert!(
-        !pythons.is_empty(),
-        "no interpreter: run scripts/test-setup"
+    let pythons = common::runnable(
+        common::version_matrix(),
+        "no interpreter: run scripts/test-setup",
     );
     for python in pythons {
         for (mode, needle) in [

@@ -150,20 +150,26 @@ pub fn main_interpreters() -> Vec<Interpreter> {
     vec![pyenv_venv("3.11"), debian_venv()]
 }
 
-/// The commands of `main_interpreters` that can run here; at least one.
-pub fn pythons_3_11() -> Vec<PathBuf> {
+/// The commands of `interpreters` that can run here (the others reported as skipped); `none`
+/// is the failure message when there is not one.
+pub fn runnable(interpreters: Vec<Interpreter>, none: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    for py in main_interpreters() {
+    for py in interpreters {
         match py.missing() {
             None => out.push(py.command),
             Some(reason) => eprintln!("skipped {}: {reason}", py.label),
         }
     }
-    assert!(
-        !out.is_empty(),
-        "neither pyenv's 3.11 nor /usr/bin/python3.11 can run: install one, then scripts/test-setup"
-    );
+    assert!(!out.is_empty(), "{none}");
     out
+}
+
+/// The commands of `main_interpreters` that can run here; at least one.
+pub fn pythons_3_11() -> Vec<PathBuf> {
+    runnable(
+        main_interpreters(),
+        "neither pyenv's 3.11 nor /usr/bin/python3.11 can run: install one, then scripts/test-setup",
+    )
 }
 
 /// Every CPython 3.8–3.13 that pyenv may have, plus Debian's 3.11, each through its venv; missing

@@ -436,19 +436,8 @@ extern "C" fn fork_parent() {
         hook::fork_release();
         writer::fork_release_parent();
         if writer::take_restart_after_fork() {
-            let add = ADD_PENDING_CALL.load(Ordering::Acquire);
-            if add != 0 {
-                type AddPendingCall = extern "C" fn(
-                    extern "C" fn(*mut libc::c_void) -> i32,
-                    *mut libc::c_void,
-                ) -> i32;
-                // SAFETY: `add` is the interpreter's Py_AddPendingCall, which needs no thread
-                // state; restart_writer has the pending-call signature and catches its panics.
-                let add: AddPendingCall =
-                    unsafe { std::mem::transmute::<usize, AddPendingCall>(add) };
-                add(restart_writer, std::ptr::null_mut());
-            }
-            // Without it, the next first sighting of a function starts the snapshotter.
+            // Without a pending call, the next first sighting of a function starts it.
+            add_pending_call(restart_writer);
         }
     });
 }

@@ -110,7 +110,8 @@ unsafe fn wrapped_call(
     // SAFETY: tp_call runs with the GIL held on a Python thread.
     let site = unsafe { frames::current_site(api, callable as usize) };
     // SAFETY: the callable is a live object of the patched family.
-    let expect = rec.find_stats(unsafe { callee(callable as usize, family_ctypes) }, site);
+    let address = unsafe { callee(callable as usize, family_ctypes) };
+    let expect = rec.find_stats(address, site);
     let (timed, first) = match expect {
         Some(s) => st.sample_pair(s),
         // A pair this thread has not called yet: its first call.
@@ -154,8 +155,7 @@ unsafe fn wrapped_call(
                 let plain = ty == api.float_type || ty == api.long_type || item == api.none;
                 if !plain
                     && *internal.get_or_insert_with(|| {
-                        // A ctypes-family callable is a live foreign function object.
-                        family_ctypes && super::site_rules::is_ctypes_internal(callable as usize)
+                        family_ctypes && super::site_rules::is_ctypes_internal(address)
                     })
                 {
                     // ctypes' own function: its arguments are ctypes' business (see there).

@@ -113,26 +113,15 @@ static CTYPES_NAMED: AtomicBool = AtomicBool::new(false);
 static CTYPES_INTERNAL: [std::sync::atomic::AtomicUsize; 3] =
     [const { std::sync::atomic::AtomicUsize::new(0) }; 3];
 
-/// Whether the foreign function object `callable` (a ctypes function pointer) calls one of
-/// ctypes' own functions: its arguments are ctypes' business, not bytes crossing to a library,
-/// and reading them can cost more than the call (numpy's `_as_parameter_` builds objects).
-///
-/// # Safety
-/// GIL held; `callable` a live ctypes foreign function object.
+/// Whether `address` (the C function a ctypes foreign function object calls) is one of ctypes'
+/// own functions: its arguments are ctypes' business, not bytes crossing to a library, and
+/// reading them can cost more than the call (numpy's `_as_parameter_` builds objects).
 #[inline(always)]
-pub unsafe fn is_ctypes_internal(callable: usize) -> bool {
-    // SAFETY: per the contract, b_ptr of a foreign function object points at its address.
-    let addr = unsafe {
-        let b_ptr = super::api::word(callable, super::api::CDATA_B_PTR);
-        if b_ptr == 0 {
-            return false;
-        }
-        *(b_ptr as *const usize)
-    };
-    addr != 0
+pub fn is_ctypes_internal(address: usize) -> bool {
+    address != 0
         && CTYPES_INTERNAL
             .iter()
-            .any(|a| a.load(Ordering::Relaxed) == addr)
+            .any(|a| a.load(Ordering::Relaxed) == address)
 }
 
 /// Names ctypes' own foreign functions by the addresses `_ctypes` publishes (`_cast_addr`, ...),

@@ -44,8 +44,6 @@ static RUNNING_PID: AtomicI32 = AtomicI32::new(0);
 static WAKE: AtomicU32 = AtomicU32::new(0);
 /// Bumped by the snapshotter after a write a signal asked for (the handler waits on it).
 static ACK: AtomicU32 = AtomicU32::new(0);
-/// Bumped each time a snapshotter thread ends.
-static STOPPED: AtomicU32 = AtomicU32::new(0);
 static INTERVAL_MS: AtomicU32 = AtomicU32::new(1000);
 /// The snapshotter thread, kept so that [`stop`] can end and join it.
 static THREAD: Mutex<Option<std::thread::JoinHandle<()>>> = Mutex::new(None);
@@ -159,7 +157,6 @@ fn snapshotter() {
             let _ = std::panic::catch_unwind(|| write_now("periodic", false));
         }
     }
-    STOPPED.fetch_add(1, Ordering::AcqRel);
 }
 
 /// Starts one of the agent's own threads with every signal blocked from its first instruction.
