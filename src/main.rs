@@ -1,6 +1,7 @@
 //! `ffiprof`: profile the boundary between a Python program and the native libraries it calls
 //! through ctypes and cffi. This file is only the command line; each command lives in its own
-//! module and the work in the library crates (profile, analyzer, flamegraph, tracer).
+//! module and the work in the library crates (profile, analyzer, flamegraph, protocol, inject); the agent is a separate
+//! cdylib, embedded as bytes by `build.rs`, never linked.
 
 mod agent_file;
 mod attach_cmd;
@@ -98,7 +99,7 @@ pub fn absolute(path: PathBuf) -> PathBuf {
 pub fn check_site_skip(patterns: &[String]) -> anyhow::Result<()> {
     match patterns
         .iter()
-        .find_map(|p| ffiprof_tracer::config::site_skip_error(p))
+        .find_map(|p| ffiprof_protocol::env::site_skip_error(p))
     {
         Some(e) => Err(bad_input(e)),
         None => Ok(()),

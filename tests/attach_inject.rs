@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use ffiprof_tracer::inject::{self, InjectError, InjectOptions, Method, Payload, PtraceDenial};
+use ffiprof_inject::{self as inject, InjectError, InjectOptions, Method, Payload, PtraceDenial};
 
 /// The two 3.11 interpreters (pyenv's and Debian's), each through its test venv.
 fn pythons() -> Vec<PathBuf> {

@@ -483,7 +483,7 @@ fn exec_writes_before_exec(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
 
 fn unwritable_output(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     // Root may write anywhere on a normal file system; sysfs refuses new files even to root.
-    let out = if ffiprof_tracer::launch::current_uid() == 0 {
+    let out = if ffiprof_inject::launch::current_uid() == 0 {
         Path::new("/sys/kernel/ffiprof-test.json").to_path_buf()
     } else {
         let ro = dir.join("ro");

@@ -9,16 +9,16 @@
 //! "Attach: how the agent gets in", says why.
 //!
 //! ```no_run
-//! use ffiprof_tracer::inject::{inject, InjectOptions, Payload};
+//! use ffiprof_inject::{inject, InjectOptions, Payload};
 //! let opts = InjectOptions::new(Payload::Python("open('/tmp/hello', 'w').close()".into()));
 //! let report = inject(1234, &opts)?;
 //! println!("ran after {:?}", report.outcome.unwrap().ran_after);
-//! # Ok::<(), ffiprof_tracer::inject::InjectError>(())
+//! # Ok::<(), ffiprof_inject::InjectError>(())
 //! ```
 
 mod elf;
 mod error;
-mod inside;
+pub mod launch;
 mod procfs;
 mod ptrace;
 mod remote_exec;
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 pub use elf::PythonModule;
 pub use error::{InjectError, PtraceDenial};
-pub use inside::{calls_so_far, AgentStatus, AttachConfig};
+pub use ffiprof_protocol::attach::{AgentStatus, AttachConfig};
 pub use snippet::{Outcome, Payload, StatusChannel as SessionDir};
 
 use procfs::Mapping;
