@@ -12,12 +12,13 @@
 //! turns the recorders into an `ffiprof_profile::Profile` and writes it atomically.
 //!
 //! All unsafe code lives in the named modules `runtime`, `hook`,
-//! `record::{call_ctx, clock, recorder, writer}`, `python`, `attach`, `symbols` and `agent`, each
+//! `record::{call_ctx, clock, recorder, writer}`, `python`, `symbols` and `session`, each
 //! block with a `// SAFETY:` comment.
 //!
 //! Layers, lowest first (no module imports one above it): `runtime` (flags, errno guard, debug
-//! output); `record`; `hook` and `python`; the session, `agent` and `attach` (which drives
-//! `agent` for `ffiprof attach`). See ARCHITECTURE.md.
+//! output, fork-held locks); `record`; `hook` and `python`; `session` (start, stop, fork, the
+//! attach entry, the profile meta, and `session::lifecycle`, its one table of reset and fork
+//! work). See ARCHITECTURE.md.
 //!
 //! ```text
 //! // The CLI runs a program with the agent preloaded and reads what it wrote:
@@ -31,8 +32,7 @@
 //! # let _ = (status, profile);
 //! ```
 
-pub mod agent;
-pub mod attach;
+pub mod session;
 /// The agent's configuration, read from the `FFIPROF_*` environment the CLI sets.
 pub use ffiprof_protocol::env as config;
 pub mod hook;
@@ -43,7 +43,7 @@ pub mod symbols;
 
 /// The LD_PRELOAD constructor: runs when the loader initialises the agent, before `main`.
 extern "C" fn agent_constructor() {
-    let _ = std::panic::catch_unwind(agent::init_from_env);
+    let _ = std::panic::catch_unwind(session::init_from_env);
 }
 
 // SAFETY: a function pointer placed in .init_array is called once by the loader with no

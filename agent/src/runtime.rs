@@ -1,12 +1,15 @@
 //! The bottom layer: process-wide flags every other layer reads — whether recording is on, the
-//! pid the agent started in, debug output — and the errno and `dlerror` guards of code that runs
-//! inside the host's calls. It calls nothing of the agent; the session (`agent`) sets these.
+//! pid the agent started in, the mode, debug output — the errno and `dlerror` guards of code that
+//! runs inside the host's calls, and [`ForkHeld`], the one way a layer's lock is held across
+//! fork. It calls nothing of the agent; the session (`agent`) sets these.
 //!
 //! `first_sighting` is the session's slow-path work on a thread's first call to a function; the
 //! session registers it here at start, so the hooks below it reach it without naming it.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::OnceLock;
+
+pub use crate::config::Mode;
 
 /// Calls are being recorded (set and cleared by the session).
 pub static ACTIVE: AtomicBool = AtomicBool::new(false);
@@ -14,6 +17,46 @@ static DEBUG: AtomicBool = AtomicBool::new(false);
 /// The pid the agent started (or last forked) in: a vfork child shares our memory, not our pid.
 pub static PID: AtomicU32 = AtomicU32::new(0);
 static FIRST_SIGHTING: OnceLock<fn(usize) -> bool> = OnceLock::new();
+/// The current session's [`Mode`], readable without a lock (in a fork handler, say).
+static MODE: AtomicU8 = AtomicU8::new(0);
+
+pub fn set_mode(mode: Mode) {
+    MODE.store(mode as u8, Ordering::Relaxed);
+}
+
+pub fn mode() -> Mode {
+    if MODE.load(Ordering::Relaxed) == Mode::Attach as u8 {
+        Mode::Attach
+    } else {
+        Mode::Run
+    }
+}
+
+/// A lock that the session takes before `fork` and releases after it, in the parent and in the
+/// child, so that no other thread holds it when the child is made (the child has only the
+/// forking thread, and a lock held by another would stay locked there forever). A layer lists
+/// its locks in a `FORK_LOCKS` slice; the session's table (`lifecycle`) holds them all, in one
+/// order.
+pub trait ForkHeld: Sync {
+    /// Takes the lock and keeps it after returning.
+    fn hold(&self);
+    /// Releases what [`ForkHeld::hold`] took.
+    ///
+    /// # Safety
+    /// Only on the thread that called `hold`, once per `hold` (after fork: in either process).
+    unsafe fn release(&self);
+}
+
+impl<T: Send> ForkHeld for parking_lot::Mutex<T> {
+    fn hold(&self) {
+        std::mem::forget(self.lock());
+    }
+
+    unsafe fn release(&self) {
+        // SAFETY: the caller took this lock in `hold` on this thread and leaked its guard.
+        unsafe { self.force_unlock() };
+    }
+}
 
 pub fn errno() -> i32 {
     // SAFETY: __errno_location returns this thread's errno slot.

@@ -245,22 +245,14 @@ pub fn describe(addrs: &[usize]) -> HashMap<usize, Described> {
     out
 }
 
-/// Takes every lock of this module before `fork`, so a child never inherits one held by a thread
-/// that does not exist in it. Paired with [`fork_release`] in the parent and in the child.
-pub(crate) fn fork_prepare() {
-    std::mem::forget(FILTER.lock());
-    std::mem::forget(FUNCTIONS.lock());
-    std::mem::forget(NAMES.lock());
-}
+/// The locks held across fork (`runtime::ForkHeld`), in the order they are taken.
+pub(crate) static FORK_LOCKS: [&dyn crate::runtime::ForkHeld; 3] = [&FILTER, &FUNCTIONS, &NAMES];
 
-pub(crate) fn fork_release() {
-    // SAFETY: called only after `fork_prepare` took these locks on this same thread and leaked
-    // the guards; after fork only this thread exists in the child.
-    unsafe {
-        NAMES.force_unlock();
-        FUNCTIONS.force_unlock();
-        FILTER.force_unlock();
-    }
+/// Forgets every function's library before a new attach session, and filters by `libs` from now
+/// on (a library may have been unloaded and another mapped at its address since).
+pub(crate) fn reset(libs: &[String]) {
+    *FUNCTIONS.lock() = None;
+    set_filter(LibFilter::new(libs));
 }
 
 #[cfg(test)]

@@ -43,8 +43,27 @@ pub struct Config {
     /// Frames passed through to their caller for the call site: glob patterns matched against a
     /// frame's file path and against `file:function`.
     pub site_skip: Vec<String>,
-    /// `run` or `attach`.
-    pub mode: &'static str,
+    pub mode: Mode,
+}
+
+/// How the agent came into the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Preloaded by `ffiprof run`: records from the start until the process ends.
+    #[default]
+    Run,
+    /// Injected by `ffiprof attach`: records for a window, then restores everything.
+    Attach,
+}
+
+impl Mode {
+    /// The name in the profile's `meta.mode`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Run => "run",
+            Mode::Attach => "attach",
+        }
+    }
 }
 
 impl Config {
@@ -78,7 +97,7 @@ impl Config {
                 .filter(|l| !l.is_empty())
                 .map(String::from)
                 .collect(),
-            mode: "run",
+            mode: Mode::Run,
         })
     }
 }

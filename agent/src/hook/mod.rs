@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use ffiprof_profile::HookStatus;
 use parking_lot::Mutex;
 
+use crate::python;
 use got::{Module, PatchedSlot};
 
 /// What to put in a module's GOT entry for one imported symbol.
@@ -20,75 +21,127 @@ use got::{Module, PatchedSlot};
 enum Replacement {
     /// A trampoline chosen per real `ffi_call` (one per libffi copy).
     FfiCall,
-    Fixed(usize),
+    /// This function's address, when the row applies in this process (None: it does not).
+    At(fn() -> Option<usize>),
+    /// This function's address.
+    Fixed(fn() -> usize),
 }
 
-struct Wanted {
+/// Which sessions a row applies to.
+#[derive(Clone, Copy, PartialEq)]
+enum Layer {
+    /// Always: the ffi_call layer.
+    Ffi,
+    /// When the caller-preserving loader trampolines could be made (`loader::prepare`).
+    Loader,
+    /// `run` only: exec, `_exit` and the signal-disposition hooks (attach leaves them alone).
+    Process,
+    /// When the Python layer is on.
+    Python,
+}
+
+/// One GOT entry the agent redirects.
+struct Hook {
     symbol: &'static str,
     /// Only modules whose file name starts with one of these (None: every module).
     only_in: Option<&'static [&'static str]>,
     replacement: Replacement,
+    layer: Layer,
     /// Record success in the profile's hook list (the loader/process hooks are too many to list).
     report: bool,
 }
 
-fn wanted(process_hooks: bool) -> Vec<Wanted> {
-    let fixed = |symbol, f: usize| Wanted {
+/// Every GOT entry the agent redirects. This one table drives patching ([`scan`]), restoring (the
+/// slots patched from it, [`restore_all`]) and the profile's hook list ([`statuses`]).
+static HOOKS: &[Hook] = &[
+    Hook {
+        symbol: "ffi_call",
+        only_in: None,
+        replacement: Replacement::FfiCall,
+        layer: Layer::Ffi,
+        report: true,
+    },
+    Hook {
+        symbol: "cffistatic_ffi_call",
+        only_in: None,
+        replacement: Replacement::FfiCall,
+        layer: Layer::Ffi,
+        report: true,
+    },
+    // Caller-preserving trampolines (see `loader`): glibc still sees the real caller.
+    Hook {
+        symbol: "dlsym",
+        only_in: Some(crate::python::PY_MODULES),
+        replacement: Replacement::At(|| Some(loader::dlsym_hook())),
+        layer: Layer::Loader,
+        report: false,
+    },
+    Hook {
+        symbol: "dlopen",
+        only_in: None,
+        replacement: Replacement::At(|| Some(loader::dlopen_hook())),
+        layer: Layer::Loader,
+        report: false,
+    },
+    process_hook("execve", || process::hook_execve as *const () as usize),
+    process_hook("execv", || process::hook_execv as *const () as usize),
+    process_hook("execvp", || process::hook_execvp as *const () as usize),
+    process_hook("execvpe", || process::hook_execvpe as *const () as usize),
+    process_hook("fexecve", || process::hook_fexecve as *const () as usize),
+    process_hook("_exit", || process::hook_exit as *const () as usize),
+    process_hook("sigaction", || {
+        signals::hook_sigaction as *const () as usize
+    }),
+    process_hook("signal", || signals::hook_signal as *const () as usize),
+    python_hook("PyType_Ready", || Some(python::got_hooks::type_ready())),
+    python_hook("PyEval_RestoreThread", || {
+        Some(python::got_hooks::restore_thread())
+    }),
+    python_hook("PyModule_AddType", python::got_hooks::module_add_type),
+    python_hook(
+        "PyType_FromMetaclass",
+        python::got_hooks::type_from_metaclass,
+    ),
+];
+
+const fn process_hook(symbol: &'static str, at: fn() -> usize) -> Hook {
+    Hook {
         symbol,
         only_in: None,
-        replacement: Replacement::Fixed(f),
+        replacement: Replacement::Fixed(at),
+        layer: Layer::Process,
         report: false,
-    };
+    }
+}
+
+const fn python_hook(symbol: &'static str, at: fn() -> Option<usize>) -> Hook {
+    Hook {
+        symbol,
+        only_in: Some(crate::python::PY_MODULES),
+        replacement: Replacement::At(at),
+        layer: Layer::Python,
+        report: true,
+    }
+}
+
+/// The rows that apply to this session, with their replacement's address resolved.
+fn wanted(process_hooks: bool) -> Vec<(&'static Hook, Option<usize>)> {
     let loader_ok = loader::prepare();
-    let mut w = vec![
-        Wanted {
-            symbol: "ffi_call",
-            only_in: None,
-            replacement: Replacement::FfiCall,
-            report: true,
-        },
-        Wanted {
-            symbol: "cffistatic_ffi_call",
-            only_in: None,
-            replacement: Replacement::FfiCall,
-            report: true,
-        },
-    ];
-    if loader_ok {
-        // Caller-preserving trampolines (see `loader`): glibc still sees the real caller.
-        w.extend([
-            Wanted {
-                symbol: "dlsym",
-                only_in: Some(&["_ctypes", "_cffi_backend"]),
-                replacement: Replacement::Fixed(loader::dlsym_hook()),
-                report: false,
-            },
-            fixed("dlopen", loader::dlopen_hook()),
-        ]);
-    }
-    if process_hooks {
-        w.extend([
-            fixed("execve", process::hook_execve as *const () as usize),
-            fixed("execv", process::hook_execv as *const () as usize),
-            fixed("execvp", process::hook_execvp as *const () as usize),
-            fixed("execvpe", process::hook_execvpe as *const () as usize),
-            fixed("fexecve", process::hook_fexecve as *const () as usize),
-            fixed("_exit", process::hook_exit as *const () as usize),
-            fixed("sigaction", signals::hook_sigaction as *const () as usize),
-            fixed("signal", signals::hook_signal as *const () as usize),
-        ]);
-    }
-    w.extend(
-        crate::python::wanted_hooks()
-            .into_iter()
-            .map(|(symbol, only_in, f)| Wanted {
-                symbol,
-                only_in: Some(only_in),
-                replacement: Replacement::Fixed(f),
-                report: true,
-            }),
-    );
-    w
+    let python_on = python::enabled();
+    HOOKS
+        .iter()
+        .filter(|h| match h.layer {
+            Layer::Ffi => true,
+            Layer::Loader => loader_ok,
+            Layer::Process => process_hooks,
+            Layer::Python => python_on,
+        })
+        .filter_map(|h| match h.replacement {
+            Replacement::FfiCall => Some((h, None)),
+            Replacement::At(f) => f().map(|addr| (h, Some(addr))),
+            Replacement::Fixed(f) => Some((h, Some(f()))),
+        })
+        .collect()
 }
 
 struct Installed {
@@ -119,7 +172,7 @@ fn scan(state: &mut Installed) {
     let modules = got::loaded_modules();
     let me = own_module(&modules);
     let wanted = wanted(state.process_hooks);
-    let symbols: Vec<&'static str> = wanted.iter().map(|w| w.symbol).collect();
+    let symbols: Vec<&'static str> = wanted.iter().map(|(w, _)| w.symbol).collect();
     for m in &modules {
         let key = (m.base, m.name.clone());
         if state.seen.contains(&key) || Some(&key) == me.as_ref() || m.name.contains("/ld-linux") {
@@ -131,7 +184,7 @@ fn scan(state: &mut Installed) {
             if crate::python::floor_probe::skips(symbol) {
                 continue;
             }
-            let Some(w) = wanted.iter().find(|w| w.symbol == symbol) else {
+            let Some(&(w, addr)) = wanted.iter().find(|(w, _)| w.symbol == symbol) else {
                 continue;
             };
             if let Some(only) = w.only_in {
@@ -139,9 +192,9 @@ fn scan(state: &mut Installed) {
                     continue;
                 }
             }
-            let replacement = match w.replacement {
-                Replacement::Fixed(f) => Ok(f),
-                Replacement::FfiCall => match m.resolve(symbol) {
+            let replacement = match addr {
+                Some(f) => Ok(f),
+                None => match m.resolve(symbol) {
                     Some(real) if ffi::is_trampoline(real) => {
                         Err("resolves to the agent itself".to_string())
                     }
@@ -248,11 +301,5 @@ pub fn forget_statuses() {
     }
 }
 
-pub(crate) fn fork_prepare() {
-    std::mem::forget(INSTALLED.lock());
-}
-
-pub(crate) fn fork_release() {
-    // SAFETY: paired with fork_prepare on the same thread, which leaked the guard.
-    unsafe { INSTALLED.force_unlock() };
-}
+/// The locks held across fork (`runtime::ForkHeld`).
+pub(crate) static FORK_LOCKS: [&dyn crate::runtime::ForkHeld; 1] = [&INSTALLED];

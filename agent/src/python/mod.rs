@@ -50,40 +50,31 @@ pub fn enabled() -> bool {
     ENABLED.load(Ordering::Acquire)
 }
 
-const PY_MODULES: &[&str] = &["_ctypes", "_cffi_backend"];
+/// The modules whose GOT entries the Python layer's hooks patch (`hook`'s table lists them).
+pub const PY_MODULES: &[&str] = &["_ctypes", "_cffi_backend"];
 
-/// GOT entries the Python layer patches: (symbol, module name prefixes, hook address).
-pub fn wanted_hooks() -> Vec<(&'static str, &'static [&'static str], usize)> {
-    if !enabled() {
-        return Vec::new();
+/// The Python layer's GOT hooks, for `hook`'s table: where each one is, and whether the running
+/// interpreter has the function at all (3.9+ `PyModule_AddType`, 3.12+ `PyType_FromMetaclass`).
+pub mod got_hooks {
+    use std::sync::atomic::Ordering;
+
+    pub fn type_ready() -> usize {
+        super::slots::type_ready as *const () as usize
     }
-    let mut v = vec![
-        (
-            "PyType_Ready",
-            PY_MODULES,
-            slots::type_ready as *const () as usize,
-        ),
-        (
-            "PyEval_RestoreThread",
-            PY_MODULES,
-            call::restore_thread as *const () as usize,
-        ),
-    ];
-    if slots::ORIG_MODULE_ADD_TYPE.load(Ordering::Relaxed) != 0 {
-        v.push((
-            "PyModule_AddType",
-            PY_MODULES,
-            slots::module_add_type as *const () as usize,
-        ));
+
+    pub fn restore_thread() -> usize {
+        super::call::restore_thread as *const () as usize
     }
-    if slots::ORIG_FROM_METACLASS.load(Ordering::Relaxed) != 0 {
-        v.push((
-            "PyType_FromMetaclass",
-            PY_MODULES,
-            slots::type_from_metaclass as *const () as usize,
-        ));
+
+    pub fn module_add_type() -> Option<usize> {
+        (super::slots::ORIG_MODULE_ADD_TYPE.load(Ordering::Relaxed) != 0)
+            .then_some(super::slots::module_add_type as *const () as usize)
     }
-    v
+
+    pub fn type_from_metaclass() -> Option<usize> {
+        (super::slots::ORIG_FROM_METACLASS.load(Ordering::Relaxed) != 0)
+            .then_some(super::slots::type_from_metaclass as *const () as usize)
+    }
 }
 
 /// File, function and line of an interned call site.

@@ -246,35 +246,26 @@ pub fn reset() {
     HALTED.store(false, Ordering::Release);
 }
 
-/// After fork: the child has no snapshotter thread and may write a profile of its own.
+/// After fork, in the child (its locks already released): the child has no snapshotter thread
+/// and may write a profile of its own.
 pub fn forget_after_fork() {
     RESTART_AFTER_FORK.store(false, Ordering::Release);
-    // SAFETY: paired with fork_prepare, which leaked this guard on this thread.
-    unsafe { THREAD.force_unlock() };
     RUNNING_PID.store(0, Ordering::Release);
     FINAL_WRITTEN.store(false, Ordering::Release);
     WARNED.store(false, Ordering::Release);
-    // SAFETY: paired with fork_prepare, which leaked the guard on this thread.
-    unsafe { WRITE.force_unlock() };
 }
 
-/// Before fork: the snapshotter thread ends first, so that the program forks a process with
-/// exactly the threads it made (CPython 3.12+ counts them right after `fork` and warns about
-/// any other); [`restart_after_fork`] brings it back once the program runs on.
-pub(crate) fn fork_prepare() {
+/// Before fork, before [`FORK_LOCKS`] are taken: the snapshotter thread ends first, so that the
+/// program forks a process with exactly the threads it made (CPython 3.12+ counts them right
+/// after `fork` and warns about any other); [`take_restart_after_fork`] tells the session to
+/// bring it back once the program runs on.
+pub(crate) fn end_for_fork() {
     let ended = !HALTED.load(Ordering::Acquire) && end_thread();
     RESTART_AFTER_FORK.store(ended, Ordering::Release);
-    std::mem::forget(WRITE.lock());
-    std::mem::forget(THREAD.lock());
 }
 
-pub(crate) fn fork_release_parent() {
-    // SAFETY: paired with fork_prepare on the same thread, which leaked both guards.
-    unsafe {
-        THREAD.force_unlock();
-        WRITE.force_unlock();
-    }
-}
+/// The locks held across fork (`runtime::ForkHeld`): a write in progress finishes first.
+pub(crate) static FORK_LOCKS: [&dyn crate::runtime::ForkHeld; 2] = [&WRITE, &THREAD];
 
 /// Whether the snapshotter was ended for a fork and should start again.
 pub(crate) fn take_restart_after_fork() -> bool {

@@ -1,4 +1,6 @@
-//! The agent's life in a host process: start (from the LD_PRELOAD constructor), fork, exec, exit.
+//! The session: the agent's life in a host process — start (from the LD_PRELOAD constructor or
+//! attach), stop, fork, exec, exit, and the profile's meta. What each part of the agent does at
+//! the session's turns (reset for a new attach session, fork) is one table, [`lifecycle`].
 //!
 //! Rule one is never to harm the host: every entry from C catches panics, a hook that cannot be
 //! installed is skipped and listed in the profile, and in a process that is not Python (the pyenv
@@ -15,10 +17,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use ffiprof_profile::Profile;
 use parking_lot::Mutex;
 
-use crate::config::{self, Config, LibFilter};
+pub mod attach;
+pub mod lifecycle;
+
+use crate::config::{self, Config, LibFilter, Mode};
 use crate::hook;
 use crate::record::clock::{self, Calibration};
-use crate::record::recorder;
 use crate::record::{snapshot, writer};
 use crate::runtime;
 use crate::runtime::{clear_dlerror, debug, errno, set_errno, ACTIVE, PID};
@@ -31,8 +35,6 @@ static PYTHON_ERROR: Mutex<Option<String>> = Mutex::new(None);
 /// the window actually recorded, not the time until the final profile was built.
 static RECORDING_SINCE: AtomicU64 = AtomicU64::new(0);
 static RECORDING_UNTIL: AtomicU64 = AtomicU64::new(0);
-/// The current configuration's mode is `attach` (readable without a lock, e.g. after fork).
-static CONFIG_MODE_ATTACH: AtomicBool = AtomicBool::new(false);
 
 /// The slow path of a thread's first call to a function: learn the function's library (and
 /// whether `--lib` excludes it), and start the snapshotter in a freshly forked child.
@@ -45,7 +47,7 @@ fn first_sighting(addr: usize) -> bool {
         }
         if let Some(c) = CONFIG.lock().as_ref() {
             writer::start(c.interval);
-            if c.mode != "attach" {
+            if c.mode != Mode::Attach {
                 first_call_of_run();
             }
         }
@@ -83,7 +85,7 @@ pub fn init_from_env() {
     unsafe {
         libc::atexit(at_exit);
     }
-    register_fork_handlers();
+    lifecycle::register_fork_handlers();
 }
 
 /// Starts recording with `cfg`: clock, filters, hooks, snapshotter.
@@ -105,11 +107,8 @@ impl Default for Started {
 }
 
 /// Starts a recording session in a process that is already running (attach), after forgetting
-/// whatever an earlier session left: the final-profile flag, every thread's counts (the
-/// recorders are zeroed and reused; with a different `--lib` filter they are dropped instead,
-/// and leaked, since a call that was in flight at the last stop may still write to its old
-/// one), the dropped-call count, the function table (libraries may have been unloaded since)
-/// and hook statuses.
+/// whatever an earlier session left ([`lifecycle::reset`]: the final-profile flag, every
+/// thread's counts, the function table, hook statuses, the recording window).
 /// The types of ctypes and cffi exist already, so the Python layer patches them in place.
 /// Call with recording off; the caller may hold the GIL or not.
 pub fn start_attached(cfg: Config) -> Started {
@@ -118,36 +117,20 @@ pub fn start_attached(cfg: Config) -> Started {
             python: Err("already recording".into()),
         };
     }
-    writer::reset();
-    // Learn every known function's library afresh (one may have been unloaded and another mapped
-    // at its address), under the new filter; then reuse the recorders if the filter agrees.
-    *crate::symbols::FUNCTIONS.lock() = None;
-    crate::symbols::set_filter(LibFilter::new(&cfg.libs));
-    if !recorder::clear_all(crate::symbols::classify) {
-        recorder::forget_all();
-    }
-    *PYTHON_ERROR.lock() = None;
-    hook::forget_statuses();
-    RECORDING_UNTIL.store(0, Ordering::Release);
-    if !ATTACH_FORK_HANDLER.swap(true, Ordering::AcqRel) {
-        // SAFETY: registering a plain extern "C" function that only stores an atomic.
-        unsafe { libc::pthread_atfork(None, None, Some(attach_fork_child)) };
-    }
-    register_fork_handlers();
+    lifecycle::reset(&cfg);
+    lifecycle::register_fork_handlers();
     start_with(cfg, false, true)
 }
 
-/// Set once the attach fork handler is registered (handlers cannot be removed; it checks mode).
-static ATTACH_FORK_HANDLER: AtomicBool = AtomicBool::new(false);
+/// The session's own part of [`lifecycle::reset`]: no Python-layer error, no recording window.
+fn reset_session() {
+    *PYTHON_ERROR.lock() = None;
+    RECORDING_UNTIL.store(0, Ordering::Release);
+}
 
-/// In a child forked while attached: nobody will write its profile (the session's worker and
-/// snapshotter threads stay in the parent), so it records nothing; its hooks pass through.
-extern "C" fn attach_fork_child() {
-    if PID.load(Ordering::Relaxed) != std::process::id()
-        && CONFIG_MODE_ATTACH.load(Ordering::Relaxed)
-    {
-        ACTIVE.store(false, Ordering::Relaxed);
-    }
+/// In a forked child: it is not the process the user ran, so it writes `NAME.PID.json`.
+fn forget_root() {
+    IS_ROOT.store(false, Ordering::Relaxed);
 }
 
 fn start_with(mut cfg: Config, process_hooks: bool, existing_types: bool) -> Started {
@@ -193,7 +176,7 @@ fn start_with(mut cfg: Config, process_hooks: bool, existing_types: bool) -> Sta
     crate::python::frames::set_site_skip(&cfg.site_skip);
     let interval = cfg.interval;
     debug(&format!("recording to {}", cfg.output.display()));
-    CONFIG_MODE_ATTACH.store(cfg.mode == "attach", Ordering::Relaxed);
+    runtime::set_mode(cfg.mode);
     *CONFIG.lock() = Some(cfg);
     let mut started = Started::default();
     if python && existing_types {
@@ -270,7 +253,7 @@ pub fn recording() -> bool {
 fn output_path(recorded: bool) -> Option<PathBuf> {
     let cfg = CONFIG.lock();
     let cfg = cfg.as_ref()?;
-    if cfg.mode == "attach" {
+    if cfg.mode == Mode::Attach {
         // The session's own path, as configured: the CLI names and owns it.
         recorded.then(|| cfg.output.clone())
     } else if IS_ROOT.load(Ordering::Relaxed) {
@@ -330,7 +313,7 @@ fn fill_meta(
     };
     m.probe_overhead_ns = cal.native_floor_ns();
     m.clock = clock::clock_name().to_string();
-    m.mode = cfg.mode.to_string();
+    m.mode = cfg.mode.as_str().to_string();
     m.write_reason = reason.to_string();
     m.complete = complete;
     m.timing_sample_every = cfg.timing_sample_every.max(1);
@@ -380,6 +363,14 @@ fn first_call_of_run() {
     }
 }
 
+/// In the parent after fork: if the snapshotter was ended for the fork, has it started again by a
+/// pending call (without one, the next first sighting of a function starts it).
+fn restart_writer_after_fork() {
+    if writer::take_restart_after_fork() {
+        add_pending_call(restart_writer);
+    }
+}
+
 /// Starts the snapshotter again after a fork ended it (a pending call: runs on the main thread
 /// once the program executes Python again, after CPython counted its threads).
 extern "C" fn restart_writer(_: *mut libc::c_void) -> i32 {
@@ -411,45 +402,3 @@ pub fn add_pending_call(f: extern "C" fn(*mut libc::c_void) -> i32) -> bool {
 
 /// `Py_AddPendingCall`, resolved at start (not in a fork handler).
 static ADD_PENDING_CALL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// Registers the fork handlers once per process, whichever of `run` and `attach` comes first
-/// (handlers cannot be removed; they work in either mode).
-fn register_fork_handlers() {
-    static REGISTERED: AtomicBool = AtomicBool::new(false);
-    if !REGISTERED.swap(true, Ordering::AcqRel) {
-        // SAFETY: registering plain extern "C" functions that catch their own panics.
-        unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
-    }
-}
-
-extern "C" fn fork_prepare() {
-    let _ = std::panic::catch_unwind(|| {
-        writer::fork_prepare();
-        hook::fork_prepare();
-        crate::symbols::fork_prepare();
-    });
-}
-
-extern "C" fn fork_parent() {
-    let _ = std::panic::catch_unwind(|| {
-        crate::symbols::fork_release();
-        hook::fork_release();
-        writer::fork_release_parent();
-        if writer::take_restart_after_fork() {
-            // Without a pending call, the next first sighting of a function starts it.
-            add_pending_call(restart_writer);
-        }
-    });
-}
-
-extern "C" fn fork_child() {
-    let _ = std::panic::catch_unwind(|| {
-        crate::symbols::fork_release();
-        hook::fork_release();
-        writer::forget_after_fork();
-        recorder::forget_all();
-        clock::restart();
-        PID.store(std::process::id(), Ordering::Relaxed);
-        IS_ROOT.store(false, Ordering::Relaxed);
-    });
-}

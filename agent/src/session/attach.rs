@@ -1,8 +1,8 @@
 //! The in-process half of attach: `ffiprof_attach_start`, called by the injected Python source on
 //! the target's main thread (holding the GIL), and the worker thread that records for the window,
 //! reports progress through a status file, and on stop restores every hook and writes the profile
-//! (`agent::stop`). A later attach to the same process starts a fresh session in the same loaded
-//! agent (`agent::start_attached` resets what the previous one left).
+//! (`session::stop`). A later attach to the same process starts a fresh session in the same loaded
+//! agent (`session::start_attached` resets what the previous one left).
 //!
 //! The back-channel is a directory the CLI created for this session (0700, owned by the target's
 //! user); the agent writes `status` there atomically (temp file + rename, `O_NOFOLLOW`, mode 0600)
@@ -86,7 +86,7 @@ fn start(cfg: AttachConfig) -> c_int {
                 .into(),
         );
     }
-    if crate::agent::recording() {
+    if crate::session::recording() {
         SESSION_ACTIVE.store(false, Ordering::Release);
         return fail(
             "this process is already being profiled by `ffiprof run` (the agent was preloaded); \
@@ -104,10 +104,10 @@ fn start(cfg: AttachConfig) -> c_int {
         stack_sample_every: 64,
         python_layer: true,
         site_skip: cfg.site_skip.clone(),
-        mode: "attach",
+        mode: crate::config::Mode::Attach,
     };
     let began = Instant::now();
-    let started = crate::agent::start_attached(agent_cfg);
+    let started = crate::session::start_attached(agent_cfg);
     write_status(
         &cfg.session,
         &AgentStatus {
@@ -125,12 +125,11 @@ fn start(cfg: AttachConfig) -> c_int {
         handle: None,
         ending: false,
     });
-    register_fork_handlers();
     match spawn_worker() {
         Ok(()) => 0,
         Err(e) => {
             *WORKER.lock() = None;
-            crate::agent::stop("error", |_| {});
+            crate::session::stop("error", |_| {});
             SESSION_ACTIVE.store(false, Ordering::Release);
             fail(format!("cannot start the attach thread: {e}"))
         }
@@ -170,47 +169,35 @@ fn spawn_worker() -> std::io::Result<()> {
     Ok(())
 }
 
-fn register_fork_handlers() {
-    static REGISTERED: AtomicBool = AtomicBool::new(false);
-    if !REGISTERED.swap(true, Ordering::AcqRel) {
-        // SAFETY: plain extern "C" functions that catch their own panics.
-        unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), None) };
-    }
-}
-
 /// Before fork: the worker thread leaves its loop and is joined, so that the program forks
 /// with exactly the threads it made (CPython 3.12+ counts them and warns about any other).
 /// A worker that is already ending the session is left alone.
-extern "C" fn fork_prepare() {
-    let _ = std::panic::catch_unwind(|| {
-        let handle = {
-            let mut guard = WORKER.lock();
-            let Some(w) = guard.as_mut().filter(|w| !w.ending) else {
-                return;
-            };
-            // Under the lock: the worker checks PAUSE and sets `ending` under it too.
-            PAUSE.store(true, Ordering::Release);
-            w.handle.take()
-        };
-        let Some(handle) = handle else {
+pub(super) fn pause_for_fork() {
+    let handle = {
+        let mut guard = WORKER.lock();
+        let Some(w) = guard.as_mut().filter(|w| !w.ending) else {
             return;
         };
-        WORKER_WAKE.fetch_add(1, Ordering::AcqRel);
-        crate::record::writer::futex_wake(&WORKER_WAKE);
-        let _ = handle.join();
-        RESUME.store(true, Ordering::Release);
-    });
+        // Under the lock: the worker checks PAUSE and sets `ending` under it too.
+        PAUSE.store(true, Ordering::Release);
+        w.handle.take()
+    };
+    let Some(handle) = handle else {
+        return;
+    };
+    WORKER_WAKE.fetch_add(1, Ordering::AcqRel);
+    crate::record::writer::futex_wake(&WORKER_WAKE);
+    let _ = handle.join();
+    RESUME.store(true, Ordering::Release);
 }
 
 /// After fork, in the parent: the worker runs again once the program executes Python (a
 /// pending call, after CPython has counted its threads).
-extern "C" fn fork_parent() {
-    let _ = std::panic::catch_unwind(|| {
-        if RESUME.swap(false, Ordering::AcqRel) && !crate::agent::add_pending_call(resume_worker) {
-            // No interpreter to run it: resume now rather than never.
-            let _ = spawn_worker();
-        }
-    });
+pub(super) fn resume_after_fork() {
+    if RESUME.swap(false, Ordering::AcqRel) && !crate::session::add_pending_call(resume_worker) {
+        // No interpreter to run it: resume now rather than never.
+        let _ = spawn_worker();
+    }
 }
 
 extern "C" fn resume_worker(_: *mut libc::c_void) -> i32 {
@@ -291,7 +278,7 @@ fn worker(cfg: &AttachConfig, began: Instant) {
             }),
         );
     }
-    let stopped = crate::agent::stop("detach", |profile| {
+    let stopped = crate::session::stop("detach", |profile| {
         // The data is safe; the type slots come next, once the GIL can be had.
         let mut written = status.clone();
         written.state = "written".into();
