@@ -6,7 +6,9 @@
 //! `first_sighting` is the session's slow-path work on a thread's first call to a function; the
 //! session registers it here at start, so the hooks below it reach it without naming it.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
+use std::ffi::CStr;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 pub use crate::config::Mode;
@@ -92,4 +94,72 @@ pub fn set_first_sighting(f: fn(usize) -> bool) {
 /// (false before the session registered itself).
 pub fn first_sighting(addr: usize) -> bool {
     FIRST_SIGHTING.get().is_some_and(|f| f(addr))
+}
+
+/// The address of `name` in the process's global scope (`dlsym(RTLD_DEFAULT)`): how the agent
+/// finds the interpreter's C API, never by linking it (a BIND_NOW link of Python symbols would
+/// kill every non-Python child with "undefined symbol"). Leaves no `dlerror` state behind.
+pub fn global_symbol(name: &CStr) -> Option<usize> {
+    // SAFETY: dlsym with RTLD_DEFAULT only looks the name up in the global scope.
+    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+    if p.is_null() {
+        clear_dlerror();
+    }
+    (!p.is_null()).then_some(p as usize)
+}
+
+/// The function pointer of type `F` at `addr`.
+///
+/// # Safety
+/// `addr` must be the address of a function with exactly the signature `F` (a fn pointer type).
+pub unsafe fn fn_at<F: Copy>(addr: usize) -> F {
+    const { assert!(std::mem::size_of::<F>() == std::mem::size_of::<usize>()) };
+    // SAFETY: per the contract; the sizes are equal.
+    unsafe { std::mem::transmute_copy(&addr) }
+}
+
+/// A function kept for later calls — the original behind a hook, a C API function looked up at
+/// start — typed by its signature `F` (an `unsafe extern "C" fn(...)` pointer type), so that a
+/// caller gets a callable pointer without a transmute of its own. Empty until set.
+pub struct Original<F> {
+    addr: AtomicUsize,
+    signature: PhantomData<F>,
+}
+
+impl<F: Copy> Original<F> {
+    pub const fn new() -> Self {
+        const { assert!(std::mem::size_of::<F>() == std::mem::size_of::<usize>()) };
+        Original {
+            addr: AtomicUsize::new(0),
+            signature: PhantomData,
+        }
+    }
+
+    /// Keeps the function at `addr` (0: none).
+    ///
+    /// # Safety
+    /// `addr` must be 0 or the address of a function with exactly the signature `F`, which stays
+    /// mapped for as long as the process may call it.
+    pub unsafe fn set(&self, addr: usize) {
+        self.addr.store(addr, Ordering::Release);
+    }
+
+    /// The function, if one was set.
+    #[inline]
+    pub fn get(&self) -> Option<F> {
+        let addr = self.addr.load(Ordering::Acquire);
+        // SAFETY: `set` promised that a non-zero address is a function of signature F.
+        (addr != 0).then(|| unsafe { fn_at(addr) })
+    }
+
+    /// Its address (0: none), to compare with or to put back where it came from.
+    pub fn addr(&self) -> usize {
+        self.addr.load(Ordering::Acquire)
+    }
+}
+
+impl<F: Copy> Default for Original<F> {
+    fn default() -> Self {
+        Self::new()
+    }
 }

@@ -25,7 +25,7 @@ use crate::hook;
 use crate::record::clock::{self, Calibration};
 use crate::record::{snapshot, writer};
 use crate::runtime;
-use crate::runtime::{clear_dlerror, debug, errno, set_errno, ACTIVE, PID};
+use crate::runtime::{debug, errno, set_errno, ACTIVE, PID};
 
 static IS_ROOT: AtomicBool = AtomicBool::new(false);
 static CONFIG: Mutex<Option<Config>> = Mutex::new(None);
@@ -59,8 +59,7 @@ fn first_sighting(addr: usize) -> bool {
 }
 
 fn is_python_process() -> bool {
-    // SAFETY: dlsym on RTLD_DEFAULT only looks the name up.
-    !unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"Py_IsInitialized".as_ptr()) }.is_null()
+    runtime::global_symbol(c"Py_IsInitialized").is_some()
 }
 
 /// The LD_PRELOAD entry point (see `lib.rs`): configure from `FFIPROF_*`, patch, and start.
@@ -143,10 +142,8 @@ fn start_with(mut cfg: Config, process_hooks: bool, existing_types: bool) -> Sta
         frames_and_stacks: crate::python::frames::frames_and_stacks,
     });
     clock::init(cfg.force_monotonic);
-    // SAFETY: dlsym only looks the name up.
-    let add = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"Py_AddPendingCall".as_ptr()) };
-    ADD_PENDING_CALL.store(add as usize, Ordering::Release);
-    clear_dlerror();
+    // SAFETY: Py_AddPendingCall has the signature `AddPendingCall` in every CPython 3.
+    unsafe { ADD_PENDING_CALL.set(runtime::global_symbol(c"Py_AddPendingCall").unwrap_or(0)) };
     PID.store(std::process::id(), Ordering::Relaxed);
     crate::symbols::set_filter(LibFilter::new(&cfg.libs));
     let python = if cfg.python_layer {
@@ -266,13 +263,11 @@ fn output_path(recorded: bool) -> Option<PathBuf> {
 }
 
 fn python_version() -> Option<String> {
-    // SAFETY: Py_GetVersion returns a static NUL-terminated string and needs no interpreter.
+    let f = runtime::global_symbol(c"Py_GetVersion")?;
+    // SAFETY: Py_GetVersion(void) returns a static NUL-terminated string and needs no
+    // interpreter.
     unsafe {
-        let f = libc::dlsym(libc::RTLD_DEFAULT, c"Py_GetVersion".as_ptr());
-        if f.is_null() {
-            return None;
-        }
-        let f: extern "C" fn() -> *const libc::c_char = std::mem::transmute(f);
+        let f: unsafe extern "C" fn() -> *const libc::c_char = runtime::fn_at(f);
         let p = f();
         (!p.is_null()).then(|| std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned())
     }
@@ -350,16 +345,14 @@ static PY_AT_EXIT: AtomicBool = AtomicBool::new(false);
 fn first_call_of_run() {
     writer::install_signal_handlers();
     if !PY_AT_EXIT.swap(true, Ordering::AcqRel) {
-        // SAFETY: dlsym only looks the name up; Py_AtExit(void (*)(void)) takes a plain
-        // function that catches its own panics, and needs no thread state.
-        unsafe {
-            let f = libc::dlsym(libc::RTLD_DEFAULT, c"Py_AtExit".as_ptr());
-            if !f.is_null() {
-                let f: extern "C" fn(extern "C" fn()) -> i32 = std::mem::transmute(f);
+        if let Some(f) = runtime::global_symbol(c"Py_AtExit") {
+            // SAFETY: Py_AtExit(void (*)(void)) takes a plain function that catches its own
+            // panics, and needs no thread state.
+            unsafe {
+                let f: unsafe extern "C" fn(extern "C" fn()) -> i32 = runtime::fn_at(f);
                 f(at_exit);
             }
         }
-        clear_dlerror();
     }
 }
 
@@ -388,17 +381,16 @@ extern "C" fn restart_writer(_: *mut libc::c_void) -> i32 {
 /// which needs no thread state and may be called from a fork handler). False when there is no
 /// interpreter or its queue is full.
 pub fn add_pending_call(f: extern "C" fn(*mut libc::c_void) -> i32) -> bool {
-    let add = ADD_PENDING_CALL.load(Ordering::Acquire);
-    if add == 0 {
+    let Some(add) = ADD_PENDING_CALL.get() else {
         return false;
-    }
-    type AddPendingCall =
-        extern "C" fn(extern "C" fn(*mut libc::c_void) -> i32, *mut libc::c_void) -> i32;
-    // SAFETY: `add` is the interpreter's Py_AddPendingCall; `f` has the pending-call signature
-    // and catches its own panics.
-    let add: AddPendingCall = unsafe { std::mem::transmute::<usize, AddPendingCall>(add) };
-    add(f, std::ptr::null_mut()) == 0
+    };
+    // SAFETY: the interpreter's Py_AddPendingCall, which needs no thread state; `f` has the
+    // pending-call signature and catches its own panics.
+    unsafe { add(f, std::ptr::null_mut()) == 0 }
 }
 
+type AddPendingCall =
+    unsafe extern "C" fn(extern "C" fn(*mut libc::c_void) -> i32, *mut libc::c_void) -> i32;
+
 /// `Py_AddPendingCall`, resolved at start (not in a fork handler).
-static ADD_PENDING_CALL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static ADD_PENDING_CALL: runtime::Original<AddPendingCall> = runtime::Original::new();
