@@ -38,7 +38,7 @@ static CONFIG_MODE_ATTACH: AtomicBool = AtomicBool::new(false);
 /// whether `--lib` excludes it), and start the snapshotter in a freshly forked child.
 fn first_sighting(addr: usize) -> bool {
     let saved = errno();
-    let excluded = std::panic::catch_unwind(|| {
+    let excluded = runtime::guard(false, || {
         if PID.load(Ordering::Relaxed) != std::process::id() {
             // A vfork child sharing our memory: record nothing of its own.
             return false;
@@ -50,8 +50,7 @@ fn first_sighting(addr: usize) -> bool {
             }
         }
         crate::symbols::classify(addr)
-    })
-    .unwrap_or(false);
+    });
     set_errno(saved);
     excluded
 }
@@ -142,6 +141,7 @@ static ATTACH_FORK_HANDLER: AtomicBool = AtomicBool::new(false);
 
 /// In a child forked while attached: nobody will write its profile (the session's worker and
 /// snapshotter threads stay in the parent), so it records nothing; its hooks pass through.
+/// Atomics only: nothing here can panic (no guard needed; `no_panic_into_c` checks).
 extern "C" fn attach_fork_child() {
     if PID.load(Ordering::Relaxed) != std::process::id()
         && CONFIG_MODE_ATTACH.load(Ordering::Relaxed)
@@ -243,7 +243,7 @@ pub struct Stopped {
 /// Never panics.
 pub fn stop(reason: &'static str, written: impl FnOnce(Option<&std::path::Path>)) -> Stopped {
     let mut stopped = Stopped::default();
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    runtime::guard((), || {
         ACTIVE.store(false, Ordering::Release);
         RECORDING_UNTIL.store(clock::monotonic_ns(), Ordering::Release);
         stopped.got_restored = hook::restore_all();
@@ -257,7 +257,7 @@ pub fn stop(reason: &'static str, written: impl FnOnce(Option<&std::path::Path>)
             })
             .unwrap_or(0);
         }
-    }));
+    });
     stopped
 }
 
@@ -351,7 +351,7 @@ fn fill_meta(
 }
 
 extern "C" fn at_exit() {
-    let _ = std::panic::catch_unwind(|| hook::process::before_leaving("exit"));
+    runtime::guard((), || hook::process::before_leaving("exit"));
 }
 
 /// Set once the interpreter's exit hook is registered (it is inherited across fork).
@@ -383,7 +383,7 @@ fn first_call_of_run() {
 /// Starts the snapshotter again after a fork ended it (a pending call: runs on the main thread
 /// once the program executes Python again, after CPython counted its threads).
 extern "C" fn restart_writer(_: *mut libc::c_void) -> i32 {
-    let _ = std::panic::catch_unwind(|| {
+    runtime::guard((), || {
         if ACTIVE.load(Ordering::Acquire) {
             if let Some(c) = CONFIG.lock().as_ref() {
                 writer::start(c.interval);
@@ -423,7 +423,7 @@ fn register_fork_handlers() {
 }
 
 extern "C" fn fork_prepare() {
-    let _ = std::panic::catch_unwind(|| {
+    runtime::guard((), || {
         writer::fork_prepare();
         hook::fork_prepare();
         crate::symbols::fork_prepare();
@@ -431,7 +431,7 @@ extern "C" fn fork_prepare() {
 }
 
 extern "C" fn fork_parent() {
-    let _ = std::panic::catch_unwind(|| {
+    runtime::guard((), || {
         crate::symbols::fork_release();
         hook::fork_release();
         writer::fork_release_parent();
@@ -443,7 +443,7 @@ extern "C" fn fork_parent() {
 }
 
 extern "C" fn fork_child() {
-    let _ = std::panic::catch_unwind(|| {
+    runtime::guard((), || {
         crate::symbols::fork_release();
         hook::fork_release();
         writer::forget_after_fork();

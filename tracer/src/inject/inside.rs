@@ -187,7 +187,7 @@ static SESSION_ACTIVE: AtomicBool = AtomicBool::new(false);
 #[no_mangle]
 pub unsafe extern "C" fn ffiprof_attach_start(config: *const c_char) -> c_int {
     let saved = crate::runtime::errno();
-    let rc = std::panic::catch_unwind(|| {
+    let rc = crate::runtime::guard(-1, || {
         if config.is_null() {
             return -1;
         }
@@ -199,8 +199,7 @@ pub unsafe extern "C" fn ffiprof_attach_start(config: *const c_char) -> c_int {
             Ok(cfg) => start(cfg),
             Err(_) => -1,
         }
-    })
-    .unwrap_or(-1);
+    });
     crate::runtime::set_errno(saved);
     rc
 }
@@ -302,7 +301,7 @@ fn spawn_worker() -> std::io::Result<()> {
     let (cfg, began) = (w.cfg.clone(), w.began);
     PAUSE.store(false, Ordering::Release);
     let handle = crate::record::writer::spawn_agent_thread("ffiprof-attach", move || {
-        let _ = std::panic::catch_unwind(|| worker(&cfg, began));
+        crate::runtime::guard((), || worker(&cfg, began));
     })?;
     w.handle = Some(handle);
     Ok(())
@@ -320,7 +319,7 @@ fn register_fork_handlers() {
 /// with exactly the threads it made (CPython 3.12+ counts them and warns about any other).
 /// A worker that is already ending the session is left alone.
 extern "C" fn fork_prepare() {
-    let _ = std::panic::catch_unwind(|| {
+    crate::runtime::guard((), || {
         let handle = {
             let mut guard = WORKER.lock();
             let Some(w) = guard.as_mut().filter(|w| !w.ending) else {
@@ -343,7 +342,7 @@ extern "C" fn fork_prepare() {
 /// After fork, in the parent: the worker runs again once the program executes Python (a
 /// pending call, after CPython has counted its threads).
 extern "C" fn fork_parent() {
-    let _ = std::panic::catch_unwind(|| {
+    crate::runtime::guard((), || {
         if RESUME.swap(false, Ordering::AcqRel) && !crate::agent::add_pending_call(resume_worker) {
             // No interpreter to run it: resume now rather than never.
             let _ = spawn_worker();
@@ -352,7 +351,7 @@ extern "C" fn fork_parent() {
 }
 
 extern "C" fn resume_worker(_: *mut libc::c_void) -> i32 {
-    let _ = std::panic::catch_unwind(spawn_worker);
+    let _ = crate::runtime::guard(Ok(()), spawn_worker);
     0
 }
 
