@@ -2,6 +2,8 @@
 //! through ctypes and cffi. This file is only the command line; each command lives in its own
 //! module and the work in the library crates (profile, analyzer, flamegraph, tracer).
 
+#![forbid(unsafe_code)]
+
 mod agent_file;
 mod attach_cmd;
 mod diff_cmd;

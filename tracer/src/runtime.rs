@@ -54,6 +54,12 @@ pub fn first_sighting(addr: usize) -> bool {
     FIRST_SIGHTING.get().is_some_and(|f| f(addr))
 }
 
+// The guards below catch panics only when they unwind.
+#[cfg(panic = "abort")]
+compile_error!(
+    "build the agent with panic = \"unwind\": with abort, a panic of ours ends the host"
+);
+
 /// Runs `f`, returning `default` if it panics: the wrapper of every entry from C (hooks,
 /// loader and fork callbacks, pending calls, the constructor, the attach entry). Unwinding out of
 /// an `extern "C" fn` aborts the process — the host's, here — so each such entry runs its work in
