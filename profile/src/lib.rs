@@ -15,6 +15,8 @@
 //! assert_eq!(back.functions[0].calls, 3);
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod ctypes_internal;
 mod histogram;
 mod io;

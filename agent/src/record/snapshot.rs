@@ -448,6 +448,115 @@ mod tests {
         assert_eq!(scale(&few, &cal()).native, 600_000);
     }
 
+    /// Net time: each measured interval over-counts what measuring it costs — the native floor
+    /// (clock reads plus libffi's call sequence) for a native interval, the probe for a
+    /// marshalling one — which comes off per timed call before scaling, never below zero.
+    #[test]
+    fn the_floor_comes_off_each_measured_interval_before_scaling() {
+        let c = Calibration {
+            probe_ticks: 20,
+            native_floor_ticks: 50,
+            ..cal()
+        };
+        // 8 first calls: 1050 native, 220 marshal-in, 30 GIL each; 124 of the other 992 sampled:
+        // 60 native, 120 marshal-in each.
+        let t = Totals {
+            calls: 1000,
+            python_calls: 1000,
+            first: Sums {
+                timed: 8,
+                native: 8 * 1050,
+                marshal_in: 8 * 220,
+                marshal_out: 0,
+                gil: 8 * 30,
+            },
+            sampled: Sums {
+                timed: 124,
+                native: 124 * 60,
+                marshal_in: 124 * 120,
+                marshal_out: 0,
+                gil: 0,
+            },
+            first_native: vec![1050; 8],
+            hist: {
+                let mut h = vec![0; BUCKETS];
+                h[recorder::bucket_of(60)] = 124;
+                h
+            },
+            ..Totals::default()
+        };
+        let s = scale(&t, &c);
+        assert_eq!(s.native, 8 * 1000 + 992 * 10);
+        assert_eq!(s.marshal_in, 8 * 200 + 992 * 100);
+        // GIL wait is a sum of waits, not of intervals each timed call measured: nothing comes off.
+        assert_eq!(s.gil, 8 * 30);
+        // The histogram's latencies are net too.
+        let h = histogram(&t, &c).summary();
+        let sampled_net = bucket_value(recorder::bucket_of(60)) - 50;
+        assert_eq!(h.count, 1000);
+        assert!(
+            h.p50_ns.abs_diff(sampled_net) <= 1 + sampled_net / 100,
+            "{h:?}"
+        );
+        assert!((1000..1010).contains(&h.max_ns), "{h:?}");
+        // Calls faster than the floor count as no time, not as a negative one.
+        let fast = Totals {
+            sampled: Sums {
+                native: 124 * 30,
+                ..t.sampled
+            },
+            ..t
+        };
+        assert_eq!(scale(&fast, &c).native, 8 * 1000);
+        // Without a Python layer no marshalling interval was measured: nothing comes off it.
+        let no_python = Totals {
+            python_calls: 0,
+            first: t.first,
+            sampled: t.sampled,
+            calls: 1000,
+            ..Totals::default()
+        };
+        assert_eq!(scale(&no_python, &c).marshal_in, 8 * 220 + 992 * 120);
+    }
+
+    #[test]
+    fn a_sites_calls_and_times_are_shared_over_its_stacks_by_samples() {
+        let t = Totals {
+            calls: 100,
+            stacks: HashMap::from([(7, 10), (3, 30)]),
+            ..Totals::default()
+        };
+        let s = Scaled {
+            native: 1000,
+            marshal_in: 400,
+            marshal_out: 3,
+            gil: 0,
+            construction: 80,
+        };
+        let got: Vec<_> = stack_samples(&t, &s)
+            .iter()
+            .map(|x| {
+                (
+                    x.stack,
+                    x.calls,
+                    x.native_ns,
+                    x.marshal_in_ns,
+                    x.marshal_out_ns,
+                    x.construction_ns,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![(3, 75, 750, 300, 2, 60), (7, 25, 250, 100, 1, 20)]
+        );
+        let unsampled = Totals {
+            calls: 100,
+            ..Totals::default()
+        };
+        assert!(stack_samples(&unsampled, &s).is_empty());
+    }
+
     #[test]
     fn apportioning_keeps_the_total_and_every_weight_near_its_share() {
         let w = [(1, 2.5), (2, 2.5), (3, 0.4), (4, 7.6)];

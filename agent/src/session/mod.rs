@@ -40,7 +40,7 @@ static RECORDING_UNTIL: AtomicU64 = AtomicU64::new(0);
 /// whether `--lib` excludes it), and start the snapshotter in a freshly forked child.
 fn first_sighting(addr: usize) -> bool {
     let saved = errno();
-    let excluded = std::panic::catch_unwind(|| {
+    let excluded = runtime::guard(false, || {
         if PID.load(Ordering::Relaxed) != std::process::id() {
             // A vfork child sharing our memory: record nothing of its own.
             return false;
@@ -52,8 +52,7 @@ fn first_sighting(addr: usize) -> bool {
             }
         }
         crate::symbols::classify(addr)
-    })
-    .unwrap_or(false);
+    });
     set_errno(saved);
     excluded
 }
@@ -223,7 +222,7 @@ pub struct Stopped {
 /// Never panics.
 pub fn stop(reason: &'static str, written: impl FnOnce(Option<&std::path::Path>)) -> Stopped {
     let mut stopped = Stopped::default();
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    runtime::guard((), || {
         ACTIVE.store(false, Ordering::Release);
         RECORDING_UNTIL.store(clock::monotonic_ns(), Ordering::Release);
         stopped.got_restored = hook::restore_all();
@@ -237,7 +236,7 @@ pub fn stop(reason: &'static str, written: impl FnOnce(Option<&std::path::Path>)
             })
             .unwrap_or(0);
         }
-    }));
+    });
     stopped
 }
 
@@ -329,7 +328,7 @@ fn fill_meta(
 }
 
 extern "C" fn at_exit() {
-    let _ = std::panic::catch_unwind(|| hook::process::before_leaving("exit"));
+    runtime::guard((), || hook::process::before_leaving("exit"));
 }
 
 /// Set once the interpreter's exit hook is registered (it is inherited across fork).
@@ -367,7 +366,7 @@ fn restart_writer_after_fork() {
 /// Starts the snapshotter again after a fork ended it (a pending call: runs on the main thread
 /// once the program executes Python again, after CPython counted its threads).
 extern "C" fn restart_writer(_: *mut libc::c_void) -> i32 {
-    let _ = std::panic::catch_unwind(|| {
+    runtime::guard((), || {
         if ACTIVE.load(Ordering::Acquire) {
             if let Some(c) = CONFIG.lock().as_ref() {
                 writer::start(c.interval);
