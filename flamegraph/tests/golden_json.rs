@@ -85,3 +85,14 @@ fn json_report_is_unchanged() {
         &serde_json::to_string_pretty(&report).unwrap(),
     );
 }
+
+/// A profile the agent wrote (tests/scripts/py_forwarder.py, CPython 3.11) before the split
+/// type: it reads and writes back to the very same bytes.
+#[test]
+fn agent_written_profile_reads_back_to_the_same_bytes() {
+    let name = "agent.forwarder.profile.json";
+    let text = std::fs::read_to_string(golden(name)).unwrap();
+    let p = ffiprof_profile::read_str(&text, name).unwrap();
+    assert!(p.functions.iter().any(|f| f.time.marshal_in > 0));
+    assert!(p.to_json() == text, "a read profile writes other bytes");
+}
