@@ -49,7 +49,6 @@ fn profile(calls: u64) -> Profile {
                 marshal_in: 200 * calls,
                 ..Split::default()
             },
-            ..Default::default()
         }],
         ..Default::default()
     });
