@@ -396,8 +396,8 @@ fn check_window(
         .find(|s| s.file.ends_with("attach_target.py") && s.line == call_line)
         .unwrap_or_else(|| panic!("no site at attach_target.py:{call_line}: {:?}", f.sites));
     assert_eq!(site.calls, f.calls, "every call comes from that one line");
-    assert!(f.marshal_in_ns > 0, "marshal-in not measured");
-    assert!(site.marshal_in_ns > 0, "marshal-in not measured per site");
+    assert!(f.time.marshal_in > 0, "marshal-in not measured");
+    assert!(site.time.marshal_in > 0, "marshal-in not measured per site");
     let (start, end) = (
         p.meta.start_unix_ns,
         p.meta.start_unix_ns + p.meta.duration_ns,
