@@ -438,17 +438,20 @@ mod tests {
             python_calls: 1000,
             first: Sums {
                 timed: 8,
-                native: 8 * 1050,
-                marshal_in: 8 * 220,
-                marshal_out: 0,
-                gil: 8 * 30,
+                ticks: Split {
+                    native: 8 * 1050,
+                    marshal_in: 8 * 220,
+                    gil_wait: 8 * 30,
+                    ..Split::default()
+                },
             },
             sampled: Sums {
                 timed: 124,
-                native: 124 * 60,
-                marshal_in: 124 * 120,
-                marshal_out: 0,
-                gil: 0,
+                ticks: Split {
+                    native: 124 * 60,
+                    marshal_in: 124 * 120,
+                    ..Split::default()
+                },
             },
             first_native: vec![1050; 8],
             hist: {
@@ -462,7 +465,7 @@ mod tests {
         assert_eq!(s.native, 8 * 1000 + 992 * 10);
         assert_eq!(s.marshal_in, 8 * 200 + 992 * 100);
         // GIL wait is a sum of waits, not of intervals each timed call measured: nothing comes off.
-        assert_eq!(s.gil, 8 * 30);
+        assert_eq!(s.gil_wait, 8 * 30);
         // The histogram's latencies are net too.
         let h = histogram(&t, &c).summary();
         let sampled_net = bucket_value(recorder::bucket_of(60)) - 50;
@@ -475,7 +478,10 @@ mod tests {
         // Calls faster than the floor count as no time, not as a negative one.
         let fast = Totals {
             sampled: Sums {
-                native: 124 * 30,
+                ticks: Split {
+                    native: 124 * 30,
+                    ..t.sampled.ticks
+                },
                 ..t.sampled
             },
             ..t
@@ -499,11 +505,11 @@ mod tests {
             stacks: HashMap::from([(7, 10), (3, 30)]),
             ..Totals::default()
         };
-        let s = Scaled {
+        let s = Split {
             native: 1000,
             marshal_in: 400,
             marshal_out: 3,
-            gil: 0,
+            gil_wait: 0,
             construction: 80,
         };
         let got: Vec<_> = stack_samples(&t, &s)
@@ -512,10 +518,10 @@ mod tests {
                 (
                     x.stack,
                     x.calls,
-                    x.native_ns,
-                    x.marshal_in_ns,
-                    x.marshal_out_ns,
-                    x.construction_ns,
+                    x.time.native,
+                    x.time.marshal_in,
+                    x.time.marshal_out,
+                    x.time.construction,
                 )
             })
             .collect();
