@@ -11,6 +11,7 @@ not loaded for it, and nothing in this module is imported beyond the standard li
 """
 
 import fnmatch
+import os
 
 import pytest
 
@@ -96,7 +97,20 @@ def _site_total(s):
     return s["native_ns"] + s["marshal_in_ns"] + s["marshal_out_ns"] + s["gil_wait_ns"] + s.get("construction_ns", 0)
 
 
-def _top_site(name, f):
+def _calls(n):
+    return "%d call%s" % (n, "" if n == 1 else "s")
+
+
+def _where(path, root):
+    """`path` relative to the run's root directory when it lies inside it."""
+    try:
+        rel = os.path.relpath(path, root)
+    except ValueError:
+        return path
+    return path if rel.startswith("..") else rel
+
+
+def _top_site(name, f, root):
     sites = f.get("sites") or []
     if not sites:
         return "no call site recorded (the Python layer was off)"
@@ -106,24 +120,24 @@ def _top_site(name, f):
         "max_marshal_share": lambda s: s["marshal_in_ns"] + s["marshal_out_ns"] + s.get("construction_ns", 0),
     }[name]
     s = max(sites, key=key)
-    return "%s:%s in %s (%d calls, %.3f ms at the boundary)" % (
-        s["file"],
+    return "%s:%s in %s (%s, %.3f ms at the boundary)" % (
+        _where(s["file"], root),
         s["line"],
         s["function"],
-        s["calls"],
+        _calls(s["calls"]),
         _site_total(s) / 1e6,
     )
 
 
 def _describe(name, value, limit):
     if name == "max_calls":
-        return "%d calls, budget max_calls=%s" % (value, limit)
+        return "%s, budget max_calls=%s" % (_calls(value), limit)
     if name == "max_boundary_ms":
         return "%.3f ms at the boundary, budget max_boundary_ms=%s" % (value, limit)
     return "marshal share %.2f of its boundary time, budget max_marshal_share=%s" % (value, limit)
 
 
-def _violations(budget, functions):
+def _violations(budget, functions, root):
     out = []
     for f in functions:
         if not fnmatch.fnmatchcase(f["function"], budget.glob):
@@ -133,7 +147,7 @@ def _violations(budget, functions):
             if value > limit:
                 out.append(
                     "ffi_budget exceeded: %s (%s): %s; top call site: %s"
-                    % (f["function"], f["library"], _describe(name, value, limit), _top_site(name, f))
+                    % (f["function"], f["library"], _describe(name, value, limit), _top_site(name, f, root))
                 )
     return out
 
@@ -143,10 +157,10 @@ def _summary(nodeid, functions):
     total_ms = sum(f["total_ns"] for f in functions) / 1e6
     if functions:
         top = max(functions, key=lambda f: f["total_ns"])
-        top_text = "top %s (%d calls, %.3f ms)" % (top["function"], top["calls"], top["total_ns"] / 1e6)
+        top_text = "top %s (%s, %.3f ms)" % (top["function"], _calls(top["calls"]), top["total_ns"] / 1e6)
     else:
         top_text = "no native call"
-    return "%s: %d calls, %.3f ms at the boundary, %s" % (nodeid, calls, total_ms, top_text)
+    return "%s: %s, %.3f ms at the boundary, %s" % (nodeid, _calls(calls), total_ms, top_text)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -173,7 +187,8 @@ def pytest_runtest_call(item):
             del item.runtest  # back to the class's own method
             if everything and p._path is not None:
                 getattr(item.config, _KEY).append(_summary(item.nodeid, p.functions))
-        problems = [v for b in budgets for v in _violations(b, p.functions)]
+        root = str(getattr(item.config, "rootpath", None) or item.config.rootdir)
+        problems = [v for b in budgets for v in _violations(b, p.functions, root)]
         if problems:
             pytest.fail("\n".join(problems), pytrace=False)
 
