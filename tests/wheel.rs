@@ -85,8 +85,12 @@ impl Venv {
     }
 }
 
-/// The interpreters the wheel is installed into: (label, base interpreter, wheelhouse of pytest).
-fn interpreters() -> Vec<(String, Result<(PathBuf, PathBuf), String>)> {
+/// An interpreter to install the wheel into: its base interpreter and the wheelhouse holding
+/// pytest for it, or why it cannot be tested here.
+type Found = Result<(PathBuf, PathBuf), String>;
+
+/// The interpreters the wheel is installed into, by label.
+fn interpreters() -> Vec<(String, Found)> {
     ["3.8", "3.12"]
         .iter()
         .map(|minor| {
@@ -108,7 +112,7 @@ fn interpreters() -> Vec<(String, Result<(PathBuf, PathBuf), String>)> {
 /// Made once per interpreter per run, shared by its cases.
 fn venv(label: &str, base: &Path, wheelhouse: &Path) -> &'static Venv {
     static VENVS: OnceLock<Mutex<BTreeMap<String, &'static OnceLock<Venv>>>> = OnceLock::new();
-    let cell: &'static OnceLock<Venv> = *VENVS
+    let cell: &'static OnceLock<Venv> = VENVS
         .get_or_init(Default::default)
         .lock()
         .unwrap()
@@ -174,7 +178,10 @@ fn cli_run(v: &Venv, tmp: &Path) {
 fn python_m(v: &Venv, tmp: &Path) {
     let py = v.python();
     let version = check(Command::new(&py).args(["-m", "ffiprof", "--version"]));
-    assert_eq!(version.trim(), "ffiprof 0.1.0");
+    assert_eq!(
+        version.trim(),
+        format!("ffiprof {}", env!("CARGO_PKG_VERSION"))
+    );
     let found =
         check(Command::new(&py).args(["-c", "import ffiprof._binary as b; print(b.binary())"]));
     assert_eq!(
@@ -289,9 +296,10 @@ fn pytest_plugin(v: &Venv, tmp: &Path) {
 fn wheel_checked() -> Result<(), Failed> {
     let b = wheel();
     let name = b.wheel.file_name().unwrap().to_string_lossy().into_owned();
+    let version = env!("CARGO_PKG_VERSION");
     assert_eq!(
         name,
-        "ffiprof-0.1.0-py3-none-manylinux2014_x86_64.manylinux_2_17_x86_64.whl"
+        format!("ffiprof-{version}-py3-none-manylinux2014_x86_64.manylinux_2_17_x86_64.whl")
     );
     let wheels: Vec<_> = std::fs::read_dir(root().join("target/wheels"))
         .unwrap()
@@ -299,8 +307,10 @@ fn wheel_checked() -> Result<(), Failed> {
         .filter(|e| e.file_name().to_string_lossy().ends_with(".whl"))
         .collect();
     assert_eq!(wheels.len(), 1, "exactly one wheel in target/wheels");
+    let binary_line =
+        format!("ffiprof-{version}.data/scripts/ffiprof: newest glibc symbol version GLIBC_2.17");
     for expected in [
-        "ffiprof-0.1.0.data/scripts/ffiprof: newest glibc symbol version GLIBC_2.17",
+        binary_line.as_str(),
         "libffiprof_agent.so (embedded in the binary): newest glibc symbol version GLIBC_2.17",
         "no runtime dependency",
         "check-wheel: ok",
