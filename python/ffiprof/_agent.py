@@ -112,6 +112,16 @@ def _read_status(directory):
     return (words[0] if words else None), detail.strip()
 
 
+def _remove(directory, pid):
+    if os.getpid() == pid:  # never from a forked child: the directory is the parent's
+        shutil.rmtree(directory, True)
+
+
+def remove_when_gone(owner, directory):
+    """Removes `directory` once `owner` is garbage (or at exit), in this process only."""
+    weakref.finalize(owner, _remove, directory, os.getpid())
+
+
 class Segment:
     """One agent session: recording from start() until stop(); its profile stays on disk while
     any block that needs it holds this object."""
@@ -119,7 +129,7 @@ class Segment:
     def __init__(self, libs, interval):
         self.libs = tuple(libs)
         self.dir = tempfile.mkdtemp(prefix="ffiprof-")  # 0700, ours
-        self._cleanup = weakref.finalize(self, shutil.rmtree, self.dir, True)
+        remove_when_gone(self, self.dir)
         self.profile = None
         self.python_layer = ""
         start = _load()
@@ -138,11 +148,18 @@ class Segment:
             pass
         deadline = time.monotonic() + _STOP_TIMEOUT_S
         state, detail = None, ""
+        interrupted = None
         while time.monotonic() < deadline:
-            state, detail = _read_status(self.dir)
-            if state in ("detached", "error"):
-                break
-            time.sleep(_POLL_S)  # releases the GIL: the agent takes it to restore the type slots
+            try:
+                state, detail = _read_status(self.dir)
+                if state in ("detached", "error"):
+                    break
+                time.sleep(_POLL_S)  # releases the GIL: the agent takes it to restore the slots
+            except KeyboardInterrupt as e:
+                # Leaving now would leave the hooks in; the Ctrl-C is passed on once they are out.
+                interrupted = e
+        if interrupted is not None:
+            raise interrupted
         if state == "error":
             raise ProfilerError("the ffiprof agent failed to stop: %s" % detail)
         if state != "detached":
@@ -167,6 +184,7 @@ class Controller:
         self._lock = threading.RLock()
         self._open = []  # blocks recording now, outermost first
         self._segment = None
+        self._forked = set()  # blocks a parent had open when this process was forked
 
     def _roll(self, opening=None, closing=None):
         """Ends the current session (its profile goes to every block open during it) and starts
@@ -214,7 +232,23 @@ class Controller:
 
     def close(self, block):
         with self._lock:
+            if block in self._forked:
+                self._forked.discard(block)
+                raise ProfilerError(
+                    "this block was opened before the process forked: the agent records in the "
+                    "parent only, so nothing was recorded in this child"
+                )
             self._roll(closing=block)
+
+    def forget_after_fork(self):
+        """In a forked child: the session and its blocks are the parent's (the agent's threads
+        and its session directory stay with the parent), so ending them here must not touch them."""
+        self._lock = threading.RLock()
+        self._forked = set(self._open)
+        self._open = []
+        self._segment = None
 
 
 controller = Controller()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=controller.forget_after_fork)

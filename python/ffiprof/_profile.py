@@ -7,7 +7,6 @@ import os
 import shutil
 import tempfile
 import threading
-import weakref
 
 from . import _agent, _binary
 from ._errors import ProfilerError
@@ -115,7 +114,7 @@ class profile:
 
     def _finish(self, segments):
         self._dir = tempfile.mkdtemp(prefix="ffiprof-block-")
-        weakref.finalize(self, shutil.rmtree, self._dir, True)
+        _agent.remove_when_gone(self, self._dir)
         path = os.path.join(self._dir, "profile.json")
         recorded = [s for s in segments if s.profile is not None]
         if len(recorded) == 1 and recorded[0].libs == self._libs:

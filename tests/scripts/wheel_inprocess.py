@@ -170,6 +170,24 @@ assert calls(inner, "fx_add_int") == 26 and calls(inner, "labs") == 4
 assert [(f["function"], f["calls"]) for f in innermost.functions] == [("labs", 4)], innermost.functions
 print("nested ok", calls(outer, "fx_add_int"), calls(inner, "fx_add_int"))
 
+# A child forked inside a block records nothing and ending the block there says so, leaving the
+# parent's recording (its session directory included) alone.
+with ffiprof.profile() as pf:
+    libc.labs(-1)
+    pid = os.fork()
+    if pid == 0:
+        code = 3
+        try:
+            pf.__exit__(None, None, None)
+        except ffiprof.ProfilerError as e:
+            code = 0 if "before the process forked" in str(e) else 4
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    libc.labs(-2)
+assert calls(pf, "labs") == 2, pf.functions
+print("fork ok")
+
 # A block that calls nothing has an empty profile.
 with ffiprof.profile() as empty:
     pass
