@@ -164,3 +164,45 @@ fn flamegraph_svg_and_diff() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no recorded boundary calls"));
 }
+
+#[test]
+fn merge_profiles() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut second = profile(10);
+    second.meta.duration_ns = 500_000_000;
+    second
+        .functions
+        .push(FunctionRecord::new("/opt/libffifixture.so", "fx_add_int"));
+    second.functions[1].calls = 7;
+    let a = write(dir.path(), "a.json", &profile(1000));
+    let b = write(dir.path(), "b.json", &second);
+    let out = dir.path().join("m.json");
+    let out_s = out.to_str().unwrap();
+
+    ffiprof(&["merge", &a, &b, "-o", out_s]);
+    let m = ffiprof_profile::read_file(&out).unwrap();
+    assert_eq!(m.function("cos").unwrap().calls, 1010);
+    assert_eq!(m.function("fx_add_int").unwrap().calls, 7);
+    assert_eq!(m.function("cos").unwrap().sites[0].calls, 1010);
+    assert_eq!(m.meta.duration_ns, 1_000_000_000, "overlapping: the longer");
+
+    ffiprof(&[
+        "merge",
+        "--consecutive",
+        "--lib",
+        "libm",
+        &a,
+        &b,
+        "-o",
+        out_s,
+    ]);
+    let m = ffiprof_profile::read_file(&out).unwrap();
+    assert_eq!(m.functions.len(), 1);
+    assert_eq!(m.function("cos").unwrap().calls, 1010);
+    assert_eq!(m.meta.duration_ns, 1_500_000_000, "consecutive: added up");
+    assert_eq!(m.meta.lib_filter, vec!["libm".to_string()]);
+
+    ffiprof(&["merge", "-o", out_s]);
+    let m = ffiprof_profile::read_file(&out).unwrap();
+    assert!(m.functions.is_empty() && m.meta.complete);
+}

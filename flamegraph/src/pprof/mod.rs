@@ -105,9 +105,13 @@ pub fn to_proto(profile: &Profile) -> proto::Profile {
         let (name, system_name, filename, line, mapping_id, address) = match loc {
             Loc::Frame(k) => {
                 let l = k.location(profile);
+                // No system name: a Python function has no mangled one, and pprof's demangler
+                // rewrites a name equal to its system name, cutting `<...>` out of it
+                // (`<module>`, `<lambda>`, `<listcomp>` would show as `<unknown>`); a name that
+                // differs from its system name is left alone.
                 (
                     l.function.to_string(),
-                    l.function.to_string(),
+                    String::new(),
                     l.file.to_string(),
                     l.line as i64,
                     0,
