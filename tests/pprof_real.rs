@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ffiprof_profile::{Frame, FunctionRecord, Profile, SiteRecord, StackSample};
+use ffiprof_profile::{Frame, FunctionRecord, Profile, SiteRecord, Split, StackSample};
 
 mod common;
 
@@ -46,11 +46,14 @@ fn function(
     let mut f = FunctionRecord::new(library, name);
     f.calls = calls;
     f.python_calls = calls;
-    f.native_ns = native;
-    f.marshal_in_ns = m_in;
-    f.marshal_out_ns = m_out;
-    f.gil_wait_ns = gil;
-    f.construction_ns = cons;
+    let time = Split {
+        native,
+        marshal_in: m_in,
+        marshal_out: m_out,
+        gil_wait: gil,
+        construction: cons,
+    };
+    f.time = time;
     f.arg_bytes = args;
     f.buffer_bytes = bufs;
     f.native_hist.record_n(per_call[0], calls);
@@ -59,22 +62,10 @@ fn function(
         line: site.1,
         function: site.2.into(),
         calls,
-        native_ns: native,
-        marshal_in_ns: m_in,
-        marshal_out_ns: m_out,
-        gil_wait_ns: gil,
-        construction_ns: cons,
+        time,
         arg_bytes: args,
         buffer_bytes: bufs,
-        stacks: vec![StackSample {
-            stack,
-            calls,
-            native_ns: native,
-            marshal_in_ns: m_in,
-            marshal_out_ns: m_out,
-            gil_wait_ns: gil,
-            construction_ns: cons,
-        }],
+        stacks: vec![StackSample { stack, calls, time }],
         ..Default::default()
     });
     f
