@@ -321,6 +321,7 @@ fn fill_meta(
     m.agent_version = env!("CARGO_PKG_VERSION").to_string();
     m.lib_filter = cfg.libs.clone();
     m.site_skip = cfg.site_skip.clone();
+    m.python_offsets = crate::python::published_offsets();
     p.hooks = hook::statuses();
     if let Some(e) = PYTHON_ERROR.lock().clone() {
         p.hooks.push(ffiprof_profile::HookStatus {
