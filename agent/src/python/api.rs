@@ -371,7 +371,17 @@ unsafe fn fn_at<F: Copy>(addr: usize) -> F {
 }
 
 fn resolve() -> Result<Api, String> {
-    let version_fn = sym(c"Py_GetVersion").ok_or("not a Python process")?;
+    let Some(version_fn) = sym(c"Py_GetVersion") else {
+        return Err(if sym(c"PyPy_GetVersion").is_some() {
+            format!(
+                "PyPy is not supported by the Python layer, which reads CPython's own structs \
+                 ({SUPPORTED}): run the program under CPython for call sites and the marshal \
+                 split; {FFI_LAYER_ON}"
+            )
+        } else {
+            "not a Python process".into()
+        });
+    };
     // SAFETY: Py_GetVersion returns a static NUL-terminated string and needs no interpreter.
     let version = unsafe {
         let f: extern "C" fn() -> *const c_char = std::mem::transmute(version_fn);

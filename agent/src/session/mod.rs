@@ -58,9 +58,15 @@ fn first_sighting(addr: usize) -> bool {
     excluded
 }
 
+/// CPython, or PyPy (whose C API is `PyPy_*`): the ffi layer records either; the Python layer
+/// refuses PyPy with the reason (`python::api`).
 fn is_python_process() -> bool {
-    // SAFETY: dlsym on RTLD_DEFAULT only looks the name up.
-    !unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"Py_IsInitialized".as_ptr()) }.is_null()
+    [c"Py_IsInitialized", c"PyPy_IsInitialized"]
+        .iter()
+        .any(|name| {
+            // SAFETY: dlsym on RTLD_DEFAULT only looks the name up.
+            !unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) }.is_null()
+        })
 }
 
 /// The LD_PRELOAD entry point (see `lib.rs`): configure from `FFIPROF_*`, patch, and start.
@@ -266,9 +272,13 @@ fn output_path(recorded: bool) -> Option<PathBuf> {
 }
 
 fn python_version() -> Option<String> {
-    // SAFETY: Py_GetVersion returns a static NUL-terminated string and needs no interpreter.
+    // SAFETY: Py_GetVersion (PyPy: PyPy_GetVersion) returns a static NUL-terminated string and
+    // needs no interpreter.
     unsafe {
-        let f = libc::dlsym(libc::RTLD_DEFAULT, c"Py_GetVersion".as_ptr());
+        let mut f = libc::dlsym(libc::RTLD_DEFAULT, c"Py_GetVersion".as_ptr());
+        if f.is_null() {
+            f = libc::dlsym(libc::RTLD_DEFAULT, c"PyPy_GetVersion".as_ptr());
+        }
         if f.is_null() {
             return None;
         }
