@@ -512,6 +512,69 @@ fn unwritable_output(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     Ok(())
 }
 
+/// PyPy: the Python layer refuses it in one line that says what to do instead, the program runs
+/// as usual, and the ffi layer still counts every call exactly, with its C argument bytes.
+fn pypy_ffi_layer_only(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    let out = dir.join("p.json");
+    let o = run_profiled(py, &out, &[], "calls_basic.py", &[FIXTURE]);
+    check_ok(&o);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "ok\n");
+    let err = String::from_utf8_lossy(&o.stderr);
+    let skipped: Vec<&str> = err.lines().filter(|l| l.contains("hook skipped")).collect();
+    assert_eq!(skipped.len(), 1, "{err}");
+    assert!(
+        skipped[0].contains("python-layer")
+            && skipped[0].contains("PyPy is not supported")
+            && skipped[0].contains("run the program under CPython")
+            && skipped[0].contains("the ffi layer (calls, bytes, native time) is recorded"),
+        "{err}"
+    );
+    let p = read_profile(&out);
+    assert!(p.meta.python.as_deref().unwrap_or("").contains("PyPy"));
+    let add = p.function("fx_add_int").expect("fx_add_int recorded");
+    assert_eq!(
+        (add.calls, add.arg_bytes, add.python_calls),
+        (1000, 8000, 0)
+    );
+    assert_eq!(p.function("fx_scale").map(|f| f.calls), Some(500));
+    assert!(p.frames.is_empty() && add.sites.is_empty());
+    Ok(())
+}
+
+/// Attaching to PyPy is refused in one line with the remedy (exit 2), and the target is left as
+/// it was: its own SIGTERM handler ends it afterwards.
+fn pypy_attach_refused(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    let mut target = KillOnDrop(
+        py.cmd(&py.command)
+            .arg(script("calls_then_wait.py"))
+            .args([FIXTURE, "10", "handle-term"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let line = wait_for_line(&mut target.0, "ready", Duration::from_secs(30));
+    let pid: u32 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let o = py
+        .cmd_beside(pid, ffiprof_bin())
+        .args(["attach", "--pid", &pid.to_string(), "--duration", "1", "-o"])
+        .arg(dir.join("a.json"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("runs PyPy") && err.contains("start the program under `ffiprof run`"),
+        "{err}"
+    );
+    // Its own SIGTERM handler still ends it, with its own status.
+    send_signal(pid, "TERM");
+    let status = target.0.wait().unwrap();
+    assert_eq!(status.code(), Some(3), "{status:?}");
+    Ok(())
+}
+
 fn run_without_command() -> Result<(), Failed> {
     let o = Command::new(ffiprof_bin()).arg("run").output().unwrap();
     assert_eq!(o.status.code(), Some(2));
@@ -643,6 +706,22 @@ fn main() {
                 None => t,
             });
         }
+    }
+    // An interpreter the Python layer does not know: PyPy, in the 3.14 root.
+    let pypy = pypy_in_root();
+    for (name, f) in [
+        ("pypy_ffi_layer_only", pypy_ffi_layer_only as Case),
+        ("pypy_attach_refused", pypy_attach_refused),
+    ] {
+        let py = pypy.clone();
+        let t = trial(format!("{}::{name}", py.label), move || {
+            let dir = tempfile::tempdir().unwrap();
+            f(&py, dir.path())
+        });
+        trials.push(match pypy.missing() {
+            Some(reason) => t.with_ignored_flag(true).with_kind(reason),
+            None => t,
+        });
     }
     libtest_mimic::run(&args, trials).exit();
 }

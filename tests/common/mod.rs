@@ -160,6 +160,23 @@ pub fn py314() -> Interpreter {
     }
 }
 
+/// PyPy in the same root (Debian forky's `pypy3`, which setup-python314 installs there too): an
+/// interpreter the Python layer does not know.
+pub fn pypy_in_root() -> Interpreter {
+    let mut py = py314();
+    py.label = "forky-pypy3".into();
+    py.command = "/usr/bin/pypy3".into();
+    if let (None, Some(root)) = (&py.missing, &py.root) {
+        if !root.join("usr/bin/pypy3").exists() {
+            py.missing = Some(format!(
+                "no pypy3 in {}: run scripts/setup-python314",
+                root.display()
+            ));
+        }
+    }
+    py
+}
+
 /// Where scripts/test-setup makes the test interpreters' venvs: `target/venvs` of the checkout,
 /// or `FFIPROF_TEST_VENVS` (the script reads the same variable).
 pub fn venvs_dir() -> PathBuf {
