@@ -213,6 +213,20 @@ pub fn pyenv_version(minor: &str) -> Option<PathBuf> {
     found.pop().map(|(_, p)| p)
 }
 
+/// pyenv's newest `minor` itself, no venv: for cases that need only the standard library.
+pub fn pyenv_plain(minor: &str) -> Interpreter {
+    let base = pyenv_version(minor);
+    let missing = base
+        .is_none()
+        .then(|| format!("pyenv {minor} is not installed"));
+    Interpreter {
+        label: format!("pyenv-{minor}"),
+        command: base.unwrap_or_else(|| format!("python{minor}").into()),
+        missing,
+        root: None,
+    }
+}
+
 /// pyenv's `minor` through its private venv (scripts/test-setup makes it from the same newest
 /// patch release `pyenv_version` picks).
 pub fn pyenv_venv(minor: &str) -> Interpreter {
