@@ -555,23 +555,27 @@ mod tests {
 
     #[test]
     fn interpreters_the_layer_does_not_know_are_refused_with_a_remedy() {
-        let e = choose_layout("3.15.0a1 (main)", Some(&published(0x030f00a1, false))).unwrap_err();
+        let newer =
+            choose_layout("3.15.0a1 (main)", Some(&published(0x030f00a1, false))).unwrap_err();
         assert!(
-            e.contains("CPython 3.15 is newer") && e.contains("upgrade ffiprof"),
-            "{e}"
+            newer.contains("CPython 3.15 is newer") && newer.contains("upgrade ffiprof"),
+            "{newer}"
         );
-        let e = choose_layout(
-            "3.14.0 free-threading build",
-            Some(&published(0x030e00f0, true)),
-        )
-        .unwrap_err();
+        // Free-threaded: said by `_Py_DebugOffsets`, or by the version alone.
+        let free = choose_layout("3.14.0 (main)", Some(&published(0x030e00f0, true))).unwrap_err();
         assert!(
-            e.contains("free-threaded") && e.contains("not python3.14t"),
-            "{e}"
+            free.contains("free-threaded") && free.contains("not python3.14t"),
+            "{free}"
         );
-        let e = choose_layout("3.7.16 (default)", None).unwrap_err();
-        assert!(e.contains("older") && e.contains("3.8 or later"), "{e}");
-        for e in [&e] {
+        let by_name =
+            choose_layout("3.13.1 experimental free-threading build (main)", None).unwrap_err();
+        assert!(by_name.contains("free-threaded CPython 3.13"), "{by_name}");
+        let older = choose_layout("3.7.16 (default)", None).unwrap_err();
+        assert!(
+            older.contains("older") && older.contains("3.8 or later"),
+            "{older}"
+        );
+        for e in [&newer, &free, &by_name, &older] {
             assert!(e.ends_with("the ffi layer (calls, bytes, native time) is recorded"));
             assert!(!e.contains('\n'), "one line: {e}");
         }
