@@ -3,6 +3,8 @@
 //! module and the work in the library crates (profile, analyzer, flamegraph, protocol, inject); the agent is a separate
 //! cdylib, embedded as bytes by `build.rs`, never linked.
 
+#![forbid(unsafe_code)]
+
 mod agent_file;
 mod attach_cmd;
 mod diff_cmd;

@@ -8,11 +8,12 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{Interpreter, FIXTURE};
+use ffiprof_inject::AgentStatus;
 
 /// The two 3.11 interpreters (pyenv's and Debian's), each through its test venv.
 fn pythons() -> Vec<Interpreter> {
@@ -62,10 +63,10 @@ fn parse_tick(line: &str) -> Option<Tick> {
     })
 }
 
-/// A target that is killed and reaped when dropped, whatever happened.
+/// A target, killed and reaped when dropped whatever happened (by its `KillOnDrop`).
 struct Target {
     py: Interpreter,
-    child: Child,
+    child: common::KillOnDrop,
     lines: mpsc::Receiver<String>,
     stop_file: PathBuf,
     ticks: Vec<Tick>,
@@ -90,16 +91,18 @@ impl Target {
     ) -> Target {
         let dir = tempfile::tempdir().unwrap();
         let stop_file = dir.path().join("stop");
-        let mut child = python
-            .cmd(&python.command)
-            .arg(script())
-            .args([mode, stop_file.to_str().unwrap(), FIXTURE])
-            .env("ATTACH_TICK_SECS", tick_secs)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let lines = common::stdout_lines(&mut child);
+        let mut child = common::KillOnDrop(
+            python
+                .cmd(&python.command)
+                .arg(script())
+                .args([mode, stop_file.to_str().unwrap(), FIXTURE])
+                .env("ATTACH_TICK_SECS", tick_secs)
+                .envs(env.iter().map(|(k, v)| (k, v)))
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let lines = common::stdout_lines(&mut child.0);
         let mut t = Target {
             py: python.clone(),
             child,
@@ -113,13 +116,13 @@ impl Target {
     }
 
     fn pid(&self) -> i32 {
-        self.child.id() as i32
+        self.child.0.id() as i32
     }
 
     /// `ffiprof` where the target runs (beside it in its root, for 3.14).
     fn ffiprof(&self) -> Command {
         self.py
-            .cmd_beside(self.child.id(), env!("CARGO_BIN_EXE_ffiprof"))
+            .cmd_beside(self.child.0.id(), env!("CARGO_BIN_EXE_ffiprof"))
     }
 
     /// `ffiprof attach` to this target for `secs`, writing `out`.
@@ -195,15 +198,8 @@ impl Target {
             done.starts_with("done ") && done.ends_with(" - intact"),
             "{done}"
         );
-        let status = self.child.wait().unwrap();
+        let status = self.child.0.wait().unwrap();
         assert!(status.success(), "target exited with {status}");
-    }
-}
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -368,18 +364,20 @@ fn ctrl_c_stops_early_and_still_writes_the_profile() {
     let target = Target::spawn(&pythons()[0], "busy");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("p.json");
-    let mut cli = ffiprof()
-        .args(["attach", "--pid", &target.pid().to_string(), "-o"])
-        .arg(&out)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    let mut cli = common::KillOnDrop(
+        ffiprof()
+            .args(["attach", "--pid", &target.pid().to_string(), "-o"])
+            .arg(&out)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_first_recorded_call(cli.0.id(), target.pid());
     // SAFETY: kill(2) on our own child.
-    assert_eq!(unsafe { libc::kill(cli.id() as i32, libc::SIGINT) }, 0);
+    assert_eq!(unsafe { libc::kill(cli.0.id() as i32, libc::SIGINT) }, 0);
     let deadline = Instant::now() + Duration::from_secs(15);
     let status = loop {
-        if let Some(s) = cli.try_wait().unwrap() {
+        if let Some(s) = cli.0.try_wait().unwrap() {
             break s;
         }
         assert!(Instant::now() < deadline, "attach did not stop on Ctrl-C");
@@ -390,6 +388,24 @@ fn ctrl_c_stops_early_and_still_writes_the_profile() {
     target.finish();
 }
 
+/// Waits until the agent that `ffiprof attach` (pid `cli`) put into `target` has recorded a
+/// call: its worker rewrites the status file of the session directory the moment it sees the
+/// first one (`calls` > 0), so once it says so, a stop cannot leave the profile empty.
+fn wait_for_first_recorded_call(cli: u32, target: i32) {
+    let prefix = format!("ffiprof-inject-{cli}-{target}-");
+    let seen = common::wait_until(Duration::from_secs(30), || {
+        std::fs::read_dir("/tmp")
+            .ok()?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .find_map(|e| AgentStatus::read(&e.path()).filter(|s| s.calls > 0))
+    });
+    assert!(
+        seen.is_some(),
+        "no call recorded in PID {target} within 30 s (no /tmp/{prefix}*/status with calls > 0)"
+    );
+}
+
 #[test]
 fn errors_carry_remedies() {
     let res = ffiprof()
@@ -398,19 +414,18 @@ fn errors_carry_remedies() {
         .unwrap();
     assert_eq!(res.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&res.stderr).contains("no process with PID"));
-    let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+    let sleeper = common::KillOnDrop(Command::new("sleep").arg("30").spawn().unwrap());
     let res = ffiprof()
         .args([
             "attach",
             "--pid",
-            &sleeper.id().to_string(),
+            &sleeper.0.id().to_string(),
             "--duration",
             "1",
         ])
         .output()
         .unwrap();
-    let _ = sleeper.kill();
-    let _ = sleeper.wait();
+    drop(sleeper);
     assert_eq!(res.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&res.stderr).contains("not a Python process"));
 }
@@ -438,8 +453,8 @@ fn check_window(
         .find(|s| s.file.ends_with("attach_target.py") && s.line == call_line)
         .unwrap_or_else(|| panic!("no site at attach_target.py:{call_line}: {:?}", f.sites));
     assert_eq!(site.calls, f.calls, "every call comes from that one line");
-    assert!(f.marshal_in_ns > 0, "marshal-in not measured");
-    assert!(site.marshal_in_ns > 0, "marshal-in not measured per site");
+    assert!(f.time.marshal_in > 0, "marshal-in not measured");
+    assert!(site.time.marshal_in > 0, "marshal-in not measured per site");
     let (start, end) = (
         p.meta.start_unix_ns,
         p.meta.start_unix_ns + p.meta.duration_ns,

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use ffiprof_profile::{Frame, FunctionRecord, Profile, SiteRecord, StackSample};
+use ffiprof_profile::{Frame, FunctionRecord, Profile, SiteRecord, Split, StackSample};
 
 fn profile(calls: u64) -> Profile {
     let mut p = Profile::new();
@@ -28,22 +28,27 @@ fn profile(calls: u64) -> Profile {
     let mut f = FunctionRecord::new("/lib/libm.so.6", "cos");
     f.calls = calls;
     f.python_calls = calls;
-    f.native_ns = 30 * calls;
-    f.marshal_in_ns = 200 * calls;
+    f.time.native = 30 * calls;
+    f.time.marshal_in = 200 * calls;
     f.native_hist.record_n(30, calls);
     f.sites.push(SiteRecord {
         file: "app.py".into(),
         line: 4,
         function: "step".into(),
         calls,
-        native_ns: 30 * calls,
-        marshal_in_ns: 200 * calls,
+        time: Split {
+            native: 30 * calls,
+            marshal_in: 200 * calls,
+            ..Split::default()
+        },
         stacks: vec![StackSample {
             stack: 0,
             calls,
-            native_ns: 30 * calls,
-            marshal_in_ns: 200 * calls,
-            ..Default::default()
+            time: Split {
+                native: 30 * calls,
+                marshal_in: 200 * calls,
+                ..Split::default()
+            },
         }],
         ..Default::default()
     });

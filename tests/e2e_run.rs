@@ -81,7 +81,7 @@ fn basic_counts_and_bytes(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     // Every call timed, the first too (the recorder's set-up happens before its clock reads).
     assert_eq!(add.timed_calls, 1000);
     assert_eq!(add.native_hist.len(), 1000);
-    assert!(add.native_ns > 0 && add.native_hist.summary().p50_ns < 10_000);
+    assert!(add.time.native > 0 && add.native_hist.summary().p50_ns < 10_000);
     assert!(p.meta.complete);
     assert_eq!(p.meta.write_reason, "exit");
     let version = if py.root.is_some() { "3.14" } else { "3.11" };
@@ -199,7 +199,10 @@ fn ffi_only_layer(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     let p = read_profile(&out);
     let f = p.function("fx_add_int").unwrap();
     assert_eq!((f.calls, f.arg_bytes), (1000, 8000));
-    assert_eq!((f.python_calls, f.marshal_in_ns, f.sites.len()), (0, 0, 0));
+    assert_eq!(
+        (f.python_calls, f.time.marshal_in, f.sites.len()),
+        (0, 0, 0)
+    );
     assert_eq!(f.timed_calls, 1000, "every call timed, the first too");
     Ok(())
 }

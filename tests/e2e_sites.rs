@@ -222,7 +222,7 @@ fn ctypes_internal_apart(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
         assert_eq!((line, n, function.as_str()), (t[tag], calls, "work"));
         let through = f.sites[0].through.as_ref().unwrap();
         assert_eq!(through.function, via);
-        assert!(f.marshal_in_ns + f.native_ns > 0, "{f:?}");
+        assert!(f.time.marshal_in + f.time.native > 0, "{f:?}");
     }
     // The report: a section of its own, no function, no advice.
     let o = py

@@ -43,7 +43,7 @@ pub mod symbols;
 
 /// The LD_PRELOAD constructor: runs when the loader initialises the agent, before `main`.
 extern "C" fn agent_constructor() {
-    let _ = std::panic::catch_unwind(session::init_from_env);
+    runtime::guard((), session::init_from_env);
 }
 
 // SAFETY: a function pointer placed in .init_array is called once by the loader with no

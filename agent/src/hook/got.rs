@@ -79,50 +79,53 @@ pub fn loaded_modules() -> Vec<Module> {
         // SAFETY: dl_iterate_phdr passes a valid info for the duration of the call, and `data`
         // is the &mut Vec we passed in below; nothing here calls back into the loader.
         let (info, out) = unsafe { (&*info, &mut *(data as *mut Vec<Module>)) };
-        let name = if info.dlpi_name.is_null() {
-            String::new()
-        } else {
-            // SAFETY: a non-null dlpi_name is a NUL-terminated string owned by the loader.
-            unsafe { CStr::from_ptr(info.dlpi_name) }
-                .to_string_lossy()
-                .into_owned()
-        };
-        if name.contains("linux-vdso") {
-            return 0;
-        }
-        let base = info.dlpi_addr as usize;
-        let mut dynamic = 0;
-        let mut relro = None;
-        let mut lo = usize::MAX;
-        let mut hi = 0;
-        for i in 0..info.dlpi_phnum as usize {
-            // SAFETY: dlpi_phdr points to dlpi_phnum program headers.
-            let ph = unsafe { &*info.dlpi_phdr.add(i) };
-            match ph.p_type {
-                PT_DYNAMIC => dynamic = base + ph.p_vaddr as usize,
-                PT_GNU_RELRO => {
-                    relro = Some((
-                        base + ph.p_vaddr as usize,
-                        base + (ph.p_vaddr + ph.p_memsz) as usize,
-                    ))
-                }
-                PT_LOAD => {
-                    lo = lo.min(base + ph.p_vaddr as usize);
-                    hi = hi.max(base + (ph.p_vaddr + ph.p_memsz) as usize);
-                }
-                _ => {}
+        // Allocates: a panic must stop here, not unwind through the loader.
+        crate::runtime::guard(0, || {
+            let name = if info.dlpi_name.is_null() {
+                String::new()
+            } else {
+                // SAFETY: a non-null dlpi_name is a NUL-terminated string owned by the loader.
+                unsafe { CStr::from_ptr(info.dlpi_name) }
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            if name.contains("linux-vdso") {
+                return 0;
             }
-        }
-        if dynamic != 0 {
-            out.push(Module {
-                base,
-                name,
-                dynamic,
-                relro,
-                range: (lo, hi),
-            });
-        }
-        0
+            let base = info.dlpi_addr as usize;
+            let mut dynamic = 0;
+            let mut relro = None;
+            let mut lo = usize::MAX;
+            let mut hi = 0;
+            for i in 0..info.dlpi_phnum as usize {
+                // SAFETY: dlpi_phdr points to dlpi_phnum program headers.
+                let ph = unsafe { &*info.dlpi_phdr.add(i) };
+                match ph.p_type {
+                    PT_DYNAMIC => dynamic = base + ph.p_vaddr as usize,
+                    PT_GNU_RELRO => {
+                        relro = Some((
+                            base + ph.p_vaddr as usize,
+                            base + (ph.p_vaddr + ph.p_memsz) as usize,
+                        ))
+                    }
+                    PT_LOAD => {
+                        lo = lo.min(base + ph.p_vaddr as usize);
+                        hi = hi.max(base + (ph.p_vaddr + ph.p_memsz) as usize);
+                    }
+                    _ => {}
+                }
+            }
+            if dynamic != 0 {
+                out.push(Module {
+                    base,
+                    name,
+                    dynamic,
+                    relro,
+                    range: (lo, hi),
+                });
+            }
+            0
+        })
     }
     let mut out: Vec<Module> = Vec::new();
     // SAFETY: the callback only reads the loader's structures and appends to `out`.

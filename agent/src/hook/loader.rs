@@ -21,7 +21,7 @@
 use std::ffi::{c_char, c_void, CStr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::runtime::{errno, set_errno};
+use crate::runtime::{errno, guard, set_errno};
 
 /// glibc's `dlopen` and `dlsym`, jumped to by the trampolines (set by [`prepare`]).
 static REAL_DLOPEN: AtomicUsize = AtomicUsize::new(0);
@@ -144,6 +144,10 @@ extern "C" fn gadget_for(caller: usize) -> usize {
         // SAFETY: dl_iterate_phdr passes a valid info for the duration of the call, and `data`
         // is the &mut Search below; nothing here calls back into the loader.
         let (info, s) = unsafe { (&*info, &mut *(data as *mut Search)) };
+        guard(1, || search(info, s))
+    }
+    /// Fills `s.found` if `info` holds the caller; 1 stops the iteration.
+    fn search(info: &libc::dl_phdr_info, s: &mut Search) -> i32 {
         for i in 0..info.dlpi_phnum as usize {
             // SAFETY: dlpi_phdr points to dlpi_phnum program headers.
             let ph = unsafe { &*info.dlpi_phdr.add(i) };
@@ -168,13 +172,12 @@ extern "C" fn gadget_for(caller: usize) -> usize {
         }
         0
     }
-    let result = std::panic::catch_unwind(|| {
+    let result = guard(0, || {
         let mut s = Search { caller, found: 0 };
         // SAFETY: the callback only reads the loader's structures and writes `s`.
         unsafe { libc::dl_iterate_phdr(Some(callback), &mut s as *mut Search as *mut c_void) };
         s.found
-    })
-    .unwrap_or(0);
+    });
     if result != 0 {
         result
     } else {
@@ -186,7 +189,7 @@ extern "C" fn gadget_for(caller: usize) -> usize {
 extern "C" fn after_dlopen(handle: *mut c_void, _file: usize, _flags: usize) -> *mut c_void {
     if !handle.is_null() {
         let saved = errno();
-        let _ = std::panic::catch_unwind(super::rescan);
+        guard((), super::rescan);
         set_errno(saved);
     }
     handle
@@ -203,11 +206,10 @@ extern "C" fn after_dlsym(p: *mut c_void, _handle: usize, name: *const c_char) -
     let saved = errno();
     // SAFETY: dlsym's caller passes a NUL-terminated symbol name.
     let n = unsafe { CStr::from_ptr(name) };
-    let out = std::panic::catch_unwind(|| {
+    let out = guard(p as usize, || {
         crate::symbols::note_name(p as usize, n);
         super::signals::replacement_for(n, p as usize).unwrap_or(p as usize)
-    })
-    .unwrap_or(p as usize);
+    });
     set_errno(saved);
     out as *mut c_void
 }

@@ -10,7 +10,7 @@ use crate::runtime::{self, ACTIVE, PID};
 
 fn before(reason: &'static str) {
     let saved = runtime::errno();
-    let _ = std::panic::catch_unwind(|| before_leaving(reason));
+    runtime::guard((), || before_leaving(reason));
     runtime::set_errno(saved);
 }
 

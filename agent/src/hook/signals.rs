@@ -32,7 +32,7 @@ pub(crate) unsafe extern "C" fn hook_sigaction(
     old: *mut libc::sigaction,
 ) -> c_int {
     let saved = crate::runtime::errno();
-    let ours = std::panic::catch_unwind(|| ours_now(sig)).unwrap_or(false);
+    let ours = crate::runtime::guard(false, || ours_now(sig));
     crate::runtime::set_errno(saved);
     // SAFETY: the caller's arguments, per the contract.
     unsafe {
@@ -64,7 +64,7 @@ pub(crate) unsafe extern "C" fn hook_signal(
     handler: libc::sighandler_t,
 ) -> libc::sighandler_t {
     let saved = crate::runtime::errno();
-    let ours = std::panic::catch_unwind(|| ours_now(sig)).unwrap_or(false);
+    let ours = crate::runtime::guard(false, || ours_now(sig));
     crate::runtime::set_errno(saved);
     if ours && handler == libc::SIG_DFL {
         return libc::SIG_DFL;

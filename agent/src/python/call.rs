@@ -194,9 +194,9 @@ unsafe fn wrapped_call(
         if ctx.timed {
             let times = stats.times(ctx.first);
             let tg = ctx.tg.max(ctx.t2);
-            add_span(&times.marshal_in_ticks, t0, ctx.t1);
-            add_span(&times.gil_ticks, ctx.t2, tg);
-            add_span(&times.marshal_out_ticks, tg, t3);
+            add_span(&times.ticks.marshal_in, t0, ctx.t1);
+            add_span(&times.ticks.gil_wait, ctx.t2, tg);
+            add_span(&times.ticks.marshal_out, tg, t3);
         }
         if construction.last != 0 {
             stats.construction_ticks.add(construction.ticks);

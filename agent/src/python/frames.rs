@@ -146,25 +146,39 @@ unsafe fn intern(api: &Api, code: usize, ip: usize, callable: usize) -> u32 {
                 return 0;
             }
             // SAFETY: per the contract.
-            let info = unsafe { describe(api, code, ip, callable) };
-            let mut d = DESCRIPTIONS.lock();
-            if d.len() >= 0xffff {
-                return 0; // ids must fit the 16 bits statistics keys give them
-            }
-            d.push(info.clone());
-            let id = d.len() as u32;
-            drop(d);
-            let flags = info.undeclared_argtypes as u8 | (info.undeclared_restype as u8) << 1;
-            FLAGS[id as usize & (SITE_SLOTS - 1)].store(flags, Ordering::Relaxed);
-            let id = id | pass_bit(&info);
-            s.ip.store(ip, Ordering::Relaxed);
-            s.id.store(id, Ordering::Relaxed);
-            s.code.store(code, Ordering::Release);
-            return id;
+            return unsafe { intern_new(api, s, code, ip, callable) };
         }
         i = (i + 1) & (SITE_SLOTS - 1);
     }
     0
+}
+
+/// First sight of (code, ip): describe it and give it the free slot `s`. It allocates under a
+/// lock, from inside the host's call: a panic yields site 0 (unknown) and the slot stays free.
+///
+/// # Safety
+/// As [`intern`].
+#[cold]
+#[inline(never)]
+unsafe fn intern_new(api: &Api, s: &SiteSlot, code: usize, ip: usize, callable: usize) -> u32 {
+    crate::runtime::guard(0, || {
+        // SAFETY: per the contract.
+        let info = unsafe { describe(api, code, ip, callable) };
+        let mut d = DESCRIPTIONS.lock();
+        if d.len() >= 0xffff {
+            return 0; // ids must fit the 16 bits statistics keys give them
+        }
+        d.push(info.clone());
+        let id = d.len() as u32;
+        drop(d);
+        let flags = info.undeclared_argtypes as u8 | (info.undeclared_restype as u8) << 1;
+        FLAGS[id as usize & (SITE_SLOTS - 1)].store(flags, Ordering::Relaxed);
+        let id = id | pass_bit(&info);
+        s.ip.store(ip, Ordering::Relaxed);
+        s.id.store(id, Ordering::Relaxed);
+        s.code.store(code, Ordering::Release);
+        id
+    })
 }
 
 fn pass_bit(info: &SiteInfo) -> u32 {

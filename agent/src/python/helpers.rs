@@ -23,6 +23,7 @@ use parking_lot::Mutex;
 
 use super::api::{self, PyObject};
 use crate::record::clock;
+use crate::runtime::guard;
 
 type Vectorcall = unsafe extern "C" fn(
     *mut PyObject,
@@ -66,7 +67,7 @@ pub unsafe fn ensure_patched() {
     }
     // A slow path entered from C (a constructor call): a panic here must not unwind into Python.
     // SAFETY: per the contract.
-    let done = std::panic::catch_unwind(|| unsafe { try_patch() }).unwrap_or(true);
+    let done = guard(true, || unsafe { try_patch() });
     if done {
         DONE.store(true, Ordering::Relaxed);
     }
@@ -183,17 +184,19 @@ unsafe extern "C" fn helper_vectorcall(
     let orig: Vectorcall = unsafe {
         std::mem::transmute::<usize, Vectorcall>(ORIG_VECTORCALL.load(Ordering::Acquire))
     };
-    let Some(rec) = crate::record::recorder::if_active() else {
+    let Some(rec) = guard(None, crate::record::recorder::if_active) else {
         // SAFETY: the original call, unchanged.
         return unsafe { orig(callable, args, nargsf, kwnames) };
     };
-    let t0 = clock::now();
+    let t0 = guard(0, clock::now);
     // SAFETY: the original call, unchanged.
     let r = unsafe { orig(callable, args, nargsf, kwnames) };
-    let t1 = clock::now();
     if !r.is_null() {
-        rec.python
-            .widen_construction(r as usize, t1.wrapping_sub(t0));
+        guard((), || {
+            let t1 = clock::now();
+            rec.python
+                .widen_construction(r as usize, t1.wrapping_sub(t0))
+        });
     }
     r
 }

@@ -180,7 +180,7 @@ pub(crate) unsafe extern "C" fn type_ready(ty: *mut PyObject) -> i32 {
     };
     if rc == 0 && !ty.is_null() {
         // SAFETY: a type that just became ready, during module init with the GIL held.
-        let _ = std::panic::catch_unwind(|| unsafe { patch_type(ty as usize) });
+        crate::runtime::guard(0, || unsafe { patch_type(ty as usize) });
     }
     rc
 }
@@ -198,7 +198,7 @@ pub(crate) unsafe extern "C" fn module_add_type(module: *mut PyObject, ty: *mut 
     };
     if rc == 0 && !ty.is_null() {
         // SAFETY: a ready type, during module init with the GIL held.
-        let _ = std::panic::catch_unwind(|| unsafe { patch_type(ty as usize) });
+        crate::runtime::guard(0, || unsafe { patch_type(ty as usize) });
     }
     rc
 }
@@ -223,7 +223,7 @@ pub(crate) unsafe extern "C" fn type_from_metaclass(
     };
     if !ty.is_null() {
         // SAFETY: a new ready type, during module init with the GIL held.
-        let _ = std::panic::catch_unwind(|| unsafe { patch_type(ty as usize) });
+        crate::runtime::guard(0, || unsafe { patch_type(ty as usize) });
     }
     ty
 }
@@ -315,9 +315,9 @@ pub fn with_gil<R>(f: impl FnOnce() -> R) -> Option<R> {
             return None;
         }
         let state = (api.gil_ensure)();
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        let r = crate::runtime::guard(None, || Some(f()));
         (api.gil_release)(state);
-        r.ok()
+        r
     }
 }
 

@@ -178,3 +178,63 @@ fn probe_ticks() -> u64 {
     samples.sort_unstable();
     samples[samples.len() / 2]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cal(ns_per_tick: f64, probe_ticks: u64, native_floor_ticks: u64) -> Calibration {
+        Calibration {
+            ns_per_tick,
+            probe_ticks,
+            native_floor_ticks,
+            start_unix_ns: 0,
+            elapsed_ns: 0,
+        }
+    }
+
+    #[test]
+    fn ticks_become_nanoseconds_at_the_calibrated_rate_rounded() {
+        // A 2.5 GHz TSC.
+        let c = cal(0.4, 30, 100);
+        assert_eq!(c.ns(0), 0);
+        assert_eq!(c.ns(1), 0, "0.4 ns rounds down");
+        assert_eq!(c.ns(2), 1, "0.8 ns rounds up");
+        assert_eq!(c.ns(2_500_000_000), 1_000_000_000);
+        assert_eq!(c.probe_ns(), 12);
+        assert_eq!(c.native_floor_ns(), 40);
+    }
+
+    #[test]
+    fn the_native_floor_is_never_less_than_the_probe() {
+        // No libffi measured yet: a native interval still over-counts the probe's own reads.
+        assert_eq!(cal(1.0, 25, 0).native_floor_ns(), 25);
+        assert_eq!(cal(1.0, 25, 60).native_floor_ns(), 60);
+    }
+
+    /// The clocks themselves: an interval measured in ticks and converted with a calibration
+    /// taken meanwhile is the interval `CLOCK_MONOTONIC` measured, on the TSC (when this CPU's
+    /// is invariant) and on the fallback. (One test: the clock choice is process-wide.)
+    #[test]
+    fn a_calibrated_interval_is_the_monotonic_interval() {
+        for force_monotonic in [false, true] {
+            init(force_monotonic);
+            let (t0, m0) = (now(), monotonic_ns());
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            let c = calibrate();
+            let (t1, m1) = (now(), monotonic_ns());
+            let (measured, truth) = (c.ns(t1 - t0), m1 - m0);
+            // The calibration spans at least 20 ms; each pair of reads may be a few µs apart.
+            let tolerance = truth / 100 + 20_000;
+            assert!(
+                measured.abs_diff(truth) <= tolerance,
+                "{} clock: {measured} ns measured, {truth} ns true",
+                clock_name()
+            );
+            if force_monotonic {
+                assert_eq!((clock_name(), c.ns_per_tick), ("monotonic", 1.0));
+            }
+            assert!(c.probe_ns() < 10_000, "{c:?}");
+        }
+    }
+}

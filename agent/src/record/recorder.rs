@@ -12,6 +12,8 @@
 
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
+use ffiprof_profile::Split;
+
 /// Latency buckets: exact below 128 ticks, then 64 per power of two (under 1.6 % wide).
 pub const BUCKETS: usize = 64 * 37 + 64;
 const MAX_TICKS: u64 = (1u64 << 42) - 1;
@@ -70,32 +72,19 @@ impl Counter {
 /// thread, ~0.1 µs each, and 64 bytes per pair for their latencies).
 pub const ALWAYS_TIMED: usize = 8;
 
-/// Time sums of one stratum of calls (ticks), and how many calls were timed in it.
+/// Time sums of one stratum of calls, in ticks, and how many calls were timed in it.
+/// `ticks.construction` stays 0: constructions are timed whenever they happen, never sampled, and
+/// add up in [`CallStats::construction_ticks`] whatever the stratum of the call they serve.
 #[derive(Default)]
 pub struct Times {
     pub timed: Counter,
-    pub native_ticks: Counter,
-    pub marshal_in_ticks: Counter,
-    pub marshal_out_ticks: Counter,
-    pub gil_ticks: Counter,
+    pub ticks: Split<Counter>,
 }
 
 impl Times {
     fn clear(&self) {
-        let Times {
-            timed,
-            native_ticks,
-            marshal_in_ticks,
-            marshal_out_ticks,
-            gil_ticks,
-        } = self;
-        for c in [
-            timed,
-            native_ticks,
-            marshal_in_ticks,
-            marshal_out_ticks,
-            gil_ticks,
-        ] {
+        self.timed.reset();
+        for (_, c) in self.ticks.iter() {
             c.reset();
         }
     }
@@ -146,8 +135,9 @@ pub const STACK_SLOTS: usize = 8;
 
 impl CallStats {
     pub(crate) fn new(function: usize, site: u32, excluded: bool) -> Box<Self> {
-        // SAFETY: every field of CallStats is an integer, an atomic or a bool, for which all-zero
-        // bytes are a valid value; allocating zeroed keeps 20 KiB off small thread stacks.
+        // SAFETY: every field of CallStats is an integer, an atomic, a bool, or a struct or array
+        // of those (Counter, Times and its Split<Counter>), for which all-zero bytes are a valid
+        // value; allocating zeroed keeps 20 KiB off small thread stacks.
         let mut s: Box<Self> = unsafe { Box::new_zeroed().assume_init() };
         s.function = function;
         s.site = site;
@@ -193,7 +183,7 @@ impl CallStats {
             return self.record_first_native(ticks);
         }
         self.sampled.timed.add(1);
-        self.sampled.native_ticks.add(ticks);
+        self.sampled.ticks.native.add(ticks);
         self.hist[bucket_of(ticks)].add(1);
     }
 
@@ -202,7 +192,7 @@ impl CallStats {
     fn record_first_native(&self, ticks: u64) {
         let n = self.first.timed.get() as usize;
         self.first.timed.add(1);
-        self.first.native_ticks.add(ticks);
+        self.first.ticks.native.add(ticks);
         match self.first_native.get(n) {
             Some(slot) => slot.add(ticks),
             // Not reached: the ffi_call hook files no more first calls than there are slots.
@@ -568,6 +558,11 @@ mod tests {
         s.calls.add(5);
         s.record_native(true, 200);
         s.record_native(false, 300);
+        s.sampled.ticks.gil_wait.add(40);
+        assert_eq!(
+            (s.first.ticks.native.get(), s.sampled.ticks.native.get()),
+            (200, 300)
+        );
         s.countdown.store(5, Ordering::Relaxed);
         s.note_stack(4);
         assert!(!clear_all(|f| f == 0x5151), "a changed filter refuses");
@@ -575,6 +570,8 @@ mod tests {
         assert!(clear_all(|_| false));
         assert_eq!(s.calls.get(), 0);
         assert_eq!((s.first.timed.get(), s.sampled.timed.get()), (0, 0));
+        let ticks = |t: &Times| t.ticks.map(Counter::get);
+        assert_eq!((ticks(&s.first), ticks(&s.sampled)), Default::default());
         assert_eq!(s.first_native[0].get(), 0);
         assert_eq!(s.countdown.load(Ordering::Relaxed), 0);
         assert!(s.hist.iter().all(|c| c.get() == 0));

@@ -10,10 +10,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use ffiprof_profile::{Frame, FunctionRecord, Histogram, Profile, SiteRecord, StackSample};
+use ffiprof_profile::{Frame, FunctionRecord, Histogram, Profile, SiteRecord, Split, StackSample};
 
 use super::clock::Calibration;
-use super::recorder::{self, bucket_value, CallStats, Times, BUCKETS};
+use super::recorder::{self, bucket_value, CallStats, Counter, Times, BUCKETS};
 
 /// Every interned frame, and every stack as indexes into them.
 pub type FrameTables = (Vec<Frame>, Vec<Vec<u32>>);
@@ -50,19 +50,13 @@ fn site_tables() -> Sites {
 #[derive(Default, Clone, Copy)]
 struct Sums {
     timed: u64,
-    native: u64,
-    marshal_in: u64,
-    marshal_out: u64,
-    gil: u64,
+    ticks: Split<u64>,
 }
 
 impl Sums {
     fn add(&mut self, t: &Times) {
         self.timed += t.timed.get();
-        self.native += t.native_ticks.get();
-        self.marshal_in += t.marshal_in_ticks.get();
-        self.marshal_out += t.marshal_out_ticks.get();
-        self.gil += t.gil_ticks.get();
+        self.ticks += t.ticks.map(Counter::get);
     }
 }
 
@@ -128,15 +122,6 @@ impl Totals {
     }
 }
 
-/// Time totals scaled from the timed calls to all calls, in ns, with the probe cost removed.
-struct Scaled {
-    native: u64,
-    marshal_in: u64,
-    marshal_out: u64,
-    gil: u64,
-    construction: u64,
-}
-
 /// `ticks` summed over `intervals` measured intervals, in ns, less what measuring costs each one.
 fn net_ns(cal: &Calibration, ticks: u64, intervals: u64, per_interval_ns: u64) -> f64 {
     (cal.ns(ticks) as f64 - per_interval_ns as f64 * intervals as f64).max(0.0)
@@ -156,29 +141,27 @@ impl Totals {
     }
 }
 
-fn scale(t: &Totals, cal: &Calibration) -> Scaled {
+/// Time totals scaled from the timed calls to all calls, in ns, with the probe cost removed.
+fn scale(t: &Totals, cal: &Calibration) -> Split {
     let (w_first, w_sampled) = t.weights();
-    // One stratum's sum of a part, in ns less the probe's cost per measured interval.
-    let part = |pick: fn(&Sums) -> u64, per_interval: u64, intervals: bool| -> u64 {
-        let net = |s: &Sums| {
-            net_ns(
-                cal,
-                pick(s),
-                if intervals { s.timed } else { 0 },
-                per_interval,
-            )
-        };
-        (w_first * net(&t.first) + w_sampled * net(&t.sampled)).round() as u64
-    };
     let probe = cal.probe_ns();
     let python = t.python_calls != 0;
-    Scaled {
-        native: part(|s| s.native, cal.native_floor_ns(), true),
-        marshal_in: part(|s| s.marshal_in, probe, python),
-        marshal_out: part(|s| s.marshal_out, probe, python),
-        gil: part(|s| s.gil, probe, false),
-        construction: (cal.ns(t.construction_ticks) as f64).round() as u64,
-    }
+    // One stratum's sums in ns, each less the probe's cost per interval it measured: the native
+    // part's floor on every timed call, the probe on the marshaling spans of Python calls.
+    let net = |s: &Sums| {
+        let marshal_intervals = if python { s.timed } else { 0 };
+        Split {
+            native: net_ns(cal, s.ticks.native, s.timed, cal.native_floor_ns()),
+            marshal_in: net_ns(cal, s.ticks.marshal_in, marshal_intervals, probe),
+            marshal_out: net_ns(cal, s.ticks.marshal_out, marshal_intervals, probe),
+            gil_wait: net_ns(cal, s.ticks.gil_wait, 0, probe),
+            construction: 0.0,
+        }
+    };
+    let mut ns = (net(&t.first).scale(w_first) + net(&t.sampled).scale(w_sampled)).round();
+    // Every construction is timed: its sum needs no scaling.
+    ns.construction = (cal.ns(t.construction_ticks) as f64).round() as u64;
+    ns
 }
 
 /// The native latencies of all calls: each first call once, each sampled bucket weighted as the
@@ -221,7 +204,7 @@ fn apportion(weighted: &[(u64, f64)]) -> Vec<(u64, u64)> {
 }
 
 /// The site's calls and times shared out over its sampled stacks, in proportion to the samples.
-fn stack_samples(t: &Totals, s: &Scaled) -> Vec<StackSample> {
+fn stack_samples(t: &Totals, s: &Split) -> Vec<StackSample> {
     let samples: u64 = t.stacks.values().sum();
     if samples == 0 {
         return Vec::new();
@@ -233,11 +216,7 @@ fn stack_samples(t: &Totals, s: &Scaled) -> Vec<StackSample> {
         .map(|(&stack, &n)| StackSample {
             stack,
             calls: part(t.calls, n),
-            native_ns: part(s.native, n),
-            marshal_in_ns: part(s.marshal_in, n),
-            marshal_out_ns: part(s.marshal_out, n),
-            gil_wait_ns: part(s.gil, n),
-            construction_ns: part(s.construction, n),
+            time: s.map(|&v| part(v, n)),
         })
         .collect()
 }
@@ -279,11 +258,7 @@ pub fn build(cal: &Calibration) -> Profile {
         f.ret_bytes = t.ret_bytes;
         f.buffer_bytes = t.buffer_bytes;
         f.timed_calls = t.first.timed + t.sampled.timed;
-        f.native_ns = s.native;
-        f.marshal_in_ns = s.marshal_in;
-        f.marshal_out_ns = s.marshal_out;
-        f.gil_wait_ns = s.gil;
-        f.construction_ns = s.construction;
+        f.time = s;
         f.construction_bytes = t.construction_bytes;
         f.python_calls = t.python_calls;
         f.fresh_buffer_calls = t.fresh_buffer_calls;
@@ -301,11 +276,7 @@ pub fn build(cal: &Calibration) -> Profile {
                 function: frame.function,
                 calls: st.calls,
                 timed_calls: st.first.timed + st.sampled.timed,
-                native_ns: ss.native,
-                marshal_in_ns: ss.marshal_in,
-                marshal_out_ns: ss.marshal_out,
-                gil_wait_ns: ss.gil,
-                construction_ns: ss.construction,
+                time: ss,
                 construction_bytes: st.construction_bytes,
                 buffer_bytes: st.buffer_bytes,
                 arg_bytes: st.arg_bytes,
@@ -395,9 +366,11 @@ mod tests {
     fn sums(timed: u64, native: u64) -> Sums {
         Sums {
             timed,
-            native,
-            marshal_in: native / 2,
-            ..Sums::default()
+            ticks: Split {
+                native,
+                marshal_in: native / 2,
+                ..Split::default()
+            },
         }
     }
 
@@ -446,6 +419,165 @@ mod tests {
             ..Totals::default()
         };
         assert_eq!(scale(&few, &cal()).native, 600_000);
+    }
+
+    /// Net time: each measured interval over-counts what measuring it costs — the native floor
+    /// (clock reads plus libffi's call sequence) for a native interval, the probe for a
+    /// marshalling one — which comes off per timed call before scaling, never below zero.
+    #[test]
+    fn the_floor_comes_off_each_measured_interval_before_scaling() {
+        let c = Calibration {
+            probe_ticks: 20,
+            native_floor_ticks: 50,
+            ..cal()
+        };
+        // 8 first calls: 1050 native, 220 marshal-in, 30 GIL each; 124 of the other 992 sampled:
+        // 60 native, 120 marshal-in each.
+        let t = Totals {
+            calls: 1000,
+            python_calls: 1000,
+            first: Sums {
+                timed: 8,
+                ticks: Split {
+                    native: 8 * 1050,
+                    marshal_in: 8 * 220,
+                    gil_wait: 8 * 30,
+                    ..Split::default()
+                },
+            },
+            sampled: Sums {
+                timed: 124,
+                ticks: Split {
+                    native: 124 * 60,
+                    marshal_in: 124 * 120,
+                    ..Split::default()
+                },
+            },
+            first_native: vec![1050; 8],
+            hist: {
+                let mut h = vec![0; BUCKETS];
+                h[recorder::bucket_of(60)] = 124;
+                h
+            },
+            ..Totals::default()
+        };
+        let s = scale(&t, &c);
+        assert_eq!(s.native, 8 * 1000 + 992 * 10);
+        assert_eq!(s.marshal_in, 8 * 200 + 992 * 100);
+        // GIL wait is a sum of waits, not of intervals each timed call measured: nothing comes off.
+        assert_eq!(s.gil_wait, 8 * 30);
+        // The histogram's latencies are net too.
+        let h = histogram(&t, &c).summary();
+        let sampled_net = bucket_value(recorder::bucket_of(60)) - 50;
+        assert_eq!(h.count, 1000);
+        assert!(
+            h.p50_ns.abs_diff(sampled_net) <= 1 + sampled_net / 100,
+            "{h:?}"
+        );
+        assert!((1000..1010).contains(&h.max_ns), "{h:?}");
+        // Calls faster than the floor count as no time, not as a negative one.
+        let fast = Totals {
+            sampled: Sums {
+                ticks: Split {
+                    native: 124 * 30,
+                    ..t.sampled.ticks
+                },
+                ..t.sampled
+            },
+            ..t
+        };
+        assert_eq!(scale(&fast, &c).native, 8 * 1000);
+        // Without a Python layer no marshalling interval was measured: nothing comes off it.
+        let no_python = Totals {
+            python_calls: 0,
+            first: t.first,
+            sampled: t.sampled,
+            calls: 1000,
+            ..Totals::default()
+        };
+        assert_eq!(scale(&no_python, &c).marshal_in, 8 * 220 + 992 * 120);
+    }
+
+    #[test]
+    fn a_sites_calls_and_times_are_shared_over_its_stacks_by_samples() {
+        let t = Totals {
+            calls: 100,
+            stacks: HashMap::from([(7, 10), (3, 30)]),
+            ..Totals::default()
+        };
+        let s = Split {
+            native: 1000,
+            marshal_in: 400,
+            marshal_out: 3,
+            gil_wait: 0,
+            construction: 80,
+        };
+        let got: Vec<_> = stack_samples(&t, &s)
+            .iter()
+            .map(|x| {
+                (
+                    x.stack,
+                    x.calls,
+                    x.time.native,
+                    x.time.marshal_in,
+                    x.time.marshal_out,
+                    x.time.construction,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![(3, 75, 750, 300, 2, 60), (7, 25, 250, 100, 1, 20)]
+        );
+        let unsampled = Totals {
+            calls: 100,
+            ..Totals::default()
+        };
+        assert!(stack_samples(&unsampled, &s).is_empty());
+    }
+
+    #[test]
+    fn each_part_pays_its_own_probe_cost_and_construction_is_not_scaled() {
+        // 4 first calls, then 96 more of which 8 sampled: each sampled call stands for 12.
+        let stratum = |timed, each: u64| Sums {
+            timed,
+            ticks: Split {
+                native: timed * each,
+                marshal_in: timed * each,
+                marshal_out: timed * each,
+                gil_wait: timed * each,
+                construction: 0,
+            },
+        };
+        let t = Totals {
+            calls: 100,
+            python_calls: 100,
+            first: stratum(4, 100),
+            sampled: stratum(8, 50),
+            construction_ticks: 7_000,
+            ..Totals::default()
+        };
+        let cal = Calibration {
+            probe_ticks: 10,
+            native_floor_ticks: 30,
+            ..cal()
+        };
+        let s = scale(&t, &cal);
+        // Native less the floor per timed call, marshaling less the probe, the GIL wait whole.
+        assert_eq!(s.native, 4 * 70 + 96 * 20);
+        assert_eq!(s.marshal_in, 4 * 90 + 96 * 40);
+        assert_eq!(s.marshal_out, s.marshal_in);
+        assert_eq!(s.gil_wait, 4 * 100 + 96 * 50);
+        assert_eq!(s.construction, 7_000);
+        // A C caller's calls have no marshaling spans to take the probe off.
+        let c = scale(
+            &Totals {
+                python_calls: 0,
+                ..t
+            },
+            &cal,
+        );
+        assert_eq!(c.marshal_in, 4 * 100 + 96 * 50);
     }
 
     #[test]

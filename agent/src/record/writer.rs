@@ -19,7 +19,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::clock::{self, Calibration};
-use crate::runtime::debug;
+use crate::runtime::{debug, guard};
 
 /// What fills a profile's meta and says where to write it (None: do not write), registered by
 /// the session, which knows the configuration; called once per write.
@@ -150,11 +150,11 @@ fn snapshotter() {
             break;
         }
         if wake != 0 {
-            let _ = std::panic::catch_unwind(|| write_now("signal", true));
+            guard(None, || write_now("signal", true));
             ACK.fetch_add(1, Ordering::AcqRel);
             futex_wake(&ACK);
         } else if !FINAL_WRITTEN.load(Ordering::Acquire) {
-            let _ = std::panic::catch_unwind(|| write_now("periodic", false));
+            guard(None, || write_now("periodic", false));
         }
     }
 }
@@ -275,6 +275,9 @@ pub(crate) fn take_restart_after_fork() -> bool {
 /// The snapshotter was running when the program forked and ended for it.
 static RESTART_AFTER_FORK: AtomicBool = AtomicBool::new(false);
 
+/// The SIGTERM/SIGHUP handler. A signal handler may not allocate, so it has no panic guard:
+/// it is made only of operations that cannot panic (atomics, futex and signal calls), which
+/// `agent/tests/no_panic_into_c.rs` checks.
 extern "C" fn on_signal(sig: i32, _info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
     // Only ever installed over a default disposition (see `install_signal_handlers`): the
     // program's own action for this signal is to end, which it does after the profile.
@@ -290,11 +293,12 @@ extern "C" fn on_signal(sig: i32, _info: *mut libc::siginfo_t, _ctx: *mut libc::
         let ack = ACK.load(Ordering::Acquire);
         WAKE.store(sig as u32, Ordering::Release);
         futex_wake(&WAKE);
-        let deadline = 3000;
-        let mut waited = 0;
-        while ACK.load(Ordering::Acquire) == ack && waited < deadline {
+        // At most 3 s, in 10 ms waits.
+        for _ in 0..300 {
+            if ACK.load(Ordering::Acquire) != ack {
+                break;
+            }
             futex_wait(&ACK, ack, Some(Duration::from_millis(10)));
-            waited += 10;
         }
     }
     raise_default(sig);

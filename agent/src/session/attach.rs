@@ -49,7 +49,7 @@ static SESSION_ACTIVE: AtomicBool = AtomicBool::new(false);
 #[no_mangle]
 pub unsafe extern "C" fn ffiprof_attach_start(config: *const c_char) -> c_int {
     let saved = crate::runtime::errno();
-    let rc = std::panic::catch_unwind(|| {
+    let rc = crate::runtime::guard(-1, || {
         if config.is_null() {
             return -1;
         }
@@ -61,8 +61,7 @@ pub unsafe extern "C" fn ffiprof_attach_start(config: *const c_char) -> c_int {
             Ok(cfg) => start(cfg),
             Err(_) => -1,
         }
-    })
-    .unwrap_or(-1);
+    });
     crate::runtime::set_errno(saved);
     rc
 }
@@ -163,7 +162,7 @@ fn spawn_worker() -> std::io::Result<()> {
     let (cfg, began) = (w.cfg.clone(), w.began);
     PAUSE.store(false, Ordering::Release);
     let handle = crate::record::writer::spawn_agent_thread("ffiprof-attach", move || {
-        let _ = std::panic::catch_unwind(|| worker(&cfg, began));
+        crate::runtime::guard((), || worker(&cfg, began));
     })?;
     w.handle = Some(handle);
     Ok(())
@@ -201,7 +200,7 @@ pub(super) fn resume_after_fork() {
 }
 
 extern "C" fn resume_worker(_: *mut libc::c_void) -> i32 {
-    let _ = std::panic::catch_unwind(spawn_worker);
+    let _ = crate::runtime::guard(Ok(()), spawn_worker);
     0
 }
 

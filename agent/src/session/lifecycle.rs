@@ -131,7 +131,7 @@ fn fork_locks() -> impl DoubleEndedIterator<Item = &'static dyn ForkHeld> {
 }
 
 extern "C" fn fork_prepare() {
-    let _ = std::panic::catch_unwind(|| {
+    crate::runtime::guard((), || {
         for part in &PARTS {
             if let Some(f) = part.before_fork {
                 f();
@@ -155,7 +155,7 @@ fn release_locks() {
 }
 
 extern "C" fn fork_parent() {
-    let _ = std::panic::catch_unwind(|| {
+    crate::runtime::guard((), || {
         release_locks();
         for part in &PARTS {
             if let Some(f) = part.in_parent {
@@ -166,7 +166,7 @@ extern "C" fn fork_parent() {
 }
 
 extern "C" fn fork_child() {
-    let _ = std::panic::catch_unwind(|| {
+    crate::runtime::guard((), || {
         release_locks();
         for part in &PARTS {
             if let Some(f) = part.in_child {

@@ -25,7 +25,7 @@ use crate::hook;
 use crate::record::clock::{self, Calibration};
 use crate::record::{snapshot, writer};
 use crate::runtime;
-use crate::runtime::{clear_dlerror, debug, errno, set_errno, ACTIVE, PID};
+use crate::runtime::{debug, errno, set_errno, ACTIVE, PID};
 
 static IS_ROOT: AtomicBool = AtomicBool::new(false);
 static CONFIG: Mutex<Option<Config>> = Mutex::new(None);
@@ -40,7 +40,7 @@ static RECORDING_UNTIL: AtomicU64 = AtomicU64::new(0);
 /// whether `--lib` excludes it), and start the snapshotter in a freshly forked child.
 fn first_sighting(addr: usize) -> bool {
     let saved = errno();
-    let excluded = std::panic::catch_unwind(|| {
+    let excluded = runtime::guard(false, || {
         if PID.load(Ordering::Relaxed) != std::process::id() {
             // A vfork child sharing our memory: record nothing of its own.
             return false;
@@ -52,8 +52,7 @@ fn first_sighting(addr: usize) -> bool {
             }
         }
         crate::symbols::classify(addr)
-    })
-    .unwrap_or(false);
+    });
     set_errno(saved);
     excluded
 }
@@ -61,12 +60,8 @@ fn first_sighting(addr: usize) -> bool {
 /// CPython, or PyPy (whose C API is `PyPy_*`): the ffi layer records either; the Python layer
 /// refuses PyPy with the reason (`python::api`).
 fn is_python_process() -> bool {
-    [c"Py_IsInitialized", c"PyPy_IsInitialized"]
-        .iter()
-        .any(|name| {
-            // SAFETY: dlsym on RTLD_DEFAULT only looks the name up.
-            !unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) }.is_null()
-        })
+    runtime::global_symbol(c"Py_IsInitialized").is_some()
+        || runtime::global_symbol(c"PyPy_IsInitialized").is_some()
 }
 
 /// The LD_PRELOAD entry point (see `lib.rs`): configure from `FFIPROF_*`, patch, and start.
@@ -149,10 +144,8 @@ fn start_with(mut cfg: Config, process_hooks: bool, existing_types: bool) -> Sta
         frames_and_stacks: crate::python::frames::frames_and_stacks,
     });
     clock::init(cfg.force_monotonic);
-    // SAFETY: dlsym only looks the name up.
-    let add = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"Py_AddPendingCall".as_ptr()) };
-    ADD_PENDING_CALL.store(add as usize, Ordering::Release);
-    clear_dlerror();
+    // SAFETY: Py_AddPendingCall has the signature `AddPendingCall` in every CPython 3.
+    unsafe { ADD_PENDING_CALL.set(runtime::global_symbol(c"Py_AddPendingCall").unwrap_or(0)) };
     PID.store(std::process::id(), Ordering::Relaxed);
     crate::symbols::set_filter(LibFilter::new(&cfg.libs));
     let python = if cfg.python_layer {
@@ -232,7 +225,7 @@ pub struct Stopped {
 /// Never panics.
 pub fn stop(reason: &'static str, written: impl FnOnce(Option<&std::path::Path>)) -> Stopped {
     let mut stopped = Stopped::default();
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    runtime::guard((), || {
         ACTIVE.store(false, Ordering::Release);
         RECORDING_UNTIL.store(clock::monotonic_ns(), Ordering::Release);
         stopped.got_restored = hook::restore_all();
@@ -246,7 +239,7 @@ pub fn stop(reason: &'static str, written: impl FnOnce(Option<&std::path::Path>)
             })
             .unwrap_or(0);
         }
-    }));
+    });
     stopped
 }
 
@@ -272,17 +265,12 @@ fn output_path(recorded: bool) -> Option<PathBuf> {
 }
 
 fn python_version() -> Option<String> {
-    // SAFETY: Py_GetVersion (PyPy: PyPy_GetVersion) returns a static NUL-terminated string and
-    // needs no interpreter.
+    let f = runtime::global_symbol(c"Py_GetVersion")
+        .or_else(|| runtime::global_symbol(c"PyPy_GetVersion"))?;
+    // SAFETY: Py_GetVersion(void) (PyPy: PyPy_GetVersion) returns a static NUL-terminated
+    // string and needs no interpreter.
     unsafe {
-        let mut f = libc::dlsym(libc::RTLD_DEFAULT, c"Py_GetVersion".as_ptr());
-        if f.is_null() {
-            f = libc::dlsym(libc::RTLD_DEFAULT, c"PyPy_GetVersion".as_ptr());
-        }
-        if f.is_null() {
-            return None;
-        }
-        let f: extern "C" fn() -> *const libc::c_char = std::mem::transmute(f);
+        let f: unsafe extern "C" fn() -> *const libc::c_char = runtime::fn_at(f);
         let p = f();
         (!p.is_null()).then(|| std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned())
     }
@@ -345,7 +333,7 @@ fn fill_meta(
 }
 
 extern "C" fn at_exit() {
-    let _ = std::panic::catch_unwind(|| hook::process::before_leaving("exit"));
+    runtime::guard((), || hook::process::before_leaving("exit"));
 }
 
 /// Set once the interpreter's exit hook is registered (it is inherited across fork).
@@ -361,16 +349,14 @@ static PY_AT_EXIT: AtomicBool = AtomicBool::new(false);
 fn first_call_of_run() {
     writer::install_signal_handlers();
     if !PY_AT_EXIT.swap(true, Ordering::AcqRel) {
-        // SAFETY: dlsym only looks the name up; Py_AtExit(void (*)(void)) takes a plain
-        // function that catches its own panics, and needs no thread state.
-        unsafe {
-            let f = libc::dlsym(libc::RTLD_DEFAULT, c"Py_AtExit".as_ptr());
-            if !f.is_null() {
-                let f: extern "C" fn(extern "C" fn()) -> i32 = std::mem::transmute(f);
+        if let Some(f) = runtime::global_symbol(c"Py_AtExit") {
+            // SAFETY: Py_AtExit(void (*)(void)) takes a plain function that catches its own
+            // panics, and needs no thread state.
+            unsafe {
+                let f: unsafe extern "C" fn(extern "C" fn()) -> i32 = runtime::fn_at(f);
                 f(at_exit);
             }
         }
-        clear_dlerror();
     }
 }
 
@@ -385,7 +371,7 @@ fn restart_writer_after_fork() {
 /// Starts the snapshotter again after a fork ended it (a pending call: runs on the main thread
 /// once the program executes Python again, after CPython counted its threads).
 extern "C" fn restart_writer(_: *mut libc::c_void) -> i32 {
-    let _ = std::panic::catch_unwind(|| {
+    runtime::guard((), || {
         if ACTIVE.load(Ordering::Acquire) {
             if let Some(c) = CONFIG.lock().as_ref() {
                 writer::start(c.interval);
@@ -399,17 +385,16 @@ extern "C" fn restart_writer(_: *mut libc::c_void) -> i32 {
 /// which needs no thread state and may be called from a fork handler). False when there is no
 /// interpreter or its queue is full.
 pub fn add_pending_call(f: extern "C" fn(*mut libc::c_void) -> i32) -> bool {
-    let add = ADD_PENDING_CALL.load(Ordering::Acquire);
-    if add == 0 {
+    let Some(add) = ADD_PENDING_CALL.get() else {
         return false;
-    }
-    type AddPendingCall =
-        extern "C" fn(extern "C" fn(*mut libc::c_void) -> i32, *mut libc::c_void) -> i32;
-    // SAFETY: `add` is the interpreter's Py_AddPendingCall; `f` has the pending-call signature
-    // and catches its own panics.
-    let add: AddPendingCall = unsafe { std::mem::transmute::<usize, AddPendingCall>(add) };
-    add(f, std::ptr::null_mut()) == 0
+    };
+    // SAFETY: the interpreter's Py_AddPendingCall, which needs no thread state; `f` has the
+    // pending-call signature and catches its own panics.
+    unsafe { add(f, std::ptr::null_mut()) == 0 }
 }
 
+type AddPendingCall =
+    unsafe extern "C" fn(extern "C" fn(*mut libc::c_void) -> i32, *mut libc::c_void) -> i32;
+
 /// `Py_AddPendingCall`, resolved at start (not in a fork handler).
-static ADD_PENDING_CALL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static ADD_PENDING_CALL: runtime::Original<AddPendingCall> = runtime::Original::new();

@@ -23,11 +23,11 @@ use crate::{Error, Result};
 pub const SAMPLE_TYPES: [(&str, &str, ColumnOf); 9] = [
     ("calls", "count", |c| c.calls),
     ("time", "nanoseconds", |c| c.total_ns()),
-    ("native", "nanoseconds", |c| c.native_ns),
-    ("marshal_in", "nanoseconds", |c| c.marshal_in_ns),
-    ("marshal_out", "nanoseconds", |c| c.marshal_out_ns),
-    ("gil_wait", "nanoseconds", |c| c.gil_wait_ns),
-    ("construction", "nanoseconds", |c| c.construction_ns),
+    ("native", "nanoseconds", |c| c.time.native),
+    ("marshal_in", "nanoseconds", |c| c.time.marshal_in),
+    ("marshal_out", "nanoseconds", |c| c.time.marshal_out),
+    ("gil_wait", "nanoseconds", |c| c.time.gil_wait),
+    ("construction", "nanoseconds", |c| c.time.construction),
     ("arg_bytes", "bytes", |c| c.arg_bytes),
     ("buffer_bytes", "bytes", |c| c.buffer_bytes),
 ];

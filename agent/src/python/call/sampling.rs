@@ -165,6 +165,48 @@ mod tests {
         every_call_timed_and_excluded_pairs_never();
     }
 
+    /// Which calls record their Python stack: a thread's first call, then one in `STACK_EVERY`
+    /// at random (gaps uniform in 1..=2N-1); every call for 1, none for 0. The wrapper asks
+    /// `next_samples_stack` ahead of the next call (to note when this one returned), so it must
+    /// always agree with the draw that follows.
+    #[test]
+    fn one_call_in_n_records_its_stack_and_the_next_one_is_known_ahead() {
+        const N: u32 = 16;
+        const CALLS: u32 = 100_000;
+        let st = ThreadState::default();
+        st.rng.store(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+        STACK_EVERY.store(N, Ordering::Relaxed);
+        let (mut sampled, mut last) = (0u32, None);
+        for call in 0..CALLS {
+            let ahead = st.next_samples_stack();
+            let now = st.sample(&st.stack_countdown, STACK_EVERY.load(Ordering::Relaxed));
+            assert_eq!(ahead, now, "call {call}");
+            if now {
+                if let Some(prev) = last {
+                    assert!((1..2 * N).contains(&(call - prev)), "gap {}", call - prev);
+                } else {
+                    assert_eq!(call, 0, "a thread's first call records its stack");
+                }
+                last = Some(call);
+                sampled += 1;
+            }
+        }
+        // sd of the count: sqrt(CALLS / N * var(gap) = (31² - 1) / 12) / N ≈ 44 (0.7 %).
+        let expected = (CALLS / N) as f64;
+        assert!(
+            (sampled as f64 - expected).abs() < expected * 0.03,
+            "{sampled} stacks in {CALLS} calls"
+        );
+        for (every, all) in [(1, true), (0, false)] {
+            STACK_EVERY.store(every, Ordering::Relaxed);
+            for _ in 0..50 {
+                assert_eq!(st.next_samples_stack(), all);
+                assert_eq!(st.sample(&st.stack_countdown, every), all);
+            }
+        }
+        STACK_EVERY.store(64, Ordering::Relaxed);
+    }
+
     fn every_call_timed_and_excluded_pairs_never() {
         let st = ThreadState::default();
         TIMING_EVERY.store(1, Ordering::Relaxed);
