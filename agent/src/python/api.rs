@@ -346,8 +346,7 @@ pub struct PyBuffer {
 
 static API: OnceLock<Option<Api>> = OnceLock::new();
 
-/// The address of a symbol of the process's global scope (a function or data object).
-pub(super) fn sym(name: &CStr) -> Option<usize> {
+fn sym(name: &CStr) -> Option<usize> {
     // SAFETY: dlsym with RTLD_DEFAULT only looks the name up in the global scope.
     let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
     (!p.is_null()).then_some(p as usize)

@@ -125,7 +125,7 @@ impl Published {
 /// Reads `_Py_DebugOffsets` from this process's `_PyRuntime`; None before 3.13 (no such
 /// symbol, or no cookie at its start).
 pub fn read() -> Option<Published> {
-    let at = super::api::sym(c"_PyRuntime")?;
+    let at = crate::runtime::global_symbol(c"_PyRuntime")?;
     // SAFETY: `_PyRuntime` is CPython's runtime state, a static object far larger than the 24
     // bytes read here; 3.13+ start it with the cookie, version and free-threaded flag. Older
     // versions start it with other (initialised) fields, which the cookie check rejects.
