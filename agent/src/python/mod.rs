@@ -2,6 +2,8 @@
 //! marshal-out, and names the Python line that made it.
 //!
 //! - `api`: the C API resolved at run time, and per-version struct offsets;
+//! - `layout`: the struct offsets per version, and the refusal of an interpreter the layer does
+//!   not know;
 //! - `debug_offsets`: the offsets CPython 3.13+ publishes about itself (`_Py_DebugOffsets`), read
 //!   at start-up in place of the table's and checked against it;
 //! - `frames`: call sites and stacks read from the frame structs;
@@ -23,6 +25,7 @@ mod debug_offsets;
 pub mod floor_probe;
 pub mod frames;
 mod helpers;
+mod layout;
 mod site_rules;
 pub mod slots;
 
