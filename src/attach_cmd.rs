@@ -60,6 +60,7 @@ fn inject_failure(e: InjectError) -> anyhow::Error {
     match e {
         InjectError::NoSuchProcess { .. }
         | InjectError::NotPython { .. }
+        | InjectError::PyPy { .. }
         | InjectError::UnsupportedVersion { .. } => crate::bad_input(e.to_string()),
         other => anyhow::Error::new(other),
     }

@@ -12,12 +12,37 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::FIXTURE;
+use common::{Interpreter, FIXTURE};
 use ffiprof_inject::AgentStatus;
 
 /// The two 3.11 interpreters (pyenv's and Debian's), each through its test venv.
-fn pythons() -> Vec<PathBuf> {
-    common::pythons_3_11()
+fn pythons() -> Vec<Interpreter> {
+    common::runnable_interpreters(
+        common::main_interpreters(),
+        "neither pyenv's 3.11 nor /usr/bin/python3.11 can run: install one, then scripts/test-setup",
+    )
+}
+
+/// The 3.11 interpreters and CPython 3.14 in its root (where it can be built), for the cases that
+/// attach by both methods there.
+fn pythons_and_314() -> Vec<Interpreter> {
+    let mut v = pythons();
+    let py = common::py314();
+    match py.missing() {
+        None => v.push(py),
+        Some(why) => eprintln!("skipped {}: {why}", py.label),
+    }
+    v
+}
+
+/// Each attach of a session on `py`, in turn: 3.14 by remote exec (its default), then by ptrace;
+/// earlier versions by ptrace (their only way), as chosen by default.
+fn method_for(py: &Interpreter, session: usize) -> &'static [&'static str] {
+    if py.root.is_some() && session % 2 == 1 {
+        &["--method", "ptrace"]
+    } else {
+        &[]
+    }
 }
 
 /// One "tick" line of the target: when, its call count then, and whether the watched type slots
@@ -40,6 +65,7 @@ fn parse_tick(line: &str) -> Option<Tick> {
 
 /// A target, killed and reaped when dropped whatever happened (by its `KillOnDrop`).
 struct Target {
+    py: Interpreter,
     child: common::KillOnDrop,
     lines: mpsc::Receiver<String>,
     stop_file: PathBuf,
@@ -48,20 +74,26 @@ struct Target {
 }
 
 impl Target {
-    fn spawn(python: &Path, mode: &str) -> Target {
+    fn spawn(python: &Interpreter, mode: &str) -> Target {
         Self::spawn_ticking(python, mode, "0.05")
     }
 
     /// `tick_secs`: how often a busy target reports its count.
-    fn spawn_ticking(python: &Path, mode: &str, tick_secs: &str) -> Target {
+    fn spawn_ticking(python: &Interpreter, mode: &str, tick_secs: &str) -> Target {
         Self::spawn_with_env(python, mode, tick_secs, &[])
     }
 
-    fn spawn_with_env(python: &Path, mode: &str, tick_secs: &str, env: &[(&str, &Path)]) -> Target {
+    fn spawn_with_env(
+        python: &Interpreter,
+        mode: &str,
+        tick_secs: &str,
+        env: &[(&str, &Path)],
+    ) -> Target {
         let dir = tempfile::tempdir().unwrap();
         let stop_file = dir.path().join("stop");
         let mut child = common::KillOnDrop(
-            Command::new(python)
+            python
+                .cmd(&python.command)
                 .arg(script())
                 .args([mode, stop_file.to_str().unwrap(), FIXTURE])
                 .env("ATTACH_TICK_SECS", tick_secs)
@@ -72,6 +104,7 @@ impl Target {
         );
         let lines = common::stdout_lines(&mut child.0);
         let mut t = Target {
+            py: python.clone(),
             child,
             lines,
             stop_file,
@@ -84,6 +117,29 @@ impl Target {
 
     fn pid(&self) -> i32 {
         self.child.0.id() as i32
+    }
+
+    /// `ffiprof` where the target runs (beside it in its root, for 3.14).
+    fn ffiprof(&self) -> Command {
+        self.py
+            .cmd_beside(self.child.0.id(), env!("CARGO_BIN_EXE_ffiprof"))
+    }
+
+    /// `ffiprof attach` to this target for `secs`, writing `out`.
+    fn attach(&self, secs: &str, out: &Path, extra: &[&str]) -> std::process::Output {
+        self.ffiprof()
+            .args([
+                "attach",
+                "--pid",
+                &self.pid().to_string(),
+                "--duration",
+                secs,
+                "-o",
+            ])
+            .arg(out)
+            .args(extra)
+            .output()
+            .unwrap()
     }
 
     /// The next line that is not a tick (ticks are kept).
@@ -230,7 +286,7 @@ fn fixture_calls(profile: &Path) -> (u64, u64, u64) {
 
 #[test]
 fn attach_records_the_window_and_detaches() {
-    for python in pythons() {
+    for python in pythons_and_314() {
         let mut target = Target::spawn(&python, "busy");
         target.ticks_past(0);
         target.ticks_past(target.ticks[0].ns);
@@ -238,7 +294,8 @@ fn attach_records_the_window_and_detaches() {
         let out = dir.path().join("p.json");
         let html = dir.path().join("p.html");
         let started = Instant::now();
-        let res = ffiprof()
+        let res = target
+            .ffiprof()
             .args([
                 "attach",
                 "--pid",
@@ -266,7 +323,7 @@ fn attach_records_the_window_and_detaches() {
         let (least, most) = target.made_between(start_ns, start_ns + dur_ns);
         eprintln!(
             "{}: profile {calls} calls; the script made between {least} and {most} in the window",
-            python.display()
+            python.label
         );
         assert!(calls > 0);
         assert!(
@@ -285,16 +342,16 @@ fn attach_records_the_window_and_detaches() {
 fn attach_to_each_kind_of_target() {
     // Twice each: the second session starts from a clean agent left by the first.
     for mode in ["sleep", "threads", "alloc", "ccall"] {
-        for python in pythons() {
+        for python in pythons_and_314() {
             let target = Target::spawn(&python, mode);
             let dir = tempfile::tempdir().unwrap();
             for i in 0..2 {
                 let out = dir.path().join(format!("p{i}.json"));
-                let res = attach(target.pid(), "1", &out);
+                let res = target.attach("1", &out, method_for(&python, i));
                 let stderr = String::from_utf8_lossy(&res.stderr);
                 assert!(res.status.success(), "{mode} #{i}: {stderr}");
                 let (calls, _, _) = fixture_calls(&out);
-                eprintln!("{mode} {} #{i}: {calls} calls recorded", python.display());
+                eprintln!("{mode} {} #{i}: {calls} calls recorded", python.label);
                 assert!(calls > 0, "{mode} #{i}: no call recorded\n{stderr}");
             }
             target.finish();
@@ -469,7 +526,7 @@ fn twenty_attach_detach_cycles_on_one_process() {
         let rss_after = rss_kib(target.pid());
         eprintln!(
             "{}: 20 cycles, calls per window (profile / script's bracket): {}; RSS {} -> {} -> {} KiB",
-            python.display(),
+            python.label,
             rows.iter()
                 .map(|(c, lo, hi)| format!("{c}/{lo}..{hi}"))
                 .collect::<Vec<_>>()
@@ -491,7 +548,7 @@ fn twenty_attach_detach_cycles_on_one_process() {
 /// exact call site and marshal-in, the slots come back at detach, and a second attach works.
 #[test]
 fn python_layer_on_attach_every_version() {
-    let pythons = common::runnable(
+    let pythons = common::runnable_interpreters(
         common::version_matrix(),
         "no interpreter: run scripts/test-setup",
     );
@@ -505,16 +562,26 @@ fn python_layer_on_attach_every_version() {
             let dir = tempfile::tempdir().unwrap();
             for i in 0..2 {
                 let out = dir.path().join(format!("p{i}.json"));
-                let res = attach(target.pid(), "0.3", &out);
+                let res = target.attach("0.3", &out, method_for(&python, i));
                 let returned = unix_ns_now();
+                let stderr = String::from_utf8_lossy(&res.stderr);
                 assert!(
                     res.status.success(),
-                    "{} {mode} #{i}: {}",
-                    python.display(),
-                    String::from_utf8_lossy(&res.stderr)
+                    "{} {mode} #{i}: {stderr}",
+                    python.label
+                );
+                // 3.14: remote exec, then ptrace; before: ptrace.
+                let method = match method_for(&python, i) {
+                    [] if python.root.is_some() => "remote-exec",
+                    _ => "ptrace",
+                };
+                assert!(
+                    stderr.contains(&format!(", {method});")),
+                    "{} {mode} #{i}: not by {method}: {stderr}",
+                    python.label
                 );
                 let (calls, ..) = check_window(&mut target, &out, script_line(needle), returned);
-                eprintln!("{} {mode} #{i}: {calls} calls", python.display());
+                eprintln!("{} {mode} #{i}: {calls} calls", python.label);
             }
             target.finish();
         }
@@ -532,7 +599,7 @@ fn attach_to_a_process_under_ffiprof_run_is_refused() {
         .args(["run", "-q", "-o"])
         .arg(&run_out)
         .arg("--")
-        .arg(&pythons()[0])
+        .arg(&pythons()[0].command)
         .arg(script())
         .args(["busy", stop_file.to_str().unwrap(), FIXTURE])
         .stdout(Stdio::piped())

@@ -1,7 +1,8 @@
 //! End to end, the Python layer: call sites, the marshal/native/GIL split, buffer and construction
 //! bytes, callbacks, threads, and timing accuracy against C functions that spin for a known time —
-//! on every CPython 3.8–3.13 pyenv has and on Debian's 3.11. An interpreter that is not installed
-//! shows as *ignored* with its name (own harness: libtest-mimic), never as passed.
+//! on every CPython 3.8–3.13 pyenv has, on Debian's 3.11 and on Debian forky's 3.14 (in its
+//! root). An interpreter that is not installed shows as *ignored* with its name (own harness:
+//! libtest-mimic), never as passed.
 
 mod common;
 
@@ -32,6 +33,58 @@ fn profile_of(
 fn func<'a>(p: &'a Profile, name: &str) -> &'a FunctionRecord {
     p.function(name)
         .unwrap_or_else(|| panic!("{name} not in profile: {:?}", calls_by_name(p)))
+}
+
+/// CPython 3.13+ publishes its struct offsets (`_Py_DebugOffsets` in `_PyRuntime`): the Python
+/// layer reads the ones it needs at start-up and the profile lists each beside ffiprof's table's
+/// value; on every 3.13 and 3.14 here they agree, name by name. Earlier versions publish none.
+fn published_offsets_agree_with_the_table(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    let (p, _) = profile_of(py, dir, &[], "py_sites.py");
+    assert_eq!(
+        func(&p, "fx_add_int").python_calls,
+        600,
+        "the Python layer is on"
+    );
+    let version = p.meta.python.clone().unwrap_or_default();
+    let minor: u32 = version
+        .split('.')
+        .nth(1)
+        .and_then(|m| m.parse().ok())
+        .unwrap();
+    let offsets = &p.meta.python_offsets;
+    if minor < 13 {
+        assert!(offsets.is_empty(), "{version}: {offsets:?}");
+        return Ok(());
+    }
+    let names: Vec<&str> = offsets.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "thread_state.current_frame",
+            "interpreter_frame.previous",
+            "interpreter_frame.executable",
+            "interpreter_frame.instr_ptr",
+            "interpreter_frame.owner",
+            "code_object.co_code_adaptive",
+            "pyobject.ob_type",
+            "type_object.tp_name",
+            "type_object.tp_flags",
+            "tuple_object.ob_item",
+            "tuple_object.ob_size",
+            "list_object.ob_item",
+        ],
+        "{version}"
+    );
+    let table: Vec<String> = offsets
+        .iter()
+        .map(|o| format!("{} {}/{}", o.name, o.published, o.table))
+        .collect();
+    eprintln!("{} published/table: {}", py.label, table.join(", "));
+    assert!(
+        offsets.iter().all(|o| o.published == o.table),
+        "{version}: published offsets differ from the table: {table:?}"
+    );
+    Ok(())
 }
 
 fn sites_exact(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
@@ -351,6 +404,10 @@ fn main() {
     let args = Arguments::from_args();
     let everywhere: Vec<(&str, Case)> = vec![
         ("sites_exact", sites_exact),
+        (
+            "published_offsets_agree_with_the_table",
+            published_offsets_agree_with_the_table,
+        ),
         (
             "buffer_and_construction_bytes",
             buffer_and_construction_bytes,

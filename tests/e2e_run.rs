@@ -84,8 +84,9 @@ fn basic_counts_and_bytes(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     assert!(add.time.native > 0 && add.native_hist.summary().p50_ns < 10_000);
     assert!(p.meta.complete);
     assert_eq!(p.meta.write_reason, "exit");
+    let version = if py.root.is_some() { "3.14" } else { "3.11" };
     assert!(
-        p.meta.python.as_deref().unwrap_or("").starts_with("3.11"),
+        p.meta.python.as_deref().unwrap_or("").starts_with(version),
         "{:?}",
         p.meta.python
     );
@@ -232,7 +233,8 @@ fn fork_child_profile(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     assert_eq!(c.meta.write_reason, "exit");
     assert!(String::from_utf8_lossy(&o.stderr).contains(&format!("p.{child_pid}.json")));
     // The JSON report carries the parent's pid too.
-    let json = Command::new(ffiprof_bin())
+    let json = py
+        .cmd(ffiprof_bin())
         .args(["report", "--format", "json"])
         .arg(dir.join(format!("p.{child_pid}.json")))
         .output()
@@ -249,7 +251,8 @@ fn fork_child_profile(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
 /// and frame they were made from — nothing of the parent's tables.
 fn fork_child_holds_only_its_own(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     let out = dir.join("p.json");
-    let o = Command::new(ffiprof_bin())
+    let o = py
+        .cmd(ffiprof_bin())
         .args(["run", "-q", "-o"])
         .arg(&out)
         .arg("--")
@@ -349,7 +352,8 @@ fn relative_library_path(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     // of a later `ffiprof report` is another).
     std::fs::copy(FIXTURE, dir.join("libffifixture.so")).unwrap();
     let out = dir.join("p.json");
-    let o = Command::new(ffiprof_bin())
+    let o = py
+        .cmd(ffiprof_bin())
         .args(["run", "-o"])
         .arg(&out)
         .arg("--")
@@ -371,7 +375,8 @@ fn relative_library_path(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
 }
 
 fn spawn_waiting(py: &Interpreter, out: &Path, calls: &str, interval: &str) -> KillOnDrop {
-    let child = Command::new(ffiprof_bin())
+    let child = py
+        .cmd(ffiprof_bin())
         .args(["run", "--interval", interval, "-o"])
         .arg(out)
         .arg("--")
@@ -441,7 +446,8 @@ fn sigkill_keeps_last_snapshot(py: &Interpreter, dir: &Path) -> Result<(), Faile
 fn passthrough(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     use std::io::Write;
     let out = dir.join("p.json");
-    let mut child = Command::new(ffiprof_bin())
+    let mut child = py
+        .cmd(ffiprof_bin())
         .args(["run", "-o"])
         .arg(&out)
         .arg("--")
@@ -611,6 +617,8 @@ fn main() {
         .into_iter()
         .map(|py| (py, cases.iter().collect()))
         .collect();
+    // CPython 3.14 in its root: every case (it has cffi).
+    interpreters.push((py314(), cases.iter().collect()));
     interpreters.push((
         pyenv_shim(),
         cases

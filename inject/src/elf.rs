@@ -192,6 +192,17 @@ pub fn find_python(pid: i32, maps: &[Mapping], exe: &str) -> Result<PythonModule
             pending_lock_ranges,
         });
     }
+    if let Some(m) = maps.iter().find(|m| {
+        m.path
+            .rsplit('/')
+            .next()
+            .is_some_and(|n| n.starts_with("libpypy"))
+    }) {
+        return Err(InjectError::PyPy {
+            pid,
+            module: m.path.clone(),
+        });
+    }
     Err(InjectError::NotPython {
         pid,
         exe: exe.to_owned(),

@@ -90,8 +90,15 @@ pub enum InjectError {
     NotPython { pid: i32, exe: String },
 
     #[error(
-        "PID {pid} runs Python {version}, which attach does not support: it needs CPython 3.8 to \
-         3.13 (ptrace) or 3.14 and later (remote exec); start the program under `ffiprof run` instead"
+        "PID {pid} runs PyPy ({module}), which attach does not support: it needs CPython 3.8 or \
+         later; start the program under `ffiprof run` instead, which records its ffi calls \
+         (counts, bytes, native time; no call sites or marshal split on PyPy)"
+    )]
+    PyPy { pid: i32, module: String },
+
+    #[error(
+        "PID {pid} runs Python {version}, which attach does not support: it needs CPython 3.8 or \
+         later (ptrace; remote exec from 3.14); start the program under `ffiprof run` instead"
     )]
     UnsupportedVersion { pid: i32, version: String },
 

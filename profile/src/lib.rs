@@ -111,6 +111,20 @@ pub struct Meta {
     /// `--site-skip` patterns in force: frames passed through to their caller for the call site.
     #[serde(default)]
     pub site_skip: Vec<String>,
+    /// CPython 3.13+ with the Python layer on: each struct offset the layer reads that the
+    /// interpreter publishes about itself (`_Py_DebugOffsets`), with the value ffiprof's own table
+    /// gives it; the layer uses the published one. Empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub python_offsets: Vec<PublishedOffset>,
+}
+
+/// One struct offset an interpreter publishes, beside ffiprof's own table's value for it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PublishedOffset {
+    /// Its name in `_Py_DebugOffsets`: `thread_state.current_frame`, `tuple_object.ob_item`, ...
+    pub name: String,
+    pub published: u64,
+    pub table: u64,
 }
 
 fn one() -> u32 {

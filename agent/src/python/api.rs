@@ -1,116 +1,43 @@
 //! The CPython C API, resolved at run time from the process itself (never linked: a BIND_NOW
-//! link of Python symbols would kill every non-Python child with "undefined symbol"), and the
-//! struct offsets of the interpreter versions we read frames of, taken from each version's
-//! headers (`offsetof` against pyenv's 3.8–3.13 and Debian's 3.11).
+//! link of Python symbols would kill every non-Python child with "undefined symbol"), the
+//! interpreter's layout chosen at that moment (`layout`: read from the interpreter itself on
+//! 3.13+, `debug_offsets`, else tabled), and the object offsets that no version has moved.
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::sync::OnceLock;
 
+use super::debug_offsets;
+use super::layout::FFI_LAYER_ON;
+pub use super::layout::{choose_layout, Checked, Layout, EXECUTABLE_TAGS, SUPPORTED};
+
 pub type PyObject = c_void;
 
-/// Where the frame chain lives, per minor version.
-#[derive(Debug, Clone, Copy)]
-pub struct Layout {
-    pub minor: u32,
-    /// 3.8–3.10: `PyThreadState.frame`; 3.11–3.12: `PyThreadState.cframe`; 3.13: `current_frame`.
-    pub ts_frame: usize,
-    /// 3.11–3.12: `_PyCFrame.current_frame`.
-    pub cframe_current: Option<usize>,
-    /// Code object of a frame (`f_code`, or `f_executable` in 3.13).
-    pub f_code: usize,
-    /// The next outer frame (`f_back` / `previous`).
-    pub f_back: usize,
-    /// 3.8–3.10: `f_lasti` (an int); 3.11+: `prev_instr`/`instr_ptr` (a pointer).
-    pub f_ip: usize,
-    /// 3.11+: `owner` (a byte); 3 = owned by the C stack (a shim frame) in 3.12+.
-    pub f_owner: Option<usize>,
-    /// 3.11+: offset of the first code unit in the code object.
-    pub co_code_adaptive: usize,
-    /// 3.11+: `_co_firsttraceable`.
-    pub co_firsttraceable: usize,
-}
-
-impl Layout {
-    pub fn for_minor(minor: u32) -> Option<Layout> {
-        let old = |f_lasti| Layout {
-            minor,
-            ts_frame: 24,
-            cframe_current: None,
-            f_code: 32,
-            f_back: 24,
-            f_ip: f_lasti,
-            f_owner: None,
-            co_code_adaptive: 0,
-            co_firsttraceable: 0,
-        };
-        Some(match minor {
-            8 | 9 => old(104),
-            10 => old(96),
-            11 => Layout {
-                minor,
-                ts_frame: 56,
-                cframe_current: Some(8),
-                f_code: 32,
-                f_back: 48,
-                f_ip: 56,
-                f_owner: Some(69),
-                co_code_adaptive: 184,
-                co_firsttraceable: 168,
-            },
-            12 => Layout {
-                minor,
-                ts_frame: 56,
-                cframe_current: Some(0),
-                f_code: 0,
-                f_back: 8,
-                f_ip: 56,
-                f_owner: Some(70),
-                co_code_adaptive: 192,
-                co_firsttraceable: 176,
-            },
-            13 => Layout {
-                minor,
-                ts_frame: 72,
-                cframe_current: None,
-                f_code: 0,
-                f_back: 8,
-                f_ip: 56,
-                f_owner: Some(70),
-                co_code_adaptive: 200,
-                co_firsttraceable: 184,
-            },
-            _ => return None,
-        })
-    }
-}
-
-/// `PyTypeObject.tp_name` and `tp_call`: unchanged from 3.8 to 3.13.
+/// `PyTypeObject.tp_name` and `tp_call`: unchanged from 3.8 to 3.14.
 pub const TP_NAME: usize = 24;
 pub const TP_CALL: usize = 128;
 /// `PyTypeObject.tp_dealloc` and `tp_as_sequence`, and `PySequenceMethods.sq_repeat`: unchanged
-/// from 3.8 to 3.13.
+/// from 3.8 to 3.14.
 pub const TP_DEALLOC: usize = 48;
 pub const TP_AS_SEQUENCE: usize = 104;
 pub const SQ_REPEAT: usize = 16;
-/// `PyTypeObject.tp_vectorcall_offset` (unchanged from 3.8 to 3.13).
+/// `PyTypeObject.tp_vectorcall_offset` (unchanged from 3.8 to 3.14).
 pub const TP_VECTORCALL_OFFSET: usize = 56;
-/// `PyTypeObject.tp_basicsize` (unchanged from 3.8 to 3.13).
+/// `PyTypeObject.tp_basicsize` (unchanged from 3.8 to 3.14).
 pub const TP_BASICSIZE: usize = 32;
-/// `PyTypeObject.tp_flags` (unchanged from 3.8 to 3.13) and `Py_TPFLAGS_HEAPTYPE`.
+/// `PyTypeObject.tp_flags` (unchanged from 3.8 to 3.14) and `Py_TPFLAGS_HEAPTYPE`.
 pub const TP_FLAGS: usize = 168;
 pub const TPFLAGS_HEAPTYPE: usize = 1 << 9;
-/// `PyWrapperDescrObject.d_wrapped`: unchanged from 3.8 to 3.13.
+/// `PyWrapperDescrObject.d_wrapped`: unchanged from 3.8 to 3.14.
 pub const D_WRAPPED: usize = 48;
-/// `PyObject.ob_type`, `PyVarObject.ob_size`, `PyTupleObject.ob_item`.
+/// `PyObject.ob_type`, `PyVarObject.ob_size` (the tuple's items are `Layout::tuple_items`).
 pub const OB_TYPE: usize = 8;
 pub const OB_SIZE: usize = 16;
-pub const TUPLE_ITEMS: usize = 24;
 /// `PyListObject.ob_item`, the pointer to a list's items.
 pub const LIST_ITEMS: usize = 24;
-/// `CDataObject.b_size` (ctypes instances): unchanged from 3.8 to 3.13.
+/// `CDataObject.b_size` (ctypes instances): unchanged from 3.8 to 3.14.
 pub const CDATA_B_SIZE: usize = 40;
 /// `CDataObject.b_ptr`, the instance's memory (a foreign function's: its address), right after
-/// the object header: unchanged from 3.8 to 3.13.
+/// the object header: unchanged from 3.8 to 3.14.
 pub const CDATA_B_PTR: usize = 16;
 /// cffi's `CDataObject.c_data` (a function cdata's C address).
 pub const CFFI_C_DATA: usize = 24;
@@ -121,6 +48,9 @@ pub type TernaryFunc =
 /// The functions and objects of the C API the agent uses.
 pub struct Api {
     pub layout: Layout,
+    /// 3.13+: each offset the interpreter published beside the table's value (see
+    /// `debug_offsets`); the layout holds the published ones.
+    pub checked: Vec<Checked>,
     pub version: String,
     pub thread_state_get: unsafe extern "C" fn() -> *mut c_void,
     pub type_ready: unsafe extern "C" fn(*mut PyObject) -> c_int,
@@ -196,7 +126,7 @@ fn sym(name: &CStr) -> Option<usize> {
 }
 
 /// "3.11.7 (main, ...)" → 11.
-fn minor_of(version: &str) -> Option<u32> {
+pub(super) fn minor_of(version: &str) -> Option<u32> {
     let mut parts = version.split(|c: char| !c.is_ascii_digit());
     (parts.next()? == "3").then_some(())?;
     parts.next()?.parse().ok()
@@ -213,21 +143,29 @@ unsafe fn fn_at<F: Copy>(addr: usize) -> F {
 }
 
 fn resolve() -> Result<Api, String> {
-    let version_fn = sym(c"Py_GetVersion").ok_or("not a Python process")?;
+    let Some(version_fn) = sym(c"Py_GetVersion") else {
+        return Err(if sym(c"PyPy_GetVersion").is_some() {
+            format!(
+                "PyPy is not supported by the Python layer, which reads CPython's own structs \
+                 ({SUPPORTED}): run the program under CPython for call sites and the marshal \
+                 split; {FFI_LAYER_ON}"
+            )
+        } else {
+            "not a Python process".into()
+        });
+    };
     // SAFETY: Py_GetVersion returns a static NUL-terminated string and needs no interpreter.
     let version = unsafe {
         let f: extern "C" fn() -> *const c_char = std::mem::transmute(version_fn);
         CStr::from_ptr(f()).to_string_lossy().into_owned()
     };
-    let minor =
-        minor_of(&version).ok_or_else(|| format!("cannot parse Python version {version:?}"))?;
-    let layout = Layout::for_minor(minor)
-        .ok_or_else(|| format!("Python 3.{minor} is not supported (3.8–3.13 are)"))?;
+    let published = debug_offsets::read();
+    let (layout, checked) = choose_layout(&version, published.as_ref())?;
     macro_rules! f {
         ($name:literal) => {{
             let a = sym(c_str($name)).ok_or(concat!("missing C API function ", $name))?;
             // SAFETY: the symbol is the C API function of that name, with the signature the
-            // field declares (as documented for CPython 3.8–3.13).
+            // field declares (as documented for CPython 3.8–3.14).
             unsafe { fn_at(a) }
         }};
     }
@@ -237,6 +175,7 @@ fn resolve() -> Result<Api, String> {
     let data = |name: &'static str| sym(c_str(name)).ok_or_else(|| format!("missing {name}"));
     Ok(Api {
         layout,
+        checked,
         version,
         thread_state_get: f!("PyThreadState_Get\0"),
         type_ready: f!("PyType_Ready\0"),
@@ -371,7 +310,5 @@ mod tests {
         assert_eq!(minor_of("3.11.7 (main, May  9 2026)"), Some(11));
         assert_eq!(minor_of("3.8.18"), Some(8));
         assert_eq!(minor_of("2.7.18"), None);
-        assert!(Layout::for_minor(14).is_none());
-        assert!(Layout::for_minor(8).is_some());
     }
 }

@@ -23,9 +23,8 @@ pub(super) struct Construction {
     pub last: usize,
 }
 
-/// `PyCArgObject.obj` (the object `byref(x)` refers to): unchanged from 3.8 to 3.13.
-const CARG_OBJ: usize = 48;
-/// `CDataObject.b_objects` (the objects a ctypes instance keeps alive): unchanged from 3.8 to 3.13.
+/// `CDataObject.b_objects` (the objects a ctypes instance keeps alive): unchanged from 3.8 to 3.14.
+/// (`PyCArgObject.obj`, what `byref(x)` refers to, moved in 3.14: `Layout::carg_obj`.)
 const CDATA_B_OBJECTS: usize = 64;
 
 /// A raw read not yet checked (0), checked and right (1), or found wrong (2).
@@ -65,7 +64,7 @@ static SIMPLE_META: AtomicUsize = AtomicUsize::new(0);
 /// Other metaclasses seen (mostly `type`), so that each name is read once.
 static OTHER_METAS: [AtomicUsize; 8] = [const { AtomicUsize::new(0) }; 8];
 
-/// ctypes' metaclasses, by `tp_name` (the same from 3.8 to 3.13).
+/// ctypes' metaclasses, by `tp_name` (the same from 3.8 to 3.14).
 const CTYPES_METAS: [&[u8]; 6] = [
     b"_ctypes.PyCArrayType",
     b"_ctypes.PyCStructType",
@@ -380,8 +379,9 @@ unsafe fn referred_bytes_of(
             if ty == carg || (carg == 0 && api::type_name_ends_with(ty, b"CArgObject")) {
                 CARG_TYPE.store(ty, Ordering::Relaxed);
                 // byref(x): the bytes of x (which the CArgObject keeps alive).
-                let inner = if CARG_OBJ_OK.usable(|| raw_matches(api, obj, CARG_OBJ, c"_obj")) {
-                    api::word(obj, CARG_OBJ)
+                let at = api.layout.carg_obj;
+                let inner = if CARG_OBJ_OK.usable(|| raw_matches(api, obj, at, c"_obj")) {
+                    api::word(obj, at)
                 } else {
                     let inner = attr(api, obj, c"_obj");
                     if !inner.is_null() {
@@ -498,7 +498,7 @@ unsafe fn declared_as_pointer_type(api: &Api, slot: Slot) -> bool {
         // ctypes keeps `argtypes` as given: a tuple or a list.
         let seq = argtypes as usize;
         let items = match api::type_of(seq) {
-            t if t == api.tuple_type => seq + api::TUPLE_ITEMS,
+            t if t == api.tuple_type => seq + api.layout.tuple_items,
             t if t == api.list_type => api::word(seq, api::LIST_ITEMS),
             _ => 0,
         };
@@ -656,12 +656,12 @@ pub(super) unsafe fn item_bytes(
 #[inline(always)]
 pub(super) unsafe fn argument_bytes(api: &Api, st: &ThreadState, args: *mut PyObject) -> u64 {
     let mut construction = Construction::default();
-    // SAFETY: args is the call's tuple: ob_size items from TUPLE_ITEMS.
+    // SAFETY: args is the call's tuple: ob_size items from `tuple_items`.
     unsafe {
         let n = api::word(args as usize, api::OB_SIZE).min(super::call::ARG_SLOTS);
         (0..n)
             .map(|i| {
-                let item = api::word(args as usize, api::TUPLE_ITEMS + 8 * i);
+                let item = api::word(args as usize, api.layout.tuple_items + 8 * i);
                 let slot = Slot {
                     callable: 0,
                     index: i,

@@ -144,13 +144,14 @@ unsafe fn wrapped_call(
     // Argument bytes and fresh constructions (GIL held, before the call releases it).
     let mut construction = Construction::default();
     if !args.is_null() {
-        // SAFETY: args is the call's tuple: ob_size items from TUPLE_ITEMS.
+        // SAFETY: args is the call's tuple: ob_size items from `tuple_items`.
         unsafe {
+            let items = args as usize + api.layout.tuple_items;
             let n = api::word(args as usize, api::OB_SIZE).min(ARG_SLOTS);
             // Asked only for an argument that is not a plain number (never on a float loop).
             let mut internal = None;
             for i in 0..n {
-                let item = api::word(args as usize, api::TUPLE_ITEMS + 8 * i);
+                let item = api::word(items, 8 * i);
                 let ty = api::type_of(item);
                 let plain = ty == api.float_type || ty == api.long_type || item == api.none;
                 if !plain
@@ -232,7 +233,7 @@ unsafe fn wrapped_call(
 
 /// The C address a call of `callable` reaches: what `ffi_call` will be given as its function.
 /// ctypes keeps it behind `CDataObject.b_ptr`, cffi in `CDataObject.c_data` (both unchanged from
-/// 3.8 to 3.13); the hook checks it against the address it sees.
+/// 3.8 to 3.14); the hook checks it against the address it sees.
 ///
 /// # Safety
 /// `callable` a live ctypes `CFuncPtr` (`family_ctypes`) or cffi cdata.

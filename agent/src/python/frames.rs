@@ -98,14 +98,14 @@ unsafe fn position(api: &Api, frame: usize) -> Option<(usize, usize)> {
     let l = &api.layout;
     // SAFETY: per the contract.
     unsafe {
-        let code = api::word(frame, l.f_code);
+        let code = api::word(frame, l.f_code) & !api::EXECUTABLE_TAGS;
         if code == 0 {
             return None;
         }
         if let Some(owner) = l.f_owner {
             let owner = *((frame + owner) as *const u8);
-            if l.minor >= 12 && owner == 3 {
-                return None; // a shim frame owned by the C stack
+            if l.minor >= 12 && owner >= 3 {
+                return None; // the C stack's (3.12+) or the interpreter's entry frame (3.14)
             }
             if api::type_of(code) != api.code_type {
                 return None;
@@ -127,7 +127,8 @@ unsafe fn position(api: &Api, frame: usize) -> Option<(usize, usize)> {
 /// position is in a pass-through frame. GIL held.
 ///
 /// # Safety
-/// `code` must be a live code object and the GIL held.
+/// `code` must be a live object (a code object, or what a frame holds in its place) and the GIL
+/// held.
 #[inline(always)]
 unsafe fn intern(api: &Api, code: usize, ip: usize, callable: usize) -> u32 {
     let mut i = slot_of(code, ip);
@@ -138,6 +139,12 @@ unsafe fn intern(api: &Api, code: usize, ip: usize, callable: usize) -> u32 {
             return s.id.load(Ordering::Relaxed);
         }
         if c == 0 {
+            // Not a code object (3.14's entry frame holds None): no site. Checked here, once per
+            // position, not on the path of a call whose position is known.
+            // SAFETY: `code` is a live object (contract).
+            if unsafe { api::type_of(code) } != api.code_type {
+                return 0;
+            }
             // SAFETY: per the contract.
             return unsafe { intern_new(api, s, code, ip, callable) };
         }
@@ -283,7 +290,7 @@ pub unsafe fn current_site(api: &Api, callable: usize) -> u32 {
             return 0;
         };
         let l = &api.layout;
-        let code = api::word(frame, l.f_code);
+        let code = api::word(frame, l.f_code) & !api::EXECUTABLE_TAGS;
         if code == 0 {
             return 0;
         }

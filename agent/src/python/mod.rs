@@ -2,6 +2,10 @@
 //! marshal-out, and names the Python line that made it.
 //!
 //! - `api`: the C API resolved at run time, and per-version struct offsets;
+//! - `layout`: the struct offsets per version, and the refusal of an interpreter the layer does
+//!   not know;
+//! - `debug_offsets`: the offsets CPython 3.13+ publishes about itself (`_Py_DebugOffsets`), read
+//!   at start-up in place of the table's and checked against it;
 //! - `frames`: call sites and stacks read from the frame structs;
 //! - `site_rules`: which frames are passed through to their caller for the call site (generic
 //!   forwarders, ctypes' own code, `--site-skip`);
@@ -16,10 +20,12 @@
 pub mod api;
 mod arg_bytes;
 mod call;
+mod debug_offsets;
 #[cfg(feature = "floor-probe")]
 pub mod floor_probe;
 pub mod frames;
 mod helpers;
+mod layout;
 mod site_rules;
 pub mod slots;
 
@@ -41,6 +47,24 @@ pub fn enable() -> Result<String, String> {
     }
     if let Some(f) = api.type_from_metaclass {
         slots::ORIG_FROM_METACLASS.store(f as usize, Ordering::Relaxed);
+    }
+    if !api.checked.is_empty() {
+        let differ: Vec<String> = api
+            .checked
+            .iter()
+            .filter(|c| c.published != c.table)
+            .map(|c| format!("{} {} (table {})", c.field.name(), c.published, c.table))
+            .collect();
+        crate::runtime::debug(&format!(
+            "layout: {} offsets from _Py_DebugOffsets ({}); from the table: {}",
+            api.checked.len(),
+            if differ.is_empty() {
+                "all as tabled".to_string()
+            } else {
+                format!("differing: {}", differ.join(", "))
+            },
+            debug_offsets::UNPUBLISHED.join(", ")
+        ));
     }
     ENABLED.store(true, Ordering::Release);
     Ok(api.version.clone())
@@ -75,6 +99,21 @@ pub mod got_hooks {
         (super::slots::ORIG_FROM_METACLASS.load(Ordering::Relaxed) != 0)
             .then_some(super::slots::type_from_metaclass as *const () as usize)
     }
+}
+
+/// 3.13+: each struct offset the interpreter publishes that the Python layer reads, with the
+/// value ffiprof's own table gives it (the layer uses the published one), for the profile.
+pub fn published_offsets() -> Vec<ffiprof_profile::PublishedOffset> {
+    api::get().map_or_else(Vec::new, |api| {
+        api.checked
+            .iter()
+            .map(|c| ffiprof_profile::PublishedOffset {
+                name: c.field.name().to_string(),
+                published: c.published as u64,
+                table: c.table as u64,
+            })
+            .collect()
+    })
 }
 
 /// File, function and line of an interned call site.

@@ -53,12 +53,12 @@ pub fn skipped_by_name(frame: &Frame) -> bool {
         .any(|(_, p)| p.matches(&frame.file) || p.matches(&qualified))
 }
 
-/// `CALL_FUNCTION_EX` in the interpreter's own numbering (`opcode.opmap`, checked on 3.8–3.13).
+/// `CALL_FUNCTION_EX` in the interpreter's own numbering (`opcode.opmap`, checked on 3.8–3.14).
 fn call_function_ex(minor: u32) -> u8 {
-    if minor >= 13 {
-        54
-    } else {
-        142
+    match minor {
+        14.. => 4,
+        13 => 54,
+        _ => 142,
     }
 }
 

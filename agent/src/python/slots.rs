@@ -278,7 +278,7 @@ fn extra() -> Result<&'static Extra, String> {
         .get_or_init(|| {
             let f = |name: &CStr| sym(name);
             // SAFETY: each symbol is the CPython C API function of that name, whose signature
-            // (the same in 3.8–3.13) is the field's type; sizes match (fn pointers are words).
+            // (the same in 3.8–3.14) is the field's type; sizes match (fn pointers are words).
             unsafe {
                 Some(Extra {
                     call_object: std::mem::transmute::<usize, CallObject>(f(
@@ -304,7 +304,7 @@ fn extra() -> Result<&'static Extra, String> {
 
 /// Runs `f` holding the GIL, from any thread (`PyGILState_Ensure`; re-entrant on a thread that
 /// holds it already). None when the interpreter is not initialised or is finalizing: a thread
-/// that takes the GIL then is made to exit by CPython 3.8–3.13. Panics in `f` are caught.
+/// that takes the GIL then is made to exit by CPython 3.8–3.13 (and hangs in 3.14). Panics in `f` are caught.
 pub fn with_gil<R>(f: impl FnOnce() -> R) -> Option<R> {
     let api = api::get()?;
     let x = extra().ok()?;

@@ -57,8 +57,11 @@ fn first_sighting(addr: usize) -> bool {
     excluded
 }
 
+/// CPython, or PyPy (whose C API is `PyPy_*`): the ffi layer records either; the Python layer
+/// refuses PyPy with the reason (`python::api`).
 fn is_python_process() -> bool {
     runtime::global_symbol(c"Py_IsInitialized").is_some()
+        || runtime::global_symbol(c"PyPy_IsInitialized").is_some()
 }
 
 /// The LD_PRELOAD entry point (see `lib.rs`): configure from `FFIPROF_*`, patch, and start.
@@ -262,9 +265,10 @@ fn output_path(recorded: bool) -> Option<PathBuf> {
 }
 
 fn python_version() -> Option<String> {
-    let f = runtime::global_symbol(c"Py_GetVersion")?;
-    // SAFETY: Py_GetVersion(void) returns a static NUL-terminated string and needs no
-    // interpreter.
+    let f = runtime::global_symbol(c"Py_GetVersion")
+        .or_else(|| runtime::global_symbol(c"PyPy_GetVersion"))?;
+    // SAFETY: Py_GetVersion(void) (PyPy: PyPy_GetVersion) returns a static NUL-terminated
+    // string and needs no interpreter.
     unsafe {
         let f: unsafe extern "C" fn() -> *const libc::c_char = runtime::fn_at(f);
         let p = f();
@@ -315,6 +319,7 @@ fn fill_meta(
     m.agent_version = env!("CARGO_PKG_VERSION").to_string();
     m.lib_filter = cfg.libs.clone();
     m.site_skip = cfg.site_skip.clone();
+    m.python_offsets = crate::python::published_offsets();
     p.hooks = hook::statuses();
     if let Some(e) = PYTHON_ERROR.lock().clone() {
         p.hooks.push(ffiprof_profile::HookStatus {
