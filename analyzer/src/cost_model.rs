@@ -241,12 +241,27 @@ pub fn run_ns(profile: &Profile) -> u64 {
     }
 }
 
-/// `saving` as a percentage of `run`, rounded to hundredths.
+/// The time savings are a part of: the run's duration summed over the threads that called
+/// (duration × threads — each thread's own time when there is one), or, in a profile without a
+/// duration, the total boundary time. Savings are summed over threads, so they are compared with
+/// time summed over threads; no saving exceeds it.
+pub fn thread_ns(profile: &Profile) -> u64 {
+    if profile.meta.duration_ns > 0 {
+        profile
+            .meta
+            .duration_ns
+            .saturating_mul(u64::from(profile.meta.threads.max(1)))
+    } else {
+        run_ns(profile)
+    }
+}
+
+/// `saving` as a percentage of `run`, rounded to hundredths, never above 100.
 pub fn percent_of(saving: u64, run: u64) -> f64 {
     if run == 0 {
         return 0.0;
     }
-    (saving as f64 * 10_000.0 / run as f64).round() / 100.0
+    ((saving.min(run) as f64 * 10_000.0 / run as f64).round() / 100.0).min(100.0)
 }
 
 /// How many places at most enter the per-byte slope: pairwise slopes are quadratic in their number.

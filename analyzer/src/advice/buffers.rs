@@ -3,8 +3,9 @@
 use serde::Serialize;
 use serde_json::json;
 
-use super::{at_site, AdviceKind, Candidate, Confidence, Context};
+use super::{at_site, round1, AdviceKind, Candidate, Confidence, Context, Estimate};
 use crate::cost_model::{per, Place};
+use crate::measure;
 use crate::text::{fmt_bytes, fmt_ns};
 
 #[derive(Debug, Serialize)]
@@ -22,9 +23,87 @@ struct BufferEvidence {
     gap_per_call_ns: Option<f64>,
     gap_samples: u64,
     /// (fresh-buffer calls - 1) × gap per call: no more than the Python time between calls can go.
-    /// The estimate (what was measured of each buffer's life) is the lower bound; null when the
-    /// gap is unknown.
+    /// Null when the gap is unknown.
     saving_upper_bound_ns: Option<u64>,
+    /// What the change saves per fresh object, timed on this interpreter in a loop that also calls
+    /// C (null when not timed): building the object and releasing it, with the interpreter's own
+    /// work for the statement and its effect on the rest of the loop.
+    measured_per_call_ns: Option<f64>,
+    /// reuse-buffer: the timed range of building `bytes_per_buffer` zeroed bytes — `(c_char * n)()`
+    /// (low) and `create_string_buffer(n)` (high); the site's gap less the measured loop overhead
+    /// picks the point within it.
+    measured_low_per_call_ns: Option<f64>,
+    measured_high_per_call_ns: Option<f64>,
+    /// The loop's own time per call around a call, timed (null when not).
+    loop_overhead_per_call_ns: Option<f64>,
+}
+
+/// The measured saving per fresh object, and its spread, with the figures it came from.
+struct MeasuredBuild {
+    per_call: f64,
+    spread: f64,
+    low: Option<f64>,
+    high: Option<f64>,
+    loop_overhead: Option<f64>,
+}
+
+/// reuse-buffer: between the timed costs of the cheapest and the dearest common ways to build
+/// `n` zeroed bytes, the point the site's own gap (less the measured loop around a call) points
+/// at; without a gap, the cheapest. zero-copy: the conversion timed on `n` bytes of doubles.
+fn measured_build(
+    ctx: &Context<'_>,
+    place: &Place<'_>,
+    zero_copy: bool,
+    n: u64,
+    gap: Option<f64>,
+) -> Option<MeasuredBuild> {
+    if zero_copy {
+        let t = measure::timed(
+            ctx.profile,
+            measure::ZERO_COPY,
+            &measure::zero_copy_shape(n),
+        )?;
+        let per_call = t.saving_ns.max(0.0);
+        return Some(MeasuredBuild {
+            per_call: gap.map_or(per_call, |g| per_call.min(g)),
+            spread: t.spread_ns,
+            low: None,
+            high: None,
+            loop_overhead: None,
+        });
+    }
+    let a = measure::timed(ctx.profile, measure::REUSE_ARRAY, &n.to_string());
+    let b = measure::timed(ctx.profile, measure::REUSE_STRING_BUFFER, &n.to_string());
+    let (low, high) = match (a, b) {
+        (Some(a), Some(b)) if a.saving_ns <= b.saving_ns => (a, b),
+        (Some(a), Some(b)) => (b, a),
+        (Some(t), None) | (None, Some(t)) => (t, t),
+        (None, None) => return None,
+    };
+    let lo = low.saving_ns.max(0.0);
+    let hi = high.saving_ns.max(lo);
+    let loop_overhead = measure::signature(place)
+        .and_then(|s| measure::loop_overhead_around(ctx.profile, &s))
+        .map(|t| t.saving_ns);
+    let (per_call, spread) = match (gap, loop_overhead) {
+        (Some(g), Some(l)) => {
+            let p = (g - l).clamp(lo, hi);
+            let spread = if p - lo <= hi - p {
+                low.spread_ns
+            } else {
+                high.spread_ns
+            };
+            (p, spread)
+        }
+        _ => (lo, low.spread_ns),
+    };
+    Some(MeasuredBuild {
+        per_call: gap.map_or(per_call, |g| per_call.min(g)),
+        spread,
+        low: Some(round1(lo)),
+        high: Some(round1(hi)),
+        loop_overhead: loop_overhead.map(round1),
+    })
 }
 
 pub(super) fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
@@ -33,19 +112,38 @@ pub(super) fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
     if fresh < 2 || m.time.construction == 0 {
         return None;
     }
-    // Every fresh build but one goes; construction at calls without a fresh buffer (sizes that vary)
-    // is left in, hence the division by all calls.
-    let saving = (m.time.construction as u128 * (fresh - 1) as u128 / m.calls as u128) as u64;
     let per_call = per(m.time.construction, fresh);
     let bytes_per_buffer = m.construction_bytes / fresh;
     let ns_per_byte = per(m.time.construction, m.construction_bytes);
-    let converts_values = m.construction_bytes > 0
-        && ns_per_byte >= ctx.options.zero_copy_min_ns_per_byte
-        && bytes_per_buffer >= ctx.options.zero_copy_min_bytes;
+    let converts_values = measure::converts_values(
+        ctx.options,
+        m.time.construction,
+        m.construction_bytes,
+        fresh,
+    );
     let kind = if converts_values {
         AdviceKind::ZeroCopy
     } else {
         AdviceKind::ReuseBuffer
+    };
+    let gap = ctx.gap_per_call(&m);
+    let measured = measured_build(ctx, &place, converts_values, bytes_per_buffer, gap);
+    // Every fresh build but one goes. Modeled: the construction the probes measured, with the
+    // construction at calls without a fresh buffer (sizes that vary) left in, hence the division
+    // by all calls. Measured: the timed saving per fresh object.
+    let (saving, estimate) = match &measured {
+        Some(b) => (
+            ((fresh - 1) as f64 * b.per_call).round() as u64,
+            Estimate::measured(b.per_call, b.spread),
+        ),
+        None => {
+            let saving =
+                (m.time.construction as u128 * (fresh - 1) as u128 / m.calls as u128) as u64;
+            (
+                saving,
+                Estimate::modeled(saving as f64 / (fresh - 1) as f64),
+            )
+        }
     };
     let wanted = if fresh == m.calls {
         Confidence::High
@@ -53,7 +151,6 @@ pub(super) fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
         Confidence::Medium
     };
     let confidence = ctx.cap_by_timing(wanted, m.timed_calls);
-    let gap = ctx.gap_per_call(&m);
     let upper = gap.map(|g| (((fresh - 1) as f64 * g).round() as u64).max(saving));
 
     let f = &place.function.function;
@@ -70,21 +167,37 @@ pub(super) fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
     } else {
         String::new()
     };
+    let timed = match &measured {
+        Some(b) => format!(
+            " Timed on this interpreter in a loop that also calls C, building it afresh costs ~{} a call{}.",
+            fmt_ns(b.per_call.round() as u64),
+            match (b.low, b.high) {
+                (Some(lo), Some(hi)) if hi > lo => format!(
+                    " (between {} for (ctypes.c_char * n)() and {} for create_string_buffer(n), by the Python time \
+                     between the calls)",
+                    fmt_ns(lo.round() as u64),
+                    fmt_ns(hi.round() as u64)
+                ),
+                _ => String::new(),
+            }
+        ),
+        None => String::new(),
+    };
     let suggestion = match kind {
         AdviceKind::ZeroCopy => format!(
             "{which_calls} convert{s} Python values into a new ctypes array ({size}{} per call, \
              {ns_per_byte:.1} ns/B). Keep the values in an array.array or numpy array that the program updates \
              in place and pass its memory — a view made once with (ctypes.c_double * n).from_buffer(arr), or \
-             arr.ctypes.data_as(...) — or, if the values never change, build the ctypes array once.",
+             arr.ctypes.data_as(...) — or, if the values never change, build the ctypes array once.{timed}",
             fmt_ns(per_call.round() as u64),
         ),
         _ => format!(
             "{which_calls} get{s} a freshly built ctypes object of the same type and size \
-             ({size}{} to build each). Build it once outside the loop and pass the same one every call \
-             (ctypes.memset it first if the C side relies on zeros).{}",
+             ({size}{} to build each, as the probes saw it). Build it once outside the loop and pass the same one \
+             every call (ctypes.memset it first if the C side relies on zeros).{timed}{}",
             fmt_ns(per_call.round() as u64),
             match upper {
-                Some(u) if u > saving => format!(
+                Some(u) if u > saving && measured.is_none() => format!(
                     " The saving shown counts what was measured of each buffer's life (type look-up, \
                      constructor, release; a create_string_buffer call whole, except on CPython 3.11); the \
                      interpreter's own work for the statement that builds it goes too, for up to {} in all \
@@ -101,14 +214,26 @@ pub(super) fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
         fresh_buffer_calls: fresh,
         construction_ns: m.time.construction,
         construction_bytes: m.construction_bytes,
-        construction_per_call_ns: (per_call * 10.0).round() / 10.0,
+        construction_per_call_ns: round1(per_call),
         bytes_per_buffer,
         construction_ns_per_byte: (ns_per_byte * 1000.0).round() / 1000.0,
-        gap_per_call_ns: gap.map(|g| (g * 10.0).round() / 10.0),
+        gap_per_call_ns: gap.map(round1),
         gap_samples: m.gap_samples,
         saving_upper_bound_ns: upper,
+        measured_per_call_ns: measured.as_ref().map(|b| round1(b.per_call)),
+        measured_low_per_call_ns: measured.as_ref().and_then(|b| b.low),
+        measured_high_per_call_ns: measured.as_ref().and_then(|b| b.high),
+        loop_overhead_per_call_ns: measured.as_ref().and_then(|b| b.loop_overhead),
     };
-    let rec = ctx.recommendation(kind, place, saving, confidence, json!(evidence), suggestion);
+    let rec = ctx.recommendation(
+        kind,
+        place,
+        saving,
+        estimate,
+        confidence,
+        json!(evidence),
+        suggestion,
+    );
     Some(Candidate {
         rec,
         correctness: false,
@@ -215,6 +340,120 @@ mod tests {
         let r = &of_kind(&p, AdviceKind::ReuseBuffer)[0];
         assert_eq!(r.estimated_savings_ns, 1_000 * 50_000 * 24_999 / 50_000);
         assert_eq!(r.confidence, Confidence::Medium);
+    }
+
+    #[test]
+    fn measured_reuse_lies_in_the_timed_range_where_the_gap_points() {
+        // Built for 1 µs as the probes saw it (on 3.11 the constructor inside create_string_buffer
+        // only); timed on the interpreter: (c_char * 4096)() saves 320 ns a call in a loop,
+        // create_string_buffer(4096) 540 ns; a loop around a call costs 90 ns.
+        let with = |gap: u64| {
+            let mut p = fresh_string_buffer(true);
+            let s = &mut p.functions[0].sites[0];
+            if gap > 0 {
+                s.gap_samples = 49_999;
+                s.gap_ns = gap * 49_999;
+            }
+            add_measured(
+                &mut p,
+                crate::measure::REUSE_ARRAY,
+                "4096",
+                600.0,
+                320.0,
+                12.0,
+            );
+            add_measured(
+                &mut p,
+                crate::measure::REUSE_STRING_BUFFER,
+                "4096",
+                800.0,
+                540.0,
+                20.0,
+            );
+            add_measured(&mut p, crate::measure::CALL, "idd->", 500.0, 200.0, 5.0);
+            of_kind(&p, AdviceKind::ReuseBuffer).remove(0)
+        };
+        // fx_fill's sites take 16 bytes of arguments in 2 (testutil): its signature is "dd->"; no
+        // loop measured for that one, so the cheapest way to build counts.
+        let r = with(700);
+        assert_eq!(r.evidence["loop_overhead_per_call_ns"], Value::Null);
+        assert_eq!(r.estimate, Estimate::measured(320.0, 12.0));
+        assert_eq!(r.estimated_savings_ns, 320 * 49_999);
+        assert_eq!(r.evidence["measured_low_per_call_ns"], 320.0);
+        assert_eq!(r.evidence["measured_high_per_call_ns"], 540.0);
+        assert!(
+            r.suggestion.contains("costs ~320ns a call"),
+            "{}",
+            r.suggestion
+        );
+        let mut p = fresh_string_buffer(true);
+        {
+            let s = &mut p.functions[0].sites[0];
+            s.gap_samples = 49_999;
+            s.gap_ns = 700 * 49_999;
+        }
+        add_measured(
+            &mut p,
+            crate::measure::REUSE_ARRAY,
+            "4096",
+            600.0,
+            320.0,
+            12.0,
+        );
+        add_measured(
+            &mut p,
+            crate::measure::REUSE_STRING_BUFFER,
+            "4096",
+            800.0,
+            540.0,
+            20.0,
+        );
+        add_measured(&mut p, crate::measure::CALL, "dd->", 700.0, 200.0, 5.0);
+        // 700 ns between calls, 300 of them the loop around a call: 400 ns, inside [320, 540].
+        let r = &of_kind(&p, AdviceKind::ReuseBuffer)[0];
+        assert_eq!(r.evidence["loop_overhead_per_call_ns"], 300.0);
+        assert_eq!(r.estimated_savings_ns, 400 * 49_999);
+        assert_eq!(r.estimate, Estimate::measured(400.0, 12.0));
+        // A long gap (other work in the loop) stops at the dearest way to build it.
+        let s = &mut p.functions[0].sites[0];
+        s.gap_ns = 5_000 * 49_999;
+        let r = &of_kind(&p, AdviceKind::ReuseBuffer)[0];
+        assert_eq!(r.estimated_savings_ns, 540 * 49_999);
+        assert_eq!(r.estimate, Estimate::measured(540.0, 20.0));
+    }
+
+    #[test]
+    fn measured_zero_copy_never_exceeds_the_gap() {
+        let c = PerCall {
+            native: 300,
+            marshal_in: 300,
+            marshal_out: 100,
+            construction: 35_000,
+            construction_bytes: 4000,
+            buffer_bytes: 4000,
+            arg_bytes: 16,
+            fresh: true,
+            gap: 50_000,
+            ..PerCall::default()
+        };
+        let mut p = profile(
+            vec![function("fx_sum", vec![site("sim.py", 7, 2_000, c)])],
+            2_000 * 90_000,
+        );
+        add_measured(
+            &mut p,
+            crate::measure::ZERO_COPY,
+            "d*500",
+            45_000.0,
+            44_000.0,
+            900.0,
+        );
+        let r = &of_kind(&p, AdviceKind::ZeroCopy)[0];
+        assert_eq!(r.estimated_savings_ns, 44_000 * 1_999);
+        assert_eq!(r.estimate, Estimate::measured(44_000.0, 900.0));
+        p.functions[0].sites[0].gap_ns = 40_000 * 1_999;
+        let r = &of_kind(&p, AdviceKind::ZeroCopy)[0];
+        assert_eq!(r.estimated_savings_ns, 40_000 * 1_999);
     }
 
     #[test]

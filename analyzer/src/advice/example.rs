@@ -13,6 +13,35 @@ fn evidence_u64(rec: &Recommendation, key: &str) -> Option<u64> {
     rec.evidence.get(key).and_then(|v| v.as_u64())
 }
 
+/// declare-argtypes: the real number of arguments, each as ctypes passed it today (a 4-byte one
+/// as `ctypes.c_int`, from a Python int) when the sizes tell, with the remark that the C
+/// prototype's types are what to write.
+fn declare_example(rec: &Recommendation) -> String {
+    let f = &rec.function;
+    let k = evidence_u64(rec, "arg_count").unwrap_or(0) as usize;
+    let ints = evidence_u64(rec, "int_sized_args").map(|n| n as usize);
+    let wide = evidence_u64(rec, "pointer_sized_args").map(|n| n as usize);
+    let placeholders = || (1..=k).map(|i| format!("T{i}")).collect::<Vec<_>>();
+    let (types, note) = match (ints, wide) {
+        (Some(n), Some(0)) => (
+            vec!["ctypes.c_int".to_string(); n],
+            "what ctypes passed: 4-byte ints; write each C parameter's type".to_string(),
+        ),
+        (Some(n), Some(w)) => (
+            placeholders(),
+            format!("the {k} C parameter types in order; today {n} crossed as 4-byte ints, {w} as 8 bytes"),
+        ),
+        _ => (placeholders(), format!("the {k} C parameter types, in order")),
+    };
+    let mut out = format!("lib.{f}.argtypes = [{}]  # {note}", types.join(", "));
+    if evidence_u64(rec, "undeclared_restype_calls").unwrap_or(0) > 0 {
+        out.push_str(&format!(
+            "\nlib.{f}.restype = ctypes.c_int  # the default today: write the C return type"
+        ));
+    }
+    out
+}
+
 /// A few lines of Python (or C) showing the change, or `None` where no example fits.
 pub fn code_example(rec: &Recommendation) -> Option<String> {
     let f = &rec.function;
@@ -59,19 +88,13 @@ pub fn code_example(rec: &Recommendation) -> Option<String> {
              lib.{f}(view, len(values))\n\
              # numpy: lib.{f}(a.ctypes.data_as(ctypes.POINTER(ctypes.c_double)), a.size)"
         ),
-        AdviceKind::DeclareArgtypes => {
-            let pointer = rec.evidence.get("likely_truncated_pointer").and_then(|v| v.as_bool()) == Some(true);
-            let restype = if pointer { "ctypes.c_void_p  # not the default c_int" } else { "R" };
-            format!(
-                "lib.{f}.argtypes = [T1, T2]   # the C parameter types, in order\n\
-                 lib.{f}.restype = {restype}"
-            )
-        }
+        AdviceKind::DeclareArgtypes => declare_example(rec),
         AdviceKind::UsePydll => format!(
-            "# keep the GIL across this short call (no release and re-acquire)\n\
-             {f} = ctypes.PYFUNCTYPE(R, T1, T2)((\"{f}\", lib))\n\
-             # or, if none of the library's functions block or call back into Python:\n\
-             lib = ctypes.PyDLL(path)"
+            "# keep the GIL across this short call: the same function from a PyDLL, with the same types\n\
+             gil_lib = ctypes.PyDLL(lib._name)\n\
+             {f} = gil_lib.{f}\n\
+             {f}.argtypes, {f}.restype = lib.{f}.argtypes, lib.{f}.restype\n\
+             # (or load the whole library with ctypes.PyDLL if none of its functions block or call back into Python)"
         ),
         AdviceKind::GilContention => return None,
         AdviceKind::Leak => {

@@ -7,8 +7,9 @@
 use serde::Serialize;
 use serde_json::json;
 
-use super::{AdviceKind, Candidate, Confidence, Context};
+use super::{AdviceKind, Candidate, Confidence, Context, Estimate};
 use crate::cost_model::{per, Place};
+use crate::measure;
 use crate::text::fmt_ns;
 use ffiprof_profile::FunctionRecord;
 
@@ -89,12 +90,31 @@ pub(super) fn use_pydll_rule(ctx: &Context<'_>) -> Vec<Candidate> {
             function: f,
             site: None,
         };
+        // Measured: the whole round trip (release and re-acquire) timed on this interpreter, at
+        // most the crossing it is part of. Modeled: the GIL wait alone, a lower bound.
+        let timed = measure::signature(&place)
+            .and_then(|s| measure::timed(ctx.profile, measure::USE_PYDLL, &s));
+        let (saving, estimate) = match timed {
+            Some(t) if t.saving_ns <= 0.0 => continue,
+            Some(t) => {
+                let saving =
+                    ((t.saving_ns * f.python_calls as f64).round() as u64).min(f.time.overhead());
+                (
+                    saving,
+                    Estimate::measured(saving as f64 / f.python_calls as f64, t.spread_ns),
+                )
+            }
+            None => (f.time.gil_wait, Estimate::modeled(gil)),
+        };
+        let mut evidence = evidence(f, threads, share);
+        evidence["measured_round_trip_per_call_ns"] = json!(timed.map(|t| round(t.saving_ns, 1)));
         let rec = ctx.recommendation(
             AdviceKind::UsePydll,
             place,
-            f.time.gil_wait,
+            saving,
+            estimate,
             confidence,
-            evidence(f, threads, share),
+            evidence,
             suggestion,
         );
         out.push(Candidate {
@@ -147,6 +167,7 @@ pub(super) fn contention_rule(ctx: &Context<'_>) -> Vec<Candidate> {
             AdviceKind::GilContention,
             place,
             saving,
+            Estimate::modeled(per(saving, f.python_calls)),
             Confidence::Low,
             evidence(f, threads, share),
             suggestion,
@@ -212,12 +233,34 @@ mod tests {
 
     #[test]
     fn gil_wait_with_threads_is_contention() {
-        let p = tiny_calls(17_000, 4);
+        let mut p = tiny_calls(17_000, 4);
+        // Each thread's calls last their crossings and their GIL wait.
+        p.meta.duration_ns = 100_000 * 17_300 / 4;
         let recs = of_kind(&p, AdviceKind::GilContention);
         assert_eq!(recs.len(), 1);
         assert_eq!(recs[0].estimated_savings_ns, 17_000 * 100_000 / 4);
         assert_eq!(recs[0].confidence, Confidence::Low);
         assert!(recs[0].suggestion.contains("PYFUNCTYPE"));
+    }
+
+    #[test]
+    fn measured_round_trip_is_the_use_pydll_saving_within_the_crossing() {
+        // fx_get: 8 bytes of arguments in 2 (testutil's arity), no result recorded.
+        let mut p = tiny_calls(60, 1);
+        add_measured(&mut p, crate::measure::USE_PYDLL, "ii->", 480.0, 110.0, 9.0);
+        let r = &of_kind(&p, AdviceKind::UsePydll)[0];
+        assert_eq!(r.estimated_savings_ns, 110 * 100_000);
+        assert_eq!(r.estimate, Estimate::measured(110.0, 9.0));
+        assert_eq!(r.evidence["measured_round_trip_per_call_ns"], 110.0);
+        // Never more than the crossings it is part of (320 ns a call here).
+        let mut p = tiny_calls(60, 1);
+        add_measured(&mut p, crate::measure::USE_PYDLL, "ii->", 980.0, 500.0, 9.0);
+        let r = &of_kind(&p, AdviceKind::UsePydll)[0];
+        assert_eq!(r.estimated_savings_ns, 320 * 100_000);
+        // Measured to save nothing: no advice.
+        let mut p = tiny_calls(60, 1);
+        add_measured(&mut p, crate::measure::USE_PYDLL, "ii->", 480.0, -3.0, 9.0);
+        assert!(of_kind(&p, AdviceKind::UsePydll).is_empty());
     }
 
     #[test]

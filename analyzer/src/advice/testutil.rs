@@ -1,6 +1,8 @@
 //! Synthetic profiles for the rule tests: per-call figures in, totals out.
 
-use ffiprof_profile::{FunctionRecord, Profile, SiteRecord, Split};
+use ffiprof_profile::{
+    ChangeMeasurement, FunctionRecord, MeasuredChanges, Profile, SiteRecord, Split,
+};
 
 use super::{recommend, AdviceKind, AdviceOptions, Recommendation};
 
@@ -147,4 +149,51 @@ pub fn scale_calls(f: &mut FunctionRecord, by: u64) {
         }
         s.time = s.time.map(|v| v / by);
     }
+}
+
+/// Adds a measured change to the profile: `saving` per call, from `before` to `before - saving`.
+pub fn add_measured(
+    p: &mut Profile,
+    change: &str,
+    shape: &str,
+    before: f64,
+    saving: f64,
+    spread: f64,
+) {
+    let mc = p.measured_changes.get_or_insert_with(|| MeasuredChanges {
+        executable: "/usr/bin/python3".into(),
+        ..MeasuredChanges::default()
+    });
+    mc.measurements.push(ChangeMeasurement {
+        change: change.into(),
+        shape: shape.into(),
+        before_ns: before,
+        after_ns: before - saving,
+        saving_ns: saving,
+        spread_ns: spread,
+        rounds: 7,
+        iterations: 10_000,
+        cached: false,
+    });
+}
+
+/// The loop around a call of `signature` measured at `loop_ns` per element: the `call` loop (with
+/// a 200 ns call) takes `loop_ns + 210` per element with one call, the bulk call 10.
+pub fn add_measured_loop(p: &mut Profile, signature: &str, loop_ns: f64, spread: f64) {
+    add_measured(
+        p,
+        crate::measure::CALL,
+        signature,
+        loop_ns + 410.0,
+        200.0,
+        spread,
+    );
+    add_measured(
+        p,
+        crate::measure::BATCH,
+        signature,
+        loop_ns + 210.0,
+        loop_ns + 200.0,
+        0.0,
+    );
 }

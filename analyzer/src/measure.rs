@@ -1,0 +1,317 @@
+//! The changes the advice can propose, as the CLI times them after a run on the program's own
+//! interpreter ([`ffiprof_profile::MeasuredChanges`]), and which of them a profile needs ([`plan`]).
+//!
+//! Each change is timed untraced, before and after, in a loop that also makes a foreign call (the
+//! agent's do-nothing `ffiprof_nop`), on the shape the profile saw:
+//!
+//! | change | shape | before | after |
+//! | --- | --- | --- | --- |
+//! | `reuse-array` | bytes `n` | `b = (c_char * n)(); f(b)` | `f(b)`, `b` built once |
+//! | `reuse-string-buffer` | bytes `n` | `b = create_string_buffer(n); f(b)` | `f(b)`, built once |
+//! | `zero-copy` | `d*k` (element code, count) | `f((c_double * k)(*values))` | `f(view)`, a `from_buffer` view made once |
+//! | `declare-argtypes` | codes as ctypes guessed them (`i`: a Python int, `P`: 8 bytes) | no `argtypes` | `argtypes` declared |
+//! | `use-pydll` | signature `dd->d` | the function from a `CDLL` | the same from a `PyDLL` |
+//! | `batch` | signature | `for i in r: out[i] = f(xs[i], ...)` per element | one call over all elements, per element |
+//! | `call` | signature | the `batch` loop with two calls per element | with one |
+//!
+//! `call`'s saving is what one call statement costs; `call.after_ns - call.saving_ns` is what the
+//! loop costs per element without it — the loop overhead that batching removes along with the calls.
+//!
+//! Signatures are read from the sizes the profile recorded (the libffi cif's): a 4-byte argument is
+//! timed as a C `int` (`i`), an 8-byte one as a `double` (`d`); a signature with other sizes, or with
+//! sizes that varied from call to call, is not timed, and its advice stays modeled.
+
+use std::collections::BTreeMap;
+
+use ffiprof_profile::{ChangeMeasurement, FunctionRecord, Profile};
+use serde::{Deserialize, Serialize};
+
+use crate::advice::AdviceOptions;
+use crate::cost_model::{per, python_places, Place};
+
+pub const REUSE_ARRAY: &str = "reuse-array";
+pub const REUSE_STRING_BUFFER: &str = "reuse-string-buffer";
+pub const ZERO_COPY: &str = "zero-copy";
+pub const DECLARE_ARGTYPES: &str = "declare-argtypes";
+pub const USE_PYDLL: &str = "use-pydll";
+pub const BATCH: &str = "batch";
+pub const CALL: &str = "call";
+
+/// At most this many shapes are timed after one run (the most valuable first): with the step's
+/// budget of ~2 s, each gets ~0.2 s.
+pub const MAX_REQUESTS: usize = 8;
+
+/// One change to time on one shape.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Request {
+    pub change: String,
+    pub shape: String,
+}
+
+impl Request {
+    fn new(change: &str, shape: impl Into<String>) -> Self {
+        Self {
+            change: change.to_string(),
+            shape: shape.into(),
+        }
+    }
+}
+
+/// The argument sizes of a place's calls split into 4- and 8-byte arguments, when every call had
+/// the same `arity` arguments of those sizes: (4-byte count, 8-byte count).
+fn size_split(arg_bytes: u64, calls: u64, arity: u32) -> Option<(u32, u32)> {
+    if calls == 0 || !arg_bytes.is_multiple_of(calls) {
+        return None;
+    }
+    let per_call = arg_bytes / calls;
+    let k = u64::from(arity);
+    if per_call < 4 * k || per_call > 8 * k || !(per_call - 4 * k).is_multiple_of(4) {
+        return None;
+    }
+    let wide = (per_call - 4 * k) / 4;
+    Some(((k - wide) as u32, wide as u32))
+}
+
+/// The argument bytes and calls of a place (its site's when it has one).
+fn arg_figures(place: &Place<'_>) -> (u64, u64) {
+    match place.site {
+        Some(s) => (s.arg_bytes, s.calls),
+        None => (place.function.arg_bytes, place.function.calls),
+    }
+}
+
+/// The arguments of a function called without `argtypes`, as ctypes converted them: `i` for each
+/// 4-byte argument (what ctypes makes of a Python int: a C `int`), `P` for each 8-byte one (a
+/// bytes or str object, None, or a ctypes object passed as itself); 4-byte ones first, since the
+/// profile does not know the order. `None` when the sizes varied or are of other kinds.
+pub fn guessed_args(place: &Place<'_>) -> Option<String> {
+    let (bytes, calls) = arg_figures(place);
+    let (narrow, wide) = size_split(bytes, calls, place.function.arg_count)?;
+    Some("i".repeat(narrow as usize) + &"P".repeat(wide as usize))
+}
+
+/// The result's code: none, `i` (4 bytes) or `d` (8 bytes); `None` for other sizes.
+fn result_code(f: &FunctionRecord) -> Option<&'static str> {
+    if f.calls == 0 || !f.ret_bytes.is_multiple_of(f.calls) {
+        return None;
+    }
+    match f.ret_bytes / f.calls {
+        0 => Some(""),
+        4 => Some("i"),
+        8 => Some("d"),
+        _ => None,
+    }
+}
+
+/// The signature a place's calls are timed with: `i` per 4-byte argument, `d` per 8-byte one,
+/// `->`, the result's code (`dd->d`). `None` when the sizes do not allow it.
+pub fn signature(place: &Place<'_>) -> Option<String> {
+    let (bytes, calls) = arg_figures(place);
+    let (narrow, wide) = size_split(bytes, calls, place.function.arg_count)?;
+    let ret = result_code(place.function)?;
+    Some(format!(
+        "{}{}->{ret}",
+        "i".repeat(narrow as usize),
+        "d".repeat(wide as usize)
+    ))
+}
+
+/// The shape `zero-copy` is timed on for buffers of `bytes` bytes: doubles when they divide, else
+/// 4-byte ints.
+pub fn zero_copy_shape(bytes: u64) -> String {
+    if bytes.is_multiple_of(8) {
+        format!("d*{}", bytes / 8)
+    } else {
+        format!("i*{}", bytes.div_ceil(4))
+    }
+}
+
+/// Whether a place's construction converts Python values one by one (zero-copy) rather than
+/// building empty or small objects (reuse-buffer): the analyzer's own criterion.
+pub fn converts_values(
+    options: &AdviceOptions,
+    construction_ns: u64,
+    bytes: u64,
+    fresh: u64,
+) -> bool {
+    let per_buffer = bytes.checked_div(fresh).unwrap_or(0);
+    bytes > 0
+        && per(construction_ns, bytes) >= options.zero_copy_min_ns_per_byte
+        && per_buffer >= options.zero_copy_min_bytes
+}
+
+/// The shapes the advice for `profile` can use, most valuable first (by the time at stake), at
+/// most [`MAX_REQUESTS`]; what a profile without Python calls needs is nothing.
+pub fn plan(profile: &Profile, options: &AdviceOptions) -> Vec<Request> {
+    let mut wanted: BTreeMap<Request, u64> = BTreeMap::new();
+    let mut want = |r: Request, stake: u64| {
+        let e = wanted.entry(r).or_insert(0);
+        *e = (*e).max(stake);
+    };
+    let single_thread = profile.meta.threads <= 1;
+    for place in python_places(profile) {
+        let m = place.measured();
+        let sig = signature(&place);
+        let fresh = m.fresh_buffer_calls.min(m.calls);
+        if fresh >= 2 && m.time.construction > 0 {
+            let stake = m.time.construction;
+            let n = m.construction_bytes / fresh;
+            if converts_values(options, m.time.construction, m.construction_bytes, fresh) {
+                want(Request::new(ZERO_COPY, zero_copy_shape(n)), stake);
+            } else {
+                want(Request::new(REUSE_ARRAY, n.to_string()), stake);
+                want(Request::new(REUSE_STRING_BUFFER, n.to_string()), stake);
+                if let Some(s) = &sig {
+                    want(Request::new(CALL, s.clone()), stake);
+                }
+            }
+        }
+        let overhead = m.overhead_per_call_ns();
+        if m.calls >= 2
+            && overhead > 0.0
+            && overhead >= options.batch_min_overhead_ratio * m.native_per_call_ns()
+        {
+            if let Some(s) = &sig {
+                want(Request::new(BATCH, s.clone()), m.overhead_ns());
+                want(Request::new(CALL, s.clone()), m.overhead_ns());
+            }
+        }
+    }
+    for f in &profile.functions {
+        if f.python_calls == 0 {
+            continue;
+        }
+        let place = Place {
+            function: f,
+            site: None,
+        };
+        if single_thread && f.time.gil_wait > 0 {
+            if let Some(s) = signature(&place) {
+                want(Request::new(USE_PYDLL, s), f.time.overhead());
+            }
+        }
+        if f.undeclared_argtypes_calls > 0 {
+            if let Some(codes) = guessed_args(&place).filter(|c| c.contains('i')) {
+                // A correctness finding: always worth its measured cost.
+                want(Request::new(DECLARE_ARGTYPES, codes), u64::MAX / 2);
+            }
+        }
+    }
+    let min = options.min_savings_ns;
+    let mut list: Vec<(Request, u64)> = wanted.into_iter().filter(|(_, s)| *s >= min).collect();
+    list.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    list.truncate(MAX_REQUESTS);
+    list.into_iter().map(|(r, _)| r).collect()
+}
+
+/// A measured change as the advice uses it: per-call saving and spread.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timed {
+    pub saving_ns: f64,
+    pub spread_ns: f64,
+}
+
+impl From<&ChangeMeasurement> for Timed {
+    fn from(m: &ChangeMeasurement) -> Self {
+        Self {
+            saving_ns: m.saving_ns,
+            spread_ns: m.spread_ns,
+        }
+    }
+}
+
+/// The loop overhead per element that goes with a call of `signature` — the `call` loop's time
+/// per element without the call, less what the bulk call costs per element — when both were
+/// measured; never negative.
+pub fn loop_overhead(profile: &Profile, signature: &str) -> Option<Timed> {
+    let mc = profile.measured_changes.as_ref()?;
+    let call = mc.get(CALL, signature)?;
+    let bulk = mc.get(BATCH, signature)?;
+    Some(Timed {
+        saving_ns: (call.after_ns - call.saving_ns - bulk.after_ns).max(0.0),
+        spread_ns: call.spread_ns.hypot(bulk.spread_ns),
+    })
+}
+
+/// The loop overhead per call around a call of `signature`, without a bulk call to subtract
+/// (what a loop that keeps its calls spends around each), never negative.
+pub fn loop_overhead_around(profile: &Profile, signature: &str) -> Option<Timed> {
+    let call = profile.measured_changes.as_ref()?.get(CALL, signature)?;
+    Some(Timed {
+        saving_ns: (call.after_ns - call.saving_ns).max(0.0),
+        spread_ns: call.spread_ns,
+    })
+}
+
+/// The measured saving of `change` on `shape`, if the profile has it.
+pub fn timed(profile: &Profile, change: &str, shape: &str) -> Option<Timed> {
+    profile
+        .measured_changes
+        .as_ref()?
+        .get(change, shape)
+        .map(Timed::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ffiprof_profile::SiteRecord;
+
+    fn f(arity: u32, arg_bytes: u64, ret_bytes: u64, calls: u64) -> FunctionRecord {
+        let mut f = FunctionRecord::new("/l/libx.so", "f");
+        f.arg_count = arity;
+        f.arg_bytes = arg_bytes;
+        f.ret_bytes = ret_bytes;
+        f.calls = calls;
+        f.python_calls = calls;
+        f
+    }
+
+    #[test]
+    fn signatures_from_sizes() {
+        let g = f(3, 20 * 10, 8 * 10, 10);
+        let p = Place {
+            function: &g,
+            site: None,
+        };
+        // 20 bytes in 3 arguments: one of 4 bytes, two of 8.
+        assert_eq!(signature(&p).as_deref(), Some("idd->d"));
+        assert_eq!(guessed_args(&p).as_deref(), Some("iPP"));
+        let g = f(2, 8 * 10, 0, 10);
+        let p = Place {
+            function: &g,
+            site: None,
+        };
+        assert_eq!(signature(&p).as_deref(), Some("ii->"));
+        // Sizes that vary from call to call, a 16-byte struct, an odd result: no shape.
+        for g in [
+            f(2, 8 * 10 + 4, 0, 10),
+            f(1, 16 * 10, 0, 10),
+            f(1, 80, 2 * 10, 10),
+        ] {
+            let p = Place {
+                function: &g,
+                site: None,
+            };
+            assert_eq!(signature(&p), None, "{g:?}");
+        }
+        // A site's own sizes count.
+        let g = f(1, 0, 0, 10);
+        let s = SiteRecord {
+            calls: 4,
+            arg_bytes: 16,
+            ..SiteRecord::default()
+        };
+        let p = Place {
+            function: &g,
+            site: Some(&s),
+        };
+        assert_eq!(guessed_args(&p).as_deref(), Some("i"));
+    }
+
+    #[test]
+    fn zero_copy_shapes() {
+        assert_eq!(zero_copy_shape(8000), "d*1000");
+        assert_eq!(zero_copy_shape(4004), "i*1001");
+    }
+}
