@@ -1,0 +1,247 @@
+"""ffiprof: times the changes the advice proposes, on this interpreter (run by `ffiprof run` and
+`ffiprof attach` after the profile is written; see src/measure_changes.rs and
+analyzer/src/measure.rs for what each change and shape means).
+
+Reads {"agent": PATH, "budget_s": SECONDS, "requests": [{"change": ..., "shape": ...}, ...]} on
+stdin; writes one JSON object on stdout: {"python": sys.version, "measurements": [...],
+"skipped": [...], "errors": [...]}. Every loop also calls the agent's do-nothing `ffiprof_nop`
+through ctypes, with the prototype of the calls the profile saw. Nothing here is traced.
+"""
+import array
+import ctypes
+import gc
+import json
+import sys
+import time
+
+# A block (one side of one round) lasts about this long: long against the clock's resolution and
+# the loop's start-up, short against the scheduler's time slice.
+BLOCK_NS = 400_000
+MIN_ROUNDS = 5
+MAX_ROUNDS = 201
+MAX_ELEMENTS = 1 << 18
+
+now = time.perf_counter_ns
+spec = json.loads(sys.stdin.read())
+AGENT = spec["agent"]
+deadline = now() + int(spec["budget_s"] * 1e9)
+
+
+def nop(loader=ctypes.CDLL):
+    """A fresh function object for the agent's ffiprof_nop (each has its own argtypes)."""
+    return loader(AGENT)["ffiprof_nop"]
+
+
+CTYPE = {"i": ctypes.c_int, "d": ctypes.c_double, "P": ctypes.c_char_p}
+VALUE = {"i": 7, "d": 1.5, "P": b"x"}
+
+
+def parse_signature(shape):
+    args, _, ret = shape.partition("->")
+    if any(c not in "id" for c in args) or ret not in ("", "i", "d"):
+        raise ValueError("signature %r" % shape)
+    return args, ret
+
+
+def declared(args, ret, loader=ctypes.CDLL):
+    f = nop(loader)
+    f.argtypes = [CTYPE[c] for c in args]
+    f.restype = CTYPE[ret] if ret else None
+    return f
+
+
+def make(name, src, env):
+    """A loop function from source (so a call has its real arity, not f(*args))."""
+    ns = dict(env)
+    exec(src, ns)
+    return ns[name]
+
+
+def call_loop(f, args, calls_per_iteration, xs, out):
+    """`for i in range(n): out[i] = f(xs[i], c2, ...)`, with the call made 1 or 2 times."""
+    names = ["xs[i]"] + ["c%d" % k for k in range(1, len(args))] if args else []
+    env = {"f": f, "xs": xs, "out": out}
+    for k, c in enumerate(args[1:], 1):
+        env["c%d" % k] = VALUE[c]
+    call = "f(%s)" % ", ".join(names)
+    body = "out[i] = " + call + ("\n        " + call if calls_per_iteration == 2 else "")
+    src = "def loop(n):\n    for i in range(n):\n        %s\n" % body
+    return make("loop", src, env)
+
+
+def elements(code, n):
+    if code == "d":
+        return array.array("d", (i * 0.5 for i in range(n)))
+    return list(range(n))
+
+
+def per_call(loop, n):
+    t = now()
+    loop(n)
+    return (now() - t) / n
+
+
+def compare(before, after, budget_ns, max_n=None):
+    """Times `before` and `after` (functions of an iteration count) in many short interleaved
+    rounds; on a busy machine a short block either runs undisturbed or not, so the fastest block
+    of each side is the undisturbed speed. Returns (before ns, after ns, saving ns, spread ns,
+    rounds, iterations): the spread is how far the saving moves when taken from each side's
+    lower quartile instead of its fastest block."""
+    n = 1
+    while True:
+        t = per_call(before, n) * n
+        if t >= BLOCK_NS / 4 or (max_n and n >= max_n) or n >= 1 << 22:
+            break
+        n *= 4
+    per = max(t / n, 1.0)
+    n = max(1, int(BLOCK_NS / per))
+    if max_n:
+        n = min(n, max_n)
+    block = per * n
+    rounds = int(min(MAX_ROUNDS, max(MIN_ROUNDS, budget_ns / (2.5 * block))))
+    stop = now() + budget_ns
+    bs, as_ = [], []
+    for r in range(rounds):
+        if r >= MIN_ROUNDS and (now() > stop or now() > deadline):
+            break
+        if r % 2:
+            a = per_call(after, n)
+            b = per_call(before, n)
+        else:
+            b = per_call(before, n)
+            a = per_call(after, n)
+        bs.append(b)
+        as_.append(a)
+    bs.sort()
+    as_.sort()
+    q = len(bs) // 4
+    saving = bs[0] - as_[0]
+    spread = abs((bs[q] - as_[q]) - saving)
+    return bs[0], as_[0], saving, spread, len(bs), n
+
+
+def reuse(shape, build):
+    size = int(shape)
+    if not 0 < size <= 1 << 26:
+        raise ValueError("size %r" % shape)
+    f = nop()
+    kept = (ctypes.c_char * size)()
+
+    def before(n, f=f, build=build, size=size):
+        for _ in range(n):
+            b = build(size)
+            f(b)
+
+    def after(n, f=f, b=kept):
+        for _ in range(n):
+            f(b)
+
+    return before, after, None
+
+
+def zero_copy(shape):
+    code, _, count = shape.partition("*")
+    count = int(count)
+    if code not in "di" or not 0 < count <= 1 << 24:
+        raise ValueError("shape %r" % shape)
+    ctype = ctypes.c_double if code == "d" else ctypes.c_int
+    values = [i * 0.5 for i in range(count)] if code == "d" else list(range(count))
+    T = ctype * count
+    view = T.from_buffer(array.array(code, values))
+    f = nop()
+
+    def before(n, f=f, T=T, values=values):
+        for _ in range(n):
+            f(T(*values))
+
+    def after(n, f=f, view=view):
+        for _ in range(n):
+            f(view)
+
+    return before, after, None
+
+
+def declare_argtypes(shape):
+    if not shape or any(c not in "iP" for c in shape):
+        raise ValueError("codes %r" % shape)
+    undeclared = nop()
+    declared_f = nop()
+    declared_f.argtypes = [CTYPE[c] for c in shape]
+    env_args = ", ".join(repr(VALUE[c]) for c in shape)
+    src = "def loop(n):\n    for _ in range(n):\n        f(%s)\n" % env_args
+    return make("loop", src, {"f": undeclared}), make("loop", src, {"f": declared_f}), None
+
+
+def use_pydll(shape):
+    args, ret = parse_signature(shape)
+    values = ", ".join(repr(VALUE[c]) for c in args)
+    src = "def loop(n):\n    for _ in range(n):\n        f(%s)\n" % values
+    before = make("loop", src, {"f": declared(args, ret)})
+    after = make("loop", src, {"f": declared(args, ret, ctypes.PyDLL)})
+    return before, after, None
+
+
+def batch(shape, calls):
+    """batch: the per-element loop vs one call over all elements; call: two calls per element
+    vs one (what one call statement costs)."""
+    args, ret = parse_signature(shape)
+    xs = elements(args[0] if args else "i", MAX_ELEMENTS)
+    out = [None] * MAX_ELEMENTS
+    f = declared(args, ret)
+    one = call_loop(f, args, 1, xs, out)
+    if calls:
+        return call_loop(f, args, 2, xs, out), one, MAX_ELEMENTS
+    bulk = nop()
+    bulk.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+    whole_in = array.array("d", bytes(8 * MAX_ELEMENTS))
+    whole_out = array.array("d", bytes(8 * MAX_ELEMENTS))
+
+    def after(n, bulk=bulk):
+        T = ctypes.c_double * n
+        bulk(ctypes.addressof(T.from_buffer(whole_in)), ctypes.addressof(T.from_buffer(whole_out)), n)
+
+    return one, after, MAX_ELEMENTS
+
+
+def loops(change, shape):
+    if change == "reuse-array":
+        return reuse(shape, lambda size: (ctypes.c_char * size)())
+    if change == "reuse-string-buffer":
+        return reuse(shape, ctypes.create_string_buffer)
+    if change == "zero-copy":
+        return zero_copy(shape)
+    if change == "declare-argtypes":
+        return declare_argtypes(shape)
+    if change == "use-pydll":
+        return use_pydll(shape)
+    if change == "batch":
+        return batch(shape, False)
+    if change == "call":
+        return batch(shape, True)
+    raise ValueError("unknown change %r" % change)
+
+
+def main():
+    requests = spec["requests"]
+    result = {"python": sys.version, "measurements": [], "skipped": [], "errors": []}
+    gc.disable()
+    for k, req in enumerate(requests):
+        left = deadline - now()
+        if left <= 0:
+            result["skipped"].extend(requests[k:])
+            break
+        try:
+            before, after, max_n = loops(req["change"], req["shape"])
+            b, a, saving, spread, rounds, n = compare(before, after, left / (len(requests) - k), max_n)
+        except Exception as e:  # a shape this interpreter cannot time: reported, others go on
+            result["errors"].append("%s %s: %s: %s" % (req["change"], req["shape"], type(e).__name__, e))
+            continue
+        result["measurements"].append({
+            "change": req["change"], "shape": req["shape"],
+            "before_ns": round(b, 1), "after_ns": round(a, 1), "saving_ns": round(saving, 1),
+            "spread_ns": round(spread, 1), "rounds": rounds, "iterations": n,
+        })
+    sys.stdout.write(json.dumps(result) + "\n")
+
+
+main()
