@@ -57,18 +57,6 @@ def make(name, src, env):
     return ns[name]
 
 
-def call_loop(f, args, calls_per_iteration, xs, out):
-    """`for i in range(n): out[i] = f(xs[i], c2, ...)`, with the call made 1 or 2 times."""
-    names = ["xs[i]"] + ["c%d" % k for k in range(1, len(args))] if args else []
-    env = {"f": f, "xs": xs, "out": out}
-    for k, c in enumerate(args[1:], 1):
-        env["c%d" % k] = VALUE[c]
-    call = "f(%s)" % ", ".join(names)
-    body = "out[i] = " + call + ("\n        " + call if calls_per_iteration == 2 else "")
-    src = "def loop(n):\n    for i in range(n):\n        %s\n" % body
-    return make("loop", src, env)
-
-
 def elements(code, n):
     if code == "d":
         return array.array("d", (i * 0.5 for i in range(n)))
@@ -82,25 +70,30 @@ def per_call(loop, n):
 
 
 def compare(before, after, budget_ns, max_n=None):
-    """Times `before` and `after` (functions of an iteration count) in many short interleaved
-    rounds; on a busy machine a short block either runs undisturbed or not, so the fastest block
-    of each side is the undisturbed speed. Returns (before ns, after ns, saving ns, spread ns,
-    rounds, iterations): the spread is how far the saving moves when taken from each side's
-    lower quartile instead of its fastest block."""
+    """Times `before` and `after` (functions of an iteration count) in many short rounds, each
+    timing both back to back (order alternating), so that both sides of a round see the same
+    load. The saving is the median of the rounds' differences over the least disturbed quarter of
+    the rounds (the fastest by both blocks together); the spread is half the interquartile range
+    of those differences. Returns (before ns, after ns, saving ns, spread ns, rounds, iterations),
+    times per call."""
+    # Warm up (first-time costs: a type built, memory touched), then size the blocks on the
+    # fastest of a few pilot runs.
+    before(2)
+    after(2)
     n = 1
     while True:
         t = per_call(before, n) * n
         if t >= BLOCK_NS / 4 or (max_n and n >= max_n) or n >= 1 << 22:
             break
         n *= 4
-    per = max(t / n, 1.0)
+    per = max(min([t / n] + [per_call(before, n) for _ in range(2)]), 1.0)
     n = max(1, int(BLOCK_NS / per))
     if max_n:
         n = min(n, max_n)
     block = per * n
     rounds = int(min(MAX_ROUNDS, max(MIN_ROUNDS, budget_ns / (2.5 * block))))
     stop = now() + budget_ns
-    bs, as_ = [], []
+    pairs = []
     for r in range(rounds):
         if r >= MIN_ROUNDS and (now() > stop or now() > deadline):
             break
@@ -110,14 +103,21 @@ def compare(before, after, budget_ns, max_n=None):
         else:
             b = per_call(before, n)
             a = per_call(after, n)
-        bs.append(b)
-        as_.append(a)
-    bs.sort()
-    as_.sort()
-    q = len(bs) // 4
-    saving = bs[0] - as_[0]
-    spread = abs((bs[q] - as_[q]) - saving)
-    return bs[0], as_[0], saving, spread, len(bs), n
+        pairs.append((b, a))
+    # The least disturbed rounds: the fastest quarter by their two blocks together (at least 3).
+    pairs.sort(key=lambda p: p[0] + p[1])
+    calm = pairs[: max(3, len(pairs) // 4)]
+    diffs = sorted(b - a for b, a in calm)
+    q = len(diffs) // 4
+    saving = median(diffs)
+    spread = (diffs[-1 - q] - diffs[q]) / 2
+    return median([b for b, _ in calm]), median([a for _, a in calm]), saving, spread, len(pairs), n
+
+
+def median(xs):
+    xs = sorted(xs)
+    k = len(xs) // 2
+    return xs[k] if len(xs) % 2 else (xs[k - 1] + xs[k]) / 2
 
 
 def reuse(shape, build):
@@ -181,16 +181,8 @@ def use_pydll(shape):
     return before, after, None
 
 
-def batch(shape, calls):
-    """batch: the per-element loop vs one call over all elements; call: two calls per element
-    vs one (what one call statement costs)."""
-    args, ret = parse_signature(shape)
-    xs = elements(args[0] if args else "i", MAX_ELEMENTS)
-    out = [None] * MAX_ELEMENTS
-    f = declared(args, ret)
-    one = call_loop(f, args, 1, xs, out)
-    if calls:
-        return call_loop(f, args, 2, xs, out), one, MAX_ELEMENTS
+def bulk_after():
+    """One call over all elements, through `from_buffer` views: what replaces a loop of calls."""
     bulk = nop()
     bulk.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
     whole_in = array.array("d", bytes(8 * MAX_ELEMENTS))
@@ -200,7 +192,18 @@ def batch(shape, calls):
         T = ctypes.c_double * n
         bulk(ctypes.addressof(T.from_buffer(whole_in)), ctypes.addressof(T.from_buffer(whole_out)), n)
 
-    return one, after, MAX_ELEMENTS
+    return after
+
+
+def loop(shape):
+    """loop: the per-element loop without its call (read an element, store a result) vs one call
+    over all elements — the loop overhead that goes when the calls are batched."""
+    if shape not in ("i", "d"):
+        raise ValueError("element %r" % shape)
+    xs = elements(shape, MAX_ELEMENTS)
+    out = [None] * MAX_ELEMENTS
+    before = make("loop", "def loop(n):\n    for i in range(n):\n        out[i] = xs[i]\n", {"xs": xs, "out": out})
+    return before, bulk_after(), MAX_ELEMENTS
 
 
 def loops(change, shape):
@@ -214,10 +217,8 @@ def loops(change, shape):
         return declare_argtypes(shape)
     if change == "use-pydll":
         return use_pydll(shape)
-    if change == "batch":
-        return batch(shape, False)
-    if change == "call":
-        return batch(shape, True)
+    if change == "loop":
+        return loop(shape)
     raise ValueError("unknown change %r" % change)
 
 

@@ -165,13 +165,19 @@ pub fn measure_into(profile: &mut Profile, agent: &Path) -> Result<(bool, usize)
     let mut notes = Vec::new();
     let mut python_version = profile.meta.python.clone().unwrap_or_default();
     let mut fresh = 0;
+    // This run's figures; only the conclusive ones are cached (the others are timed again).
+    let mut now: BTreeMap<String, ChangeMeasurement> = BTreeMap::new();
     if !missing.is_empty() {
         match run_script(&python, agent, &missing) {
             Ok(out) => {
                 python_version = out.python;
                 fresh = out.measurements.len();
                 for m in out.measurements {
-                    cache.insert(format!("{} {}", m.change, m.shape), m);
+                    let k = format!("{} {}", m.change, m.shape);
+                    if measure::conclusive(&m) {
+                        cache.insert(k.clone(), m.clone());
+                    }
+                    now.insert(k, m);
                 }
                 if !out.skipped.is_empty() {
                     notes.push(format!(
@@ -194,11 +200,12 @@ pub fn measure_into(profile: &mut Profile, agent: &Path) -> Result<(bool, usize)
     }
     let measurements: Vec<ChangeMeasurement> = plan
         .iter()
-        .filter_map(|r| {
-            cache.get(&key(r)).map(|m| ChangeMeasurement {
-                cached: !missing.contains(r),
+        .filter_map(|r| match now.get(&key(r)) {
+            Some(m) => Some(m.clone()),
+            None => cache.get(&key(r)).map(|m| ChangeMeasurement {
+                cached: true,
                 ..m.clone()
-            })
+            }),
         })
         .collect();
     if measurements.is_empty() && notes.is_empty() {

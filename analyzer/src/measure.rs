@@ -11,11 +11,16 @@
 //! | `zero-copy` | `d*k` (element code, count) | `f((c_double * k)(*values))` | `f(view)`, a `from_buffer` view made once |
 //! | `declare-argtypes` | codes as ctypes guessed them (`i`: a Python int, `P`: 8 bytes) | no `argtypes` | `argtypes` declared |
 //! | `use-pydll` | signature `dd->d` | the function from a `CDLL` | the same from a `PyDLL` |
-//! | `batch` | signature | `for i in r: out[i] = f(xs[i], ...)` per element | one call over all elements, per element |
-//! | `call` | signature | the `batch` loop with two calls per element | with one |
+//! | `loop` | element code `d` / `i` | `for i in r: out[i] = xs[i]`, per element | one call over all elements (through `from_buffer` views), per element |
 //!
-//! `call`'s saving is what one call statement costs; `call.after_ns - call.saving_ns` is what the
-//! loop costs per element without it — the loop overhead that batching removes along with the calls.
+//! `loop` is the loop around a per-element call without the call itself — reading an element,
+//! storing a result: what batching removes besides the crossings, which the profile measured. Its
+//! `before_ns` is what such a loop costs per element, which reuse-buffer subtracts from a site's gap.
+//!
+//! Each side of a round is timed back to back with the other, and the saving is taken over the
+//! least disturbed rounds (`src/measure_changes.py`). A measurement whose spread exceeds its
+//! saving (and 10 ns) says nothing either way: it is [inconclusive](conclusive), used by no
+//! estimate and not cached, so the next run times it again.
 //!
 //! Signatures are read from the sizes the profile recorded (the libffi cif's): a 4-byte argument is
 //! timed as a C `int` (`i`), an 8-byte one as a `double` (`d`); a signature with other sizes, or with
@@ -34,8 +39,7 @@ pub const REUSE_STRING_BUFFER: &str = "reuse-string-buffer";
 pub const ZERO_COPY: &str = "zero-copy";
 pub const DECLARE_ARGTYPES: &str = "declare-argtypes";
 pub const USE_PYDLL: &str = "use-pydll";
-pub const BATCH: &str = "batch";
-pub const CALL: &str = "call";
+pub const LOOP: &str = "loop";
 
 /// At most this many shapes are timed after one run (the most valuable first): with the step's
 /// budget of ~2 s, each gets ~0.2 s.
@@ -116,6 +120,16 @@ pub fn signature(place: &Place<'_>) -> Option<String> {
     ))
 }
 
+/// The element code of a batched loop over a place's calls: its first argument's (`d` for 8
+/// bytes, `i` for 4), `i` without arguments.
+pub fn element_code(signature: &str) -> &'static str {
+    if signature.starts_with('d') {
+        "d"
+    } else {
+        "i"
+    }
+}
+
 /// The shape `zero-copy` is timed on for buffers of `bytes` bytes: doubles when they divide, else
 /// 4-byte ints.
 pub fn zero_copy_shape(bytes: u64) -> String {
@@ -148,7 +162,6 @@ pub fn plan(profile: &Profile, options: &AdviceOptions) -> Vec<Request> {
         let e = wanted.entry(r).or_insert(0);
         *e = (*e).max(stake);
     };
-    let single_thread = profile.meta.threads <= 1;
     for place in python_places(profile) {
         let m = place.measured();
         let sig = signature(&place);
@@ -161,9 +174,7 @@ pub fn plan(profile: &Profile, options: &AdviceOptions) -> Vec<Request> {
             } else {
                 want(Request::new(REUSE_ARRAY, n.to_string()), stake);
                 want(Request::new(REUSE_STRING_BUFFER, n.to_string()), stake);
-                if let Some(s) = &sig {
-                    want(Request::new(CALL, s.clone()), stake);
-                }
+                want(Request::new(LOOP, "i"), stake);
             }
         }
         let overhead = m.overhead_per_call_ns();
@@ -172,8 +183,7 @@ pub fn plan(profile: &Profile, options: &AdviceOptions) -> Vec<Request> {
             && overhead >= options.batch_min_overhead_ratio * m.native_per_call_ns()
         {
             if let Some(s) = &sig {
-                want(Request::new(BATCH, s.clone()), m.overhead_ns());
-                want(Request::new(CALL, s.clone()), m.overhead_ns());
+                want(Request::new(LOOP, element_code(s)), m.overhead_ns());
             }
         }
     }
@@ -185,7 +195,8 @@ pub fn plan(profile: &Profile, options: &AdviceOptions) -> Vec<Request> {
             function: f,
             site: None,
         };
-        if single_thread && f.time.gil_wait > 0 {
+        // use-pydll in one thread; gil-contention in several counts the same round trip.
+        if f.time.gil_wait > 0 {
             if let Some(s) = signature(&place) {
                 want(Request::new(USE_PYDLL, s), f.time.overhead());
             }
@@ -220,35 +231,38 @@ impl From<&ChangeMeasurement> for Timed {
     }
 }
 
-/// The loop overhead per element that goes with a call of `signature` — the `call` loop's time
-/// per element without the call, less what the bulk call costs per element — when both were
-/// measured; never negative.
+/// Whether a measurement says anything: a spread larger than the saving (and than 10 ns, the
+/// timer's and the loop's own jitter) leaves even its sign open.
+pub fn conclusive(m: &ChangeMeasurement) -> bool {
+    m.spread_ns <= m.saving_ns.abs().max(10.0)
+}
+
+/// The loop overhead per element that batching removes besides the calls (`loop` on the
+/// element code of `signature`), when measured conclusively; never negative.
 pub fn loop_overhead(profile: &Profile, signature: &str) -> Option<Timed> {
-    let mc = profile.measured_changes.as_ref()?;
-    let call = mc.get(CALL, signature)?;
-    let bulk = mc.get(BATCH, signature)?;
-    Some(Timed {
-        saving_ns: (call.after_ns - call.saving_ns - bulk.after_ns).max(0.0),
-        spread_ns: call.spread_ns.hypot(bulk.spread_ns),
+    timed(profile, LOOP, element_code(signature)).map(|t| Timed {
+        saving_ns: t.saving_ns.max(0.0),
+        ..t
     })
 }
 
-/// The loop overhead per call around a call of `signature`, without a bulk call to subtract
-/// (what a loop that keeps its calls spends around each), never negative.
-pub fn loop_overhead_around(profile: &Profile, signature: &str) -> Option<Timed> {
-    let call = profile.measured_changes.as_ref()?.get(CALL, signature)?;
-    Some(Timed {
-        saving_ns: (call.after_ns - call.saving_ns).max(0.0),
-        spread_ns: call.spread_ns,
+/// What a loop around a call costs per element besides the call (`loop`'s `before_ns`, on ints),
+/// when measured conclusively.
+pub fn loop_time(profile: &Profile) -> Option<Timed> {
+    let m = profile.measured_changes.as_ref()?.get(LOOP, "i")?;
+    conclusive(m).then_some(Timed {
+        saving_ns: m.before_ns,
+        spread_ns: m.spread_ns,
     })
 }
 
-/// The measured saving of `change` on `shape`, if the profile has it.
+/// The conclusive measured saving of `change` on `shape`, if the profile has one.
 pub fn timed(profile: &Profile, change: &str, shape: &str) -> Option<Timed> {
     profile
         .measured_changes
         .as_ref()?
         .get(change, shape)
+        .filter(|m| conclusive(m))
         .map(Timed::from)
 }
 

@@ -250,7 +250,7 @@ mod tests {
         // 250 ns of Python between consecutive calls, and a loop around a call measured at 60 ns
         // per element on this interpreter: batching removes the crossings and that loop.
         let mut p = loop_profile_with_gap(200_000, 300, 30, 250);
-        add_measured_loop(&mut p, "dd->", 60.0, 5.0);
+        add_measured_loop(&mut p, "d", 60.0, 5.0);
         let r = &batch_only(&p, &AdviceOptions::default())[0];
         assert_eq!(r.estimated_savings_ns, 199_999 * (300 + 60));
         assert_eq!(r.evidence["gap_per_call_ns"], 250.0);
@@ -268,7 +268,7 @@ mod tests {
         );
         // A gap shorter than the measured loop bounds it.
         let mut p = loop_profile_with_gap(200_000, 300, 30, 40);
-        add_measured_loop(&mut p, "dd->", 60.0, 5.0);
+        add_measured_loop(&mut p, "d", 60.0, 5.0);
         let r = &batch_only(&p, &AdviceOptions::default())[0];
         assert_eq!(r.estimated_savings_ns, 199_999 * (300 + 40));
         // Not measured: only the crossings are claimed, whatever the gap; the estimate is modeled.
@@ -336,7 +336,7 @@ mod tests {
         // the old estimate counted as removed — 26 s of "savings" on 1 s of calls.
         let mut p = loop_profile_with_gap(200_000, 300, 30, 100_000);
         p.meta.duration_ns = 2_000_000_000;
-        add_measured_loop(&mut p, "dd->", 60.0, 5.0);
+        add_measured_loop(&mut p, "d", 60.0, 5.0);
         let r = &batch_only(&p, &AdviceOptions::default())[0];
         let calls_ns: u64 = 200_000 * 330;
         assert!(

@@ -125,6 +125,14 @@ pub(super) fn use_pydll_rule(ctx: &Context<'_>) -> Vec<Candidate> {
     out
 }
 
+/// gil-contention: several threads, and a short C function whose calls each wait for the GIL.
+/// The waits themselves are not what the program loses — while one thread waits another holds
+/// the GIL and runs; summed over threads they overlap the run many times — so they are evidence,
+/// never the saving. What a call that keeps the GIL saves in wall time is the release and
+/// re-acquisition it no longer makes, on the one path the GIL serialises: the round trip timed on
+/// this interpreter (`use-pydll`), per call. Without that measurement, no time is claimed and the
+/// advice is not given; nor for C work longer than the hand-off, where releasing the GIL lets
+/// other threads run.
 pub(super) fn contention_rule(ctx: &Context<'_>) -> Vec<Candidate> {
     let threads = ctx.profile.meta.threads;
     if threads < 2 {
@@ -141,35 +149,41 @@ pub(super) fn contention_rule(ctx: &Context<'_>) -> Vec<Candidate> {
         }
         let gil = per(f.time.gil_wait, f.python_calls);
         let native = per(f.time.native, f.calls);
-        let mut suggestion = format!(
-            "With {threads} threads, each call to {} waits {} to take the GIL back after {} in C. ",
-            f.function,
-            fmt_ns(gil.round() as u64),
-            fmt_ns(native.round() as u64),
-        );
-        if native < gil {
-            suggestion.push_str(
-                "The C work is shorter than the hand-off it causes: batch the calls so the GIL changes hands once \
-                 per batch, or keep the GIL across this short call (ctypes.PYFUNCTYPE / PyDLL).",
-            );
-        } else {
-            suggestion.push_str(
-                "Make fewer, larger calls so threads trade the GIL less often, or move the parallel part into C \
-                 threads or separate processes.",
-            );
+        if native >= gil {
+            continue;
         }
-        let saving = f.time.gil_wait / u64::from(threads);
         let place = Place {
             function: f,
             site: None,
         };
+        let Some(t) = measure::signature(&place)
+            .and_then(|s| measure::timed(ctx.profile, measure::USE_PYDLL, &s))
+            .filter(|t| t.saving_ns > 0.0)
+        else {
+            continue;
+        };
+        let saving = ((t.saving_ns * f.python_calls as f64).round() as u64).min(f.time.overhead());
+        let suggestion = format!(
+            "With {threads} threads, each call to {} waits {} to take the GIL back after {} in C: the C work is \
+             shorter than the hand-off it causes. Keep the GIL across this short call (ctypes.PYFUNCTYPE, or the \
+             function from a ctypes.PyDLL) so threads trade it at the interpreter's switch interval instead of \
+             on every call, or batch the calls so it changes hands once per batch. The waits overlap other \
+             threads' work, so the saving counted is the release and re-acquisition each call makes, timed on \
+             this interpreter ({} a call).",
+            f.function,
+            fmt_ns(gil.round() as u64),
+            fmt_ns(native.round() as u64),
+            fmt_ns(t.saving_ns.round() as u64),
+        );
+        let mut evidence = evidence(f, threads, share);
+        evidence["measured_round_trip_per_call_ns"] = json!(round(t.saving_ns, 1));
         let rec = ctx.recommendation(
             AdviceKind::GilContention,
             place,
             saving,
-            Estimate::modeled(per(saving, f.python_calls)),
-            Confidence::Low,
-            evidence(f, threads, share),
+            Estimate::measured(saving as f64 / f.python_calls as f64, t.spread_ns),
+            Confidence::Medium,
+            evidence,
             suggestion,
         );
         out.push(Candidate {
@@ -232,15 +246,20 @@ mod tests {
     }
 
     #[test]
-    fn gil_wait_with_threads_is_contention() {
+    fn gil_wait_with_threads_is_contention_saving_the_measured_round_trip() {
         let mut p = tiny_calls(17_000, 4);
         // Each thread's calls last their crossings and their GIL wait.
         p.meta.duration_ns = 100_000 * 17_300 / 4;
+        // Not measured: the waits are no saving, and no other is known.
+        assert!(of_kind(&p, AdviceKind::GilContention).is_empty());
+        add_measured(&mut p, crate::measure::USE_PYDLL, "ii->", 480.0, 55.0, 4.0);
         let recs = of_kind(&p, AdviceKind::GilContention);
         assert_eq!(recs.len(), 1);
-        assert_eq!(recs[0].estimated_savings_ns, 17_000 * 100_000 / 4);
-        assert_eq!(recs[0].confidence, Confidence::Low);
+        assert_eq!(recs[0].estimated_savings_ns, 55 * 100_000);
+        assert_eq!(recs[0].estimate, Estimate::measured(55.0, 4.0));
+        assert_eq!(recs[0].confidence, Confidence::Medium);
         assert!(recs[0].suggestion.contains("PYFUNCTYPE"));
+        assert_eq!(recs[0].evidence["gil_wait_ns"], 17_000 * 100_000);
     }
 
     #[test]
@@ -261,11 +280,26 @@ mod tests {
         let mut p = tiny_calls(60, 1);
         add_measured(&mut p, crate::measure::USE_PYDLL, "ii->", 480.0, -3.0, 9.0);
         assert!(of_kind(&p, AdviceKind::UsePydll).is_empty());
+        // A measurement whose spread exceeds it says nothing: the estimate stays modeled.
+        let mut p = tiny_calls(60, 1);
+        add_measured(
+            &mut p,
+            crate::measure::USE_PYDLL,
+            "ii->",
+            480.0,
+            -70.0,
+            170.0,
+        );
+        let r = &of_kind(&p, AdviceKind::UsePydll)[0];
+        assert_eq!(r.estimate, Estimate::modeled(60.0));
+        assert_eq!(r.estimated_savings_ns, 60 * 100_000);
     }
 
     #[test]
     fn small_gil_share_is_not_contention() {
         // GIL wait 40 ns against 60 ns of marshal-out: under half.
-        assert!(of_kind(&tiny_calls(40, 4), AdviceKind::GilContention).is_empty());
+        let mut p = tiny_calls(40, 4);
+        add_measured(&mut p, crate::measure::USE_PYDLL, "ii->", 480.0, 55.0, 4.0);
+        assert!(of_kind(&p, AdviceKind::GilContention).is_empty());
     }
 }

@@ -177,23 +177,15 @@ pub fn add_measured(
     });
 }
 
-/// The loop around a call of `signature` measured at `loop_ns` per element: the `call` loop (with
-/// a 200 ns call) takes `loop_ns + 210` per element with one call, the bulk call 10.
-pub fn add_measured_loop(p: &mut Profile, signature: &str, loop_ns: f64, spread: f64) {
+/// The loop around a call on elements `element` (`d`, `i`) measured: `loop_ns` per element more
+/// than the bulk call over all elements (10 ns per element).
+pub fn add_measured_loop(p: &mut Profile, element: &str, loop_ns: f64, spread: f64) {
     add_measured(
         p,
-        crate::measure::CALL,
-        signature,
-        loop_ns + 410.0,
-        200.0,
+        crate::measure::LOOP,
+        element,
+        loop_ns + 10.0,
+        loop_ns,
         spread,
-    );
-    add_measured(
-        p,
-        crate::measure::BATCH,
-        signature,
-        loop_ns + 210.0,
-        loop_ns + 200.0,
-        0.0,
     );
 }
