@@ -69,13 +69,15 @@ def per_call(loop, n):
     return (now() - t) / n
 
 
-def compare(before, after, budget_ns, max_n=None):
+def compare(before, after, budget_ns, max_n=None, alone=None, empty=None):
     """Times `before` and `after` (functions of an iteration count) in many short rounds, each
     timing both back to back (order alternating), so that both sides of a round see the same
     load. The saving is the median of the rounds' differences over the least disturbed quarter of
     the rounds (the fastest by both blocks together); the spread is half the interquartile range
-    of those differences. Returns (before ns, after ns, saving ns, spread ns, rounds, iterations),
-    times per call."""
+    of those differences. With `alone` and `empty` (the change's own part in a loop by itself,
+    and the bare loop), the same rounds also time those: the own time is the median of their
+    differences. Returns (before ns, after ns, saving ns, spread ns, rounds, iterations, own ns
+    or None), times per call."""
     # Warm up (first-time costs: a type built, memory touched), then size the blocks on the
     # fastest of a few pilot runs.
     before(2)
@@ -91,9 +93,10 @@ def compare(before, after, budget_ns, max_n=None):
     if max_n:
         n = min(n, max_n)
     block = per * n
-    rounds = int(min(MAX_ROUNDS, max(MIN_ROUNDS, budget_ns / (2.5 * block))))
+    sides = 4 if alone else 2
+    rounds = int(min(MAX_ROUNDS, max(MIN_ROUNDS, budget_ns / (1.25 * sides * block))))
     stop = now() + budget_ns
-    pairs = []
+    samples = []
     for r in range(rounds):
         if r >= MIN_ROUNDS and (now() > stop or now() > deadline):
             break
@@ -103,15 +106,18 @@ def compare(before, after, budget_ns, max_n=None):
         else:
             b = per_call(before, n)
             a = per_call(after, n)
-        pairs.append((b, a))
+        own = per_call(alone, n) - per_call(empty, n) if alone else 0.0
+        samples.append((b, a, own))
     # The least disturbed rounds: the fastest quarter by their two blocks together (at least 3).
-    pairs.sort(key=lambda p: p[0] + p[1])
-    calm = pairs[: max(3, len(pairs) // 4)]
-    diffs = sorted(b - a for b, a in calm)
+    samples.sort(key=lambda p: p[0] + p[1])
+    calm = samples[: max(3, len(samples) // 4)]
+    diffs = sorted(b - a for b, a, _ in calm)
     q = len(diffs) // 4
     saving = median(diffs)
     spread = (diffs[-1 - q] - diffs[q]) / 2
-    return median([b for b, _ in calm]), median([a for _, a in calm]), saving, spread, len(pairs), n
+    own = median([o for _, _, o in calm]) if alone else None
+    return (median([b for b, _, _ in calm]), median([a for _, a, _ in calm]), saving, spread,
+            len(samples), n, own)
 
 
 def median(xs):
@@ -121,22 +127,50 @@ def median(xs):
 
 
 def reuse(shape, build):
+    """A `size`-byte object built per call vs one built once; alone: the building by itself."""
     size = int(shape)
     if not 0 < size <= 1 << 26:
         raise ValueError("size %r" % shape)
     f = nop()
     kept = (ctypes.c_char * size)()
+    build = build(size)
 
-    def before(n, f=f, build=build, size=size):
+    def before(n, f=f, build=build):
         for _ in range(n):
-            b = build(size)
+            b = build()
             f(b)
 
     def after(n, f=f, b=kept):
         for _ in range(n):
             f(b)
 
-    return before, after, None
+    def alone(n, build=build):
+        for _ in range(n):
+            b = build()
+
+    def empty(n):
+        for _ in range(n):
+            pass
+
+    return before, after, None, alone, empty
+
+
+def build_by_type(size):
+    """`T()`, the array type made once (`Array = c_char * n` at module level)."""
+    T = ctypes.c_char * size
+    return T
+
+
+def build_by_repeat(size):
+    """`(c_char * n)()`: the array type looked up on every call."""
+    c_char = ctypes.c_char
+    return lambda: (c_char * size)()
+
+
+def build_by_helper(size):
+    """`create_string_buffer(n)`."""
+    csb = ctypes.create_string_buffer
+    return lambda: csb(size)
 
 
 def zero_copy(shape):
@@ -158,7 +192,7 @@ def zero_copy(shape):
         for _ in range(n):
             f(view)
 
-    return before, after, None
+    return before, after, None, None, None
 
 
 def declare_argtypes(shape):
@@ -169,7 +203,7 @@ def declare_argtypes(shape):
     declared_f.argtypes = [CTYPE[c] for c in shape]
     env_args = ", ".join(repr(VALUE[c]) for c in shape)
     src = "def loop(n):\n    for _ in range(n):\n        f(%s)\n" % env_args
-    return make("loop", src, {"f": undeclared}), make("loop", src, {"f": declared_f}), None
+    return make("loop", src, {"f": undeclared}), make("loop", src, {"f": declared_f}), None, None, None
 
 
 def use_pydll(shape):
@@ -178,7 +212,7 @@ def use_pydll(shape):
     src = "def loop(n):\n    for _ in range(n):\n        f(%s)\n" % values
     before = make("loop", src, {"f": declared(args, ret)})
     after = make("loop", src, {"f": declared(args, ret, ctypes.PyDLL)})
-    return before, after, None
+    return before, after, None, None, None
 
 
 def bulk_after():
@@ -203,14 +237,16 @@ def loop(shape):
     xs = elements(shape, MAX_ELEMENTS)
     out = [None] * MAX_ELEMENTS
     before = make("loop", "def loop(n):\n    for i in range(n):\n        out[i] = xs[i]\n", {"xs": xs, "out": out})
-    return before, bulk_after(), MAX_ELEMENTS
+    return before, bulk_after(), MAX_ELEMENTS, None, None
 
 
 def loops(change, shape):
+    if change == "reuse-type":
+        return reuse(shape, build_by_type)
     if change == "reuse-array":
-        return reuse(shape, lambda size: (ctypes.c_char * size)())
+        return reuse(shape, build_by_repeat)
     if change == "reuse-string-buffer":
-        return reuse(shape, ctypes.create_string_buffer)
+        return reuse(shape, build_by_helper)
     if change == "zero-copy":
         return zero_copy(shape)
     if change == "declare-argtypes":
@@ -232,8 +268,10 @@ def main():
             result["skipped"].extend(requests[k:])
             break
         try:
-            before, after, max_n = loops(req["change"], req["shape"])
-            b, a, saving, spread, rounds, n = compare(before, after, left / (len(requests) - k), max_n)
+            before, after, max_n, alone, empty = loops(req["change"], req["shape"])
+            b, a, saving, spread, rounds, n, own = compare(
+                before, after, left / (len(requests) - k), max_n, alone, empty
+            )
         except Exception as e:  # a shape this interpreter cannot time: reported, others go on
             result["errors"].append("%s %s: %s: %s" % (req["change"], req["shape"], type(e).__name__, e))
             continue
@@ -241,6 +279,7 @@ def main():
             "change": req["change"], "shape": req["shape"],
             "before_ns": round(b, 1), "after_ns": round(a, 1), "saving_ns": round(saving, 1),
             "spread_ns": round(spread, 1), "rounds": rounds, "iterations": n,
+            "own_ns": None if own is None else round(own, 1),
         })
     sys.stdout.write(json.dumps(result) + "\n")
 

@@ -116,7 +116,12 @@ fn measured_changes_recorded(py: &Interpreter, dir: &Path) -> Result<(), Failed>
         .iter()
         .map(|m| (m.change.as_str(), m.shape.as_str(), m.cached))
         .collect();
-    for wanted in [("reuse-array", "4096"), ("reuse-string-buffer", "4096")] {
+    for wanted in [
+        ("reuse-type", "4096"),
+        ("reuse-array", "4096"),
+        ("reuse-string-buffer", "4096"),
+        ("loop", "i"),
+    ] {
         assert!(
             shapes.contains(&(wanted.0, wanted.1, false)),
             "{wanted:?} not timed: {shapes:?} ({:?})",
@@ -130,7 +135,8 @@ fn measured_changes_recorded(py: &Interpreter, dir: &Path) -> Result<(), Failed>
             "{m:?}"
         );
     }
-    let build = mc.get("reuse-array", "4096").unwrap();
+    let build = mc.get("reuse-type", "4096").unwrap();
+    assert!(build.own_ns.is_some(), "{build:?}");
     assert!(
         build.before_ns > build.after_ns,
         "building 4 KiB per call costs something: {build:?}"
@@ -154,7 +160,7 @@ fn measured_changes_recorded(py: &Interpreter, dir: &Path) -> Result<(), Failed>
     // Again: every figure from the cache, nothing timed.
     let p = run(py, dir, &cache, &[], "py_fresh_buffers.py");
     let mc = p.measured_changes.as_ref().unwrap();
-    let again = mc.get("reuse-array", "4096").unwrap();
+    let again = mc.get("reuse-type", "4096").unwrap();
     assert!(again.cached);
     assert_eq!(again.saving_ns, build.saving_ns);
 

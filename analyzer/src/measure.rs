@@ -6,12 +6,16 @@
 //!
 //! | change | shape | before | after |
 //! | --- | --- | --- | --- |
-//! | `reuse-array` | bytes `n` | `b = (c_char * n)(); f(b)` | `f(b)`, `b` built once |
+//! | `reuse-type` | bytes `n` | `b = T(); f(b)`, `T = c_char * n` made once | `f(b)`, `b` built once |
+//! | `reuse-array` | bytes `n` | `b = (c_char * n)(); f(b)`, the type looked up per call | `f(b)`, built once |
 //! | `reuse-string-buffer` | bytes `n` | `b = create_string_buffer(n); f(b)` | `f(b)`, built once |
 //! | `zero-copy` | `d*k` (element code, count) | `f((c_double * k)(*values))` | `f(view)`, a `from_buffer` view made once |
 //! | `declare-argtypes` | codes as ctypes guessed them (`i`: a Python int, `P`: 8 bytes) | no `argtypes` | `argtypes` declared |
 //! | `use-pydll` | signature `dd->d` | the function from a `CDLL` | the same from a `PyDLL` |
 //! | `loop` | element code `d` / `i` | `for i in r: out[i] = xs[i]`, per element | one call over all elements (through `from_buffer` views), per element |
+//!
+//! The three `reuse-*` changes also time the building alone (`own_ns`): what a probe around it
+//! sees, which tells which of them a profile's construction was.
 //!
 //! `loop` is the loop around a per-element call without the call itself — reading an element,
 //! storing a result: what batching removes besides the crossings, which the profile measured. Its
@@ -34,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use crate::advice::AdviceOptions;
 use crate::cost_model::{per, python_places, Place};
 
+pub const REUSE_TYPE: &str = "reuse-type";
 pub const REUSE_ARRAY: &str = "reuse-array";
 pub const REUSE_STRING_BUFFER: &str = "reuse-string-buffer";
 pub const ZERO_COPY: &str = "zero-copy";
@@ -42,8 +47,8 @@ pub const USE_PYDLL: &str = "use-pydll";
 pub const LOOP: &str = "loop";
 
 /// At most this many shapes are timed after one run (the most valuable first): with the step's
-/// budget of ~2 s, each gets ~0.2 s.
-pub const MAX_REQUESTS: usize = 8;
+/// budget of ~2 s, each gets ~0.17 s.
+pub const MAX_REQUESTS: usize = 10;
 
 /// One change to time on one shape.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -172,6 +177,7 @@ pub fn plan(profile: &Profile, options: &AdviceOptions) -> Vec<Request> {
             if converts_values(options, m.time.construction, m.construction_bytes, fresh) {
                 want(Request::new(ZERO_COPY, zero_copy_shape(n)), stake);
             } else {
+                want(Request::new(REUSE_TYPE, n.to_string()), stake);
                 want(Request::new(REUSE_ARRAY, n.to_string()), stake);
                 want(Request::new(REUSE_STRING_BUFFER, n.to_string()), stake);
                 want(Request::new(LOOP, "i"), stake);
@@ -254,6 +260,19 @@ pub fn loop_time(profile: &Profile) -> Option<Timed> {
         saving_ns: m.before_ns,
         spread_ns: m.spread_ns,
     })
+}
+
+/// The conclusive measurement of `change` on `shape`, if the profile has one.
+pub fn measurement<'a>(
+    profile: &'a Profile,
+    change: &str,
+    shape: &str,
+) -> Option<&'a ChangeMeasurement> {
+    profile
+        .measured_changes
+        .as_ref()?
+        .get(change, shape)
+        .filter(|m| conclusive(m))
 }
 
 /// The conclusive measured saving of `change` on `shape`, if the profile has one.

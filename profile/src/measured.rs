@@ -31,8 +31,8 @@ pub struct MeasuredChanges {
 /// One change, timed on one shape.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ChangeMeasurement {
-    /// Which change (`reuse-array`, `reuse-string-buffer`, `zero-copy`, `declare-argtypes`,
-    /// `use-pydll`, `batch`, `call`).
+    /// Which change (`reuse-type`, `reuse-array`, `reuse-string-buffer`, `zero-copy`,
+    /// `declare-argtypes`, `use-pydll`, `loop`).
     pub change: String,
     /// The shape it was timed on, as the change defines it (bytes, element code and count,
     /// argument codes).
@@ -53,6 +53,10 @@ pub struct ChangeMeasurement {
     /// Read from the per-interpreter cache rather than timed in this step.
     #[serde(default)]
     pub cached: bool,
+    /// The change's own part timed by itself in a loop (building the object, with nothing
+    /// else), ns per call — what a probe around it would see; for the changes that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub own_ns: Option<f64>,
 }
 
 impl MeasuredChanges {

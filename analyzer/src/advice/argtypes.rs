@@ -186,6 +186,7 @@ mod tests {
                 rounds: 7,
                 iterations: 10_000,
                 cached: false,
+                own_ns: None,
             }],
             ..MeasuredChanges::default()
         }

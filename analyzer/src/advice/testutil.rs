@@ -174,7 +174,21 @@ pub fn add_measured(
         rounds: 7,
         iterations: 10_000,
         cached: false,
+        own_ns: None,
     });
+}
+
+/// [`add_measured`] with the change's own part timed alone (`own_ns`).
+pub fn add_measured_own(p: &mut Profile, change: &str, shape: &str, saving: f64, own: f64) {
+    add_measured(p, change, shape, saving + 200.0, saving, 5.0);
+    let m = p
+        .measured_changes
+        .as_mut()
+        .unwrap()
+        .measurements
+        .last_mut()
+        .unwrap();
+    m.own_ns = Some(own);
 }
 
 /// The loop around a call on elements `element` (`d`, `i`) measured: `loop_ns` per element more
