@@ -436,6 +436,54 @@ mod tests {
     }
 
     #[test]
+    fn a_measured_cost_is_shown_with_its_sign_and_threads_are_named() {
+        let mut p = ffiprof_profile::Profile::new();
+        let mut f = ffiprof_profile::FunctionRecord::new("/l/libfx.so", "fx_mul");
+        f.calls = 1_000;
+        p.functions.push(f);
+        p.meta.duration_ns = 100_000_000;
+        p.meta.threads = 4;
+        let mut report = crate::summarize(&p, &crate::SummaryOptions::default());
+        let rec = |kind, saving: u64, estimate| crate::Recommendation {
+            kind,
+            function: "fx_mul".into(),
+            library: "/l/libfx.so".into(),
+            site: None,
+            estimated_savings_ns: saving,
+            savings_percent: crate::cost_model::percent_of(saving, 400_000_000),
+            confidence: crate::Confidence::Low,
+            estimate,
+            evidence: serde_json::Map::new(),
+            suggestion: "Declare argtypes.".into(),
+        };
+        report.recommendations = vec![
+            rec(
+                crate::AdviceKind::Batch,
+                40_000_000,
+                crate::Estimate::measured(400.0, 12.0),
+            ),
+            rec(
+                crate::AdviceKind::DeclareArgtypes,
+                0,
+                crate::Estimate::measured(-103.4, 6.0),
+            ),
+        ];
+        let text = render(&report);
+        assert!(
+            text.contains(
+                "saves ~40.00ms (10.0% of the 4 threads' time) · measured ~400ns ± 12ns a call · confidence low"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "correctness: no time claimed; the change costs measured ~103ns ± 6ns a call · confidence low"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn a_lower_bound_estimate_shows_its_upper_bound() {
         let mut p = ffiprof_profile::Profile::new();
         let mut f = ffiprof_profile::FunctionRecord::new("/l/libfx.so", "fx_fill");
