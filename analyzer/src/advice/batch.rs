@@ -47,6 +47,9 @@ struct BatchEvidence {
     exports_known: bool,
     /// Buffer bytes per call: non-zero when the function already takes a buffer.
     buffer_bytes_per_call: u64,
+    /// The C function's arity and result size, as the libffi cif gave them (for the example).
+    arg_count: u32,
+    result_bytes_per_call: u64,
 }
 
 pub(super) fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
@@ -166,6 +169,8 @@ pub(super) fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
         bulk_sibling: sibling,
         exports_known,
         buffer_bytes_per_call: buffer_per_call,
+        arg_count: f.arg_count,
+        result_bytes_per_call: f.ret_bytes / f.calls.max(1),
     };
     let rec = ctx.recommendation(
         AdviceKind::Batch,
