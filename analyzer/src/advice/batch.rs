@@ -42,6 +42,9 @@ struct BatchEvidence {
     batched_ns: u64,
     /// The most batching can remove: every crossing but one, and the measured loop overhead.
     removable_ns: u64,
+    /// With several threads the GIL waits overlap other threads' work and are left out of the
+    /// crossings' cost (`gil_wait_ns` stays as evidence).
+    gil_wait_excluded: bool,
     bulk_sibling: Option<String>,
     /// Whether the library's exported symbols were known, so that "no sibling" means none exists.
     exports_known: bool,
@@ -57,7 +60,16 @@ pub(super) fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
     if m.calls < 2 {
         return None;
     }
-    let overhead = m.overhead_per_call_ns();
+    // With several threads, the GIL wait after each call is time another thread holds the GIL
+    // and runs: it overlaps their work, so it is no saving (gil-contention reports it); the
+    // crossings' own marshaling is.
+    let several_threads = ctx.profile.meta.threads > 1;
+    let overhead_ns = if several_threads {
+        m.time.marshal_in + m.time.marshal_out
+    } else {
+        m.overhead_ns()
+    };
+    let overhead = crate::cost_model::per(overhead_ns, m.calls);
     let native = m.native_per_call_ns();
     if overhead <= 0.0 || overhead < ctx.options.batch_min_overhead_ratio * native {
         return None;
@@ -74,12 +86,12 @@ pub(super) fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
     let loop_ns = ((m.calls - 1) as f64 * loop_per_call).round() as u64;
     // Today: every call's crossing and C code, and the loop. Batched: one crossing, all of today's
     // C work, and the data converted into one buffer.
-    let current = m.call_ns() + loop_ns;
+    let current = overhead_ns + m.time.native + loop_ns;
     let batched = (overhead
         + m.time.native as f64
         + m.moved_bytes() as f64 * per_byte.unwrap_or(0.0))
     .round() as u64;
-    let removable = m.call_ns() - m.time.native + loop_ns;
+    let removable = overhead_ns + loop_ns;
     let saving = current.saturating_sub(batched).min(removable);
     if saving == 0 {
         return None;
@@ -99,13 +111,16 @@ pub(super) fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
     // A function that already takes a buffer is batched by passing more per call, which only works
     // when the calls differ in their data alone: less certain than swapping in a bulk sibling.
     let buffer_per_call = m.buffer_bytes / m.calls;
+    // A pointer to a few bytes is an out-parameter or a handle's storage, not data to pass more
+    // of per call.
+    let takes_data = buffer_per_call >= ctx.options.zero_copy_min_bytes;
     // The gap counts as removed only where the loop does little besides the call: Python work of the
     // program's own between calls (computing each element) partly stays after batching.
     let loop_is_plain =
         gap.is_some_and(|g| g <= ctx.options.batch_max_gap_ratio * (overhead + native));
     let wanted = match (&sibling, per_byte.is_some() && loop_is_plain) {
         (Some(_), true) => Confidence::High,
-        (None, _) if buffer_per_call > 0 => Confidence::Low,
+        (None, _) if takes_data => Confidence::Low,
         _ => Confidence::Medium,
     };
     let confidence = ctx.cap_by_timing(wanted, m.timed_calls);
@@ -131,7 +146,7 @@ pub(super) fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
             " {lib} exports {s}: put the elements in one buffer (array.array, numpy or a ctypes array) and \
              call {s} once over all of them (or once per large chunk)."
         ),
-        (None, _) if buffer_per_call > 0 => format!(
+        (None, _) if takes_data => format!(
             " It already takes a buffer ({} per call): where the calls differ only in their data, put that data \
              in one larger buffer and make one call over it (or one per large chunk).",
             fmt_bytes(buffer_per_call)
@@ -166,6 +181,7 @@ pub(super) fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
         current_ns: current,
         batched_ns: batched,
         removable_ns: removable,
+        gil_wait_excluded: several_threads,
         bulk_sibling: sibling,
         exports_known,
         buffer_bytes_per_call: buffer_per_call,
@@ -362,12 +378,40 @@ mod tests {
         let r = &batch_only(&p, &AdviceOptions::default())[0];
         assert_eq!(r.estimated_savings_ns, 3_999_999 * 800);
         assert_eq!(r.savings_percent, 44.44);
+        assert_eq!(r.evidence["gil_wait_excluded"], true);
         // A profile whose figures exceed its own duration (clock trouble) is capped, never > 100 %.
         p.meta.threads = 1;
         p.meta.duration_ns = 1_000_000_000;
         let r = &batch_only(&p, &AdviceOptions::default())[0];
         assert_eq!(r.estimated_savings_ns, 1_000_000_000);
         assert_eq!(r.savings_percent, 100.0);
+    }
+
+    #[test]
+    fn gil_waits_of_several_threads_are_no_saving() {
+        // 300 ns of marshaling and 5 µs of GIL wait per call, 4 threads: the waits overlap the
+        // other threads' work; only the marshaling goes with the calls.
+        let c = PerCall {
+            native: 30,
+            marshal_in: 210,
+            marshal_out: 90,
+            gil: 5_000,
+            arg_bytes: 16,
+            ..PerCall::default()
+        };
+        let mut p = profile(
+            vec![function("fx_scale", vec![site("work.py", 12, 200_000, c)])],
+            1_000_000_000,
+        );
+        p.meta.threads = 4;
+        let r = &batch_only(&p, &AdviceOptions::default())[0];
+        assert_eq!(r.estimated_savings_ns, 199_999 * 300);
+        assert_eq!(r.evidence["gil_wait_ns"], 200_000 * 5_000);
+        // One thread: the wait is the re-acquisition itself, which goes with each call.
+        p.meta.threads = 1;
+        p.meta.duration_ns = 2_000_000_000;
+        let r = &batch_only(&p, &AdviceOptions::default())[0];
+        assert_eq!(r.estimated_savings_ns, 199_999 * 5_300);
     }
 
     #[test]

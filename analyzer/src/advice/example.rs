@@ -64,7 +64,7 @@ pub fn code_example(rec: &Recommendation) -> Option<String> {
     let f = &rec.function;
     let text = match rec.kind {
         AdviceKind::Batch => match evidence_str(rec, "bulk_sibling") {
-            None if evidence_u64(rec, "buffer_bytes_per_call").unwrap_or(0) > 0 => format!(
+            None if evidence_u64(rec, "buffer_bytes_per_call").unwrap_or(0) >= 64 => format!(
                 "# before: one call per chunk of data\n\
                  for chunk in chunks:\n    lib.{f}(chunk_buffer(chunk), len(chunk), ...)\n\
                  # after: the chunks in one buffer, one call\n\
