@@ -23,6 +23,9 @@
 //! the pointer flow between calls (not recorded yet). A `restype` set explicitly — to `c_int`
 //! too — is a declaration (the agent reads the function object's own field).
 
+use std::collections::BTreeMap;
+
+use ffiprof_profile::FunctionRecord;
 use serde::Serialize;
 use serde_json::json;
 
@@ -40,39 +43,65 @@ struct ArgtypesEvidence {
     undeclared_restype_calls: u64,
     arg_count: u32,
     arg_bytes_per_call: f64,
-    /// Arguments that crossed as 4 bytes (what ctypes makes of a Python int); null when the sizes
-    /// varied between calls.
-    int_sized_args: Option<u32>,
-    /// Arguments that crossed as 8 bytes (pointers, ctypes objects); null when the sizes varied.
-    pointer_sized_args: Option<u32>,
+    /// Arguments that crossed as 4 bytes (what ctypes makes of a Python int).
+    int_sized_args: u32,
+    /// Arguments that crossed as 8 bytes (pointers, ctypes objects).
+    pointer_sized_args: u32,
     /// The measured change per call of declaring argtypes, as a saving: negative when declaring
     /// costs time; null when not timed.
     declare_saving_per_call_ns: Option<f64>,
+    /// The library's other functions called the same way (int-sized arguments, no argtypes):
+    /// one recommendation per library, about its most called one.
+    other_functions: Vec<OtherFunction>,
+}
+
+#[derive(Debug, Serialize)]
+struct OtherFunction {
+    function: String,
+    undeclared_argtypes_calls: u64,
+    arg_count: u32,
+    int_sized_args: u32,
+}
+
+/// A function called without argtypes whose arguments include int-sized ones, every call with
+/// the same sizes (4 or 8 bytes each): (function, its argument codes, int-sized count).
+fn int_sized_calls(f: &FunctionRecord) -> Option<(String, u32)> {
+    if f.python_calls == 0 || f.undeclared_argtypes_calls == 0 || f.arg_count == 0 {
+        return None;
+    }
+    let place = Place {
+        function: f,
+        site: None,
+    };
+    // Sizes that vary between calls, or of other kinds (a c_ubyte, a struct), say nothing
+    // about Python ints.
+    let codes = measure::guessed_args(&place)?;
+    let narrow = codes.matches('i').count() as u32;
+    (narrow > 0).then_some((codes, narrow))
 }
 
 pub(super) fn rule(ctx: &Context<'_>) -> Vec<Candidate> {
-    let mut out = Vec::new();
+    // One recommendation per library, about its most called such function.
+    let mut by_library: BTreeMap<&str, Vec<(&FunctionRecord, String, u32)>> = BTreeMap::new();
     for f in &ctx.profile.functions {
-        if f.python_calls == 0 || f.undeclared_argtypes_calls == 0 || f.arg_count == 0 {
-            continue;
+        if let Some((codes, narrow)) = int_sized_calls(f) {
+            by_library
+                .entry(f.library.as_str())
+                .or_default()
+                .push((f, codes, narrow));
         }
-        let place = Place {
-            function: f,
-            site: None,
-        };
+    }
+    let mut out = Vec::new();
+    for (_, mut group) in by_library {
+        group.sort_by(|a, b| {
+            b.0.undeclared_argtypes_calls
+                .cmp(&a.0.undeclared_argtypes_calls)
+                .then(a.0.function.cmp(&b.0.function))
+        });
+        let (f, codes, narrow) = &group[0];
+        let (f, narrow) = (*f, *narrow);
         let k = f.arg_count;
-        let per_call_bytes = crate::cost_model::per(f.arg_bytes, f.calls);
-        let codes = measure::guessed_args(&place);
-        let narrow = codes.as_ref().map(|c| c.matches('i').count() as u32);
-        // Some argument narrower than a pointer: exactly counted when every call had the same
-        // sizes; otherwise seen on average.
-        let any_narrow = narrow.map_or(per_call_bytes < 8.0 * f64::from(k), |n| n > 0);
-        if !any_narrow {
-            continue;
-        }
-        let timed = codes
-            .as_deref()
-            .and_then(|c| measure::timed(ctx.profile, measure::DECLARE_ARGTYPES, c));
+        let timed = measure::timed(ctx.profile, measure::DECLARE_ARGTYPES, codes);
         let (saving, estimate) = match timed {
             Some(t) => (
                 ((t.saving_ns.max(0.0)) * f.undeclared_argtypes_calls as f64).round() as u64,
@@ -80,12 +109,10 @@ pub(super) fn rule(ctx: &Context<'_>) -> Vec<Candidate> {
             ),
             None => (0, Estimate::modeled(0.0)),
         };
-
         let which = match narrow {
-            Some(n) if n == k && k == 1 => "its argument crossed".to_string(),
-            Some(n) if n == k => format!("all {k} of its arguments crossed"),
-            Some(n) => format!("{n} of its {k} arguments crossed"),
-            None => "some of its arguments crossed".to_string(),
+            n if n == k && k == 1 => "its argument crossed".to_string(),
+            n if n == k => format!("all {k} of its arguments crossed"),
+            n => format!("{n} of its {k} arguments crossed"),
         };
         let mut suggestion = format!(
             "{} was called {} times without argtypes, so ctypes converted each argument by its Python type: \
@@ -100,6 +127,28 @@ pub(super) fn rule(ctx: &Context<'_>) -> Vec<Candidate> {
                 " Its result is read through the default c_int restype: right if it returns an int; declare \
                  restype too if it does not.",
             );
+        }
+        let others = &group[1..];
+        if !others.is_empty() {
+            let named: Vec<String> = others
+                .iter()
+                .take(5)
+                .map(|(g, _, _)| format!("{} ({} calls)", g.function, g.undeclared_argtypes_calls))
+                .collect();
+            let more = others.len().saturating_sub(named.len());
+            suggestion.push_str(&format!(
+                " {} other function{} of {} {} called the same way: {}{}.",
+                others.len(),
+                if others.len() == 1 { "" } else { "s" },
+                f.library_name(),
+                if others.len() == 1 { "was" } else { "were" },
+                named.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            ));
         }
         suggestion.push_str(&match timed {
             Some(t) if t.saving_ns < 0.0 => format!(
@@ -123,10 +172,23 @@ pub(super) fn rule(ctx: &Context<'_>) -> Vec<Candidate> {
             undeclared_argtypes_calls: f.undeclared_argtypes_calls,
             undeclared_restype_calls: f.undeclared_restype_calls,
             arg_count: k,
-            arg_bytes_per_call: round1(per_call_bytes),
+            arg_bytes_per_call: round1(crate::cost_model::per(f.arg_bytes, f.calls)),
             int_sized_args: narrow,
-            pointer_sized_args: narrow.map(|n| k - n),
+            pointer_sized_args: k - narrow,
             declare_saving_per_call_ns: timed.map(|t| round1(t.saving_ns)),
+            other_functions: others
+                .iter()
+                .map(|(g, _, n)| OtherFunction {
+                    function: g.function.clone(),
+                    undeclared_argtypes_calls: g.undeclared_argtypes_calls,
+                    arg_count: g.arg_count,
+                    int_sized_args: *n,
+                })
+                .collect(),
+        };
+        let place = Place {
+            function: f,
+            site: None,
         };
         let rec = ctx.recommendation(
             AdviceKind::DeclareArgtypes,
@@ -262,6 +324,48 @@ mod tests {
         // And the name no longer says anything about a pointer result.
         let p = profile(vec![undeclared("PyBuffer_Release", 16, 5_000)], 1_000_000);
         assert!(argtypes_recs(&p).is_empty());
+    }
+
+    #[test]
+    fn one_recommendation_per_library_about_its_most_called_function() {
+        let p = profile(
+            vec![
+                undeclared("fx_mul", 8, 100),
+                undeclared("fx_add", 8, 3_000),
+                undeclared("fx_put", 12, 40),
+                undeclared("fx_ptrs", 16, 9_000),
+            ],
+            200_000_000,
+        );
+        let recs = argtypes_recs(&p);
+        assert_eq!(recs.len(), 1);
+        let r = &recs[0];
+        assert_eq!(r.function, "fx_add");
+        let others: Vec<&str> = r.evidence["other_functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["function"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            others,
+            ["fx_mul", "fx_put"],
+            "pointer-sized only is none of them"
+        );
+        assert!(
+            r.suggestion
+                .contains("2 other functions of libffifixture.so were called the same way: fx_mul (100 calls), fx_put (40 calls)."),
+            "{}",
+            r.suggestion
+        );
+    }
+
+    #[test]
+    fn sizes_of_other_kinds_say_nothing_of_ints() {
+        // keccak_init(state, c_size_t(n), c_ubyte(24)): 8 + 8 + 1 bytes.
+        let mut f = undeclared("keccak_init", 17, 500);
+        f.arg_count = 3;
+        assert!(argtypes_recs(&profile(vec![f], 1_000_000)).is_empty());
     }
 
     #[test]
