@@ -22,7 +22,8 @@ struct GilEvidence {
     native_per_call_ns: f64,
     native_p99_ns: u64,
     marshal_out_ns: u64,
-    /// use-pydll: GIL wait / boundary time of the calls; gil-contention: GIL wait / (GIL wait + marshal-out).
+    /// use-pydll: the GIL round trip (measured; else the wait) × calls / boundary time of the
+    /// calls; gil-contention: GIL wait / (GIL wait + marshal-out).
     gil_share: f64,
 }
 
@@ -64,13 +65,26 @@ pub(super) fn use_pydll_rule(ctx: &Context<'_>) -> Vec<Candidate> {
         if f.python_calls == 0 || f.time.gil_wait == 0 {
             continue;
         }
+        let place = Place {
+            function: f,
+            site: None,
+        };
+        // Measured: the whole round trip (release and re-acquire) timed on this interpreter, at
+        // most the crossing it is part of. Modeled: the GIL wait alone, a lower bound. The gates
+        // (C work shorter than the round trip, its p99 bounded by it, a share of the crossing
+        // worth it) compare with the measured round trip where there is one: the agent's wait,
+        // one part of it, moves with the load.
+        let timed = measure::signature(&place)
+            .and_then(|s| measure::timed(ctx.profile, measure::USE_PYDLL, &s));
         let gil = per(f.time.gil_wait, f.python_calls);
+        let round_trip = timed.map_or(gil, |t| t.saving_ns);
         let native = per(f.time.native, f.calls);
         let boundary = f.time.native + f.time.overhead();
-        let share = per(f.time.gil_wait, boundary);
+        let share = round_trip * f.python_calls as f64 / boundary.max(1) as f64;
         let p99 = native_p99(f);
-        if native > gil
-            || p99 as f64 > o.use_pydll_max_p99_ratio * gil
+        if round_trip <= 0.0
+            || native > round_trip
+            || p99 as f64 > o.use_pydll_max_p99_ratio * round_trip
             || share < o.use_pydll_min_gil_share
         {
             continue;
@@ -86,16 +100,7 @@ pub(super) fn use_pydll_rule(ctx: &Context<'_>) -> Vec<Candidate> {
             fmt_ns(gil.round() as u64),
         );
         let confidence = ctx.cap_by_timing(Confidence::Medium, f.timed_calls.max(1));
-        let place = Place {
-            function: f,
-            site: None,
-        };
-        // Measured: the whole round trip (release and re-acquire) timed on this interpreter, at
-        // most the crossing it is part of. Modeled: the GIL wait alone, a lower bound.
-        let timed = measure::signature(&place)
-            .and_then(|s| measure::timed(ctx.profile, measure::USE_PYDLL, &s));
         let (saving, estimate) = match timed {
-            Some(t) if t.saving_ns <= 0.0 => continue,
             Some(t) => {
                 let saving =
                     ((t.saving_ns * f.python_calls as f64).round() as u64).min(f.time.overhead());
@@ -280,6 +285,16 @@ mod tests {
         let mut p = tiny_calls(60, 1);
         add_measured(&mut p, crate::measure::USE_PYDLL, "ii->", 480.0, -3.0, 9.0);
         assert!(of_kind(&p, AdviceKind::UsePydll).is_empty());
+        // The agent's wait alone is under a tenth of the crossing (20 of 310 ns): no advice; the
+        // measured round trip (55 ns) is not.
+        let p = tiny_calls(20, 1);
+        assert!(of_kind(&p, AdviceKind::UsePydll).is_empty());
+        let mut p = tiny_calls(20, 1);
+        add_measured(&mut p, crate::measure::USE_PYDLL, "ii->", 480.0, 55.0, 4.0);
+        assert_eq!(
+            of_kind(&p, AdviceKind::UsePydll)[0].estimated_savings_ns,
+            55 * 100_000
+        );
         // A measurement whose spread exceeds it says nothing: the estimate stays modeled.
         let mut p = tiny_calls(60, 1);
         add_measured(
