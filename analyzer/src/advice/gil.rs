@@ -22,7 +22,7 @@ struct GilEvidence {
     native_per_call_ns: f64,
     native_p99_ns: u64,
     marshal_out_ns: u64,
-    /// use-pydll: the GIL round trip (measured; else the wait) × calls / boundary time of the
+    /// use-pydll: the larger of the GIL wait and its measured round trip × calls / boundary time of the
     /// calls; gil-contention: GIL wait / (GIL wait + marshal-out).
     gil_share: f64,
 }
@@ -71,19 +71,21 @@ pub(super) fn use_pydll_rule(ctx: &Context<'_>) -> Vec<Candidate> {
         };
         // Measured: the whole round trip (release and re-acquire) timed on this interpreter, at
         // most the crossing it is part of. Modeled: the GIL wait alone, a lower bound. The gates
-        // (C work shorter than the round trip, its p99 bounded by it, a share of the crossing
-        // worth it) compare with the measured round trip where there is one: the agent's wait,
-        // one part of it, moves with the load.
+        // (C work shorter than the GIL's cost, its p99 bounded by it, a share of the crossing
+        // worth it) take the larger of the agent's wait and the measured round trip: the wait
+        // moves with the load, and either shows what holding the GIL spares.
         let timed = measure::signature(&place)
             .and_then(|s| measure::timed(ctx.profile, measure::USE_PYDLL, &s));
         let gil = per(f.time.gil_wait, f.python_calls);
-        let round_trip = timed.map_or(gil, |t| t.saving_ns);
+        if timed.is_some_and(|t| t.saving_ns <= 0.0) {
+            continue;
+        }
+        let round_trip = timed.map_or(gil, |t| t.saving_ns.max(gil));
         let native = per(f.time.native, f.calls);
         let boundary = f.time.native + f.time.overhead();
         let share = round_trip * f.python_calls as f64 / boundary.max(1) as f64;
         let p99 = native_p99(f);
-        if round_trip <= 0.0
-            || native > round_trip
+        if native > round_trip
             || p99 as f64 > o.use_pydll_max_p99_ratio * round_trip
             || share < o.use_pydll_min_gil_share
         {
