@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 
 static EMBEDDED: &[u8] = include_bytes!(env!("FFIPROF_EMBEDDED_AGENT"));
 
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in bytes {
         h ^= *b as u64;
@@ -20,7 +20,8 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
-fn cache_root() -> PathBuf {
+/// The user's ffiprof cache directory (the unpacked agent, the measured changes' figures).
+pub(crate) fn cache_root() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir).join("ffiprof");
     }
@@ -36,13 +37,13 @@ fn current_uid() -> u32 {
 }
 
 /// Creates `dir` (mode 0700) if needed and refuses one that another user owns or can write.
-fn private_dir(dir: &Path) -> Result<()> {
+pub(crate) fn private_dir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .with_context(|| format!("cannot create the agent cache directory {}", dir.display()))?;
+        .with_context(|| format!("cannot create the cache directory {}", dir.display()))?;
     let meta = fs::symlink_metadata(dir)?;
     if meta.file_type().is_symlink() || meta.uid() != current_uid() || meta.mode() & 0o022 != 0 {
         bail!(

@@ -49,6 +49,10 @@ pub struct AttachArgs {
     /// Print no progress and no summary.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Do not time the changes the advice proposes on the program's interpreter after detaching
+    /// (up to ~2 s, cached per interpreter); the estimates are then modeled from the profile alone.
+    #[arg(long)]
+    pub no_calibrate: bool,
 }
 
 fn parse_method(s: &str) -> Result<Method, String> {
@@ -173,6 +177,9 @@ pub fn attach(args: AttachArgs) -> Result<ExitCode> {
     std::fs::copy(&written, &output)
         .with_context(|| format!("writing the profile to {}", output.display()))?;
     drop(session);
+    if !args.no_calibrate {
+        crate::measure_changes::measure_file(&output, args.quiet);
+    }
 
     if !args.quiet {
         let profile = crate::report_cmd::load(&output)?;

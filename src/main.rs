@@ -10,6 +10,7 @@ mod attach_cmd;
 mod diff_cmd;
 mod export_cmd;
 mod flamegraph_cmd;
+mod measure_changes;
 mod merge_cmd;
 mod report_cmd;
 mod run_cmd;

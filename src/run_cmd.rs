@@ -48,6 +48,10 @@ pub struct RunArgs {
     /// Also write the self-contained HTML report (flamegraph, tables, recommendations) here.
     #[arg(long, value_name = "OUT.html")]
     pub html: Option<PathBuf>,
+    /// Do not time the changes the advice proposes on the program's interpreter after the run
+    /// (up to ~2 s, cached per interpreter); the estimates are then modeled from the profile alone.
+    #[arg(long)]
+    pub no_calibrate: bool,
     /// The program and its arguments.
     #[arg(
         required = true,
@@ -149,6 +153,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     })?;
     ffiprof_inject::launch::supervise(child.id());
     let status = child.wait().context("waiting for the traced program")?;
+    if !args.no_calibrate {
+        crate::measure_changes::measure_file(&output, args.quiet);
+    }
 
     summarize_run(&output, started, args.top, args.quiet, args.html.as_deref());
     use std::os::unix::process::ExitStatusExt;

@@ -41,6 +41,15 @@ pub mod record;
 pub mod runtime;
 pub mod symbols;
 
+/// A C function that does nothing. After a run, the CLI times the changes the advice proposes in
+/// loops that call it through ctypes (`ctypes.CDLL(agent).ffiprof_nop`), with the prototype of the
+/// calls the profile saw: on x86-64 SysV the caller places the arguments and cleans up after the
+/// call itself, so a function that reads none of them is safe under any prototype (the caller
+/// reads a meaningless return register). Loaded that way, without `FFIPROF_OUTPUT`, the agent
+/// stays inert.
+#[no_mangle]
+pub extern "C" fn ffiprof_nop() {}
+
 /// The LD_PRELOAD constructor: runs when the loader initialises the agent, before `main`.
 extern "C" fn agent_constructor() {
     runtime::guard((), session::init_from_env);

@@ -1,10 +1,20 @@
 //! The cost model behind every recommendation: how a saving is estimated from what the profile measured.
 //!
-//! Every estimate is arithmetic over times and counts the agent measured in *this* run — never over
+//! Every estimate is arithmetic over times and counts measured for *this* run — by the agent in
+//! the program, and by `ffiprof run`/`attach` right after it on the program's own interpreter
+//! (the profile's `measured_changes`: each change the advice proposes, timed untraced in a loop
+//! that also calls C, on the shapes the profile saw; see [`crate::measure`]) — never over
 //! constants baked into ffiprof. Thresholds in [`crate::AdviceOptions`] decide only *whether* to
-//! advise; they never enter a saving. A saving is the boundary time a change removes from the profiled
-//! run, in nanoseconds, and as a percentage of the run ([`run_ns`]). Each recommendation stands alone:
-//! two recommendations on the same call site overlap, so their savings do not add up.
+//! advise; they never enter a saving. Each recommendation carries its `estimate`: `measured` when
+//! it rests on a timed change (with the timing's spread), `modeled` when only on the profile.
+//!
+//! A saving is the time a change removes from the profiled run, in nanoseconds summed over the
+//! threads, and as a percentage of the time it is part of ([`thread_ns`]: the run's duration for
+//! one thread, duration × threads for several), never above 100 %. **A saving never exceeds what
+//! the change can remove**: the cost of the calls it changes and of their construction, plus only
+//! the loop overhead measured to go with them — the Python time between calls (the `gap`) holds
+//! the program's own work too, and bounds a saving, never adds to one. Each recommendation stands
+//! alone: two recommendations on the same call site overlap, so their savings do not add up.
 //!
 //! # Measured quantities
 //!
@@ -20,75 +30,57 @@
 //!   consecutive calls of the same site on one thread — the loop around the call, including whatever is
 //!   built for the call (constructions) and whatever else the loop body does. The agent measures it on a
 //!   sample of pairs (the stack-sampled calls); it is unknown for a function without sites, for C callers
-//!   and for profiles written before it existed. The profile has only its sum, so one pair during which
-//!   the thread was descheduled (milliseconds, on a busy machine) weighs on the mean: the rules use the
-//!   gap only when measured on at least `min_timed_calls` pairs, and never let (calls − 1) × gap exceed
-//!   what the run leaves for it (duration × threads − the place's call time).
+//!   and for profiles written before it existed. The rules use it only when measured on at least
+//!   `min_timed_calls` pairs, and never let (calls − 1) × gap exceed what the run leaves for it.
 //! * `marshal cost per byte` ([`marshal_ns_per_byte`]) — the *marginal* marshaling time per byte, over the
 //!   whole profile: the Theil–Sen slope (median of pairwise slopes, robust to a few odd functions) of
 //!   per-call marshal time against per-call moved bytes across every place with Python calls, clamped at 0.
 //!   It is unknown (and taken as 0, which lowers confidence) when fewer than two places moved different
 //!   amounts of data.
+//! * timed changes ([`crate::measure`]): per call, what building an `n`-byte object afresh costs in a
+//!   loop (three ways: `T()`, `(c_char * n)()`, `create_string_buffer(n)`), converting `k` values into a new array
+//!   against a `from_buffer` view, declaring argtypes, a `PyDLL` against a `CDLL`, and the loop around
+//!   a per-element call without the call. A figure whose spread exceeds it is ignored.
 //!
 //! # Estimates per kind of advice
 //!
-//! * **batch** — today = marshal-in + marshal-out + GIL wait + native at the place, plus the loop:
-//!   (calls − 1) × gap per call (the loop runs between consecutive calls; the code before the first call
-//!   stays). After batching, what is left to do is one call over all elements: one call's overhead, all
-//!   of today's native time (native work is assumed not to shrink, which keeps the estimate conservative:
-//!   libffi's own per-call cost inside "native" is in fact saved too), getting the data into one buffer —
-//!   moved bytes × marshal cost per byte, the measured marginal cost of converting data for a call —
-//!   and the construction of any buffers built per call today (one buffer over all the data is assumed
-//!   to cost what the per-call buffers did, since building is per byte; this construction was inside the
-//!   gap, so it is counted once as removed and once as still done).
-//!   saving = today − batched = (calls − 1) × (overhead per call + gap per call) − moved bytes × cost per
-//!   byte − construction.
-//!   Counting the whole gap as removed assumes the loop does little besides calling: Python work of the
-//!   program's own between calls (computing each element) partly stays after batching, in another form.
-//!   The estimate cannot tell the two apart, so it is `high` confidence only where the gap per call is at
-//!   most `batch_max_gap_ratio` × (overhead + native per call) and was measured on at least
-//!   `min_timed_calls` pairs. When the elements are not in a buffer already (a Python list, values
-//!   computed one by one), filling one costs what the per-byte term charges (putting them in an
-//!   `array.array` from a list is typically cheaper than converting each as a call argument).
-//!   Advised only where overhead per call ≥ `batch_min_overhead_ratio` × native per call: a function that
-//!   already takes many elements per call spends its time in C and is left alone.
-//!   Not in the estimate: making the views for the bulk call (`from_buffer`, a few µs in all) and the
-//!   bulk function's own loop, both well under the kept native time.
-//! * **reuse-buffer** and **zero-copy** — saving = construction time at the place × (fresh-buffer calls − 1)
-//!   / calls: every fresh build but one goes away (the reused buffer or the shared view is built once).
-//!   The two differ by what the construction does: converting Python values element by element (per-byte
-//!   construction cost ≥ `zero_copy_min_ns_per_byte`, buffers of at least `zero_copy_min_bytes`) calls for
-//!   sharing memory (zero-copy); building empty or small objects calls for reusing one (reuse-buffer).
-//!   The estimate is a lower bound, and an upper one is given beside it. Construction is what the agent
-//!   times around the building: the ctypes type's constructor (the metaclass call, with `c_double * n`
-//!   when the statement looks the array type up), the release of an object that was passed fresh to a
-//!   call (`tp_dealloc`; not on 3.13, whose ctypes types are heap types), and for `create_string_buffer`
-//!   / `create_unicode_buffer` the whole Python helper call — except on 3.11, which calls one Python
-//!   function from another past every hook, so there the helper is timed by its constructor alone.
-//!   Not measured: the interpreter's own work for the statement that builds the object (loading the
-//!   type, the call, storing the result: dictionary operations at module level) and its indirect costs
-//!   (caches and branch predictors shared with the call). Untraced, with no probe at all,
-//!   `scripts/construction-in-context` finds a construction costing 1.5–1.7 × its own time in a loop
-//!   that also calls C (`(c_double * n)()`, even a plain `bytearray(4096)`), 1.1–1.3 × for
-//!   `create_string_buffer(4096)`: the difference shows up in the rest of the loop, where no probe of
-//!   the construction can see it. On the development machine
-//!   (`scripts/validate-advice`, fastest runs) the realized saving of `(c_double * 512)()` per call was
-//!   1.4–2 × the measured construction (3.11 and 3.12, module level), and of `create_string_buffer(4096)`
-//!   1.2 × on 3.12 and 2 × on 3.11 (helper not timed). Both lie inside the site's gap, which also holds
-//!   the rest of the loop body: the evidence gives `saving_upper_bound_ns` = (fresh-buffer calls − 1) ×
-//!   gap per call — the whole Python time between calls, which is all a change of what happens between
-//!   the calls can remove — so the realized saving lies between the estimate and that bound (up to the
-//!   noise of timing on a busy machine).
-//! * **declare-argtypes** — saving = (marshal-in per call − the median marshal-in per call of the profile's
-//!   functions with argtypes declared and the same number of arguments) × undeclared calls, when such
-//!   functions exist; otherwise no time is claimed and the advice stands only on correctness (a function
-//!   whose name suggests it returns a pointer, called without `restype`, has its result truncated to a
-//!   C `int`).
-//! * **use-pydll** — saving = the measured GIL wait of the function (re-acquiring the GIL after each call).
-//!   The release half of the round trip is not measured, so the estimate is a lower bound.
-//! * **gil-contention** — saving = GIL wait / threads: the waits of `threads` threads overlap in wall time,
-//!   so on average one thread's share of the summed waiting stands for time the run loses.
-//!   Crude by nature; always `low` confidence.
+//! * **batch** — what goes: every crossing but one, (calls − 1) × overhead per call, and the loop
+//!   around the calls as far as it was *measured* to go with them: (calls − 1) × the timed per-element
+//!   loop overhead (`loop`; at most the gap). What stays: all of today's native time (native work is
+//!   assumed not to shrink, which keeps the estimate conservative), the construction of any buffers
+//!   built per call (one buffer over all the data costs what the per-call buffers did), and getting
+//!   the data into one buffer — moved bytes × marshal cost per byte.
+//!   saving = (calls − 1) × (overhead per call + measured loop) − moved bytes × cost per byte.
+//!   `measured` when the loop was timed; without it only the crossings are claimed (`modeled`).
+//!   The rest of the gap — the program's own work between calls — is not claimed: it partly stays
+//!   after batching, in another form. `high` confidence needs a bulk sibling, a measured per-byte cost
+//!   and a gap per call at most `batch_max_gap_ratio` × (overhead + native per call) measured on at
+//!   least `min_timed_calls` pairs. Advised only where overhead per call ≥ `batch_min_overhead_ratio` ×
+//!   native per call: a function that already takes many elements per call spends its time in C.
+//! * **reuse-buffer** — saving = (fresh-buffer calls − 1) × the timed in-loop cost of building the
+//!   object afresh, for the way of building its `n` bytes — `T()` with the type made once,
+//!   `(c_char * n)()` with the type looked up per call, `create_string_buffer(n)` — whose own cost
+//!   (timed alone) is nearest the construction the probes measured per call; at most the gap. On
+//!   CPython 3.11 a `create_string_buffer` call is timed by its constructor inside only, so a
+//!   construction matching `(c_char * n)()` counts as the helper where the gap, less the timed loop
+//!   around a call and the construction, holds at least the helper's own extra cost. A probe around a
+//!   constructor sees only part of what building per call costs in a loop that also calls C
+//!   (`scripts/construction-in-context`: 1.1–1.7 × its own time); the timed loop sees it all.
+//!   Without timed figures (`modeled`): construction time at the place × (fresh-buffer calls − 1) / calls,
+//!   a lower bound, with `saving_upper_bound_ns` = (fresh-buffer calls − 1) × gap per call beside it.
+//! * **zero-copy** — saving = (fresh-buffer calls − 1) × the timed cost of converting the values into
+//!   a new array rather than passing a view (`zero-copy`, on the bytes per buffer as doubles), at most
+//!   the gap; modeled as reuse-buffer. Zero-copy rather than reuse-buffer where the construction converts
+//!   Python values (≥ `zero_copy_min_ns_per_byte`, buffers of ≥ `zero_copy_min_bytes`).
+//! * **declare-argtypes** — a correctness finding, never a time claim: the timed change of declaring
+//!   (`declare-argtypes`, on the argument sizes the profile saw), usually a cost, is stated with its sign
+//!   in `estimate.per_call_ns`; a saving is claimed only where it was measured to be one.
+//! * **use-pydll** — saving = calls × the timed GIL round trip (`use-pydll`: the same call from a
+//!   `PyDLL` against a `CDLL`), at most the crossings; modeled, the measured GIL wait (the
+//!   re-acquisition only: a lower bound). Measured to save nothing: no advice.
+//! * **gil-contention** — the waits overlap other threads' work (summed over threads they are no loss
+//!   of wall time), so they are evidence only; saving = calls × the timed GIL round trip, as
+//!   use-pydll; not advised without that measurement, nor where the C work is longer than the wait.
 //! * **leak** — no time is claimed (a leak costs memory); the evidence is allocator calls − release calls.
 //!
 //! # Confidence
@@ -96,8 +88,9 @@
 //! `high`: the figures come from at least `min_timed_calls` timed calls and the change needs no
 //! assumption beyond the model above (e.g. batch with a bulk sibling found, a measured per-byte cost and
 //! a measured loop that does little besides calling).
-//! `medium`: one assumption is unverified (no bulk sibling known, per-byte cost unknown, a comparison
-//! across different functions). `low`: few timed calls, or a model as crude as gil-contention's.
+//! `medium`: one assumption is unverified (no bulk sibling known, per-byte cost unknown). `low`: few
+//! timed calls, or evidence the profile cannot complete (declare-argtypes: the Python types of the
+//! arguments are not recorded).
 
 use ffiprof_profile::{FunctionRecord, Profile, SiteRecord, Split};
 
@@ -241,12 +234,27 @@ pub fn run_ns(profile: &Profile) -> u64 {
     }
 }
 
-/// `saving` as a percentage of `run`, rounded to hundredths.
+/// The time savings are a part of: the run's duration summed over the threads that called
+/// (duration × threads — each thread's own time when there is one), or, in a profile without a
+/// duration, the total boundary time. Savings are summed over threads, so they are compared with
+/// time summed over threads; no saving exceeds it.
+pub fn thread_ns(profile: &Profile) -> u64 {
+    if profile.meta.duration_ns > 0 {
+        profile
+            .meta
+            .duration_ns
+            .saturating_mul(u64::from(profile.meta.threads.max(1)))
+    } else {
+        run_ns(profile)
+    }
+}
+
+/// `saving` as a percentage of `run`, rounded to hundredths, never above 100.
 pub fn percent_of(saving: u64, run: u64) -> f64 {
     if run == 0 {
         return 0.0;
     }
-    (saving as f64 * 10_000.0 / run as f64).round() / 100.0
+    ((saving.min(run) as f64 * 10_000.0 / run as f64).round() / 100.0).min(100.0)
 }
 
 /// How many places at most enter the per-byte slope: pairwise slopes are quadratic in their number.

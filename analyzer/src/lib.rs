@@ -24,10 +24,13 @@
 pub mod advice;
 pub mod cost_model;
 pub mod exports;
+pub mod measure;
 pub mod summary;
 pub mod text;
 
-pub use advice::{recommend, AdviceKind, AdviceOptions, Confidence, Recommendation, SiteRef};
+pub use advice::{
+    recommend, AdviceKind, AdviceOptions, Confidence, Estimate, Method, Recommendation, SiteRef,
+};
 pub use exports::{exported_functions, ExportsError};
 pub use summary::{
     analyze, summarize, FunctionSummary, Report, ReportMeta, SiteSummary, SortKey, SummaryOptions,

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::advice::Recommendation;
+use crate::advice::{Estimate, Method, Recommendation};
 use crate::summary::Report;
 
 /// Nanoseconds as a short human duration: `850ns`, `12.3µs`, `4.56ms`, `1.23s`.
@@ -172,7 +172,10 @@ pub fn render(report: &Report) -> String {
         ));
     }
     out.push_str(&render_ctypes_internal(&report.ctypes_internal));
-    out.push_str(&render_recommendations(&report.recommendations));
+    out.push_str(&render_recommendations(
+        &report.recommendations,
+        report.meta.threads,
+    ));
     out
 }
 
@@ -214,7 +217,8 @@ fn render_ctypes_internal(internal: &[crate::summary::FunctionSummary]) -> Strin
 const WRAP: usize = 100;
 
 /// The recommendations section: each piece of advice, its saving, its reasoning and an example.
-pub fn render_recommendations(recs: &[Recommendation]) -> String {
+/// `threads` is the profile's: with several, percentages are of their time summed.
+pub fn render_recommendations(recs: &[Recommendation], threads: u32) -> String {
     let mut out = String::new();
     if recs.is_empty() {
         return out;
@@ -223,6 +227,11 @@ pub fn render_recommendations(recs: &[Recommendation]) -> String {
         out,
         "\nRecommendations (best first; each saving is alone — they overlap and do not add up)"
     );
+    let of = if threads > 1 {
+        format!("of the {threads} threads' time")
+    } else {
+        "of the run".to_string()
+    };
     for (i, r) in recs.iter().enumerate() {
         let place = r
             .site
@@ -243,9 +252,15 @@ pub fn render_recommendations(recs: &[Recommendation]) -> String {
                 .map(|u| format!(", up to ~{}", fmt_ns(u)))
                 .unwrap_or_default();
             format!(
-                "saves ~{} ({:.1}% of the run){upper}",
+                "saves ~{} ({:.1}% {of}){upper} · {}",
                 fmt_ns(r.estimated_savings_ns),
-                r.savings_percent
+                r.savings_percent,
+                estimate_text(&r.estimate),
+            )
+        } else if r.estimate.method == Method::Measured && r.estimate.per_call_ns < 0.0 {
+            format!(
+                "correctness: no time claimed; the change costs {}",
+                estimate_text(&r.estimate)
             )
         } else {
             "correctness: no time claimed".to_string()
@@ -261,6 +276,17 @@ pub fn render_recommendations(recs: &[Recommendation]) -> String {
         }
     }
     out
+}
+
+/// `measured ~540ns ± 30ns a call` or `modeled ~300ns a call`: how the estimate was made.
+fn estimate_text(e: &Estimate) -> String {
+    let per_call = fmt_ns(e.per_call_ns.abs().round() as u64);
+    match (e.method, e.spread_ns) {
+        (Method::Measured, Some(s)) => {
+            format!("measured ~{per_call} ± {} a call", fmt_ns(s.round() as u64))
+        }
+        (m, _) => format!("{} ~{per_call} a call", m.name()),
+    }
 }
 
 /// Greedy word wrap.
@@ -401,10 +427,60 @@ mod tests {
         assert!(text.contains("Recommendations"), "{text}");
         assert!(text.contains(" 1. batch · fx_scale (libfx.so)"), "{text}");
         assert!(
-            text.contains("saves ~60.00ms (60.0% of the run) · confidence medium"),
+            text.contains(
+                "saves ~60.00ms (60.0% of the run) · modeled ~300ns a call · confidence medium"
+            ),
             "{text}"
         );
         assert!(text.contains("void fx_scale_many("), "{text}");
+    }
+
+    #[test]
+    fn a_measured_cost_is_shown_with_its_sign_and_threads_are_named() {
+        let mut p = ffiprof_profile::Profile::new();
+        let mut f = ffiprof_profile::FunctionRecord::new("/l/libfx.so", "fx_mul");
+        f.calls = 1_000;
+        p.functions.push(f);
+        p.meta.duration_ns = 100_000_000;
+        p.meta.threads = 4;
+        let mut report = crate::summarize(&p, &crate::SummaryOptions::default());
+        let rec = |kind, saving: u64, estimate| crate::Recommendation {
+            kind,
+            function: "fx_mul".into(),
+            library: "/l/libfx.so".into(),
+            site: None,
+            estimated_savings_ns: saving,
+            savings_percent: crate::cost_model::percent_of(saving, 400_000_000),
+            confidence: crate::Confidence::Low,
+            estimate,
+            evidence: serde_json::Map::new(),
+            suggestion: "Declare argtypes.".into(),
+        };
+        report.recommendations = vec![
+            rec(
+                crate::AdviceKind::Batch,
+                40_000_000,
+                crate::Estimate::measured(400.0, 12.0),
+            ),
+            rec(
+                crate::AdviceKind::DeclareArgtypes,
+                0,
+                crate::Estimate::measured(-103.4, 6.0),
+            ),
+        ];
+        let text = render(&report);
+        assert!(
+            text.contains(
+                "saves ~40.00ms (10.0% of the 4 threads' time) · measured ~400ns ± 12ns a call · confidence low"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "correctness: no time claimed; the change costs measured ~103ns ± 6ns a call · confidence low"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
@@ -427,6 +503,7 @@ mod tests {
             estimated_savings_ns: 9_690_000,
             savings_percent: 9.7,
             confidence: crate::Confidence::High,
+            estimate: crate::Estimate::modeled(193.8),
             evidence: serde_json::Map::new(),
             suggestion: "Build it once.".into(),
         };
@@ -435,7 +512,9 @@ mod tests {
         report.recommendations = vec![rec.clone()];
         let text = render(&report);
         assert!(
-            text.contains("saves ~9.69ms (9.7% of the run), up to ~41.83ms · confidence high"),
+            text.contains(
+                "saves ~9.69ms (9.7% of the run), up to ~41.83ms · modeled ~194ns a call · confidence high"
+            ),
             "{text}"
         );
         // A bound at or under the estimate says nothing more.
@@ -444,7 +523,9 @@ mod tests {
         report.recommendations = vec![rec];
         let text = render(&report);
         assert!(
-            text.contains("saves ~9.69ms (9.7% of the run) · confidence high"),
+            text.contains(
+                "saves ~9.69ms (9.7% of the run) · modeled ~194ns a call · confidence high"
+            ),
             "{text}"
         );
     }

@@ -20,12 +20,14 @@
 mod ctypes_internal;
 mod histogram;
 mod io;
+mod measured;
 mod merge;
 mod split;
 
 pub use ctypes_internal::{is_ctypes_internal, is_ctypes_module};
 pub use histogram::{Histogram, HistogramError, LatencySummary};
 pub use io::{read_file, read_str, write_atomic, ProfileError};
+pub use measured::{ChangeMeasurement, MeasuredChanges};
 pub use split::{Part, Split};
 
 use serde::{Deserialize, Serialize};
@@ -57,6 +59,11 @@ pub struct Profile {
     /// Every hook the agent tried to install, and whether it could.
     #[serde(default)]
     pub hooks: Vec<HookStatus>,
+    /// What the changes the advice proposes save, timed after the run on the program's own
+    /// interpreter (absent with `--no-calibrate`, in profiles of other processes, and in older
+    /// profiles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_changes: Option<MeasuredChanges>,
 }
 
 /// Facts about the run as a whole.
@@ -290,6 +297,7 @@ impl Profile {
             frames: Vec::new(),
             stacks: Vec::new(),
             hooks: Vec::new(),
+            measured_changes: None,
         }
     }
 

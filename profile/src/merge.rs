@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::{Frame, FunctionRecord, Profile, SiteRecord, Split, StackSample};
+use crate::{Frame, FunctionRecord, MeasuredChanges, Profile, SiteRecord, Split, StackSample};
 
 /// Adds `other` into `into`: functions by (library, function), sites by (file, line, function),
 /// stacks re-interned. Meta keeps `into`'s identity; durations take the longer, counts add up.
@@ -51,6 +51,24 @@ pub fn merge(into: &mut Profile, other: &Profile) {
     into.meta.duration_ns = into.meta.duration_ns.max(other.meta.duration_ns);
     into.meta.threads += other.meta.threads;
     into.meta.dropped_calls += other.meta.dropped_calls;
+    merge_measured(&mut into.measured_changes, other.measured_changes.as_ref());
+}
+
+/// Measurements made on the same interpreter are pooled (the first of a shape kept); those of
+/// another interpreter are left out, since they would not describe the other process's calls.
+fn merge_measured(into: &mut Option<MeasuredChanges>, other: Option<&MeasuredChanges>) {
+    let Some(other) = other else { return };
+    match into {
+        None => *into = Some(other.clone()),
+        Some(mine) if mine.executable == other.executable => {
+            for m in &other.measurements {
+                if mine.get(&m.change, &m.shape).is_none() {
+                    mine.measurements.push(m.clone());
+                }
+            }
+        }
+        Some(_) => {}
+    }
 }
 
 /// Adds each of `other` into the record of `into` with the same (library, function).

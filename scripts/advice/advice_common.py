@@ -50,6 +50,17 @@ def advice_lib():
     return lib
 
 
-def emit(work_ns, result):
-    """One JSON line on stdout: the work section's duration and a result before/after must agree on."""
-    sys.stdout.write(json.dumps({"work_ns": work_ns, "result": result}) + "\n")
+def objects_lib():
+    """libadvice.so's object makers and releasers (the leak pairs), declared."""
+    lib = ctypes.CDLL(library_path("libadvice.so"))
+    for make, release in (("adv_obj_new", "adv_obj_free"), ("adv_lease", "adv_return")):
+        getattr(lib, make).argtypes, getattr(lib, make).restype = [], ctypes.c_void_p
+        getattr(lib, release).argtypes, getattr(lib, release).restype = [ctypes.c_void_p], None
+    lib.adv_live_objects.argtypes, lib.adv_live_objects.restype = [], ctypes.c_long
+    return lib
+
+
+def emit(work_ns, result, **extra):
+    """One JSON line on stdout: the work section's duration and a result before/after must agree on
+    (and any other figure a pair compares, such as the objects left alive)."""
+    sys.stdout.write(json.dumps(dict({"work_ns": work_ns, "result": result}, **extra)) + "\n")

@@ -21,3 +21,14 @@ uint64_t adv_fill_bytes(unsigned char *buf, size_t n, uint64_t seed) {
     }
     return s;
 }
+
+/* Objects made by one function and released by another, with a count of those alive: the leak
+ * pairs. adv_obj_new / adv_obj_free are paired by their names' words; adv_lease / adv_return
+ * have verbs of their own, which only pointer flow can pair (issue 13, item 1). */
+#include <stdlib.h>
+static long live_objects;
+void *adv_obj_new(void) { live_objects++; return malloc(32); }
+void adv_obj_free(void *p) { if (p) { live_objects--; free(p); } }
+void *adv_lease(void) { live_objects++; return malloc(32); }
+void adv_return(void *p) { if (p) { live_objects--; free(p); } }
+long adv_live_objects(void) { return live_objects; }

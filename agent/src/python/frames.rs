@@ -239,7 +239,73 @@ unsafe fn describe(api: &Api, code: usize, ip: usize, callable: usize) -> SiteIn
     }
 }
 
-/// Whether a ctypes function object has no `argtypes`, and a `restype` left at the default c_int.
+/// `PyCFuncPtrObject.argtypes`, `.restype` and `.errcheck`: what was assigned to this function
+/// object itself (NULL until then), after the `CDataObject` part (96 bytes) and `thunk`,
+/// `callable`, `converters`; unchanged from 3.8 to 3.13 (checked on every version by
+/// tests/e2e_python.rs's restype case).
+const FUNCPTR_ARGTYPES: usize = 120;
+const FUNCPTR_RESTYPE: usize = 128;
+const FUNCPTR_ERRCHECK: usize = 144;
+/// The object must be at least this large for those reads (`PyCFuncPtrObject` is 160 bytes).
+const FUNCPTR_MIN_SIZE: usize = FUNCPTR_ERRCHECK + 8;
+
+/// The raw fields read so far disagreed with their Python attributes: never trusted again.
+static FUNCPTR_FIELDS_WRONG: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// The function object's own `restype` field (0: never assigned), when its `argtypes`, `restype`
+/// and `errcheck` fields agree with the attributes ctypes gives for them, else `None` (and, once
+/// they disagree, for good).
+///
+/// # Safety
+/// GIL held; `callable` a live object; `argtypes`, `restype` its attributes (live, or null).
+unsafe fn own_restype(
+    api: &Api,
+    callable: usize,
+    argtypes: usize,
+    restype: usize,
+) -> Option<usize> {
+    if FUNCPTR_FIELDS_WRONG.load(Ordering::Relaxed) || restype == 0 {
+        return None;
+    }
+    // SAFETY: per the contract; the errcheck reference is released.
+    unsafe {
+        let ty = api::type_of(callable);
+        if api::word(ty, api::TP_BASICSIZE) < FUNCPTR_MIN_SIZE {
+            return None;
+        }
+        let errcheck = (api.getattr)(callable as *mut _, c"errcheck".as_ptr());
+        if errcheck.is_null() {
+            (api.err_clear)();
+            return None;
+        }
+        // An assigned field is the attribute itself; an unassigned one is NULL, where the
+        // attribute is None (errcheck) or may come from the class (argtypes, restype).
+        let raw_errcheck = api::word(callable, FUNCPTR_ERRCHECK);
+        let raw_argtypes = api::word(callable, FUNCPTR_ARGTYPES);
+        let raw_restype = api::word(callable, FUNCPTR_RESTYPE);
+        let ok = (raw_errcheck == errcheck as usize
+            || (raw_errcheck == 0 && errcheck as usize == api.none))
+            && (raw_argtypes == 0 || raw_argtypes == argtypes)
+            && (raw_restype == 0 || raw_restype == restype);
+        (api.decref)(errcheck);
+        if !ok {
+            FUNCPTR_FIELDS_WRONG.store(true, Ordering::Relaxed);
+            crate::runtime::debug(
+                "ctypes function fields not where expected: restype declarations read from attributes",
+            );
+            return None;
+        }
+        Some(raw_restype)
+    }
+}
+
+/// Whether a ctypes function object has no `argtypes`, and whether its result is read through
+/// the default `c_int` restype — one never declared: a `restype` assigned to the function
+/// (`c_int` included) and one its prototype gives (`CFUNCTYPE(c_int, ...)`) are declarations.
+/// The `restype` attribute cannot tell: a library's functions (class `_FuncPtr`) inherit the
+/// library's default `c_int` from their class, and ctypes returns it for an unassigned function
+/// just as for one assigned `c_int`; the object's own field can (see [`own_restype`]).
 ///
 /// # Safety
 /// GIL held; `callable` a live object.
@@ -252,19 +318,25 @@ unsafe fn undeclared(api: &Api, callable: usize) -> (bool, bool) {
             return (false, false);
         }
         let no_argtypes = argtypes as usize == api.none;
-        (api.decref)(argtypes);
         // A ctypes function is being called, so `_ctypes` is loaded.
         site_rules::name_ctypes_internals(api);
         let restype = (api.getattr)(callable as *mut _, c"restype".as_ptr());
         let ctypes = (api.import_module)(c"ctypes".as_ptr());
         let mut default_restype = false;
-        if !restype.is_null() && !ctypes.is_null() {
+        // Only a library's function has the library's default; a prototype declares its restype.
+        let per_library = api::type_name_ends_with(api::type_of(callable), b"_FuncPtr");
+        if per_library && !restype.is_null() && !ctypes.is_null() {
             let c_int = (api.getattr)(ctypes, c"c_int".as_ptr());
-            default_restype = !c_int.is_null() && c_int == restype;
+            if !c_int.is_null() && c_int == restype {
+                // Assigned c_int, or left at the default: the object's own field tells.
+                default_restype = own_restype(api, callable, argtypes as usize, restype as usize)
+                    != Some(restype as usize);
+            }
             if !c_int.is_null() {
                 (api.decref)(c_int);
             }
         }
+        (api.decref)(argtypes);
         for o in [restype, ctypes] {
             if !o.is_null() {
                 (api.decref)(o);

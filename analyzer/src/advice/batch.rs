@@ -3,8 +3,9 @@
 use serde::Serialize;
 use serde_json::json;
 
-use super::{at_site, names, AdviceKind, Candidate, Confidence, Context};
+use super::{at_site, names, round1, AdviceKind, Candidate, Confidence, Context, Estimate};
 use crate::cost_model::Place;
+use crate::measure;
 use crate::text::{fmt_bytes, fmt_ns};
 
 /// The figures behind a batch estimate (see the cost model).
@@ -18,30 +19,40 @@ struct BatchEvidence {
     native_ns: u64,
     overhead_per_call_ns: f64,
     native_per_call_ns: f64,
-    /// Mean Python time between two consecutive calls of the site (the loop around the call);
-    /// null when too few pairs of calls were measured (then taken as 0).
+    /// Mean Python time between two consecutive calls of the site (the loop around the call and
+    /// whatever else it does); null when too few pairs of calls were measured. It bounds the loop
+    /// overhead counted as removed, never adds to it.
     gap_per_call_ns: Option<f64>,
     /// Pairs of consecutive calls the gap was measured on.
     gap_samples: u64,
-    /// The loop the batched call removes: (calls - 1) × gap per call.
+    /// Loop overhead per element that goes with a call of this signature, timed on this
+    /// interpreter (`call` and `batch` in the profile's `measured_changes`); null when not timed.
+    loop_overhead_per_call_ns: Option<f64>,
+    /// The loop the batched call removes: (calls - 1) × the measured loop overhead (at most the
+    /// gap); 0 when not measured.
     loop_ns: u64,
-    /// Construction of the buffers passed per call, which the batched call still needs (one buffer
-    /// over all the data, built at the same per-byte cost).
+    /// Construction of the buffers passed per call: kept when batched (one buffer over all the
+    /// data is built at the same per-byte cost), so neither removed nor added.
     construction_ns: u64,
     moved_bytes: u64,
     /// null when the profile could not measure it (then taken as 0).
     marshal_ns_per_byte: Option<f64>,
+    /// The calls' crossings and C work, plus the loop: what batching works on.
     current_ns: u64,
     batched_ns: u64,
+    /// The most batching can remove: every crossing but one, and the measured loop overhead.
+    removable_ns: u64,
+    /// With several threads the GIL waits overlap other threads' work and are left out of the
+    /// crossings' cost (`gil_wait_ns` stays as evidence).
+    gil_wait_excluded: bool,
     bulk_sibling: Option<String>,
     /// Whether the library's exported symbols were known, so that "no sibling" means none exists.
     exports_known: bool,
     /// Buffer bytes per call: non-zero when the function already takes a buffer.
     buffer_bytes_per_call: u64,
-}
-
-fn round1(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
+    /// The C function's arity and result size, as the libffi cif gave them (for the example).
+    arg_count: u32,
+    result_bytes_per_call: u64,
 }
 
 pub(super) fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
@@ -49,28 +60,47 @@ pub(super) fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
     if m.calls < 2 {
         return None;
     }
-    let overhead = m.overhead_per_call_ns();
+    // With several threads, the GIL wait after each call is time another thread holds the GIL
+    // and runs: it overlaps their work, so it is no saving (gil-contention reports it); the
+    // crossings' own marshaling is.
+    let several_threads = ctx.profile.meta.threads > 1;
+    let overhead_ns = if several_threads {
+        m.time.marshal_in + m.time.marshal_out
+    } else {
+        m.overhead_ns()
+    };
+    let overhead = crate::cost_model::per(overhead_ns, m.calls);
     let native = m.native_per_call_ns();
     if overhead <= 0.0 || overhead < ctx.options.batch_min_overhead_ratio * native {
         return None;
     }
     let per_byte = ctx.marshal_ns_per_byte;
     let gap = ctx.gap_per_call(&m);
-    // Today: every call's crossing and C code, the Python loop between consecutive calls (which
-    // contains the construction of any buffer built per call), and that construction.
-    let loop_ns = ((m.calls - 1) as f64 * gap.unwrap_or(0.0)).round() as u64;
-    let current = m.call_ns() + loop_ns;
-    // Batched: one crossing, all of today's C work, the data converted into one buffer, and the
-    // buffers' construction (one buffer over all the data costs what the per-call buffers did).
+    // The loop around the calls goes too, as far as it was measured to go with a call: what a
+    // minimal per-element loop (read, call, store) costs per element on this interpreter. The
+    // site's gap holds the loop and whatever else the program does between calls, which may stay.
+    let measured_loop =
+        measure::signature(&place).and_then(|s| measure::loop_overhead(ctx.profile, &s));
+    let loop_per_call =
+        measured_loop.map_or(0.0, |l| gap.map_or(l.saving_ns, |g| l.saving_ns.min(g)));
+    let loop_ns = ((m.calls - 1) as f64 * loop_per_call).round() as u64;
+    // Today: every call's crossing and C code, and the loop. Batched: one crossing, all of today's
+    // C work, and the data converted into one buffer.
+    let current = overhead_ns + m.time.native + loop_ns;
     let batched = (overhead
         + m.time.native as f64
-        + m.moved_bytes() as f64 * per_byte.unwrap_or(0.0)
-        + m.time.construction as f64)
-        .round() as u64;
-    let saving = current.saturating_sub(batched);
+        + m.moved_bytes() as f64 * per_byte.unwrap_or(0.0))
+    .round() as u64;
+    let removable = overhead_ns + loop_ns;
+    let saving = current.saturating_sub(batched).min(removable);
     if saving == 0 {
         return None;
     }
+    let per_call = saving as f64 / (m.calls - 1) as f64;
+    let estimate = match measured_loop {
+        Some(l) => Estimate::measured(per_call, l.spread_ns),
+        None => Estimate::modeled(per_call),
+    };
 
     let f = place.function;
     let known = ctx.known_names(&f.library);
@@ -81,13 +111,16 @@ pub(super) fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
     // A function that already takes a buffer is batched by passing more per call, which only works
     // when the calls differ in their data alone: less certain than swapping in a bulk sibling.
     let buffer_per_call = m.buffer_bytes / m.calls;
+    // A pointer to a few bytes is an out-parameter or a handle's storage, not data to pass more
+    // of per call.
+    let takes_data = buffer_per_call >= ctx.options.zero_copy_min_bytes;
     // The gap counts as removed only where the loop does little besides the call: Python work of the
     // program's own between calls (computing each element) partly stays after batching.
     let loop_is_plain =
         gap.is_some_and(|g| g <= ctx.options.batch_max_gap_ratio * (overhead + native));
     let wanted = match (&sibling, per_byte.is_some() && loop_is_plain) {
         (Some(_), true) => Confidence::High,
-        (None, _) if buffer_per_call > 0 => Confidence::Low,
+        (None, _) if takes_data => Confidence::Low,
         _ => Confidence::Medium,
     };
     let confidence = ctx.cap_by_timing(wanted, m.timed_calls);
@@ -113,7 +146,7 @@ pub(super) fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
             " {lib} exports {s}: put the elements in one buffer (array.array, numpy or a ctypes array) and \
              call {s} once over all of them (or once per large chunk)."
         ),
-        (None, _) if buffer_per_call > 0 => format!(
+        (None, _) if takes_data => format!(
             " It already takes a buffer ({} per call): where the calls differ only in their data, put that data \
              in one larger buffer and make one call over it (or one per large chunk).",
             fmt_bytes(buffer_per_call)
@@ -140,20 +173,26 @@ pub(super) fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
         native_per_call_ns: round1(native),
         gap_per_call_ns: gap.map(round1),
         gap_samples: m.gap_samples,
+        loop_overhead_per_call_ns: measured_loop.map(|l| round1(l.saving_ns)),
         loop_ns,
         construction_ns: m.time.construction,
         moved_bytes: m.moved_bytes(),
         marshal_ns_per_byte: per_byte.map(|x| (x * 1000.0).round() / 1000.0),
         current_ns: current,
         batched_ns: batched,
+        removable_ns: removable,
+        gil_wait_excluded: several_threads,
         bulk_sibling: sibling,
         exports_known,
         buffer_bytes_per_call: buffer_per_call,
+        arg_count: f.arg_count,
+        result_bytes_per_call: f.ret_bytes / f.calls.max(1),
     };
     let rec = ctx.recommendation(
         AdviceKind::Batch,
         place,
         saving,
+        estimate,
         confidence,
         json!(evidence),
         head + &change,
@@ -228,21 +267,38 @@ mod tests {
     }
 
     #[test]
-    fn the_loop_between_calls_is_saved_too() {
-        // 250 ns of Python between consecutive calls: batching removes the loop around each call.
-        let p = loop_profile_with_gap(200_000, 300, 30, 250);
+    fn only_the_measured_loop_is_saved_with_the_calls() {
+        // 250 ns of Python between consecutive calls, and a loop around a call measured at 60 ns
+        // per element on this interpreter: batching removes the crossings and that loop.
+        let mut p = loop_profile_with_gap(200_000, 300, 30, 250);
+        add_measured_loop(&mut p, "d", 60.0, 5.0);
         let r = &batch_only(&p, &AdviceOptions::default())[0];
-        assert_eq!(r.estimated_savings_ns, 199_999 * (300 + 250));
+        assert_eq!(r.estimated_savings_ns, 199_999 * (300 + 60));
         assert_eq!(r.evidence["gap_per_call_ns"], 250.0);
         assert_eq!(r.evidence["gap_samples"], 199_999);
-        assert_eq!(r.evidence["loop_ns"], 199_999 * 250);
+        assert_eq!(r.evidence["loop_overhead_per_call_ns"], 60.0);
+        assert_eq!(r.evidence["loop_ns"], 199_999 * 60);
+        assert_eq!(r.estimate.method, Method::Measured);
+        assert_eq!(r.estimate.per_call_ns, 360.0);
+        assert_eq!(r.estimate.spread_ns, Some(5.0));
         assert!(
             r.suggestion
                 .contains("250ns of Python runs between consecutive calls"),
             "{}",
             r.suggestion
         );
-        // Without a measured gap, only the crossings are claimed, and the text says nothing of a loop.
+        // A gap shorter than the measured loop bounds it.
+        let mut p = loop_profile_with_gap(200_000, 300, 30, 40);
+        add_measured_loop(&mut p, "d", 60.0, 5.0);
+        let r = &batch_only(&p, &AdviceOptions::default())[0];
+        assert_eq!(r.estimated_savings_ns, 199_999 * (300 + 40));
+        // Not measured: only the crossings are claimed, whatever the gap; the estimate is modeled.
+        let p = loop_profile_with_gap(200_000, 300, 30, 250);
+        let r = &batch_only(&p, &AdviceOptions::default())[0];
+        assert_eq!(r.estimated_savings_ns, 199_999 * 300);
+        assert_eq!(r.evidence["loop_ns"], 0);
+        assert_eq!(r.evidence["loop_overhead_per_call_ns"], Value::Null);
+        assert_eq!(r.estimate, Estimate::modeled(300.0));
         let p = loop_profile(200_000, 300, 30);
         let r = &batch_only(&p, &AdviceOptions::default())[0];
         assert_eq!(r.estimated_savings_ns, 199_999 * 300);
@@ -280,7 +336,7 @@ mod tests {
         let (p, o) = with_sibling_and_slope(2_000);
         let r = &batch_only(&p, &o)[0];
         assert_eq!(r.confidence, Confidence::Medium);
-        assert_eq!(r.evidence["loop_ns"], 199_999 * 2_000);
+        assert_eq!(r.evidence["loop_ns"], 0, "a gap is no measured loop");
         // No gap measured: the estimate leaves the loop out, and says less.
         let (p, o) = with_sibling_and_slope(0);
         assert_eq!(batch_only(&p, &o)[0].confidence, Confidence::Medium);
@@ -296,20 +352,72 @@ mod tests {
     }
 
     #[test]
-    fn the_loop_never_outlasts_the_run() {
-        // A mean inflated by a descheduled thread: 200k × 1 ms would be 200 s of a 0.2 s run.
-        let mut p = loop_profile_with_gap(200_000, 300, 30, 1_000_000);
-        p.meta.duration_ns = 200_000_000;
+    fn savings_never_exceed_what_the_calls_and_their_loop_cost() {
+        // The pycryptodome shape: a long gap per call (the program's own work between calls) that
+        // the old estimate counted as removed — 26 s of "savings" on 1 s of calls.
+        let mut p = loop_profile_with_gap(200_000, 300, 30, 100_000);
+        p.meta.duration_ns = 2_000_000_000;
+        add_measured_loop(&mut p, "d", 60.0, 5.0);
         let r = &batch_only(&p, &AdviceOptions::default())[0];
-        let calls_ns = 200_000 * 330;
-        assert_eq!(r.evidence["loop_ns"], 200_000_000 - calls_ns);
-        assert!(r.savings_percent <= 100.0, "{}", r.savings_percent);
+        let calls_ns: u64 = 200_000 * 330;
+        assert!(
+            r.estimated_savings_ns <= calls_ns + 200_000 * 60,
+            "{}",
+            r.estimated_savings_ns
+        );
+        assert_eq!(r.evidence["removable_ns"], 200_000 * 300 + 199_999 * 60);
+    }
+
+    #[test]
+    fn percentages_are_of_the_time_summed_over_threads() {
+        // The scale_sum shape: 4 threads, 1.8 s run, 3.46 s of crossings summed over threads —
+        // once "190.4 % of the run".
+        let mut p = loop_profile(4_000_000, 800, 30);
+        p.meta.duration_ns = 1_800_000_000;
+        p.meta.threads = 4;
+        let r = &batch_only(&p, &AdviceOptions::default())[0];
+        assert_eq!(r.estimated_savings_ns, 3_999_999 * 800);
+        assert_eq!(r.savings_percent, 44.44);
+        assert_eq!(r.evidence["gil_wait_excluded"], true);
+        // A profile whose figures exceed its own duration (clock trouble) is capped, never > 100 %.
+        p.meta.threads = 1;
+        p.meta.duration_ns = 1_000_000_000;
+        let r = &batch_only(&p, &AdviceOptions::default())[0];
+        assert_eq!(r.estimated_savings_ns, 1_000_000_000);
+        assert_eq!(r.savings_percent, 100.0);
+    }
+
+    #[test]
+    fn gil_waits_of_several_threads_are_no_saving() {
+        // 300 ns of marshaling and 5 µs of GIL wait per call, 4 threads: the waits overlap the
+        // other threads' work; only the marshaling goes with the calls.
+        let c = PerCall {
+            native: 30,
+            marshal_in: 210,
+            marshal_out: 90,
+            gil: 5_000,
+            arg_bytes: 16,
+            ..PerCall::default()
+        };
+        let mut p = profile(
+            vec![function("fx_scale", vec![site("work.py", 12, 200_000, c)])],
+            1_000_000_000,
+        );
+        p.meta.threads = 4;
+        let r = &batch_only(&p, &AdviceOptions::default())[0];
+        assert_eq!(r.estimated_savings_ns, 199_999 * 300);
+        assert_eq!(r.evidence["gil_wait_ns"], 200_000 * 5_000);
+        // One thread: the wait is the re-acquisition itself, which goes with each call.
+        p.meta.threads = 1;
+        p.meta.duration_ns = 2_000_000_000;
+        let r = &batch_only(&p, &AdviceOptions::default())[0];
+        assert_eq!(r.estimated_savings_ns, 199_999 * 5_300);
     }
 
     #[test]
     fn buffers_built_per_call_are_still_built_when_batched() {
-        // 1 µs of construction per call, inside the 1.5 µs gap: the loop goes, the building stays
-        // (one buffer over all the data costs what the per-call buffers did).
+        // 1 µs of construction per call, inside the 1.5 µs gap: the building stays (one buffer
+        // over all the data costs what the per-call buffers did), and no loop was measured.
         let c = PerCall {
             construction: 1_000,
             construction_bytes: 4096,
@@ -322,10 +430,7 @@ mod tests {
             200_000_000,
         );
         let r = &batch_only(&p, &AdviceOptions::default())[0];
-        assert_eq!(
-            r.estimated_savings_ns,
-            49_999 * (550 + 1_500) - 50_000 * 1_000
-        );
+        assert_eq!(r.estimated_savings_ns, 49_999 * 550);
         assert_eq!(r.evidence["construction_ns"], 50_000_000);
     }
 

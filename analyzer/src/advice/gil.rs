@@ -7,8 +7,9 @@
 use serde::Serialize;
 use serde_json::json;
 
-use super::{AdviceKind, Candidate, Confidence, Context};
+use super::{AdviceKind, Candidate, Confidence, Context, Estimate};
 use crate::cost_model::{per, Place};
+use crate::measure;
 use crate::text::fmt_ns;
 use ffiprof_profile::FunctionRecord;
 
@@ -21,7 +22,8 @@ struct GilEvidence {
     native_per_call_ns: f64,
     native_p99_ns: u64,
     marshal_out_ns: u64,
-    /// use-pydll: GIL wait / boundary time of the calls; gil-contention: GIL wait / (GIL wait + marshal-out).
+    /// use-pydll: the larger of the GIL wait and its measured round trip × calls / boundary time of the
+    /// calls; gil-contention: GIL wait / (GIL wait + marshal-out).
     gil_share: f64,
 }
 
@@ -63,13 +65,28 @@ pub(super) fn use_pydll_rule(ctx: &Context<'_>) -> Vec<Candidate> {
         if f.python_calls == 0 || f.time.gil_wait == 0 {
             continue;
         }
+        let place = Place {
+            function: f,
+            site: None,
+        };
+        // Measured: the whole round trip (release and re-acquire) timed on this interpreter, at
+        // most the crossing it is part of. Modeled: the GIL wait alone, a lower bound. The gates
+        // (C work shorter than the GIL's cost, its p99 bounded by it, a share of the crossing
+        // worth it) take the larger of the agent's wait and the measured round trip: the wait
+        // moves with the load, and either shows what holding the GIL spares.
+        let timed = measure::signature(&place)
+            .and_then(|s| measure::timed(ctx.profile, measure::USE_PYDLL, &s));
         let gil = per(f.time.gil_wait, f.python_calls);
+        if timed.is_some_and(|t| t.saving_ns <= 0.0) {
+            continue;
+        }
+        let round_trip = timed.map_or(gil, |t| t.saving_ns.max(gil));
         let native = per(f.time.native, f.calls);
         let boundary = f.time.native + f.time.overhead();
-        let share = per(f.time.gil_wait, boundary);
+        let share = round_trip * f.python_calls as f64 / boundary.max(1) as f64;
         let p99 = native_p99(f);
-        if native > gil
-            || p99 as f64 > o.use_pydll_max_p99_ratio * gil
+        if native > round_trip
+            || p99 as f64 > o.use_pydll_max_p99_ratio * round_trip
             || share < o.use_pydll_min_gil_share
         {
             continue;
@@ -85,16 +102,26 @@ pub(super) fn use_pydll_rule(ctx: &Context<'_>) -> Vec<Candidate> {
             fmt_ns(gil.round() as u64),
         );
         let confidence = ctx.cap_by_timing(Confidence::Medium, f.timed_calls.max(1));
-        let place = Place {
-            function: f,
-            site: None,
+        let (saving, estimate) = match timed {
+            Some(t) => {
+                let saving =
+                    ((t.saving_ns * f.python_calls as f64).round() as u64).min(f.time.overhead());
+                (
+                    saving,
+                    Estimate::measured(saving as f64 / f.python_calls as f64, t.spread_ns),
+                )
+            }
+            None => (f.time.gil_wait, Estimate::modeled(gil)),
         };
+        let mut evidence = evidence(f, threads, share);
+        evidence["measured_round_trip_per_call_ns"] = json!(timed.map(|t| round(t.saving_ns, 1)));
         let rec = ctx.recommendation(
             AdviceKind::UsePydll,
             place,
-            f.time.gil_wait,
+            saving,
+            estimate,
             confidence,
-            evidence(f, threads, share),
+            evidence,
             suggestion,
         );
         out.push(Candidate {
@@ -105,6 +132,14 @@ pub(super) fn use_pydll_rule(ctx: &Context<'_>) -> Vec<Candidate> {
     out
 }
 
+/// gil-contention: several threads, and a short C function whose calls each wait for the GIL.
+/// The waits themselves are not what the program loses — while one thread waits another holds
+/// the GIL and runs; summed over threads they overlap the run many times — so they are evidence,
+/// never the saving. What a call that keeps the GIL saves in wall time is the release and
+/// re-acquisition it no longer makes, on the one path the GIL serialises: the round trip timed on
+/// this interpreter (`use-pydll`), per call. Without that measurement, no time is claimed and the
+/// advice is not given; nor for C work longer than the hand-off, where releasing the GIL lets
+/// other threads run.
 pub(super) fn contention_rule(ctx: &Context<'_>) -> Vec<Candidate> {
     let threads = ctx.profile.meta.threads;
     if threads < 2 {
@@ -121,34 +156,41 @@ pub(super) fn contention_rule(ctx: &Context<'_>) -> Vec<Candidate> {
         }
         let gil = per(f.time.gil_wait, f.python_calls);
         let native = per(f.time.native, f.calls);
-        let mut suggestion = format!(
-            "With {threads} threads, each call to {} waits {} to take the GIL back after {} in C. ",
-            f.function,
-            fmt_ns(gil.round() as u64),
-            fmt_ns(native.round() as u64),
-        );
-        if native < gil {
-            suggestion.push_str(
-                "The C work is shorter than the hand-off it causes: batch the calls so the GIL changes hands once \
-                 per batch, or keep the GIL across this short call (ctypes.PYFUNCTYPE / PyDLL).",
-            );
-        } else {
-            suggestion.push_str(
-                "Make fewer, larger calls so threads trade the GIL less often, or move the parallel part into C \
-                 threads or separate processes.",
-            );
+        if native >= gil {
+            continue;
         }
-        let saving = f.time.gil_wait / u64::from(threads);
         let place = Place {
             function: f,
             site: None,
         };
+        let Some(t) = measure::signature(&place)
+            .and_then(|s| measure::timed(ctx.profile, measure::USE_PYDLL, &s))
+            .filter(|t| t.saving_ns > 0.0)
+        else {
+            continue;
+        };
+        let saving = ((t.saving_ns * f.python_calls as f64).round() as u64).min(f.time.overhead());
+        let suggestion = format!(
+            "With {threads} threads, each call to {} waits {} to take the GIL back after {} in C: the C work is \
+             shorter than the hand-off it causes. Keep the GIL across this short call (ctypes.PYFUNCTYPE, or the \
+             function from a ctypes.PyDLL) so threads trade it at the interpreter's switch interval instead of \
+             on every call, or batch the calls so it changes hands once per batch. The waits overlap other \
+             threads' work, so the saving counted is the release and re-acquisition each call makes, timed on \
+             this interpreter ({} a call).",
+            f.function,
+            fmt_ns(gil.round() as u64),
+            fmt_ns(native.round() as u64),
+            fmt_ns(t.saving_ns.round() as u64),
+        );
+        let mut evidence = evidence(f, threads, share);
+        evidence["measured_round_trip_per_call_ns"] = json!(round(t.saving_ns, 1));
         let rec = ctx.recommendation(
             AdviceKind::GilContention,
             place,
             saving,
-            Confidence::Low,
-            evidence(f, threads, share),
+            Estimate::measured(saving as f64 / f.python_calls as f64, t.spread_ns),
+            Confidence::Medium,
+            evidence,
             suggestion,
         );
         out.push(Candidate {
@@ -211,18 +253,70 @@ mod tests {
     }
 
     #[test]
-    fn gil_wait_with_threads_is_contention() {
-        let p = tiny_calls(17_000, 4);
+    fn gil_wait_with_threads_is_contention_saving_the_measured_round_trip() {
+        let mut p = tiny_calls(17_000, 4);
+        // Each thread's calls last their crossings and their GIL wait.
+        p.meta.duration_ns = 100_000 * 17_300 / 4;
+        // Not measured: the waits are no saving, and no other is known.
+        assert!(of_kind(&p, AdviceKind::GilContention).is_empty());
+        add_measured(&mut p, crate::measure::USE_PYDLL, "ii->", 480.0, 55.0, 4.0);
         let recs = of_kind(&p, AdviceKind::GilContention);
         assert_eq!(recs.len(), 1);
-        assert_eq!(recs[0].estimated_savings_ns, 17_000 * 100_000 / 4);
-        assert_eq!(recs[0].confidence, Confidence::Low);
+        assert_eq!(recs[0].estimated_savings_ns, 55 * 100_000);
+        assert_eq!(recs[0].estimate, Estimate::measured(55.0, 4.0));
+        assert_eq!(recs[0].confidence, Confidence::Medium);
         assert!(recs[0].suggestion.contains("PYFUNCTYPE"));
+        assert_eq!(recs[0].evidence["gil_wait_ns"], 17_000 * 100_000);
+    }
+
+    #[test]
+    fn measured_round_trip_is_the_use_pydll_saving_within_the_crossing() {
+        // fx_get: 8 bytes of arguments in 2 (testutil's arity), no result recorded.
+        let mut p = tiny_calls(60, 1);
+        add_measured(&mut p, crate::measure::USE_PYDLL, "ii->", 480.0, 110.0, 9.0);
+        let r = &of_kind(&p, AdviceKind::UsePydll)[0];
+        assert_eq!(r.estimated_savings_ns, 110 * 100_000);
+        assert_eq!(r.estimate, Estimate::measured(110.0, 9.0));
+        assert_eq!(r.evidence["measured_round_trip_per_call_ns"], 110.0);
+        // Never more than the crossings it is part of (320 ns a call here).
+        let mut p = tiny_calls(60, 1);
+        add_measured(&mut p, crate::measure::USE_PYDLL, "ii->", 980.0, 500.0, 9.0);
+        let r = &of_kind(&p, AdviceKind::UsePydll)[0];
+        assert_eq!(r.estimated_savings_ns, 320 * 100_000);
+        // Measured to save nothing: no advice.
+        let mut p = tiny_calls(60, 1);
+        add_measured(&mut p, crate::measure::USE_PYDLL, "ii->", 480.0, -3.0, 9.0);
+        assert!(of_kind(&p, AdviceKind::UsePydll).is_empty());
+        // The agent's wait alone is under a tenth of the crossing (20 of 310 ns): no advice; the
+        // measured round trip (55 ns) is not.
+        let p = tiny_calls(20, 1);
+        assert!(of_kind(&p, AdviceKind::UsePydll).is_empty());
+        let mut p = tiny_calls(20, 1);
+        add_measured(&mut p, crate::measure::USE_PYDLL, "ii->", 480.0, 55.0, 4.0);
+        assert_eq!(
+            of_kind(&p, AdviceKind::UsePydll)[0].estimated_savings_ns,
+            55 * 100_000
+        );
+        // A measurement whose spread exceeds it says nothing: the estimate stays modeled.
+        let mut p = tiny_calls(60, 1);
+        add_measured(
+            &mut p,
+            crate::measure::USE_PYDLL,
+            "ii->",
+            480.0,
+            -70.0,
+            170.0,
+        );
+        let r = &of_kind(&p, AdviceKind::UsePydll)[0];
+        assert_eq!(r.estimate, Estimate::modeled(60.0));
+        assert_eq!(r.estimated_savings_ns, 60 * 100_000);
     }
 
     #[test]
     fn small_gil_share_is_not_contention() {
         // GIL wait 40 ns against 60 ns of marshal-out: under half.
-        assert!(of_kind(&tiny_calls(40, 4), AdviceKind::GilContention).is_empty());
+        let mut p = tiny_calls(40, 4);
+        add_measured(&mut p, crate::measure::USE_PYDLL, "ii->", 480.0, 55.0, 4.0);
+        assert!(of_kind(&p, AdviceKind::GilContention).is_empty());
     }
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::json;
 
-use super::{names, AdviceKind, Candidate, Confidence, Context};
+use super::{names, AdviceKind, Candidate, Confidence, Context, Estimate};
 use crate::cost_model::Place;
 use ffiprof_profile::FunctionRecord;
 
@@ -89,6 +89,7 @@ pub(super) fn rule(ctx: &Context<'_>) -> Vec<Candidate> {
             AdviceKind::Leak,
             place,
             0,
+            Estimate::modeled(0.0),
             confidence,
             json!(evidence),
             suggestion,

@@ -70,6 +70,62 @@ impl Confidence {
     }
 }
 
+/// Whether an estimate rests on the change timed on this interpreter or on a formula over the
+/// profile alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// The change was timed after the run on the program's own interpreter
+    /// ([`ffiprof_profile::MeasuredChanges`]).
+    Measured,
+    /// Arithmetic over the profile's own figures (see [`crate::cost_model`]).
+    #[default]
+    Modeled,
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Measured => "measured",
+            Method::Modeled => "modeled",
+        }
+    }
+}
+
+/// The `estimate` of a recommendation: the saving per call it changes — negative when the change
+/// costs time (declaring argtypes usually does) — and its spread.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Estimate {
+    pub method: Method,
+    /// ns saved per call changed (per fresh object for reuse-buffer and zero-copy); negative: a cost.
+    pub per_call_ns: f64,
+    /// How far `per_call_ns` may be off: the measurement's spread between rounds; null for a
+    /// modeled estimate, whose error is not known.
+    pub spread_ns: Option<f64>,
+}
+
+impl Estimate {
+    pub fn modeled(per_call_ns: f64) -> Self {
+        Self {
+            method: Method::Modeled,
+            per_call_ns: round1(per_call_ns),
+            spread_ns: None,
+        }
+    }
+
+    pub fn measured(per_call_ns: f64, spread_ns: f64) -> Self {
+        Self {
+            method: Method::Measured,
+            per_call_ns: round1(per_call_ns),
+            spread_ns: Some(round1(spread_ns)),
+        }
+    }
+}
+
+pub(crate) fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
 /// A Python call site, as the advice names it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SiteRef {
@@ -87,10 +143,15 @@ pub struct Recommendation {
     pub library: String,
     /// The Python call site to change, or null when the advice is about the function as a whole.
     pub site: Option<SiteRef>,
+    /// What the change saves over the run (summed over threads); 0 when it saves nothing or costs.
     pub estimated_savings_ns: u64,
-    /// `estimated_savings_ns` as a percentage of the profiled run.
+    /// `estimated_savings_ns` as a percentage of the time it is part of: the run's duration for
+    /// one thread, the threads' time summed (duration × threads) for several; at most 100.
     pub savings_percent: f64,
     pub confidence: Confidence,
+    /// How the saving was estimated, per call changed, and how far it may be off.
+    #[serde(default)]
+    pub estimate: Estimate,
     /// The figures the estimate and the decision used, by name.
     pub evidence: Map<String, Value>,
     pub suggestion: String,
@@ -126,7 +187,7 @@ impl Recommendation {
 pub struct AdviceOptions {
     /// Advice saving less than this (ns over the run) is dropped.
     pub min_savings_ns: u64,
-    /// Advice saving less than this percentage of the run is dropped.
+    /// Advice saving less than this percentage of the run's duration (wall time) is dropped.
     pub min_savings_percent: f64,
     /// Keep at most this many recommendations (all when `None`).
     pub max_recommendations: Option<usize>,
@@ -214,6 +275,8 @@ pub(crate) struct Candidate {
 pub(crate) struct Context<'a> {
     pub profile: &'a Profile,
     pub options: &'a AdviceOptions,
+    /// The time savings are part of: the run's duration summed over its threads
+    /// ([`cost_model::thread_ns`]); no saving exceeds it.
     pub run_ns: u64,
     pub marshal_ns_per_byte: Option<f64>,
 }
@@ -252,8 +315,7 @@ impl Context<'_> {
         if self.run_ns == 0 {
             return Some(gap);
         }
-        let room = (self.run_ns as u128 * self.profile.meta.threads.max(1) as u128)
-            .saturating_sub(m.call_ns() as u128);
+        let room = (self.run_ns as u128).saturating_sub(m.call_ns() as u128);
         Some(gap.min(room as f64 / (m.calls - 1) as f64))
     }
 
@@ -266,17 +328,25 @@ impl Context<'_> {
         }
     }
 
-    /// A recommendation with the shared fields filled in.
+    /// A recommendation with the shared fields filled in; the saving is capped at the time it is
+    /// part of.
+    #[allow(clippy::too_many_arguments)]
     pub fn recommendation(
         &self,
         kind: AdviceKind,
         place: Place<'_>,
         savings_ns: u64,
+        estimate: Estimate,
         confidence: Confidence,
         evidence: Value,
         suggestion: String,
     ) -> Recommendation {
         let f: &FunctionRecord = place.function;
+        let savings_ns = if self.run_ns > 0 {
+            savings_ns.min(self.run_ns)
+        } else {
+            savings_ns
+        };
         Recommendation {
             kind,
             function: f.function.clone(),
@@ -288,6 +358,7 @@ impl Context<'_> {
             estimated_savings_ns: savings_ns,
             savings_percent: cost_model::percent_of(savings_ns, self.run_ns),
             confidence,
+            estimate,
             evidence: match evidence {
                 Value::Object(map) => map,
                 other => {
@@ -314,7 +385,7 @@ pub fn recommend(profile: &Profile, options: &AdviceOptions) -> Vec<Recommendati
     let ctx = Context {
         profile,
         options,
-        run_ns: cost_model::run_ns(profile),
+        run_ns: cost_model::thread_ns(profile),
         marshal_ns_per_byte: cost_model::marshal_ns_per_byte(profile),
     };
     let mut candidates = Vec::new();
@@ -347,10 +418,16 @@ pub fn recommend(profile: &Profile, options: &AdviceOptions) -> Vec<Recommendati
     recs
 }
 
+/// Worth telling: at least `min_savings_ns`, and at least `min_savings_percent` of the run's
+/// duration — of its wall time, not of the threads' summed time the percentage shown is of, so
+/// that a program's threads do not make the same saving in one of them less worth telling.
 fn worth_it(rec: &Recommendation, ctx: &Context<'_>) -> bool {
+    let wall = cost_model::run_ns(ctx.profile);
     rec.estimated_savings_ns > 0
         && rec.estimated_savings_ns >= ctx.options.min_savings_ns
-        && (ctx.run_ns == 0 || rec.savings_percent >= ctx.options.min_savings_percent)
+        && (wall == 0
+            || cost_model::percent_of(rec.estimated_savings_ns, wall)
+                >= ctx.options.min_savings_percent)
 }
 
 #[cfg(test)]
@@ -375,6 +452,7 @@ mod tests {
             keys,
             [
                 "confidence",
+                "estimate",
                 "estimated_savings_ns",
                 "evidence",
                 "function",

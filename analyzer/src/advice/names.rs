@@ -1,4 +1,5 @@
-//! What a C function's name says: its bulk siblings, its release partner, whether it returns a pointer.
+//! What a C function's name says: its bulk siblings and its release partner. Names never decide
+//! whether a function returns a pointer: that is for the types and values the profile records.
 //!
 //! C libraries name related functions by convention (`fx_scale` / `fx_scale_many`, `obj_new` /
 //! `obj_free`, `XCreateWindow` / `XDestroyWindow`). Names are split into words — at `_` and at
@@ -26,13 +27,6 @@ const PAIRS: &[(&str, &[&str])] = &[
     ("acquire", &["release"]),
     ("retain", &["release"]),
     ("ref", &["unref"]),
-];
-
-/// Words that suggest a function returns a pointer.
-const POINTER_WORDS: &[&str] = &[
-    "alloc", "malloc", "calloc", "realloc", "new", "create", "open", "fopen", "dup", "strdup",
-    "ptr", "pointer", "handle", "ctx", "context", "addr", "address", "mmap", "buf", "buffer",
-    "instance", "obj", "object",
 ];
 
 /// The words of a name as byte ranges.
@@ -135,14 +129,6 @@ pub fn release_candidates(name: &str) -> Vec<String> {
     out
 }
 
-/// Whether the name suggests the function returns a pointer (which a default `c_int` restype truncates).
-pub fn looks_like_pointer_result(name: &str) -> bool {
-    words(name).iter().any(|&(s, e)| {
-        let w = name[s..e].to_ascii_lowercase();
-        POINTER_WORDS.contains(&w.as_str()) || w.ends_with("alloc")
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,15 +166,5 @@ mod tests {
         assert!(release_candidates("fopen_s").contains(&"fclose_s".to_string()));
         assert!(release_candidates("renew").is_empty());
         assert!(release_candidates("fx_sum").is_empty());
-    }
-
-    #[test]
-    fn pointer_looking_names() {
-        assert!(looks_like_pointer_result("fx_obj_new"));
-        assert!(looks_like_pointer_result("xmalloc"));
-        assert!(looks_like_pointer_result("get_buffer"));
-        assert!(looks_like_pointer_result("CreateContext"));
-        assert!(!looks_like_pointer_result("fx_sum"));
-        assert!(!looks_like_pointer_result("newton_step"));
     }
 }

@@ -1,6 +1,8 @@
 //! Synthetic profiles for the rule tests: per-call figures in, totals out.
 
-use ffiprof_profile::{FunctionRecord, Profile, SiteRecord, Split};
+use ffiprof_profile::{
+    ChangeMeasurement, FunctionRecord, MeasuredChanges, Profile, SiteRecord, Split,
+};
 
 use super::{recommend, AdviceKind, AdviceOptions, Recommendation};
 
@@ -147,4 +149,57 @@ pub fn scale_calls(f: &mut FunctionRecord, by: u64) {
         }
         s.time = s.time.map(|v| v / by);
     }
+}
+
+/// Adds a measured change to the profile: `saving` per call, from `before` to `before - saving`.
+pub fn add_measured(
+    p: &mut Profile,
+    change: &str,
+    shape: &str,
+    before: f64,
+    saving: f64,
+    spread: f64,
+) {
+    let mc = p.measured_changes.get_or_insert_with(|| MeasuredChanges {
+        executable: "/usr/bin/python3".into(),
+        ..MeasuredChanges::default()
+    });
+    mc.measurements.push(ChangeMeasurement {
+        change: change.into(),
+        shape: shape.into(),
+        before_ns: before,
+        after_ns: before - saving,
+        saving_ns: saving,
+        spread_ns: spread,
+        rounds: 7,
+        iterations: 10_000,
+        cached: false,
+        own_ns: None,
+    });
+}
+
+/// [`add_measured`] with the change's own part timed alone (`own_ns`).
+pub fn add_measured_own(p: &mut Profile, change: &str, shape: &str, saving: f64, own: f64) {
+    add_measured(p, change, shape, saving + 200.0, saving, 5.0);
+    let m = p
+        .measured_changes
+        .as_mut()
+        .unwrap()
+        .measurements
+        .last_mut()
+        .unwrap();
+    m.own_ns = Some(own);
+}
+
+/// The loop around a call on elements `element` (`d`, `i`) measured: `loop_ns` per element more
+/// than the bulk call over all elements (10 ns per element).
+pub fn add_measured_loop(p: &mut Profile, element: &str, loop_ns: f64, spread: f64) {
+    add_measured(
+        p,
+        crate::measure::LOOP,
+        element,
+        loop_ns + 10.0,
+        loop_ns,
+        spread,
+    );
 }

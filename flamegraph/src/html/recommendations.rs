@@ -21,6 +21,8 @@ pub(crate) struct Rec {
     /// Where the estimate is a lower bound: the most the change can save.
     pub upper_bound_ns: Option<u64>,
     pub confidence: Option<String>,
+    /// How the estimate was made: `measured ~540ns ± 30ns a call`, `modeled ~300ns a call`.
+    pub estimate: Option<String>,
     pub suggestion: Option<String>,
     pub evidence: Vec<(String, String)>,
     /// A before/after code sketch of the change, where the analyzer has one.
@@ -78,6 +80,7 @@ fn parse(v: &Value) -> Rec {
             .and_then(|e| e.get("saving_upper_bound_ns"))
             .and_then(Value::as_u64),
         confidence: o.get("confidence").filter(|c| !c.is_null()).map(text),
+        estimate: o.get("estimate").and_then(estimate_of),
         suggestion: s("suggestion"),
         evidence,
         example: None,
@@ -103,6 +106,25 @@ pub(crate) fn from_report(report: &Report) -> Vec<Rec> {
     }
 }
 
+/// The `estimate` object as words; `None` when it is not one.
+fn estimate_of(v: &Value) -> Option<String> {
+    let method = v.get("method")?.as_str()?;
+    let per_call = v.get("per_call_ns")?.as_f64()?;
+    let per_call = fmt_ns(per_call.abs().round() as u64);
+    let sign = if v["per_call_ns"].as_f64().is_some_and(|p| p < 0.0) {
+        " (a cost)"
+    } else {
+        ""
+    };
+    Some(match v.get("spread_ns").and_then(Value::as_f64) {
+        Some(spread) => format!(
+            "{method} ~{per_call} ± {} a call{sign}",
+            fmt_ns(spread.round() as u64)
+        ),
+        None => format!("{method} ~{per_call} a call{sign}"),
+    })
+}
+
 fn humanize(kind: &str) -> String {
     let s = kind.replace(['_', '-'], " ");
     let mut c = s.chars();
@@ -114,16 +136,32 @@ fn humanize(kind: &str) -> String {
 
 /// The estimated-savings line of one recommendation (empty when it has none), with the upper
 /// bound where the estimate is a lower one.
-fn savings(r: &Rec) -> String {
+fn savings(r: &Rec, threads: u32) -> String {
     if r.savings_ns.is_none() && r.savings_percent.is_none() {
         return String::new();
+    }
+    if r.savings_ns == Some(0) {
+        return match &r.estimate {
+            Some(e) if e.starts_with("measured") => format!(
+                "<p class=\"savings\">No time claimed (correctness); the change: {}</p>",
+                esc(e)
+            ),
+            _ => String::new(),
+        };
     }
     let mut out = String::from("<p class=\"savings\">Estimated savings: ");
     if let Some(ns) = r.savings_ns {
         out.push_str(&esc(&fmt_ns(ns)));
     }
     if let Some(p) = r.savings_percent {
-        let _ = write!(out, " ({p:.1}% of the run)");
+        match threads {
+            t if t > 1 => {
+                let _ = write!(out, " ({p:.1}% of the {t} threads' time)");
+            }
+            _ => {
+                let _ = write!(out, " ({p:.1}% of the run)");
+            }
+        }
     }
     if let Some(upper) = r
         .upper_bound_ns
@@ -134,6 +172,9 @@ fn savings(r: &Rec) -> String {
             ", up to {} (a lower bound: the most the change can save is the Python time between the calls)",
             esc(&fmt_ns(upper))
         );
+    }
+    if let Some(e) = &r.estimate {
+        let _ = write!(out, " · {}", esc(e));
     }
     out.push_str("</p>");
     out
@@ -186,7 +227,7 @@ pub(crate) fn section(recs: &[Rec], report: &Report, sites: &[SiteRow<'_>]) -> S
             let _ = write!(out, "<span class=\"tag\">confidence {}</span>", esc(c));
         }
         out.push_str("</h3>");
-        out.push_str(&savings(r));
+        out.push_str(&savings(r, report.meta.threads));
         if let Some(s) = &r.suggestion {
             let _ = write!(out, "<p>{}</p>", esc(s));
         }
@@ -277,15 +318,46 @@ mod tests {
             "evidence": {"saving_upper_bound_ns": 41_830_000}
         }));
         assert_eq!(r.upper_bound_ns, Some(41_830_000));
-        let line = savings(&r);
+        let line = savings(&r, 1);
         assert!(
             line.contains("9.69ms (6.8% of the run), up to 41.83ms (a lower bound"),
             "{line}"
         );
         r.upper_bound_ns = Some(9_000_000);
-        assert!(!savings(&r).contains("up to"), "{}", savings(&r));
+        assert!(!savings(&r, 1).contains("up to"), "{}", savings(&r, 1));
         r.savings_ns = None;
         r.savings_percent = None;
-        assert_eq!(savings(&r), "");
+        assert_eq!(savings(&r, 1), "");
+    }
+
+    #[test]
+    fn the_estimate_says_how_it_was_made() {
+        let r = parse(&json!({
+            "kind": "reuse-buffer", "estimated_savings_ns": 9_690_000, "savings_percent": 6.8,
+            "estimate": {"method": "measured", "per_call_ns": 540.2, "spread_ns": 31.0}
+        }));
+        let line = savings(&r, 4);
+        assert!(
+            line.contains("9.69ms (6.8% of the 4 threads' time) · measured ~540ns ± 31ns a call"),
+            "{line}"
+        );
+        let r = parse(&json!({
+            "kind": "declare-argtypes", "estimated_savings_ns": 0, "savings_percent": 0.0,
+            "estimate": {"method": "measured", "per_call_ns": -103.0, "spread_ns": 6.0}
+        }));
+        assert!(
+            savings(&r, 1).contains("the change: measured ~103ns ± 6ns a call (a cost)"),
+            "{}",
+            savings(&r, 1)
+        );
+        let r = parse(&json!({
+            "kind": "batch", "estimated_savings_ns": 1_000_000, "savings_percent": 1.0,
+            "estimate": {"method": "modeled", "per_call_ns": 300.0, "spread_ns": null}
+        }));
+        assert!(
+            savings(&r, 1).contains("· modeled ~300ns a call"),
+            "{}",
+            savings(&r, 1)
+        );
     }
 }

@@ -1,0 +1,197 @@
+//! End to end, what the advice stands on: which ctypes calls count as declared (a `restype`
+//! assigned to the function — `c_int` included — or given by its prototype is a declaration; only
+//! one never set is the default), on every CPython 3.8–3.13 pyenv has and on Debian's 3.11; the
+//! argtypes advice a program that declares nothing gets; and the changes timed after `ffiprof run`
+//! on the program's own interpreter (`measured_changes`), which turn the estimates from modeled
+//! into measured, cached per interpreter, skipped by `--no-calibrate` (own harness: an
+//! interpreter that is not installed shows as *ignored*).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use ffiprof_profile::Profile;
+use libtest_mimic::{Arguments, Failed};
+use serde_json::Value;
+
+/// `ffiprof run -o DIR/p.json EXTRA -- PY SCRIPT FIXTURE` with the cache in `cache`; the profile.
+fn run(py: &Interpreter, dir: &Path, cache: &Path, extra: &[&str], script_name: &str) -> Profile {
+    let out = dir.join("p.json");
+    let o = Command::new(ffiprof_bin())
+        .args(["run", "-q", "-o"])
+        .arg(&out)
+        .args(extra)
+        .arg("--")
+        .arg(&py.command)
+        .arg(script(script_name))
+        .arg(FIXTURE)
+        .env("XDG_CACHE_HOME", cache)
+        .output()
+        .expect("run ffiprof");
+    check_ok(&o);
+    read_profile(&out)
+}
+
+fn report(dir: &Path) -> Value {
+    let o = Command::new(ffiprof_bin())
+        .arg("report")
+        .arg(dir.join("p.json"))
+        .args(["--format", "json"])
+        .output()
+        .expect("run ffiprof report");
+    check_ok(&o);
+    serde_json::from_slice(&o.stdout).expect("report JSON")
+}
+
+fn declarations_exact(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    let p = run(py, dir, dir, &["--no-calibrate"], "py_declarations.py");
+    let f = p.function("fx_add_int").expect("fx_add_int called");
+    // 10 undeclared + 20 with argtypes and restype = c_int set + 5 through a c_int prototype.
+    assert_eq!(f.calls, 35, "{}", py.label);
+    assert_eq!(f.undeclared_argtypes_calls, 10, "{}", py.label);
+    assert_eq!(f.undeclared_restype_calls, 10, "{}", py.label);
+    let noop = p.function("fx_noop").expect("fx_noop called");
+    assert_eq!(
+        (noop.calls, noop.undeclared_restype_calls),
+        (4, 0),
+        "{}",
+        py.label
+    );
+    let strlen = p.function("fx_strlen").expect("fx_strlen called");
+    assert_eq!(
+        (
+            strlen.calls,
+            strlen.undeclared_argtypes_calls,
+            strlen.undeclared_restype_calls
+        ),
+        (7, 7, 7),
+        "{}",
+        py.label
+    );
+    assert!(p.measured_changes.is_none(), "--no-calibrate times nothing");
+
+    // The advice: fx_add_int's undeclared calls passed two Python ints as 4-byte C ints (no
+    // declared sibling needed); fx_strlen's bytes argument crossed as a pointer: no advice.
+    let r = report(dir);
+    let recs: Vec<&Value> = r["recommendations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "declare-argtypes")
+        .collect();
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    let a = recs[0];
+    assert_eq!(a["function"], "fx_add_int");
+    assert_eq!(a["evidence"]["undeclared_argtypes_calls"], 10);
+    assert_eq!(a["evidence"]["int_sized_args"], 2);
+    assert_eq!(a["evidence"]["pointer_sized_args"], 0);
+    assert_eq!(a["estimated_savings_ns"], 0);
+    assert_eq!(a["estimate"]["method"], "modeled");
+    assert_eq!(a["confidence"], "low");
+    Ok(())
+}
+
+fn measured_changes_recorded(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    let cache = dir.join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    let p = run(py, dir, &cache, &[], "py_fresh_buffers.py");
+    let mc = p
+        .measured_changes
+        .as_ref()
+        .expect("changes timed after the run");
+    assert_eq!(mc.executable, p.meta.executable);
+    assert!(
+        mc.python
+            .starts_with(p.meta.python.as_deref().unwrap_or("?")),
+        "{} vs {:?}",
+        mc.python,
+        p.meta.python
+    );
+    // The budget is 1.7 s of timing, plus the interpreter's start.
+    assert!(mc.elapsed_ms < 3_000, "took {} ms", mc.elapsed_ms);
+    let shapes: Vec<(&str, &str, bool)> = mc
+        .measurements
+        .iter()
+        .map(|m| (m.change.as_str(), m.shape.as_str(), m.cached))
+        .collect();
+    for wanted in [
+        ("reuse-type", "4096"),
+        ("reuse-array", "4096"),
+        ("reuse-string-buffer", "4096"),
+        ("loop", "i"),
+    ] {
+        assert!(
+            shapes.contains(&(wanted.0, wanted.1, false)),
+            "{wanted:?} not timed: {shapes:?} ({:?})",
+            mc.note
+        );
+    }
+    for m in &mc.measurements {
+        assert!(m.rounds >= 5 && m.iterations >= 1, "{m:?}");
+        assert!(
+            (m.saving_ns - (m.before_ns - m.after_ns)).abs() < m.before_ns,
+            "{m:?}"
+        );
+    }
+    let build = mc.get("reuse-type", "4096").unwrap();
+    assert!(build.own_ns.is_some(), "{build:?}");
+    assert!(
+        build.before_ns > build.after_ns,
+        "building 4 KiB per call costs something: {build:?}"
+    );
+    let r = report(dir);
+    let reuse = r["recommendations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "reuse-buffer" && r["function"] == "fx_fill")
+        .unwrap_or_else(|| {
+            panic!(
+                "no reuse-buffer advice for fx_fill: {:#}\n{:#?}",
+                r["recommendations"], p.measured_changes
+            )
+        });
+    assert_eq!(reuse["estimate"]["method"], "measured", "{reuse}");
+    assert!(reuse["estimate"]["spread_ns"].is_number());
+    assert!(reuse["savings_percent"].as_f64().unwrap() <= 100.0);
+
+    // Again: every figure from the cache, nothing timed.
+    let p = run(py, dir, &cache, &[], "py_fresh_buffers.py");
+    let mc = p.measured_changes.as_ref().unwrap();
+    let again = mc.get("reuse-type", "4096").unwrap();
+    assert!(again.cached);
+    assert_eq!(again.saving_ns, build.saving_ns);
+
+    // --no-calibrate: nothing timed, the estimate modeled.
+    let p = run(py, dir, &cache, &["--no-calibrate"], "py_fresh_buffers.py");
+    assert!(p.measured_changes.is_none());
+    let r = report(dir);
+    let reuse = r["recommendations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "reuse-buffer")
+        .expect("reuse-buffer advice");
+    assert_eq!(reuse["estimate"]["method"], "modeled");
+    assert_eq!(reuse["estimate"]["spread_ns"], Value::Null);
+    Ok(())
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let mut trials = matrix_trials(
+        version_matrix(),
+        &[("declarations_exact", declarations_exact)],
+    );
+    let timed: Vec<Interpreter> = version_matrix()
+        .into_iter()
+        .filter(|p| p.label == "pyenv-3.11" || p.label == "pyenv-3.12")
+        .collect();
+    trials.extend(matrix_trials(
+        timed,
+        &[("measured_changes_recorded", measured_changes_recorded)],
+    ));
+    libtest_mimic::run(&args, trials).exit();
+}
