@@ -1,6 +1,6 @@
 //! End to end, what the advice stands on: which ctypes calls count as declared (a `restype`
 //! assigned to the function — `c_int` included — or given by its prototype is a declaration; only
-//! one never set is the default), on every CPython 3.8–3.13 pyenv has and on Debian's 3.11; the
+//! one never set is the default), on every CPython 3.8–3.13 pyenv has, Debian's 3.11 and 3.14; the
 //! argtypes advice a program that declares nothing gets; and the changes timed after `ffiprof run`
 //! on the program's own interpreter (`measured_changes`), which turn the estimates from modeled
 //! into measured, cached per interpreter, skipped by `--no-calibrate` (own harness: an
@@ -19,7 +19,8 @@ use serde_json::Value;
 /// `ffiprof run -o DIR/p.json EXTRA -- PY SCRIPT FIXTURE` with the cache in `cache`; the profile.
 fn run(py: &Interpreter, dir: &Path, cache: &Path, extra: &[&str], script_name: &str) -> Profile {
     let out = dir.join("p.json");
-    let o = Command::new(ffiprof_bin())
+    let o = py
+        .cmd(ffiprof_bin())
         .args(["run", "-q", "-o"])
         .arg(&out)
         .args(extra)
