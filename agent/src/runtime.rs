@@ -147,6 +147,21 @@ impl<F: Copy> Original<F> {
         self.addr.store(addr, Ordering::Release);
     }
 
+    /// Keeps the function at `addr` unless another is kept already; whether `addr` is the one
+    /// kept now.
+    ///
+    /// # Safety
+    /// As [`Original::set`].
+    pub unsafe fn set_once(&self, addr: usize) -> bool {
+        match self
+            .addr
+            .compare_exchange(0, addr, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => true,
+            Err(existing) => existing == addr,
+        }
+    }
+
     /// The function, if one was set.
     #[inline]
     pub fn get(&self) -> Option<F> {

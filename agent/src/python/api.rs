@@ -119,27 +119,13 @@ pub struct PyBuffer {
 
 static API: OnceLock<Option<Api>> = OnceLock::new();
 
-fn sym(name: &CStr) -> Option<usize> {
-    // SAFETY: dlsym with RTLD_DEFAULT only looks the name up in the global scope.
-    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
-    (!p.is_null()).then_some(p as usize)
-}
+use crate::runtime::{fn_at, global_symbol as sym};
 
 /// "3.11.7 (main, ...)" → 11.
 pub(super) fn minor_of(version: &str) -> Option<u32> {
     let mut parts = version.split(|c: char| !c.is_ascii_digit());
     (parts.next()? == "3").then_some(())?;
     parts.next()?.parse().ok()
-}
-
-/// A function pointer type `F` for the address `addr`.
-///
-/// # Safety
-/// `addr` must be the address of a function with exactly the signature `F` (a fn pointer type).
-unsafe fn fn_at<F: Copy>(addr: usize) -> F {
-    assert_eq!(std::mem::size_of::<F>(), std::mem::size_of::<usize>());
-    // SAFETY: per the contract, and sizes checked.
-    unsafe { std::mem::transmute_copy(&addr) }
 }
 
 fn resolve() -> Result<Api, String> {
@@ -156,7 +142,7 @@ fn resolve() -> Result<Api, String> {
     };
     // SAFETY: Py_GetVersion returns a static NUL-terminated string and needs no interpreter.
     let version = unsafe {
-        let f: extern "C" fn() -> *const c_char = std::mem::transmute(version_fn);
+        let f: unsafe extern "C" fn() -> *const c_char = fn_at(version_fn);
         CStr::from_ptr(f()).to_string_lossy().into_owned()
     };
     let published = debug_offsets::read();

@@ -6,11 +6,30 @@
 //!
 //! The Python layer reads the offsets it needs from here at start-up (`api::Layout::published`)
 //! and keeps its own tables only for what the interpreter does not publish
-//! ([`UNPUBLISHED`]); each published value is also compared with the table (`api::Layout::
+//! (listed below); each published value is also compared with the table (`api::Layout::
 //! for_minor`), and the comparison goes into the profile (`meta.python_offsets`), which the e2e
 //! suites check on 3.13 and 3.14. A new minor version then needs only its unpublished entries —
 //! and the positions of the fields inside `_Py_DebugOffsets` itself, which grows between versions
 //! ([`positions`]).
+//!
+//! What the Python layer reads that no `_Py_DebugOffsets` publishes (3.13 and 3.14 alike), so its
+//! values come from ffiprof's own table (`offsetof` against each version's headers, see
+//! `scripts/python-offsets`):
+//! - code_object._co_firsttraceable
+//! - interpreter_frame.owner values (FRAME_OWNED_BY_INTERPRETER/CSTACK)
+//! - _PyStackRef tag bits of interpreter_frame.executable
+//! - type_object.tp_basicsize
+//! - type_object.tp_dealloc
+//! - type_object.tp_vectorcall_offset
+//! - type_object.tp_as_sequence
+//! - type_object.tp_call
+//! - sequence_methods.sq_repeat
+//! - wrapper_descriptor.d_wrapped
+//! - function.func_version
+//! - ctypes CDataObject.b_ptr, b_size, b_objects
+//! - ctypes PyCArgObject.obj
+//! - cffi CDataObject.c_data
+//! - CALL_FUNCTION_EX's opcode
 
 /// What `_Py_DebugOffsets` starts with.
 const COOKIE: &[u8; 8] = b"xdebugpy";
@@ -67,27 +86,6 @@ impl Field {
         }
     }
 }
-
-/// What the Python layer reads that no `_Py_DebugOffsets` publishes (3.13 and 3.14 alike), so
-/// its values come from ffiprof's own table (`offsetof` against each version's headers, see
-/// `scripts/python-offsets`).
-pub const UNPUBLISHED: &[&str] = &[
-    "code_object._co_firsttraceable",
-    "interpreter_frame.owner values (FRAME_OWNED_BY_INTERPRETER/CSTACK)",
-    "_PyStackRef tag bits of interpreter_frame.executable",
-    "type_object.tp_basicsize",
-    "type_object.tp_dealloc",
-    "type_object.tp_vectorcall_offset",
-    "type_object.tp_as_sequence",
-    "type_object.tp_call",
-    "sequence_methods.sq_repeat",
-    "wrapper_descriptor.d_wrapped",
-    "function.func_version",
-    "ctypes CDataObject.b_ptr, b_size, b_objects",
-    "ctypes PyCArgObject.obj",
-    "cffi CDataObject.c_data",
-    "CALL_FUNCTION_EX's opcode",
-];
 
 /// Byte position of each [`Field`] inside `_Py_DebugOffsets` (the struct itself grows between
 /// versions), in [`Field::ALL`]'s order; measured with `offsetof(_Py_DebugOffsets, ...)` against

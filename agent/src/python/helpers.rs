@@ -17,7 +17,7 @@
 //! patch is tried at constructions (GIL held) until it succeeds, and at attach.
 
 use std::ffi::CStr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use parking_lot::Mutex;
 
@@ -37,7 +37,7 @@ const HELPERS: [&CStr; 2] = [c"create_string_buffer", c"create_unicode_buffer"];
 const MAX_ATTEMPTS: u32 = 1000;
 
 /// `_PyFunction_Vectorcall`, the original of every patched helper.
-static ORIG_VECTORCALL: AtomicUsize = AtomicUsize::new(0);
+static ORIG_VECTORCALL: crate::runtime::Original<Vectorcall> = crate::runtime::Original::new();
 static DONE: AtomicBool = AtomicBool::new(false);
 static ATTEMPTS: AtomicU32 = AtomicU32::new(0);
 
@@ -122,10 +122,9 @@ unsafe fn patch_function(f: usize, minor: u32) {
         if original == 0 || original == helper_vectorcall as *const () as usize {
             return;
         }
-        match ORIG_VECTORCALL.compare_exchange(0, original, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => {}
-            Err(existing) if existing == original => {}
-            Err(_) => return,
+        // `original` is the vectorcall slot of a Python function: `_PyFunction_Vectorcall`.
+        if !ORIG_VECTORCALL.set_once(original) {
+            return;
         }
         let version_at = (minor >= 12 && offset + 12 <= size).then(|| {
             let at = f + offset + 8;
@@ -156,7 +155,7 @@ pub unsafe fn restore() -> usize {
         unsafe {
             let cell = p.vectorcall_at as *mut usize;
             if *cell == helper_vectorcall as *const () as usize {
-                *cell = ORIG_VECTORCALL.load(Ordering::Acquire);
+                *cell = ORIG_VECTORCALL.addr();
                 n += 1;
             }
             if let Some((at, v)) = p.version_at {
@@ -179,10 +178,11 @@ unsafe extern "C" fn helper_vectorcall(
     nargsf: usize,
     kwnames: *mut PyObject,
 ) -> *mut PyObject {
-    // SAFETY: ORIG_VECTORCALL was set to `_PyFunction_Vectorcall` before any function was
-    // patched to come here.
-    let orig: Vectorcall = unsafe {
-        std::mem::transmute::<usize, Vectorcall>(ORIG_VECTORCALL.load(Ordering::Acquire))
+    // ORIG_VECTORCALL was set to `_PyFunction_Vectorcall` before any function was patched to
+    // come here.
+    let orig: Vectorcall = match ORIG_VECTORCALL.get() {
+        Some(f) => f,
+        None => return std::ptr::null_mut(), // never
     };
     let Some(rec) = guard(None, crate::record::recorder::if_active) else {
         // SAFETY: the original call, unchanged.

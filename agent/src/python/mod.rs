@@ -41,30 +41,11 @@ pub fn enable() -> Result<String, String> {
     #[cfg(feature = "floor-probe")]
     floor_probe::init();
     call::ORIG_RESTORE_THREAD.store(api.restore_thread as usize, Ordering::Relaxed);
-    slots::ORIG_TYPE_READY.store(api.type_ready as usize, Ordering::Relaxed);
-    if let Some(f) = api.module_add_type {
-        slots::ORIG_MODULE_ADD_TYPE.store(f as usize, Ordering::Relaxed);
-    }
-    if let Some(f) = api.type_from_metaclass {
-        slots::ORIG_FROM_METACLASS.store(f as usize, Ordering::Relaxed);
-    }
-    if !api.checked.is_empty() {
-        let differ: Vec<String> = api
-            .checked
-            .iter()
-            .filter(|c| c.published != c.table)
-            .map(|c| format!("{} {} (table {})", c.field.name(), c.published, c.table))
-            .collect();
-        crate::runtime::debug(&format!(
-            "layout: {} offsets from _Py_DebugOffsets ({}); from the table: {}",
-            api.checked.len(),
-            if differ.is_empty() {
-                "all as tabled".to_string()
-            } else {
-                format!("differing: {}", differ.join(", "))
-            },
-            debug_offsets::UNPUBLISHED.join(", ")
-        ));
+    // SAFETY: each is the C API function of the `Original`'s signature (`api` typed them).
+    unsafe {
+        slots::ORIG_TYPE_READY.set(api.type_ready as usize);
+        slots::ORIG_MODULE_ADD_TYPE.set(api.module_add_type.map_or(0, |f| f as usize));
+        slots::ORIG_FROM_METACLASS.set(api.type_from_metaclass.map_or(0, |f| f as usize));
     }
     ENABLED.store(true, Ordering::Release);
     Ok(api.version.clone())
@@ -80,8 +61,6 @@ pub const PY_MODULES: &[&str] = &["_ctypes", "_cffi_backend"];
 /// The Python layer's GOT hooks, for `hook`'s table: where each one is, and whether the running
 /// interpreter has the function at all (3.9+ `PyModule_AddType`, 3.12+ `PyType_FromMetaclass`).
 pub mod got_hooks {
-    use std::sync::atomic::Ordering;
-
     pub fn type_ready() -> usize {
         super::slots::type_ready as *const () as usize
     }
@@ -91,12 +70,12 @@ pub mod got_hooks {
     }
 
     pub fn module_add_type() -> Option<usize> {
-        (super::slots::ORIG_MODULE_ADD_TYPE.load(Ordering::Relaxed) != 0)
+        (super::slots::ORIG_MODULE_ADD_TYPE.get().is_some())
             .then_some(super::slots::module_add_type as *const () as usize)
     }
 
     pub fn type_from_metaclass() -> Option<usize> {
-        (super::slots::ORIG_FROM_METACLASS.load(Ordering::Relaxed) != 0)
+        (super::slots::ORIG_FROM_METACLASS.get().is_some())
             .then_some(super::slots::type_from_metaclass as *const () as usize)
     }
 }

@@ -23,6 +23,7 @@ use parking_lot::Mutex;
 
 use super::api::{self, PyObject};
 use super::call;
+use crate::runtime::{fn_at, Original};
 
 /// One replaced slot: where, what it held, what we put.
 struct Patch {
@@ -32,8 +33,20 @@ struct Patch {
 }
 
 static PATCHES: Mutex<Vec<Patch>> = Mutex::new(Vec::new());
-pub static ORIG_TYPE_READY: AtomicUsize = AtomicUsize::new(0);
-pub static ORIG_FROM_METACLASS: AtomicUsize = AtomicUsize::new(0);
+type TypeReady = unsafe extern "C" fn(*mut PyObject) -> i32;
+type ModuleAddType = unsafe extern "C" fn(*mut PyObject, *mut PyObject) -> i32;
+type FromMetaclass = unsafe extern "C" fn(
+    *mut PyObject,
+    *mut PyObject,
+    *mut std::ffi::c_void,
+    *mut PyObject,
+) -> *mut PyObject;
+
+/// The real `PyType_Ready`, `PyModule_AddType` (3.10+) and `PyType_FromMetaclass` (3.12+) behind
+/// the hooks below, set when the Python layer starts (before the hooks are installed).
+pub static ORIG_TYPE_READY: Original<TypeReady> = Original::new();
+pub static ORIG_MODULE_ADD_TYPE: Original<ModuleAddType> = Original::new();
+pub static ORIG_FROM_METACLASS: Original<FromMetaclass> = Original::new();
 
 fn write(addr: usize, original: usize, replacement: usize) {
     // SAFETY: `addr` is a slot of a live type object or wrapper descriptor (8-byte aligned
@@ -172,12 +185,12 @@ pub unsafe fn patch_type(ty: usize) -> usize {
 
 /// `PyType_Ready` as `_ctypes` and `_cffi_backend` call it.
 pub(crate) unsafe extern "C" fn type_ready(ty: *mut PyObject) -> i32 {
-    // SAFETY: the real PyType_Ready, resolved before this hook was installed.
-    let rc = unsafe {
-        let f: unsafe extern "C" fn(*mut PyObject) -> i32 =
-            std::mem::transmute(ORIG_TYPE_READY.load(Ordering::Relaxed));
-        f(ty)
+    let f: TypeReady = match ORIG_TYPE_READY.get() {
+        Some(f) => f,
+        None => return -1, // never: the original is set before this hook is installed
     };
+    // SAFETY: the real PyType_Ready, with the caller's argument.
+    let rc = unsafe { f(ty) };
     if rc == 0 && !ty.is_null() {
         // SAFETY: a type that just became ready, during module init with the GIL held.
         crate::runtime::guard(0, || unsafe { patch_type(ty as usize) });
@@ -185,17 +198,15 @@ pub(crate) unsafe extern "C" fn type_ready(ty: *mut PyObject) -> i32 {
     rc
 }
 
-pub static ORIG_MODULE_ADD_TYPE: AtomicUsize = AtomicUsize::new(0);
-
 /// `PyModule_AddType` (3.10+): readies the type inside libpython, out of reach of the
 /// `PyType_Ready` hook, so types added this way are caught here.
 pub(crate) unsafe extern "C" fn module_add_type(module: *mut PyObject, ty: *mut PyObject) -> i32 {
-    // SAFETY: the real function, resolved before this hook was installed.
-    let rc = unsafe {
-        let f: unsafe extern "C" fn(*mut PyObject, *mut PyObject) -> i32 =
-            std::mem::transmute(ORIG_MODULE_ADD_TYPE.load(Ordering::Relaxed));
-        f(module, ty)
+    let f: ModuleAddType = match ORIG_MODULE_ADD_TYPE.get() {
+        Some(f) => f,
+        None => return -1, // never: the original is set before this hook is installed
     };
+    // SAFETY: the real function, with the caller's arguments.
+    let rc = unsafe { f(module, ty) };
     if rc == 0 && !ty.is_null() {
         // SAFETY: a ready type, during module init with the GIL held.
         crate::runtime::guard(0, || unsafe { patch_type(ty as usize) });
@@ -210,17 +221,12 @@ pub(crate) unsafe extern "C" fn type_from_metaclass(
     spec: *mut std::ffi::c_void,
     bases: *mut PyObject,
 ) -> *mut PyObject {
-    // SAFETY: the real function, resolved before this hook was installed.
-    let ty = unsafe {
-        type F = unsafe extern "C" fn(
-            *mut PyObject,
-            *mut PyObject,
-            *mut std::ffi::c_void,
-            *mut PyObject,
-        ) -> *mut PyObject;
-        let f: F = std::mem::transmute(ORIG_FROM_METACLASS.load(Ordering::Relaxed));
-        f(meta, module, spec, bases)
+    let f: FromMetaclass = match ORIG_FROM_METACLASS.get() {
+        Some(f) => f,
+        None => return std::ptr::null_mut(), // never: set before this hook is installed
     };
+    // SAFETY: the real function, with the caller's arguments.
+    let ty = unsafe { f(meta, module, spec, bases) };
     if !ty.is_null() {
         // SAFETY: a new ready type, during module init with the GIL held.
         crate::runtime::guard(0, || unsafe { patch_type(ty as usize) });
@@ -269,32 +275,21 @@ struct Extra {
 static EXTRA: OnceLock<Option<Extra>> = OnceLock::new();
 
 fn extra() -> Result<&'static Extra, String> {
-    fn sym(name: &CStr) -> Option<usize> {
-        // SAFETY: dlsym with RTLD_DEFAULT only looks the name up in the global scope.
-        let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
-        (!p.is_null()).then_some(p as usize)
-    }
     EXTRA
         .get_or_init(|| {
-            let f = |name: &CStr| sym(name);
+            let f = |name: &CStr| crate::runtime::global_symbol(name);
             // SAFETY: each symbol is the CPython C API function of that name, whose signature
-            // (the same in 3.8–3.14) is the field's type; sizes match (fn pointers are words).
+            // (the same in 3.8–3.14) is the field's type.
             unsafe {
                 Some(Extra {
-                    call_object: std::mem::transmute::<usize, CallObject>(f(
-                        c"PyObject_CallObject",
-                    )?),
-                    list_size: std::mem::transmute::<usize, ListSize>(f(c"PyList_Size")?),
-                    list_get_item: std::mem::transmute::<usize, ListGetItem>(f(c"PyList_GetItem")?),
-                    module_dict: std::mem::transmute::<usize, ModuleDict>(f(
-                        c"PyImport_GetModuleDict",
-                    )?),
-                    dict_get_item_string: std::mem::transmute::<usize, DictGetItemString>(f(
-                        c"PyDict_GetItemString",
-                    )?),
+                    call_object: fn_at(f(c"PyObject_CallObject")?),
+                    list_size: fn_at(f(c"PyList_Size")?),
+                    list_get_item: fn_at(f(c"PyList_GetItem")?),
+                    module_dict: fn_at(f(c"PyImport_GetModuleDict")?),
+                    dict_get_item_string: fn_at(f(c"PyDict_GetItemString")?),
                     is_finalizing: f(c"Py_IsFinalizing")
                         .or_else(|| f(c"_Py_IsFinalizing"))
-                        .map(|a| std::mem::transmute::<usize, IsFinalizing>(a)),
+                        .map(|a| fn_at(a)),
                 })
             }
         })
