@@ -2,6 +2,9 @@
 //! pid the agent started in, debug output — and the errno and `dlerror` guards of code that runs
 //! inside the host's calls. It calls nothing of the agent; the session (`agent`) sets these.
 //!
+//! [`guard`] is how every entry from C (hooks, callbacks, handlers the host or the loader calls)
+//! keeps a panic of ours from reaching the host.
+//!
 //! `first_sighting` is the session's slow-path work on a thread's first call to a function; the
 //! session registers it here at start, so the hooks below it reach it without naming it.
 
@@ -49,4 +52,25 @@ pub fn set_first_sighting(f: fn(usize) -> bool) {
 /// (false before the session registered itself).
 pub fn first_sighting(addr: usize) -> bool {
     FIRST_SIGHTING.get().is_some_and(|f| f(addr))
+}
+
+// The guards below catch panics only when they unwind.
+#[cfg(panic = "abort")]
+compile_error!(
+    "build the agent with panic = \"unwind\": with abort, a panic of ours ends the host"
+);
+
+/// Runs `f`, returning `default` if it panics: the wrapper of every entry from C (hooks,
+/// loader and fork callbacks, pending calls, the constructor, the attach entry). Unwinding out of
+/// an `extern "C" fn` aborts the process — the host's, here — so each such entry runs its work in
+/// here and keeps outside it only code that cannot panic (the pass-through to the original,
+/// errno); `tracer/tests/no_panic_into_c.rs` checks that for every entry. Not for signal
+/// handlers, which must not allocate (a panic does): theirs are shown panic-free by that test.
+///
+/// Costs nothing on the way through (unwinding is table-driven). State `f` leaves half-done
+/// stays so (no lock of ours poisons); a panic is a bug of the agent, and its message goes to
+/// stderr. `default` is evaluated before `f` runs, outside the guard: keep it a plain value.
+#[inline(always)]
+pub fn guard<T>(default: T, f: impl FnOnce() -> T) -> T {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(default)
 }
