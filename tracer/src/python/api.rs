@@ -4,6 +4,7 @@
 //! headers (`offsetof` against pyenv's 3.8–3.13 and Debian's 3.11).
 
 use std::ffi::{c_char, c_int, c_void, CStr};
+use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::OnceLock;
 
 pub type PyObject = c_void;
@@ -188,6 +189,9 @@ pub struct PyBuffer {
 }
 
 static API: OnceLock<Option<Api>> = OnceLock::new();
+/// The resolved API once `init` succeeded, for the wrappers: one load where `get` checks the
+/// `OnceLock` and the `Option`.
+static HOT: AtomicPtr<Api> = AtomicPtr::new(std::ptr::null_mut());
 
 fn sym(name: &CStr) -> Option<usize> {
     // SAFETY: dlsym with RTLD_DEFAULT only looks the name up in the global scope.
@@ -286,7 +290,16 @@ pub fn init() -> Result<&'static Api, String> {
             None
         }
     });
-    api.as_ref().ok_or(err)
+    let api = api.as_ref().ok_or(err)?;
+    HOT.store(api as *const Api as *mut Api, Ordering::Release);
+    Ok(api)
+}
+
+/// `get` for the per-call wrappers, which are installed only after `init` succeeded.
+#[inline(always)]
+pub fn hot() -> Option<&'static Api> {
+    // SAFETY: HOT is null or points into API, which is set once and never dropped.
+    unsafe { HOT.load(Ordering::Acquire).as_ref() }
 }
 
 #[inline(always)]

@@ -11,13 +11,14 @@
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
-use super::api::{self, PyObject, TernaryFunc};
+use super::api::{self, Api, PyObject, TernaryFunc};
 use super::arg_bytes::{item_bytes, Construction, Slot};
 use super::frames;
 use crate::record::call_ctx::AWAITING_GIL;
 pub use crate::record::call_ctx::{CallCtx, ThreadState, ARG_SLOTS};
 use crate::record::clock;
-use crate::record::recorder::{CallStats, Counter};
+use crate::record::recorder::{CallStats, Counter, ThreadRecorder};
+use crate::runtime;
 
 mod sampling;
 
@@ -36,18 +37,19 @@ pub unsafe extern "C" fn dealloc(obj: *mut PyObject) {
     // SAFETY: ORIG_DEALLOC is these types' original deallocator.
     let orig: Dealloc =
         unsafe { std::mem::transmute::<usize, Dealloc>(ORIG_DEALLOC.load(Ordering::Relaxed)) };
-    let stats =
-        crate::record::recorder::if_active().and_then(|rec| rec.python.take_passed(obj as usize));
-    match stats {
-        Some(stats) => {
-            let t0 = clock::now();
-            // SAFETY: the original deallocation, unchanged.
-            unsafe { orig(obj) };
-            stats.construction_ticks.add(clock::now().wrapping_sub(t0));
-        }
+    let stats = runtime::guard(None, || {
+        crate::record::recorder::if_active().and_then(|rec| rec.python.take_passed(obj as usize))
+    });
+    let Some(stats) = stats else {
         // SAFETY: the original deallocation, unchanged.
-        None => unsafe { orig(obj) },
-    }
+        return unsafe { orig(obj) };
+    };
+    let t0 = runtime::guard(0, clock::now);
+    // SAFETY: the original deallocation, unchanged.
+    unsafe { orig(obj) };
+    runtime::guard((), || {
+        stats.construction_ticks.add(clock::now().wrapping_sub(t0))
+    });
 }
 
 /// `sq_repeat` of ctypes' metaclasses: `c_double * n` finds (or makes) the array type a buffer is
@@ -57,17 +59,20 @@ pub unsafe extern "C" fn repeat(ty: *mut PyObject, n: isize) -> *mut PyObject {
     // SAFETY: ORIG_REPEAT is the metaclasses' original sq_repeat.
     let orig: Repeat =
         unsafe { std::mem::transmute::<usize, Repeat>(ORIG_REPEAT.load(Ordering::Relaxed)) };
-    let Some(rec) = crate::record::recorder::if_active() else {
+    let rec = runtime::guard(None, crate::record::recorder::if_active);
+    let Some(rec) = rec else {
         // SAFETY: the original call, unchanged.
         return unsafe { orig(ty, n) };
     };
-    let t0 = clock::now();
+    let t0 = runtime::guard(0, clock::now);
     // SAFETY: the original call, unchanged.
     let result = unsafe { orig(ty, n) };
-    let st = &rec.python;
-    let pending = st.pending_type_ticks.load(Ordering::Relaxed);
-    st.pending_type_ticks
-        .store(pending + clock::now().wrapping_sub(t0), Ordering::Relaxed);
+    runtime::guard((), || {
+        let st = &rec.python;
+        let pending = st.pending_type_ticks.load(Ordering::Relaxed);
+        st.pending_type_ticks
+            .store(pending + clock::now().wrapping_sub(t0), Ordering::Relaxed);
+    });
     result
 }
 
@@ -77,26 +82,39 @@ pub static ORIG_CFFI: AtomicUsize = AtomicUsize::new(0);
 pub static ORIG_CONSTRUCT: AtomicUsize = AtomicUsize::new(0);
 pub static ORIG_RESTORE_THREAD: AtomicUsize = AtomicUsize::new(0);
 
+/// What a `tp_call` wrapper did with its call. `done` is set just before the wrapper calls the
+/// original, so that its entry calls the original itself exactly when the wrapper did not: it
+/// returned early (recording off, an unknown thread), or a panic of ours stopped it first.
+struct Forward {
+    done: bool,
+    result: *mut PyObject,
+}
+
+/// The wrapper of both families: finds the call's site and statistics, decides whether it is
+/// timed, notes its arguments' bytes, calls the original with its [`CallCtx`] pushed for the
+/// hooks inside, then files what was measured.
+///
+/// # Safety
+/// A tp_call of the family, with the GIL held; `orig` the family's original tp_call.
 #[inline(always)]
 unsafe fn wrapped_call(
-    orig: usize,
+    orig: TernaryFunc,
     family_ctypes: bool,
     callable: *mut PyObject,
     args: *mut PyObject,
     kwargs: *mut PyObject,
-) -> *mut PyObject {
-    // SAFETY: `orig` is the tp_call these types had before we patched them.
-    let orig: TernaryFunc = unsafe { std::mem::transmute::<usize, TernaryFunc>(orig) };
+    out: &mut Forward,
+) {
     #[cfg(feature = "floor-probe")]
-    if family_ctypes {
-        // SAFETY: forwarded unchanged.
-        if let Some(result) = unsafe { super::floor_probe::call(orig, callable, args, kwargs) } {
-            return result;
-        }
+    // SAFETY: as this function.
+    if family_ctypes && unsafe { super::floor_probe::call(callable, args) } {
+        return;
     }
-    let (Some(api), Some(rec)) = (api::get(), crate::record::recorder::if_active()) else {
-        // SAFETY: the original call, unchanged.
-        return unsafe { orig(callable, args, kwargs) };
+    if !runtime::ACTIVE.load(Ordering::Relaxed) {
+        return;
+    }
+    let (Some(api), Some(rec)) = (api::hot(), crate::record::recorder::current()) else {
+        return;
     };
     let st = &rec.python;
     // The end of the gap since this site's last call: read before any of our own work, so the
@@ -111,16 +129,22 @@ unsafe fn wrapped_call(
     let site = unsafe { frames::current_site(api, callable as usize) };
     // SAFETY: the callable is a live object of the patched family.
     let address = unsafe { callee(callable as usize, family_ctypes) };
-    let expect = rec.find_stats(address, site);
+    // One look-up of the pair's statistics: the position's inline cache, else the thread's table.
+    let cached = site.cached(address, rec);
+    let expect = match cached {
+        Some(s) => Some(s),
+        None => find_stats(rec, address, site.id),
+    };
     let (timed, first) = match expect {
         Some(s) => st.sample_pair(s),
         // A pair this thread has not called yet: its first call.
         None => (true, true),
     };
     let mut ctx = CallCtx {
-        site,
+        site: site.id,
         timed,
         first,
+        fast: !timed && expect.is_some_and(|s| !s.excluded),
         expect: expect.map_or(std::ptr::null(), |s| s as *const CallStats),
         awaiting_gil: false,
         any_buffer: false,
@@ -131,15 +155,11 @@ unsafe fn wrapped_call(
         nargs: 0,
         arg_bytes: [MaybeUninit::uninit(); ARG_SLOTS],
     };
-    let mut gap = 0;
-    let stack = if sample_stack {
-        if arrived != 0 && st.last_site.load(Ordering::Relaxed) == site {
-            gap = arrived.saturating_sub(st.last_leave.load(Ordering::Relaxed));
-        }
+    let (stack, gap) = if sample_stack {
         // SAFETY: as above.
-        unsafe { frames::current_stack(api) + 1 }
+        unsafe { sample_stack_now(api, st, site.id, arrived) }
     } else {
-        0
+        (0, 0)
     };
     // Argument bytes and fresh constructions (GIL held, before the call releases it).
     let mut construction = Construction::default();
@@ -147,19 +167,19 @@ unsafe fn wrapped_call(
         // SAFETY: args is the call's tuple: ob_size items from TUPLE_ITEMS.
         unsafe {
             let n = api::word(args as usize, api::OB_SIZE).min(ARG_SLOTS);
+            ctx.nargs = n as u32;
             // Asked only for an argument that is not a plain number (never on a float loop).
             let mut internal = None;
             for i in 0..n {
                 let item = api::word(args as usize, api::TUPLE_ITEMS + 8 * i);
                 let ty = api::type_of(item);
-                let plain = ty == api.float_type || ty == api.long_type || item == api.none;
-                if !plain
-                    && *internal.get_or_insert_with(|| {
-                        family_ctypes && super::site_rules::is_ctypes_internal(address)
-                    })
-                {
+                if ty == api.float_type || ty == api.long_type || item == api.none {
+                    continue; // refers to no bytes
+                }
+                if *internal.get_or_insert_with(|| {
+                    family_ctypes && super::site_rules::is_ctypes_internal(address)
+                }) {
                     // ctypes' own function: its arguments are ctypes' business (see there).
-                    ctx.arg_bytes[i] = MaybeUninit::new(0);
                     continue;
                 }
                 let slot = Slot {
@@ -167,22 +187,22 @@ unsafe fn wrapped_call(
                     index: i,
                 };
                 let b = item_bytes(api, st, slot, item, family_ctypes, &mut construction);
-                ctx.arg_bytes[i] = MaybeUninit::new(b);
-                ctx.any_buffer |= b != 0;
+                ctx.set_arg_bytes(i, b);
             }
-            ctx.nargs = n as u32;
         }
     }
     // A load and a store, not a swap: only this thread writes its ctx, and an xchg would be a
     // locked instruction on every call.
     let outer = st.ctx.load(Ordering::Relaxed);
     st.ctx.store(&mut ctx, Ordering::Relaxed);
-    let t0 = if ctx.timed { clock::now() } else { 0 };
+    let t0 = if timed { clock::now() } else { 0 };
+    out.done = true;
     // SAFETY: the original call, unchanged.
     let result = unsafe { orig(callable, args, kwargs) };
-    let t3 = if ctx.timed { clock::now() } else { 0 };
+    out.result = result;
+    let t3 = if timed { clock::now() } else { 0 };
     st.ctx.store(outer, Ordering::Relaxed);
-    if ctx.awaiting_gil {
+    if timed && ctx.awaiting_gil {
         // The GIL was never given up (PyDLL, an error before the call): nothing to wait for.
         ctx.awaiting_gil = false;
         AWAITING_GIL.fetch_sub(1, Ordering::Relaxed);
@@ -190,7 +210,15 @@ unsafe fn wrapped_call(
     // SAFETY: set by the ffi_call hook to a leaked CallStats of this thread, or null.
     if let Some(stats) = unsafe { ctx.stats.as_ref() } {
         stats.python_calls.add(1);
-        if ctx.timed {
+        if cached.is_none() {
+            stats
+                .site_flags
+                .store(frames::site_flags(site.id), Ordering::Relaxed);
+            if stats.function == address {
+                site.remember(stats);
+            }
+        }
+        if timed {
             let times = stats.times(ctx.first);
             let tg = ctx.tg.max(ctx.t2);
             add_span(&times.marshal_in_ticks, t0, ctx.t1);
@@ -203,12 +231,12 @@ unsafe fn wrapped_call(
             stats.fresh_buffer_calls.add(1);
             st.remember_passed(construction.last, stats);
         }
-        if family_ctypes {
-            let (no_argtypes, default_restype) = frames::site_flags(site);
-            if no_argtypes {
+        let flags = stats.site_flags.load(Ordering::Relaxed);
+        if family_ctypes && flags != 0 {
+            if flags & 1 != 0 {
                 stats.undeclared_argtypes.add(1);
             }
-            if default_restype {
+            if flags & 2 != 0 {
                 stats.undeclared_restype.add(1);
             }
         }
@@ -220,14 +248,40 @@ unsafe fn wrapped_call(
             stats.gap_samples.add(1);
         }
     }
-    st.last_site.store(site, Ordering::Relaxed);
-    let leave = if st.next_samples_stack() {
-        clock::now()
+    if st.next_samples_soon() {
+        // The next call takes its stack and measures the gap since this one returned.
+        st.last_site.store(site.id, Ordering::Relaxed);
+        st.last_leave.store(clock::now(), Ordering::Relaxed);
+    }
+}
+
+/// The pair's statistics from the thread's table, when the position's cache does not have them.
+#[inline(never)]
+fn find_stats(
+    rec: &'static ThreadRecorder,
+    function: usize,
+    site: u32,
+) -> Option<&'static CallStats> {
+    rec.find_stats(function, site)
+}
+
+/// A call that records its stack: the stack's id (+1), and the gap since the thread's last call
+/// returned when it was made at the same site (0 when it was not, or its return was not noted).
+///
+/// # Safety
+/// GIL held, on a thread with a Python thread state.
+#[cold]
+#[inline(never)]
+unsafe fn sample_stack_now(api: &Api, st: &ThreadState, site: u32, arrived: u64) -> (u32, u64) {
+    let left = st.last_leave.load(Ordering::Relaxed);
+    st.last_leave.store(0, Ordering::Relaxed);
+    let gap = if arrived != 0 && left != 0 && st.last_site.load(Ordering::Relaxed) == site {
+        arrived.saturating_sub(left)
     } else {
         0
     };
-    st.last_leave.store(leave, Ordering::Relaxed);
-    result
+    // SAFETY: per the contract.
+    (unsafe { frames::current_stack(api) } + 1, gap)
 }
 
 /// The C address a call of `callable` reaches: what `ffi_call` will be given as its function.
@@ -262,16 +316,22 @@ pub unsafe extern "C" fn ctypes_call(
     args: *mut PyObject,
     kwargs: *mut PyObject,
 ) -> *mut PyObject {
-    // SAFETY: forwarded from the interpreter's call of a CFuncPtr.
-    unsafe {
-        wrapped_call(
-            ORIG_CTYPES.load(Ordering::Relaxed),
-            true,
-            callable,
-            args,
-            kwargs,
-        )
+    // SAFETY: ORIG_CTYPES is the tp_call these types had before we patched them.
+    let orig: TernaryFunc =
+        unsafe { std::mem::transmute::<usize, TernaryFunc>(ORIG_CTYPES.load(Ordering::Relaxed)) };
+    let mut call = Forward {
+        done: false,
+        result: std::ptr::null_mut(),
+    };
+    // SAFETY: forwarded from the interpreter's call of a CFuncPtr, GIL held.
+    runtime::guard((), || unsafe {
+        wrapped_call(orig, true, callable, args, kwargs, &mut call)
+    });
+    if call.done {
+        return call.result;
     }
+    // SAFETY: the original call, unchanged.
+    unsafe { orig(callable, args, kwargs) }
 }
 
 /// `tp_call` of cffi's cdata types.
@@ -280,16 +340,22 @@ pub unsafe extern "C" fn cffi_call(
     args: *mut PyObject,
     kwargs: *mut PyObject,
 ) -> *mut PyObject {
-    // SAFETY: forwarded from the interpreter's call of a cdata.
-    unsafe {
-        wrapped_call(
-            ORIG_CFFI.load(Ordering::Relaxed),
-            false,
-            callable,
-            args,
-            kwargs,
-        )
+    // SAFETY: ORIG_CFFI is the tp_call these types had before we patched them.
+    let orig: TernaryFunc =
+        unsafe { std::mem::transmute::<usize, TernaryFunc>(ORIG_CFFI.load(Ordering::Relaxed)) };
+    let mut call = Forward {
+        done: false,
+        result: std::ptr::null_mut(),
+    };
+    // SAFETY: forwarded from the interpreter's call of a cdata, GIL held.
+    runtime::guard((), || unsafe {
+        wrapped_call(orig, false, callable, args, kwargs, &mut call)
+    });
+    if call.done {
+        return call.result;
     }
+    // SAFETY: the original call, unchanged.
+    unsafe { orig(callable, args, kwargs) }
 }
 
 /// `tp_call` of ctypes' metaclasses: calling `c_double * 1000`, `Structure` subclasses, ...
@@ -304,13 +370,24 @@ pub unsafe extern "C" fn construct(
     let orig: TernaryFunc = unsafe {
         std::mem::transmute::<usize, TernaryFunc>(ORIG_CONSTRUCT.load(Ordering::Relaxed))
     };
-    let Some(rec) = crate::record::recorder::if_active() else {
+    let rec = runtime::guard(None, crate::record::recorder::if_active);
+    let Some(rec) = rec else {
         // SAFETY: the original call, unchanged.
         return unsafe { orig(ty, args, kwargs) };
     };
-    let t0 = clock::now();
+    let t0 = runtime::guard(0, clock::now);
     // SAFETY: the original call, unchanged.
     let obj = unsafe { orig(ty, args, kwargs) };
+    // SAFETY: the GIL is held (a tp_call); `obj` is what the original returned.
+    runtime::guard((), || unsafe { constructed(rec, ty, obj, t0) });
+    obj
+}
+
+/// Files what a constructor call built (an instance of exactly the called type), started at `t0`.
+///
+/// # Safety
+/// GIL held; `ty` the called type; `obj` its call's result (null on error).
+unsafe fn constructed(rec: &ThreadRecorder, ty: *mut PyObject, obj: *mut PyObject, t0: u64) {
     let t1 = clock::now();
     // SAFETY: obj is a live object; only an instance of exactly the called ctypes type is a
     // CDataObject whose b_size we may read.
@@ -320,10 +397,9 @@ pub unsafe extern "C" fn construct(
         let type_ticks = rec.python.pending_type_ticks.swap(0, Ordering::Relaxed);
         rec.python
             .remember_construction(obj as usize, t1.wrapping_sub(t0) + type_ticks, bytes);
-        // SAFETY: the GIL is held (a tp_call) and no exception is set (the call succeeded).
+        // SAFETY: the GIL is held and no exception is set (the call succeeded).
         unsafe { super::helpers::ensure_patched() };
     }
-    obj
 }
 
 /// `PyEval_RestoreThread` as `_ctypes` and `_cffi_backend` call it right after `ffi_call`.
@@ -332,18 +408,31 @@ pub unsafe extern "C" fn construct(
 /// would have been counted before this call): the original is then a tail call, nothing of ours
 /// on the stack while the thread waits for the GIL.
 pub unsafe extern "C" fn restore_thread(tstate: *mut std::ffi::c_void) {
-    type Restore = unsafe extern "C" fn(*mut std::ffi::c_void);
     // SAFETY: the original PyEval_RestoreThread, resolved before this hook was installed.
-    let orig: Restore = unsafe {
-        std::mem::transmute::<usize, Restore>(ORIG_RESTORE_THREAD.load(Ordering::Relaxed))
+    let orig: RestoreFn = unsafe {
+        std::mem::transmute::<usize, RestoreFn>(ORIG_RESTORE_THREAD.load(Ordering::Relaxed))
     };
-    if AWAITING_GIL.load(Ordering::Relaxed) == 0 {
-        // SAFETY: the original call, unchanged.
-        return unsafe { orig(tstate) };
-    }
+    let next: RestoreFn = if AWAITING_GIL.load(Ordering::Relaxed) == 0 {
+        orig
+    } else {
+        restore_thread_timed
+    };
+    // SAFETY: the original call, or the entry that makes it (a tail call either way).
+    unsafe { next(tstate) }
+}
+
+type RestoreFn = unsafe extern "C" fn(*mut std::ffi::c_void);
+
+/// `restore_thread` when some timed call waits for the GIL: the original, then whether the
+/// innermost call of this thread was the one waiting.
+unsafe extern "C" fn restore_thread_timed(tstate: *mut std::ffi::c_void) {
+    // SAFETY: as in restore_thread.
+    let orig: RestoreFn = unsafe {
+        std::mem::transmute::<usize, RestoreFn>(ORIG_RESTORE_THREAD.load(Ordering::Relaxed))
+    };
     // SAFETY: the original call, unchanged.
     unsafe { orig(tstate) };
-    gil_back_here();
+    runtime::guard((), gil_back_here);
 }
 
 /// The GIL came back to this thread: the innermost wrapper's call, if it waits, ends its wait.

@@ -10,13 +10,14 @@
 //! frame up the stack without that bit, at the cost of one bit test for every other call.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 use ffiprof_profile::Frame;
 use parking_lot::Mutex;
 
 use super::api::{self, Api, Layout};
 use super::site_rules;
+use crate::record::recorder::{CallStats, ThreadRecorder};
 
 const SITE_SLOTS: usize = 1 << 16;
 /// Set in a slot's id when the position is in a pass-through frame. Ids themselves stay below
@@ -27,6 +28,9 @@ struct SiteSlot {
     code: AtomicUsize,
     ip: AtomicUsize,
     id: AtomicU32,
+    /// The inline cache of the position: the statistics its last call recorded into, whichever
+    /// thread made it (see [`Site::cached`]).
+    stats: AtomicPtr<CallStats>,
 }
 
 static SITES: [SiteSlot; SITE_SLOTS] = [const {
@@ -34,8 +38,44 @@ static SITES: [SiteSlot; SITE_SLOTS] = [const {
         code: AtomicUsize::new(0),
         ip: AtomicUsize::new(0),
         id: AtomicU32::new(0),
+        stats: AtomicPtr::new(std::ptr::null_mut()),
     }
 }; SITE_SLOTS];
+
+/// The call site of a Python-level call, and the inline cache of its position when it has one
+/// (a position found in its home slot and not passed through).
+pub struct Site {
+    pub id: u32,
+    cache: Option<&'static AtomicPtr<CallStats>>,
+}
+
+impl Site {
+    /// The statistics of (`function`, this site) of the thread whose recorder is `owner`, if they
+    /// are the ones the position's last call used: a load and two compares, where a look-up in
+    /// the thread's table hashes and probes. A position called by several threads (or functions)
+    /// in turn just misses.
+    #[inline(always)]
+    pub fn cached(&self, function: usize, owner: &ThreadRecorder) -> Option<&'static CallStats> {
+        // SAFETY: a cached CallStats is leaked and never freed, and was complete before it was
+        // published (release store in `remember`).
+        let s = unsafe { self.cache?.load(Ordering::Acquire).as_ref() }?;
+        (s.function == function && s.owner == owner as *const ThreadRecorder as usize).then_some(s)
+    }
+
+    /// Makes `stats` the position's cached pair, if they are this site's.
+    #[inline(always)]
+    pub fn remember(&self, stats: &CallStats) {
+        if let Some(cache) = self
+            .cache
+            .filter(|_| stats.site == self.id && stats.owner != 0)
+        {
+            cache.store(
+                stats as *const CallStats as *mut CallStats,
+                Ordering::Release,
+            );
+        }
+    }
+}
 
 /// What a site id stands for, plus per-site facts found at first sight.
 #[derive(Clone, Debug)]
@@ -254,35 +294,46 @@ unsafe fn undeclared(api: &Api, callable: usize) -> (bool, bool) {
     }
 }
 
-/// Site id of the Python line calling `callable` now (0 when unknown): the innermost frame, or
-/// past pass-through frames the first one that is not. GIL held.
+/// The site of the Python line calling `callable` now (id 0 when unknown): the innermost frame,
+/// or past pass-through frames the first one that is not. GIL held.
 ///
 /// # Safety
 /// GIL held, on a thread with a Python thread state; `callable` live.
 #[inline(always)]
-pub unsafe fn current_site(api: &Api, callable: usize) -> u32 {
+pub unsafe fn current_site(api: &Api, callable: usize) -> Site {
+    let unknown = Site { id: 0, cache: None };
     // SAFETY: per the contract. The innermost frame of a thread calling a foreign function
     // from Python is that Python function's own, running frame: complete and owned by the
     // thread, so the checks `position` makes for frames up the stack are not needed here.
     unsafe {
         let Some(frame) = current_frame(api) else {
-            return 0;
+            return unknown;
         };
         let l = &api.layout;
         let code = api::word(frame, l.f_code);
         if code == 0 {
-            return 0;
+            return unknown;
         }
         let ip = if l.f_owner.is_some() {
             api::word(frame, l.f_ip)
         } else {
             *((frame + l.f_ip) as *const i32) as usize
         };
-        let id = intern(api, code, ip, callable);
+        // The home slot first (nearly always the one): it carries the position's inline cache.
+        let home = &SITES[slot_of(code, ip)];
+        let (id, cache) =
+            if home.code.load(Ordering::Relaxed) == code && home.ip.load(Ordering::Relaxed) == ip {
+                (home.id.load(Ordering::Relaxed), Some(&home.stats))
+            } else {
+                (intern(api, code, ip, callable), None)
+            };
         if id & PASS_THROUGH == 0 {
-            return id;
+            return Site { id, cache };
         }
-        caller_site(api, frame, id & !PASS_THROUGH, callable)
+        Site {
+            id: caller_site(api, frame, id & !PASS_THROUGH, callable),
+            cache: None,
+        }
     }
 }
 
@@ -363,11 +414,10 @@ pub unsafe fn current_stack(api: &Api) -> u32 {
     *map.entry(sites).or_insert(next)
 }
 
-/// Flags of a site: (no argtypes, default restype).
+/// Flags of a site: bit 0 no argtypes, bit 1 default restype.
 #[inline(always)]
-pub fn site_flags(site: u32) -> (bool, bool) {
-    let f = FLAGS[site as usize & (SITE_SLOTS - 1)].load(Ordering::Relaxed);
-    (f & 1 != 0, f & 2 != 0)
+pub fn site_flags(site: u32) -> u8 {
+    FLAGS[site as usize & (SITE_SLOTS - 1)].load(Ordering::Relaxed)
 }
 
 /// The innermost pass-through frame a site's calls were made in, when they were.

@@ -60,6 +60,10 @@ pub struct CallCtx {
     pub timed: bool,
     /// Timed as one of the pair's first calls (see `ALWAYS_TIMED`), not by the random draw.
     pub first: bool,
+    /// The `ffi_call` hook may count the call into `expect` and forward it, nothing else: the
+    /// call is not timed and its pair not excluded (the hook's fast path checks only this flag
+    /// and the C address).
+    pub fast: bool,
     /// The statistics the wrapper found for (its C address, site), or null: the hook records
     /// into them when its own C address agrees, without a look-up of its own.
     pub expect: *const CallStats,
@@ -74,8 +78,9 @@ pub struct CallCtx {
     pub(crate) t2: u64,
     pub(crate) tg: u64,
     pub(crate) nargs: u32,
-    /// Slots below `nargs` are written by the wrapper before the call; the rest stay
-    /// uninitialised (zeroing them is a memset per call).
+    /// The bytes each argument refers to, read only when `any_buffer`: the first argument that
+    /// refers to bytes zeroes them all, later ones write their own (zeroing them on every call
+    /// would be a memset per call, and a plain number writes nothing).
     pub(crate) arg_bytes: [MaybeUninit<u64>; ARG_SLOTS],
 }
 
@@ -175,17 +180,33 @@ impl CallCtx {
         }
     }
 
+    /// Notes that argument `i` refers to `bytes` bytes.
+    #[inline(always)]
+    pub(crate) fn set_arg_bytes(&mut self, i: usize, bytes: u64) {
+        if bytes == 0 || i >= ARG_SLOTS {
+            return;
+        }
+        if !self.any_buffer {
+            self.arg_bytes = [MaybeUninit::new(0); ARG_SLOTS];
+            self.any_buffer = true;
+        }
+        self.arg_bytes[i] = MaybeUninit::new(bytes);
+    }
+
     /// Bytes the pointer arguments refer to, for the C arguments whose libffi type is a pointer.
     #[inline(always)]
     pub fn buffer_bytes(&self, nargs: usize, is_pointer: impl Fn(usize) -> bool) -> u64 {
         if !self.any_buffer {
             return 0;
         }
-        let n = (self.nargs as usize).min(nargs);
-        // SAFETY: slots below self.nargs were all written by the wrapper.
-        (0..n)
-            .filter(|&i| is_pointer(i))
-            .map(|i| unsafe { self.arg_bytes[i].assume_init() })
+        // (nargs <= ARG_SLOTS always; said again so that no bounds check, and no panic, is left.)
+        let n = (self.nargs as usize).min(nargs).min(ARG_SLOTS);
+        self.arg_bytes[..n]
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| is_pointer(i))
+            // SAFETY: with any_buffer set, every slot was written (zeroed, then set_arg_bytes).
+            .map(|(_, b)| unsafe { b.assume_init() })
             .sum()
     }
 

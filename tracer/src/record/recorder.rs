@@ -10,7 +10,9 @@
 //! thread's recorder just keeps adding to totals nobody else writes any more: no destructor, no TLS
 //! (a `thread_local!` in a cdylib costs a `__tls_get_addr` call and can panic in exit hooks).
 
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+};
 
 /// Latency buckets: exact below 128 ticks, then 64 per power of two (under 1.6 % wide).
 pub const BUCKETS: usize = 64 * 37 + 64;
@@ -113,6 +115,13 @@ pub struct CallStats {
     pub site: u32,
     /// Set at first sighting when `--lib` excludes the function's library.
     pub excluded: bool,
+    /// The address of the recorder these statistics belong to (0 outside one, in unit tests):
+    /// what a cache of pairs checks a pair's thread by. Recorders are never freed, so no new
+    /// recorder (a forked child's) ever has an old one's address.
+    pub owner: usize,
+    /// Facts about the site the Python layer keeps with the pair, so that a call need not look
+    /// its site up twice (bit 0: no `argtypes`, bit 1: default `restype`).
+    pub site_flags: AtomicU8,
     pub calls: Counter,
     pub arg_count: AtomicU32,
     pub arg_bytes: Counter,
@@ -217,6 +226,8 @@ impl CallStats {
             function: _,
             site: _,
             excluded: _,
+            owner: _,
+            site_flags: _,
             calls,
             arg_count,
             arg_bytes,
@@ -327,6 +338,7 @@ impl ThreadRecorder {
                 return unsafe { slot.stats.load(Ordering::Acquire).as_ref() };
             } else if k == 0 {
                 let s = Box::leak(CallStats::new(function, site, excluded(function)));
+                s.owner = self as *const Self as usize;
                 slot.stats.store(s, Ordering::Release);
                 slot.key.store(key, Ordering::Release);
                 return Some(s);

@@ -27,6 +27,10 @@ impl ThreadState {
     #[inline(always)]
     pub(super) fn sample(&self, counter: &AtomicU32, every: u32) -> bool {
         if every <= 1 {
+            if every == 1 && counter.load(Ordering::Relaxed) != 1 {
+                // Every call: a countdown at 1 says so to `next_samples_soon` too.
+                counter.store(1, Ordering::Relaxed);
+            }
             return every == 1;
         }
         let left = counter.load(Ordering::Relaxed);
@@ -44,6 +48,14 @@ impl ThreadState {
     pub(super) fn next_samples_stack(&self) -> bool {
         let every = STACK_EVERY.load(Ordering::Relaxed);
         every == 1 || (every > 1 && self.stack_countdown.load(Ordering::Relaxed) <= 1)
+    }
+
+    /// `next_samples_stack` once `sample` has run on this thread at the current rate, with one
+    /// compare on the way out of nearly every call: the countdown is above 1 only when the next
+    /// call does not sample (a rate of 1 keeps it at 1).
+    #[inline(always)]
+    pub(super) fn next_samples_soon(&self) -> bool {
+        self.stack_countdown.load(Ordering::Relaxed) <= 1 && self.next_samples_stack()
     }
 
     /// Whether the next call of the pair `s` is timed, and whether as one of its first calls:
