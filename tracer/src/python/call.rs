@@ -82,17 +82,12 @@ pub static ORIG_CFFI: AtomicUsize = AtomicUsize::new(0);
 pub static ORIG_CONSTRUCT: AtomicUsize = AtomicUsize::new(0);
 pub static ORIG_RESTORE_THREAD: AtomicUsize = AtomicUsize::new(0);
 
-/// What a `tp_call` wrapper did with its call. `done` is set just before the wrapper calls the
-/// original, so that its entry calls the original itself exactly when the wrapper did not: it
-/// returned early (recording off, an unknown thread), or a panic of ours stopped it first.
-struct Forward {
-    done: bool,
-    result: *mut PyObject,
-}
-
 /// The wrapper of both families: finds the call's site and statistics, decides whether it is
 /// timed, notes its arguments' bytes, calls the original with its [`CallCtx`] pushed for the
-/// hooks inside, then files what was measured.
+/// hooks inside, then files what was measured. Returns the original's result, or None when it
+/// did not call it (recording off, an unknown thread): its entry then calls the original itself,
+/// as it does when a panic of ours stops this before the call. Nothing after the call can panic
+/// out of here (that part runs in guards of its own), so a call is never made twice.
 ///
 /// # Safety
 /// A tp_call of the family, with the GIL held; `orig` the family's original tp_call.
@@ -103,18 +98,17 @@ unsafe fn wrapped_call(
     callable: *mut PyObject,
     args: *mut PyObject,
     kwargs: *mut PyObject,
-    out: &mut Forward,
-) {
+) -> Option<*mut PyObject> {
     #[cfg(feature = "floor-probe")]
     // SAFETY: as this function.
     if family_ctypes && unsafe { super::floor_probe::call(callable, args) } {
-        return;
+        return None;
     }
     if !runtime::ACTIVE.load(Ordering::Relaxed) {
-        return;
+        return None;
     }
     let (Some(api), Some(rec)) = (api::hot(), crate::record::recorder::current()) else {
-        return;
+        return None;
     };
     let st = &rec.python;
     // The end of the gap since this site's last call: read before any of our own work, so the
@@ -126,14 +120,173 @@ unsafe fn wrapped_call(
         0
     };
     // SAFETY: tp_call runs with the GIL held on a Python thread.
-    let site = unsafe { frames::current_site(api, callable as usize) };
+    let pos = unsafe { frames::current_position(api) };
     // SAFETY: the callable is a live object of the patched family.
     let address = unsafe { callee(callable as usize, family_ctypes) };
-    // One look-up of the pair's statistics: the position's inline cache, else the thread's table.
-    let cached = site.cached(address, rec);
-    let expect = match cached {
-        Some(s) => Some(s),
-        None => find_stats(rec, address, site.id),
+    // One look-up of the pair's statistics: the thread's last call when this one repeats it,
+    // else the position's inline cache, else the thread's table.
+    let repeated = pos.and_then(|p| st.repeated_call(p.code, p.ip, address));
+    if let Some(stats) = repeated.filter(|_| !sample_stack) {
+        // SAFETY: as this function.
+        let result = unsafe { repeated_call(orig, callable, args, kwargs, api, st, stats) };
+        if result.is_some() {
+            return result;
+        }
+    }
+    let call = Known {
+        api,
+        rec,
+        sample_stack,
+        arrived,
+        pos,
+        address,
+        repeated,
+    };
+    // SAFETY: as this function.
+    Some(unsafe { general_call(orig, family_ctypes, callable, args, kwargs, &call) })
+}
+
+/// What the wrapper found before it chose between [`repeated_call`] and [`general_call`].
+struct Known {
+    api: &'static Api,
+    rec: &'static ThreadRecorder,
+    sample_stack: bool,
+    arrived: u64,
+    pos: Option<frames::Position>,
+    address: usize,
+    repeated: Option<&'static CallStats>,
+}
+
+/// The common case, kept lean: the thread's last call repeated (same position, same C function,
+/// `stats` its pair's), not timed, not taking its stack, its arguments plain numbers, its site's
+/// declarations in order. Checks all that before it changes anything, and returns None (the
+/// general path then takes the call) when one does not hold; else the original's result.
+///
+/// # Safety
+/// As [`wrapped_call`]; `stats` this thread's, `args` the call's tuple (or null).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn repeated_call(
+    orig: TernaryFunc,
+    callable: *mut PyObject,
+    args: *mut PyObject,
+    kwargs: *mut PyObject,
+    api: &Api,
+    st: &ThreadState,
+    stats: &'static CallStats,
+) -> Option<*mut PyObject> {
+    if !st.untimed_next(stats) || stats.excluded || stats.site_flags.load(Ordering::Relaxed) != 0 {
+        return None;
+    }
+    let mut nargs = 0;
+    if !args.is_null() {
+        // SAFETY: args is the call's tuple: ob_size items from TUPLE_ITEMS.
+        unsafe {
+            let n = api::word(args as usize, api::OB_SIZE);
+            if n > ARG_SLOTS {
+                return None;
+            }
+            for i in 0..n {
+                let item = api::word(args as usize, api::TUPLE_ITEMS + 8 * i);
+                let ty = api::type_of(item);
+                if ty != api.float_type && ty != api.long_type && item != api.none {
+                    return None;
+                }
+            }
+            nargs = n as u32;
+        }
+    }
+    // Decided: not timed (the pair's countdown moves on), no stack.
+    st.count_untimed(stats);
+    let mut ctx = CallCtx {
+        site: stats.site,
+        timed: false,
+        first: false,
+        fast: true,
+        expect: stats,
+        awaiting_gil: false,
+        any_buffer: false,
+        stats: std::ptr::null(),
+        t1: 0,
+        t2: 0,
+        tg: 0,
+        nargs,
+        arg_bytes: [MaybeUninit::uninit(); ARG_SLOTS],
+    };
+    let outer = st.ctx.load(Ordering::Relaxed);
+    st.ctx.store(&mut ctx, Ordering::Relaxed);
+    // SAFETY: the original call, unchanged.
+    let result = unsafe { orig(callable, args, kwargs) };
+    st.ctx.store(outer, Ordering::Relaxed);
+    // No guard from here on (it would cost a call): nothing below can panic — loads, stores,
+    // wrapping adds and compares, and a site's flags read with its index masked.
+    // SAFETY: set by the ffi_call hook to a leaked CallStats of this thread, or null.
+    if let Some(counted) = unsafe { ctx.stats.as_ref() } {
+        counted.python_calls.add(1);
+        if !std::ptr::eq(counted, stats) {
+            // The hook saw another C function than the callable's (see `callee`).
+            other_pair_counted(counted);
+        }
+    }
+    if st.next_samples_soon() {
+        st.last_site.store(stats.site, Ordering::Relaxed);
+        st.last_leave.store(clock::now(), Ordering::Relaxed);
+    }
+    Some(result)
+}
+
+/// A repeated call whose hook counted it into another pair: that pair's site declarations.
+#[cold]
+#[inline(never)]
+fn other_pair_counted(stats: &CallStats) {
+    let flags = frames::site_flags(stats.site);
+    stats.site_flags.store(flags, Ordering::Relaxed);
+    if flags & 1 != 0 {
+        stats.undeclared_argtypes.add(1);
+    }
+    if flags & 2 != 0 {
+        stats.undeclared_restype.add(1);
+    }
+}
+
+/// Every other call: the site found (and its pair looked up) when the call does not repeat the
+/// thread's last, the timing decided, every argument's bytes, constructions, the stack.
+///
+/// # Safety
+/// As [`wrapped_call`]; `known` found for this call.
+#[inline(never)]
+unsafe fn general_call(
+    orig: TernaryFunc,
+    family_ctypes: bool,
+    callable: *mut PyObject,
+    args: *mut PyObject,
+    kwargs: *mut PyObject,
+    known: &Known,
+) -> *mut PyObject {
+    let Known {
+        api,
+        rec,
+        sample_stack,
+        arrived,
+        pos,
+        address,
+        repeated,
+    } = *known;
+    let st = &rec.python;
+    let (site, expect) = match repeated {
+        Some(s) => (frames::Site::known(s.site), Some(s)),
+        None => {
+            let site = match pos {
+                // SAFETY: as above; `p` is this thread's position now.
+                Some(p) => unsafe { frames::site_at(api, p, callable as usize) },
+                None => frames::Site::UNKNOWN,
+            };
+            let expect = match site.cached(address, rec) {
+                Some(s) => Some(s),
+                None => find_stats(rec, address, site.id),
+            };
+            (site, expect)
+        }
     };
     let (timed, first) = match expect {
         Some(s) => st.sample_pair(s),
@@ -196,10 +349,8 @@ unsafe fn wrapped_call(
     let outer = st.ctx.load(Ordering::Relaxed);
     st.ctx.store(&mut ctx, Ordering::Relaxed);
     let t0 = if timed { clock::now() } else { 0 };
-    out.done = true;
     // SAFETY: the original call, unchanged.
     let result = unsafe { orig(callable, args, kwargs) };
-    out.result = result;
     let t3 = if timed { clock::now() } else { 0 };
     st.ctx.store(outer, Ordering::Relaxed);
     if timed && ctx.awaiting_gil {
@@ -207,15 +358,53 @@ unsafe fn wrapped_call(
         ctx.awaiting_gil = false;
         AWAITING_GIL.fetch_sub(1, Ordering::Relaxed);
     }
+    let spans = (timed, t0, t3);
+    runtime::guard((), || {
+        file_general(
+            family_ctypes,
+            st,
+            &ctx,
+            &site,
+            pos,
+            address,
+            repeated,
+            &construction,
+            spans,
+            stack,
+            gap,
+        )
+    });
+    result
+}
+
+/// What `general_call` files once the call returned (its context popped).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn file_general(
+    family_ctypes: bool,
+    st: &ThreadState,
+    ctx: &CallCtx,
+    site: &frames::Site,
+    pos: Option<frames::Position>,
+    address: usize,
+    repeated: Option<&'static CallStats>,
+    construction: &Construction,
+    (timed, t0, t3): (bool, u64, u64),
+    stack: u32,
+    gap: u64,
+) {
     // SAFETY: set by the ffi_call hook to a leaked CallStats of this thread, or null.
     if let Some(stats) = unsafe { ctx.stats.as_ref() } {
         stats.python_calls.add(1);
-        if cached.is_none() {
+        if repeated.is_none() {
             stats
                 .site_flags
                 .store(frames::site_flags(site.id), Ordering::Relaxed);
-            if stats.function == address {
+            if let Some(p) = pos
+                .filter(|_| site.cacheable() && stats.function == address && stats.site == site.id)
+            {
                 site.remember(stats);
+                st.remember_call(p.code, p.ip, stats);
             }
         }
         if timed {
@@ -319,18 +508,14 @@ pub unsafe extern "C" fn ctypes_call(
     // SAFETY: ORIG_CTYPES is the tp_call these types had before we patched them.
     let orig: TernaryFunc =
         unsafe { std::mem::transmute::<usize, TernaryFunc>(ORIG_CTYPES.load(Ordering::Relaxed)) };
-    let mut call = Forward {
-        done: false,
-        result: std::ptr::null_mut(),
-    };
     // SAFETY: forwarded from the interpreter's call of a CFuncPtr, GIL held.
-    runtime::guard((), || unsafe {
-        wrapped_call(orig, true, callable, args, kwargs, &mut call)
+    let result = runtime::guard(None, || unsafe {
+        wrapped_call(orig, true, callable, args, kwargs)
     });
-    if call.done {
-        return call.result;
+    if let Some(result) = result {
+        return result;
     }
-    // SAFETY: the original call, unchanged.
+    // SAFETY: the original call, unchanged (the wrapper did not make it).
     unsafe { orig(callable, args, kwargs) }
 }
 
@@ -343,18 +528,14 @@ pub unsafe extern "C" fn cffi_call(
     // SAFETY: ORIG_CFFI is the tp_call these types had before we patched them.
     let orig: TernaryFunc =
         unsafe { std::mem::transmute::<usize, TernaryFunc>(ORIG_CFFI.load(Ordering::Relaxed)) };
-    let mut call = Forward {
-        done: false,
-        result: std::ptr::null_mut(),
-    };
     // SAFETY: forwarded from the interpreter's call of a cdata, GIL held.
-    runtime::guard((), || unsafe {
-        wrapped_call(orig, false, callable, args, kwargs, &mut call)
+    let result = runtime::guard(None, || unsafe {
+        wrapped_call(orig, false, callable, args, kwargs)
     });
-    if call.done {
-        return call.result;
+    if let Some(result) = result {
+        return result;
     }
-    // SAFETY: the original call, unchanged.
+    // SAFETY: the original call, unchanged (the wrapper did not make it).
     unsafe { orig(callable, args, kwargs) }
 }
 

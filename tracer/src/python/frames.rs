@@ -50,6 +50,21 @@ pub struct Site {
 }
 
 impl Site {
+    pub const UNKNOWN: Site = Site { id: 0, cache: None };
+
+    /// A site found without the table (a thread's repeated call): nothing to cache.
+    pub fn known(id: u32) -> Site {
+        Site { id, cache: None }
+    }
+
+    /// Whether the position is its own site, found in its home slot: the only positions whose
+    /// pair is cached, here or by a thread ([`ThreadState::repeated_call`]).
+    ///
+    /// [`ThreadState::repeated_call`]: crate::record::call_ctx::ThreadState::repeated_call
+    pub fn cacheable(&self) -> bool {
+        self.cache.is_some()
+    }
+
     /// The statistics of (`function`, this site) of the thread whose recorder is `owner`, if they
     /// are the ones the position's last call used: a load and two compares, where a look-up in
     /// the thread's table hashes and probes. A position called by several threads (or functions)
@@ -294,6 +309,39 @@ unsafe fn undeclared(api: &Api, callable: usize) -> (bool, bool) {
     }
 }
 
+/// Where the innermost Python frame of this thread is: its frame, code object and instruction.
+#[derive(Clone, Copy)]
+pub struct Position {
+    frame: usize,
+    pub code: usize,
+    pub ip: usize,
+}
+
+/// The position of the Python line calling a foreign function now, if there is one. GIL held.
+///
+/// # Safety
+/// GIL held, on a thread with a Python thread state.
+#[inline(always)]
+pub unsafe fn current_position(api: &Api) -> Option<Position> {
+    // SAFETY: per the contract. The innermost frame of a thread calling a foreign function
+    // from Python is that Python function's own, running frame: complete and owned by the
+    // thread, so the checks `position` makes for frames up the stack are not needed here.
+    unsafe {
+        let frame = current_frame(api)?;
+        let l = &api.layout;
+        let code = api::word(frame, l.f_code);
+        if code == 0 {
+            return None;
+        }
+        let ip = if l.f_owner.is_some() {
+            api::word(frame, l.f_ip)
+        } else {
+            *((frame + l.f_ip) as *const i32) as usize
+        };
+        Some(Position { frame, code, ip })
+    }
+}
+
 /// The site of the Python line calling `callable` now (id 0 when unknown): the innermost frame,
 /// or past pass-through frames the first one that is not. GIL held.
 ///
@@ -301,24 +349,24 @@ unsafe fn undeclared(api: &Api, callable: usize) -> (bool, bool) {
 /// GIL held, on a thread with a Python thread state; `callable` live.
 #[inline(always)]
 pub unsafe fn current_site(api: &Api, callable: usize) -> Site {
-    let unknown = Site { id: 0, cache: None };
-    // SAFETY: per the contract. The innermost frame of a thread calling a foreign function
-    // from Python is that Python function's own, running frame: complete and owned by the
-    // thread, so the checks `position` makes for frames up the stack are not needed here.
+    // SAFETY: per the contract.
     unsafe {
-        let Some(frame) = current_frame(api) else {
-            return unknown;
-        };
-        let l = &api.layout;
-        let code = api::word(frame, l.f_code);
-        if code == 0 {
-            return unknown;
+        match current_position(api) {
+            Some(p) => site_at(api, p, callable),
+            None => Site::UNKNOWN,
         }
-        let ip = if l.f_owner.is_some() {
-            api::word(frame, l.f_ip)
-        } else {
-            *((frame + l.f_ip) as *const i32) as usize
-        };
+    }
+}
+
+/// The site of a call made at `p`, this thread's innermost position (see [`current_site`]).
+///
+/// # Safety
+/// As [`current_site`]; `p` from [`current_position`] now.
+#[inline(always)]
+pub unsafe fn site_at(api: &Api, p: Position, callable: usize) -> Site {
+    let Position { frame, code, ip } = p;
+    // SAFETY: per the contract.
+    unsafe {
         // The home slot first (nearly always the one): it carries the position's inline cache.
         let home = &SITES[slot_of(code, ip)];
         let (id, cache) =
@@ -389,6 +437,8 @@ pub fn set_site_skip(patterns: &[String]) {
     for t in THROUGH.iter() {
         t.store(0, Ordering::Relaxed);
     }
+    // A position cached as its own site may be passed through now.
+    crate::record::recorder::each_thread(|r| r.python.forget_last_call());
 }
 
 /// The whole Python stack of this thread, outermost first, interned. GIL held.

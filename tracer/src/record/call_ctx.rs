@@ -43,6 +43,13 @@ pub struct ThreadState {
     /// deallocation is the rest of what building a buffer per call costs.
     pub(crate) passed: [Passed; RECENT],
     pub(crate) passed_next: AtomicU32,
+    /// The thread's last Python-level call that was made at its own site: its position (code
+    /// object, instruction) and the statistics it recorded into. A loop calling one function
+    /// from one line finds its site and statistics here with three compares. Interned code
+    /// objects are never freed, so a position is never another's.
+    last_code: AtomicUsize,
+    last_ip: AtomicUsize,
+    last_stats: AtomicPtr<CallStats>,
 }
 
 #[derive(Default)]
@@ -93,6 +100,42 @@ impl ThreadState {
     #[inline(always)]
     pub fn current(&self) -> *mut CallCtx {
         self.ctx.load(Ordering::Relaxed)
+    }
+
+    /// The statistics of this thread's call of `function` at position (`code`, `ip`), if its
+    /// last call was one.
+    #[inline(always)]
+    pub fn repeated_call(
+        &self,
+        code: usize,
+        ip: usize,
+        function: usize,
+    ) -> Option<&'static CallStats> {
+        if self.last_code.load(Ordering::Relaxed) != code
+            || self.last_ip.load(Ordering::Relaxed) != ip
+        {
+            return None;
+        }
+        // SAFETY: a CallStats of this thread, leaked and never freed.
+        unsafe { self.last_stats.load(Ordering::Relaxed).as_ref() }
+            .filter(|s| s.function == function)
+    }
+
+    /// Notes the thread's call at (`code`, `ip`), a position that is its own site, with its
+    /// statistics.
+    #[inline(always)]
+    pub fn remember_call(&self, code: usize, ip: usize, stats: &CallStats) {
+        self.last_code.store(code, Ordering::Relaxed);
+        self.last_ip.store(ip, Ordering::Relaxed);
+        self.last_stats.store(
+            stats as *const CallStats as *mut CallStats,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Forgets the last call (positions are about to change meaning).
+    pub fn forget_last_call(&self) {
+        self.last_code.store(0, Ordering::Relaxed);
     }
 
     pub(crate) fn remember_passed(&self, obj: usize, stats: &CallStats) {

@@ -85,6 +85,19 @@ impl ThreadState {
         (every != 0, false)
     }
 
+    /// Whether `sample_pair(s)` would say (false, false) now, without moving the countdown.
+    #[inline(always)]
+    pub fn untimed_next(&self, s: &CallStats) -> bool {
+        s.countdown.load(Ordering::Relaxed) > 1
+    }
+
+    /// `sample_pair(s)` when `untimed_next(s)` said so: the countdown moves on.
+    #[inline(always)]
+    pub fn count_untimed(&self, s: &CallStats) {
+        let left = s.countdown.load(Ordering::Relaxed);
+        s.countdown.store(left - 1, Ordering::Relaxed);
+    }
+
     /// One of the pair's first calls (or an excluded pair's, which are never counted).
     #[cold]
     #[inline(never)]
