@@ -128,7 +128,13 @@ unsafe fn wrapped_call(
     let repeated = pos.and_then(|p| st.repeated_call(p.code, p.ip, address));
     if let Some(stats) = repeated.filter(|_| !sample_stack) {
         // SAFETY: as this function.
-        let result = unsafe { repeated_call(orig, callable, args, kwargs, api, st, stats) };
+        let result = unsafe {
+            if st.untimed_next(stats) {
+                repeated_call::<false>(orig, callable, args, kwargs, api, st, stats)
+            } else {
+                repeated_timed_call(orig, callable, args, kwargs, api, st, stats)
+            }
+        };
         if result.is_some() {
             return result;
         }
@@ -157,16 +163,12 @@ struct Known {
     repeated: Option<&'static CallStats>,
 }
 
-/// The common case, kept lean: the thread's last call repeated (same position, same C function,
-/// `stats` its pair's), not timed, not taking its stack, its arguments plain numbers, its site's
-/// declarations in order. Checks all that before it changes anything, and returns None (the
-/// general path then takes the call) when one does not hold; else the original's result.
+/// [`repeated_call`] of a call its pair's countdown may time, out of line.
 ///
 /// # Safety
-/// As [`wrapped_call`]; `stats` this thread's, `args` the call's tuple (or null).
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn repeated_call(
+/// As [`repeated_call`].
+#[inline(never)]
+unsafe fn repeated_timed_call(
     orig: TernaryFunc,
     callable: *mut PyObject,
     args: *mut PyObject,
@@ -175,7 +177,32 @@ unsafe fn repeated_call(
     st: &ThreadState,
     stats: &'static CallStats,
 ) -> Option<*mut PyObject> {
-    if !st.untimed_next(stats) || stats.excluded || stats.site_flags.load(Ordering::Relaxed) != 0 {
+    // SAFETY: per the contract.
+    unsafe { repeated_call::<true>(orig, callable, args, kwargs, api, st, stats) }
+}
+
+/// The common case, kept lean: the thread's last call repeated (same position, same C function,
+/// `stats` its pair's), not taking its stack, its arguments plain numbers, its site's
+/// declarations in order; not timed unless `MAY_TIME` (the pair's countdown is due: one call in
+/// `TIMING_EVERY`, and its first calls). Checks all that before it changes anything, and returns
+/// None (the general path then takes the call) when one does not hold; else the original's
+/// result.
+///
+/// # Safety
+/// As [`wrapped_call`]; `stats` this thread's, `args` the call's tuple (or null); without
+/// `MAY_TIME`, `untimed_next(stats)` said so.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn repeated_call<const MAY_TIME: bool>(
+    orig: TernaryFunc,
+    callable: *mut PyObject,
+    args: *mut PyObject,
+    kwargs: *mut PyObject,
+    api: &Api,
+    st: &ThreadState,
+    stats: &'static CallStats,
+) -> Option<*mut PyObject> {
+    if stats.excluded || stats.site_flags.load(Ordering::Relaxed) != 0 {
         return None;
     }
     let mut nargs = 0;
@@ -196,13 +223,18 @@ unsafe fn repeated_call(
             nargs = n as u32;
         }
     }
-    // Decided: not timed (the pair's countdown moves on), no stack.
-    st.count_untimed(stats);
+    // Decided: this path takes the call; the pair's countdown moves on.
+    let (timed, first) = if MAY_TIME {
+        st.sample_pair(stats)
+    } else {
+        st.count_untimed(stats);
+        (false, false)
+    };
     let mut ctx = CallCtx {
         site: stats.site,
-        timed: false,
-        first: false,
-        fast: true,
+        timed,
+        first,
+        fast: !timed,
         expect: stats,
         awaiting_gil: false,
         any_buffer: false,
@@ -215,14 +247,24 @@ unsafe fn repeated_call(
     };
     let outer = st.ctx.load(Ordering::Relaxed);
     st.ctx.store(&mut ctx, Ordering::Relaxed);
+    let t0 = if timed { clock::now() } else { 0 };
     // SAFETY: the original call, unchanged.
     let result = unsafe { orig(callable, args, kwargs) };
+    let t3 = if timed { clock::now() } else { 0 };
     st.ctx.store(outer, Ordering::Relaxed);
     // No guard from here on (it would cost a call): nothing below can panic — loads, stores,
     // wrapping adds and compares, and a site's flags read with its index masked.
+    if timed && ctx.awaiting_gil {
+        // The GIL was never given up (PyDLL, an error before the call): nothing to wait for.
+        ctx.awaiting_gil = false;
+        AWAITING_GIL.fetch_sub(1, Ordering::Relaxed);
+    }
     // SAFETY: set by the ffi_call hook to a leaked CallStats of this thread, or null.
     if let Some(counted) = unsafe { ctx.stats.as_ref() } {
         counted.python_calls.add(1);
+        if timed {
+            add_spans(counted, &ctx, t0, t3);
+        }
         if !std::ptr::eq(counted, stats) {
             // The hook saw another C function than the callable's (see `callee`).
             other_pair_counted(counted);
@@ -254,6 +296,7 @@ fn other_pair_counted(stats: &CallStats) {
 ///
 /// # Safety
 /// As [`wrapped_call`]; `known` found for this call.
+#[cold]
 #[inline(never)]
 unsafe fn general_call(
     orig: TernaryFunc,
@@ -408,11 +451,7 @@ fn file_general(
             }
         }
         if timed {
-            let times = stats.times(ctx.first);
-            let tg = ctx.tg.max(ctx.t2);
-            add_span(&times.marshal_in_ticks, t0, ctx.t1);
-            add_span(&times.gil_ticks, ctx.t2, tg);
-            add_span(&times.marshal_out_ticks, tg, t3);
+            add_spans(stats, ctx, t0, t3);
         }
         if construction.last != 0 {
             stats.construction_ticks.add(construction.ticks);
@@ -490,6 +529,17 @@ unsafe fn callee(callable: usize, family_ctypes: bool) -> usize {
             api::word(callable, api::CFFI_C_DATA)
         }
     }
+}
+
+/// A timed call's marshal-in, GIL wait and marshal-out, from the wrapper's clock reads (`t0`
+/// before the original, `t3` after) and the hooks' (in `ctx`).
+#[inline(always)]
+fn add_spans(stats: &CallStats, ctx: &CallCtx, t0: u64, t3: u64) {
+    let times = stats.times(ctx.first);
+    let tg = ctx.tg.max(ctx.t2);
+    add_span(&times.marshal_in_ticks, t0, ctx.t1);
+    add_span(&times.gil_ticks, ctx.t2, tg);
+    add_span(&times.marshal_out_ticks, tg, t3);
 }
 
 #[inline(always)]
