@@ -1,4 +1,4 @@
-//! Builds the agent (the `ffiprof-tracer` cdylib) in release mode into OUT_DIR, so the CLI can
+//! Builds the agent (the `ffiprof-agent` cdylib) in release mode into OUT_DIR, so the CLI can
 //! embed it and unpack it at run time: `ffiprof` then works from the build tree and after
 //! `cargo install` alike, with no file to keep beside the binary. The agent is always optimised,
 //! even in a debug build of the CLI, because it runs inside the profiled program.
@@ -11,8 +11,10 @@ fn main() {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     for p in [
-        "tracer/src",
-        "tracer/Cargo.toml",
+        "agent/src",
+        "agent/Cargo.toml",
+        "protocol/src",
+        "protocol/Cargo.toml",
         "profile/src",
         "profile/Cargo.toml",
         "Cargo.lock",
@@ -29,7 +31,7 @@ fn main() {
             "--release",
             "--lib",
             "-p",
-            "ffiprof-tracer",
+            "ffiprof-agent",
             "--target-dir",
         ])
         .arg(&agent_target);
@@ -50,10 +52,10 @@ fn main() {
     let status = cmd.status().expect("run cargo to build the agent");
     assert!(
         status.success(),
-        "building the ffiprof agent (tracer/) failed"
+        "building the ffiprof agent (agent/) failed"
     );
-    let built = agent_target.join("release/libffiprof_tracer.so");
-    let dest = out.join("libffiprof_tracer.so");
+    let built = agent_target.join("release/libffiprof_agent.so");
+    let dest = out.join("libffiprof_agent.so");
     std::fs::copy(&built, &dest).expect("copy the agent into OUT_DIR");
     println!("cargo:rustc-env=FFIPROF_EMBEDDED_AGENT={}", dest.display());
 }

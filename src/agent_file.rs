@@ -32,7 +32,7 @@ fn cache_root() -> PathBuf {
 }
 
 fn current_uid() -> u32 {
-    ffiprof_tracer::launch::current_uid()
+    ffiprof_inject::launch::current_uid()
 }
 
 /// Creates `dir` (mode 0700) if needed and refuses one that another user owns or can write.
@@ -70,7 +70,7 @@ pub fn agent_path() -> Result<PathBuf> {
         env!("CARGO_PKG_VERSION"),
         fnv1a(EMBEDDED)
     ));
-    let path = dir.join("libffiprof_tracer.so");
+    let path = dir.join("libffiprof_agent.so");
     if fs::metadata(&path)
         .map(|m| m.len() == EMBEDDED.len() as u64)
         .unwrap_or(false)

@@ -1,6 +1,6 @@
 //! `ffiprof attach`: profile an already-running Python process for a while (or until Ctrl-C),
-//! detach, and leave it running as if never touched. The injection is `ffiprof_tracer::inject`;
-//! the agent reports through a private session directory (see `inject::AgentStatus`).
+//! detach, and leave it running as if never touched. The injection is `ffiprof_inject`;
+//! the agent reports through a private session directory (see `ffiprof_protocol::attach::AgentStatus`).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -10,8 +10,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use ffiprof_tracer::inject::{
-    self, AgentStatus, AttachConfig, InjectError, InjectOptions, Method, Payload,
+use ffiprof_inject::{
+    self as inject, AgentStatus, AttachConfig, InjectError, InjectOptions, Method, Payload,
 };
 
 #[derive(Args)]
@@ -60,6 +60,7 @@ fn inject_failure(e: InjectError) -> anyhow::Error {
     match e {
         InjectError::NoSuchProcess { .. }
         | InjectError::NotPython { .. }
+        | InjectError::PyPy { .. }
         | InjectError::UnsupportedVersion { .. } => crate::bad_input(e.to_string()),
         other => anyhow::Error::new(other),
     }
@@ -117,14 +118,14 @@ pub fn attach(args: AttachArgs) -> Result<ExitCode> {
         Err(InjectError::AgentNotReadable { .. }) => {
             // The cached agent lives in our private cache: hand the target its own copy in the
             // session directory, which belongs to the target's user.
-            let copy = session.local_path().join("libffiprof_tracer.so");
+            let copy = session.local_path().join("libffiprof_agent.so");
             std::fs::copy(&agent, &copy)
                 .with_context(|| format!("copying the agent to {}", copy.display()))?;
             let owner = std::fs::metadata(session.local_path())?;
             use std::os::unix::fs::MetadataExt;
             std::os::unix::fs::chown(&copy, Some(owner.uid()), Some(owner.gid()))?;
             if let Payload::Library { path, .. } = &mut opts.payload {
-                *path = session.target_path().join("libffiprof_tracer.so");
+                *path = session.target_path().join("libffiprof_agent.so");
             }
             inject::schedule(args.pid, &opts)
         }

@@ -1,12 +1,16 @@
 //! `ffiprof`: profile the boundary between a Python program and the native libraries it calls
 //! through ctypes and cffi. This file is only the command line; each command lives in its own
-//! module and the work in the library crates (profile, analyzer, flamegraph, tracer).
+//! module and the work in the library crates (profile, analyzer, flamegraph, protocol, inject); the agent is a separate
+//! cdylib, embedded as bytes by `build.rs`, never linked.
+
+#![forbid(unsafe_code)]
 
 mod agent_file;
 mod attach_cmd;
 mod diff_cmd;
 mod export_cmd;
 mod flamegraph_cmd;
+mod merge_cmd;
 mod report_cmd;
 mod run_cmd;
 
@@ -38,6 +42,12 @@ enum Command {
     Flamegraph(flamegraph_cmd::FlamegraphArgs),
     /// Compare two profiles: per-function deltas and a differential flamegraph.
     Diff(diff_cmd::DiffArgs),
+    /// Merge profiles into one: a parent and its children's `NAME.PID.json`, or consecutive windows.
+    Merge(merge_cmd::MergeArgs),
+    /// Print the path of the agent library, unpacked from this binary into the private cache
+    /// (what the Python package's in-process API loads with ctypes).
+    #[command(hide = true)]
+    AgentPath,
 }
 
 /// An error that already explains itself, with the exit status to leave with.
@@ -72,6 +82,11 @@ fn main() -> ExitCode {
         Command::Attach(args) => attach_cmd::attach(args),
         Command::Flamegraph(args) => flamegraph_cmd::flamegraph(args).map(|_| ExitCode::SUCCESS),
         Command::Diff(args) => diff_cmd::diff(args).map(|_| ExitCode::SUCCESS),
+        Command::Merge(args) => merge_cmd::merge(args).map(|_| ExitCode::SUCCESS),
+        Command::AgentPath => agent_file::agent_path().map(|p| {
+            println!("{}", p.display());
+            ExitCode::SUCCESS
+        }),
     };
     match result {
         Ok(code) => code,
@@ -98,7 +113,7 @@ pub fn absolute(path: PathBuf) -> PathBuf {
 pub fn check_site_skip(patterns: &[String]) -> anyhow::Result<()> {
     match patterns
         .iter()
-        .find_map(|p| ffiprof_tracer::config::site_skip_error(p))
+        .find_map(|p| ffiprof_protocol::env::site_skip_error(p))
     {
         Some(e) => Err(bad_input(e)),
         None => Ok(()),

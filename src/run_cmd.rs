@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use ffiprof_analyzer::text;
-use ffiprof_tracer::config as agent_env;
+use ffiprof_protocol::env as agent_env;
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -147,13 +147,13 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             crate::bad_input(format!("cannot run `{name}`: {e}"))
         }
     })?;
-    ffiprof_tracer::launch::supervise(child.id());
+    ffiprof_inject::launch::supervise(child.id());
     let status = child.wait().context("waiting for the traced program")?;
 
     summarize_run(&output, started, args.top, args.quiet, args.html.as_deref());
     use std::os::unix::process::ExitStatusExt;
     if let Some(sig) = status.signal() {
-        ffiprof_tracer::launch::die_by_signal(sig);
+        ffiprof_inject::launch::die_by_signal(sig);
     }
     Ok(ExitCode::from(status.code().unwrap_or(1) as u8))
 }

@@ -8,15 +8,41 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::FIXTURE;
+use common::{Interpreter, FIXTURE};
+use ffiprof_inject::AgentStatus;
 
 /// The two 3.11 interpreters (pyenv's and Debian's), each through its test venv.
-fn pythons() -> Vec<PathBuf> {
-    common::pythons_3_11()
+fn pythons() -> Vec<Interpreter> {
+    common::runnable_interpreters(
+        common::main_interpreters(),
+        "neither pyenv's 3.11 nor /usr/bin/python3.11 can run: install one, then scripts/test-setup",
+    )
+}
+
+/// The 3.11 interpreters and CPython 3.14 in its root (where it can be built), for the cases that
+/// attach by both methods there.
+fn pythons_and_314() -> Vec<Interpreter> {
+    let mut v = pythons();
+    let py = common::py314();
+    match py.missing() {
+        None => v.push(py),
+        Some(why) => eprintln!("skipped {}: {why}", py.label),
+    }
+    v
+}
+
+/// Each attach of a session on `py`, in turn: 3.14 by remote exec (its default), then by ptrace;
+/// earlier versions by ptrace (their only way), as chosen by default.
+fn method_for(py: &Interpreter, session: usize) -> &'static [&'static str] {
+    if py.root.is_some() && session % 2 == 1 {
+        &["--method", "ptrace"]
+    } else {
+        &[]
+    }
 }
 
 /// One "tick" line of the target: when, its call count then, and whether the watched type slots
@@ -37,9 +63,10 @@ fn parse_tick(line: &str) -> Option<Tick> {
     })
 }
 
-/// A target that is killed and reaped when dropped, whatever happened.
+/// A target, killed and reaped when dropped whatever happened (by its `KillOnDrop`).
 struct Target {
-    child: Child,
+    py: Interpreter,
+    child: common::KillOnDrop,
     lines: mpsc::Receiver<String>,
     stop_file: PathBuf,
     ticks: Vec<Tick>,
@@ -47,28 +74,37 @@ struct Target {
 }
 
 impl Target {
-    fn spawn(python: &Path, mode: &str) -> Target {
+    fn spawn(python: &Interpreter, mode: &str) -> Target {
         Self::spawn_ticking(python, mode, "0.05")
     }
 
     /// `tick_secs`: how often a busy target reports its count.
-    fn spawn_ticking(python: &Path, mode: &str, tick_secs: &str) -> Target {
+    fn spawn_ticking(python: &Interpreter, mode: &str, tick_secs: &str) -> Target {
         Self::spawn_with_env(python, mode, tick_secs, &[])
     }
 
-    fn spawn_with_env(python: &Path, mode: &str, tick_secs: &str, env: &[(&str, &Path)]) -> Target {
+    fn spawn_with_env(
+        python: &Interpreter,
+        mode: &str,
+        tick_secs: &str,
+        env: &[(&str, &Path)],
+    ) -> Target {
         let dir = tempfile::tempdir().unwrap();
         let stop_file = dir.path().join("stop");
-        let mut child = Command::new(python)
-            .arg(script())
-            .args([mode, stop_file.to_str().unwrap(), FIXTURE])
-            .env("ATTACH_TICK_SECS", tick_secs)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let lines = common::stdout_lines(&mut child);
+        let mut child = common::KillOnDrop(
+            python
+                .cmd(&python.command)
+                .arg(script())
+                .args([mode, stop_file.to_str().unwrap(), FIXTURE])
+                .env("ATTACH_TICK_SECS", tick_secs)
+                .envs(env.iter().map(|(k, v)| (k, v)))
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let lines = common::stdout_lines(&mut child.0);
         let mut t = Target {
+            py: python.clone(),
             child,
             lines,
             stop_file,
@@ -80,7 +116,30 @@ impl Target {
     }
 
     fn pid(&self) -> i32 {
-        self.child.id() as i32
+        self.child.0.id() as i32
+    }
+
+    /// `ffiprof` where the target runs (beside it in its root, for 3.14).
+    fn ffiprof(&self) -> Command {
+        self.py
+            .cmd_beside(self.child.0.id(), env!("CARGO_BIN_EXE_ffiprof"))
+    }
+
+    /// `ffiprof attach` to this target for `secs`, writing `out`.
+    fn attach(&self, secs: &str, out: &Path, extra: &[&str]) -> std::process::Output {
+        self.ffiprof()
+            .args([
+                "attach",
+                "--pid",
+                &self.pid().to_string(),
+                "--duration",
+                secs,
+                "-o",
+            ])
+            .arg(out)
+            .args(extra)
+            .output()
+            .unwrap()
     }
 
     /// The next line that is not a tick (ticks are kept).
@@ -139,15 +198,8 @@ impl Target {
             done.starts_with("done ") && done.ends_with(" - intact"),
             "{done}"
         );
-        let status = self.child.wait().unwrap();
+        let status = self.child.0.wait().unwrap();
         assert!(status.success(), "target exited with {status}");
-    }
-}
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -234,7 +286,7 @@ fn fixture_calls(profile: &Path) -> (u64, u64, u64) {
 
 #[test]
 fn attach_records_the_window_and_detaches() {
-    for python in pythons() {
+    for python in pythons_and_314() {
         let mut target = Target::spawn(&python, "busy");
         target.ticks_past(0);
         target.ticks_past(target.ticks[0].ns);
@@ -242,7 +294,8 @@ fn attach_records_the_window_and_detaches() {
         let out = dir.path().join("p.json");
         let html = dir.path().join("p.html");
         let started = Instant::now();
-        let res = ffiprof()
+        let res = target
+            .ffiprof()
             .args([
                 "attach",
                 "--pid",
@@ -270,7 +323,7 @@ fn attach_records_the_window_and_detaches() {
         let (least, most) = target.made_between(start_ns, start_ns + dur_ns);
         eprintln!(
             "{}: profile {calls} calls; the script made between {least} and {most} in the window",
-            python.display()
+            python.label
         );
         assert!(calls > 0);
         assert!(
@@ -289,16 +342,16 @@ fn attach_records_the_window_and_detaches() {
 fn attach_to_each_kind_of_target() {
     // Twice each: the second session starts from a clean agent left by the first.
     for mode in ["sleep", "threads", "alloc", "ccall"] {
-        for python in pythons() {
+        for python in pythons_and_314() {
             let target = Target::spawn(&python, mode);
             let dir = tempfile::tempdir().unwrap();
             for i in 0..2 {
                 let out = dir.path().join(format!("p{i}.json"));
-                let res = attach(target.pid(), "1", &out);
+                let res = target.attach("1", &out, method_for(&python, i));
                 let stderr = String::from_utf8_lossy(&res.stderr);
                 assert!(res.status.success(), "{mode} #{i}: {stderr}");
                 let (calls, _, _) = fixture_calls(&out);
-                eprintln!("{mode} {} #{i}: {calls} calls recorded", python.display());
+                eprintln!("{mode} {} #{i}: {calls} calls recorded", python.label);
                 assert!(calls > 0, "{mode} #{i}: no call recorded\n{stderr}");
             }
             target.finish();
@@ -311,18 +364,20 @@ fn ctrl_c_stops_early_and_still_writes_the_profile() {
     let target = Target::spawn(&pythons()[0], "busy");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("p.json");
-    let mut cli = ffiprof()
-        .args(["attach", "--pid", &target.pid().to_string(), "-o"])
-        .arg(&out)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    let mut cli = common::KillOnDrop(
+        ffiprof()
+            .args(["attach", "--pid", &target.pid().to_string(), "-o"])
+            .arg(&out)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_first_recorded_call(cli.0.id(), target.pid());
     // SAFETY: kill(2) on our own child.
-    assert_eq!(unsafe { libc::kill(cli.id() as i32, libc::SIGINT) }, 0);
+    assert_eq!(unsafe { libc::kill(cli.0.id() as i32, libc::SIGINT) }, 0);
     let deadline = Instant::now() + Duration::from_secs(15);
     let status = loop {
-        if let Some(s) = cli.try_wait().unwrap() {
+        if let Some(s) = cli.0.try_wait().unwrap() {
             break s;
         }
         assert!(Instant::now() < deadline, "attach did not stop on Ctrl-C");
@@ -333,6 +388,24 @@ fn ctrl_c_stops_early_and_still_writes_the_profile() {
     target.finish();
 }
 
+/// Waits until the agent that `ffiprof attach` (pid `cli`) put into `target` has recorded a
+/// call: its worker rewrites the status file of the session directory the moment it sees the
+/// first one (`calls` > 0), so once it says so, a stop cannot leave the profile empty.
+fn wait_for_first_recorded_call(cli: u32, target: i32) {
+    let prefix = format!("ffiprof-inject-{cli}-{target}-");
+    let seen = common::wait_until(Duration::from_secs(30), || {
+        std::fs::read_dir("/tmp")
+            .ok()?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .find_map(|e| AgentStatus::read(&e.path()).filter(|s| s.calls > 0))
+    });
+    assert!(
+        seen.is_some(),
+        "no call recorded in PID {target} within 30 s (no /tmp/{prefix}*/status with calls > 0)"
+    );
+}
+
 #[test]
 fn errors_carry_remedies() {
     let res = ffiprof()
@@ -341,19 +414,18 @@ fn errors_carry_remedies() {
         .unwrap();
     assert_eq!(res.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&res.stderr).contains("no process with PID"));
-    let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+    let sleeper = common::KillOnDrop(Command::new("sleep").arg("30").spawn().unwrap());
     let res = ffiprof()
         .args([
             "attach",
             "--pid",
-            &sleeper.id().to_string(),
+            &sleeper.0.id().to_string(),
             "--duration",
             "1",
         ])
         .output()
         .unwrap();
-    let _ = sleeper.kill();
-    let _ = sleeper.wait();
+    drop(sleeper);
     assert_eq!(res.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&res.stderr).contains("not a Python process"));
 }
@@ -381,8 +453,8 @@ fn check_window(
         .find(|s| s.file.ends_with("attach_target.py") && s.line == call_line)
         .unwrap_or_else(|| panic!("no site at attach_target.py:{call_line}: {:?}", f.sites));
     assert_eq!(site.calls, f.calls, "every call comes from that one line");
-    assert!(f.marshal_in_ns > 0, "marshal-in not measured");
-    assert!(site.marshal_in_ns > 0, "marshal-in not measured per site");
+    assert!(f.time.marshal_in > 0, "marshal-in not measured");
+    assert!(site.time.marshal_in > 0, "marshal-in not measured per site");
     let (start, end) = (
         p.meta.start_unix_ns,
         p.meta.start_unix_ns + p.meta.duration_ns,
@@ -454,7 +526,7 @@ fn twenty_attach_detach_cycles_on_one_process() {
         let rss_after = rss_kib(target.pid());
         eprintln!(
             "{}: 20 cycles, calls per window (profile / script's bracket): {}; RSS {} -> {} -> {} KiB",
-            python.display(),
+            python.label,
             rows.iter()
                 .map(|(c, lo, hi)| format!("{c}/{lo}..{hi}"))
                 .collect::<Vec<_>>()
@@ -476,7 +548,7 @@ fn twenty_attach_detach_cycles_on_one_process() {
 /// exact call site and marshal-in, the slots come back at detach, and a second attach works.
 #[test]
 fn python_layer_on_attach_every_version() {
-    let pythons = common::runnable(
+    let pythons = common::runnable_interpreters(
         common::version_matrix(),
         "no interpreter: run scripts/test-setup",
     );
@@ -490,16 +562,26 @@ fn python_layer_on_attach_every_version() {
             let dir = tempfile::tempdir().unwrap();
             for i in 0..2 {
                 let out = dir.path().join(format!("p{i}.json"));
-                let res = attach(target.pid(), "0.3", &out);
+                let res = target.attach("0.3", &out, method_for(&python, i));
                 let returned = unix_ns_now();
+                let stderr = String::from_utf8_lossy(&res.stderr);
                 assert!(
                     res.status.success(),
-                    "{} {mode} #{i}: {}",
-                    python.display(),
-                    String::from_utf8_lossy(&res.stderr)
+                    "{} {mode} #{i}: {stderr}",
+                    python.label
+                );
+                // 3.14: remote exec, then ptrace; before: ptrace.
+                let method = match method_for(&python, i) {
+                    [] if python.root.is_some() => "remote-exec",
+                    _ => "ptrace",
+                };
+                assert!(
+                    stderr.contains(&format!(", {method});")),
+                    "{} {mode} #{i}: not by {method}: {stderr}",
+                    python.label
                 );
                 let (calls, ..) = check_window(&mut target, &out, script_line(needle), returned);
-                eprintln!("{} {mode} #{i}: {calls} calls", python.display());
+                eprintln!("{} {mode} #{i}: {calls} calls", python.label);
             }
             target.finish();
         }
@@ -517,7 +599,7 @@ fn attach_to_a_process_under_ffiprof_run_is_refused() {
         .args(["run", "-q", "-o"])
         .arg(&run_out)
         .arg("--")
-        .arg(&pythons()[0])
+        .arg(&pythons()[0].command)
         .arg(script())
         .args(["busy", stop_file.to_str().unwrap(), FIXTURE])
         .stdout(Stdio::piped())

@@ -5,11 +5,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use ffiprof_tracer::inject::{self, InjectError, InjectOptions, Method, Payload, PtraceDenial};
+use ffiprof_inject::{self as inject, InjectError, InjectOptions, Method, Payload, PtraceDenial};
 
 /// The two 3.11 interpreters (pyenv's and Debian's), each through its test venv.
 fn pythons() -> Vec<PathBuf> {
@@ -20,9 +20,9 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/attach_target.py")
 }
 
-/// A target process, killed and reaped when dropped whatever happened.
+/// A target process, killed and reaped when dropped whatever happened (by its `KillOnDrop`).
 struct Target {
-    child: Child,
+    child: common::KillOnDrop,
     lines: mpsc::Receiver<String>,
     stop_file: PathBuf,
     _dir: tempfile::TempDir,
@@ -43,8 +43,8 @@ impl Target {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         tweak(&mut cmd);
-        let mut child = cmd.spawn().unwrap();
-        let lines = common::stdout_lines(&mut child);
+        let mut child = common::KillOnDrop(cmd.spawn().unwrap());
+        let lines = common::stdout_lines(&mut child.0);
         let target = Target {
             child,
             lines,
@@ -60,7 +60,7 @@ impl Target {
     }
 
     fn pid(&self) -> i32 {
-        self.child.id() as i32
+        self.child.0.id() as i32
     }
 
     fn line(&self, timeout: Duration) -> String {
@@ -77,20 +77,13 @@ impl Target {
         while done.starts_with("tick ") {
             done = self.line(Duration::from_secs(30));
         }
-        let status = self.child.wait().unwrap();
+        let status = self.child.0.wait().unwrap();
         assert!(status.success(), "target exited with {status}");
         let fields: Vec<&str> = done.split_whitespace().collect();
         assert_eq!(fields.first(), Some(&"done"), "{done}");
         assert_eq!(fields.get(2), Some(&"-"), "names left in __main__: {done}");
         assert_eq!(fields.get(3), Some(&"intact"), "type slots changed: {done}");
         fields[1].parse().unwrap()
-    }
-}
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -260,11 +253,13 @@ fn no_such_process() {
 
 #[test]
 fn not_a_python_process() {
-    let mut child = Command::new("sleep").arg("30").spawn().unwrap();
-    let err =
-        inject::inject(child.id() as i32, &options(Payload::Python(String::new()))).unwrap_err();
-    let _ = child.kill();
-    let _ = child.wait();
+    let child = common::KillOnDrop(Command::new("sleep").arg("30").spawn().unwrap());
+    let err = inject::inject(
+        child.0.id() as i32,
+        &options(Payload::Python(String::new())),
+    )
+    .unwrap_err();
+    drop(child);
     assert!(matches!(err, InjectError::NotPython { .. }), "{err}");
 }
 

@@ -23,8 +23,10 @@ fn tags(line: &str) -> BTreeMap<String, u32> {
         .collect()
 }
 
-fn attach(pid: u32, out: &Path, extra: &[&str]) -> Profile {
-    let o = Command::new(ffiprof_bin())
+/// `ffiprof attach` run where the target runs (its root, for 3.14).
+fn attach(py: &Interpreter, pid: u32, out: &Path, extra: &[&str]) -> Profile {
+    let o = py
+        .cmd_beside(pid, ffiprof_bin())
         .args([
             "attach",
             "-q",
@@ -58,16 +60,18 @@ fn about_equal(a: u64, b: u64) -> bool {
     a.abs_diff(b) <= 1
 }
 
+/// On 3.14 the first session comes in by remote exec (the default there), the second by ptrace.
 #[test]
 fn attach_site_skip_forwarders_and_ctypes_cast() {
-    for py in main_interpreters() {
+    for py in main_interpreters().into_iter().chain([py314()]) {
         if let Some(why) = py.missing() {
             eprintln!("skipped {}: {why}", py.label);
             continue;
         }
         let dir = tempfile::tempdir().unwrap();
         let stop = dir.path().join("stop");
-        let mut child = Command::new(&py.command)
+        let mut child = py
+            .cmd(&py.command)
             .arg(script("attach_sites.py"))
             .arg(&stop)
             .arg(FIXTURE)
@@ -82,7 +86,12 @@ fn attach_site_skip_forwarders_and_ctypes_cast() {
         let pid = target.0.id();
 
         // Session 1: the helper named by --site-skip.
-        let p = attach(pid, &dir.path().join("p1.json"), &["--site-skip", "*:add"]);
+        let p = attach(
+            &py,
+            pid,
+            &dir.path().join("p1.json"),
+            &["--site-skip", "*:add"],
+        );
         assert_eq!(p.meta.site_skip, ["*:add"]);
         let sites = add_sites(&p);
         assert_eq!(
@@ -114,7 +123,12 @@ fn attach_site_skip_forwarders_and_ctypes_cast() {
         assert!(about_equal(cast.calls, a), "{} {a}", cast.calls);
 
         // Session 2, no pattern: the helper's own line is the site again.
-        let p = attach(pid, &dir.path().join("p2.json"), &[]);
+        let second: &[&str] = if py.root.is_some() {
+            &["--method", "ptrace"]
+        } else {
+            &[]
+        };
+        let p = attach(&py, pid, &dir.path().join("p2.json"), second);
         assert!(p.meta.site_skip.is_empty());
         let sites = add_sites(&p);
         assert_eq!(

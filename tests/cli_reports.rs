@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use ffiprof_profile::{Frame, FunctionRecord, Profile, SiteRecord, StackSample};
+use ffiprof_profile::{Frame, FunctionRecord, Profile, SiteRecord, Split, StackSample};
 
 fn profile(calls: u64) -> Profile {
     let mut p = Profile::new();
@@ -28,22 +28,27 @@ fn profile(calls: u64) -> Profile {
     let mut f = FunctionRecord::new("/lib/libm.so.6", "cos");
     f.calls = calls;
     f.python_calls = calls;
-    f.native_ns = 30 * calls;
-    f.marshal_in_ns = 200 * calls;
+    f.time.native = 30 * calls;
+    f.time.marshal_in = 200 * calls;
     f.native_hist.record_n(30, calls);
     f.sites.push(SiteRecord {
         file: "app.py".into(),
         line: 4,
         function: "step".into(),
         calls,
-        native_ns: 30 * calls,
-        marshal_in_ns: 200 * calls,
+        time: Split {
+            native: 30 * calls,
+            marshal_in: 200 * calls,
+            ..Split::default()
+        },
         stacks: vec![StackSample {
             stack: 0,
             calls,
-            native_ns: 30 * calls,
-            marshal_in_ns: 200 * calls,
-            ..Default::default()
+            time: Split {
+                native: 30 * calls,
+                marshal_in: 200 * calls,
+                ..Split::default()
+            },
         }],
         ..Default::default()
     });
@@ -158,4 +163,46 @@ fn flamegraph_svg_and_diff() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no recorded boundary calls"));
+}
+
+#[test]
+fn merge_profiles() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut second = profile(10);
+    second.meta.duration_ns = 500_000_000;
+    second
+        .functions
+        .push(FunctionRecord::new("/opt/libffifixture.so", "fx_add_int"));
+    second.functions[1].calls = 7;
+    let a = write(dir.path(), "a.json", &profile(1000));
+    let b = write(dir.path(), "b.json", &second);
+    let out = dir.path().join("m.json");
+    let out_s = out.to_str().unwrap();
+
+    ffiprof(&["merge", &a, &b, "-o", out_s]);
+    let m = ffiprof_profile::read_file(&out).unwrap();
+    assert_eq!(m.function("cos").unwrap().calls, 1010);
+    assert_eq!(m.function("fx_add_int").unwrap().calls, 7);
+    assert_eq!(m.function("cos").unwrap().sites[0].calls, 1010);
+    assert_eq!(m.meta.duration_ns, 1_000_000_000, "overlapping: the longer");
+
+    ffiprof(&[
+        "merge",
+        "--consecutive",
+        "--lib",
+        "libm",
+        &a,
+        &b,
+        "-o",
+        out_s,
+    ]);
+    let m = ffiprof_profile::read_file(&out).unwrap();
+    assert_eq!(m.functions.len(), 1);
+    assert_eq!(m.function("cos").unwrap().calls, 1010);
+    assert_eq!(m.meta.duration_ns, 1_500_000_000, "consecutive: added up");
+    assert_eq!(m.meta.lib_filter, vec!["libm".to_string()]);
+
+    ffiprof(&["merge", "-o", out_s]);
+    let m = ffiprof_profile::read_file(&out).unwrap();
+    assert!(m.functions.is_empty() && m.meta.complete);
 }

@@ -45,17 +45,13 @@ fn output_within(cmd: &mut Command) -> Output {
 }
 
 fn untraced(py: &Interpreter, script_name: &str, args: &[&str]) -> Output {
-    output_within(
-        Command::new(&py.command)
-            .arg(script(script_name))
-            .args(args),
-    )
+    output_within(py.cmd(&py.command).arg(script(script_name)).args(args))
 }
 
 /// `ffiprof run -q -o OUT -- PY SCRIPT ARGS...`, within a minute.
 fn traced(py: &Interpreter, out: &Path, script_name: &str, args: &[&str]) -> Output {
     output_within(
-        Command::new(ffiprof_bin())
+        py.cmd(ffiprof_bin())
             .args(["run", "-q", "-o"])
             .arg(out)
             .arg("--")
@@ -135,13 +131,13 @@ fn ctrl_c_raises_keyboard_interrupt(py: &Interpreter, dir: &Path) -> Result<(), 
     };
     let args = [FIXTURE, "300"];
     let (plain_out, plain_err, plain_sig) = interrupt(
-        Command::new(&py.command)
+        py.cmd(&py.command)
             .arg(script("harm_interrupt.py"))
             .args(args),
     );
     let out = dir.join("p.json");
     let (traced_out, traced_err, traced_sig) = interrupt(
-        Command::new(ffiprof_bin())
+        py.cmd(ffiprof_bin())
             .args(["run", "-q", "-o"])
             .arg(&out)
             .arg("--")
@@ -230,7 +226,7 @@ fn attached_as_untraced(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     // While `ffiprof attach` records: a library finds its plugin beside it, forks print no new
     // warning, a blocked signal reaches sigwait; the profile has the calls made meanwhile.
     let mut target = KillOnDrop(
-        Command::new(&py.command)
+        py.cmd(&py.command)
             .arg(script("harm_attach_target.py"))
             .args([FIXTURE, HOST])
             .stdin(Stdio::piped())
@@ -246,7 +242,7 @@ fn attached_as_untraced(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     let pid = ready_pid(&ready);
     let out = dir.join("p.json");
     let mut cli = KillOnDrop(
-        Command::new(ffiprof_bin())
+        py.cmd_beside(pid, ffiprof_bin())
             .args(["attach", "-q", "--pid", &pid.to_string(), "-o"])
             .arg(&out)
             .stdin(Stdio::null())
@@ -327,7 +323,7 @@ fn signal_waiting_program(
 ) -> (std::process::ExitStatus, ffiprof_profile::Profile) {
     let out = dir.join("p.json");
     let mut child = spawn_piped(
-        Command::new(ffiprof_bin())
+        py.cmd(ffiprof_bin())
             .args(["run", "-q", "-o"])
             .arg(&out)
             .arg("--")

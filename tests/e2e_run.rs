@@ -81,11 +81,12 @@ fn basic_counts_and_bytes(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     // Every call timed, the first too (the recorder's set-up happens before its clock reads).
     assert_eq!(add.timed_calls, 1000);
     assert_eq!(add.native_hist.len(), 1000);
-    assert!(add.native_ns > 0 && add.native_hist.summary().p50_ns < 10_000);
+    assert!(add.time.native > 0 && add.native_hist.summary().p50_ns < 10_000);
     assert!(p.meta.complete);
     assert_eq!(p.meta.write_reason, "exit");
+    let version = if py.root.is_some() { "3.14" } else { "3.11" };
     assert!(
-        p.meta.python.as_deref().unwrap_or("").starts_with("3.11"),
+        p.meta.python.as_deref().unwrap_or("").starts_with(version),
         "{:?}",
         p.meta.python
     );
@@ -198,7 +199,10 @@ fn ffi_only_layer(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     let p = read_profile(&out);
     let f = p.function("fx_add_int").unwrap();
     assert_eq!((f.calls, f.arg_bytes), (1000, 8000));
-    assert_eq!((f.python_calls, f.marshal_in_ns, f.sites.len()), (0, 0, 0));
+    assert_eq!(
+        (f.python_calls, f.time.marshal_in, f.sites.len()),
+        (0, 0, 0)
+    );
     assert_eq!(f.timed_calls, 1000, "every call timed, the first too");
     Ok(())
 }
@@ -229,7 +233,8 @@ fn fork_child_profile(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     assert_eq!(c.meta.write_reason, "exit");
     assert!(String::from_utf8_lossy(&o.stderr).contains(&format!("p.{child_pid}.json")));
     // The JSON report carries the parent's pid too.
-    let json = Command::new(ffiprof_bin())
+    let json = py
+        .cmd(ffiprof_bin())
         .args(["report", "--format", "json"])
         .arg(dir.join(format!("p.{child_pid}.json")))
         .output()
@@ -246,7 +251,8 @@ fn fork_child_profile(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
 /// and frame they were made from — nothing of the parent's tables.
 fn fork_child_holds_only_its_own(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     let out = dir.join("p.json");
-    let o = Command::new(ffiprof_bin())
+    let o = py
+        .cmd(ffiprof_bin())
         .args(["run", "-q", "-o"])
         .arg(&out)
         .arg("--")
@@ -346,7 +352,8 @@ fn relative_library_path(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     // of a later `ffiprof report` is another).
     std::fs::copy(FIXTURE, dir.join("libffifixture.so")).unwrap();
     let out = dir.join("p.json");
-    let o = Command::new(ffiprof_bin())
+    let o = py
+        .cmd(ffiprof_bin())
         .args(["run", "-o"])
         .arg(&out)
         .arg("--")
@@ -368,7 +375,8 @@ fn relative_library_path(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
 }
 
 fn spawn_waiting(py: &Interpreter, out: &Path, calls: &str, interval: &str) -> KillOnDrop {
-    let child = Command::new(ffiprof_bin())
+    let child = py
+        .cmd(ffiprof_bin())
         .args(["run", "--interval", interval, "-o"])
         .arg(out)
         .arg("--")
@@ -438,7 +446,8 @@ fn sigkill_keeps_last_snapshot(py: &Interpreter, dir: &Path) -> Result<(), Faile
 fn passthrough(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     use std::io::Write;
     let out = dir.join("p.json");
-    let mut child = Command::new(ffiprof_bin())
+    let mut child = py
+        .cmd(ffiprof_bin())
         .args(["run", "-o"])
         .arg(&out)
         .arg("--")
@@ -483,7 +492,7 @@ fn exec_writes_before_exec(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
 
 fn unwritable_output(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     // Root may write anywhere on a normal file system; sysfs refuses new files even to root.
-    let out = if ffiprof_tracer::launch::current_uid() == 0 {
+    let out = if ffiprof_inject::launch::current_uid() == 0 {
         Path::new("/sys/kernel/ffiprof-test.json").to_path_buf()
     } else {
         let ro = dir.join("ro");
@@ -608,6 +617,8 @@ fn main() {
         .into_iter()
         .map(|py| (py, cases.iter().collect()))
         .collect();
+    // CPython 3.14 in its root: every case (it has cffi).
+    interpreters.push((py314(), cases.iter().collect()));
     interpreters.push((
         pyenv_shim(),
         cases

@@ -10,7 +10,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
 use ffiprof_profile::{FunctionRecord, Profile};
@@ -27,7 +26,8 @@ fn run(
     script_name: &str,
 ) -> (Profile, BTreeMap<String, u32>) {
     let out = dir.join("p.json");
-    let o = Command::new(ffiprof_bin())
+    let o = py
+        .cmd(ffiprof_bin())
         .args(["run", "-q", "-o"])
         .arg(&out)
         .args(extra)
@@ -222,10 +222,11 @@ fn ctypes_internal_apart(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
         assert_eq!((line, n, function.as_str()), (t[tag], calls, "work"));
         let through = f.sites[0].through.as_ref().unwrap();
         assert_eq!(through.function, via);
-        assert!(f.marshal_in_ns + f.native_ns > 0, "{f:?}");
+        assert!(f.time.marshal_in + f.time.native > 0, "{f:?}");
     }
     // The report: a section of its own, no function, no advice.
-    let o = Command::new(ffiprof_bin())
+    let o = py
+        .cmd(ffiprof_bin())
         .args(["report", "--format", "json"])
         .arg(dir.join("p.json"))
         .output()

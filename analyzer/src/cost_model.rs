@@ -99,9 +99,7 @@
 //! `medium`: one assumption is unverified (no bulk sibling known, per-byte cost unknown, a comparison
 //! across different functions). `low`: few timed calls, or a model as crude as gil-contention's.
 
-use ffiprof_profile::{FunctionRecord, Profile, SiteRecord};
-
-use crate::summary::total_ns;
+use ffiprof_profile::{FunctionRecord, Profile, SiteRecord, Split};
 
 /// The measured totals of one place: a call site of a function, or the whole function.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -109,11 +107,7 @@ pub struct Measured {
     pub calls: u64,
     /// Calls whose times were measured; equals `calls` when the agent did not say.
     pub timed_calls: u64,
-    pub native_ns: u64,
-    pub marshal_in_ns: u64,
-    pub marshal_out_ns: u64,
-    pub gil_wait_ns: u64,
-    pub construction_ns: u64,
+    pub time: Split,
     pub construction_bytes: u64,
     pub arg_bytes: u64,
     pub buffer_bytes: u64,
@@ -137,11 +131,7 @@ impl Measured {
         Self {
             calls: s.calls,
             timed_calls: timed_or_all(s.timed_calls, s.calls),
-            native_ns: s.native_ns,
-            marshal_in_ns: s.marshal_in_ns,
-            marshal_out_ns: s.marshal_out_ns,
-            gil_wait_ns: s.gil_wait_ns,
-            construction_ns: s.construction_ns,
+            time: s.time,
             construction_bytes: s.construction_bytes,
             arg_bytes: s.arg_bytes,
             buffer_bytes: s.buffer_bytes,
@@ -155,11 +145,7 @@ impl Measured {
         Self {
             calls: f.calls,
             timed_calls: timed_or_all(f.timed_calls, f.calls),
-            native_ns: f.native_ns,
-            marshal_in_ns: f.marshal_in_ns,
-            marshal_out_ns: f.marshal_out_ns,
-            gil_wait_ns: f.gil_wait_ns,
-            construction_ns: f.construction_ns,
+            time: f.time,
             construction_bytes: f.construction_bytes,
             arg_bytes: f.arg_bytes,
             buffer_bytes: f.buffer_bytes,
@@ -171,12 +157,12 @@ impl Measured {
 
     /// Marshal-in + marshal-out + GIL wait: the part of a call that is not the C code.
     pub fn overhead_ns(&self) -> u64 {
-        self.marshal_in_ns + self.marshal_out_ns + self.gil_wait_ns
+        self.time.overhead()
     }
 
     /// Overhead + native: construction is left out because it happens before the call.
     pub fn call_ns(&self) -> u64 {
-        self.overhead_ns() + self.native_ns
+        self.overhead_ns() + self.time.native
     }
 
     pub fn overhead_per_call_ns(&self) -> f64 {
@@ -184,7 +170,7 @@ impl Measured {
     }
 
     pub fn native_per_call_ns(&self) -> f64 {
-        per(self.native_ns, self.calls)
+        per(self.time.native, self.calls)
     }
 
     pub fn moved_bytes(&self) -> u64 {
@@ -251,7 +237,7 @@ pub fn run_ns(profile: &Profile) -> u64 {
     if profile.meta.duration_ns > 0 {
         profile.meta.duration_ns
     } else {
-        profile.functions.iter().map(total_ns).sum()
+        profile.functions.iter().map(|f| f.time.total()).sum()
     }
 }
 
@@ -277,7 +263,7 @@ pub fn marshal_ns_per_byte(profile: &Profile) -> Option<f64> {
             (
                 m.calls,
                 per(m.moved_bytes(), m.calls),
-                per(m.marshal_in_ns + m.marshal_out_ns, m.calls),
+                per(m.time.marshal_in + m.time.marshal_out, m.calls),
             )
         })
         .collect();
@@ -315,7 +301,10 @@ mod tests {
             line: 1,
             calls,
             arg_bytes: bytes,
-            marshal_in_ns: marshal,
+            time: Split {
+                marshal_in: marshal,
+                ..Split::default()
+            },
             ..SiteRecord::default()
         }
     }
@@ -359,8 +348,8 @@ mod tests {
     #[test]
     fn run_falls_back_to_boundary_time() {
         let mut p = profile_with(vec![site(10, 80, 1_000)]);
-        p.functions[0].native_ns = 500;
-        p.functions[0].marshal_in_ns = 1_000;
+        p.functions[0].time.native = 500;
+        p.functions[0].time.marshal_in = 1_000;
         assert_eq!(run_ns(&p), 1_500);
         p.meta.duration_ns = 10_000;
         assert_eq!(run_ns(&p), 10_000);

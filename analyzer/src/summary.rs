@@ -2,7 +2,7 @@
 //!
 //! This is a public contract. Fields are added freely; none is ever renamed or removed.
 
-use ffiprof_profile::{FunctionRecord, Profile, SiteRecord};
+use ffiprof_profile::{FunctionRecord, Profile, SiteRecord, Split};
 use serde::{Deserialize, Serialize};
 
 use crate::advice::{recommend, AdviceOptions, Recommendation};
@@ -72,7 +72,9 @@ pub struct ReportMeta {
     pub hooks_skipped: Vec<String>,
 }
 
-/// One C function in the report.
+/// One C function in the report. Its time split is five fields of its own, not a flattened
+/// [`Split`]: the JSON has the latency percentiles between `native_ns` and `marshal_in_ns`
+/// ([`FunctionSummary::time`] puts them together).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FunctionSummary {
     pub library: String,
@@ -111,11 +113,9 @@ pub struct SiteSummary {
     pub function: String,
     pub calls: u64,
     pub timed_calls: u64,
-    pub native_ns: u64,
-    pub marshal_in_ns: u64,
-    pub marshal_out_ns: u64,
-    pub gil_wait_ns: u64,
-    pub construction_ns: u64,
+    /// `native_ns` ... `construction_ns`.
+    #[serde(flatten)]
+    pub time: Split,
     pub construction_bytes: u64,
     pub buffer_bytes: u64,
     pub arg_bytes: u64,
@@ -131,9 +131,17 @@ pub struct SiteSummary {
     pub through: Option<ffiprof_profile::Frame>,
 }
 
-/// Total boundary time of a function record.
-pub fn total_ns(f: &FunctionRecord) -> u64 {
-    f.native_ns + f.marshal_in_ns + f.marshal_out_ns + f.gil_wait_ns + f.construction_ns
+impl FunctionSummary {
+    /// The function's time split.
+    pub fn time(&self) -> Split {
+        Split {
+            native: self.native_ns,
+            marshal_in: self.marshal_in_ns,
+            marshal_out: self.marshal_out_ns,
+            gil_wait: self.gil_wait_ns,
+            construction: self.construction_ns,
+        }
+    }
 }
 
 fn site_summary(s: &SiteRecord) -> SiteSummary {
@@ -143,11 +151,7 @@ fn site_summary(s: &SiteRecord) -> SiteSummary {
         function: s.function.clone(),
         calls: s.calls,
         timed_calls: s.timed_calls,
-        native_ns: s.native_ns,
-        marshal_in_ns: s.marshal_in_ns,
-        marshal_out_ns: s.marshal_out_ns,
-        gil_wait_ns: s.gil_wait_ns,
-        construction_ns: s.construction_ns,
+        time: s.time,
         construction_bytes: s.construction_bytes,
         buffer_bytes: s.buffer_bytes,
         arg_bytes: s.arg_bytes,
@@ -163,11 +167,9 @@ fn function_summary(f: &FunctionRecord) -> FunctionSummary {
     let lat = f.native_hist.summary();
     let mut sites: Vec<SiteSummary> = f.sites.iter().map(site_summary).collect();
     sites.sort_by(|a, b| {
-        let ta =
-            a.native_ns + a.marshal_in_ns + a.marshal_out_ns + a.gil_wait_ns + a.construction_ns;
-        let tb =
-            b.native_ns + b.marshal_in_ns + b.marshal_out_ns + b.gil_wait_ns + b.construction_ns;
-        tb.cmp(&ta)
+        b.time
+            .total()
+            .cmp(&a.time.total())
             .then(b.calls.cmp(&a.calls))
             .then(a.file.cmp(&b.file))
             .then(a.line.cmp(&b.line))
@@ -180,18 +182,18 @@ fn function_summary(f: &FunctionRecord) -> FunctionSummary {
         arg_bytes: f.arg_bytes,
         ret_bytes: f.ret_bytes,
         buffer_bytes: f.buffer_bytes,
-        native_ns: f.native_ns,
+        native_ns: f.time.native,
         native_p50_ns: lat.p50_ns,
         native_p90_ns: lat.p90_ns,
         native_p99_ns: lat.p99_ns,
         native_max_ns: lat.max_ns,
         native_mean_ns: lat.mean_ns,
-        marshal_in_ns: f.marshal_in_ns,
-        marshal_out_ns: f.marshal_out_ns,
-        gil_wait_ns: f.gil_wait_ns,
-        construction_ns: f.construction_ns,
+        marshal_in_ns: f.time.marshal_in,
+        marshal_out_ns: f.time.marshal_out,
+        gil_wait_ns: f.time.gil_wait,
+        construction_ns: f.time.construction,
         construction_bytes: f.construction_bytes,
-        total_ns: total_ns(f),
+        total_ns: f.time.total(),
         timed_calls: f.timed_calls,
         python_calls: f.python_calls,
         fresh_buffer_calls: f.fresh_buffer_calls,

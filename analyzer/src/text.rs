@@ -134,10 +134,9 @@ pub fn render(report: &Report) -> String {
         .collect();
     if !sites.is_empty() {
         sites.sort_by(|a, b| {
-            let t = |s: &crate::summary::SiteSummary| {
-                s.native_ns + s.marshal_in_ns + s.marshal_out_ns + s.gil_wait_ns + s.construction_ns
-            };
-            t(b.1).cmp(&t(a.1)).then(b.1.calls.cmp(&a.1.calls))
+            (b.1.time.total())
+                .cmp(&a.1.time.total())
+                .then(b.1.calls.cmp(&a.1.calls))
         });
         let rows: Vec<Vec<String>> = sites
             .iter()
@@ -148,11 +147,11 @@ pub fn render(report: &Report) -> String {
                     s.function.clone(),
                     func.clone(),
                     s.calls.to_string(),
-                    fmt_ns(s.native_ns),
-                    fmt_ns(s.marshal_in_ns),
-                    fmt_ns(s.marshal_out_ns),
-                    fmt_ns(s.gil_wait_ns),
-                    fmt_ns(s.construction_ns),
+                    fmt_ns(s.time.native),
+                    fmt_ns(s.time.marshal_in),
+                    fmt_ns(s.time.marshal_out),
+                    fmt_ns(s.time.gil_wait),
+                    fmt_ns(s.time.construction),
                 ]
             })
             .collect();
@@ -363,7 +362,7 @@ mod tests {
         p.functions.push(f);
         let mut cast = ffiprof_profile::FunctionRecord::new("/p/_ctypes.cpython-311.so", "cast");
         cast.calls = 300;
-        cast.native_ns = 30_000;
+        cast.time.native = 30_000;
         cast.sites.push(ffiprof_profile::SiteRecord {
             file: "app.py".into(),
             line: 7,
@@ -392,9 +391,9 @@ mod tests {
         f.calls = 200_000;
         f.python_calls = 200_000;
         f.timed_calls = 200_000;
-        f.marshal_in_ns = 200 * 200_000;
-        f.marshal_out_ns = 100 * 200_000;
-        f.native_ns = 30 * 200_000;
+        f.time.marshal_in = 200 * 200_000;
+        f.time.marshal_out = 100 * 200_000;
+        f.time.native = 30 * 200_000;
         f.native_hist.record_n(30, 200_000);
         p.functions.push(f);
         p.meta.duration_ns = 100_000_000;
@@ -413,7 +412,7 @@ mod tests {
         let mut p = ffiprof_profile::Profile::new();
         let mut f = ffiprof_profile::FunctionRecord::new("/l/libfx.so", "fx_fill");
         f.calls = 50_000;
-        f.native_ns = 228 * 50_000;
+        f.time.native = 228 * 50_000;
         p.functions.push(f);
         p.meta.duration_ns = 100_000_000;
         let mut report = crate::summarize(&p, &crate::SummaryOptions::default());

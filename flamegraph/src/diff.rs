@@ -157,11 +157,11 @@ pub fn render_text(diff: &Diff) -> String {
                 format!("{} → {}", fmt_ns(b.total_ns()), fmt_ns(a.total_ns())),
                 fmt_delta(b.total_ns(), a.total_ns(), fmt_ns),
                 format!("{} → {}", fmt_ns(per_call(&b)), fmt_ns(per_call(&a))),
-                fmt_delta(b.native_ns, a.native_ns, fmt_ns),
-                fmt_delta(b.marshal_in_ns, a.marshal_in_ns, fmt_ns),
-                fmt_delta(b.marshal_out_ns, a.marshal_out_ns, fmt_ns),
-                fmt_delta(b.gil_wait_ns, a.gil_wait_ns, fmt_ns),
-                fmt_delta(b.construction_ns, a.construction_ns, fmt_ns),
+                fmt_delta(b.time.native, a.time.native, fmt_ns),
+                fmt_delta(b.time.marshal_in, a.time.marshal_in, fmt_ns),
+                fmt_delta(b.time.marshal_out, a.time.marshal_out, fmt_ns),
+                fmt_delta(b.time.gil_wait, a.time.gil_wait, fmt_ns),
+                fmt_delta(b.time.construction, a.time.construction, fmt_ns),
                 fmt_delta(
                     b.arg_bytes + b.buffer_bytes,
                     a.arg_bytes + a.buffer_bytes,
@@ -240,14 +240,14 @@ pub fn render_html(before: &Profile, after: &Profile, options: &DiffHtmlOptions)
             fmt_ns as fn(u64) -> String,
         ),
         ("calls", b.calls, a.calls, fmt_count as fn(u64) -> String),
-        ("native", b.native_ns, a.native_ns, fmt_ns),
+        ("native", b.time.native, a.time.native, fmt_ns),
         (
             "marshaling",
-            b.marshal_in_ns + b.marshal_out_ns + b.construction_ns,
-            a.marshal_in_ns + a.marshal_out_ns + a.construction_ns,
+            b.time.marshal_in + b.time.marshal_out + b.time.construction,
+            a.time.marshal_in + a.time.marshal_out + a.time.construction,
             fmt_ns,
         ),
-        ("GIL wait", b.gil_wait_ns, a.gil_wait_ns, fmt_ns),
+        ("GIL wait", b.time.gil_wait, a.time.gil_wait, fmt_ns),
         (
             "bytes",
             b.arg_bytes + b.buffer_bytes,
@@ -312,14 +312,8 @@ pub fn render_html(before: &Profile, after: &Profile, options: &DiffHtmlOptions)
             fmt_ns(fa.total_ns())
         );
         body.push_str(&delta_cell(fb.total_ns(), fa.total_ns(), fmt_ns));
-        for (x, y) in [
-            (fb.native_ns, fa.native_ns),
-            (fb.marshal_in_ns, fa.marshal_in_ns),
-            (fb.marshal_out_ns, fa.marshal_out_ns),
-            (fb.gil_wait_ns, fa.gil_wait_ns),
-            (fb.construction_ns, fa.construction_ns),
-        ] {
-            body.push_str(&delta_cell(x, y, fmt_ns));
+        for (part, &x) in fb.time.iter() {
+            body.push_str(&delta_cell(x, *fa.time.get(part), fmt_ns));
         }
         body.push_str(&delta_cell(
             fb.arg_bytes + fb.buffer_bytes,

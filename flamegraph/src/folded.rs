@@ -16,9 +16,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
-use ffiprof_profile::Profile;
+use ffiprof_profile::{Part, Profile};
 
-use crate::stacks::{attribute, function_name, Costs, FrameKey};
+use crate::stacks::{attribute, function_name, Costs, FrameKey, DRAWN_PARTS};
 
 /// What a frame's width stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -146,36 +146,15 @@ pub fn fold(profile: &Profile, options: &FoldOptions) -> Folded {
         let c: &Costs = &sc.costs;
         match options.weight {
             Weight::Time => {
-                emit(
-                    &prefix,
-                    &[func, Node::Part("marshal-in")],
-                    c.marshal_in_ns,
-                    &mut interner,
-                );
-                emit(
-                    &prefix,
-                    &[func, Node::Part("native")],
-                    c.native_ns,
-                    &mut interner,
-                );
-                emit(
-                    &prefix,
-                    &[func, Node::Part("marshal-out")],
-                    c.marshal_out_ns,
-                    &mut interner,
-                );
-                emit(
-                    &prefix,
-                    &[func, Node::Part("gil-wait")],
-                    c.gil_wait_ns,
-                    &mut interner,
-                );
-                emit(
-                    &prefix,
-                    &[Node::Part("construction")],
-                    c.construction_ns,
-                    &mut interner,
-                );
+                for (part, label) in DRAWN_PARTS {
+                    // Construction is the call site's, beside the C function (see above).
+                    let tail: &[Node] = if part == Part::Construction {
+                        &[Node::Part(label)]
+                    } else {
+                        &[func, Node::Part(label)]
+                    };
+                    emit(&prefix, tail, *c.time.get(part), &mut interner);
+                }
             }
             Weight::Calls => emit(&prefix, &[func], c.calls, &mut interner),
             Weight::Bytes => {

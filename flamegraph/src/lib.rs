@@ -8,16 +8,15 @@
 //!
 //! ```
 //! use ffiprof_flamegraph::{folded, html, Weight};
-//! use ffiprof_profile::{FunctionRecord, Profile, SiteRecord};
+//! use ffiprof_profile::{FunctionRecord, Profile, SiteRecord, Split};
 //!
 //! let mut p = Profile::new();
 //! let mut f = FunctionRecord::new("/lib/libm.so.6", "cos");
 //! f.calls = 2;
-//! f.native_ns = 80;
-//! f.marshal_in_ns = 400;
+//! f.time = Split { native: 80, marshal_in: 400, ..Split::default() };
 //! f.sites.push(SiteRecord {
 //!     file: "app.py".into(), line: 7, function: "main".into(), calls: 2,
-//!     native_ns: 80, marshal_in_ns: 400, ..Default::default()
+//!     time: f.time, ..Default::default()
 //! });
 //! p.functions.push(f);
 //!

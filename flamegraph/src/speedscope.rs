@@ -4,9 +4,9 @@
 
 use serde_json::{json, Value};
 
-use ffiprof_profile::Profile;
+use ffiprof_profile::{Part, Profile};
 
-use crate::stacks::{attribute, function_name, ColumnOf, FrameKey, Interner, StackCost};
+use crate::stacks::{attribute, function_name, FrameKey, Interner, StackCost, DRAWN_PARTS};
 
 /// The `$schema` value speedscope recognises its files by.
 pub const SCHEMA_URL: &str = "https://www.speedscope.app/file-format-schema.json";
@@ -80,25 +80,18 @@ pub fn export(profile: &Profile, options: &SpeedscopeOptions) -> Value {
         profile,
         frames: Interner::default(),
     };
-    let parts: [(&'static str, ColumnOf); 5] = [
-        ("marshal-in", |c| c.marshal_in_ns),
-        ("native", |c| c.native_ns),
-        ("marshal-out", |c| c.marshal_out_ns),
-        ("gil-wait", |c| c.gil_wait_ns),
-        ("construction", |c| c.construction_ns),
-    ];
     let (mut t_samples, mut t_weights) = (Vec::new(), Vec::new());
     let (mut c_samples, mut c_weights) = (Vec::new(), Vec::new());
     let (mut b_samples, mut b_weights) = (Vec::new(), Vec::new());
     for sc in &attributed {
         let func = Node::Function(sc.function);
-        for (part, get) in parts {
-            let v = get(&sc.costs);
+        for (part, label) in DRAWN_PARTS {
+            let v = *sc.costs.time.get(part);
             if v > 0 {
-                let tail: &[Node] = if part == "construction" {
-                    &[Node::Part(part)]
+                let tail: &[Node] = if part == Part::Construction {
+                    &[Node::Part(label)]
                 } else {
-                    &[func, Node::Part(part)]
+                    &[func, Node::Part(label)]
                 };
                 t_samples.push(b.stack(sc, tail));
                 t_weights.push(v);

@@ -9,22 +9,29 @@
 
 use std::collections::HashMap;
 
-use ffiprof_profile::{FunctionRecord, Profile, SiteRecord, StackSample};
+use ffiprof_profile::{FunctionRecord, Part, Profile, SiteRecord, Split, StackSample};
 
 /// Root frame for functions that no Python code called (C programs, pybind11, cffi API mode).
 pub const C_CALLERS: &str = "[C callers]";
 /// Root frame for the part of a Python-called function's cost that no call site accounts for.
 pub const UNATTRIBUTED: &str = "[unattributed]";
 
+/// The parts of the time split as every rendering draws them, with their labels (folded frame
+/// names, speedscope frames, CSS classes): a call's own order — marshal-in, native, marshal-out,
+/// GIL wait — and construction, which happens before the call, last.
+pub const DRAWN_PARTS: [(Part, &str); 5] = [
+    (Part::MarshalIn, "marshal-in"),
+    (Part::Native, "native"),
+    (Part::MarshalOut, "marshal-out"),
+    (Part::GilWait, "gil-wait"),
+    (Part::Construction, "construction"),
+];
+
 /// The additive columns of a profile, for one stack or one function.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Costs {
     pub calls: u64,
-    pub native_ns: u64,
-    pub marshal_in_ns: u64,
-    pub marshal_out_ns: u64,
-    pub gil_wait_ns: u64,
-    pub construction_ns: u64,
+    pub time: Split,
     pub arg_bytes: u64,
     pub buffer_bytes: u64,
 }
@@ -32,11 +39,7 @@ pub struct Costs {
 impl Costs {
     /// Boundary time: every part of the split, construction included.
     pub fn total_ns(&self) -> u64 {
-        self.native_ns
-            + self.marshal_in_ns
-            + self.marshal_out_ns
-            + self.gil_wait_ns
-            + self.construction_ns
+        self.time.total()
     }
 
     pub fn is_zero(&self) -> bool {
@@ -46,11 +49,7 @@ impl Costs {
     pub fn of_function(f: &FunctionRecord) -> Self {
         Costs {
             calls: f.calls,
-            native_ns: f.native_ns,
-            marshal_in_ns: f.marshal_in_ns,
-            marshal_out_ns: f.marshal_out_ns,
-            gil_wait_ns: f.gil_wait_ns,
-            construction_ns: f.construction_ns,
+            time: f.time,
             arg_bytes: f.arg_bytes,
             buffer_bytes: f.buffer_bytes,
         }
@@ -59,11 +58,7 @@ impl Costs {
     pub fn of_site(s: &SiteRecord) -> Self {
         Costs {
             calls: s.calls,
-            native_ns: s.native_ns,
-            marshal_in_ns: s.marshal_in_ns,
-            marshal_out_ns: s.marshal_out_ns,
-            gil_wait_ns: s.gil_wait_ns,
-            construction_ns: s.construction_ns,
+            time: s.time,
             arg_bytes: s.arg_bytes,
             buffer_bytes: s.buffer_bytes,
         }
@@ -74,11 +69,7 @@ impl Costs {
     pub fn saturating_sub(&self, o: &Costs) -> Costs {
         Costs {
             calls: self.calls.saturating_sub(o.calls),
-            native_ns: self.native_ns.saturating_sub(o.native_ns),
-            marshal_in_ns: self.marshal_in_ns.saturating_sub(o.marshal_in_ns),
-            marshal_out_ns: self.marshal_out_ns.saturating_sub(o.marshal_out_ns),
-            gil_wait_ns: self.gil_wait_ns.saturating_sub(o.gil_wait_ns),
-            construction_ns: self.construction_ns.saturating_sub(o.construction_ns),
+            time: self.time.saturating_sub(&o.time),
             arg_bytes: self.arg_bytes.saturating_sub(o.arg_bytes),
             buffer_bytes: self.buffer_bytes.saturating_sub(o.buffer_bytes),
         }
@@ -86,11 +77,7 @@ impl Costs {
 
     pub fn add(&mut self, o: &Costs) {
         self.calls += o.calls;
-        self.native_ns += o.native_ns;
-        self.marshal_in_ns += o.marshal_in_ns;
-        self.marshal_out_ns += o.marshal_out_ns;
-        self.gil_wait_ns += o.gil_wait_ns;
-        self.construction_ns += o.construction_ns;
+        self.time += o.time;
         self.arg_bytes += o.arg_bytes;
         self.buffer_bytes += o.buffer_bytes;
     }
@@ -239,7 +226,7 @@ fn attribute_site(
         return;
     }
     let calls: Vec<u64> = samples.iter().map(|(s, _)| s.calls).collect();
-    let by = |key: fn(&StackSample) -> u64, value: u64| -> Vec<u64> {
+    let by = |key: &dyn Fn(&StackSample) -> u64, value: u64| -> Vec<u64> {
         let keys: Vec<u64> = samples.iter().map(|(s, _)| key(s)).collect();
         if keys.iter().any(|&k| k > 0) {
             distribute(value, &keys)
@@ -248,11 +235,7 @@ fn attribute_site(
         }
     };
     let calls_d = distribute(total.calls, &calls);
-    let native = by(|s| s.native_ns, total.native_ns);
-    let m_in = by(|s| s.marshal_in_ns, total.marshal_in_ns);
-    let m_out = by(|s| s.marshal_out_ns, total.marshal_out_ns);
-    let gil = by(|s| s.gil_wait_ns, total.gil_wait_ns);
-    let cons = by(|s| s.construction_ns, total.construction_ns);
+    let time: Split<Vec<u64>> = Split::from_fn(|p| by(&|s| *s.time.get(p), *total.time.get(p)));
     let args = distribute(total.arg_bytes, &calls);
     let bufs = distribute(total.buffer_bytes, &calls);
     for (k, (_, stack)) in samples.iter().enumerate() {
@@ -266,11 +249,7 @@ fn attribute_site(
         }
         let costs = Costs {
             calls: calls_d[k],
-            native_ns: native[k],
-            marshal_in_ns: m_in[k],
-            marshal_out_ns: m_out[k],
-            gil_wait_ns: gil[k],
-            construction_ns: cons[k],
+            time: time.map(|v| v[k]),
             arg_bytes: args[k],
             buffer_bytes: bufs[k],
         };

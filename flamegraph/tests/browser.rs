@@ -478,10 +478,10 @@ fn diff_page_works_in_headless_chromium() {
     let before = common::demo_profile();
     let mut after = before.clone();
     after.functions[0].calls = 10;
-    after.functions[0].marshal_in_ns = 4_000;
-    after.functions[0].sites[0].marshal_in_ns = 4_000;
+    after.functions[0].time.marshal_in = 4_000;
+    after.functions[0].sites[0].time.marshal_in = 4_000;
     for s in &mut after.functions[0].sites[0].stacks {
-        s.marshal_in_ns /= 50;
+        s.time.marshal_in /= 50;
     }
     let dir = common::artifact_dir();
     let page_path = dir.join("diff.html");

@@ -45,10 +45,10 @@ fn sampled_stacks_are_scaled_to_the_site_totals() {
     p.meta.stack_sample_every = 10;
     for s in &mut p.functions[0].sites[0].stacks {
         s.calls /= 10;
-        s.native_ns /= 10;
-        s.marshal_in_ns /= 10;
-        s.marshal_out_ns /= 10;
-        s.gil_wait_ns /= 10;
+        s.time.native /= 10;
+        s.time.marshal_in /= 10;
+        s.time.marshal_out /= 10;
+        s.time.gil_wait /= 10;
     }
     let calls = folded::fold(
         &p,
@@ -162,9 +162,9 @@ fn pprof_decodes_with_samples_and_locations() {
     };
     assert_eq!(col("calls"), t.calls);
     assert_eq!(col("time"), t.total_ns());
-    assert_eq!(col("native"), t.native_ns);
-    assert_eq!(col("marshal_in"), t.marshal_in_ns);
-    assert_eq!(col("construction"), t.construction_ns);
+    assert_eq!(col("native"), t.time.native);
+    assert_eq!(col("marshal_in"), t.time.marshal_in);
+    assert_eq!(col("construction"), t.time.construction);
     assert_eq!(col("buffer_bytes"), t.buffer_bytes);
 
     // Every location id resolves, and stacks are leaf first: C function, then the call site.
@@ -306,7 +306,7 @@ fn diff_reports_deltas_and_renders() {
     let before = common::demo_profile();
     let mut after = before.clone();
     after.functions[0].calls = 10;
-    after.functions[0].marshal_in_ns = 2_000;
+    after.functions[0].time.marshal_in = 2_000;
     after.functions.remove(2);
     let d = diff::compare(&before, &after);
     let cos = d.functions.iter().find(|f| f.function == "cos").unwrap();

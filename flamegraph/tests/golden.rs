@@ -98,15 +98,15 @@ fn text_report() {
 pub fn improved(mut p: ffiprof_profile::Profile) -> ffiprof_profile::Profile {
     let cos = &mut p.functions[0];
     cos.calls = 10;
-    cos.marshal_in_ns = 4_000;
-    cos.marshal_out_ns = 1_000;
+    cos.time.marshal_in = 4_000;
+    cos.time.marshal_out = 1_000;
     cos.sites[0].calls = 10;
-    cos.sites[0].marshal_in_ns = 4_000;
-    cos.sites[0].marshal_out_ns = 1_000;
+    cos.sites[0].time.marshal_in = 4_000;
+    cos.sites[0].time.marshal_out = 1_000;
     let fill = &mut p.functions[1];
-    fill.construction_ns = 200_000;
-    fill.sites[0].construction_ns = 200_000;
-    fill.sites[0].stacks[0].construction_ns = 200_000;
+    fill.time.construction = 200_000;
+    fill.sites[0].time.construction = 200_000;
+    fill.sites[0].stacks[0].time.construction = 200_000;
     p
 }
 

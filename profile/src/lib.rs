@@ -15,14 +15,18 @@
 //! assert_eq!(back.functions[0].calls, 3);
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod ctypes_internal;
 mod histogram;
 mod io;
 mod merge;
+mod split;
 
 pub use ctypes_internal::{is_ctypes_internal, is_ctypes_module};
 pub use histogram::{Histogram, HistogramError, LatencySummary};
 pub use io::{read_file, read_str, write_atomic, ProfileError};
+pub use split::{Part, Split};
 
 use serde::{Deserialize, Serialize};
 
@@ -107,6 +111,20 @@ pub struct Meta {
     /// `--site-skip` patterns in force: frames passed through to their caller for the call site.
     #[serde(default)]
     pub site_skip: Vec<String>,
+    /// CPython 3.13+ with the Python layer on: each struct offset the layer reads that the
+    /// interpreter publishes about itself (`_Py_DebugOffsets`), with the value ffiprof's own table
+    /// gives it; the layer uses the published one. Empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub python_offsets: Vec<PublishedOffset>,
+}
+
+/// One struct offset an interpreter publishes, beside ffiprof's own table's value for it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PublishedOffset {
+    /// Its name in `_Py_DebugOffsets`: `thread_state.current_frame`, `tuple_object.ob_item`, ...
+    pub name: String,
+    pub published: u64,
+    pub table: u64,
 }
 
 fn one() -> u32 {
@@ -138,16 +156,10 @@ pub struct FunctionRecord {
     /// Calls whose time was measured (all of them unless timing is sampled).
     #[serde(default)]
     pub timed_calls: u64,
-    /// Total native time, extrapolated to all calls when timing is sampled.
-    pub native_ns: u64,
-    #[serde(default)]
-    pub marshal_in_ns: u64,
-    #[serde(default)]
-    pub marshal_out_ns: u64,
-    #[serde(default)]
-    pub gil_wait_ns: u64,
-    #[serde(default)]
-    pub construction_ns: u64,
+    /// Time of all the calls by part (`native_ns` ... `construction_ns` in JSON), extrapolated
+    /// to all calls when timing is sampled.
+    #[serde(flatten)]
+    pub time: Split,
     #[serde(default)]
     pub construction_bytes: u64,
     /// Calls that went through the Python-level hook (ctypes/cffi); 0 for C callers.
@@ -197,11 +209,9 @@ pub struct SiteRecord {
     pub calls: u64,
     #[serde(default)]
     pub timed_calls: u64,
-    pub native_ns: u64,
-    pub marshal_in_ns: u64,
-    pub marshal_out_ns: u64,
-    pub gil_wait_ns: u64,
-    pub construction_ns: u64,
+    /// Time of the site's calls by part, as in [`FunctionRecord::time`].
+    #[serde(flatten)]
+    pub time: Split,
     #[serde(default)]
     pub construction_bytes: u64,
     pub buffer_bytes: u64,
@@ -232,12 +242,9 @@ pub struct StackSample {
     /// Index into [`Profile::stacks`].
     pub stack: u32,
     pub calls: u64,
-    pub native_ns: u64,
-    pub marshal_in_ns: u64,
-    pub marshal_out_ns: u64,
-    pub gil_wait_ns: u64,
-    #[serde(default)]
-    pub construction_ns: u64,
+    /// The site's time shared out to this stack, in proportion to its samples.
+    #[serde(flatten)]
+    pub time: Split,
 }
 
 /// One Python frame: where a stack passes through.

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::{Frame, FunctionRecord, Profile, SiteRecord, StackSample};
+use crate::{Frame, FunctionRecord, Profile, SiteRecord, Split, StackSample};
 
 /// Adds `other` into `into`: functions by (library, function), sites by (file, line, function),
 /// stacks re-interned. Meta keeps `into`'s identity; durations take the longer, counts add up.
@@ -73,11 +73,7 @@ fn merge_functions(into: &mut Vec<FunctionRecord>, other: &[FunctionRecord], sta
                 t.ret_bytes = 0;
                 t.buffer_bytes = 0;
                 t.timed_calls = 0;
-                t.native_ns = 0;
-                t.marshal_in_ns = 0;
-                t.marshal_out_ns = 0;
-                t.gil_wait_ns = 0;
-                t.construction_ns = 0;
+                t.time = Split::default();
                 t.construction_bytes = 0;
                 t.python_calls = 0;
                 t.fresh_buffer_calls = 0;
@@ -97,11 +93,7 @@ fn add_function(t: &mut FunctionRecord, f: &FunctionRecord, stack_map: &[u32]) {
     t.ret_bytes += f.ret_bytes;
     t.buffer_bytes += f.buffer_bytes;
     t.timed_calls += f.timed_calls;
-    t.native_ns += f.native_ns;
-    t.marshal_in_ns += f.marshal_in_ns;
-    t.marshal_out_ns += f.marshal_out_ns;
-    t.gil_wait_ns += f.gil_wait_ns;
-    t.construction_ns += f.construction_ns;
+    t.time += f.time;
     t.construction_bytes += f.construction_bytes;
     t.python_calls += f.python_calls;
     t.fresh_buffer_calls += f.fresh_buffer_calls;
@@ -132,11 +124,7 @@ fn add_function(t: &mut FunctionRecord, f: &FunctionRecord, stack_map: &[u32]) {
 fn add_site(t: &mut SiteRecord, s: &SiteRecord, stack_map: &[u32]) {
     t.calls += s.calls;
     t.timed_calls += s.timed_calls;
-    t.native_ns += s.native_ns;
-    t.marshal_in_ns += s.marshal_in_ns;
-    t.marshal_out_ns += s.marshal_out_ns;
-    t.gil_wait_ns += s.gil_wait_ns;
-    t.construction_ns += s.construction_ns;
+    t.time += s.time;
     t.construction_bytes += s.construction_bytes;
     t.buffer_bytes += s.buffer_bytes;
     t.arg_bytes += s.arg_bytes;
@@ -154,11 +142,7 @@ fn add_site(t: &mut SiteRecord, s: &SiteRecord, stack_map: &[u32]) {
         match t.stacks.iter_mut().find(|x| x.stack == stack) {
             Some(x) => {
                 x.calls += st.calls;
-                x.native_ns += st.native_ns;
-                x.marshal_in_ns += st.marshal_in_ns;
-                x.marshal_out_ns += st.marshal_out_ns;
-                x.gil_wait_ns += st.gil_wait_ns;
-                x.construction_ns += st.construction_ns;
+                x.time += st.time;
             }
             None => t.stacks.push(StackSample {
                 stack,
@@ -239,6 +223,33 @@ mod tests {
         assert_eq!(a.ctypes_internal.len(), 1);
         assert_eq!(a.ctypes_internal[0].calls, 4);
         assert_eq!(a.functions[0].sites[0].through.as_ref().unwrap().line, 9);
+    }
+
+    #[test]
+    fn merging_adds_the_time_split_of_functions_sites_and_stacks() {
+        let timed = |calls| {
+            let mut p = sample(calls);
+            let time = Split {
+                native: 10 * calls,
+                marshal_in: 200 * calls,
+                gil_wait: calls,
+                ..Split::default()
+            };
+            let f = &mut p.functions[0];
+            f.time = time;
+            f.sites[0].time = time;
+            f.sites[0].stacks[0].time = time;
+            p
+        };
+        let mut a = timed(3);
+        merge(&mut a, &timed(4));
+        let sum = timed(7).functions[0].time;
+        let f = &a.functions[0];
+        assert_eq!(sum.total(), 7 * 211);
+        assert_eq!(
+            (f.time, f.sites[0].time, f.sites[0].stacks[0].time),
+            (sum, sum, sum)
+        );
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub struct Interpreter {
     pub command: PathBuf,
     /// Why it cannot run here (not installed, no venv yet), decided when listed.
     missing: Option<String>,
+    /// The root it runs chrooted in (CPython 3.14, scripts/setup-python314), or None: this host.
+    pub root: Option<PathBuf>,
 }
 
 impl Interpreter {
@@ -43,6 +45,7 @@ impl Interpreter {
             label: label.into(),
             command,
             missing,
+            root: None,
         }
     }
 
@@ -53,8 +56,40 @@ impl Interpreter {
         })
     }
 
+    /// A command for `program` (ffiprof, the interpreter itself, ...) where this interpreter
+    /// runs: on this host, or inside its root through scripts/py314-exec, which shows the paths
+    /// the tests use (the checkout, ffiprof's and the fixture's build directories, /tmp) at the
+    /// same paths there, so a command line written for the host works unchanged. The command
+    /// keeps the pid of the returned Command's child (signals reach it).
+    pub fn cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let Some(root) = &self.root else {
+            return Command::new(program);
+        };
+        let mut cmd = Command::new(project_dir().join("scripts/py314-exec"));
+        cmd.env("FFIPROF_PY314_ROOT", root);
+        for dir in paths_the_tests_use() {
+            cmd.arg("--bind").arg(dir);
+        }
+        cmd.arg("--").arg(program);
+        cmd
+    }
+
+    /// A command for `program` beside the running process `pid` that [`Interpreter::cmd`]
+    /// started: in its mount namespace and root, where `ffiprof attach --pid` sees the target's
+    /// files at the paths the target sees them.
+    pub fn cmd_beside(&self, pid: u32, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let Some(root) = &self.root else {
+            return Command::new(program);
+        };
+        let mut cmd = Command::new(project_dir().join("scripts/py314-exec"));
+        cmd.env("FFIPROF_PY314_ROOT", root)
+            .args(["--beside", &pid.to_string(), "--"])
+            .arg(program);
+        cmd
+    }
+
     pub fn has_module(&self, module: &str) -> bool {
-        Command::new(&self.command)
+        self.cmd(&self.command)
             .args(["-c", &format!("import {module}")])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -62,6 +97,84 @@ impl Interpreter {
             .map(|s| s.success())
             .unwrap_or(false)
     }
+}
+
+fn project_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Host directories a test's command line may name: the checkout (scripts), ffiprof's and the
+/// fixture's build directories, the temporary directory.
+fn paths_the_tests_use() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = vec![project_dir().to_path_buf()];
+    for file in [ffiprof_bin(), FIXTURE] {
+        if let Some(d) = Path::new(file).parent() {
+            dirs.push(d.to_path_buf());
+        }
+    }
+    dirs.push(std::env::temp_dir());
+    let mut out: Vec<PathBuf> = Vec::new();
+    for d in dirs {
+        let d = d.canonicalize().unwrap_or(d);
+        if !out.iter().any(|o| d.starts_with(o)) {
+            out.retain(|o| !o.starts_with(&d));
+            out.push(d);
+        }
+    }
+    out
+}
+
+/// CPython 3.14 in the Debian forky root scripts/setup-python314 builds (once; later calls find
+/// it ready), with cffi and numpy: Debian's `python3.14`, libpython linked into the executable.
+/// Where the root cannot be built (not root, no mirror), the reason makes its cases ignored.
+pub fn py314() -> Interpreter {
+    static ROOT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    let root = ROOT.get_or_init(|| {
+        let script = project_dir().join("scripts/setup-python314");
+        let out = Command::new(&script)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+        let last = |b: &[u8]| {
+            String::from_utf8_lossy(b)
+                .lines()
+                .last()
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        };
+        if out.status.success() {
+            Ok(PathBuf::from(last(&out.stdout)))
+        } else {
+            Err(format!(
+                "no CPython 3.14 root: {}",
+                last(&out.stderr).trim_start_matches("setup-python314: ")
+            ))
+        }
+    });
+    Interpreter {
+        label: "forky-3.14".into(),
+        command: "/usr/bin/python3.14".into(),
+        missing: root.as_ref().err().cloned(),
+        root: root.as_ref().ok().cloned(),
+    }
+}
+
+/// PyPy in the same root (Debian forky's `pypy3`, which setup-python314 installs there too): an
+/// interpreter the Python layer does not know.
+pub fn pypy_in_root() -> Interpreter {
+    let mut py = py314();
+    py.label = "forky-pypy3".into();
+    py.command = "/usr/bin/pypy3".into();
+    if let (None, Some(root)) = (&py.missing, &py.root) {
+        if !root.join("usr/bin/pypy3").exists() {
+            py.missing = Some(format!(
+                "no pypy3 in {}: run scripts/setup-python314",
+                root.display()
+            ));
+        }
+    }
+    py
 }
 
 /// Where scripts/test-setup makes the test interpreters' venvs: `target/venvs` of the checkout,
@@ -98,6 +211,20 @@ pub fn pyenv_version(minor: &str) -> Option<PathBuf> {
         .collect();
     found.sort();
     found.pop().map(|(_, p)| p)
+}
+
+/// pyenv's newest `minor` itself, no venv: for cases that need only the standard library.
+pub fn pyenv_plain(minor: &str) -> Interpreter {
+    let base = pyenv_version(minor);
+    let missing = base
+        .is_none()
+        .then(|| format!("pyenv {minor} is not installed"));
+    Interpreter {
+        label: format!("pyenv-{minor}"),
+        command: base.unwrap_or_else(|| format!("python{minor}").into()),
+        missing,
+        root: None,
+    }
 }
 
 /// pyenv's `minor` through its private venv (scripts/test-setup makes it from the same newest
@@ -141,6 +268,7 @@ pub fn pyenv_shim() -> Interpreter {
         label: "pyenv-shim".into(),
         command: "python3".into(),
         missing,
+        root: None,
     }
 }
 
@@ -153,10 +281,19 @@ pub fn main_interpreters() -> Vec<Interpreter> {
 /// The commands of `interpreters` that can run here (the others reported as skipped); `none`
 /// is the failure message when there is not one.
 pub fn runnable(interpreters: Vec<Interpreter>, none: &str) -> Vec<PathBuf> {
+    runnable_interpreters(interpreters, none)
+        .into_iter()
+        .map(|py| py.command)
+        .collect()
+}
+
+/// The `interpreters` that can run here (the others reported as skipped); `none` is the failure
+/// message when there is not one.
+pub fn runnable_interpreters(interpreters: Vec<Interpreter>, none: &str) -> Vec<Interpreter> {
     let mut out = Vec::new();
     for py in interpreters {
         match py.missing() {
-            None => out.push(py.command),
+            None => out.push(py),
             Some(reason) => eprintln!("skipped {}: {reason}", py.label),
         }
     }
@@ -172,14 +309,16 @@ pub fn pythons_3_11() -> Vec<PathBuf> {
     )
 }
 
-/// Every CPython 3.8–3.13 that pyenv may have, plus Debian's 3.11, each through its venv; missing
-/// ones still listed so the harness can show them as ignored, with the reason.
+/// Every CPython 3.8–3.13 that pyenv may have, plus Debian's 3.11, each through its venv, and
+/// Debian forky's 3.14 in its root; missing ones still listed so the harness can show them as
+/// ignored, with the reason.
 pub fn version_matrix() -> Vec<Interpreter> {
     let mut v: Vec<Interpreter> = ["3.8", "3.9", "3.10", "3.11", "3.12", "3.13"]
         .iter()
         .map(|m| pyenv_venv(m))
         .collect();
     v.push(debian_venv());
+    v.push(py314());
     v
 }
 
@@ -201,7 +340,7 @@ pub fn run_profiled(
     script_name: &str,
     args: &[&str],
 ) -> Output {
-    let mut cmd = Command::new(ffiprof_bin());
+    let mut cmd = py.cmd(ffiprof_bin());
     cmd.arg("run")
         .arg("-o")
         .arg(out)

@@ -43,7 +43,7 @@ pub(super) fn rule(ctx: &Context<'_>) -> Vec<Candidate> {
             .filter(|g| {
                 g.python_calls > 0 && g.undeclared_argtypes_calls == 0 && g.arg_count == f.arg_count
             })
-            .map(|g| per(g.marshal_in_ns, g.python_calls))
+            .map(|g| per(g.time.marshal_in, g.python_calls))
             .collect();
         reference.sort_by(|a, b| a.total_cmp(b));
         let declared = (!reference.is_empty()).then(|| {
@@ -54,7 +54,7 @@ pub(super) fn rule(ctx: &Context<'_>) -> Vec<Candidate> {
                 (reference[n / 2 - 1] + reference[n / 2]) / 2.0
             }
         });
-        let marshal_in = per(f.marshal_in_ns, f.python_calls);
+        let marshal_in = per(f.time.marshal_in, f.python_calls);
         let saving = match declared {
             Some(d) if f.undeclared_argtypes_calls > 0 && marshal_in > d => {
                 ((marshal_in - d) * f.undeclared_argtypes_calls as f64).round() as u64

@@ -63,9 +63,9 @@ pub(super) fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
     // Batched: one crossing, all of today's C work, the data converted into one buffer, and the
     // buffers' construction (one buffer over all the data costs what the per-call buffers did).
     let batched = (overhead
-        + m.native_ns as f64
+        + m.time.native as f64
         + m.moved_bytes() as f64 * per_byte.unwrap_or(0.0)
-        + m.construction_ns as f64)
+        + m.time.construction as f64)
         .round() as u64;
     let saving = current.saturating_sub(batched);
     if saving == 0 {
@@ -132,16 +132,16 @@ pub(super) fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
     let evidence = BatchEvidence {
         calls: m.calls,
         timed_calls: m.timed_calls,
-        marshal_in_ns: m.marshal_in_ns,
-        marshal_out_ns: m.marshal_out_ns,
-        gil_wait_ns: m.gil_wait_ns,
-        native_ns: m.native_ns,
+        marshal_in_ns: m.time.marshal_in,
+        marshal_out_ns: m.time.marshal_out,
+        gil_wait_ns: m.time.gil_wait,
+        native_ns: m.time.native,
         overhead_per_call_ns: round1(overhead),
         native_per_call_ns: round1(native),
         gap_per_call_ns: gap.map(round1),
         gap_samples: m.gap_samples,
         loop_ns,
-        construction_ns: m.construction_ns,
+        construction_ns: m.time.construction,
         moved_bytes: m.moved_bytes(),
         marshal_ns_per_byte: per_byte.map(|x| (x * 1000.0).round() / 1000.0),
         current_ns: current,

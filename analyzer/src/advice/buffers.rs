@@ -30,15 +30,15 @@ struct BufferEvidence {
 pub(super) fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
     let m = place.measured();
     let fresh = m.fresh_buffer_calls.min(m.calls);
-    if fresh < 2 || m.construction_ns == 0 {
+    if fresh < 2 || m.time.construction == 0 {
         return None;
     }
     // Every fresh build but one goes; construction at calls without a fresh buffer (sizes that vary)
     // is left in, hence the division by all calls.
-    let saving = (m.construction_ns as u128 * (fresh - 1) as u128 / m.calls as u128) as u64;
-    let per_call = per(m.construction_ns, fresh);
+    let saving = (m.time.construction as u128 * (fresh - 1) as u128 / m.calls as u128) as u64;
+    let per_call = per(m.time.construction, fresh);
     let bytes_per_buffer = m.construction_bytes / fresh;
-    let ns_per_byte = per(m.construction_ns, m.construction_bytes);
+    let ns_per_byte = per(m.time.construction, m.construction_bytes);
     let converts_values = m.construction_bytes > 0
         && ns_per_byte >= ctx.options.zero_copy_min_ns_per_byte
         && bytes_per_buffer >= ctx.options.zero_copy_min_bytes;
@@ -99,7 +99,7 @@ pub(super) fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
         calls: m.calls,
         timed_calls: m.timed_calls,
         fresh_buffer_calls: fresh,
-        construction_ns: m.construction_ns,
+        construction_ns: m.time.construction,
         construction_bytes: m.construction_bytes,
         construction_per_call_ns: (per_call * 10.0).round() / 10.0,
         bytes_per_buffer,

@@ -33,7 +33,7 @@ fn round(x: f64, places: i32) -> f64 {
 /// The native p99, or the mean when the agent recorded no histogram.
 fn native_p99(f: &FunctionRecord) -> u64 {
     if f.native_hist.is_empty() {
-        per(f.native_ns, f.calls).round() as u64
+        per(f.time.native, f.calls).round() as u64
     } else {
         f.native_hist.summary().p99_ns
     }
@@ -43,11 +43,11 @@ fn evidence(f: &FunctionRecord, threads: u32, gil_share: f64) -> serde_json::Val
     json!(GilEvidence {
         python_calls: f.python_calls,
         threads,
-        gil_wait_ns: f.gil_wait_ns,
-        gil_wait_per_call_ns: round(per(f.gil_wait_ns, f.python_calls), 1),
-        native_per_call_ns: round(per(f.native_ns, f.calls), 1),
+        gil_wait_ns: f.time.gil_wait,
+        gil_wait_per_call_ns: round(per(f.time.gil_wait, f.python_calls), 1),
+        native_per_call_ns: round(per(f.time.native, f.calls), 1),
         native_p99_ns: native_p99(f),
-        marshal_out_ns: f.marshal_out_ns,
+        marshal_out_ns: f.time.marshal_out,
         gil_share: round(gil_share, 3),
     })
 }
@@ -60,13 +60,13 @@ pub(super) fn use_pydll_rule(ctx: &Context<'_>) -> Vec<Candidate> {
     let o = ctx.options;
     let mut out = Vec::new();
     for f in &ctx.profile.functions {
-        if f.python_calls == 0 || f.gil_wait_ns == 0 {
+        if f.python_calls == 0 || f.time.gil_wait == 0 {
             continue;
         }
-        let gil = per(f.gil_wait_ns, f.python_calls);
-        let native = per(f.native_ns, f.calls);
-        let boundary = f.native_ns + f.marshal_in_ns + f.marshal_out_ns + f.gil_wait_ns;
-        let share = per(f.gil_wait_ns, boundary);
+        let gil = per(f.time.gil_wait, f.python_calls);
+        let native = per(f.time.native, f.calls);
+        let boundary = f.time.native + f.time.overhead();
+        let share = per(f.time.gil_wait, boundary);
         let p99 = native_p99(f);
         if native > gil
             || p99 as f64 > o.use_pydll_max_p99_ratio * gil
@@ -92,7 +92,7 @@ pub(super) fn use_pydll_rule(ctx: &Context<'_>) -> Vec<Candidate> {
         let rec = ctx.recommendation(
             AdviceKind::UsePydll,
             place,
-            f.gil_wait_ns,
+            f.time.gil_wait,
             confidence,
             evidence(f, threads, share),
             suggestion,
@@ -112,15 +112,15 @@ pub(super) fn contention_rule(ctx: &Context<'_>) -> Vec<Candidate> {
     }
     let mut out = Vec::new();
     for f in &ctx.profile.functions {
-        if f.python_calls == 0 || f.gil_wait_ns == 0 {
+        if f.python_calls == 0 || f.time.gil_wait == 0 {
             continue;
         }
-        let share = per(f.gil_wait_ns, f.gil_wait_ns + f.marshal_out_ns);
+        let share = per(f.time.gil_wait, f.time.gil_wait + f.time.marshal_out);
         if share < ctx.options.gil_contention_min_share {
             continue;
         }
-        let gil = per(f.gil_wait_ns, f.python_calls);
-        let native = per(f.native_ns, f.calls);
+        let gil = per(f.time.gil_wait, f.python_calls);
+        let native = per(f.time.native, f.calls);
         let mut suggestion = format!(
             "With {threads} threads, each call to {} waits {} to take the GIL back after {} in C. ",
             f.function,
@@ -138,7 +138,7 @@ pub(super) fn contention_rule(ctx: &Context<'_>) -> Vec<Candidate> {
                  threads or separate processes.",
             );
         }
-        let saving = f.gil_wait_ns / u64::from(threads);
+        let saving = f.time.gil_wait / u64::from(threads);
         let place = Place {
             function: f,
             site: None,

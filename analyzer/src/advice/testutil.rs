@@ -1,6 +1,6 @@
 //! Synthetic profiles for the rule tests: per-call figures in, totals out.
 
-use ffiprof_profile::{FunctionRecord, Profile, SiteRecord};
+use ffiprof_profile::{FunctionRecord, Profile, SiteRecord, Split};
 
 use super::{recommend, AdviceKind, AdviceOptions, Recommendation};
 
@@ -43,11 +43,14 @@ pub fn site(file: &str, line: u32, calls: u64, c: PerCall) -> SiteRecord {
         function: "main".into(),
         calls,
         timed_calls: calls,
-        native_ns: c.native * calls,
-        marshal_in_ns: c.marshal_in * calls,
-        marshal_out_ns: c.marshal_out * calls,
-        gil_wait_ns: c.gil * calls,
-        construction_ns: c.construction * calls,
+        time: Split {
+            native: c.native,
+            marshal_in: c.marshal_in,
+            marshal_out: c.marshal_out,
+            gil_wait: c.gil,
+            construction: c.construction,
+        }
+        .map(|v| v * calls),
         construction_bytes: c.construction_bytes * calls,
         buffer_bytes: c.buffer_bytes * calls,
         arg_bytes: c.arg_bytes * calls,
@@ -68,16 +71,12 @@ pub fn function(name: &str, sites: Vec<SiteRecord>) -> FunctionRecord {
     for s in &sites {
         f.calls += s.calls;
         f.timed_calls += s.timed_calls;
-        f.native_ns += s.native_ns;
-        f.marshal_in_ns += s.marshal_in_ns;
-        f.marshal_out_ns += s.marshal_out_ns;
-        f.gil_wait_ns += s.gil_wait_ns;
-        f.construction_ns += s.construction_ns;
+        f.time += s.time;
         f.construction_bytes += s.construction_bytes;
         f.buffer_bytes += s.buffer_bytes;
         f.arg_bytes += s.arg_bytes;
         f.fresh_buffer_calls += s.fresh_buffer_calls;
-        let per_call = s.native_ns / s.calls.max(1);
+        let per_call = s.time.native / s.calls.max(1);
         f.native_hist.record_n(per_call.max(1), s.calls);
     }
     f.python_calls = f.calls;
@@ -125,11 +124,6 @@ pub fn scale_calls(f: &mut FunctionRecord, by: u64) {
         &mut f.calls,
         &mut f.timed_calls,
         &mut f.python_calls,
-        &mut f.native_ns,
-        &mut f.marshal_in_ns,
-        &mut f.marshal_out_ns,
-        &mut f.gil_wait_ns,
-        &mut f.construction_ns,
         &mut f.construction_bytes,
         &mut f.arg_bytes,
         &mut f.buffer_bytes,
@@ -137,15 +131,11 @@ pub fn scale_calls(f: &mut FunctionRecord, by: u64) {
     ] {
         *v /= by;
     }
+    f.time = f.time.map(|v| v / by);
     for s in &mut f.sites {
         for v in [
             &mut s.calls,
             &mut s.timed_calls,
-            &mut s.native_ns,
-            &mut s.marshal_in_ns,
-            &mut s.marshal_out_ns,
-            &mut s.gil_wait_ns,
-            &mut s.construction_ns,
             &mut s.construction_bytes,
             &mut s.arg_bytes,
             &mut s.buffer_bytes,
@@ -155,5 +145,6 @@ pub fn scale_calls(f: &mut FunctionRecord, by: u64) {
         ] {
             *v /= by;
         }
+        s.time = s.time.map(|v| v / by);
     }
 }

@@ -256,7 +256,7 @@ fn summary_section(profile: &Profile, report: &Report) -> String {
         t.add(&crate::stacks::Costs::of_function(f));
     }
     let total = t.total_ns();
-    let marshal = t.marshal_in_ns + t.marshal_out_ns + t.construction_ns;
+    let marshal = t.time.marshal_in + t.time.marshal_out + t.time.construction;
     let pct = |v: u64| {
         if total == 0 {
             0.0
@@ -275,16 +275,16 @@ fn summary_section(profile: &Profile, report: &Report) -> String {
         ),
         (fmt_ns(total), "boundary time".to_string()),
         (
-            fmt_ns(t.native_ns),
-            format!("native ({:.0}%)", pct(t.native_ns)),
+            fmt_ns(t.time.native),
+            format!("native ({:.0}%)", pct(t.time.native)),
         ),
         (
             fmt_ns(marshal),
             format!("marshaling ({:.0}%)", pct(marshal)),
         ),
         (
-            fmt_ns(t.gil_wait_ns),
-            format!("GIL wait ({:.0}%)", pct(t.gil_wait_ns)),
+            fmt_ns(t.time.gil_wait),
+            format!("GIL wait ({:.0}%)", pct(t.time.gil_wait)),
         ),
         (
             fmt_bytes(t.arg_bytes + t.buffer_bytes),

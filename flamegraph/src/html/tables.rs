@@ -3,57 +3,33 @@
 
 use std::fmt::Write;
 
-use ffiprof_analyzer::{FunctionSummary, Report, SiteSummary};
+use ffiprof_analyzer::{Report, SiteSummary};
+use ffiprof_profile::Split;
 
 use super::recommendations::Rec;
 use crate::format::{esc, fmt_bytes, fmt_count, fmt_ns};
+use crate::stacks::DRAWN_PARTS;
 
-/// The parts of the split in bar order, with their CSS class suffix.
-const PARTS: [&str; 5] = [
-    "marshal-in",
-    "native",
-    "marshal-out",
-    "gil-wait",
-    "construction",
-];
-
-fn split_of_function(f: &FunctionSummary) -> [u64; 5] {
-    [
-        f.marshal_in_ns,
-        f.native_ns,
-        f.marshal_out_ns,
-        f.gil_wait_ns,
-        f.construction_ns,
-    ]
-}
-
-fn split_of_site(s: &SiteSummary) -> [u64; 5] {
-    [
-        s.marshal_in_ns,
-        s.native_ns,
-        s.marshal_out_ns,
-        s.gil_wait_ns,
-        s.construction_ns,
-    ]
-}
-
-/// A stacked bar of the split, scaled to `max` so rows compare at a glance.
-fn bar(split: &[u64; 5], max: u64) -> String {
-    let total: u64 = split.iter().sum();
+/// A stacked bar of the split (the parts in drawing order, each its label as CSS class suffix),
+/// scaled to `max` so rows compare at a glance.
+fn bar(split: &Split, max: u64) -> String {
+    let total = split.total();
     let mut title = String::new();
-    for (i, part) in PARTS.iter().enumerate() {
-        if split[i] > 0 {
-            let pct = split[i] as f64 * 100.0 / total.max(1) as f64;
-            let _ = writeln!(title, "{part} {} ({pct:.0}%)", fmt_ns(split[i]));
+    for (part, label) in DRAWN_PARTS {
+        let v = *split.get(part);
+        if v > 0 {
+            let pct = v as f64 * 100.0 / total.max(1) as f64;
+            let _ = writeln!(title, "{label} {} ({pct:.0}%)", fmt_ns(v));
         }
     }
     let mut out = format!("<div class=\"bar\" title=\"{}\">", esc(title.trim_end()));
-    for (i, part) in PARTS.iter().enumerate() {
-        if split[i] > 0 && max > 0 {
-            let w = split[i] as f64 * 100.0 / max as f64;
+    for (part, label) in DRAWN_PARTS {
+        let v = *split.get(part);
+        if v > 0 && max > 0 {
+            let w = v as f64 * 100.0 / max as f64;
             let _ = write!(
                 out,
-                "<span class=\"p-{part}\" style=\"width:{w:.2}%\"></span>"
+                "<span class=\"p-{label}\" style=\"width:{w:.2}%\"></span>"
             );
         }
     }
@@ -62,8 +38,8 @@ fn bar(split: &[u64; 5], max: u64) -> String {
 }
 
 /// The boundary-time cell: the stacked bar and the total beside it, sorted by the total.
-fn bar_cell(split: &[u64; 5], max: u64) -> String {
-    let total: u64 = split.iter().sum();
+fn bar_cell(split: &Split, max: u64) -> String {
+    let total = split.total();
     format!(
         "<td class=\"num\" data-v=\"{total}\"><div class=\"barcell\">{}<span>{}</span></div></td>",
         bar(split, max),
@@ -153,14 +129,9 @@ pub(crate) fn functions_section(report: &Report) -> String {
         out.push_str(&num_count(f.calls));
         out.push_str(&num_bytes(f.arg_bytes));
         out.push_str(&num_bytes(f.buffer_bytes));
-        out.push_str(&bar_cell(&split_of_function(f), max));
-        for v in [
-            f.native_ns,
-            f.marshal_in_ns,
-            f.marshal_out_ns,
-            f.gil_wait_ns,
-            f.construction_ns,
-        ] {
+        let time = f.time();
+        out.push_str(&bar_cell(&time, max));
+        for (_, &v) in time.iter() {
             out.push_str(&num_ns(v));
         }
         for v in [
@@ -185,7 +156,7 @@ pub(crate) struct SiteRow<'a> {
 }
 
 fn site_total(s: &SiteSummary) -> u64 {
-    split_of_site(s).iter().sum()
+    s.time.total()
 }
 
 /// The sites to list: the costliest `max`, plus every one a recommendation points at.
@@ -271,14 +242,8 @@ pub(crate) fn sites_section(sites: &[SiteRow<'_>], report: &Report) -> String {
             esc(&format!("{}!{}", library_name(&f.library), f.function)),
         );
         out.push_str(&num_count(s.calls));
-        out.push_str(&bar_cell(&split_of_site(s), max));
-        for v in [
-            s.native_ns,
-            s.marshal_in_ns,
-            s.marshal_out_ns,
-            s.gil_wait_ns,
-            s.construction_ns,
-        ] {
+        out.push_str(&bar_cell(&s.time, max));
+        for (_, &v) in s.time.iter() {
             out.push_str(&num_ns(v));
         }
         out.push_str(&num_bytes(s.buffer_bytes));

@@ -23,11 +23,11 @@ use crate::{Error, Result};
 pub const SAMPLE_TYPES: [(&str, &str, ColumnOf); 9] = [
     ("calls", "count", |c| c.calls),
     ("time", "nanoseconds", |c| c.total_ns()),
-    ("native", "nanoseconds", |c| c.native_ns),
-    ("marshal_in", "nanoseconds", |c| c.marshal_in_ns),
-    ("marshal_out", "nanoseconds", |c| c.marshal_out_ns),
-    ("gil_wait", "nanoseconds", |c| c.gil_wait_ns),
-    ("construction", "nanoseconds", |c| c.construction_ns),
+    ("native", "nanoseconds", |c| c.time.native),
+    ("marshal_in", "nanoseconds", |c| c.time.marshal_in),
+    ("marshal_out", "nanoseconds", |c| c.time.marshal_out),
+    ("gil_wait", "nanoseconds", |c| c.time.gil_wait),
+    ("construction", "nanoseconds", |c| c.time.construction),
     ("arg_bytes", "bytes", |c| c.arg_bytes),
     ("buffer_bytes", "bytes", |c| c.buffer_bytes),
 ];
@@ -105,9 +105,13 @@ pub fn to_proto(profile: &Profile) -> proto::Profile {
         let (name, system_name, filename, line, mapping_id, address) = match loc {
             Loc::Frame(k) => {
                 let l = k.location(profile);
+                // No system name: a Python function has no mangled one, and pprof's demangler
+                // rewrites a name equal to its system name, cutting `<...>` out of it
+                // (`<module>`, `<lambda>`, `<listcomp>` would show as `<unknown>`); a name that
+                // differs from its system name is left alone.
                 (
                     l.function.to_string(),
-                    l.function.to_string(),
+                    String::new(),
                     l.file.to_string(),
                     l.line as i64,
                     0,

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use ffiprof_profile::{Frame, FunctionRecord, HookStatus, Profile, SiteRecord, StackSample};
+use ffiprof_profile::{Frame, FunctionRecord, HookStatus, Profile, SiteRecord, Split, StackSample};
 
 /// A small profile with every feature a report shows: two Python stacks reaching one site, a site
 /// with construction and buffers, GIL wait, a C-only function, a skipped hook, sampled timing.
@@ -72,10 +72,10 @@ pub fn demo_profile() -> Profile {
     cos.arg_count = 1;
     cos.arg_bytes = 8000;
     cos.ret_bytes = 8000;
-    cos.native_ns = 30_000;
-    cos.marshal_in_ns = 215_000;
-    cos.marshal_out_ns = 75_000;
-    cos.gil_wait_ns = 5_000;
+    cos.time.native = 30_000;
+    cos.time.marshal_in = 215_000;
+    cos.time.marshal_out = 75_000;
+    cos.time.gil_wait = 5_000;
     cos.native_hist.record_n(28, 900);
     cos.native_hist.record_n(60, 90);
     cos.native_hist.record_n(900, 10);
@@ -85,29 +85,36 @@ pub fn demo_profile() -> Profile {
         function: "step".into(),
         calls: 1000,
         timed_calls: 1000,
-        native_ns: 30_000,
-        marshal_in_ns: 215_000,
-        marshal_out_ns: 75_000,
-        gil_wait_ns: 5_000,
+        time: Split {
+            native: 30_000,
+            marshal_in: 215_000,
+            marshal_out: 75_000,
+            gil_wait: 5_000,
+            ..Split::default()
+        },
         arg_bytes: 8000,
         stacks: vec![
             StackSample {
                 stack: 0,
                 calls: 750,
-                native_ns: 22_500,
-                marshal_in_ns: 160_000,
-                marshal_out_ns: 56_000,
-                gil_wait_ns: 5_000,
-                construction_ns: 0,
+                time: Split {
+                    native: 22_500,
+                    marshal_in: 160_000,
+                    marshal_out: 56_000,
+                    gil_wait: 5_000,
+                    construction: 0,
+                },
             },
             StackSample {
                 stack: 1,
                 calls: 250,
-                native_ns: 7_500,
-                marshal_in_ns: 55_000,
-                marshal_out_ns: 19_000,
-                gil_wait_ns: 0,
-                construction_ns: 0,
+                time: Split {
+                    native: 7_500,
+                    marshal_in: 55_000,
+                    marshal_out: 19_000,
+                    gil_wait: 0,
+                    construction: 0,
+                },
             },
         ],
         ..Default::default()
@@ -121,10 +128,10 @@ pub fn demo_profile() -> Profile {
     fill.arg_count = 2;
     fill.arg_bytes = 3200;
     fill.buffer_bytes = 1_600_000;
-    fill.native_ns = 400_000;
-    fill.marshal_in_ns = 60_000;
-    fill.marshal_out_ns = 16_000;
-    fill.construction_ns = 40_000_000;
+    fill.time.native = 400_000;
+    fill.time.marshal_in = 60_000;
+    fill.time.marshal_out = 16_000;
+    fill.time.construction = 40_000_000;
     fill.construction_bytes = 1_600_000;
     fill.fresh_buffer_calls = 200;
     fill.native_hist.record_n(1_900, 150);
@@ -136,10 +143,13 @@ pub fn demo_profile() -> Profile {
         function: "fill".into(),
         calls: 200,
         timed_calls: 200,
-        native_ns: 400_000,
-        marshal_in_ns: 60_000,
-        marshal_out_ns: 16_000,
-        construction_ns: 40_000_000,
+        time: Split {
+            native: 400_000,
+            marshal_in: 60_000,
+            marshal_out: 16_000,
+            construction: 40_000_000,
+            ..Split::default()
+        },
         construction_bytes: 1_600_000,
         buffer_bytes: 1_600_000,
         arg_bytes: 3200,
@@ -147,11 +157,13 @@ pub fn demo_profile() -> Profile {
         stacks: vec![StackSample {
             stack: 2,
             calls: 200,
-            native_ns: 400_000,
-            marshal_in_ns: 60_000,
-            marshal_out_ns: 16_000,
-            gil_wait_ns: 0,
-            construction_ns: 40_000_000,
+            time: Split {
+                native: 400_000,
+                marshal_in: 60_000,
+                marshal_out: 16_000,
+                gil_wait: 0,
+                construction: 40_000_000,
+            },
         }],
         ..Default::default()
     });
@@ -159,7 +171,7 @@ pub fn demo_profile() -> Profile {
     let mut init = FunctionRecord::new("/opt/vendor/libfixture.so", "fx_init");
     init.calls = 3;
     init.timed_calls = 3;
-    init.native_ns = 1_200_000;
+    init.time.native = 1_200_000;
     init.native_hist.record_n(400_000, 3);
 
     p.functions = vec![cos, fill, init];
@@ -218,43 +230,37 @@ pub fn large_profile(n: usize) -> Profile {
         let sample = StackSample {
             stack: s as u32,
             calls,
-            native_ns: calls * (20 + next() % 5000),
-            marshal_in_ns: calls * (150 + next() % 400),
-            marshal_out_ns: calls * (60 + next() % 100),
-            gil_wait_ns: if next() % 4 == 0 {
-                calls * (next() % 20_000)
-            } else {
-                0
-            },
-            construction_ns: if next() % 3 == 0 {
-                calls * (next() % 50_000)
-            } else {
-                0
+            time: Split {
+                native: calls * (20 + next() % 5000),
+                marshal_in: calls * (150 + next() % 400),
+                marshal_out: calls * (60 + next() % 100),
+                gil_wait: if next() % 4 == 0 {
+                    calls * (next() % 20_000)
+                } else {
+                    0
+                },
+                construction: if next() % 3 == 0 {
+                    calls * (next() % 50_000)
+                } else {
+                    0
+                },
             },
         };
         let f = &mut p.functions[fi];
         let site = &mut f.sites[si];
         site.calls += sample.calls;
         site.timed_calls += sample.calls;
-        site.native_ns += sample.native_ns;
-        site.marshal_in_ns += sample.marshal_in_ns;
-        site.marshal_out_ns += sample.marshal_out_ns;
-        site.gil_wait_ns += sample.gil_wait_ns;
-        site.construction_ns += sample.construction_ns;
+        site.time += sample.time;
         site.arg_bytes += sample.calls * 16;
         site.buffer_bytes += sample.calls * 4096;
         f.calls += sample.calls;
         f.timed_calls += sample.calls;
         f.python_calls += sample.calls;
-        f.native_ns += sample.native_ns;
-        f.marshal_in_ns += sample.marshal_in_ns;
-        f.marshal_out_ns += sample.marshal_out_ns;
-        f.gil_wait_ns += sample.gil_wait_ns;
-        f.construction_ns += sample.construction_ns;
+        f.time += sample.time;
         f.arg_bytes += sample.calls * 16;
         f.buffer_bytes += sample.calls * 4096;
         f.native_hist
-            .record_n(sample.native_ns / sample.calls, sample.calls);
+            .record_n(sample.time.native / sample.calls, sample.calls);
         site.stacks.push(sample);
     }
     p

@@ -1,0 +1,614 @@
+//! Per-thread recorders: the hot path's only data structure.
+//!
+//! A thread finds its recorder from its thread pointer (`fs:0`, one instruction) in a fixed global
+//! table, then its per-(function, site) statistics in an open-addressing table of its own. Only the
+//! owning thread writes a recorder, with relaxed atomic loads and stores (plain moves on x86-64), so
+//! the hot path takes no lock, makes no syscall and allocates only the first time a thread meets a
+//! (function, site) pair. The snapshotter reads the same atomics from its own thread.
+//!
+//! A thread pointer is reused only after its thread is gone, so a new thread that inherits a dead
+//! thread's recorder just keeps adding to totals nobody else writes any more: no destructor, no TLS
+//! (a `thread_local!` in a cdylib costs a `__tls_get_addr` call and can panic in exit hooks).
+
+use std::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+};
+
+use ffiprof_profile::Split;
+
+/// Latency buckets: exact below 128 ticks, then 64 per power of two (under 1.6 % wide).
+pub const BUCKETS: usize = 64 * 37 + 64;
+const MAX_TICKS: u64 = (1u64 << 42) - 1;
+
+#[inline(always)]
+pub fn bucket_of(ticks: u64) -> usize {
+    let v = ticks.min(MAX_TICKS);
+    if v < 128 {
+        v as usize
+    } else {
+        let msb = 63 - v.leading_zeros();
+        let shift = msb - 6;
+        64 * shift as usize + (v >> shift) as usize
+    }
+}
+
+/// The middle of bucket `i`, in ticks.
+pub fn bucket_value(i: usize) -> u64 {
+    if i < 128 {
+        i as u64
+    } else {
+        let shift = (i / 64 - 1) as u32;
+        let sub = (i % 64 + 64) as u64;
+        let lo = sub << shift;
+        let hi = ((sub + 1) << shift) - 1;
+        lo + (hi - lo) / 2
+    }
+}
+
+/// Counters a relaxed load-add-store can bump: only the owning thread writes them.
+#[derive(Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline(always)]
+    pub fn add(&self, v: u64) {
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(v),
+            Ordering::Relaxed,
+        );
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+    pub fn reset(&self) {
+        self.0.store(0, Ordering::Relaxed)
+    }
+}
+
+/// The first calls of a (function, site) pair on a thread that are always timed, whatever the
+/// sampling rate: a function called a handful of times (an `open`, a `close`, a rare slow call)
+/// gets its true time instead of 0 or one sample scaled up, and the one-off costs of first calls
+/// (page faults, lazy binding, cold caches) are counted once instead of multiplied by the
+/// sampling rate. 8 is the default rate's own number: a pair the 1-in-8 sampling would time less
+/// than once in expectation is timed exactly, at a bounded price (8 timed calls per pair and
+/// thread, ~0.1 µs each, and 64 bytes per pair for their latencies).
+pub const ALWAYS_TIMED: usize = 8;
+
+/// Time sums of one stratum of calls, in ticks, and how many calls were timed in it.
+/// `ticks.construction` stays 0: constructions are timed whenever they happen, never sampled, and
+/// add up in [`CallStats::construction_ticks`] whatever the stratum of the call they serve.
+#[derive(Default)]
+pub struct Times {
+    pub timed: Counter,
+    pub ticks: Split<Counter>,
+}
+
+impl Times {
+    fn clear(&self) {
+        self.timed.reset();
+        for (_, c) in self.ticks.iter() {
+            c.reset();
+        }
+    }
+}
+
+/// Everything one thread recorded for one (C function, Python call site) pair.
+///
+/// Its calls fall in two strata, fixed before each call is measured: the first
+/// [`ALWAYS_TIMED`] calls, every one timed (`first`: exact sums), and the rest, of which a
+/// random sample is timed (`sampled`, `hist`: scaled to the rest's calls when a profile is
+/// built). Every count and byte is exact in both.
+pub struct CallStats {
+    pub function: usize,
+    /// Interned call-site id (0: not called from Python, or site unknown).
+    pub site: u32,
+    /// Set at first sighting when `--lib` excludes the function's library.
+    pub excluded: bool,
+    /// The address of the recorder these statistics belong to (0 outside one, in unit tests):
+    /// what a cache of pairs checks a pair's thread by. Recorders are never freed, so no new
+    /// recorder (a forked child's) ever has an old one's address.
+    pub owner: usize,
+    /// Facts about the site the Python layer keeps with the pair, so that a call need not look
+    /// its site up twice (bit 0: no `argtypes`, bit 1: default `restype`).
+    pub site_flags: AtomicU8,
+    pub calls: Counter,
+    pub arg_count: AtomicU32,
+    pub arg_bytes: Counter,
+    pub ret_bytes: Counter,
+    pub buffer_bytes: Counter,
+    /// Calls left before the next timed one (owner thread only; see `ThreadState::sample_pair`).
+    pub countdown: AtomicU32,
+    /// The always-timed first calls, and the native ticks of each for the histogram.
+    pub first: Times,
+    pub first_native: [Counter; ALWAYS_TIMED],
+    /// The randomly sampled calls after the first.
+    pub sampled: Times,
+    pub construction_ticks: Counter,
+    pub construction_bytes: Counter,
+    pub python_calls: Counter,
+    pub fresh_buffer_calls: Counter,
+    pub undeclared_argtypes: Counter,
+    pub undeclared_restype: Counter,
+    /// Python time between consecutive calls of one site on this thread, on sampled calls.
+    pub gap_ticks: Counter,
+    pub gap_samples: Counter,
+    /// Sampled whole stacks: (stack id + 1, samples); samples beyond these slots in `stacks_other`.
+    pub stacks: [(AtomicU32, Counter); STACK_SLOTS],
+    pub stacks_other: Counter,
+    /// Native latencies of the sampled calls.
+    pub hist: [Counter; BUCKETS],
+}
+
+/// Distinct sampled stacks kept per (function, site).
+pub const STACK_SLOTS: usize = 8;
+
+impl CallStats {
+    pub(crate) fn new(function: usize, site: u32, excluded: bool) -> Box<Self> {
+        // SAFETY: every field of CallStats is an integer, an atomic, a bool, or a struct or array
+        // of those (Counter, Times and its Split<Counter>), for which all-zero bytes are a valid
+        // value; allocating zeroed keeps 20 KiB off small thread stacks.
+        let mut s: Box<Self> = unsafe { Box::new_zeroed().assume_init() };
+        s.function = function;
+        s.site = site;
+        s.excluded = excluded;
+        if excluded {
+            // Never timed: the hooks pass an excluded pair's calls straight through.
+            s.countdown.store(u32::MAX, Ordering::Relaxed);
+        }
+        s
+    }
+
+    /// Counts one sampled occurrence of stack `id` (owner thread only).
+    pub fn note_stack(&self, id: u32) {
+        for (slot, count) in &self.stacks {
+            let v = slot.load(Ordering::Relaxed);
+            if v == id + 1 {
+                count.add(1);
+                return;
+            }
+            if v == 0 {
+                slot.store(id + 1, Ordering::Relaxed);
+                count.add(1);
+                return;
+            }
+        }
+        self.stacks_other.add(1);
+    }
+
+    /// The stratum a timed call belongs to: `first` when it was timed as one of the first calls.
+    #[inline(always)]
+    pub fn times(&self, first: bool) -> &Times {
+        if first {
+            &self.first
+        } else {
+            &self.sampled
+        }
+    }
+
+    /// One timed call's native interval (owner thread only).
+    #[inline(always)]
+    pub fn record_native(&self, first: bool, ticks: u64) {
+        if first {
+            return self.record_first_native(ticks);
+        }
+        self.sampled.timed.add(1);
+        self.sampled.ticks.native.add(ticks);
+        self.hist[bucket_of(ticks)].add(1);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn record_first_native(&self, ticks: u64) {
+        let n = self.first.timed.get() as usize;
+        self.first.timed.add(1);
+        self.first.ticks.native.add(ticks);
+        match self.first_native.get(n) {
+            Some(slot) => slot.add(ticks),
+            // Not reached: the ffi_call hook files no more first calls than there are slots.
+            None => self.hist[bucket_of(ticks)].add(1),
+        }
+    }
+
+    /// Zeroes everything recorded, keeping what the pair is (a new attach session reuses it).
+    /// The pattern names every field, so a field added later must be handled here to compile.
+    fn clear(&self) {
+        let CallStats {
+            function: _,
+            site: _,
+            excluded: _,
+            owner: _,
+            site_flags: _,
+            calls,
+            arg_count,
+            arg_bytes,
+            ret_bytes,
+            buffer_bytes,
+            countdown,
+            first,
+            first_native,
+            sampled,
+            construction_ticks,
+            construction_bytes,
+            python_calls,
+            fresh_buffer_calls,
+            undeclared_argtypes,
+            undeclared_restype,
+            gap_ticks,
+            gap_samples,
+            stacks,
+            stacks_other,
+            hist,
+        } = self;
+        for c in [
+            calls,
+            arg_bytes,
+            ret_bytes,
+            buffer_bytes,
+            construction_ticks,
+            construction_bytes,
+            python_calls,
+            fresh_buffer_calls,
+            undeclared_argtypes,
+            undeclared_restype,
+            gap_ticks,
+            gap_samples,
+            stacks_other,
+        ] {
+            c.reset();
+        }
+        arg_count.store(0, Ordering::Relaxed);
+        countdown.store(if self.excluded { u32::MAX } else { 0 }, Ordering::Relaxed);
+        first.clear();
+        sampled.clear();
+        for c in first_native {
+            c.reset();
+        }
+        for (id, count) in stacks {
+            id.store(0, Ordering::Relaxed);
+            count.reset();
+        }
+        for c in hist {
+            c.reset();
+        }
+    }
+}
+
+const STATS_SLOTS: usize = 2048;
+
+struct StatsSlot {
+    key: AtomicU64,
+    stats: AtomicPtr<CallStats>,
+}
+
+/// One thread's recorder.
+pub struct ThreadRecorder {
+    slots: [StatsSlot; STATS_SLOTS],
+    /// Per-thread state of the Python layer (current call, timestamps).
+    pub python: super::call_ctx::ThreadState,
+}
+
+/// Unique per (function, site): user-space addresses fit in 47 bits and site ids in 16 (the
+/// site table has 65536 slots and interning gives no id past 0xffff), so a key match needs no
+/// second check, and neither part needs masking.
+#[inline(always)]
+fn stats_key(function: usize, site: u32) -> u64 {
+    function as u64 | (site as u64) << 48
+}
+
+#[inline(always)]
+fn mix(k: u64) -> usize {
+    (k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize
+}
+
+impl ThreadRecorder {
+    fn new() -> Box<Self> {
+        // SAFETY: slots are atomics (zero = empty), and the Python
+        // layer's ThreadState is documented to be valid all-zero; allocating zeroed keeps the
+        // 32 KiB table off the calling thread's stack.
+        unsafe { Box::new_zeroed().assume_init() }
+    }
+
+    /// The statistics of (function, site) on this thread, created on first sighting.
+    /// `excluded` is asked only then. Returns None when the table is full.
+    #[inline(always)]
+    pub fn stats(
+        &self,
+        function: usize,
+        site: u32,
+        excluded: impl FnOnce(usize) -> bool,
+    ) -> Option<&CallStats> {
+        let key = stats_key(function, site);
+        let mut i = mix(key) & (STATS_SLOTS - 1);
+        for _ in 0..STATS_SLOTS {
+            let slot = &self.slots[i];
+            let k = slot.key.load(Ordering::Relaxed);
+            if k == key {
+                // SAFETY: a published CallStats is leaked and never freed while the process lives;
+                // the key is published after the pointer, so a matching key has one.
+                return unsafe { slot.stats.load(Ordering::Acquire).as_ref() };
+            } else if k == 0 {
+                let s = Box::leak(CallStats::new(function, site, excluded(function)));
+                s.owner = self as *const Self as usize;
+                slot.stats.store(s, Ordering::Release);
+                slot.key.store(key, Ordering::Release);
+                return Some(s);
+            }
+            i = (i + 1) & (STATS_SLOTS - 1);
+        }
+        None
+    }
+
+    /// The statistics of (function, site) if this thread has them already: the hooks' fast path,
+    /// which must not call anything before the hooked call.
+    #[inline(always)]
+    pub fn existing_stats(&self, function: usize, site: u32) -> Option<&CallStats> {
+        let key = stats_key(function, site);
+        let slot = &self.slots[mix(key) & (STATS_SLOTS - 1)];
+        if slot.key.load(Ordering::Relaxed) == key {
+            // SAFETY: as in `stats`; the key is stored after the pointer, so it is never null.
+            return Some(unsafe { &*slot.stats.load(Ordering::Acquire) });
+        }
+        None
+    }
+
+    /// The statistics of (function, site) if this thread has them, wherever they sit in the
+    /// table: the call wrapper's look-up before the call (a pair not in its home slot must not
+    /// look new to it, or every one of its calls would be timed).
+    #[inline(always)]
+    pub fn find_stats(&self, function: usize, site: u32) -> Option<&CallStats> {
+        self.existing_stats(function, site)
+            .or_else(|| self.find_stats_away(function, site))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn find_stats_away(&self, function: usize, site: u32) -> Option<&CallStats> {
+        let key = stats_key(function, site);
+        let mut i = mix(key) & (STATS_SLOTS - 1);
+        for _ in 0..STATS_SLOTS {
+            let slot = &self.slots[i];
+            match slot.key.load(Ordering::Acquire) {
+                // SAFETY: as in `stats`.
+                k if k == key => return unsafe { slot.stats.load(Ordering::Acquire).as_ref() },
+                0 => return None,
+                _ => i = (i + 1) & (STATS_SLOTS - 1),
+            }
+        }
+        None
+    }
+
+    /// Every (function, site) this thread has recorded.
+    pub fn each(&self, mut f: impl FnMut(&CallStats)) {
+        for slot in &self.slots {
+            if slot.key.load(Ordering::Acquire) != 0 {
+                // SAFETY: as in `stats`.
+                if let Some(s) = unsafe { slot.stats.load(Ordering::Acquire).as_ref() } {
+                    f(s);
+                }
+            }
+        }
+    }
+}
+
+const THREAD_SLOTS: usize = 4096;
+
+struct ThreadSlot {
+    key: AtomicUsize,
+    recorder: AtomicPtr<ThreadRecorder>,
+}
+
+static THREADS: [ThreadSlot; THREAD_SLOTS] = [const {
+    ThreadSlot {
+        key: AtomicUsize::new(0),
+        recorder: AtomicPtr::new(std::ptr::null_mut()),
+    }
+}; THREAD_SLOTS];
+
+/// Calls that could not be recorded because a table was full.
+pub static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// Set when the first thread is registered (the snapshotter starts lazily after a fork).
+pub static ANY_THREAD: AtomicBool = AtomicBool::new(false);
+
+#[inline(always)]
+fn thread_pointer() -> usize {
+    let tp: usize;
+    // SAFETY: on x86-64 Linux, fs:0 holds the thread control block's own address (the TCB's
+    // self-pointer), which is unique among live threads; reading it has no side effects.
+    unsafe {
+        core::arch::asm!("mov {}, fs:0", out(reg) tp, options(nostack, readonly, preserves_flags))
+    };
+    tp
+}
+
+/// This thread's recorder when the agent is recording (`runtime::ACTIVE`).
+#[inline(always)]
+pub fn if_active() -> Option<&'static ThreadRecorder> {
+    if !crate::runtime::ACTIVE.load(Ordering::Relaxed) {
+        return None;
+    }
+    // No re-entrancy flag: the agent never calls foreign functions itself, and a nested
+    // Python-level call (a callback, a finalizer) is a real call with its own CallCtx.
+    current()
+}
+
+/// `if_active` for hooks' fast paths: None also when the thread's recorder is not in its home
+/// slot (or does not exist yet); the caller then takes its slow path.
+#[inline(always)]
+pub fn at_home_if_active() -> Option<&'static ThreadRecorder> {
+    if !crate::runtime::ACTIVE.load(Ordering::Relaxed) {
+        return None;
+    }
+    current_at_home()
+}
+
+/// This thread's recorder, created on its first call. None when the table of threads is full.
+#[inline(always)]
+pub fn current() -> Option<&'static ThreadRecorder> {
+    if let Some(rec) = current_at_home() {
+        return Some(rec);
+    }
+    let key = thread_pointer();
+    current_slow(key, mix(key as u64) & (THREAD_SLOTS - 1))
+}
+
+/// This thread's recorder when it sits in its home slot (nearly always), else None — with no
+/// call on any path, so a hook's fast path needs no stack frame; the caller falls back to
+/// `current`.
+#[inline(always)]
+pub fn current_at_home() -> Option<&'static ThreadRecorder> {
+    let key = thread_pointer();
+    let slot = &THREADS[mix(key as u64) & (THREAD_SLOTS - 1)];
+    if slot.key.load(Ordering::Acquire) == key {
+        // SAFETY: recorders are leaked, never freed; null only during the owner's own claim.
+        return unsafe { slot.recorder.load(Ordering::Acquire).as_ref() };
+    }
+    None
+}
+
+/// A thread's first call, or a collision in the table.
+#[cold]
+#[inline(never)]
+fn current_slow(key: usize, start: usize) -> Option<&'static ThreadRecorder> {
+    let mut i = start;
+    for _ in 0..THREAD_SLOTS {
+        let slot = &THREADS[i];
+        let k = slot.key.load(Ordering::Acquire);
+        if k == key {
+            // SAFETY: recorders are leaked, never freed; null only during the owner's own claim.
+            return unsafe { slot.recorder.load(Ordering::Acquire).as_ref() };
+        }
+        if k == 0
+            && slot
+                .key
+                .compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            let r: &'static ThreadRecorder = Box::leak(ThreadRecorder::new());
+            slot.recorder
+                .store(r as *const _ as *mut _, Ordering::Release);
+            ANY_THREAD.store(true, Ordering::Release);
+            return Some(r);
+        }
+        if k == 0 {
+            // Another thread claimed this slot between our load and CAS: look again at it.
+            continue;
+        }
+        i = (i + 1) & (THREAD_SLOTS - 1);
+    }
+    None
+}
+
+/// Every recorder of every thread seen so far.
+pub fn each_thread(mut f: impl FnMut(&ThreadRecorder)) {
+    for slot in THREADS.iter() {
+        // SAFETY: as in `current`.
+        if let Some(r) = unsafe { slot.recorder.load(Ordering::Acquire).as_ref() } {
+            f(r);
+        }
+    }
+}
+
+/// Zeroes every thread's recorder for a new attach session in the same process, keeping the
+/// recorders and their tables, so memory stays bounded by threads × (function, site) pairs however
+/// many sessions come (forgetting them would leak ~50 KiB per thread and session). Recording must
+/// be off; a call still in flight from the last session may add itself to the new one (at most
+/// one per thread). `excluded_now` says whether a function is excluded under the new session's
+/// filter; if any recorded pair disagrees, nothing is cleared and false is returned (the caller
+/// then forgets the recorders: `excluded` is fixed when a pair is created).
+pub fn clear_all(excluded_now: impl Fn(usize) -> bool) -> bool {
+    let mut same_filter = true;
+    each_thread(|r| {
+        r.each(|s| {
+            if same_filter && excluded_now(s.function) != s.excluded {
+                same_filter = false;
+            }
+        })
+    });
+    if !same_filter {
+        return false;
+    }
+    each_thread(|r| r.each(CallStats::clear));
+    DROPPED.store(0, Ordering::Relaxed);
+    true
+}
+
+/// Forgets every thread (in a forked child: the parent's counts are not the child's). The old
+/// recorders are leaked on purpose; the child is single-threaded here, so nobody is writing them.
+pub fn forget_all() {
+    for slot in THREADS.iter() {
+        slot.recorder.store(std::ptr::null_mut(), Ordering::Release);
+        slot.key.store(0, Ordering::Release);
+    }
+    DROPPED.store(0, Ordering::Relaxed);
+    ANY_THREAD.store(false, Ordering::Release);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_monotonic_and_tight() {
+        let mut last = 0;
+        for v in (0..100_000u64).chain([1 << 20, 1 << 30, 1 << 41]) {
+            let b = bucket_of(v);
+            assert!(b >= last || v == 1 << 20, "{v}");
+            last = b;
+            assert!(b < BUCKETS);
+            let mid = bucket_value(b) as f64;
+            assert!(
+                (mid - v as f64).abs() <= (v as f64) * 0.016 + 0.5,
+                "{v} -> {b} -> {mid}"
+            );
+        }
+    }
+
+    #[test]
+    fn clear_all_zeroes_and_keeps_the_pairs() {
+        let r = current().unwrap();
+        let s = r.stats(0x5151, 3, |_| false).unwrap();
+        s.calls.add(5);
+        s.record_native(true, 200);
+        s.record_native(false, 300);
+        s.sampled.ticks.gil_wait.add(40);
+        assert_eq!(
+            (s.first.ticks.native.get(), s.sampled.ticks.native.get()),
+            (200, 300)
+        );
+        s.countdown.store(5, Ordering::Relaxed);
+        s.note_stack(4);
+        assert!(!clear_all(|f| f == 0x5151), "a changed filter refuses");
+        assert_eq!(s.calls.get(), 5);
+        assert!(clear_all(|_| false));
+        assert_eq!(s.calls.get(), 0);
+        assert_eq!((s.first.timed.get(), s.sampled.timed.get()), (0, 0));
+        let ticks = |t: &Times| t.ticks.map(Counter::get);
+        assert_eq!((ticks(&s.first), ticks(&s.sampled)), Default::default());
+        assert_eq!(s.first_native[0].get(), 0);
+        assert_eq!(s.countdown.load(Ordering::Relaxed), 0);
+        assert!(s.hist.iter().all(|c| c.get() == 0));
+        assert!(s
+            .stacks
+            .iter()
+            .all(|(id, c)| id.load(Ordering::Relaxed) == 0 && c.get() == 0));
+        let again = r.stats(0x5151, 3, |_| true).unwrap();
+        assert!(std::ptr::eq(s, again), "the pair is reused");
+    }
+
+    #[test]
+    fn same_thread_same_recorder_and_stats() {
+        let a = current().unwrap() as *const _;
+        let b = current().unwrap() as *const _;
+        assert_eq!(a, b);
+        let r = current().unwrap();
+        let s1 = r.stats(0x1234, 0, |_| false).unwrap() as *const _;
+        let s2 = r.stats(0x1234, 0, |_| true).unwrap() as *const _;
+        let s3 = r.stats(0x1234, 7, |_| false).unwrap() as *const _;
+        assert_eq!(s1, s2);
+        assert_ne!(s1, s3);
+        let other = std::thread::spawn(|| current().unwrap() as *const _ as usize)
+            .join()
+            .unwrap();
+        assert_ne!(other, a as usize);
+    }
+}
