@@ -84,10 +84,10 @@ pub static ORIG_RESTORE_THREAD: AtomicUsize = AtomicUsize::new(0);
 
 /// The wrapper of both families: finds the call's site and statistics, decides whether it is
 /// timed, notes its arguments' bytes, calls the original with its [`CallCtx`] pushed for the
-/// hooks inside, then files what was measured. Returns the original's result, or None when it
-/// did not call it (recording off, an unknown thread): its entry then calls the original itself,
-/// as it does when a panic of ours stops this before the call. Nothing after the call can panic
-/// out of here (that part runs in guards of its own), so a call is never made twice.
+/// hooks inside, then files what was measured. Returns the original's result, or [`NOT_CALLED`]
+/// when it did not call it (recording off, an unknown thread): its entry then calls the original
+/// itself, as it does when a panic of ours stops this before the call. Nothing after the call can
+/// panic out of here (that part runs in guards of its own), so a call is never made twice.
 ///
 /// # Safety
 /// A tp_call of the family, with the GIL held; `orig` the family's original tp_call.
@@ -98,17 +98,17 @@ unsafe fn wrapped_call(
     callable: *mut PyObject,
     args: *mut PyObject,
     kwargs: *mut PyObject,
-) -> Option<*mut PyObject> {
+) -> *mut PyObject {
     #[cfg(feature = "floor-probe")]
     // SAFETY: as this function.
     if family_ctypes && unsafe { super::floor_probe::call(callable, args) } {
-        return None;
+        return NOT_CALLED;
     }
     if !runtime::ACTIVE.load(Ordering::Relaxed) {
-        return None;
+        return NOT_CALLED;
     }
     let (Some(api), Some(rec)) = (api::hot(), crate::record::recorder::current()) else {
-        return None;
+        return NOT_CALLED;
     };
     let st = &rec.python;
     // The end of the gap since this site's last call: read before any of our own work, so the
@@ -126,17 +126,19 @@ unsafe fn wrapped_call(
     // One look-up of the pair's statistics: the thread's last call when this one repeats it,
     // else the position's inline cache, else the thread's table.
     let repeated = pos.and_then(|p| st.repeated_call(p.code, p.ip, address));
-    if let Some(stats) = repeated.filter(|_| !sample_stack) {
-        // SAFETY: as this function.
-        let result = unsafe {
-            if st.untimed_next(stats) {
-                repeated_call::<false>(orig, callable, args, kwargs, api, st, stats)
-            } else {
-                repeated_timed_call(orig, callable, args, kwargs, api, st, stats)
+    if !sample_stack {
+        if let Some(stats) = repeated {
+            // SAFETY: as this function.
+            let result = unsafe {
+                if st.untimed_next(stats) {
+                    repeated_call::<false>(orig, callable, args, kwargs, api, st, stats)
+                } else {
+                    repeated_timed_call(orig, callable, args, kwargs, api, st, stats)
+                }
+            };
+            if result != NOT_CALLED {
+                return result;
             }
-        };
-        if result.is_some() {
-            return result;
         }
     }
     let call = Known {
@@ -149,8 +151,12 @@ unsafe fn wrapped_call(
         repeated,
     };
     // SAFETY: as this function.
-    Some(unsafe { general_call(orig, family_ctypes, callable, args, kwargs, &call) })
+    unsafe { general_call(orig, family_ctypes, callable, args, kwargs, &call) }
 }
+
+/// What the wrappers return when they did not call the original: no object's address (objects
+/// are aligned), and not NULL, which the original returns on an error.
+const NOT_CALLED: *mut PyObject = 1 as *mut PyObject;
 
 /// What the wrapper found before it chose between [`repeated_call`] and [`general_call`].
 struct Known {
@@ -176,7 +182,7 @@ unsafe fn repeated_timed_call(
     api: &Api,
     st: &ThreadState,
     stats: &'static CallStats,
-) -> Option<*mut PyObject> {
+) -> *mut PyObject {
     // SAFETY: per the contract.
     unsafe { repeated_call::<true>(orig, callable, args, kwargs, api, st, stats) }
 }
@@ -185,8 +191,8 @@ unsafe fn repeated_timed_call(
 /// `stats` its pair's), not taking its stack, its arguments plain numbers, its site's
 /// declarations in order; not timed unless `MAY_TIME` (the pair's countdown is due: one call in
 /// `TIMING_EVERY`, and its first calls). Checks all that before it changes anything, and returns
-/// None (the general path then takes the call) when one does not hold; else the original's
-/// result.
+/// [`NOT_CALLED`] (the general path then takes the call) when one does not hold; else the
+/// original's result.
 ///
 /// # Safety
 /// As [`wrapped_call`]; `stats` this thread's, `args` the call's tuple (or null); without
@@ -201,9 +207,9 @@ unsafe fn repeated_call<const MAY_TIME: bool>(
     api: &Api,
     st: &ThreadState,
     stats: &'static CallStats,
-) -> Option<*mut PyObject> {
+) -> *mut PyObject {
     if stats.excluded || stats.site_flags.load(Ordering::Relaxed) != 0 {
-        return None;
+        return NOT_CALLED;
     }
     let mut nargs = 0;
     if !args.is_null() {
@@ -211,14 +217,14 @@ unsafe fn repeated_call<const MAY_TIME: bool>(
         unsafe {
             let n = api::word(args as usize, api::OB_SIZE);
             if n > ARG_SLOTS {
-                return None;
+                return NOT_CALLED;
             }
             let items = args as usize + api.layout.tuple_items;
             for i in 0..n {
                 let item = api::word(items, 8 * i);
                 let ty = api::type_of(item);
                 if ty != api.float_type && ty != api.long_type && item != api.none {
-                    return None;
+                    return NOT_CALLED;
                 }
             }
             nargs = n as u32;
@@ -275,7 +281,7 @@ unsafe fn repeated_call<const MAY_TIME: bool>(
         st.last_site.store(stats.site, Ordering::Relaxed);
         st.last_leave.store(clock::now(), Ordering::Relaxed);
     }
-    Some(result)
+    result
 }
 
 /// A repeated call whose hook counted it into another pair: that pair's site declarations.
@@ -561,10 +567,10 @@ pub unsafe extern "C" fn ctypes_call(
     let orig: TernaryFunc =
         unsafe { std::mem::transmute::<usize, TernaryFunc>(ORIG_CTYPES.load(Ordering::Relaxed)) };
     // SAFETY: forwarded from the interpreter's call of a CFuncPtr, GIL held.
-    let result = runtime::guard(None, || unsafe {
+    let result = runtime::guard(NOT_CALLED, || unsafe {
         wrapped_call(orig, true, callable, args, kwargs)
     });
-    if let Some(result) = result {
+    if result != NOT_CALLED {
         return result;
     }
     // SAFETY: the original call, unchanged (the wrapper did not make it).
@@ -581,10 +587,10 @@ pub unsafe extern "C" fn cffi_call(
     let orig: TernaryFunc =
         unsafe { std::mem::transmute::<usize, TernaryFunc>(ORIG_CFFI.load(Ordering::Relaxed)) };
     // SAFETY: forwarded from the interpreter's call of a cdata, GIL held.
-    let result = runtime::guard(None, || unsafe {
+    let result = runtime::guard(NOT_CALLED, || unsafe {
         wrapped_call(orig, false, callable, args, kwargs)
     });
-    if let Some(result) = result {
+    if result != NOT_CALLED {
         return result;
     }
     // SAFETY: the original call, unchanged (the wrapper did not make it).
