@@ -256,7 +256,7 @@ unsafe extern "C" fn slow_ffi_call(
     crate::runtime::guard((), || unsafe { slow_path(&mut call) });
     if !call.forwarded {
         // SAFETY: the original call, unchanged.
-        unsafe { real(cif, f, r, a) }
+        unsafe { (call.real)(cif, f, r, a) }
     }
 }
 

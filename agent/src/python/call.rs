@@ -259,8 +259,8 @@ unsafe fn repeated_call<const MAY_TIME: bool>(
     let result = unsafe { orig(callable, args, kwargs) };
     let t3 = if timed { clock::now() } else { 0 };
     st.ctx.store(outer, Ordering::Relaxed);
-    // No guard from here on (it would cost a call): nothing below can panic — loads, stores,
-    // wrapping adds and compares, and a site's flags read with its index masked.
+    // No guard around the rest (it would cost a call on every one): nothing below can panic —
+    // loads, stores, wrapping adds and compares, clock reads; the rare site look-up has its own.
     if timed && ctx.awaiting_gil {
         // The GIL was never given up (PyDLL, an error before the call): nothing to wait for.
         ctx.awaiting_gil = false;
@@ -274,7 +274,7 @@ unsafe fn repeated_call<const MAY_TIME: bool>(
         }
         if !std::ptr::eq(counted, stats) {
             // The hook saw another C function than the callable's (see `callee`).
-            other_pair_counted(counted);
+            runtime::guard((), || other_pair_counted(counted));
         }
     }
     if st.next_samples_soon() {
