@@ -156,6 +156,7 @@ unsafe fn wrapped_call(
 
 /// What the wrappers return when they did not call the original: no object's address (objects
 /// are aligned), and not NULL, which the original returns on an error.
+#[allow(clippy::manual_dangling_ptr)] // a sentinel, compared only, never a pointer to use
 const NOT_CALLED: *mut PyObject = 1 as *mut PyObject;
 
 /// What the wrapper found before it chose between [`repeated_call`] and [`general_call`].

@@ -528,3 +528,47 @@ pub fn frames_and_stacks() -> (Vec<Frame>, Vec<Vec<u32>>) {
         .collect();
     (frames, stacks)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::recorder;
+
+    /// A position's cached pair serves the thread that owns it, for its C function: another
+    /// function, or another thread, misses (and looks the pair up in its own table).
+    #[test]
+    fn a_position_cache_serves_its_own_thread_and_function_only() {
+        let cell: &'static AtomicPtr<CallStats> = Box::leak(Box::new(AtomicPtr::default()));
+        let site = Site {
+            id: 9,
+            cache: Some(cell),
+        };
+        let rec = recorder::current().unwrap();
+        let stats = rec.stats(0x4242, 9, |_| false).unwrap();
+        assert!(site.cached(0x4242, rec).is_none(), "empty");
+        site.remember(stats);
+        assert!(std::ptr::eq(site.cached(0x4242, rec).unwrap(), stats));
+        assert!(site.cached(0x4343, rec).is_none(), "another C function");
+        let cell_addr = cell as *const AtomicPtr<CallStats> as usize;
+        let other_thread = std::thread::spawn(move || {
+            // SAFETY: the cell is leaked, so it lives as long as the process.
+            let cell = unsafe { &*(cell_addr as *const AtomicPtr<CallStats>) };
+            let site = Site {
+                id: 9,
+                cache: Some(cell),
+            };
+            site.cached(0x4242, recorder::current().unwrap()).is_none()
+        });
+        assert!(other_thread.join().unwrap(), "another thread's recorder");
+        let elsewhere = rec.stats(0x4242, 10, |_| false).unwrap();
+        site.remember(elsewhere);
+        assert!(
+            std::ptr::eq(site.cached(0x4242, rec).unwrap(), stats),
+            "another site's pair is not cached here"
+        );
+        assert!(
+            Site::known(9).cached(0x4242, rec).is_none(),
+            "no cache, no hit"
+        );
+    }
+}

@@ -261,3 +261,37 @@ impl CallCtx {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The thread's last call answers only for the same position and C function, and not after
+    /// it is forgotten.
+    #[test]
+    fn a_repeated_call_finds_its_pair_and_nothing_else() {
+        let st = ThreadState::default();
+        let s = CallStats::new(0x1000, 7, false);
+        assert!(
+            st.repeated_call(0x10, 0x20, 0x1000).is_none(),
+            "nothing noted yet"
+        );
+        st.remember_call(0x10, 0x20, &s);
+        let hit = st.repeated_call(0x10, 0x20, 0x1000).expect("the same call");
+        assert!(std::ptr::eq(hit, &*s));
+        assert!(
+            st.repeated_call(0x10, 0x20, 0x2000).is_none(),
+            "another C function"
+        );
+        assert!(
+            st.repeated_call(0x10, 0x22, 0x1000).is_none(),
+            "another instruction"
+        );
+        assert!(
+            st.repeated_call(0x11, 0x20, 0x1000).is_none(),
+            "another code object"
+        );
+        st.forget_last_call();
+        assert!(st.repeated_call(0x10, 0x20, 0x1000).is_none(), "forgotten");
+    }
+}

@@ -192,8 +192,8 @@ mod tests {
 
     /// Which calls record their Python stack: a thread's first call, then one in `STACK_EVERY`
     /// at random (gaps uniform in 1..=2N-1); every call for 1, none for 0. The wrapper asks
-    /// `next_samples_stack` ahead of the next call (to note when this one returned), so it must
-    /// always agree with the draw that follows.
+    /// `next_samples_soon` ahead of the next call (to note when this one returned), so it must
+    /// always agree with the draw that follows (`next_samples_stack`, the full question).
     #[test]
     fn one_call_in_n_records_its_stack_and_the_next_one_is_known_ahead() {
         const N: u32 = 16;
@@ -206,6 +206,12 @@ mod tests {
             let ahead = st.next_samples_stack();
             let now = st.sample(&st.stack_countdown, STACK_EVERY.load(Ordering::Relaxed));
             assert_eq!(ahead, now, "call {call}");
+            // What the wrapper's return asks: the same answer with one compare mostly.
+            assert_eq!(
+                st.next_samples_soon(),
+                st.next_samples_stack(),
+                "call {call}"
+            );
             if now {
                 if let Some(prev) = last {
                     assert!((1..2 * N).contains(&(call - prev)), "gap {}", call - prev);
@@ -227,6 +233,7 @@ mod tests {
             for _ in 0..50 {
                 assert_eq!(st.next_samples_stack(), all);
                 assert_eq!(st.sample(&st.stack_countdown, every), all);
+                assert_eq!(st.next_samples_soon(), all);
             }
         }
         STACK_EVERY.store(64, Ordering::Relaxed);
