@@ -5,6 +5,10 @@
 //! site is seen (resolving the line on every call would cost ~155 ns here). Everything here runs
 //! with the GIL held, which is what serialises writers of the tables.
 //!
+//! Each position's slot is also an inline cache of the (function, site) statistics its last call
+//! recorded into ([`Site::cached`]): the wrapper finds a pair there instead of in the thread's
+//! table whenever the same thread calls the same C function from it again.
+//!
 //! A position in a pass-through frame (a generic forwarder, ctypes' own code, `--site-skip`: see
 //! `site_rules`) carries a bit in its interned id: a call made there is attributed to the first
 //! frame up the stack without that bit, at the cost of one bit test for every other call.

@@ -4,7 +4,10 @@
 //! table, then its per-(function, site) statistics in an open-addressing table of its own. Only the
 //! owning thread writes a recorder, with relaxed atomic loads and stores (plain moves on x86-64), so
 //! the hot path takes no lock, makes no syscall and allocates only the first time a thread meets a
-//! (function, site) pair. The snapshotter reads the same atomics from its own thread.
+//! (function, site) pair. The snapshotter reads the same atomics from its own thread. The Python
+//! layer's wrappers mostly find a pair without the table: as the thread's last call
+//! (`ThreadState::repeated_call`) or in its position's inline cache (`frames::Site::cached`),
+//! which checks the pair's `owner`.
 //!
 //! A thread pointer is reused only after its thread is gone, so a new thread that inherits a dead
 //! thread's recorder just keeps adding to totals nobody else writes any more: no destructor, no TLS
