@@ -121,11 +121,13 @@ macro_rules! trampolines {
             static $real: AtomicUsize = AtomicUsize::new(0);
 
             unsafe extern "C" fn $name(cif: *mut FfiCif, f: *const c_void, r: *mut c_void, a: *mut *mut c_void) {
+                // SAFETY: cif and f as libffi's caller passed them.
+                let counted = crate::runtime::guard(false, || unsafe { counted(cif, f) });
+                // Read after the counting, which then has one more register to itself.
                 // SAFETY: set to a real ffi_call before this trampoline was written to any GOT.
                 let real: FfiCallFn =
                     unsafe { std::mem::transmute::<usize, FfiCallFn>($real.load(Ordering::Relaxed)) };
-                // SAFETY: cif and f as libffi's caller passed them.
-                if crate::runtime::guard(false, || unsafe { counted(cif, f) }) {
+                if counted {
                     // SAFETY: forwarded unchanged.
                     return unsafe { real(cif, f, r, a) };
                 }
@@ -188,8 +190,7 @@ unsafe fn ret_bytes(cif: &FfiCif) -> u64 {
 /// The fast path: when the Python-level wrapper found this call's statistics, chose not to time
 /// it, and the C address agrees, counts the call and its bytes into them and returns true (the
 /// trampoline then forwards). Calls nothing, and keeps to few registers (so that it needs no
-/// stack frame): a call with more than three arguments, or with pointer arguments whose bytes
-/// the wrapper found, is counted on the slow path.
+/// stack frame): a call with more than three arguments is counted on the slow path.
 ///
 /// # Safety
 /// `cif` prepared by libffi, as libffi's caller passed it.
@@ -203,7 +204,7 @@ unsafe fn counted(cif: *mut FfiCif, f: *const c_void) -> bool {
     let Some(ctx) = (unsafe { rec.python.current().as_mut() }) else {
         return false;
     };
-    if !ctx.fast || ctx.any_buffer {
+    if !ctx.fast {
         return false;
     }
     let Some(stats) = ctx.expected(f as usize) else {
@@ -214,6 +215,16 @@ unsafe fn counted(cif: *mut FfiCif, f: *const c_void) -> bool {
         let cif = &*cif;
         if cif.nargs > 3 {
             return false;
+        }
+        if ctx.any_buffer {
+            let mut buffer = 0;
+            for i in 0..cif.nargs as usize {
+                if (**cif.arg_types.add(i)).type_ == FFI_TYPE_POINTER {
+                    // nargs <= 3 < ARG_SLOTS; with any_buffer set every slot was written.
+                    buffer += ctx.arg_bytes[i & 3].assume_init();
+                }
+            }
+            stats.buffer_bytes.add(buffer);
         }
         // Told first: the context is not needed after, which leaves a register for the sums.
         ctx.stats = stats;

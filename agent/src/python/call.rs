@@ -130,10 +130,17 @@ unsafe fn wrapped_call(
         if let Some(stats) = repeated {
             // SAFETY: as this function.
             let result = unsafe {
+                let call = || Repeated {
+                    api,
+                    st,
+                    stats,
+                    family_ctypes,
+                    address,
+                };
                 if st.untimed_next(stats) {
-                    repeated_call::<false>(orig, callable, args, kwargs, api, st, stats)
+                    repeated_call::<false>(orig, callable, args, kwargs, call())
                 } else {
-                    repeated_timed_call(orig, callable, args, kwargs, api, st, stats)
+                    repeated_timed_call(orig, callable, args, kwargs, call())
                 }
             };
             if result != NOT_CALLED {
@@ -142,6 +149,11 @@ unsafe fn wrapped_call(
         }
     }
     let call = Known {
+        orig,
+        family_ctypes,
+        callable,
+        args,
+        kwargs,
         api,
         rec,
         sample_stack,
@@ -151,7 +163,7 @@ unsafe fn wrapped_call(
         repeated,
     };
     // SAFETY: as this function.
-    unsafe { general_call(orig, family_ctypes, callable, args, kwargs, &call) }
+    unsafe { general_call(call) }
 }
 
 /// What the wrappers return when they did not call the original: no object's address (objects
@@ -159,8 +171,14 @@ unsafe fn wrapped_call(
 #[allow(clippy::manual_dangling_ptr)] // a sentinel, compared only, never a pointer to use
 const NOT_CALLED: *mut PyObject = 1 as *mut PyObject;
 
-/// What the wrapper found before it chose between [`repeated_call`] and [`general_call`].
+/// The call, and what the wrapper found before it chose between [`repeated_call`] and
+/// [`general_call`].
 struct Known {
+    orig: TernaryFunc,
+    family_ctypes: bool,
+    callable: *mut PyObject,
+    args: *mut PyObject,
+    kwargs: *mut PyObject,
     api: &'static Api,
     rec: &'static ThreadRecorder,
     sample_stack: bool,
@@ -180,19 +198,29 @@ unsafe fn repeated_timed_call(
     callable: *mut PyObject,
     args: *mut PyObject,
     kwargs: *mut PyObject,
-    api: &Api,
-    st: &ThreadState,
-    stats: &'static CallStats,
+    call: Repeated,
 ) -> *mut PyObject {
     // SAFETY: per the contract.
-    unsafe { repeated_call::<true>(orig, callable, args, kwargs, api, st, stats) }
+    unsafe { repeated_call::<true>(orig, callable, args, kwargs, call) }
+}
+
+/// What [`repeated_call`] knows of its call: the thread's state, the pair (its last call's), the
+/// family and the C address the callable reaches.
+#[derive(Clone, Copy)]
+struct Repeated<'a> {
+    api: &'a Api,
+    st: &'a ThreadState,
+    stats: &'static CallStats,
+    family_ctypes: bool,
+    address: usize,
 }
 
 /// The common case, kept lean: the thread's last call repeated (same position, same C function,
-/// `stats` its pair's), not taking its stack, its arguments plain numbers, its site's
-/// declarations in order; not timed unless `MAY_TIME` (the pair's countdown is due: one call in
-/// `TIMING_EVERY`, and its first calls). Checks all that before it changes anything, and returns
-/// [`NOT_CALLED`] (the general path then takes the call) when one does not hold; else the
+/// `stats` its pair's), not taking its stack, its site's declarations in order, at most
+/// `ARG_SLOTS` arguments; not timed unless `MAY_TIME` (the pair's countdown is due: one call in
+/// `TIMING_EVERY`, and its first calls). A plain number costs an argument one compare; any other
+/// is noted out of line ([`note_argument`]). Checks all that before it changes anything, and
+/// returns [`NOT_CALLED`] (the general path then takes the call) when one does not hold; else the
 /// original's result.
 ///
 /// # Safety
@@ -205,31 +233,26 @@ unsafe fn repeated_call<const MAY_TIME: bool>(
     callable: *mut PyObject,
     args: *mut PyObject,
     kwargs: *mut PyObject,
-    api: &Api,
-    st: &ThreadState,
-    stats: &'static CallStats,
+    call: Repeated,
 ) -> *mut PyObject {
+    let Repeated {
+        api,
+        st,
+        stats,
+        family_ctypes,
+        address,
+    } = call;
     if stats.excluded || stats.site_flags.load(Ordering::Relaxed) != 0 {
         return NOT_CALLED;
     }
-    let mut nargs = 0;
-    if !args.is_null() {
-        // SAFETY: args is the call's tuple: ob_size items from `tuple_items`.
-        unsafe {
-            let n = api::word(args as usize, api::OB_SIZE);
-            if n > ARG_SLOTS {
-                return NOT_CALLED;
-            }
-            let items = args as usize + api.layout.tuple_items;
-            for i in 0..n {
-                let item = api::word(items, 8 * i);
-                let ty = api::type_of(item);
-                if ty != api.float_type && ty != api.long_type && item != api.none {
-                    return NOT_CALLED;
-                }
-            }
-            nargs = n as u32;
-        }
+    let nargs = if args.is_null() {
+        0
+    } else {
+        // SAFETY: args is the call's tuple.
+        unsafe { api::word(args as usize, api::OB_SIZE) }
+    };
+    if nargs > ARG_SLOTS {
+        return NOT_CALLED;
     }
     // Decided: this path takes the call; the pair's countdown moves on.
     let (timed, first) = if MAY_TIME {
@@ -250,9 +273,36 @@ unsafe fn repeated_call<const MAY_TIME: bool>(
         t1: 0,
         t2: 0,
         tg: 0,
-        nargs,
+        nargs: nargs as u32,
         arg_bytes: [MaybeUninit::uninit(); ARG_SLOTS],
     };
+    let mut construction = Construction::default();
+    if nargs != 0 {
+        // SAFETY: args is the call's tuple: ob_size items from `tuple_items`.
+        unsafe {
+            let items = args as usize + api.layout.tuple_items;
+            for i in 0..nargs {
+                let item = api::word(items, 8 * i);
+                let ty = api::type_of(item);
+                if ty == api.float_type || ty == api.long_type || item == api.none {
+                    continue; // refers to no bytes
+                }
+                let slot = Slot {
+                    callable: callable as usize,
+                    index: i,
+                };
+                note_argument(
+                    api,
+                    st,
+                    slot,
+                    item,
+                    (family_ctypes, address),
+                    &mut ctx,
+                    &mut construction,
+                );
+            }
+        }
+    }
     let outer = st.ctx.load(Ordering::Relaxed);
     st.ctx.store(&mut ctx, Ordering::Relaxed);
     let t0 = if timed { clock::now() } else { 0 };
@@ -273,6 +323,9 @@ unsafe fn repeated_call<const MAY_TIME: bool>(
         if timed {
             add_spans(counted, &ctx, t0, t3);
         }
+        if construction.last != 0 {
+            file_construction(st, counted, &construction);
+        }
         if !std::ptr::eq(counted, stats) {
             // The hook saw another C function than the callable's (see `callee`).
             runtime::guard((), || other_pair_counted(counted));
@@ -283,6 +336,41 @@ unsafe fn repeated_call<const MAY_TIME: bool>(
         st.last_leave.store(clock::now(), Ordering::Relaxed);
     }
     result
+}
+
+/// An argument that is not a plain number, of a call of `family_ctypes` reaching C `address`: the
+/// bytes it refers to (into `ctx`), and its construction if it was built for this call. GIL held.
+///
+/// # Safety
+/// GIL held; `item` the call's argument `slot.index`, live.
+#[inline(never)]
+unsafe fn note_argument(
+    api: &Api,
+    st: &ThreadState,
+    slot: Slot,
+    item: usize,
+    (family_ctypes, address): (bool, usize),
+    ctx: &mut CallCtx,
+    construction: &mut Construction,
+) {
+    if family_ctypes && super::site_rules::is_ctypes_internal(address) {
+        // ctypes' own function: its arguments are ctypes' business (see there).
+        return;
+    }
+    let index = slot.index;
+    // SAFETY: per the contract.
+    let b = unsafe { item_bytes(api, st, slot, item, family_ctypes, construction) };
+    ctx.set_arg_bytes(index, b);
+}
+
+/// A buffer built for this call and passed to it: its construction is the call's pair's, and so
+/// will be its deallocation (`dealloc`).
+#[inline(never)]
+fn file_construction(st: &ThreadState, stats: &CallStats, construction: &Construction) {
+    stats.construction_ticks.add(construction.ticks);
+    stats.construction_bytes.add(construction.bytes);
+    stats.fresh_buffer_calls.add(1);
+    st.remember_passed(construction.last, stats);
 }
 
 /// A repeated call whose hook counted it into another pair: that pair's site declarations.
@@ -306,15 +394,13 @@ fn other_pair_counted(stats: &CallStats) {
 /// As [`wrapped_call`]; `known` found for this call.
 #[cold]
 #[inline(never)]
-unsafe fn general_call(
-    orig: TernaryFunc,
-    family_ctypes: bool,
-    callable: *mut PyObject,
-    args: *mut PyObject,
-    kwargs: *mut PyObject,
-    known: &Known,
-) -> *mut PyObject {
+unsafe fn general_call(known: Known) -> *mut PyObject {
     let Known {
+        orig,
+        family_ctypes,
+        callable,
+        args,
+        kwargs,
         api,
         rec,
         sample_stack,
@@ -322,7 +408,7 @@ unsafe fn general_call(
         pos,
         address,
         repeated,
-    } = *known;
+    } = known;
     let st = &rec.python;
     let (site, expect) = match repeated {
         Some(s) => (frames::Site::known(s.site), Some(s)),
@@ -463,10 +549,7 @@ fn file_general(
             add_spans(stats, ctx, t0, t3);
         }
         if construction.last != 0 {
-            stats.construction_ticks.add(construction.ticks);
-            stats.construction_bytes.add(construction.bytes);
-            stats.fresh_buffer_calls.add(1);
-            st.remember_passed(construction.last, stats);
+            file_construction(st, stats, construction);
         }
         let flags = stats.site_flags.load(Ordering::Relaxed);
         if family_ctypes && flags != 0 {
