@@ -1,0 +1,213 @@
+//! The lean path of a Python-level call: the thread's last call repeated (same position, same C
+//! function), which is nearly every call of a loop. See [`repeated_call`].
+
+use std::mem::MaybeUninit;
+use std::sync::atomic::Ordering;
+
+use super::super::api::{self, Api, PyObject, TernaryFunc};
+use super::super::arg_bytes::{item_bytes, Construction, Slot};
+use super::super::frames;
+use super::{add_spans, ThreadState, NOT_CALLED};
+use crate::record::call_ctx::{CallCtx, ARG_SLOTS, AWAITING_GIL};
+use crate::record::clock;
+use crate::record::recorder::CallStats;
+use crate::runtime;
+
+/// [`repeated_call`] of a call its pair's countdown may time, out of line.
+///
+/// # Safety
+/// As [`repeated_call`].
+#[inline(never)]
+pub(super) unsafe fn repeated_timed_call(
+    orig: TernaryFunc,
+    callable: *mut PyObject,
+    args: *mut PyObject,
+    kwargs: *mut PyObject,
+    call: Repeated,
+) -> *mut PyObject {
+    // SAFETY: per the contract.
+    unsafe { repeated_call::<true>(orig, callable, args, kwargs, call) }
+}
+
+/// What [`repeated_call`] knows of its call: the thread's state, the pair (its last call's), the
+/// family and the C address the callable reaches.
+#[derive(Clone, Copy)]
+pub(super) struct Repeated<'a> {
+    pub(super) api: &'a Api,
+    pub(super) st: &'a ThreadState,
+    pub(super) stats: &'static CallStats,
+    pub(super) family_ctypes: bool,
+    pub(super) address: usize,
+}
+
+/// The common case, kept lean: the thread's last call repeated (same position, same C function,
+/// `stats` its pair's), not taking its stack, its site's declarations in order, at most
+/// `ARG_SLOTS` arguments; not timed unless `MAY_TIME` (the pair's countdown is due: one call in
+/// `TIMING_EVERY`, and its first calls). A plain number costs an argument one compare; any other
+/// is noted out of line ([`note_argument`]). Checks all that before it changes anything, and
+/// returns [`NOT_CALLED`] (the general path then takes the call) when one does not hold; else the
+/// original's result.
+///
+/// # Safety
+/// As [`wrapped_call`](super::wrapped_call); `stats` this thread's, `args` the call's tuple (or null); without
+/// `MAY_TIME`, `untimed_next(stats)` said so.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn repeated_call<const MAY_TIME: bool>(
+    orig: TernaryFunc,
+    callable: *mut PyObject,
+    args: *mut PyObject,
+    kwargs: *mut PyObject,
+    call: Repeated,
+) -> *mut PyObject {
+    let Repeated {
+        api,
+        st,
+        stats,
+        family_ctypes,
+        address,
+    } = call;
+    if stats.excluded || stats.site_flags.load(Ordering::Relaxed) != 0 {
+        return NOT_CALLED;
+    }
+    let nargs = if args.is_null() {
+        0
+    } else {
+        // SAFETY: args is the call's tuple.
+        unsafe { api::word(args as usize, api::OB_SIZE) }
+    };
+    if nargs > ARG_SLOTS {
+        return NOT_CALLED;
+    }
+    // Decided: this path takes the call; the pair's countdown moves on.
+    let (timed, first) = if MAY_TIME {
+        st.sample_pair(stats)
+    } else {
+        st.count_untimed(stats);
+        (false, false)
+    };
+    let mut ctx = CallCtx {
+        site: stats.site,
+        timed,
+        first,
+        fast: !timed,
+        expect: stats,
+        awaiting_gil: false,
+        any_buffer: false,
+        stats: std::ptr::null(),
+        t1: 0,
+        t2: 0,
+        tg: 0,
+        nargs: nargs as u32,
+        arg_bytes: [MaybeUninit::uninit(); ARG_SLOTS],
+    };
+    let mut construction = Construction::default();
+    if nargs != 0 {
+        // SAFETY: args is the call's tuple: ob_size items from `tuple_items`.
+        unsafe {
+            let items = args as usize + api.layout.tuple_items;
+            for i in 0..nargs {
+                let item = api::word(items, 8 * i);
+                let ty = api::type_of(item);
+                if ty == api.float_type || ty == api.long_type || item == api.none {
+                    continue; // refers to no bytes
+                }
+                let slot = Slot {
+                    callable: callable as usize,
+                    index: i,
+                };
+                note_argument(
+                    api,
+                    st,
+                    slot,
+                    item,
+                    (family_ctypes, address),
+                    &mut ctx,
+                    &mut construction,
+                );
+            }
+        }
+    }
+    let outer = st.ctx.load(Ordering::Relaxed);
+    st.ctx.store(&mut ctx, Ordering::Relaxed);
+    let t0 = if timed { clock::now() } else { 0 };
+    // SAFETY: the original call, unchanged.
+    let result = unsafe { orig(callable, args, kwargs) };
+    let t3 = if timed { clock::now() } else { 0 };
+    st.ctx.store(outer, Ordering::Relaxed);
+    // No guard around the rest (it would cost a call on every one): nothing below can panic —
+    // loads, stores, wrapping adds and compares, clock reads; the rare site look-up has its own.
+    if timed && ctx.awaiting_gil {
+        // The GIL was never given up (PyDLL, an error before the call): nothing to wait for.
+        ctx.awaiting_gil = false;
+        AWAITING_GIL.fetch_sub(1, Ordering::Relaxed);
+    }
+    // SAFETY: set by the ffi_call hook to a leaked CallStats of this thread, or null.
+    if let Some(counted) = unsafe { ctx.stats.as_ref() } {
+        counted.python_calls.add(1);
+        if timed {
+            add_spans(counted, &ctx, t0, t3);
+        }
+        if construction.last != 0 {
+            file_construction(st, counted, &construction);
+        }
+        if !std::ptr::eq(counted, stats) {
+            // The hook saw another C function than the callable's (see `callee`).
+            runtime::guard((), || other_pair_counted(counted));
+        }
+    }
+    if st.next_samples_soon() {
+        st.last_site.store(stats.site, Ordering::Relaxed);
+        st.last_leave.store(clock::now(), Ordering::Relaxed);
+    }
+    result
+}
+
+/// An argument that is not a plain number, of a call of `family_ctypes` reaching C `address`: the
+/// bytes it refers to (into `ctx`), and its construction if it was built for this call. GIL held.
+///
+/// # Safety
+/// GIL held; `item` the call's argument `slot.index`, live.
+#[inline(never)]
+unsafe fn note_argument(
+    api: &Api,
+    st: &ThreadState,
+    slot: Slot,
+    item: usize,
+    (family_ctypes, address): (bool, usize),
+    ctx: &mut CallCtx,
+    construction: &mut Construction,
+) {
+    if family_ctypes && super::super::site_rules::is_ctypes_internal(address) {
+        // ctypes' own function: its arguments are ctypes' business (see there).
+        return;
+    }
+    let index = slot.index;
+    // SAFETY: per the contract.
+    let b = unsafe { item_bytes(api, st, slot, item, family_ctypes, construction) };
+    ctx.set_arg_bytes(index, b);
+}
+
+/// A buffer built for this call and passed to it: its construction is the call's pair's, and so
+/// will be its deallocation (`dealloc`).
+#[inline(never)]
+pub(super) fn file_construction(st: &ThreadState, stats: &CallStats, construction: &Construction) {
+    stats.construction_ticks.add(construction.ticks);
+    stats.construction_bytes.add(construction.bytes);
+    stats.fresh_buffer_calls.add(1);
+    st.remember_passed(construction.last, stats);
+}
+
+/// A repeated call whose hook counted it into another pair: that pair's site declarations.
+#[cold]
+#[inline(never)]
+fn other_pair_counted(stats: &CallStats) {
+    let flags = frames::site_flags(stats.site);
+    stats.site_flags.store(flags, Ordering::Relaxed);
+    if flags & 1 != 0 {
+        stats.undeclared_argtypes.add(1);
+    }
+    if flags & 2 != 0 {
+        stats.undeclared_restype.add(1);
+    }
+}
