@@ -196,7 +196,9 @@ unsafe fn ret_bytes(cif: &FfiCif) -> u64 {
 /// `cif` prepared by libffi, as libffi's caller passed it.
 #[inline(always)]
 unsafe fn counted(cif: *mut FfiCif, f: *const c_void) -> bool {
-    let Some(rec) = recorder::at_home_if_active() else {
+    // No look at `ACTIVE`: a context is pushed only by a wrapper that saw recording on, and a
+    // call in flight when it stops may count itself (as any hook already past the check may).
+    let Some(rec) = recorder::current_at_home() else {
         return false;
     };
     // SAFETY: a non-null ctx is the live CallCtx of this thread's innermost Python-level call;
@@ -204,10 +206,7 @@ unsafe fn counted(cif: *mut FfiCif, f: *const c_void) -> bool {
     let Some(ctx) = (unsafe { rec.python.current().as_mut() }) else {
         return false;
     };
-    if !ctx.fast {
-        return false;
-    }
-    let Some(stats) = ctx.expected(f as usize) else {
+    let Some(stats) = ctx.fast_pair(f as usize) else {
         return false;
     };
     // SAFETY: per the contract (see `arg_bytes`).

@@ -69,7 +69,7 @@ pub struct CallCtx {
     pub first: bool,
     /// The `ffi_call` hook may count the call into `expect` and forward it, nothing else: the
     /// call is not timed and its pair not excluded (the hook's fast path checks only this flag
-    /// and the C address).
+    /// and the C address). Set only with `expect` non-null.
     pub fast: bool,
     /// The statistics the wrapper found for (its C address, site), or null: the hook records
     /// into them when its own C address agrees, without a look-up of its own.
@@ -201,6 +201,18 @@ impl CallCtx {
     /// The agent spent `ticks` inside this call's marshal-in on first-sight work of its own.
     pub fn add_own_ticks(&mut self, ticks: u64) {
         self.t1 += ticks;
+    }
+
+    /// The pair the `ffi_call` hook may count this call into and forward it, nothing else: when
+    /// `fast`, and the wrapper's pair is that of C address `f`.
+    #[inline(always)]
+    pub fn fast_pair(&self, f: usize) -> Option<&'static CallStats> {
+        if !self.fast {
+            return None;
+        }
+        // SAFETY: `fast` is set only with `expect` a leaked CallStats of this thread.
+        let s = unsafe { &*self.expect };
+        (s.function == f).then_some(s)
     }
 
     /// The statistics the wrapper found for this call, if they are those of C address `f`.

@@ -434,16 +434,6 @@ pub fn if_active() -> Option<&'static ThreadRecorder> {
     current()
 }
 
-/// `if_active` for hooks' fast paths: None also when the thread's recorder is not in its home
-/// slot (or does not exist yet); the caller then takes its slow path.
-#[inline(always)]
-pub fn at_home_if_active() -> Option<&'static ThreadRecorder> {
-    if !crate::runtime::ACTIVE.load(Ordering::Relaxed) {
-        return None;
-    }
-    current_at_home()
-}
-
 /// This thread's recorder, created on its first call. None when the table of threads is full.
 #[inline(always)]
 pub fn current() -> Option<&'static ThreadRecorder> {

@@ -44,7 +44,7 @@ pub(super) struct Repeated<'a> {
 /// `stats` its pair's), not taking its stack, its site's declarations in order, at most
 /// `ARG_SLOTS` arguments; not timed unless `MAY_TIME` (the pair's countdown is due: one call in
 /// `TIMING_EVERY`, and its first calls). A plain number costs an argument one compare; any other
-/// is noted out of line ([`note_argument`]). Checks all that before it changes anything, and
+/// is noted out of line ([`note_arguments`]). Checks all that before it changes anything, and
 /// returns [`NOT_CALLED`] (the general path then takes the call) when one does not hold; else the
 /// original's result.
 ///
@@ -106,25 +106,19 @@ pub(super) unsafe fn repeated_call<const MAY_TIME: bool>(
         // SAFETY: args is the call's tuple: ob_size items from `tuple_items`.
         unsafe {
             let items = args as usize + api.layout.tuple_items;
-            for i in 0..nargs {
+            // Plain numbers refer to no bytes: a loop that calls nothing, so nothing is spilled.
+            let mut i = 0;
+            while i < nargs {
                 let item = api::word(items, 8 * i);
                 let ty = api::type_of(item);
-                if ty == api.float_type || ty == api.long_type || item == api.none {
-                    continue; // refers to no bytes
+                if ty != api.float_type && ty != api.long_type && item != api.none {
+                    break;
                 }
-                let slot = Slot {
-                    callable: callable as usize,
-                    index: i,
-                };
-                note_argument(
-                    api,
-                    st,
-                    slot,
-                    item,
-                    (family_ctypes, address),
-                    &mut ctx,
-                    &mut construction,
-                );
+                i += 1;
+            }
+            if i < nargs {
+                let call = (callable as usize, family_ctypes, address);
+                note_arguments(api, st, call, (items, i, nargs), &mut ctx, &mut construction);
             }
         }
     }
@@ -163,18 +157,18 @@ pub(super) unsafe fn repeated_call<const MAY_TIME: bool>(
     result
 }
 
-/// An argument that is not a plain number, of a call of `family_ctypes` reaching C `address`: the
-/// bytes it refers to (into `ctx`), and its construction if it was built for this call. GIL held.
+/// The call's arguments from the first that is not a plain number (`from`) to the last (`n`), of
+/// a call of `callable` (`family_ctypes`, reaching C `address`): the bytes each refers to (into
+/// `ctx`), and its construction if it was built for this call. GIL held.
 ///
 /// # Safety
-/// GIL held; `item` the call's argument `slot.index`, live.
+/// GIL held; `items` the call's argument tuple's items, `n` of them, live.
 #[inline(never)]
-unsafe fn note_argument(
+unsafe fn note_arguments(
     api: &Api,
     st: &ThreadState,
-    slot: Slot,
-    item: usize,
-    (family_ctypes, address): (bool, usize),
+    (callable, family_ctypes, address): (usize, bool, usize),
+    (items, from, n): (usize, usize, usize),
     ctx: &mut CallCtx,
     construction: &mut Construction,
 ) {
@@ -182,10 +176,19 @@ unsafe fn note_argument(
         // ctypes' own function: its arguments are ctypes' business (see there).
         return;
     }
-    let index = slot.index;
-    // SAFETY: per the contract.
-    let b = unsafe { item_bytes(api, st, slot, item, family_ctypes, construction) };
-    ctx.set_arg_bytes(index, b);
+    for index in from..n {
+        // SAFETY: per the contract.
+        unsafe {
+            let item = api::word(items, 8 * index);
+            let ty = api::type_of(item);
+            if ty == api.float_type || ty == api.long_type || item == api.none {
+                continue;
+            }
+            let slot = Slot { callable, index };
+            let b = item_bytes(api, st, slot, item, family_ctypes, construction);
+            ctx.set_arg_bytes(index, b);
+        }
+    }
 }
 
 /// A buffer built for this call and passed to it: its construction is the call's pair's, and so
