@@ -127,31 +127,9 @@ unsafe fn wrapped_call(
     // SAFETY: the callable is a live object of the patched family.
     let address = unsafe { callee(callable as usize, family_ctypes) };
     // One look-up of the pair's statistics: the thread's last call when this one repeats it,
-    // else the position's inline cache, else the thread's table.
-    let repeated = pos.and_then(|p| st.repeated_call(p.code, p.ip, address));
-    if !sample_stack {
-        if let Some(stats) = repeated {
-            // SAFETY: as this function.
-            let result = unsafe {
-                let call = || Repeated {
-                    api,
-                    st,
-                    stats,
-                    family_ctypes,
-                    address,
-                };
-                if st.untimed_next(stats) {
-                    repeated_call::<false>(orig, callable, args, kwargs, call())
-                } else {
-                    repeated_timed_call(orig, callable, args, kwargs, call())
-                }
-            };
-            if result != NOT_CALLED {
-                return result;
-            }
-        }
-    }
-    let call = Known {
+    // else the position's inline cache, else the thread's table (the general path's, which also
+    // takes every call that samples its stack).
+    let general = |repeated| Known {
         orig,
         family_ctypes,
         callable,
@@ -165,6 +143,33 @@ unsafe fn wrapped_call(
         address,
         repeated,
     };
+    if !sample_stack {
+        if let Some(p) = pos {
+            if let Some(stats) = st.repeated_call(p.code, p.ip, address) {
+                let call = || Repeated {
+                    api,
+                    st,
+                    stats,
+                    family_ctypes,
+                    address,
+                };
+                // SAFETY: as this function.
+                let result = unsafe {
+                    if st.untimed_next(stats) {
+                        repeated_call::<false>(orig, callable, args, kwargs, call())
+                    } else {
+                        repeated_timed_call(orig, callable, args, kwargs, call())
+                    }
+                };
+                if result != NOT_CALLED {
+                    return result;
+                }
+                // SAFETY: as this function.
+                return unsafe { general_call(general(Some(stats))) };
+            }
+        }
+    }
+    let call = general(None);
     // SAFETY: as this function.
     unsafe { general_call(call) }
 }

@@ -118,7 +118,14 @@ pub(super) unsafe fn repeated_call<const MAY_TIME: bool>(
             }
             if i < nargs {
                 let call = (callable as usize, family_ctypes, address);
-                note_arguments(api, st, call, (items, i, nargs), &mut ctx, &mut construction);
+                note_arguments(
+                    api,
+                    st,
+                    call,
+                    (items, i, nargs),
+                    &mut ctx,
+                    &mut construction,
+                );
             }
         }
     }
