@@ -154,18 +154,15 @@ unsafe fn wrapped_call(
                     address,
                 };
                 // SAFETY: as this function.
-                let result = unsafe {
-                    if st.untimed_next(stats) {
+                return unsafe {
+                    if !repeated::takes(stats, args) {
+                        general_call(general(Some(stats)))
+                    } else if st.untimed_next(stats) {
                         repeated_call::<false>(orig, callable, args, kwargs, call())
                     } else {
                         repeated_timed_call(orig, callable, args, kwargs, call())
                     }
                 };
-                if result != NOT_CALLED {
-                    return result;
-                }
-                // SAFETY: as this function.
-                return unsafe { general_call(general(Some(stats))) };
             }
         }
     }

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use super::super::api::{self, Api, PyObject, TernaryFunc};
 use super::super::arg_bytes::{item_bytes, Construction, Slot};
 use super::super::frames;
-use super::{add_spans, ThreadState, NOT_CALLED};
+use super::{add_spans, ThreadState};
 use crate::record::call_ctx::{CallCtx, ARG_SLOTS, AWAITING_GIL};
 use crate::record::clock;
 use crate::record::recorder::CallStats;
@@ -40,17 +40,33 @@ pub(super) struct Repeated<'a> {
     pub(super) address: usize,
 }
 
+/// Whether [`repeated_call`] takes a repeated call of pair `stats` with arguments `args`: not an
+/// excluded pair's, its site's declarations in order, at most `ARG_SLOTS` arguments.
+#[inline(always)]
+pub(super) fn takes(stats: &CallStats, args: *mut PyObject) -> bool {
+    !stats.excluded && stats.site_flags.load(Ordering::Relaxed) == 0 && arg_count(args) <= ARG_SLOTS
+}
+
+/// How many arguments a call has (its tuple's size; 0 without one).
+#[inline(always)]
+fn arg_count(args: *mut PyObject) -> usize {
+    if args.is_null() {
+        0
+    } else {
+        // SAFETY: a call's arguments are a live tuple.
+        unsafe { api::word(args as usize, api::OB_SIZE) }
+    }
+}
+
 /// The common case, kept lean: the thread's last call repeated (same position, same C function,
-/// `stats` its pair's), not taking its stack, its site's declarations in order, at most
-/// `ARG_SLOTS` arguments; not timed unless `MAY_TIME` (the pair's countdown is due: one call in
-/// `TIMING_EVERY`, and its first calls). A plain number costs an argument one compare; any other
-/// is noted out of line ([`note_arguments`]). Checks all that before it changes anything, and
-/// returns [`NOT_CALLED`] (the general path then takes the call) when one does not hold; else the
-/// original's result.
+/// `stats` its pair's), not taking its stack, one it [`takes`]; not timed unless `MAY_TIME` (the
+/// pair's countdown is due: one call in `TIMING_EVERY`, and its first calls). A plain number
+/// costs an argument one compare; any other is noted out of line ([`note_arguments`]). Returns
+/// the original's result.
 ///
 /// # Safety
-/// As [`wrapped_call`](super::wrapped_call); `stats` this thread's, `args` the call's tuple (or null); without
-/// `MAY_TIME`, `untimed_next(stats)` said so.
+/// As [`wrapped_call`](super::wrapped_call); `stats` this thread's, `args` the call's tuple (or null),
+/// [`takes`] said yes; without `MAY_TIME`, `untimed_next(stats)` said so.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn repeated_call<const MAY_TIME: bool>(
@@ -67,19 +83,8 @@ pub(super) unsafe fn repeated_call<const MAY_TIME: bool>(
         family_ctypes,
         address,
     } = call;
-    if stats.excluded || stats.site_flags.load(Ordering::Relaxed) != 0 {
-        return NOT_CALLED;
-    }
-    let nargs = if args.is_null() {
-        0
-    } else {
-        // SAFETY: args is the call's tuple.
-        unsafe { api::word(args as usize, api::OB_SIZE) }
-    };
-    if nargs > ARG_SLOTS {
-        return NOT_CALLED;
-    }
-    // Decided: this path takes the call; the pair's countdown moves on.
+    let nargs = arg_count(args);
+    // The pair's countdown moves on.
     let (timed, first) = if MAY_TIME {
         st.sample_pair(stats)
     } else {
