@@ -1,8 +1,9 @@
 """The trivial call of the overhead benchmark: libm's fabs(1.0) through ctypes, argtypes set; or,
-with a second argument, libm's frexp(1.0, &e) with e passed as byref(e), pointer(e) or a one-element
-array — the ways a pointer argument reaches C.
+with a second argument, libm's fma(1.0, 2.0, 3.0) (`float3`: three double arguments, what ctypes
+marshals most often), or libm's frexp(1.0, &e) with e passed as byref(e), pointer(e) or a
+one-element array — the ways a pointer argument reaches C.
 
-Usage: trivial_loop.py CALLS [float|byref|pointer|array]   (prints ns per call of the loop alone)
+Usage: trivial_loop.py CALLS [float|float3|byref|pointer|array]   (prints ns per call of the loop alone)
 """
 import ctypes
 import sys
@@ -18,6 +19,14 @@ if kind == "float":
     t0 = time.perf_counter_ns()
     for _ in range(n):
         f(1.0)
+    t1 = time.perf_counter_ns()
+elif kind == "float3":
+    f = libm.fma
+    f.argtypes = [ctypes.c_double] * 3
+    f.restype = ctypes.c_double
+    t0 = time.perf_counter_ns()
+    for _ in range(n):
+        f(1.0, 2.0, 3.0)
     t1 = time.perf_counter_ns()
 else:
     f = libm.frexp

@@ -35,7 +35,6 @@ const FFI_TYPE_POINTER: u16 = 14;
 type FfiCallFn = unsafe extern "C" fn(*mut FfiCif, *const c_void, *mut c_void, *mut *mut c_void);
 
 const SLOTS: usize = 8;
-static REAL: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
 /// `ffi_prep_cif` of the same libffi copy, for measuring libffi's own call overhead.
 static PREP: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
 
@@ -111,136 +110,250 @@ pub fn is_trampoline(addr: usize) -> bool {
     TRAMPOLINES.iter().any(|t| *t as *const () as usize == addr)
 }
 
+/// The trampolines, one per libffi copy, each with the real `ffi_call` it forwards to. The fast
+/// path — a call the Python-level wrapper has looked up and not chosen for timing — counts the
+/// call and tail-calls the real `ffi_call`: nothing of ours stays on the stack while the C
+/// function runs, and no register needs saving. It calls nothing, so its guard costs nothing;
+/// everything else is a tail call of [`slow_ffi_call`], an entry with guards of its own.
 macro_rules! trampolines {
-    ($($i:literal => $name:ident),* $(,)?) => {
+    ($($i:literal => $name:ident, $real:ident),* $(,)?) => {
         $(
+            static $real: AtomicUsize = AtomicUsize::new(0);
+
             unsafe extern "C" fn $name(cif: *mut FfiCif, f: *const c_void, r: *mut c_void, a: *mut *mut c_void) {
-                // SAFETY: forwarded unchanged from libffi's caller to the libffi it bound to.
-                unsafe { hooked_ffi_call($i, cif, f, r, a) }
+                // SAFETY: cif and f as libffi's caller passed them.
+                let counted = crate::runtime::guard(false, || unsafe { counted(cif, f) });
+                // Read after the counting, which then has one more register to itself.
+                // SAFETY: set to a real ffi_call before this trampoline was written to any GOT.
+                let real: FfiCallFn =
+                    unsafe { std::mem::transmute::<usize, FfiCallFn>($real.load(Ordering::Relaxed)) };
+                if counted {
+                    // SAFETY: forwarded unchanged.
+                    return unsafe { real(cif, f, r, a) };
+                }
+                let slow: SlowFn = slow_ffi_call;
+                // SAFETY: forwarded as it came (a tail call as well).
+                unsafe { slow(cif, f, r, a, real) }
             }
         )*
+        static REAL: [&AtomicUsize; SLOTS] = [$(&$real),*];
         static TRAMPOLINES: [FfiCallFn; SLOTS] = [$($name),*];
     };
 }
 
-trampolines!(0 => ffi_call_0, 1 => ffi_call_1, 2 => ffi_call_2, 3 => ffi_call_3,
-             4 => ffi_call_4, 5 => ffi_call_5, 6 => ffi_call_6, 7 => ffi_call_7);
+trampolines!(0 => ffi_call_0, REAL_0, 1 => ffi_call_1, REAL_1, 2 => ffi_call_2, REAL_2,
+             3 => ffi_call_3, REAL_3, 4 => ffi_call_4, REAL_4, 5 => ffi_call_5, REAL_5,
+             6 => ffi_call_6, REAL_6, 7 => ffi_call_7, REAL_7);
 
 /// The C argument and return sizes of a cif, its argument count, and the bytes the pointer
 /// arguments refer to (from the Python-level call, when there is one), in one pass.
 ///
 /// # Safety
-/// `cif` must be a cif prepared by libffi (as every `ffi_call` argument is).
+/// `cif` must be a cif prepared by libffi (as every `ffi_call` argument is): `ffi_prep_cif` read
+/// the size of each argument type and of the return type, so none of them is null.
 #[inline(always)]
 unsafe fn arg_bytes(
     cif: *const FfiCif,
     ctx: Option<&crate::record::call_ctx::CallCtx>,
 ) -> (u64, u64, u32, u64) {
-    // SAFETY: a prepared cif has nargs valid ffi_type pointers and a valid rtype.
+    // SAFETY: per the contract.
     unsafe {
         let cif = &*cif;
-        let mut total = 0u64;
-        for i in 0..cif.nargs as usize {
-            let t = *cif.arg_types.add(i);
-            if !t.is_null() {
-                total += (*t).size as u64;
-            }
-        }
+        let total = (0..cif.nargs as usize)
+            .map(|i| (**cif.arg_types.add(i)).size as u64)
+            .sum();
         let buffer = ctx.map_or(0, |c| {
             c.buffer_bytes(cif.nargs as usize, |i| {
-                let t = *cif.arg_types.add(i);
-                !t.is_null() && (*t).type_ == FFI_TYPE_POINTER
+                (**cif.arg_types.add(i)).type_ == FFI_TYPE_POINTER
             })
         });
-        // ffi_type_void has size 1 in libffi; a void return carries no bytes.
-        let ret = if cif.rtype.is_null() || (*cif.rtype).type_ == FFI_TYPE_VOID {
-            0
-        } else {
-            (*cif.rtype).size as u64
-        };
-        (total, ret, cif.nargs, buffer)
+        (total, ret_bytes(cif), cif.nargs, buffer)
     }
 }
 
-/// The hook proper. Its fast path — the thread and the (function, site) known, the call not
-/// timed — counts the call and its bytes first and then tail-calls the real `ffi_call`: nothing of
-/// ours stays on the stack while the C function runs, and no register needs saving.
+/// The return size of a cif (a void return carries no bytes; `ffi_type_void` has size 1).
+///
+/// # Safety
+/// As [`arg_bytes`].
 #[inline(always)]
-unsafe fn hooked_ffi_call(
-    slot: usize,
+unsafe fn ret_bytes(cif: &FfiCif) -> u64 {
+    // SAFETY: per the contract.
+    unsafe {
+        if (*cif.rtype).type_ == FFI_TYPE_VOID {
+            0
+        } else {
+            (*cif.rtype).size as u64
+        }
+    }
+}
+
+/// The fast path: when the Python-level wrapper found this call's statistics, chose not to time
+/// it, and the C address agrees, counts the call and its bytes into them and returns true (the
+/// trampoline then forwards). Calls nothing, and keeps to few registers (so that it needs no
+/// stack frame): a call with more than three arguments is counted on the slow path.
+///
+/// # Safety
+/// `cif` prepared by libffi, as libffi's caller passed it.
+#[inline(always)]
+unsafe fn counted(cif: *mut FfiCif, f: *const c_void) -> bool {
+    // No look at `ACTIVE`: a context is pushed only by a wrapper that saw recording on, and a
+    // call in flight when it stops may count itself (as any hook already past the check may).
+    let Some(rec) = recorder::current_at_home() else {
+        return false;
+    };
+    // SAFETY: a non-null ctx is the live CallCtx of this thread's innermost Python-level call;
+    // only this thread touches it, and it outlives this hook (the wrapper is below us).
+    let Some(ctx) = (unsafe { rec.python.current().as_mut() }) else {
+        return false;
+    };
+    let Some(stats) = ctx.fast_pair(f as usize) else {
+        return false;
+    };
+    // SAFETY: per the contract (see `arg_bytes`).
+    unsafe {
+        let cif = &*cif;
+        if cif.nargs > 3 {
+            return false;
+        }
+        if ctx.any_buffer {
+            let mut buffer = 0;
+            for i in 0..cif.nargs as usize {
+                if (**cif.arg_types.add(i)).type_ == FFI_TYPE_POINTER {
+                    // nargs <= 3 < ARG_SLOTS; with any_buffer set every slot was written.
+                    buffer += ctx.arg_bytes[i & 3].assume_init();
+                }
+            }
+            stats.buffer_bytes.add(buffer);
+        }
+        // Told first: the context is not needed after, which leaves a register for the sums.
+        ctx.stats = stats;
+        let size = |i: usize| (**cif.arg_types.add(i)).size as u64;
+        let args = match cif.nargs {
+            0 => 0,
+            1 => size(0),
+            2 => size(0) + size(1),
+            _ => size(0) + size(1) + size(2),
+        };
+        stats.calls.add(1);
+        stats.arg_bytes.add(args);
+        stats.ret_bytes.add(ret_bytes(cif));
+        stats.arg_count.store(cif.nargs, Ordering::Relaxed);
+    }
+    true
+}
+
+type SlowFn =
+    unsafe extern "C" fn(*mut FfiCif, *const c_void, *mut c_void, *mut *mut c_void, FfiCallFn);
+
+/// Every call the trampolines' fast path does not take, forwarded to `real`: by [`slow_path`]
+/// when it measures the call (it sets `forwarded` just before), else here.
+unsafe extern "C" fn slow_ffi_call(
     cif: *mut FfiCif,
     f: *const c_void,
     r: *mut c_void,
     a: *mut *mut c_void,
+    real: FfiCallFn,
 ) {
-    // SAFETY: REAL[slot] was set to a real ffi_call before the trampoline was written to any GOT.
-    let real: FfiCallFn =
-        unsafe { std::mem::transmute::<usize, FfiCallFn>(REAL[slot].load(Ordering::Relaxed)) };
-    let Some(rec) = crate::record::recorder::at_home_if_active() else {
-        // SAFETY: forwarded unchanged.
-        return unsafe { general_ffi_call(real, cif, f, r, a) };
+    let mut call = FfiCall {
+        real,
+        cif,
+        f,
+        r,
+        a,
+        forwarded: false,
     };
-    // SAFETY: a non-null ctx is the live CallCtx of this thread's innermost Python-level call;
-    // only this thread touches it, and it outlives this hook (the wrapper is below us).
-    let ctx = unsafe { rec.python.current().as_mut() };
-    let stats = match &ctx {
-        // The wrapper looked the pair up already.
-        Some(c) => c.expected(f as usize),
-        None => rec.existing_stats(f as usize, 0),
-    };
-    let Some(stats) = stats else {
-        // SAFETY: forwarded unchanged.
-        return unsafe { general_ffi_call(real, cif, f, r, a) };
-    };
-    // SAFETY: forwarded unchanged.
-    unsafe { known_ffi_call(rec, stats, ctx, real, cif, f, r, a) }
+    // SAFETY: the call as libffi's caller made it.
+    crate::runtime::guard((), || unsafe { slow_path(&mut call) });
+    if !call.forwarded {
+        // SAFETY: the original call, unchanged.
+        unsafe { (call.real)(cif, f, r, a) }
+    }
 }
 
-/// A call whose statistics exist: excluded ones pass through; untimed ones are counted, then the
-/// real `ffi_call` is a tail call; timed ones go out of line. Whether a call is timed, and in
-/// which stratum, the Python-level wrapper decided before the call; without one it is decided
-/// here, by the same per-pair countdown.
-///
-/// # Safety
-/// As the trampolines: arguments forwarded unchanged from libffi's caller; `ctx` this thread's.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn known_ffi_call(
-    rec: &recorder::ThreadRecorder,
-    stats: &recorder::CallStats,
-    ctx: Option<&mut crate::record::call_ctx::CallCtx>,
+/// A call on the slow path. `forwarded` is set just before `slow_path` calls `real` itself.
+struct FfiCall {
     real: FfiCallFn,
     cif: *mut FfiCif,
     f: *const c_void,
     r: *mut c_void,
     a: *mut *mut c_void,
-) {
+    forwarded: bool,
+}
+
+/// Every other call: timed ones (measured here, so forwarded here), a thread's first, a
+/// (function, site) first seen, one the wrapper did not find, a call from C (no wrapper), a
+/// thread away from its home slot, an excluded pair, or recording off. Untimed calls are counted
+/// and left to the caller to forward.
+///
+/// # Safety
+/// As the trampolines: arguments as libffi's caller passed them, `real` the `ffi_call` they go to.
+#[inline(always)]
+unsafe fn slow_path(call: &mut FfiCall) {
+    let (cif, f) = (call.cif, call.f);
+    let Some(rec) = recorder::if_active() else {
+        return;
+    };
+    // SAFETY: as in `counted`.
+    let mut ctx = unsafe { rec.python.current().as_mut() };
+    let known = match &ctx {
+        // The wrapper looked the pair up already.
+        Some(c) => c.expected(f as usize),
+        None => rec.existing_stats(f as usize, 0),
+    };
+    let stats = match known {
+        Some(s) => s,
+        None => {
+            let site = ctx.as_ref().map_or(0, |c| c.site);
+            // A timed call's marshal-in is running: what the agent spends here on its own is
+            // not the program's, and is taken off it.
+            let since = match &ctx {
+                Some(c) if c.timed => clock::now(),
+                _ => 0,
+            };
+            let stats = rec.stats(f as usize, site, crate::runtime::first_sighting);
+            if let Some(c) = ctx.as_deref_mut().filter(|_| since != 0) {
+                c.add_own_ticks(clock::now().wrapping_sub(since));
+            }
+            let Some(stats) = stats else {
+                recorder::DROPPED.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            stats
+        }
+    };
     if stats.excluded {
-        // SAFETY: the original call, unchanged.
-        return unsafe { real(cif, f, r, a) };
+        return;
     }
+    // Whether a call is timed, and in which stratum, the Python-level wrapper decided before the
+    // call; without one it is decided here, by the same per-pair countdown.
     let (timed, first) = match &ctx {
         Some(c) => (c.timed, c.first),
         None => rec.python.sample_pair(stats),
     };
-    if timed {
-        // SAFETY: forwarded unchanged. (Two copies rather than one more argument, which would
-        // go on the stack.)
-        return unsafe {
-            if first {
-                timed_ffi_call::<true>(stats, ctx, real, cif, f, r, a)
-            } else {
-                timed_ffi_call::<false>(stats, ctx, real, cif, f, r, a)
-            }
-        };
+    // A pair has at most ALWAYS_TIMED first calls. Past them (only when the wrapper misread the
+    // C address, found no pair, and took every call for a first one) a call counts with the
+    // sampled ones, all of which are then timed; the wrapper files marshal times by `first`.
+    let first = first && stats.first.timed.get() < recorder::ALWAYS_TIMED as u64;
+    if let Some(c) = ctx.as_deref_mut() {
+        c.first = first;
     }
     // SAFETY: cif comes from libffi's caller and is prepared.
     unsafe { count(stats, cif, ctx.as_deref()) };
-    if let Some(c) = ctx {
-        c.native_done(stats, 0, 0);
+    if !timed {
+        if let Some(c) = ctx {
+            c.native_done(stats, 0, 0);
+        }
+        return;
     }
+    let t0 = clock::now();
+    call.forwarded = true;
     // SAFETY: the original call, unchanged.
-    unsafe { real(cif, f, r, a) }
+    unsafe { (call.real)(cif, f, call.r, call.a) };
+    let t1 = clock::now();
+    stats.record_native(first, t1.wrapping_sub(t0));
+    if let Some(c) = ctx {
+        c.native_done(stats, t0, t1);
+    }
 }
 
 /// Counts one call and its bytes into `stats`.
@@ -262,72 +375,4 @@ unsafe fn count(
     if buffer != 0 {
         stats.buffer_bytes.add(buffer);
     }
-}
-
-/// A timed call of a known (function, site); `FIRST`: timed as one of the pair's first calls.
-#[inline(never)]
-unsafe fn timed_ffi_call<const FIRST: bool>(
-    stats: &recorder::CallStats,
-    mut ctx: Option<&mut crate::record::call_ctx::CallCtx>,
-    real: FfiCallFn,
-    cif: *mut FfiCif,
-    f: *const c_void,
-    r: *mut c_void,
-    a: *mut *mut c_void,
-) {
-    // A pair has at most ALWAYS_TIMED first calls. Past them (only when the wrapper misread the
-    // C address, found no pair, and took every call for a first one) a call counts with the
-    // sampled ones, all of which are then timed; the wrapper files marshal times by `first`.
-    let first = FIRST && stats.first.timed.get() < recorder::ALWAYS_TIMED as u64;
-    if FIRST && !first {
-        if let Some(c) = ctx.as_deref_mut() {
-            c.first = false;
-        }
-    }
-    // SAFETY: cif comes from libffi's caller and is prepared.
-    unsafe { count(stats, cif, ctx.as_deref()) };
-    let t0 = clock::now();
-    // SAFETY: the original call, unchanged.
-    unsafe { real(cif, f, r, a) };
-    let t1 = clock::now();
-    stats.record_native(first, t1.wrapping_sub(t0));
-    if let Some(c) = ctx {
-        c.native_done(stats, t0, t1);
-    }
-}
-
-/// Every other call: a thread's first, a (function, site) first seen, one the wrapper did not
-/// find, a pair away from its home slot (C callers), or the agent stopped.
-#[inline(never)]
-unsafe fn general_ffi_call(
-    real: FfiCallFn,
-    cif: *mut FfiCif,
-    f: *const c_void,
-    r: *mut c_void,
-    a: *mut *mut c_void,
-) {
-    let Some(rec) = crate::record::recorder::if_active() else {
-        // SAFETY: the original call, unchanged.
-        return unsafe { real(cif, f, r, a) };
-    };
-    // SAFETY: as in hooked_ffi_call.
-    let mut ctx = unsafe { rec.python.current().as_mut() };
-    let site = ctx.as_ref().map_or(0, |c| c.site);
-    // A timed call's marshal-in is running: what the agent spends here on its own is not the
-    // program's, and is taken off it.
-    let since = match &ctx {
-        Some(c) if c.timed => clock::now(),
-        _ => 0,
-    };
-    let stats = rec.stats(f as usize, site, crate::runtime::first_sighting);
-    if let Some(c) = ctx.as_deref_mut().filter(|_| since != 0) {
-        c.add_own_ticks(clock::now().wrapping_sub(since));
-    }
-    let Some(stats) = stats else {
-        recorder::DROPPED.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the original call, unchanged.
-        return unsafe { real(cif, f, r, a) };
-    };
-    // SAFETY: forwarded unchanged.
-    unsafe { known_ffi_call(rec, stats, ctx, real, cif, f, r, a) }
 }

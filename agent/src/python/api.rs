@@ -4,6 +4,7 @@
 //! 3.13+, `debug_offsets`, else tabled), and the object offsets that no version has moved.
 
 use std::ffi::{c_char, c_int, c_void, CStr};
+use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::OnceLock;
 
 use super::debug_offsets;
@@ -118,6 +119,9 @@ pub struct PyBuffer {
 }
 
 static API: OnceLock<Option<Api>> = OnceLock::new();
+/// The resolved API once `init` succeeded, for the wrappers: one load where `get` checks the
+/// `OnceLock` and the `Option`.
+static HOT: AtomicPtr<Api> = AtomicPtr::new(std::ptr::null_mut());
 
 use crate::runtime::{fn_at, global_symbol as sym};
 
@@ -211,7 +215,16 @@ pub fn init() -> Result<&'static Api, String> {
             None
         }
     });
-    api.as_ref().ok_or(err)
+    let api = api.as_ref().ok_or(err)?;
+    HOT.store(api as *const Api as *mut Api, Ordering::Release);
+    Ok(api)
+}
+
+/// `get` for the per-call wrappers, which are installed only after `init` succeeded.
+#[inline(always)]
+pub fn hot() -> Option<&'static Api> {
+    // SAFETY: HOT is null or points into API, which is set once and never dropped.
+    unsafe { HOT.load(Ordering::Acquire).as_ref() }
 }
 
 #[inline(always)]

@@ -658,7 +658,7 @@ pub(super) unsafe fn argument_bytes(api: &Api, st: &ThreadState, args: *mut PyOb
     let mut construction = Construction::default();
     // SAFETY: args is the call's tuple: ob_size items from `tuple_items`.
     unsafe {
-        let n = api::word(args as usize, api::OB_SIZE).min(super::call::ARG_SLOTS);
+        let n = api::word(args as usize, api::OB_SIZE).min(crate::record::call_ctx::ARG_SLOTS);
         (0..n)
             .map(|i| {
                 let item = api::word(args as usize, api.layout.tuple_items + 8 * i);

@@ -8,18 +8,22 @@
 //! add their bytes. The wrapper decides before the call, so it finds the pair's statistics itself
 //! (the C address is in the function object) and hands them to the `ffi_call` hook.
 
-use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use super::api::{self, PyObject, TernaryFunc};
-use super::arg_bytes::{item_bytes, Construction, Slot};
 use super::frames;
 use crate::record::call_ctx::AWAITING_GIL;
-pub use crate::record::call_ctx::{CallCtx, ThreadState, ARG_SLOTS};
+pub use crate::record::call_ctx::{CallCtx, ThreadState};
 use crate::record::clock;
-use crate::record::recorder::{CallStats, Counter};
+use crate::record::recorder::{CallStats, Counter, ThreadRecorder};
+use crate::runtime;
 
+mod general;
+mod repeated;
 mod sampling;
+
+use general::{general_call, Known};
+use repeated::{repeated_call, repeated_timed_call, Repeated};
 
 /// One call in `TIMING_EVERY` is timed (on average). 1 = every call.
 pub static TIMING_EVERY: AtomicU32 = AtomicU32::new(1);
@@ -36,18 +40,19 @@ pub unsafe extern "C" fn dealloc(obj: *mut PyObject) {
     // SAFETY: ORIG_DEALLOC is these types' original deallocator.
     let orig: Dealloc =
         unsafe { std::mem::transmute::<usize, Dealloc>(ORIG_DEALLOC.load(Ordering::Relaxed)) };
-    let stats =
-        crate::record::recorder::if_active().and_then(|rec| rec.python.take_passed(obj as usize));
-    match stats {
-        Some(stats) => {
-            let t0 = clock::now();
-            // SAFETY: the original deallocation, unchanged.
-            unsafe { orig(obj) };
-            stats.construction_ticks.add(clock::now().wrapping_sub(t0));
-        }
+    let stats = runtime::guard(None, || {
+        crate::record::recorder::if_active().and_then(|rec| rec.python.take_passed(obj as usize))
+    });
+    let Some(stats) = stats else {
         // SAFETY: the original deallocation, unchanged.
-        None => unsafe { orig(obj) },
-    }
+        return unsafe { orig(obj) };
+    };
+    let t0 = runtime::guard(0, clock::now);
+    // SAFETY: the original deallocation, unchanged.
+    unsafe { orig(obj) };
+    runtime::guard((), || {
+        stats.construction_ticks.add(clock::now().wrapping_sub(t0))
+    });
 }
 
 /// `sq_repeat` of ctypes' metaclasses: `c_double * n` finds (or makes) the array type a buffer is
@@ -57,17 +62,20 @@ pub unsafe extern "C" fn repeat(ty: *mut PyObject, n: isize) -> *mut PyObject {
     // SAFETY: ORIG_REPEAT is the metaclasses' original sq_repeat.
     let orig: Repeat =
         unsafe { std::mem::transmute::<usize, Repeat>(ORIG_REPEAT.load(Ordering::Relaxed)) };
-    let Some(rec) = crate::record::recorder::if_active() else {
+    let rec = runtime::guard(None, crate::record::recorder::if_active);
+    let Some(rec) = rec else {
         // SAFETY: the original call, unchanged.
         return unsafe { orig(ty, n) };
     };
-    let t0 = clock::now();
+    let t0 = runtime::guard(0, clock::now);
     // SAFETY: the original call, unchanged.
     let result = unsafe { orig(ty, n) };
-    let st = &rec.python;
-    let pending = st.pending_type_ticks.load(Ordering::Relaxed);
-    st.pending_type_ticks
-        .store(pending + clock::now().wrapping_sub(t0), Ordering::Relaxed);
+    runtime::guard((), || {
+        let st = &rec.python;
+        let pending = st.pending_type_ticks.load(Ordering::Relaxed);
+        st.pending_type_ticks
+            .store(pending + clock::now().wrapping_sub(t0), Ordering::Relaxed);
+    });
     result
 }
 
@@ -77,26 +85,33 @@ pub static ORIG_CFFI: AtomicUsize = AtomicUsize::new(0);
 pub static ORIG_CONSTRUCT: AtomicUsize = AtomicUsize::new(0);
 pub static ORIG_RESTORE_THREAD: AtomicUsize = AtomicUsize::new(0);
 
+/// The wrapper of both families: finds the call's site and statistics, decides whether it is
+/// timed, notes its arguments' bytes, calls the original with its [`CallCtx`] pushed for the
+/// hooks inside, then files what was measured. Returns the original's result, or [`NOT_CALLED`]
+/// when it did not call it (recording off, an unknown thread): its entry then calls the original
+/// itself, as it does when a panic of ours stops this before the call. Nothing after the call can
+/// panic out of here (that part runs in guards of its own), so a call is never made twice.
+///
+/// # Safety
+/// A tp_call of the family, with the GIL held; `orig` the family's original tp_call.
 #[inline(always)]
 unsafe fn wrapped_call(
-    orig: usize,
+    orig: TernaryFunc,
     family_ctypes: bool,
     callable: *mut PyObject,
     args: *mut PyObject,
     kwargs: *mut PyObject,
 ) -> *mut PyObject {
-    // SAFETY: `orig` is the tp_call these types had before we patched them.
-    let orig: TernaryFunc = unsafe { std::mem::transmute::<usize, TernaryFunc>(orig) };
     #[cfg(feature = "floor-probe")]
-    if family_ctypes {
-        // SAFETY: forwarded unchanged.
-        if let Some(result) = unsafe { super::floor_probe::call(orig, callable, args, kwargs) } {
-            return result;
-        }
+    // SAFETY: as this function.
+    if family_ctypes && unsafe { super::floor_probe::call(callable, args) } {
+        return NOT_CALLED;
     }
-    let (Some(api), Some(rec)) = (api::get(), crate::record::recorder::if_active()) else {
-        // SAFETY: the original call, unchanged.
-        return unsafe { orig(callable, args, kwargs) };
+    if !runtime::ACTIVE.load(Ordering::Relaxed) {
+        return NOT_CALLED;
+    }
+    let (Some(api), Some(rec)) = (api::hot(), crate::record::recorder::current()) else {
+        return NOT_CALLED;
     };
     let st = &rec.python;
     // The end of the gap since this site's last call: read before any of our own work, so the
@@ -108,128 +123,58 @@ unsafe fn wrapped_call(
         0
     };
     // SAFETY: tp_call runs with the GIL held on a Python thread.
-    let site = unsafe { frames::current_site(api, callable as usize) };
+    let pos = unsafe { frames::current_position(api) };
     // SAFETY: the callable is a live object of the patched family.
     let address = unsafe { callee(callable as usize, family_ctypes) };
-    let expect = rec.find_stats(address, site);
-    let (timed, first) = match expect {
-        Some(s) => st.sample_pair(s),
-        // A pair this thread has not called yet: its first call.
-        None => (true, true),
+    // One look-up of the pair's statistics: the thread's last call when this one repeats it,
+    // else the position's inline cache, else the thread's table (the general path's, which also
+    // takes every call that samples its stack).
+    let general = |repeated| Known {
+        orig,
+        family_ctypes,
+        callable,
+        args,
+        kwargs,
+        api,
+        rec,
+        sample_stack,
+        arrived,
+        pos,
+        address,
+        repeated,
     };
-    let mut ctx = CallCtx {
-        site,
-        timed,
-        first,
-        expect: expect.map_or(std::ptr::null(), |s| s as *const CallStats),
-        awaiting_gil: false,
-        any_buffer: false,
-        stats: std::ptr::null(),
-        t1: 0,
-        t2: 0,
-        tg: 0,
-        nargs: 0,
-        arg_bytes: [MaybeUninit::uninit(); ARG_SLOTS],
-    };
-    let mut gap = 0;
-    let stack = if sample_stack {
-        if arrived != 0 && st.last_site.load(Ordering::Relaxed) == site {
-            gap = arrived.saturating_sub(st.last_leave.load(Ordering::Relaxed));
-        }
-        // SAFETY: as above.
-        unsafe { frames::current_stack(api) + 1 }
-    } else {
-        0
-    };
-    // Argument bytes and fresh constructions (GIL held, before the call releases it).
-    let mut construction = Construction::default();
-    if !args.is_null() {
-        // SAFETY: args is the call's tuple: ob_size items from `tuple_items`.
-        unsafe {
-            let items = args as usize + api.layout.tuple_items;
-            let n = api::word(args as usize, api::OB_SIZE).min(ARG_SLOTS);
-            // Asked only for an argument that is not a plain number (never on a float loop).
-            let mut internal = None;
-            for i in 0..n {
-                let item = api::word(items, 8 * i);
-                let ty = api::type_of(item);
-                let plain = ty == api.float_type || ty == api.long_type || item == api.none;
-                if !plain
-                    && *internal.get_or_insert_with(|| {
-                        family_ctypes && super::site_rules::is_ctypes_internal(address)
-                    })
-                {
-                    // ctypes' own function: its arguments are ctypes' business (see there).
-                    ctx.arg_bytes[i] = MaybeUninit::new(0);
-                    continue;
-                }
-                let slot = Slot {
-                    callable: callable as usize,
-                    index: i,
+    if !sample_stack {
+        if let Some(p) = pos {
+            if let Some(stats) = st.repeated_call(p.code, p.ip, address) {
+                let call = || Repeated {
+                    api,
+                    st,
+                    stats,
+                    family_ctypes,
+                    address,
                 };
-                let b = item_bytes(api, st, slot, item, family_ctypes, &mut construction);
-                ctx.arg_bytes[i] = MaybeUninit::new(b);
-                ctx.any_buffer |= b != 0;
-            }
-            ctx.nargs = n as u32;
-        }
-    }
-    // A load and a store, not a swap: only this thread writes its ctx, and an xchg would be a
-    // locked instruction on every call.
-    let outer = st.ctx.load(Ordering::Relaxed);
-    st.ctx.store(&mut ctx, Ordering::Relaxed);
-    let t0 = if ctx.timed { clock::now() } else { 0 };
-    // SAFETY: the original call, unchanged.
-    let result = unsafe { orig(callable, args, kwargs) };
-    let t3 = if ctx.timed { clock::now() } else { 0 };
-    st.ctx.store(outer, Ordering::Relaxed);
-    if ctx.awaiting_gil {
-        // The GIL was never given up (PyDLL, an error before the call): nothing to wait for.
-        ctx.awaiting_gil = false;
-        AWAITING_GIL.fetch_sub(1, Ordering::Relaxed);
-    }
-    // SAFETY: set by the ffi_call hook to a leaked CallStats of this thread, or null.
-    if let Some(stats) = unsafe { ctx.stats.as_ref() } {
-        stats.python_calls.add(1);
-        if ctx.timed {
-            let times = stats.times(ctx.first);
-            let tg = ctx.tg.max(ctx.t2);
-            add_span(&times.ticks.marshal_in, t0, ctx.t1);
-            add_span(&times.ticks.gil_wait, ctx.t2, tg);
-            add_span(&times.ticks.marshal_out, tg, t3);
-        }
-        if construction.last != 0 {
-            stats.construction_ticks.add(construction.ticks);
-            stats.construction_bytes.add(construction.bytes);
-            stats.fresh_buffer_calls.add(1);
-            st.remember_passed(construction.last, stats);
-        }
-        if family_ctypes {
-            let (no_argtypes, default_restype) = frames::site_flags(site);
-            if no_argtypes {
-                stats.undeclared_argtypes.add(1);
-            }
-            if default_restype {
-                stats.undeclared_restype.add(1);
+                // SAFETY: as this function.
+                return unsafe {
+                    if !repeated::takes(stats, args) {
+                        general_call(general(Some(stats)))
+                    } else if st.untimed_next(stats) {
+                        repeated_call::<false>(orig, callable, args, kwargs, call())
+                    } else {
+                        repeated_timed_call(orig, callable, args, kwargs, call())
+                    }
+                };
             }
         }
-        if stack != 0 {
-            stats.note_stack(stack - 1);
-        }
-        if gap != 0 {
-            stats.gap_ticks.add(gap);
-            stats.gap_samples.add(1);
-        }
     }
-    st.last_site.store(site, Ordering::Relaxed);
-    let leave = if st.next_samples_stack() {
-        clock::now()
-    } else {
-        0
-    };
-    st.last_leave.store(leave, Ordering::Relaxed);
-    result
+    let call = general(None);
+    // SAFETY: as this function.
+    unsafe { general_call(call) }
 }
+
+/// What the wrappers return when they did not call the original: no object's address (objects
+/// are aligned), and not NULL, which the original returns on an error.
+#[allow(clippy::manual_dangling_ptr)] // a sentinel, compared only, never a pointer to use
+pub(super) const NOT_CALLED: *mut PyObject = 1 as *mut PyObject;
 
 /// The C address a call of `callable` reaches: what `ffi_call` will be given as its function.
 /// ctypes keeps it behind `CDataObject.b_ptr`, cffi in `CDataObject.c_data` (both unchanged from
@@ -250,6 +195,17 @@ unsafe fn callee(callable: usize, family_ctypes: bool) -> usize {
     }
 }
 
+/// A timed call's marshal-in, GIL wait and marshal-out, from the wrapper's clock reads (`t0`
+/// before the original, `t3` after) and the hooks' (in `ctx`).
+#[inline(always)]
+pub(super) fn add_spans(stats: &CallStats, ctx: &CallCtx, t0: u64, t3: u64) {
+    let times = stats.times(ctx.first);
+    let tg = ctx.tg.max(ctx.t2);
+    add_span(&times.ticks.marshal_in, t0, ctx.t1);
+    add_span(&times.ticks.gil_wait, ctx.t2, tg);
+    add_span(&times.ticks.marshal_out, tg, t3);
+}
+
 #[inline(always)]
 fn add_span(counter: &Counter, from: u64, to: u64) {
     if from != 0 && to >= from {
@@ -263,16 +219,18 @@ pub unsafe extern "C" fn ctypes_call(
     args: *mut PyObject,
     kwargs: *mut PyObject,
 ) -> *mut PyObject {
-    // SAFETY: forwarded from the interpreter's call of a CFuncPtr.
-    unsafe {
-        wrapped_call(
-            ORIG_CTYPES.load(Ordering::Relaxed),
-            true,
-            callable,
-            args,
-            kwargs,
-        )
+    // SAFETY: ORIG_CTYPES is the tp_call these types had before we patched them.
+    let orig: TernaryFunc =
+        unsafe { std::mem::transmute::<usize, TernaryFunc>(ORIG_CTYPES.load(Ordering::Relaxed)) };
+    // SAFETY: forwarded from the interpreter's call of a CFuncPtr, GIL held.
+    let result = runtime::guard(NOT_CALLED, || unsafe {
+        wrapped_call(orig, true, callable, args, kwargs)
+    });
+    if result != NOT_CALLED {
+        return result;
     }
+    // SAFETY: the original call, unchanged (the wrapper did not make it).
+    unsafe { orig(callable, args, kwargs) }
 }
 
 /// `tp_call` of cffi's cdata types.
@@ -281,16 +239,18 @@ pub unsafe extern "C" fn cffi_call(
     args: *mut PyObject,
     kwargs: *mut PyObject,
 ) -> *mut PyObject {
-    // SAFETY: forwarded from the interpreter's call of a cdata.
-    unsafe {
-        wrapped_call(
-            ORIG_CFFI.load(Ordering::Relaxed),
-            false,
-            callable,
-            args,
-            kwargs,
-        )
+    // SAFETY: ORIG_CFFI is the tp_call these types had before we patched them.
+    let orig: TernaryFunc =
+        unsafe { std::mem::transmute::<usize, TernaryFunc>(ORIG_CFFI.load(Ordering::Relaxed)) };
+    // SAFETY: forwarded from the interpreter's call of a cdata, GIL held.
+    let result = runtime::guard(NOT_CALLED, || unsafe {
+        wrapped_call(orig, false, callable, args, kwargs)
+    });
+    if result != NOT_CALLED {
+        return result;
     }
+    // SAFETY: the original call, unchanged (the wrapper did not make it).
+    unsafe { orig(callable, args, kwargs) }
 }
 
 /// `tp_call` of ctypes' metaclasses: calling `c_double * 1000`, `Structure` subclasses, ...
@@ -305,13 +265,24 @@ pub unsafe extern "C" fn construct(
     let orig: TernaryFunc = unsafe {
         std::mem::transmute::<usize, TernaryFunc>(ORIG_CONSTRUCT.load(Ordering::Relaxed))
     };
-    let Some(rec) = crate::record::recorder::if_active() else {
+    let rec = runtime::guard(None, crate::record::recorder::if_active);
+    let Some(rec) = rec else {
         // SAFETY: the original call, unchanged.
         return unsafe { orig(ty, args, kwargs) };
     };
-    let t0 = clock::now();
+    let t0 = runtime::guard(0, clock::now);
     // SAFETY: the original call, unchanged.
     let obj = unsafe { orig(ty, args, kwargs) };
+    // SAFETY: the GIL is held (a tp_call); `obj` is what the original returned.
+    runtime::guard((), || unsafe { constructed(rec, ty, obj, t0) });
+    obj
+}
+
+/// Files what a constructor call built (an instance of exactly the called type), started at `t0`.
+///
+/// # Safety
+/// GIL held; `ty` the called type; `obj` its call's result (null on error).
+unsafe fn constructed(rec: &ThreadRecorder, ty: *mut PyObject, obj: *mut PyObject, t0: u64) {
     let t1 = clock::now();
     // SAFETY: obj is a live object; only an instance of exactly the called ctypes type is a
     // CDataObject whose b_size we may read.
@@ -321,10 +292,9 @@ pub unsafe extern "C" fn construct(
         let type_ticks = rec.python.pending_type_ticks.swap(0, Ordering::Relaxed);
         rec.python
             .remember_construction(obj as usize, t1.wrapping_sub(t0) + type_ticks, bytes);
-        // SAFETY: the GIL is held (a tp_call) and no exception is set (the call succeeded).
+        // SAFETY: the GIL is held and no exception is set (the call succeeded).
         unsafe { super::helpers::ensure_patched() };
     }
-    obj
 }
 
 /// `PyEval_RestoreThread` as `_ctypes` and `_cffi_backend` call it right after `ffi_call`.
@@ -333,18 +303,31 @@ pub unsafe extern "C" fn construct(
 /// would have been counted before this call): the original is then a tail call, nothing of ours
 /// on the stack while the thread waits for the GIL.
 pub unsafe extern "C" fn restore_thread(tstate: *mut std::ffi::c_void) {
-    type Restore = unsafe extern "C" fn(*mut std::ffi::c_void);
     // SAFETY: the original PyEval_RestoreThread, resolved before this hook was installed.
-    let orig: Restore = unsafe {
-        std::mem::transmute::<usize, Restore>(ORIG_RESTORE_THREAD.load(Ordering::Relaxed))
+    let orig: RestoreFn = unsafe {
+        std::mem::transmute::<usize, RestoreFn>(ORIG_RESTORE_THREAD.load(Ordering::Relaxed))
     };
-    if AWAITING_GIL.load(Ordering::Relaxed) == 0 {
-        // SAFETY: the original call, unchanged.
-        return unsafe { orig(tstate) };
-    }
+    let next: RestoreFn = if AWAITING_GIL.load(Ordering::Relaxed) == 0 {
+        orig
+    } else {
+        restore_thread_timed
+    };
+    // SAFETY: the original call, or the entry that makes it (a tail call either way).
+    unsafe { next(tstate) }
+}
+
+type RestoreFn = unsafe extern "C" fn(*mut std::ffi::c_void);
+
+/// `restore_thread` when some timed call waits for the GIL: the original, then whether the
+/// innermost call of this thread was the one waiting.
+unsafe extern "C" fn restore_thread_timed(tstate: *mut std::ffi::c_void) {
+    // SAFETY: as in restore_thread.
+    let orig: RestoreFn = unsafe {
+        std::mem::transmute::<usize, RestoreFn>(ORIG_RESTORE_THREAD.load(Ordering::Relaxed))
+    };
     // SAFETY: the original call, unchanged.
     unsafe { orig(tstate) };
-    gil_back_here();
+    runtime::guard((), gil_back_here);
 }
 
 /// The GIL came back to this thread: the innermost wrapper's call, if it waits, ends its wait.

@@ -15,7 +15,7 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use super::api::{self, PyObject, TernaryFunc};
+use super::api::{self, PyObject};
 use super::frames;
 
 /// Per-site tallies of the reduced wrappers (kept, so that the work cannot be optimised away).
@@ -39,25 +39,21 @@ pub fn level() -> u32 {
     LEVEL.load(Ordering::Relaxed)
 }
 
-/// The reduced ctypes wrapper, or None when no floor level is set.
+/// The reduced ctypes wrapper's work: true when a floor level is set, and the wrapper is then to
+/// forward the call at once (its entry does).
 ///
 /// # Safety
-/// As `call::ctypes_call`: a tp_call with the GIL held; `orig` the original tp_call.
+/// As `call::ctypes_call`: a tp_call with the GIL held.
 #[inline(always)]
-pub unsafe fn call(
-    orig: TernaryFunc,
-    callable: *mut PyObject,
-    args: *mut PyObject,
-    kwargs: *mut PyObject,
-) -> Option<*mut PyObject> {
+pub unsafe fn call(callable: *mut PyObject, args: *mut PyObject) -> bool {
     let level = level();
     if level == 0 {
-        return None;
+        return false;
     }
     if level >= 2 {
         if let (Some(api), Some(rec)) = (api::get(), crate::record::recorder::if_active()) {
             // SAFETY: tp_call runs with the GIL held on a Python thread.
-            let site = unsafe { frames::current_site(api, callable as usize) };
+            let site = unsafe { frames::current_site(api, callable as usize) }.id;
             let count = &COUNTS[site as usize & 1023];
             count.store(count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
             if level >= 3 && !args.is_null() {
@@ -68,8 +64,7 @@ pub unsafe fn call(
             }
         }
     }
-    // SAFETY: the original call, unchanged.
-    Some(unsafe { orig(callable, args, kwargs) })
+    true
 }
 
 /// Whether `symbol` stays unhooked at this floor level.

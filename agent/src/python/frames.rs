@@ -5,18 +5,23 @@
 //! site is seen (resolving the line on every call would cost ~155 ns here). Everything here runs
 //! with the GIL held, which is what serialises writers of the tables.
 //!
+//! Each position's slot is also an inline cache of the (function, site) statistics its last call
+//! recorded into ([`Site::cached`]): the wrapper finds a pair there instead of in the thread's
+//! table whenever the same thread calls the same C function from it again.
+//!
 //! A position in a pass-through frame (a generic forwarder, ctypes' own code, `--site-skip`: see
 //! `site_rules`) carries a bit in its interned id: a call made there is attributed to the first
 //! frame up the stack without that bit, at the cost of one bit test for every other call.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 use ffiprof_profile::Frame;
 use parking_lot::Mutex;
 
 use super::api::{self, Api, Layout};
 use super::site_rules;
+use crate::record::recorder::{CallStats, ThreadRecorder};
 
 const SITE_SLOTS: usize = 1 << 16;
 /// Set in a slot's id when the position is in a pass-through frame. Ids themselves stay below
@@ -27,6 +32,9 @@ struct SiteSlot {
     code: AtomicUsize,
     ip: AtomicUsize,
     id: AtomicU32,
+    /// The inline cache of the position: the statistics its last call recorded into, whichever
+    /// thread made it (see [`Site::cached`]).
+    stats: AtomicPtr<CallStats>,
 }
 
 static SITES: [SiteSlot; SITE_SLOTS] = [const {
@@ -34,8 +42,59 @@ static SITES: [SiteSlot; SITE_SLOTS] = [const {
         code: AtomicUsize::new(0),
         ip: AtomicUsize::new(0),
         id: AtomicU32::new(0),
+        stats: AtomicPtr::new(std::ptr::null_mut()),
     }
 }; SITE_SLOTS];
+
+/// The call site of a Python-level call, and the inline cache of its position when it has one
+/// (a position found in its home slot and not passed through).
+pub struct Site {
+    pub id: u32,
+    cache: Option<&'static AtomicPtr<CallStats>>,
+}
+
+impl Site {
+    pub const UNKNOWN: Site = Site { id: 0, cache: None };
+
+    /// A site found without the table (a thread's repeated call): nothing to cache.
+    pub fn known(id: u32) -> Site {
+        Site { id, cache: None }
+    }
+
+    /// Whether the position is its own site, found in its home slot: the only positions whose
+    /// pair is cached, here or by a thread ([`ThreadState::repeated_call`]).
+    ///
+    /// [`ThreadState::repeated_call`]: crate::record::call_ctx::ThreadState::repeated_call
+    pub fn cacheable(&self) -> bool {
+        self.cache.is_some()
+    }
+
+    /// The statistics of (`function`, this site) of the thread whose recorder is `owner`, if they
+    /// are the ones the position's last call used: a load and two compares, where a look-up in
+    /// the thread's table hashes and probes. A position called by several threads (or functions)
+    /// in turn just misses.
+    #[inline(always)]
+    pub fn cached(&self, function: usize, owner: &ThreadRecorder) -> Option<&'static CallStats> {
+        // SAFETY: a cached CallStats is leaked and never freed, and was complete before it was
+        // published (release store in `remember`).
+        let s = unsafe { self.cache?.load(Ordering::Acquire).as_ref() }?;
+        (s.function == function && s.owner == owner as *const ThreadRecorder as usize).then_some(s)
+    }
+
+    /// Makes `stats` the position's cached pair, if they are this site's.
+    #[inline(always)]
+    pub fn remember(&self, stats: &CallStats) {
+        if let Some(cache) = self
+            .cache
+            .filter(|_| stats.site == self.id && stats.owner != 0)
+        {
+            cache.store(
+                stats as *const CallStats as *mut CallStats,
+                Ordering::Release,
+            );
+        }
+    }
+}
 
 /// What a site id stands for, plus per-site facts found at first sight.
 #[derive(Clone, Debug)]
@@ -347,35 +406,79 @@ unsafe fn undeclared(api: &Api, callable: usize) -> (bool, bool) {
     }
 }
 
-/// Site id of the Python line calling `callable` now (0 when unknown): the innermost frame, or
-/// past pass-through frames the first one that is not. GIL held.
+/// Where the innermost Python frame of this thread is: its frame, code object and instruction.
+#[derive(Clone, Copy)]
+pub struct Position {
+    frame: usize,
+    pub code: usize,
+    pub ip: usize,
+}
+
+/// The position of the Python line calling a foreign function now, if there is one. GIL held.
 ///
 /// # Safety
-/// GIL held, on a thread with a Python thread state; `callable` live.
+/// GIL held, on a thread with a Python thread state.
 #[inline(always)]
-pub unsafe fn current_site(api: &Api, callable: usize) -> u32 {
+pub unsafe fn current_position(api: &Api) -> Option<Position> {
     // SAFETY: per the contract. The innermost frame of a thread calling a foreign function
     // from Python is that Python function's own, running frame: complete and owned by the
     // thread, so the checks `position` makes for frames up the stack are not needed here.
     unsafe {
-        let Some(frame) = current_frame(api) else {
-            return 0;
-        };
+        let frame = current_frame(api)?;
         let l = &api.layout;
         let code = api::word(frame, l.f_code) & !api::EXECUTABLE_TAGS;
         if code == 0 {
-            return 0;
+            return None;
         }
         let ip = if l.f_owner.is_some() {
             api::word(frame, l.f_ip)
         } else {
             *((frame + l.f_ip) as *const i32) as usize
         };
-        let id = intern(api, code, ip, callable);
-        if id & PASS_THROUGH == 0 {
-            return id;
+        Some(Position { frame, code, ip })
+    }
+}
+
+/// The site of the Python line calling `callable` now (id 0 when unknown): the innermost frame,
+/// or past pass-through frames the first one that is not. GIL held.
+///
+/// # Safety
+/// GIL held, on a thread with a Python thread state; `callable` live.
+#[inline(always)]
+pub unsafe fn current_site(api: &Api, callable: usize) -> Site {
+    // SAFETY: per the contract.
+    unsafe {
+        match current_position(api) {
+            Some(p) => site_at(api, p, callable),
+            None => Site::UNKNOWN,
         }
-        caller_site(api, frame, id & !PASS_THROUGH, callable)
+    }
+}
+
+/// The site of a call made at `p`, this thread's innermost position (see [`current_site`]).
+///
+/// # Safety
+/// As [`current_site`]; `p` from [`current_position`] now.
+#[inline(always)]
+pub unsafe fn site_at(api: &Api, p: Position, callable: usize) -> Site {
+    let Position { frame, code, ip } = p;
+    // SAFETY: per the contract.
+    unsafe {
+        // The home slot first (nearly always the one): it carries the position's inline cache.
+        let home = &SITES[slot_of(code, ip)];
+        let (id, cache) =
+            if home.code.load(Ordering::Relaxed) == code && home.ip.load(Ordering::Relaxed) == ip {
+                (home.id.load(Ordering::Relaxed), Some(&home.stats))
+            } else {
+                (intern(api, code, ip, callable), None)
+            };
+        if id & PASS_THROUGH == 0 {
+            return Site { id, cache };
+        }
+        Site {
+            id: caller_site(api, frame, id & !PASS_THROUGH, callable),
+            cache: None,
+        }
     }
 }
 
@@ -431,6 +534,8 @@ pub fn set_site_skip(patterns: &[String]) {
     for t in THROUGH.iter() {
         t.store(0, Ordering::Relaxed);
     }
+    // A position cached as its own site may be passed through now.
+    crate::record::recorder::each_thread(|r| r.python.forget_last_call());
 }
 
 /// The whole Python stack of this thread, outermost first, interned. GIL held.
@@ -456,11 +561,10 @@ pub unsafe fn current_stack(api: &Api) -> u32 {
     *map.entry(sites).or_insert(next)
 }
 
-/// Flags of a site: (no argtypes, default restype).
+/// Flags of a site: bit 0 no argtypes, bit 1 default restype.
 #[inline(always)]
-pub fn site_flags(site: u32) -> (bool, bool) {
-    let f = FLAGS[site as usize & (SITE_SLOTS - 1)].load(Ordering::Relaxed);
-    (f & 1 != 0, f & 2 != 0)
+pub fn site_flags(site: u32) -> u8 {
+    FLAGS[site as usize & (SITE_SLOTS - 1)].load(Ordering::Relaxed)
 }
 
 /// The innermost pass-through frame a site's calls were made in, when they were.
@@ -499,4 +603,48 @@ pub fn frames_and_stacks() -> (Vec<Frame>, Vec<Vec<u32>>) {
         .map(|i| i.frame.clone())
         .collect();
     (frames, stacks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::recorder;
+
+    /// A position's cached pair serves the thread that owns it, for its C function: another
+    /// function, or another thread, misses (and looks the pair up in its own table).
+    #[test]
+    fn a_position_cache_serves_its_own_thread_and_function_only() {
+        let cell: &'static AtomicPtr<CallStats> = Box::leak(Box::new(AtomicPtr::default()));
+        let site = Site {
+            id: 9,
+            cache: Some(cell),
+        };
+        let rec = recorder::current().unwrap();
+        let stats = rec.stats(0x4242, 9, |_| false).unwrap();
+        assert!(site.cached(0x4242, rec).is_none(), "empty");
+        site.remember(stats);
+        assert!(std::ptr::eq(site.cached(0x4242, rec).unwrap(), stats));
+        assert!(site.cached(0x4343, rec).is_none(), "another C function");
+        let cell_addr = cell as *const AtomicPtr<CallStats> as usize;
+        let other_thread = std::thread::spawn(move || {
+            // SAFETY: the cell is leaked, so it lives as long as the process.
+            let cell = unsafe { &*(cell_addr as *const AtomicPtr<CallStats>) };
+            let site = Site {
+                id: 9,
+                cache: Some(cell),
+            };
+            site.cached(0x4242, recorder::current().unwrap()).is_none()
+        });
+        assert!(other_thread.join().unwrap(), "another thread's recorder");
+        let elsewhere = rec.stats(0x4242, 10, |_| false).unwrap();
+        site.remember(elsewhere);
+        assert!(
+            std::ptr::eq(site.cached(0x4242, rec).unwrap(), stats),
+            "another site's pair is not cached here"
+        );
+        assert!(
+            Site::known(9).cached(0x4242, rec).is_none(),
+            "no cache, no hit"
+        );
+    }
 }

@@ -43,6 +43,13 @@ pub struct ThreadState {
     /// deallocation is the rest of what building a buffer per call costs.
     pub(crate) passed: [Passed; RECENT],
     pub(crate) passed_next: AtomicU32,
+    /// The thread's last Python-level call that was made at its own site: its position (code
+    /// object, instruction) and the statistics it recorded into. A loop calling one function
+    /// from one line finds its site and statistics here with three compares. Interned code
+    /// objects are never freed, so a position is never another's.
+    last_code: AtomicUsize,
+    last_ip: AtomicUsize,
+    last_stats: AtomicPtr<CallStats>,
 }
 
 #[derive(Default)]
@@ -60,6 +67,10 @@ pub struct CallCtx {
     pub timed: bool,
     /// Timed as one of the pair's first calls (see `ALWAYS_TIMED`), not by the random draw.
     pub first: bool,
+    /// The `ffi_call` hook may count the call into `expect` and forward it, nothing else: the
+    /// call is not timed and its pair not excluded (the hook's fast path checks only this flag
+    /// and the C address). Set only with `expect` non-null.
+    pub fast: bool,
     /// The statistics the wrapper found for (its C address, site), or null: the hook records
     /// into them when its own C address agrees, without a look-up of its own.
     pub expect: *const CallStats,
@@ -74,8 +85,9 @@ pub struct CallCtx {
     pub(crate) t2: u64,
     pub(crate) tg: u64,
     pub(crate) nargs: u32,
-    /// Slots below `nargs` are written by the wrapper before the call; the rest stay
-    /// uninitialised (zeroing them is a memset per call).
+    /// The bytes each argument refers to, read only when `any_buffer`: the first argument that
+    /// refers to bytes zeroes them all, later ones write their own (zeroing them on every call
+    /// would be a memset per call, and a plain number writes nothing).
     pub(crate) arg_bytes: [MaybeUninit<u64>; ARG_SLOTS],
 }
 
@@ -88,6 +100,42 @@ impl ThreadState {
     #[inline(always)]
     pub fn current(&self) -> *mut CallCtx {
         self.ctx.load(Ordering::Relaxed)
+    }
+
+    /// The statistics of this thread's call of `function` at position (`code`, `ip`), if its
+    /// last call was one.
+    #[inline(always)]
+    pub fn repeated_call(
+        &self,
+        code: usize,
+        ip: usize,
+        function: usize,
+    ) -> Option<&'static CallStats> {
+        if self.last_code.load(Ordering::Relaxed) != code
+            || self.last_ip.load(Ordering::Relaxed) != ip
+        {
+            return None;
+        }
+        // SAFETY: a CallStats of this thread, leaked and never freed.
+        unsafe { self.last_stats.load(Ordering::Relaxed).as_ref() }
+            .filter(|s| s.function == function)
+    }
+
+    /// Notes the thread's call at (`code`, `ip`), a position that is its own site, with its
+    /// statistics.
+    #[inline(always)]
+    pub fn remember_call(&self, code: usize, ip: usize, stats: &CallStats) {
+        self.last_code.store(code, Ordering::Relaxed);
+        self.last_ip.store(ip, Ordering::Relaxed);
+        self.last_stats.store(
+            stats as *const CallStats as *mut CallStats,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Forgets the last call (positions are about to change meaning).
+    pub fn forget_last_call(&self) {
+        self.last_code.store(0, Ordering::Relaxed);
     }
 
     pub(crate) fn remember_passed(&self, obj: usize, stats: &CallStats) {
@@ -155,6 +203,18 @@ impl CallCtx {
         self.t1 += ticks;
     }
 
+    /// The pair the `ffi_call` hook may count this call into and forward it, nothing else: when
+    /// `fast`, and the wrapper's pair is that of C address `f`.
+    #[inline(always)]
+    pub fn fast_pair(&self, f: usize) -> Option<&'static CallStats> {
+        if !self.fast {
+            return None;
+        }
+        // SAFETY: `fast` is set only with `expect` a leaked CallStats of this thread.
+        let s = unsafe { &*self.expect };
+        (s.function == f).then_some(s)
+    }
+
     /// The statistics the wrapper found for this call, if they are those of C address `f`.
     #[inline(always)]
     pub fn expected(&self, f: usize) -> Option<&'static CallStats> {
@@ -175,17 +235,33 @@ impl CallCtx {
         }
     }
 
+    /// Notes that argument `i` refers to `bytes` bytes.
+    #[inline(always)]
+    pub(crate) fn set_arg_bytes(&mut self, i: usize, bytes: u64) {
+        if bytes == 0 || i >= ARG_SLOTS {
+            return;
+        }
+        if !self.any_buffer {
+            self.arg_bytes = [MaybeUninit::new(0); ARG_SLOTS];
+            self.any_buffer = true;
+        }
+        self.arg_bytes[i] = MaybeUninit::new(bytes);
+    }
+
     /// Bytes the pointer arguments refer to, for the C arguments whose libffi type is a pointer.
     #[inline(always)]
     pub fn buffer_bytes(&self, nargs: usize, is_pointer: impl Fn(usize) -> bool) -> u64 {
         if !self.any_buffer {
             return 0;
         }
-        let n = (self.nargs as usize).min(nargs);
-        // SAFETY: slots below self.nargs were all written by the wrapper.
-        (0..n)
-            .filter(|&i| is_pointer(i))
-            .map(|i| unsafe { self.arg_bytes[i].assume_init() })
+        // (nargs <= ARG_SLOTS always; said again so that no bounds check, and no panic, is left.)
+        let n = (self.nargs as usize).min(nargs).min(ARG_SLOTS);
+        self.arg_bytes[..n]
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| is_pointer(i))
+            // SAFETY: with any_buffer set, every slot was written (zeroed, then set_arg_bytes).
+            .map(|(_, b)| unsafe { b.assume_init() })
             .sum()
     }
 
@@ -195,5 +271,39 @@ impl CallCtx {
             AWAITING_GIL.fetch_sub(1, Ordering::Relaxed);
             self.tg = clock::now();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The thread's last call answers only for the same position and C function, and not after
+    /// it is forgotten.
+    #[test]
+    fn a_repeated_call_finds_its_pair_and_nothing_else() {
+        let st = ThreadState::default();
+        let s = CallStats::new(0x1000, 7, false);
+        assert!(
+            st.repeated_call(0x10, 0x20, 0x1000).is_none(),
+            "nothing noted yet"
+        );
+        st.remember_call(0x10, 0x20, &s);
+        let hit = st.repeated_call(0x10, 0x20, 0x1000).expect("the same call");
+        assert!(std::ptr::eq(hit, &*s));
+        assert!(
+            st.repeated_call(0x10, 0x20, 0x2000).is_none(),
+            "another C function"
+        );
+        assert!(
+            st.repeated_call(0x10, 0x22, 0x1000).is_none(),
+            "another instruction"
+        );
+        assert!(
+            st.repeated_call(0x11, 0x20, 0x1000).is_none(),
+            "another code object"
+        );
+        st.forget_last_call();
+        assert!(st.repeated_call(0x10, 0x20, 0x1000).is_none(), "forgotten");
     }
 }

@@ -4,13 +4,18 @@
 //! table, then its per-(function, site) statistics in an open-addressing table of its own. Only the
 //! owning thread writes a recorder, with relaxed atomic loads and stores (plain moves on x86-64), so
 //! the hot path takes no lock, makes no syscall and allocates only the first time a thread meets a
-//! (function, site) pair. The snapshotter reads the same atomics from its own thread.
+//! (function, site) pair. The snapshotter reads the same atomics from its own thread. The Python
+//! layer's wrappers mostly find a pair without the table: as the thread's last call
+//! (`ThreadState::repeated_call`) or in its position's inline cache (`frames::Site::cached`),
+//! which checks the pair's `owner`.
 //!
 //! A thread pointer is reused only after its thread is gone, so a new thread that inherits a dead
 //! thread's recorder just keeps adding to totals nobody else writes any more: no destructor, no TLS
 //! (a `thread_local!` in a cdylib costs a `__tls_get_addr` call and can panic in exit hooks).
 
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+};
 
 use ffiprof_profile::Split;
 
@@ -102,6 +107,13 @@ pub struct CallStats {
     pub site: u32,
     /// Set at first sighting when `--lib` excludes the function's library.
     pub excluded: bool,
+    /// The address of the recorder these statistics belong to (0 outside one, in unit tests):
+    /// what a cache of pairs checks a pair's thread by. Recorders are never freed, so no new
+    /// recorder (a forked child's) ever has an old one's address.
+    pub owner: usize,
+    /// Facts about the site the Python layer keeps with the pair, so that a call need not look
+    /// its site up twice (bit 0: no `argtypes`, bit 1: default `restype`).
+    pub site_flags: AtomicU8,
     pub calls: Counter,
     pub arg_count: AtomicU32,
     pub arg_bytes: Counter,
@@ -207,6 +219,8 @@ impl CallStats {
             function: _,
             site: _,
             excluded: _,
+            owner: _,
+            site_flags: _,
             calls,
             arg_count,
             arg_bytes,
@@ -317,6 +331,7 @@ impl ThreadRecorder {
                 return unsafe { slot.stats.load(Ordering::Acquire).as_ref() };
             } else if k == 0 {
                 let s = Box::leak(CallStats::new(function, site, excluded(function)));
+                s.owner = self as *const Self as usize;
                 slot.stats.store(s, Ordering::Release);
                 slot.key.store(key, Ordering::Release);
                 return Some(s);
@@ -417,16 +432,6 @@ pub fn if_active() -> Option<&'static ThreadRecorder> {
     // No re-entrancy flag: the agent never calls foreign functions itself, and a nested
     // Python-level call (a callback, a finalizer) is a real call with its own CallCtx.
     current()
-}
-
-/// `if_active` for hooks' fast paths: None also when the thread's recorder is not in its home
-/// slot (or does not exist yet); the caller then takes its slow path.
-#[inline(always)]
-pub fn at_home_if_active() -> Option<&'static ThreadRecorder> {
-    if !crate::runtime::ACTIVE.load(Ordering::Relaxed) {
-        return None;
-    }
-    current_at_home()
 }
 
 /// This thread's recorder, created on its first call. None when the table of threads is full.

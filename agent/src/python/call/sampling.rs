@@ -27,6 +27,10 @@ impl ThreadState {
     #[inline(always)]
     pub(super) fn sample(&self, counter: &AtomicU32, every: u32) -> bool {
         if every <= 1 {
+            if every == 1 && counter.load(Ordering::Relaxed) != 1 {
+                // Every call: a countdown at 1 says so to `next_samples_soon` too.
+                counter.store(1, Ordering::Relaxed);
+            }
             return every == 1;
         }
         let left = counter.load(Ordering::Relaxed);
@@ -44,6 +48,14 @@ impl ThreadState {
     pub(super) fn next_samples_stack(&self) -> bool {
         let every = STACK_EVERY.load(Ordering::Relaxed);
         every == 1 || (every > 1 && self.stack_countdown.load(Ordering::Relaxed) <= 1)
+    }
+
+    /// `next_samples_stack` once `sample` has run on this thread at the current rate, with one
+    /// compare on the way out of nearly every call: the countdown is above 1 only when the next
+    /// call does not sample (a rate of 1 keeps it at 1).
+    #[inline(always)]
+    pub(super) fn next_samples_soon(&self) -> bool {
+        self.stack_countdown.load(Ordering::Relaxed) <= 1 && self.next_samples_stack()
     }
 
     /// Whether the next call of the pair `s` is timed, and whether as one of its first calls:
@@ -71,6 +83,19 @@ impl ThreadState {
         }
         s.countdown.store(self.gap(every), Ordering::Relaxed);
         (every != 0, false)
+    }
+
+    /// Whether `sample_pair(s)` would say (false, false) now, without moving the countdown.
+    #[inline(always)]
+    pub fn untimed_next(&self, s: &CallStats) -> bool {
+        s.countdown.load(Ordering::Relaxed) > 1
+    }
+
+    /// `sample_pair(s)` when `untimed_next(s)` said so: the countdown moves on.
+    #[inline(always)]
+    pub fn count_untimed(&self, s: &CallStats) {
+        let left = s.countdown.load(Ordering::Relaxed);
+        s.countdown.store(left - 1, Ordering::Relaxed);
     }
 
     /// One of the pair's first calls (or an excluded pair's, which are never counted).
@@ -167,8 +192,8 @@ mod tests {
 
     /// Which calls record their Python stack: a thread's first call, then one in `STACK_EVERY`
     /// at random (gaps uniform in 1..=2N-1); every call for 1, none for 0. The wrapper asks
-    /// `next_samples_stack` ahead of the next call (to note when this one returned), so it must
-    /// always agree with the draw that follows.
+    /// `next_samples_soon` ahead of the next call (to note when this one returned), so it must
+    /// always agree with the draw that follows (`next_samples_stack`, the full question).
     #[test]
     fn one_call_in_n_records_its_stack_and_the_next_one_is_known_ahead() {
         const N: u32 = 16;
@@ -181,6 +206,12 @@ mod tests {
             let ahead = st.next_samples_stack();
             let now = st.sample(&st.stack_countdown, STACK_EVERY.load(Ordering::Relaxed));
             assert_eq!(ahead, now, "call {call}");
+            // What the wrapper's return asks: the same answer with one compare mostly.
+            assert_eq!(
+                st.next_samples_soon(),
+                st.next_samples_stack(),
+                "call {call}"
+            );
             if now {
                 if let Some(prev) = last {
                     assert!((1..2 * N).contains(&(call - prev)), "gap {}", call - prev);
@@ -202,6 +233,7 @@ mod tests {
             for _ in 0..50 {
                 assert_eq!(st.next_samples_stack(), all);
                 assert_eq!(st.sample(&st.stack_countdown, every), all);
+                assert_eq!(st.next_samples_soon(), all);
             }
         }
         STACK_EVERY.store(64, Ordering::Relaxed);
