@@ -130,11 +130,28 @@ fn ctrl_c_raises_keyboard_interrupt(py: &Interpreter, dir: &Path) -> Result<(), 
         (rest, stderr_of(&mut child.0), status.signal())
     };
     let args = [FIXTURE, "300"];
-    let (plain_out, plain_err, plain_sig) = interrupt(
-        py.cmd(&py.command)
-            .arg(script("harm_interrupt.py"))
-            .args(args),
-    );
+    // The untraced baseline once lost its `finally` line in the 3.14 root on a loaded machine (a
+    // clean-clone CI run; never reproduced alone): a baseline that did not behave as CPython does
+    // is taken again, at most twice, so that the comparison below is with a sound one.
+    let baseline = || {
+        interrupt(
+            py.cmd(&py.command)
+                .arg(script("harm_interrupt.py"))
+                .args(args),
+        )
+    };
+    let mut plain = baseline();
+    for _ in 0..2 {
+        if plain.0 == "finally\n" {
+            break;
+        }
+        eprintln!(
+            "{}: untraced baseline printed {:?} (signal {:?}); taking it again",
+            py.label, plain.0, plain.2
+        );
+        plain = baseline();
+    }
+    let (plain_out, plain_err, plain_sig) = plain;
     let out = dir.join("p.json");
     let (traced_out, traced_err, traced_sig) = interrupt(
         py.cmd(ffiprof_bin())
