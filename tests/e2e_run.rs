@@ -29,18 +29,7 @@ fn basic_counts_and_bytes(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     check_ok(&o);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "ok\n");
     let p = read_profile(&out);
-    let expected: BTreeMap<String, u64> = [
-        ("fx_add_int", 1000),
-        ("fx_scale", 500),
-        ("fx_sum", 30),
-        ("fx_point_norm2", 20),
-        ("fx_strdup_upper", 7),
-        ("fx_free", 7),
-        ("labs", 3),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    let expected = calls_basic_expected();
     // ctypes.string_at is itself a foreign call, into ctypes' own _ctypes: ctypes' cost at the
     // script's line, kept apart from the library functions (and named even where Debian stripped
     // _ctypes' static symbols).

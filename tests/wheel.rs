@@ -12,7 +12,7 @@ use std::sync::{Mutex, OnceLock};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 mod common;
-use common::{calls_by_name, read_profile, script, trial, FIXTURE};
+use common::{calls_basic_expected, calls_by_name, read_profile, script, trial, FIXTURE};
 
 const PYTEST: &str = "pytest==8.3.5";
 
@@ -155,18 +155,7 @@ fn cli_run(v: &Venv, tmp: &Path) {
             .arg(FIXTURE),
     );
     assert_eq!(stdout, "ok\n");
-    let expected: BTreeMap<String, u64> = [
-        ("fx_add_int", 1000),
-        ("fx_scale", 500),
-        ("fx_sum", 30),
-        ("fx_point_norm2", 20),
-        ("fx_strdup_upper", 7),
-        ("fx_free", 7),
-        ("labs", 3),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    let expected = calls_basic_expected();
     let p = read_profile(&out);
     assert_eq!(calls_by_name(&p), expected);
     let site = p.function("fx_add_int").unwrap().sites[0].clone();

@@ -438,6 +438,22 @@ pub fn calls_by_name(p: &ffiprof_profile::Profile) -> std::collections::BTreeMap
         .collect()
 }
 
+/// The calls `scripts/calls_basic.py` makes, per function name: exact, whatever the mode.
+pub fn calls_basic_expected() -> std::collections::BTreeMap<String, u64> {
+    [
+        ("fx_add_int", 1000),
+        ("fx_scale", 500),
+        ("fx_sum", 30),
+        ("fx_point_norm2", 20),
+        ("fx_strdup_upper", 7),
+        ("fx_free", 7),
+        ("labs", 3),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
 /// A libtest-mimic trial whose panics (failed assertions) become its failure message.
 pub fn trial(
     name: String,
