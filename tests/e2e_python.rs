@@ -265,6 +265,13 @@ fn within(measured: u64, truth: u64, tolerance: f64) -> bool {
     (measured as f64 - truth as f64).abs() <= truth as f64 * tolerance
 }
 
+/// What the profile may differ from a spin function's own measure of itself, beyond the relative
+/// tolerance: the profile's interval also holds the jump into the function and the return out of it,
+/// which the function's own clock reads cannot see. The calibrated floor removes their warm cost;
+/// after the Python loop between two calls they may miss the caches, tens of ns on this VM (seen:
+/// 1 µs spins read 51 ns long in a loaded CI run).
+const CALL_EDGE_NS: u64 = 80;
+
 /// Timing tests measure clock time, as a benchmark does: they run with nothing else of this suite
 /// beside them (every other case holds this shared), or on a 2-core machine the other profiled
 /// processes evict the caches the probe's calibrated floor was measured with.
@@ -282,8 +289,10 @@ fn timing_accuracy(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
             let f = func(&p, name);
             let p50 = f.native_hist.summary().p50_ns;
             assert!(
-                within(p50, truth, 0.03),
-                "{name}: median {p50} ns vs {truth} ns (timing 1/{sample})"
+                within(p50, truth, 0.03)
+                    || within(p50.saturating_sub(CALL_EDGE_NS).max(truth), truth, 0.03),
+                "{name}: median {p50} ns vs {truth} ns (timing 1/{sample}; 3 % plus up to \
+                 {CALL_EDGE_NS} ns of call edges allowed)"
             );
         }
         let noop = func(&p, "fx_noop");
