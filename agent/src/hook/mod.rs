@@ -4,6 +4,7 @@
 pub mod ffi;
 pub mod got;
 mod loader;
+pub mod native;
 pub mod process;
 mod signals;
 
@@ -173,12 +174,14 @@ fn scan(state: &mut Installed) {
     let me = own_module(&modules);
     let wanted = wanted(state.process_hooks);
     let symbols: Vec<&'static str> = wanted.iter().map(|(w, _)| w.symbol).collect();
+    native::learn_targets(&modules);
     for m in &modules {
         let key = (m.base, m.name.clone());
         if state.seen.contains(&key) || Some(&key) == me.as_ref() || m.name.contains("/ld-linux") {
             continue;
         }
         state.seen.insert(key);
+        native::patch_module(m, &mut state.slots, &mut state.statuses);
         for (symbol, slot) in m.imports(&symbols) {
             #[cfg(feature = "floor-probe")]
             if crate::python::floor_probe::skips(symbol) {
@@ -302,4 +305,5 @@ pub fn forget_statuses() {
 }
 
 /// The locks held across fork (`runtime::ForkHeld`).
-pub(crate) static FORK_LOCKS: [&dyn crate::runtime::ForkHeld; 1] = [&INSTALLED];
+pub(crate) static FORK_LOCKS: [&dyn crate::runtime::ForkHeld; 2] =
+    [&INSTALLED, native::FORK_LOCKS[0]];

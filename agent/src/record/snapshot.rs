@@ -83,11 +83,19 @@ struct Totals {
     hist: Vec<u64>,
     /// Sampled stacks: stack id → samples.
     stacks: HashMap<u32, u64>,
+    /// Calls seen through the GOT trampoline, and through libffi.
+    got_calls: u64,
+    ffi_calls: u64,
 }
 
 impl Totals {
     fn add(&mut self, s: &CallStats) {
         self.calls += s.calls.get();
+        if s.via_got {
+            self.got_calls += s.calls.get();
+        } else {
+            self.ffi_calls += s.calls.get();
+        }
         self.arg_count = self
             .arg_count
             .max(s.arg_count.load(std::sync::atomic::Ordering::Relaxed));
@@ -265,6 +273,9 @@ pub fn build(cal: &Calibration) -> Profile {
         f.undeclared_argtypes_calls = t.undeclared_argtypes;
         f.undeclared_restype_calls = t.undeclared_restype;
         f.native_hist = histogram(&t, cal);
+        if t.got_calls > 0 && t.ffi_calls == 0 {
+            f.binding = ffiprof_profile::BINDING_EXTENSION.to_string();
+        }
         for (site, st) in sites {
             let Some(frame) = (site_tables().describe)(site) else {
                 continue;

@@ -1,0 +1,338 @@
+//! The GOT trampoline's machine code and its enter/leave work.
+//!
+//! A patched GOT entry (or a pointer `dlsym` handed out) holds the address of one of
+//! [`THUNKS`] 16-byte thunks, one per target function: `lea r11, [rip - 7]` (its own address) and
+//! a jump to the common enter stub. The enter stub saves every register a call may pass
+//! arguments in — rdi, rsi, rdx, rcx, r8, r9, rax (`%al`: the vector registers a variadic call
+//! uses), r10 (a static chain) and xmm0–7 — calls [`native_enter`], restores them and jumps to
+//! the target with the caller's stack exactly as it was, except for the return address, which
+//! `native_enter` has swapped for the leave stub's (keeping the original on the thread's shadow
+//! stack, `shadow`). When the target returns into the leave stub, it saves the return registers
+//! (rax, rdx, xmm0, xmm1; x87 `st0` is never touched by the agent), asks [`native_leave`] for
+//! the original return address and returns there. Nothing depends on the target's signature.
+//!
+//! What does not return normally:
+//! - `longjmp` out of a target call leaves its entry on the shadow stack; the next enter or leave
+//!   on that thread drops every entry whose stack slot lies at or below its own (`Shadow::prune`).
+//! - An exception unwinding through a target call would find the leave stub as a return address,
+//!   which no unwind table describes (the unwinder would give up and terminate the program). So
+//!   `_Unwind_RaiseException`, `_Unwind_Resume`, `_Unwind_Resume_or_Rethrow` and
+//!   `_Unwind_ForcedUnwind` are hooked in every module's GOT (libstdc++ imports them from
+//!   libgcc_s) by [`UNWIND_HOOKS`]: before the unwinder starts, every swapped return address of
+//!   the thread still live is put back in its stack slot (uftrace's `mcount_rstack_restore`).
+//!   Those calls keep their count (taken at entry) but lose their time; their entries are
+//!   pruned as above.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::shadow::{self, DEPTH};
+use crate::record::{clock, recorder};
+
+/// How many target functions can have a thunk.
+pub const THUNKS: usize = 4096;
+const THUNK_SIZE: usize = 16;
+
+/// The target function of each thunk (0: unused).
+pub(super) static TARGETS: [AtomicUsize; THUNKS] = [const { AtomicUsize::new(0) }; THUNKS];
+
+extern "C" {
+    static ffiprof_native_thunks: u8;
+    fn ffiprof_native_leave();
+}
+
+/// The address of thunk `i`.
+pub(super) fn thunk(i: usize) -> usize {
+    thunk0() + i * THUNK_SIZE
+}
+
+/// The thunk index of `addr`, if it is one of ours.
+pub(super) fn thunk_index(addr: usize) -> Option<usize> {
+    let base = thunk(0);
+    (addr >= base && addr < base + THUNKS * THUNK_SIZE && (addr - base).is_multiple_of(THUNK_SIZE))
+        .then(|| (addr - base) / THUNK_SIZE)
+}
+
+fn leave_stub() -> usize {
+    ffiprof_native_leave as *const () as usize
+}
+
+std::arch::global_asm!(
+    ".pushsection .text.ffiprof_native,\"ax\",@progbits",
+    // The thunks: 16 bytes each, r11 = the thunk's own address.
+    ".p2align 4",
+    ".globl ffiprof_native_thunks",
+    ".hidden ffiprof_native_thunks",
+    "ffiprof_native_thunks:",
+    ".rept 4096",
+    "lea r11, [rip - 7]",
+    "jmp 3f",
+    ".p2align 4, 0xcc",
+    ".endr",
+    // The enter stub. On entry rsp ≡ 8 (mod 16), [rsp] the caller's return address.
+    "3:",
+    "push rbp",
+    "mov rbp, rsp",
+    "sub rsp, 192",
+    "mov [rsp], rdi",
+    "mov [rsp + 8], rsi",
+    "mov [rsp + 16], rdx",
+    "mov [rsp + 24], rcx",
+    "mov [rsp + 32], r8",
+    "mov [rsp + 40], r9",
+    "mov [rsp + 48], rax",
+    "mov [rsp + 56], r10",
+    "movaps [rsp + 64], xmm0",
+    "movaps [rsp + 80], xmm1",
+    "movaps [rsp + 96], xmm2",
+    "movaps [rsp + 112], xmm3",
+    "movaps [rsp + 128], xmm4",
+    "movaps [rsp + 144], xmm5",
+    "movaps [rsp + 160], xmm6",
+    "movaps [rsp + 176], xmm7",
+    "lea rdi, [rip + ffiprof_native_thunks]",
+    "sub r11, rdi",
+    "shr r11, 4",
+    "mov rdi, r11",
+    "lea rsi, [rbp + 8]",
+    "call {enter}",
+    "mov r11, rax",
+    "mov rdi, [rsp]",
+    "mov rsi, [rsp + 8]",
+    "mov rdx, [rsp + 16]",
+    "mov rcx, [rsp + 24]",
+    "mov r8, [rsp + 32]",
+    "mov r9, [rsp + 40]",
+    "mov rax, [rsp + 48]",
+    "mov r10, [rsp + 56]",
+    "movaps xmm0, [rsp + 64]",
+    "movaps xmm1, [rsp + 80]",
+    "movaps xmm2, [rsp + 96]",
+    "movaps xmm3, [rsp + 112]",
+    "movaps xmm4, [rsp + 128]",
+    "movaps xmm5, [rsp + 144]",
+    "movaps xmm6, [rsp + 160]",
+    "movaps xmm7, [rsp + 176]",
+    "mov rsp, rbp",
+    "pop rbp",
+    "jmp r11",
+    // The leave stub: the target's `ret` lands here, rsp ≡ 0 (mod 16), one above the slot.
+    ".p2align 4",
+    ".globl ffiprof_native_leave",
+    ".hidden ffiprof_native_leave",
+    "ffiprof_native_leave:",
+    "sub rsp, 8",
+    "push rax",
+    "push rdx",
+    "sub rsp, 40",
+    "movdqu [rsp], xmm0",
+    "movdqu [rsp + 16], xmm1",
+    "lea rdi, [rsp + 64]",
+    "call {leave}",
+    "mov [rsp + 56], rax",
+    "movdqu xmm0, [rsp]",
+    "movdqu xmm1, [rsp + 16]",
+    "add rsp, 40",
+    "pop rdx",
+    "pop rax",
+    "ret",
+    ".popsection",
+    enter = sym native_enter,
+    leave = sym native_leave,
+);
+
+/// Hooks that run [`unwind_restore`] and jump on to the real unwinder entry, registers as they
+/// came (up to three arguments), so that the unwinder sees its caller's frames untouched.
+macro_rules! unwind_hooks {
+    ($($name:literal, $real:ident, $hook:ident;)*) => {
+        $(
+            static $real: AtomicUsize = AtomicUsize::new(0);
+            std::arch::global_asm!(
+                concat!(".pushsection .text.", $name, ",\"ax\",@progbits"),
+                concat!(".globl ", $name),
+                concat!(".hidden ", $name),
+                concat!($name, ":"),
+                "push rdi",
+                "push rsi",
+                "push rdx",
+                "lea rdi, [rsp + 24]",
+                "call {restore}",
+                "pop rdx",
+                "pop rsi",
+                "pop rdi",
+                "jmp qword ptr [rip + {real}]",
+                ".popsection",
+                restore = sym unwind_restore,
+                real = sym $real,
+            );
+        )*
+        extern "C" {
+            $(#[link_name = $name] fn $hook();)*
+        }
+        /// The unwinder entries hooked: (symbol, the real function's cell, the hook).
+        pub(super) fn unwind_hooks() -> Vec<(&'static str, &'static AtomicUsize, usize)> {
+            vec![$((&$name[8..], &$real, $hook as *const () as usize)),*]
+        }
+    };
+}
+
+// Each hook's name is "ffiprof_" and the unwinder's symbol.
+unwind_hooks! {
+    "ffiprof__Unwind_RaiseException", RAISE, hook_raise;
+    "ffiprof__Unwind_Resume", RESUME, hook_resume;
+    "ffiprof__Unwind_Resume_or_Rethrow", RETHROW, hook_rethrow;
+    "ffiprof__Unwind_ForcedUnwind", FORCED, hook_forced;
+}
+
+/// Called by the enter stub: `index` is the thunk's number, `slot` the caller's return address
+/// on the stack. Returns the target to jump to.
+extern "C" fn native_enter(index: usize, slot: *mut usize) -> usize {
+    let target = match TARGETS.get(index) {
+        Some(t) => t.load(Ordering::Relaxed),
+        None => 0,
+    };
+    // SAFETY: `slot` is the return-address slot of the call being made, as the stub computed.
+    crate::runtime::guard((), || unsafe { enter(slot, target) });
+    target
+}
+
+fn thunk0() -> usize {
+    std::ptr::addr_of!(ffiprof_native_thunks) as usize
+}
+
+/// Counts the call, and unless its thread cannot (no shadow stack, a full one, a signal handler
+/// interrupting the trampoline's own work) swaps its return address for the leave stub's.
+///
+/// # Safety
+/// `slot` must be the return-address slot of the call to `target` in progress.
+#[inline(always)]
+unsafe fn enter(slot: *mut usize, target: usize) {
+    if !crate::runtime::ACTIVE.load(Ordering::Relaxed) {
+        return;
+    }
+    let Some(sh) = shadow::current() else {
+        return;
+    };
+    if sh.busy.swap(1, Ordering::Relaxed) != 0 {
+        // A signal handler's call while this thread was inside the trampoline: leave it be.
+        sh.busy.store(1, Ordering::Relaxed);
+        return;
+    }
+    let slot_addr = slot as usize;
+    let depth = sh.prune(slot_addr);
+    let stats = count(target);
+    if let (Some(e), true) = (sh.entries.get(depth), stats != 0 && depth < DEPTH) {
+        // SAFETY: per the contract, `slot` holds the caller's return address.
+        e.ret.store(unsafe { *slot }, Ordering::Relaxed);
+        e.slot.store(slot_addr, Ordering::Relaxed);
+        e.stats.store(stats, Ordering::Relaxed);
+        sh.depth.store(depth + 1, Ordering::Relaxed);
+        e.t0.store(clock::now(), Ordering::Relaxed);
+        // SAFETY: as above; the leave stub returns to the address kept in the entry.
+        unsafe { *slot = leave_stub() };
+    }
+    sh.busy.store(0, Ordering::Relaxed);
+}
+
+/// Counts one call of `target` into this thread's pair for it (at the site of the Python-level
+/// call in progress, if any). Returns the statistics' address, 0 when not recorded.
+#[inline(always)]
+fn count(target: usize) -> usize {
+    let Some(rec) = recorder::current() else {
+        return 0;
+    };
+    // SAFETY: a non-null ctx is the live CallCtx of this thread's innermost Python-level call.
+    let site = unsafe { rec.python.current().as_ref() }.map_or(0, |c| c.site);
+    let Some(stats) = rec.native_stats(target, site, crate::runtime::first_sighting) else {
+        recorder::DROPPED.fetch_add(1, Ordering::Relaxed);
+        return 0;
+    };
+    if stats.excluded {
+        return 0;
+    }
+    stats.calls.add(1);
+    stats as *const recorder::CallStats as usize
+}
+
+/// Called by the leave stub with the stack pointer the target returned with (one word above the
+/// slot its return address was in). Returns the caller's real return address.
+extern "C" fn native_leave(rsp: usize) -> usize {
+    // SAFETY: called only by the leave stub, reached only through a swapped return address.
+    let ret = crate::runtime::guard(0, || unsafe { leave(rsp, clock::now()) });
+    if ret == 0 {
+        // No entry for this return: the caller's address is lost, nothing can go on.
+        // SAFETY: abort is always safe to call.
+        unsafe { libc::abort() }
+    }
+    ret
+}
+
+/// Pops the entry of the call returning with `rsp` and records its native time.
+///
+/// # Safety
+/// Only from the leave stub.
+unsafe fn leave(rsp: usize, now: u64) -> usize {
+    let slot = rsp.wrapping_sub(8);
+    let Some(sh) = shadow::existing() else {
+        return 0;
+    };
+    let was = sh.busy.swap(1, Ordering::Relaxed);
+    // Entries below ours are calls left by longjmp or an exception.
+    let depth = sh.prune(slot.wrapping_sub(1));
+    let Some(e) = depth.checked_sub(1).and_then(|d| sh.entries.get(d)) else {
+        sh.busy.store(was, Ordering::Relaxed);
+        return 0;
+    };
+    if e.slot.load(Ordering::Relaxed) != slot {
+        sh.busy.store(was, Ordering::Relaxed);
+        return 0;
+    }
+    let ret = e.ret.load(Ordering::Relaxed);
+    let stats = e.stats.load(Ordering::Relaxed);
+    let t0 = e.t0.load(Ordering::Relaxed);
+    sh.depth.store(depth - 1, Ordering::Relaxed);
+    if crate::runtime::ACTIVE.load(Ordering::Relaxed) {
+        // SAFETY: a CallStats of this thread's recorder, leaked and never freed.
+        if let Some(s) = unsafe { (stats as *const recorder::CallStats).as_ref() } {
+            let first = s.first.timed.get() < recorder::ALWAYS_TIMED as u64;
+            s.record_native(first, now.wrapping_sub(t0));
+        }
+        if let Some(rec) = recorder::current_at_home() {
+            // SAFETY: as in `count`; only this thread touches its ctx.
+            if let Some(ctx) = unsafe { rec.python.current().as_mut() } {
+                ctx.native_interval(t0, now);
+            }
+        }
+    }
+    sh.busy.store(was, Ordering::Relaxed);
+    ret
+}
+
+/// Before an exception unwinds (`sp` is the unwinder entry's return-address slot): puts every
+/// return address this thread's live target calls swapped back in its stack slot.
+extern "C" fn unwind_restore(sp: usize) {
+    crate::runtime::guard((), || restore_thread(sp));
+}
+
+fn restore_thread(sp: usize) {
+    let Some(sh) = shadow::existing() else {
+        return;
+    };
+    let was = sh.busy.swap(1, Ordering::Relaxed);
+    let depth = sh.depth.load(Ordering::Relaxed).min(DEPTH);
+    let stub = leave_stub();
+    for e in sh.entries.iter().take(depth) {
+        let slot = e.slot.load(Ordering::Relaxed);
+        if slot <= sp {
+            continue;
+        }
+        let cell = slot as *mut usize;
+        // SAFETY: a live frame's return-address slot (above the unwinder's own frame) of this
+        // thread, which the trampoline wrote the stub into.
+        unsafe {
+            if *cell == stub {
+                *cell = e.ret.load(Ordering::Relaxed);
+            }
+        }
+    }
+    sh.busy.store(was, Ordering::Relaxed);
+}
