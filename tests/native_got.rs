@@ -21,22 +21,33 @@ fn run_scenario(
     scenario: &str,
     extra: &[&str],
 ) -> (String, ffiprof_profile::Profile) {
+    run_with(py, dir, &[], scenario, extra)
+}
+
+/// As [`run_scenario`], with more `ffiprof run` options.
+fn run_with(
+    py: &Interpreter,
+    dir: &Path,
+    options: &[&str],
+    scenario: &str,
+    extra: &[&str],
+) -> (String, ffiprof_profile::Profile) {
     let ext = fxext_dir(py);
     let out = dir.join("p.json");
     let mut args = vec![ext.to_str().unwrap(), scenario];
     args.extend_from_slice(extra);
-    let o = run_profiled(
-        py,
-        &out,
-        &["--lib", "fxnative", "--no-calibrate"],
-        "native_calls.py",
-        &args,
-    );
+    let mut opts = vec!["--lib", "fxnative", "--no-calibrate"];
+    opts.extend_from_slice(options);
+    let o = run_profiled(py, &out, &opts, "native_calls.py", &args);
     check_ok(&o);
     let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(stdout.starts_with("ok"), "{stdout}");
     (stdout, read_profile(&out))
 }
+
+/// Every call timed, so that every call swaps its return address through the shadow stack (by
+/// default most calls are only counted, and return straight to their caller).
+const EVERY_CALL: &[&str] = &["--timing-sample", "1"];
 
 fn expect_calls(p: &ffiprof_profile::Profile, expected: &[(&str, u64)]) {
     let expected: BTreeMap<String, u64> =
@@ -88,7 +99,13 @@ fn exact_counts(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
 /// ns). The total is never less than the spins; a call the scheduler preempted across its end
 /// reads long on this shared machine, so the median is checked above, the sum below.
 fn native_time(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
-    let (_, p) = run_scenario(py, dir, "spin", &["1000000", "9"]);
+    let (_, p) = run_with(
+        py,
+        dir,
+        &["--timing-sample", "1"],
+        "spin",
+        &["1000000", "9"],
+    );
     let f = p.function("fxn_spin_ns").expect("fxn_spin_ns recorded");
     assert_eq!(f.calls, 9);
     assert_eq!(f.timed_calls, 9);
@@ -105,7 +122,7 @@ fn native_time(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
 /// 200 C++ exceptions thrown by the target and caught by the extension, through the trampoline:
 /// each counted (at entry), and the program goes on (a later call counts and returns right).
 fn exceptions(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
-    let (_, p) = run_scenario(py, dir, "exceptions", &[]);
+    let (_, p) = run_with(py, dir, EVERY_CALL, "exceptions", &[]);
     expect_calls(&p, &[("fxn_throw", 200), ("fxn_add", 1)]);
     Ok(())
 }
@@ -113,7 +130,7 @@ fn exceptions(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
 /// 100 longjmps out of a target call: the shadow stack drops their entries, later calls count
 /// and return right.
 fn longjmp(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
-    let (_, p) = run_scenario(py, dir, "longjmp", &[]);
+    let (_, p) = run_with(py, dir, EVERY_CALL, "longjmp", &[]);
     expect_calls(&p, &[("fxn_longjmp", 100), ("fxn_add", 100 + 10)]);
     Ok(())
 }
@@ -121,7 +138,7 @@ fn longjmp(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
 /// A signal raised inside a target call, whose handler makes a target call: nested on the same
 /// shadow stack, both counted exactly.
 fn signal_handler(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
-    let (_, p) = run_scenario(py, dir, "signal", &[]);
+    let (_, p) = run_with(py, dir, EVERY_CALL, "signal", &[]);
     expect_calls(&p, &[("fxn_raise", 50), ("fxn_add", 50)]);
     Ok(())
 }
@@ -131,7 +148,7 @@ fn signal_handler(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
 /// that interrupted the trampoline's own few instructions (which pass through uncounted).
 fn signal_storm(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     let n: u64 = 3_000_000;
-    let (stdout, p) = run_scenario(py, dir, "storm", &[&n.to_string()]);
+    let (stdout, p) = run_with(py, dir, EVERY_CALL, "storm", &[&n.to_string()]);
     let handled: u64 = stdout.split_whitespace().nth(1).unwrap().parse().unwrap();
     assert!(handled > 0, "the timer never fired");
     let calls = p.function("fxn_add").map_or(0, |f| f.calls);

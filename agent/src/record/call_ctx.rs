@@ -83,12 +83,13 @@ pub struct CallCtx {
     /// every call.
     pub(crate) t1: u64,
     pub(crate) t2: u64,
-    /// Native ticks of the `--lib` target calls the GOT trampoline (`hook::native`) saw inside
+    /// Native ticks of the `--lib` target calls the GOT trampoline (`hook::native`) timed inside
     /// this call, summed over all of them (a builtin may call several): the call's native part
-    /// when its implementation reaches the target through a module's GOT. Filled whether or
-    /// not the call is timed; the wrapper zeroes it.
+    /// when its implementation reaches the target through a module's GOT. The trampoline times
+    /// every target call inside a call with `native_via_got` and `timed` set (others only on
+    /// its own sample). The wrapper zeroes it.
     pub native_ticks: u64,
-    /// Target calls the GOT trampoline saw inside this call (with `native_ticks`).
+    /// Target calls the GOT trampoline timed inside this call (with `native_ticks`).
     pub native_calls: u32,
     /// Set by the wrapper of a Python-level call whose native part is reached through the GOT
     /// trampoline (an extension module's builtin, a cffi API-mode function): the trampoline

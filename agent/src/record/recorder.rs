@@ -463,6 +463,11 @@ static THREADS: [ThreadSlot; THREAD_SLOTS] = [const {
     }
 }; THREAD_SLOTS];
 
+/// Bumped whenever every recorder is forgotten ([`forget_all`]): a cache of recorder or
+/// `CallStats` pointers kept elsewhere (the GOT trampoline's, per thread) is stale when its
+/// generation differs.
+pub static GENERATION: AtomicU64 = AtomicU64::new(0);
+
 /// Calls that could not be recorded because a table was full.
 pub static DROPPED: AtomicU64 = AtomicU64::new(0);
 /// Set when the first thread is registered (the snapshotter starts lazily after a fork).
@@ -584,6 +589,7 @@ pub fn clear_all(excluded_now: impl Fn(usize) -> bool) -> bool {
 /// Forgets every thread (in a forked child: the parent's counts are not the child's). The old
 /// recorders are leaked on purpose; the child is single-threaded here, so nobody is writing them.
 pub fn forget_all() {
+    GENERATION.fetch_add(1, Ordering::Release);
     for slot in THREADS.iter() {
         slot.recorder.store(std::ptr::null_mut(), Ordering::Release);
         slot.key.store(0, Ordering::Release);

@@ -32,14 +32,28 @@ pub struct Entry {
     pub t0: AtomicU64,
 }
 
-/// One thread's shadow stack.
+/// How many target functions can have a thunk (`trampoline`).
+pub const THUNKS: usize = 4096;
+
+/// One thread's shadow stack, and what its calls need without a look-up: the thread's recorder
+/// and its statistics for each thunk, valid while `generation` is the recorders'
+/// (`recorder::GENERATION`: a forked child forgets the parent's recorders), and the countdown to
+/// its next randomly timed call.
 #[repr(C)]
 pub struct Shadow {
     /// Set while the trampoline works on this stack (see the module comment).
     pub busy: AtomicU32,
+    /// Calls left before the next randomly timed one, and the generator of the gaps.
+    pub countdown: AtomicU32,
+    pub rng: AtomicU32,
     /// Entries in use: `entries[..depth]`, innermost last.
     pub depth: AtomicUsize,
+    pub generation: AtomicU64,
+    /// This thread's `ThreadRecorder` (0: not looked up yet).
+    pub recorder: AtomicUsize,
     pub entries: [Entry; DEPTH],
+    /// This thread's `CallStats` for each thunk's target (0: not looked up yet).
+    pub stats: [AtomicUsize; THUNKS],
 }
 
 impl Shadow {

@@ -25,11 +25,10 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::shadow::{self, DEPTH};
+use super::shadow::{self, Shadow, DEPTH};
 use crate::record::{clock, recorder};
 
-/// How many target functions can have a thunk.
-pub const THUNKS: usize = 4096;
+pub use super::shadow::THUNKS;
 const THUNK_SIZE: usize = 16;
 
 /// The target function of each thunk (0: unused).
@@ -191,7 +190,7 @@ extern "C" fn native_enter(index: usize, slot: *mut usize) -> usize {
         None => 0,
     };
     // SAFETY: `slot` is the return-address slot of the call being made, as the stub computed.
-    crate::runtime::guard((), || unsafe { enter(slot, target) });
+    crate::runtime::guard((), || unsafe { enter(index, slot, target) });
     target
 }
 
@@ -199,58 +198,151 @@ fn thunk0() -> usize {
     std::ptr::addr_of!(ffiprof_native_thunks) as usize
 }
 
-/// Counts the call, and unless its thread cannot (no shadow stack, a full one, a signal handler
-/// interrupting the trampoline's own work) swaps its return address for the leave stub's.
+/// Counts the call; when it is to be timed, and its thread can (it has a shadow stack with room,
+/// and this is not a signal handler interrupting the trampoline's own work), swaps its return
+/// address for the leave stub's. A call is timed when it is one of its pair's first
+/// [`recorder::ALWAYS_TIMED`], when the thread's countdown says so (1 in `--timing-sample` at
+/// random), or when the Python-level call around it is timed and wants its native interval
+/// (`CallCtx::native_via_got`). Untimed calls leave nothing behind: the target returns straight
+/// to its caller.
 ///
 /// # Safety
-/// `slot` must be the return-address slot of the call to `target` in progress.
+/// `slot` must be the return-address slot of the call to thunk `index`'s `target` in progress.
 #[inline(always)]
-unsafe fn enter(slot: *mut usize, target: usize) {
+unsafe fn enter(index: usize, slot: *mut usize, target: usize) {
     if !crate::runtime::ACTIVE.load(Ordering::Relaxed) {
         return;
     }
     let Some(sh) = shadow::current() else {
         return;
     };
-    if sh.busy.swap(1, Ordering::Relaxed) != 0 {
-        // A signal handler's call while this thread was inside the trampoline: leave it be.
-        sh.busy.store(1, Ordering::Relaxed);
+    // A plain load and store: only this thread, and its signal handlers, which run to their end
+    // before it goes on, touch its stack.
+    if sh.busy.load(Ordering::Relaxed) != 0 {
+        return;
+    }
+    sh.busy.store(1, Ordering::Relaxed);
+    // SAFETY: `slot` as per the contract.
+    unsafe { count_and_push(sh, index, slot, target) };
+    sh.busy.store(0, Ordering::Relaxed);
+}
+
+/// [`enter`]'s work while `busy` is set.
+///
+/// # Safety
+/// As [`enter`].
+#[inline(always)]
+unsafe fn count_and_push(sh: &Shadow, index: usize, slot: *mut usize, target: usize) {
+    let Some(stats) = thread_stats(sh, index, target) else {
+        return;
+    };
+    stats.calls.add(1);
+    let c = sh.countdown.load(Ordering::Relaxed);
+    let sampled = c <= 1;
+    sh.countdown.store(
+        if sampled { next_gap(sh) } else { c - 1 },
+        Ordering::Relaxed,
+    );
+    if !sampled
+        && stats.first.timed.get() >= recorder::ALWAYS_TIMED as u64
+        && !python_call_timed(sh)
+    {
         return;
     }
     let slot_addr = slot as usize;
     let depth = sh.prune(slot_addr);
-    let stats = count(target);
-    if let (Some(e), true) = (sh.entries.get(depth), stats != 0 && depth < DEPTH) {
-        // SAFETY: per the contract, `slot` holds the caller's return address.
-        e.ret.store(unsafe { *slot }, Ordering::Relaxed);
-        e.slot.store(slot_addr, Ordering::Relaxed);
-        e.stats.store(stats, Ordering::Relaxed);
-        sh.depth.store(depth + 1, Ordering::Relaxed);
-        e.t0.store(clock::now(), Ordering::Relaxed);
-        // SAFETY: as above; the leave stub returns to the address kept in the entry.
-        unsafe { *slot = leave_stub() };
-    }
-    sh.busy.store(0, Ordering::Relaxed);
+    let Some(e) = sh.entries.get(depth) else {
+        return;
+    };
+    // SAFETY: per the contract, `slot` holds the caller's return address.
+    e.ret.store(unsafe { *slot }, Ordering::Relaxed);
+    e.slot.store(slot_addr, Ordering::Relaxed);
+    e.stats.store(stats as *const _ as usize, Ordering::Relaxed);
+    sh.depth.store(depth + 1, Ordering::Relaxed);
+    e.t0.store(clock::now(), Ordering::Relaxed);
+    // SAFETY: as above; the leave stub returns to the address kept in the entry.
+    unsafe { *slot = leave_stub() };
 }
 
-/// Counts one call of `target` into this thread's pair for it (at the site of the Python-level
-/// call in progress, if any). Returns the statistics' address, 0 when not recorded.
+/// The gap to the next randomly timed call: uniform in 1..=2n-1 (mean n, the session's
+/// `--timing-sample`), from the thread's xorshift generator.
+#[cold]
+fn next_gap(sh: &Shadow) -> u32 {
+    let every = crate::python::TIMING_EVERY.load(Ordering::Relaxed).max(1);
+    if every == 1 {
+        return 1;
+    }
+    let mut x = sh.rng.load(Ordering::Relaxed);
+    if x == 0 {
+        x = (clock::now() as u32) | 1;
+    }
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    sh.rng.store(x, Ordering::Relaxed);
+    1 + x % (2 * every - 1)
+}
+
+/// Whether the Python-level call in progress on this thread is timed and takes its native
+/// interval from the trampoline.
 #[inline(always)]
-fn count(target: usize) -> usize {
-    let Some(rec) = recorder::current() else {
-        return 0;
-    };
-    // SAFETY: a non-null ctx is the live CallCtx of this thread's innermost Python-level call.
-    let site = unsafe { rec.python.current().as_ref() }.map_or(0, |c| c.site);
-    let Some(stats) = rec.native_stats(target, site, crate::runtime::first_sighting) else {
+fn python_call_timed(sh: &Shadow) -> bool {
+    // SAFETY: a cached recorder is leaked and never freed; its ctx, when non-null, is the live
+    // CallCtx of this thread's innermost Python-level call.
+    unsafe {
+        (sh.recorder.load(Ordering::Relaxed) as *const recorder::ThreadRecorder)
+            .as_ref()
+            .and_then(|r| r.python.current().as_ref())
+            .is_some_and(|c| c.native_via_got && c.timed)
+    }
+}
+
+/// This thread's statistics for thunk `index` (whose target is `target`), from the shadow
+/// stack's cache; looked up (and created) on a thread's first call of the target, and again
+/// after its recorders were forgotten. Target calls are recorded per C function, at no Python
+/// site (the Python-level call around them has its own).
+#[inline(always)]
+fn thread_stats(sh: &Shadow, index: usize, target: usize) -> Option<&'static recorder::CallStats> {
+    let generation = recorder::GENERATION.load(Ordering::Relaxed);
+    if sh.generation.load(Ordering::Relaxed) == generation {
+        let cached = sh.stats.get(index)?.load(Ordering::Relaxed);
+        // SAFETY: a cached CallStats of this thread's current recorder, leaked, never freed.
+        if let Some(s) = unsafe { (cached as *const recorder::CallStats).as_ref() } {
+            return Some(s);
+        }
+    }
+    thread_stats_slow(sh, index, target, generation)
+}
+
+#[cold]
+#[inline(never)]
+fn thread_stats_slow(
+    sh: &Shadow,
+    index: usize,
+    target: usize,
+    generation: u64,
+) -> Option<&'static recorder::CallStats> {
+    if sh.generation.load(Ordering::Relaxed) != generation {
+        for s in &sh.stats {
+            s.store(0, Ordering::Relaxed);
+        }
+        sh.recorder.store(0, Ordering::Relaxed);
+        sh.generation.store(generation, Ordering::Relaxed);
+    }
+    let rec = recorder::current()?;
+    sh.recorder
+        .store(rec as *const _ as usize, Ordering::Relaxed);
+    let Some(stats) = rec.native_stats(target, 0, crate::runtime::first_sighting) else {
         recorder::DROPPED.fetch_add(1, Ordering::Relaxed);
-        return 0;
+        return None;
     };
     if stats.excluded {
-        return 0;
+        return None;
     }
-    stats.calls.add(1);
-    stats as *const recorder::CallStats as usize
+    sh.stats
+        .get(index)?
+        .store(stats as *const _ as usize, Ordering::Relaxed);
+    Some(stats)
 }
 
 /// Called by the leave stub with the stack pointer the target returned with (one word above the
@@ -275,7 +367,8 @@ unsafe fn leave(rsp: usize, now: u64) -> usize {
     let Some(sh) = shadow::existing() else {
         return 0;
     };
-    let was = sh.busy.swap(1, Ordering::Relaxed);
+    let was = sh.busy.load(Ordering::Relaxed);
+    sh.busy.store(1, Ordering::Relaxed);
     // Entries below ours are calls left by longjmp or an exception.
     let depth = sh.prune(slot.wrapping_sub(1));
     let Some(e) = depth.checked_sub(1).and_then(|d| sh.entries.get(d)) else {
@@ -296,11 +389,15 @@ unsafe fn leave(rsp: usize, now: u64) -> usize {
             let first = s.first.timed.get() < recorder::ALWAYS_TIMED as u64;
             s.record_native(first, now.wrapping_sub(t0));
         }
-        if let Some(rec) = recorder::current_at_home() {
-            // SAFETY: as in `count`; only this thread touches its ctx.
-            if let Some(ctx) = unsafe { rec.python.current().as_mut() } {
-                ctx.native_interval(t0, now);
-            }
+        // SAFETY: a cached recorder is leaked and never freed; a non-null ctx is the live
+        // CallCtx of this thread's innermost Python-level call, which only this thread touches.
+        let ctx = unsafe {
+            (sh.recorder.load(Ordering::Relaxed) as *const recorder::ThreadRecorder)
+                .as_ref()
+                .and_then(|r| r.python.current().as_mut())
+        };
+        if let Some(ctx) = ctx {
+            ctx.native_interval(t0, now);
         }
     }
     sh.busy.store(was, Ordering::Relaxed);
@@ -317,7 +414,8 @@ fn restore_thread(sp: usize) {
     let Some(sh) = shadow::existing() else {
         return;
     };
-    let was = sh.busy.swap(1, Ordering::Relaxed);
+    let was = sh.busy.load(Ordering::Relaxed);
+    sh.busy.store(1, Ordering::Relaxed);
     let depth = sh.depth.load(Ordering::Relaxed).min(DEPTH);
     let stub = leave_stub();
     for e in sh.entries.iter().take(depth) {
