@@ -48,8 +48,10 @@ pub fn bucket_value(i: usize) -> u64 {
     }
 }
 
-/// Counters a relaxed load-add-store can bump: only the owning thread writes them.
+/// Counters a relaxed load-add-store can bump: only the owning thread writes them. Transparent:
+/// the GOT trampoline's assembly fast path bumps one with a single `inc`.
 #[derive(Default)]
+#[repr(transparent)]
 pub struct Counter(AtomicU64);
 
 impl Counter {

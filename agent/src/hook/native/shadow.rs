@@ -80,7 +80,10 @@ impl Shadow {
 
 const SLOTS: usize = 4096;
 
-struct Slot {
+/// One slot of the table: C layout, read by the trampoline's assembly fast path (key at 0, the
+/// stack at 8).
+#[repr(C)]
+pub(super) struct Slot {
     key: AtomicUsize,
     shadow: AtomicPtr<Shadow>,
 }
@@ -92,9 +95,16 @@ static TABLE: [Slot; SLOTS] = [const {
     }
 }; SLOTS];
 
+/// The table, for the assembly fast path (which takes its address from here).
+pub(super) static TABLE_REF: &[Slot; SLOTS] = &TABLE;
+/// The hash multiplier, in memory for the assembly fast path's `imul`.
+pub(super) static HASH_MUL: u64 = 0x9E37_79B9_7F4A_7C15;
+/// `SLOTS - 1`, the mask of a home slot's index.
+pub(super) const SLOT_MASK: usize = SLOTS - 1;
+
 #[inline(always)]
 fn home(key: usize) -> usize {
-    ((key as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize & (SLOTS - 1)
+    ((key as u64).wrapping_mul(HASH_MUL) >> 40) as usize & SLOT_MASK
 }
 
 /// This thread's shadow stack if it has one (its home slot or further), else None.
