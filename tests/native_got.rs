@@ -95,6 +95,20 @@ fn exact_counts(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     Ok(())
 }
 
+/// One function called through ctypes and through the extension: each call counted once, the
+/// ctypes ones as Python calls, and no one binding claimed for the function.
+fn mixed_with_ctypes(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    let (_, p) = run_scenario(py, dir, "mixed", &[ffiprof_fixture::FXNATIVE_LIBRARY]);
+    assert_eq!(
+        calls_by_name(&p),
+        BTreeMap::from([("fxn_add".to_string(), 7 + 5)])
+    );
+    let f = p.function("fxn_add").unwrap();
+    assert_eq!(f.python_calls, 7);
+    assert_eq!(f.binding, "", "reached both ways");
+    Ok(())
+}
+
 /// A function spinning a known time: its native time is that time (plus the trampoline's few
 /// ns). The total is never less than the spins; a call the scheduler preempted across its end
 /// reads long on this shared machine, so the median is checked above, the sum below.
@@ -184,6 +198,7 @@ fn main() {
         vec![pyenv_venv("3.11")],
         &[
             ("native_time", native_time),
+            ("mixed_with_ctypes", mixed_with_ctypes),
             ("exceptions", exceptions),
             ("longjmp", longjmp),
             ("signal_handler", signal_handler),

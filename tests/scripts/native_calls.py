@@ -3,13 +3,18 @@
 native_calls.py FXEXT_DIR SCENARIO: imports fxext from FXEXT_DIR, runs SCENARIO, checks every
 result the C functions return (registers and return values must survive the trampoline), and
 prints "ok" and what the scenario counted."""
+import ctypes
 import os
 import sys
 
+scenario = sys.argv[2]
+if scenario == "exceptions":
+    # The C++ runtime loaded before any target: its unwinder entries must still be hooked when
+    # the target arrives.
+    ctypes.CDLL("libstdc++.so.6")
+
 sys.path.insert(0, sys.argv[1])
 import fxext  # noqa: E402
-
-scenario = sys.argv[2]
 
 if scenario == "counts":
     assert fxext.add_loop(1000) == sum(range(1000)) + 1000
@@ -57,6 +62,15 @@ elif scenario == "fork":
     _, status = os.waitpid(pid, 0)
     assert status == 0, status
     assert fxext.add_loop(20) == sum(range(20)) + 20
+    print("ok")
+elif scenario == "mixed":
+    # The same function through ctypes (libffi, counted by the ffi_call hook only: _ctypes' own
+    # dlsym is never given a thunk) and through the extension's GOT.
+    add = ctypes.CDLL(sys.argv[3]).fxn_add
+    add.argtypes = [ctypes.c_int, ctypes.c_int]
+    for i in range(7):
+        assert add(i, 1) == i + 1
+    assert fxext.add_loop(5) == sum(range(5)) + 5
     print("ok")
 else:
     raise SystemExit(f"unknown scenario {scenario}")

@@ -174,14 +174,18 @@ fn scan(state: &mut Installed) {
     let me = own_module(&modules);
     let wanted = wanted(state.process_hooks);
     let symbols: Vec<&'static str> = wanted.iter().map(|(w, _)| w.symbol).collect();
-    native::learn_targets(&modules);
+    native::patch_modules(
+        &modules,
+        |m| Some(&(m.base, m.name.clone())) == me.as_ref() || m.name.contains("/ld-linux"),
+        &mut state.slots,
+        &mut state.statuses,
+    );
     for m in &modules {
         let key = (m.base, m.name.clone());
         if state.seen.contains(&key) || Some(&key) == me.as_ref() || m.name.contains("/ld-linux") {
             continue;
         }
         state.seen.insert(key);
-        native::patch_module(m, &mut state.slots, &mut state.statuses);
         for (symbol, slot) in m.imports(&symbols) {
             #[cfg(feature = "floor-probe")]
             if crate::python::floor_probe::skips(symbol) {
@@ -284,6 +288,7 @@ pub fn restore_all() -> usize {
         }
     }
     state.seen.clear();
+    native::forget_patched();
     restored
 }
 

@@ -72,6 +72,10 @@ struct Targets {
     by_name: HashMap<String, Vec<usize>>,
     /// Target function → its thunk index.
     thunks: HashMap<usize, usize>,
+    /// Modules patched since the last new target (a new target makes every module be looked at
+    /// again: one loaded before it may import it lazily, and one seen before any target existed
+    /// — libstdc++ loaded by another extension — still needs the unwinder hooks).
+    seen: HashSet<(usize, String)>,
 }
 
 static TARGETS: Mutex<Option<Targets>> = Mutex::new(None);
@@ -142,7 +146,7 @@ fn exports_of(m: &Module) -> Vec<(String, usize)> {
 }
 
 /// Learns the targets among `modules` not seen before (their exported functions).
-pub(super) fn learn_targets(modules: &[Module]) {
+fn learn_targets(modules: &[Module]) {
     let new: Vec<&Module> = {
         let guard = TARGETS.lock();
         let known = guard.as_ref().map(|t| &t.modules);
@@ -159,6 +163,7 @@ pub(super) fn learn_targets(modules: &[Module]) {
         new.into_iter().map(|m| (m, exports_of(m))).collect();
     let mut guard = TARGETS.lock();
     let t = guard.get_or_insert_with(Targets::default);
+    t.seen.clear();
     for (m, exports) in learned {
         t.modules.insert((m.base, m.name.clone()));
         for (name, addr) in exports {
@@ -201,17 +206,42 @@ fn any_target() -> bool {
         .is_some_and(|t| !t.modules.is_empty())
 }
 
-/// Patches module `m` (not the agent, not the loader): its imports of target functions, and —
-/// when targets exist — its `dlsym` and the unwinder entries (see `trampoline`). Adds every
-/// patched entry to `slots` and one status per module whose target imports were patched.
-pub(super) fn patch_module(
-    m: &Module,
+/// Learns the new targets among `modules`, then patches each module not patched since the last
+/// new target (`skip`: the agent's own and the loader's are never patched). Adds every patched
+/// entry to `slots`.
+pub(super) fn patch_modules(
+    modules: &[Module],
+    skip: impl Fn(&Module) -> bool,
     slots: &mut Vec<PatchedSlot>,
     statuses: &mut Vec<HookStatus>,
 ) {
+    learn_targets(modules);
     if !any_target() {
         return;
     }
+    for m in modules {
+        if skip(m) {
+            continue;
+        }
+        let key = (m.base, m.name.clone());
+        let new = TARGETS.lock().as_mut().is_some_and(|t| t.seen.insert(key));
+        if new {
+            patch_module(m, slots, statuses);
+        }
+    }
+}
+
+/// Forgets which modules were patched (detach restored them all).
+pub(super) fn forget_patched() {
+    if let Some(t) = TARGETS.lock().as_mut() {
+        t.seen.clear();
+    }
+}
+
+/// Patches module `m`: its imports of target functions, its `dlsym` and the unwinder entries (see
+/// `trampoline`). Adds every patched entry to `slots` and one status per module whose target
+/// imports were patched.
+fn patch_module(m: &Module, slots: &mut Vec<PatchedSlot>, statuses: &mut Vec<HookStatus>) {
     let file = m.name.rsplit('/').next().unwrap_or(&m.name);
     let target = is_target(m);
     let interpreter = is_interpreter(m);
