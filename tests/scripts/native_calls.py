@@ -33,6 +33,7 @@ if scenario == "counts":
     assert fxext.by_pointer(100) == 100 * 10
     print("ok")
 elif scenario == "spin":
+    assert fxext.add_loop(2000) == sum(range(2000)) + 2000
     fxext.spin(int(sys.argv[3]), int(sys.argv[4]))
     print("ok")
 elif scenario == "exceptions":

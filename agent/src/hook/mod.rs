@@ -245,6 +245,7 @@ fn scan(state: &mut Installed) {
 /// Patches every loaded module. `process_hooks` adds exec/_exit (for `run`; attach leaves them).
 pub fn install(process_hooks: bool) {
     crate::record::clock::set_native_floor_probe(ffi::native_floor_ticks);
+    crate::record::clock::set_got_floor_probe(native::floor_ticks);
     let mut guard = INSTALLED.lock();
     let state = guard.get_or_insert_with(|| Installed {
         slots: Vec::new(),

@@ -87,7 +87,9 @@ pub struct CallCtx {
     /// this call, summed over all of them (a builtin may call several): the call's native part
     /// when its implementation reaches the target through a module's GOT. The trampoline times
     /// every target call inside a call with `native_via_got` and `timed` set (others only on
-    /// its own sample). The wrapper zeroes it.
+    /// its own sample). Raw: each interval includes the trampoline's floor
+    /// (`Calibration::got_floor_ticks`), to be taken off per call in `native_calls`. The wrapper
+    /// zeroes it.
     pub native_ticks: u64,
     /// Target calls the GOT trampoline timed inside this call (with `native_ticks`).
     pub native_calls: u32,

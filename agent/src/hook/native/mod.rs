@@ -19,6 +19,8 @@
 pub mod shadow;
 mod trampoline;
 
+pub use trampoline::floor_ticks;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
@@ -179,6 +181,9 @@ fn thunk_locked(t: &mut Targets, addr: usize) -> Option<usize> {
         return Some(trampoline::thunk(i));
     }
     let i = t.thunks.len();
+    if i >= trampoline::PROBE {
+        return None;
+    }
     let cell = trampoline::TARGETS.get(i)?;
     cell.store(addr, Ordering::Release);
     t.thunks.insert(addr, i);

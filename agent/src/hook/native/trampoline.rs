@@ -23,12 +23,17 @@
 //!   Those calls keep their count (taken at entry) but lose their time; their entries are
 //!   pruned as above.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use super::shadow::{self, Shadow, DEPTH};
 use crate::record::{clock, recorder};
 
 pub use super::shadow::THUNKS;
+
+/// The last thunk, kept for measuring the trampoline's floor ([`floor_ticks`]).
+pub(super) const PROBE: usize = THUNKS - 1;
+/// The interval the last probe call measured.
+static PROBE_TICKS: AtomicU64 = AtomicU64::new(0);
 const THUNK_SIZE: usize = 16;
 
 /// The target function of each thunk (0: unused).
@@ -69,7 +74,8 @@ std::arch::global_asm!(
     ".endr",
     // The fast path, on entry r11 = the thunk's address, [rsp] the caller's return address. It
     // uses r10 and r11 (which a call through a PLT may clobber anyway: the lazy binder does not
-    // keep them) and rax, saved. A call that only needs counting — recording on, the thread's
+    // keep them) and rax, saved. A call that only needs counting — recording on (off, every
+    // call takes the enter stub, which passes it through: the floor probe is timed anyway), the thread's
     // shadow stack in its home slot and not busy, its statistics cached, not among its pair's
     // first calls, not sampled by the countdown, not inside a timed Python-level call that
     // wants its native time — is counted with one `inc` and goes straight to its target.
@@ -80,7 +86,7 @@ std::arch::global_asm!(
     "sub r11, rax",
     "shr r11, 4",
     "cmp byte ptr [rip + {active}], 0",
-    "je 6f",
+    "je 7f",
     "mov r10, qword ptr fs:0",
     "mov rax, r10",
     "imul rax, qword ptr [rip + {mul}]",
@@ -283,7 +289,7 @@ fn thunk0() -> usize {
 /// `slot` must be the return-address slot of the call to thunk `index`'s `target` in progress.
 #[inline(always)]
 unsafe fn enter(index: usize, slot: *mut usize, target: usize) {
-    if !crate::runtime::ACTIVE.load(Ordering::Relaxed) {
+    if index != PROBE && !crate::runtime::ACTIVE.load(Ordering::Relaxed) {
         return;
     }
     let Some(sh) = shadow::current() else {
@@ -306,6 +312,10 @@ unsafe fn enter(index: usize, slot: *mut usize, target: usize) {
 /// As [`enter`].
 #[inline(always)]
 unsafe fn count_and_push(sh: &Shadow, index: usize, slot: *mut usize, target: usize) {
+    if index == PROBE {
+        // SAFETY: as per the contract.
+        return unsafe { push(sh, slot, 0) };
+    }
     let Some(stats) = thread_stats(sh, index, target) else {
         return;
     };
@@ -322,6 +332,17 @@ unsafe fn count_and_push(sh: &Shadow, index: usize, slot: *mut usize, target: us
     {
         return;
     }
+    // SAFETY: as per the contract.
+    unsafe { push(sh, slot, stats as *const _ as usize) };
+}
+
+/// Pushes the call whose return address is in `slot`, counting into `stats` (0: the floor
+/// probe), and swaps its return address for the leave stub's.
+///
+/// # Safety
+/// As [`enter`].
+#[inline(always)]
+unsafe fn push(sh: &Shadow, slot: *mut usize, stats: usize) {
     let slot_addr = slot as usize;
     let depth = sh.prune(slot_addr);
     let Some(e) = sh.entries.get(depth) else {
@@ -330,7 +351,7 @@ unsafe fn count_and_push(sh: &Shadow, index: usize, slot: *mut usize, target: us
     // SAFETY: per the contract, `slot` holds the caller's return address.
     e.ret.store(unsafe { *slot }, Ordering::Relaxed);
     e.slot.store(slot_addr, Ordering::Relaxed);
-    e.stats.store(stats as *const _ as usize, Ordering::Relaxed);
+    e.stats.store(stats, Ordering::Relaxed);
     sh.depth.store(depth + 1, Ordering::Relaxed);
     e.t0.store(clock::now(), Ordering::Relaxed);
     // SAFETY: as above; the leave stub returns to the address kept in the entry.
@@ -456,7 +477,9 @@ unsafe fn leave(rsp: usize, now: u64) -> usize {
     let stats = e.stats.load(Ordering::Relaxed);
     let t0 = e.t0.load(Ordering::Relaxed);
     sh.depth.store(depth - 1, Ordering::Relaxed);
-    if crate::runtime::ACTIVE.load(Ordering::Relaxed) {
+    if stats == 0 {
+        PROBE_TICKS.store(now.wrapping_sub(t0), Ordering::Relaxed);
+    } else if crate::runtime::ACTIVE.load(Ordering::Relaxed) {
         // SAFETY: a CallStats of this thread's recorder, leaked and never freed.
         if let Some(s) = unsafe { (stats as *const recorder::CallStats).as_ref() } {
             let first = s.first.timed.get() < recorder::ALWAYS_TIMED as u64;
@@ -506,4 +529,27 @@ fn restore_thread(sp: usize) {
         }
     }
     sh.busy.store(was, Ordering::Relaxed);
+}
+
+#[inline(never)]
+extern "C" fn probe_target() {}
+
+/// The median interval the trampoline measures around an empty function (called through the
+/// reserved last thunk, timed whether or not recording is on): what each of its timed native
+/// intervals over-counts. Registered with the clock by `hook::install`.
+pub fn floor_ticks() -> u64 {
+    let Some(cell) = TARGETS.get(PROBE) else {
+        return 0;
+    };
+    cell.store(probe_target as *const () as usize, Ordering::Release);
+    // SAFETY: the probe thunk forwards to `probe_target`, an `extern "C" fn()`.
+    let f: extern "C" fn() = unsafe { crate::runtime::fn_at(thunk(PROBE)) };
+    let mut samples = [0u64; 1001];
+    for s in samples.iter_mut() {
+        PROBE_TICKS.store(0, Ordering::Relaxed);
+        f();
+        *s = PROBE_TICKS.load(Ordering::Relaxed);
+    }
+    samples.sort_unstable();
+    samples[samples.len() / 2]
 }
