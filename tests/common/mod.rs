@@ -584,7 +584,10 @@ pub fn fxext_dir(py: &Interpreter) -> PathBuf {
     let lib_dir = Path::new(ffiprof_fixture::FXNATIVE_LIBRARY)
         .parent()
         .unwrap();
-    let tmp = dir.join(format!("fxext.{}.tmp", std::process::id()));
+    // Trials of one binary build at once: each into a file of its own, renamed over the module.
+    static BUILDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!("fxext.{}.{n}.tmp", std::process::id()));
     let status = Command::new("g++")
         .args(["-shared", "-fPIC", "-O2", "-g", "-pthread"])
         .arg(format!("-I{include}"))
