@@ -1,8 +1,9 @@
 //! The GOT trampoline's machine code and its enter/leave work.
 //!
 //! A patched GOT entry (or a pointer `dlsym` handed out) holds the address of one of
-//! [`THUNKS`] 16-byte thunks, one per target function: `lea r11, [rip - 7]` (its own address) and
-//! a jump to the common enter stub. The enter stub saves every register a call may pass
+//! [`THUNKS`] 16-byte thunks, one per target function: `mov r11d, i` (its number) and a jump to
+//! the common entry (an assembly fast path for calls that are only counted, then the enter
+//! stub). The enter stub saves every register a call may pass
 //! arguments in — rdi, rsi, rdx, rcx, r8, r9, rax (`%al`: the vector registers a variadic call
 //! uses), r10 (a static chain) and xmm0–7 — calls [`native_enter`], restores them and jumps to
 //! the target with the caller's stack exactly as it was, except for the return address, which
@@ -62,29 +63,28 @@ fn leave_stub() -> usize {
 
 std::arch::global_asm!(
     ".pushsection .text.ffiprof_native,\"ax\",@progbits",
-    // The thunks: 16 bytes each, r11 = the thunk's own address.
+    // The thunks: 16 bytes each, r11 = the thunk's number.
     ".p2align 4",
     ".globl ffiprof_native_thunks",
     ".hidden ffiprof_native_thunks",
     "ffiprof_native_thunks:",
+    ".set .Lffiprof_thunk_number, 0",
     ".rept 4096",
-    "lea r11, [rip - 7]",
+    "mov r11d, .Lffiprof_thunk_number",
     "jmp 3f",
     ".p2align 4, 0xcc",
+    ".set .Lffiprof_thunk_number, .Lffiprof_thunk_number + 1",
     ".endr",
-    // The fast path, on entry r11 = the thunk's address, [rsp] the caller's return address. It
+    // The fast path, on entry r11 = the thunk's number, [rsp] the caller's return address. It
     // uses r10 and r11 (which a call through a PLT may clobber anyway: the lazy binder does not
     // keep them) and rax, saved. A call that only needs counting — recording on (off, every
     // call takes the enter stub, which passes it through: the floor probe is timed anyway), the thread's
     // shadow stack in its home slot and not busy, its statistics cached, not among its pair's
     // first calls, not sampled by the countdown, not inside a timed Python-level call that
     // wants its native time — is counted with one `inc` and goes straight to its target.
-    // Everything else takes the enter stub below (r11 = the thunk's number).
+    // Everything else takes the enter stub below.
     "3:",
     "push rax",
-    "lea rax, [rip + ffiprof_native_thunks]",
-    "sub r11, rax",
-    "shr r11, 4",
     "cmp byte ptr [rip + {active}], 0",
     "je 7f",
     "mov r10, qword ptr fs:0",
