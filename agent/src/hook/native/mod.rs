@@ -16,6 +16,7 @@
 //! detach, a thread inside a target call returns through the leave stub, and a pointer `dlsym`
 //! handed out keeps working (passing straight through while recording is off).
 
+mod asm;
 pub mod shadow;
 mod trampoline;
 
