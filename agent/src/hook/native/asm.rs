@@ -27,8 +27,9 @@ std::arch::global_asm!(
     // keep them) and rax, saved. A call that only needs counting — recording on (off, every
     // call takes the enter stub, which passes it through: the floor probe is timed anyway), the thread's
     // shadow stack in its home slot and not busy, its statistics cached, not among its pair's
-    // first calls, not sampled by the countdown, not inside a timed Python-level call that
-    // wants its native time — is counted with one `inc` and goes straight to its target.
+    // first calls, not inside a timed Python-level call that wants its native time, and —
+    // outside such a Python-level call — not sampled by the thread's countdown: is counted
+    // with one `inc` and goes straight to its target.
     // Everything else takes the enter stub below.
     "3:",
     "push rax",
@@ -61,6 +62,15 @@ std::arch::global_asm!(
     "je 8f",
     "cmp byte ptr [r10 + {ctx_timed}], 0",
     "jne 7f",
+    // Inside an untimed Python-level call that takes its native time from us: that call's
+    // sampling decides, not the thread's countdown.
+    "mov r10, qword ptr [rax + r11 * 8 + {sh_stats}]",
+    "test r10, r10",
+    "jz 7f",
+    "cmp qword ptr [r10 + {first_timed}], {always_timed}",
+    "jb 7f",
+    "inc qword ptr [r10 + {calls}]",
+    "jmp 6f",
     "8:",
     "mov r10, qword ptr [rax + r11 * 8 + {sh_stats}]",
     "test r10, r10",

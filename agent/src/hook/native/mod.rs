@@ -374,3 +374,99 @@ fn patch_module(m: &Module, slots: &mut Vec<PatchedSlot>, statuses: &mut Vec<Hoo
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::mem::MaybeUninit;
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::record::call_ctx::{CallCtx, ARG_SLOTS};
+    use crate::record::recorder;
+
+    /// The target: two integer arguments and a result that shows both arrived (no arithmetic
+    /// that could panic: `no_panic_into_c` reads every `extern "C" fn`).
+    #[inline(never)]
+    extern "C" fn add(a: i32, b: i32) -> i32 {
+        a ^ b
+    }
+
+    fn ctx(timed: bool) -> CallCtx {
+        CallCtx {
+            site: 0,
+            timed,
+            first: false,
+            fast: false,
+            expect: std::ptr::null(),
+            awaiting_gil: false,
+            any_buffer: false,
+            stats: std::ptr::null(),
+            t1: 0,
+            t2: 0,
+            native_ticks: 0,
+            native_calls: 0,
+            native_via_got: true,
+            tg: 0,
+            nargs: 0,
+            arg_bytes: [MaybeUninit::uninit(); ARG_SLOTS],
+        }
+    }
+
+    /// The interface with the Python side: inside a timed Python-level call that takes its native
+    /// time from the trampoline, every target call is timed into its CallCtx (first entry to
+    /// last exit, the sum in `native_ticks`); inside an untimed one none is (past the pair's
+    /// first calls), whatever the thread's countdown; every call is counted, and returns right.
+    #[test]
+    fn a_python_level_call_decides_which_target_calls_are_timed() {
+        let thunk = {
+            let mut guard = TARGETS.lock();
+            let t = guard.get_or_insert_with(Targets::default);
+            thunk_locked(t, add as *const () as usize).unwrap()
+        };
+        // SAFETY: the thunk forwards to `add`, whose signature this is.
+        let f: extern "C" fn(i32, i32) -> i32 = unsafe { crate::runtime::fn_at(thunk) };
+        crate::python::TIMING_EVERY.store(2, Ordering::Relaxed);
+        crate::runtime::ACTIVE.store(true, Ordering::Relaxed);
+        let rec = recorder::current().unwrap();
+
+        // Past the pair's always-timed first calls, with no Python-level call around.
+        for i in 0..20 {
+            assert_eq!(f(i, 1), i ^ 1);
+        }
+        let mut timed = ctx(true);
+        rec.python.ctx.store(&mut timed, Ordering::Relaxed);
+        for i in 0..5 {
+            assert_eq!(f(i, 256), i ^ 256);
+        }
+        let mut untimed = ctx(false);
+        rec.python.ctx.store(&mut untimed, Ordering::Relaxed);
+        for i in 0..50 {
+            assert_eq!(f(i, 512), i ^ 512);
+        }
+        rec.python
+            .ctx
+            .store(std::ptr::null_mut(), Ordering::Relaxed);
+        crate::runtime::ACTIVE.store(false, Ordering::Relaxed);
+
+        assert_eq!(timed.native_calls, 5);
+        assert!(timed.native_ticks > 0);
+        assert!(
+            timed.t1 > 0 && timed.t2 > timed.t1,
+            "{} {}",
+            timed.t1,
+            timed.t2
+        );
+        assert!(timed.native_ticks <= timed.t2 - timed.t1);
+        assert_eq!(
+            untimed.native_calls, 0,
+            "the Python-level call was not timed"
+        );
+        let stats = rec
+            .native_stats(add as *const () as usize, 0, |_| false)
+            .unwrap();
+        assert_eq!(stats.calls.get(), 20 + 5 + 50);
+        let timed_calls = stats.first.timed.get() + stats.sampled.timed.get();
+        // The first 8, the 5 of the timed call, and about half of the other 12 without one.
+        assert!((13..=13 + 12).contains(&timed_calls), "{timed_calls}");
+    }
+}

@@ -82,9 +82,10 @@ fn thunk0() -> usize {
 /// Counts the call; when it is to be timed, and its thread can (it has a shadow stack with room,
 /// and this is not a signal handler interrupting the trampoline's own work), swaps its return
 /// address for the leave stub's. A call is timed when it is one of its pair's first
-/// [`recorder::ALWAYS_TIMED`], when the thread's countdown says so (1 in `--timing-sample` at
-/// random), or when the Python-level call around it is timed and wants its native interval
-/// (`CallCtx::native_via_got`). Untimed calls leave nothing behind: the target returns straight
+/// [`recorder::ALWAYS_TIMED`]; inside a Python-level call that takes its native interval from
+/// us (`CallCtx::native_via_got`), when that call is timed (its wrapper's random sample, so that
+/// the two layers time the same calls); elsewhere when the thread's countdown says so (1 in
+/// `--timing-sample` at random). Untimed calls leave nothing behind: the target returns straight
 /// to its caller.
 ///
 /// # Safety
@@ -122,16 +123,21 @@ unsafe fn count_and_push(sh: &Shadow, index: usize, slot: *mut usize, target: us
         return;
     };
     stats.calls.add(1);
-    let c = sh.countdown.load(Ordering::Relaxed);
-    let sampled = c <= 1;
-    sh.countdown.store(
-        if sampled { next_gap(sh) } else { c - 1 },
-        Ordering::Relaxed,
-    );
-    if !sampled
-        && stats.first.timed.get() >= recorder::ALWAYS_TIMED as u64
-        && !python_call_timed(sh)
-    {
+    let first = stats.first.timed.get() < recorder::ALWAYS_TIMED as u64;
+    let timed = match python_call(sh) {
+        // The Python-level call around it decides (its own random sample).
+        Some(timed) => timed || first,
+        None => {
+            let c = sh.countdown.load(Ordering::Relaxed);
+            let sampled = c <= 1;
+            sh.countdown.store(
+                if sampled { next_gap(sh) } else { c - 1 },
+                Ordering::Relaxed,
+            );
+            sampled || first
+        }
+    };
+    if !timed {
         return;
     }
     // SAFETY: as per the contract.
@@ -179,17 +185,19 @@ fn next_gap(sh: &Shadow) -> u32 {
     1 + x % (2 * every - 1)
 }
 
-/// Whether the Python-level call in progress on this thread is timed and takes its native
-/// interval from the trampoline.
+/// When the Python-level call in progress on this thread takes its native interval from the
+/// trampoline (`CallCtx::native_via_got`): whether it is timed. None otherwise (no such call, or
+/// a ctypes/cffi ABI call whose `ffi_call` hook times it): the thread's countdown then decides.
 #[inline(always)]
-fn python_call_timed(sh: &Shadow) -> bool {
+fn python_call(sh: &Shadow) -> Option<bool> {
     // SAFETY: a cached recorder is leaked and never freed; its ctx, when non-null, is the live
     // CallCtx of this thread's innermost Python-level call.
     unsafe {
         (sh.recorder.load(Ordering::Relaxed) as *const recorder::ThreadRecorder)
             .as_ref()
             .and_then(|r| r.python.current().as_ref())
-            .is_some_and(|c| c.native_via_got && c.timed)
+            .filter(|c| c.native_via_got)
+            .map(|c| c.timed)
     }
 }
 
