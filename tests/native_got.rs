@@ -162,6 +162,14 @@ fn signal_handler(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     Ok(())
 }
 
+/// A signal handler on an alternate stack mapped above the thread's stack, making target calls
+/// while the call it interrupted is in progress: neither stack's calls are taken for gone.
+fn signal_on_another_stack(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    let (_, p) = run_with(py, dir, EVERY_CALL, "altstack", &[]);
+    expect_calls(&p, &[("fxn_raise", 20), ("fxn_add", 20)]);
+    Ok(())
+}
+
 /// A profiling timer interrupting a loop of target calls every 50 µs, its handler making target
 /// calls: every result right, the loop's calls all counted, and the handler's too except those
 /// that interrupted the trampoline's own few instructions (which pass through uncounted).
@@ -208,6 +216,7 @@ fn main() {
             ("longjmp", longjmp),
             ("signal_handler", signal_handler),
             ("signal_storm", signal_storm),
+            ("signal_on_another_stack", signal_on_another_stack),
             ("threads", threads),
             ("fork", fork),
         ],

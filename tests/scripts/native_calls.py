@@ -46,6 +46,9 @@ elif scenario == "longjmp":
 elif scenario == "signal":
     assert fxext.raises(50) == (350, 50, 50 * 42)
     print("ok")
+elif scenario == "altstack":
+    assert fxext.altstack(20) == (140, 20, 20 * 42)
+    print("ok")
 elif scenario == "storm":
     n = int(sys.argv[3])
     s, handled = fxext.storm(n, 50)

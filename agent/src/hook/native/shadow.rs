@@ -57,18 +57,22 @@ pub struct Shadow {
 }
 
 impl Shadow {
-    /// Drops the entries of calls whose frames are gone: slot at or below `lowest_live` (the
-    /// stack grows down, so a live caller's slot lies above every deeper frame). Such entries
-    /// are left by `longjmp` out of a target call, by an exception unwinding through one, and
-    /// by a thread that ended inside one.
+    /// Before a call at `slot`: drops the entries of calls whose frames are gone — slot at or
+    /// below the new one, on the same stack (the stack grows down, so a live caller's slot lies
+    /// above every deeper frame). Such entries are left by `longjmp` out of a target call, by an
+    /// exception unwinding through one, and by a thread that ended inside one. An entry more
+    /// than [`SAME_STACK`] below is taken to be on another stack, and kept: a signal handler
+    /// running on an alternate stack mapped above the thread's must not drop the calls it
+    /// interrupted.
     #[inline(always)]
-    pub fn prune(&self, lowest_live: usize) -> usize {
+    pub fn prune(&self, slot: usize) -> usize {
         let mut d = self.depth.load(Ordering::Relaxed).min(DEPTH);
         while d > 0 {
             let Some(e) = self.entries.get(d - 1) else {
                 break;
             };
-            if e.slot.load(Ordering::Relaxed) > lowest_live {
+            let s = e.slot.load(Ordering::Relaxed);
+            if s > slot || slot - s > SAME_STACK {
                 break;
             }
             d -= 1;
@@ -76,7 +80,24 @@ impl Shadow {
         self.depth.store(d, Ordering::Relaxed);
         d
     }
+
+    /// The depth of the entry of the call returning from `slot`, searched from the innermost:
+    /// entries above it are calls left behind (see [`Shadow::prune`]) by frames that are gone,
+    /// or, with a signal handler on another stack, none. None when no entry has that slot.
+    #[inline(always)]
+    pub fn find(&self, slot: usize) -> Option<usize> {
+        let depth = self.depth.load(Ordering::Relaxed).min(DEPTH);
+        (0..depth).rev().find(|&d| {
+            self.entries
+                .get(d)
+                .is_some_and(|e| e.slot.load(Ordering::Relaxed) == slot)
+        })
+    }
 }
+
+/// How far below a new call an entry's slot may lie and still be taken as on the same stack
+/// (dropped as gone): longjmp and exceptions unwind less than this.
+const SAME_STACK: usize = 1 << 20;
 
 const SLOTS: usize = 4096;
 

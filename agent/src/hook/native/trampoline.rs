@@ -273,20 +273,15 @@ unsafe fn leave(rsp: usize, now: u64) -> usize {
     };
     let was = sh.busy.load(Ordering::Relaxed);
     sh.busy.store(1, Ordering::Relaxed);
-    // Entries below ours are calls left by longjmp or an exception.
-    let depth = sh.prune(slot.wrapping_sub(1));
-    let Some(e) = depth.checked_sub(1).and_then(|d| sh.entries.get(d)) else {
+    // Entries above ours are calls left by longjmp or an exception.
+    let Some((depth, e)) = sh.find(slot).and_then(|d| Some((d, sh.entries.get(d)?))) else {
         sh.busy.store(was, Ordering::Relaxed);
         return 0;
     };
-    if e.slot.load(Ordering::Relaxed) != slot {
-        sh.busy.store(was, Ordering::Relaxed);
-        return 0;
-    }
     let ret = e.ret.load(Ordering::Relaxed);
     let stats = e.stats.load(Ordering::Relaxed);
     let t0 = e.t0.load(Ordering::Relaxed);
-    sh.depth.store(depth - 1, Ordering::Relaxed);
+    sh.depth.store(depth, Ordering::Relaxed);
     if stats == 0 {
         PROBE_TICKS.store(now.wrapping_sub(t0), Ordering::Relaxed);
     } else if crate::runtime::ACTIVE.load(Ordering::Relaxed) {
