@@ -103,10 +103,12 @@ const RUNTIME: &[&str] = &[
     "ld-linux",
 ];
 
-/// Whether `m` is a target under the session's `--lib` filter (never without one).
+/// Whether `m` is a target under the session's `--lib` filter (never without one). The
+/// interpreter is never one (`--lib python` must not make every extension's C API call a
+/// boundary call), nor the C and C++ runtimes.
 fn is_target(m: &Module) -> bool {
     let file = m.name.rsplit('/').next().unwrap_or(&m.name);
-    !m.name.is_empty()
+    !is_interpreter(m)
         && !RUNTIME.iter().any(|r| file.starts_with(r))
         && crate::symbols::names_target(&m.name)
 }
