@@ -2,7 +2,8 @@
 //! the extension module `fxext`: the GOT trampoline is installed on attach (the module's
 //! `&fxn_add` becomes a thunk) and every entry restored at detach (it is the function again),
 //! the calls made inside the window are counted exactly, and a thread still inside a target call
-//! at detach returns through the trampoline afterwards and the program goes on.
+//! at detach returns through the trampoline afterwards and the program goes on. Later sessions
+//! patch what their own `--lib` names, and only that.
 
 mod common;
 
@@ -11,6 +12,21 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+
+/// `ffiprof attach --lib LIB` for `secs`, running.
+fn attach_cmd(pid: u32, secs: &str, lib: &str, out: &std::path::Path) -> KillOnDrop {
+    KillOnDrop(
+        Command::new(ffiprof_bin())
+            .args(["attach", "--pid", &pid.to_string(), "--duration", secs])
+            .args(["--lib", lib, "--no-calibrate", "-o"])
+            .arg(out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
 
 #[test]
 fn attach_installs_and_detach_restores_the_got_trampoline() {
@@ -78,11 +94,43 @@ fn attach_installs_and_detach_restores_the_got_trampoline() {
     assert_eq!(ask("check"), "real", "detach left the GOT entry patched");
     assert_eq!(ask("call 500"), "done");
     assert_eq!(ask("join"), "joined");
+
+    // Another session naming another library patches nothing of fxnative's; the next one
+    // naming it again patches and counts again.
+    let other = dir.path().join("other.json");
+    let mut session = attach_cmd(pid, "1", "no-such-library", &other);
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(
+        ask("check"),
+        "real",
+        "a session without fxnative patched it"
+    );
+    assert_eq!(ask("call 100"), "done");
+    assert!(session.0.wait().unwrap().success());
+    let again = dir.path().join("again.json");
+    let mut session = attach_cmd(pid, "2", "fxnative", &again);
+    let started = Instant::now();
+    while ask("check") != "thunk" {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the third session never patched"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(ask("call 300"), "done");
+    assert!(session.0.wait().unwrap().success());
+    assert_eq!(ask("check"), "real");
     writeln!(stdin, "quit").unwrap();
     drop(stdin);
     let status = target.0.wait().unwrap();
     assert!(status.success(), "the target ended with {status}");
 
+    let p = read_profile(&again);
+    assert_eq!(
+        p.function("fxn_add").map(|f| f.calls),
+        Some(300),
+        "the third session's calls"
+    );
     let p = read_profile(&out);
     let f = p.function("fxn_add").expect("fxn_add recorded");
     assert_eq!(f.calls, 1000, "exactly the window's calls");

@@ -239,10 +239,15 @@ pub(super) fn patch_modules(
     }
 }
 
-/// Forgets which modules were patched (detach restored them all).
+/// Forgets which modules were patched and which libraries were targets (detach restored every
+/// entry; the next session's `--lib` may name others). The thunks keep their functions: a
+/// pointer `dlsym` handed out still goes through one.
 pub(super) fn forget_patched() {
     if let Some(t) = TARGETS.lock().as_mut() {
         t.seen.clear();
+        t.modules.clear();
+        t.exports.clear();
+        t.by_name.clear();
     }
 }
 
