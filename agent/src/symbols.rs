@@ -28,6 +28,15 @@ pub fn set_filter(filter: LibFilter) {
     *FILTER.lock() = Some(filter);
 }
 
+/// Whether the session's `--lib` filter names the library at `path` as a target of the GOT
+/// trampoline (`hook::native`); never without a `--lib` pattern.
+pub fn names_target(path: &str) -> bool {
+    FILTER
+        .lock()
+        .as_ref()
+        .is_some_and(|f| f.has_patterns() && f.includes(path))
+}
+
 fn executable_path() -> String {
     std::fs::read_link("/proc/self/exe")
         .map(|p| p.to_string_lossy().into_owned())

@@ -190,7 +190,16 @@ pub struct FunctionRecord {
     /// Per Python call site.
     #[serde(default)]
     pub sites: Vec<SiteRecord>,
+    /// How the calls reached the function, when the agent knows: `extension` when every call
+    /// came through the GOT trampoline of `--lib` (a module's own call into the target: a C
+    /// extension, cffi API mode, Cython, pybind11); empty (absent in JSON) for calls through
+    /// libffi, and in older profiles.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub binding: String,
 }
+
+/// `FunctionRecord::binding` of calls seen through the GOT trampoline.
+pub const BINDING_EXTENSION: &str = "extension";
 
 impl FunctionRecord {
     pub fn new(library: impl Into<String>, function: impl Into<String>) -> Self {

@@ -105,6 +105,10 @@ fn merge_functions(into: &mut Vec<FunctionRecord>, other: &[FunctionRecord], sta
 }
 
 fn add_function(t: &mut FunctionRecord, f: &FunctionRecord, stack_map: &[u32]) {
+    if t.binding != f.binding {
+        // Reached both ways: no one binding describes the calls.
+        t.binding.clear();
+    }
     t.calls += f.calls;
     t.arg_count = t.arg_count.max(f.arg_count);
     t.arg_bytes += f.arg_bytes;

@@ -154,6 +154,11 @@ impl LibFilter {
         }
     }
 
+    /// Whether any pattern was given (without one, every library is included).
+    pub fn has_patterns(&self) -> bool {
+        !self.patterns.is_empty()
+    }
+
     pub fn includes(&self, library_path: &str) -> bool {
         if self.patterns.is_empty() {
             return true;

@@ -548,3 +548,58 @@ pub fn matrix_trials(
     }
     trials
 }
+
+/// The directory holding the extension module `fxext` (tests/fixture/fxext.cc) built for `py`
+/// against its own headers with the system g++, linked to `libfxnative.so` (RUNPATH to its
+/// directory); cached under target/fxext/LABEL, rebuilt when the source is newer.
+pub fn fxext_dir(py: &Interpreter) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/fxext")
+        .join(&py.label);
+    std::fs::create_dir_all(&dir).unwrap();
+    let query = py
+        .cmd(&py.command)
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_paths()['include']); \
+             print(sysconfig.get_config_var('EXT_SUFFIX'))",
+        ])
+        .output()
+        .expect("ask the interpreter for its headers");
+    let text = String::from_utf8_lossy(&query.stdout).into_owned();
+    let mut lines = text.lines();
+    let (include, suffix) = (lines.next().unwrap(), lines.next().unwrap());
+    let module = dir.join(format!("fxext{suffix}"));
+    let source = Path::new(ffiprof_fixture::FXEXT_SOURCE);
+    let newer = |a: &Path, b: &Path| {
+        let m = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        m(a) >= m(b)
+    };
+    if module.exists()
+        && newer(&module, source)
+        && newer(&module, Path::new(ffiprof_fixture::FXNATIVE_LIBRARY))
+    {
+        return dir;
+    }
+    let lib_dir = Path::new(ffiprof_fixture::FXNATIVE_LIBRARY)
+        .parent()
+        .unwrap();
+    // Trials of one binary build at once: each into a file of its own, renamed over the module.
+    static BUILDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!("fxext.{}.{n}.tmp", std::process::id()));
+    let status = Command::new("g++")
+        .args(["-shared", "-fPIC", "-O2", "-g", "-pthread"])
+        .arg(format!("-I{include}"))
+        .arg(source)
+        .arg("-o")
+        .arg(&tmp)
+        .arg(format!("-L{}", lib_dir.display()))
+        .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
+        .arg("-lfxnative")
+        .status()
+        .expect("run g++");
+    assert!(status.success(), "building fxext for {} failed", py.label);
+    std::fs::rename(&tmp, &module).unwrap();
+    dir
+}

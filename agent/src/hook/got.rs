@@ -166,6 +166,18 @@ impl Module {
 
     /// GOT entries of this module that import `symbol`, with the slot address.
     pub fn imports(&self, wanted: &[&'static str]) -> Vec<(&'static str, usize)> {
+        let mut found = Vec::new();
+        self.each_import(|name, slot| {
+            if let Some(w) = wanted.iter().find(|w| w.as_bytes() == name) {
+                found.push((*w, slot));
+            }
+        });
+        found
+    }
+
+    /// Every GOT entry of this module (JUMP_SLOT and GLOB_DAT), with the name it imports and the
+    /// slot address.
+    pub fn each_import(&self, mut f: impl FnMut(&[u8], usize)) {
         let mut strtab = 0;
         let mut symtab = 0;
         let mut rela = (0usize, 0usize);
@@ -188,9 +200,8 @@ impl Module {
             }
         }
         if strtab == 0 || symtab == 0 {
-            return Vec::new();
+            return;
         }
-        let mut found = Vec::new();
         for (start, size) in [jmprel, rela] {
             if start == 0 {
                 continue;
@@ -213,13 +224,9 @@ impl Module {
                     let sym = &*(symtab as *const Elf64Sym).add(sym_index);
                     CStr::from_ptr((strtab + sym.st_name as usize) as *const libc::c_char)
                 };
-                let name = name.to_bytes();
-                if let Some(w) = wanted.iter().find(|w| w.as_bytes() == name) {
-                    found.push((*w, self.base + r.r_offset as usize));
-                }
+                f(name.to_bytes(), self.base + r.r_offset as usize);
             }
         }
-        found
     }
 
     /// What the loader would bind `symbol` to for this module: its own scope, then its dependencies.
@@ -283,6 +290,11 @@ fn write_slot(slot: usize, value: usize, read_only: bool) -> Result<(), String> 
         unsafe { libc::mprotect(start as *mut c_void, page, libc::PROT_READ) };
     }
     Ok(())
+}
+
+/// What `slot` (a GOT entry) holds now.
+pub fn slot_value(slot: usize) -> usize {
+    slot_cell(slot).load(Ordering::SeqCst)
 }
 
 /// Points `slot` of `module` at `replacement`, remembering what it held.

@@ -74,9 +74,16 @@ pub(crate) fn dlsym_hook() -> usize {
     ffiprof_dlsym_trampoline as *const () as usize
 }
 
+/// The GOT replacement for `dlsym` in the modules `hook::native` patches: a target's function
+/// is handed out as its thunk.
+pub(crate) fn dlsym_native_hook() -> usize {
+    ffiprof_dlsym_native_trampoline as *const () as usize
+}
+
 extern "C" {
     fn ffiprof_dlopen_trampoline();
     fn ffiprof_dlsym_trampoline();
+    fn ffiprof_dlsym_native_trampoline();
 }
 
 // The two trampolines, one macro body. On entry [rsp] is the caller's return address R, rdi and
@@ -126,6 +133,11 @@ macro_rules! caller_preserving_trampoline {
 
 caller_preserving_trampoline!("ffiprof_dlopen_trampoline", REAL_DLOPEN, after_dlopen);
 caller_preserving_trampoline!("ffiprof_dlsym_trampoline", REAL_DLSYM, after_dlsym);
+caller_preserving_trampoline!(
+    "ffiprof_dlsym_native_trampoline",
+    REAL_DLSYM,
+    after_dlsym_native
+);
 
 /// Where glibc should "return": a `ret` byte in the executable segment of the object holding
 /// `caller` (the nearest one after it, else before it), or the anonymous `ret` when no object
@@ -210,6 +222,18 @@ extern "C" fn after_dlsym(p: *mut c_void, _handle: usize, name: *const c_char) -
         crate::symbols::note_name(p as usize, n);
         super::signals::replacement_for(n, p as usize).unwrap_or(p as usize)
     });
+    set_errno(saved);
+    out as *mut c_void
+}
+
+/// After glibc's `dlsym` returned `p` to a module `hook::native` patched: a target's function
+/// goes out as its thunk, so that calls through the pointer are seen.
+extern "C" fn after_dlsym_native(p: *mut c_void, _handle: usize, _name: usize) -> *mut c_void {
+    if p.is_null() {
+        return p;
+    }
+    let saved = errno();
+    let out = guard(p as usize, || super::native::thunk_for_pointer(p as usize));
     set_errno(saved);
     out as *mut c_void
 }

@@ -4,6 +4,7 @@
 pub mod ffi;
 pub mod got;
 mod loader;
+pub mod native;
 pub mod process;
 mod signals;
 
@@ -173,6 +174,12 @@ fn scan(state: &mut Installed) {
     let me = own_module(&modules);
     let wanted = wanted(state.process_hooks);
     let symbols: Vec<&'static str> = wanted.iter().map(|(w, _)| w.symbol).collect();
+    native::patch_modules(
+        &modules,
+        |m| Some(&(m.base, m.name.clone())) == me.as_ref() || m.name.contains("/ld-linux"),
+        &mut state.slots,
+        &mut state.statuses,
+    );
     for m in &modules {
         let key = (m.base, m.name.clone());
         if state.seen.contains(&key) || Some(&key) == me.as_ref() || m.name.contains("/ld-linux") {
@@ -238,6 +245,7 @@ fn scan(state: &mut Installed) {
 /// Patches every loaded module. `process_hooks` adds exec/_exit (for `run`; attach leaves them).
 pub fn install(process_hooks: bool) {
     crate::record::clock::set_native_floor_probe(ffi::native_floor_ticks);
+    crate::record::clock::set_got_floor_probe(native::floor_ticks);
     let mut guard = INSTALLED.lock();
     let state = guard.get_or_insert_with(|| Installed {
         slots: Vec::new(),
@@ -281,6 +289,7 @@ pub fn restore_all() -> usize {
         }
     }
     state.seen.clear();
+    native::forget_patched();
     restored
 }
 
@@ -302,4 +311,5 @@ pub fn forget_statuses() {
 }
 
 /// The locks held across fork (`runtime::ForkHeld`).
-pub(crate) static FORK_LOCKS: [&dyn crate::runtime::ForkHeld; 1] = [&INSTALLED];
+pub(crate) static FORK_LOCKS: [&dyn crate::runtime::ForkHeld; 2] =
+    [&INSTALLED, native::FORK_LOCKS[0]];

@@ -83,6 +83,23 @@ pub struct CallCtx {
     /// every call.
     pub(crate) t1: u64,
     pub(crate) t2: u64,
+    /// Native ticks of the `--lib` target calls the GOT trampoline (`hook::native`) timed inside
+    /// this call, summed over all of them (a builtin may call several): the call's native part
+    /// when its implementation reaches the target through a module's GOT. The trampoline times
+    /// every target call inside a call with `native_via_got` and `timed` set (others only on
+    /// its own sample). Raw: each interval includes the trampoline's floor
+    /// (`Calibration::got_floor_ticks`), to be taken off per call in `native_calls`. The wrapper
+    /// zeroes it.
+    pub native_ticks: u64,
+    /// Target calls the GOT trampoline timed inside this call (with `native_ticks`).
+    pub native_calls: u32,
+    /// Set by the wrapper of a Python-level call whose native part is reached through the GOT
+    /// trampoline (an extension module's builtin, a cffi API-mode function): the trampoline
+    /// then also sets `t1` (first target entry, as the `ffi_call` hook's native start: less
+    /// the own ticks noted in `t1` so far) and `t2` (last target exit) when the call is timed.
+    /// Left false by the ctypes/cffi ABI wrappers, whose `t1`/`t2` the `ffi_call` hook owns (a
+    /// target call made by a library that ctypes called must not move them).
+    pub native_via_got: bool,
     pub(crate) tg: u64,
     pub(crate) nargs: u32,
     /// The bytes each argument refers to, read only when `any_buffer`: the first argument that
@@ -233,6 +250,20 @@ impl CallCtx {
             self.awaiting_gil = true;
             AWAITING_GIL.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// What the GOT trampoline saw: one target call from `t0` to `t1` inside this call. Several
+    /// calls widen the interval (first entry to last exit) and add up in `native_ticks`.
+    #[inline(always)]
+    pub fn native_interval(&mut self, t0: u64, t1: u64) {
+        self.native_ticks = self.native_ticks.wrapping_add(t1.wrapping_sub(t0));
+        if self.native_via_got && self.timed {
+            if self.native_calls == 0 {
+                self.t1 = t0.wrapping_sub(self.t1);
+            }
+            self.t2 = t1;
+        }
+        self.native_calls = self.native_calls.wrapping_add(1);
     }
 
     /// Notes that argument `i` refers to `bytes` bytes.

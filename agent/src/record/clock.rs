@@ -104,6 +104,10 @@ pub struct Calibration {
     /// Ticks a native interval measures around an empty C function called through libffi: the
     /// probe plus libffi's own call sequence, which is not time inside the C function.
     pub native_floor_ticks: u64,
+    /// Ticks a native interval measures around an empty C function called through the GOT
+    /// trampoline (`hook::native`): the probe plus the trampoline's own steps between its two
+    /// clock reads (restoring the argument registers, the jump, saving the return registers).
+    pub got_floor_ticks: u64,
     pub start_unix_ns: u64,
     pub elapsed_ns: u64,
 }
@@ -119,6 +123,11 @@ impl Calibration {
 
     pub fn native_floor_ns(&self) -> u64 {
         self.ns(self.native_floor_ticks.max(self.probe_ticks))
+    }
+
+    /// The floor of a native interval the GOT trampoline measured.
+    pub fn got_floor_ns(&self) -> u64 {
+        self.ns(self.got_floor_ticks.max(self.probe_ticks))
     }
 }
 
@@ -152,6 +161,8 @@ pub fn calibrate() -> Calibration {
         ns_per_tick,
         probe_ticks: probe_ticks(),
         native_floor_ticks: native_floor_ticks(),
+        got_floor_ticks: *GOT_FLOOR
+            .get_or_init(|| GOT_FLOOR_PROBE.get().map_or(0, |probe| probe())),
         start_unix_ns: START_UNIX_NS.load(Ordering::Relaxed),
         elapsed_ns,
     }
@@ -164,6 +175,14 @@ static NATIVE_FLOOR_PROBE: std::sync::OnceLock<fn() -> u64> = std::sync::OnceLoc
 /// process.
 pub fn set_native_floor_probe(probe: fn() -> u64) {
     let _ = NATIVE_FLOOR_PROBE.set(probe);
+}
+
+static GOT_FLOOR: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+static GOT_FLOOR_PROBE: std::sync::OnceLock<fn() -> u64> = std::sync::OnceLock::new();
+
+/// Registers what measures the GOT trampoline's floor (`hook::native`); once per process.
+pub fn set_got_floor_probe(probe: fn() -> u64) {
+    let _ = GOT_FLOOR_PROBE.set(probe);
 }
 
 /// Measured once per process (the first snapshot), so every snapshot subtracts the same floor.
@@ -192,6 +211,7 @@ mod tests {
             ns_per_tick,
             probe_ticks,
             native_floor_ticks,
+            got_floor_ticks: 0,
             start_unix_ns: 0,
             elapsed_ns: 0,
         }

@@ -48,8 +48,10 @@ pub fn bucket_value(i: usize) -> u64 {
     }
 }
 
-/// Counters a relaxed load-add-store can bump: only the owning thread writes them.
+/// Counters a relaxed load-add-store can bump: only the owning thread writes them. Transparent:
+/// the GOT trampoline's assembly fast path bumps one with a single `inc`.
 #[derive(Default)]
+#[repr(transparent)]
 pub struct Counter(AtomicU64);
 
 impl Counter {
@@ -107,6 +109,10 @@ pub struct CallStats {
     pub site: u32,
     /// Set at first sighting when `--lib` excludes the function's library.
     pub excluded: bool,
+    /// Calls seen through the GOT trampoline (`hook::native`: a module's own call into a
+    /// `--lib` target), not through libffi. Kept apart from the function's libffi calls by
+    /// its key (see [`ThreadRecorder::native_stats`]).
+    pub via_got: bool,
     /// The address of the recorder these statistics belong to (0 outside one, in unit tests):
     /// what a cache of pairs checks a pair's thread by. Recorders are never freed, so no new
     /// recorder (a forked child's) ever has an old one's address.
@@ -219,6 +225,7 @@ impl CallStats {
             function: _,
             site: _,
             excluded: _,
+            via_got: _,
             owner: _,
             site_flags: _,
             calls,
@@ -298,6 +305,9 @@ fn stats_key(function: usize, site: u32) -> u64 {
     function as u64 | (site as u64) << 48
 }
 
+/// The key bit of pairs counted through the GOT trampoline.
+const GOT_KEY: u64 = 1 << 47;
+
 #[inline(always)]
 fn mix(k: u64) -> usize {
     (k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize
@@ -332,6 +342,54 @@ impl ThreadRecorder {
             } else if k == 0 {
                 let s = Box::leak(CallStats::new(function, site, excluded(function)));
                 s.owner = self as *const Self as usize;
+                slot.stats.store(s, Ordering::Release);
+                slot.key.store(key, Ordering::Release);
+                return Some(s);
+            }
+            i = (i + 1) & (STATS_SLOTS - 1);
+        }
+        None
+    }
+
+    /// The statistics of (function, site) for calls seen through the GOT trampoline, created on
+    /// first sighting: keyed apart from the function's libffi calls by bit 47 of the key, which
+    /// no user-space address sets.
+    #[inline(always)]
+    pub fn native_stats(
+        &self,
+        function: usize,
+        site: u32,
+        excluded: impl FnOnce(usize) -> bool,
+    ) -> Option<&CallStats> {
+        let key = stats_key(function, site) | GOT_KEY;
+        let slot = &self.slots[mix(key) & (STATS_SLOTS - 1)];
+        if slot.key.load(Ordering::Relaxed) == key {
+            // SAFETY: as in `stats`.
+            return Some(unsafe { &*slot.stats.load(Ordering::Acquire) });
+        }
+        self.native_stats_slow(key, function, site, excluded)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn native_stats_slow(
+        &self,
+        key: u64,
+        function: usize,
+        site: u32,
+        excluded: impl FnOnce(usize) -> bool,
+    ) -> Option<&CallStats> {
+        let mut i = mix(key) & (STATS_SLOTS - 1);
+        for _ in 0..STATS_SLOTS {
+            let slot = &self.slots[i];
+            let k = slot.key.load(Ordering::Relaxed);
+            if k == key {
+                // SAFETY: as in `stats`.
+                return unsafe { slot.stats.load(Ordering::Acquire).as_ref() };
+            } else if k == 0 {
+                let s = Box::leak(CallStats::new(function, site, excluded(function)));
+                s.owner = self as *const Self as usize;
+                s.via_got = true;
                 slot.stats.store(s, Ordering::Release);
                 slot.key.store(key, Ordering::Release);
                 return Some(s);
@@ -407,13 +465,18 @@ static THREADS: [ThreadSlot; THREAD_SLOTS] = [const {
     }
 }; THREAD_SLOTS];
 
+/// Bumped whenever every recorder is forgotten ([`forget_all`]): a cache of recorder or
+/// `CallStats` pointers kept elsewhere (the GOT trampoline's, per thread) is stale when its
+/// generation differs.
+pub static GENERATION: AtomicU64 = AtomicU64::new(0);
+
 /// Calls that could not be recorded because a table was full.
 pub static DROPPED: AtomicU64 = AtomicU64::new(0);
 /// Set when the first thread is registered (the snapshotter starts lazily after a fork).
 pub static ANY_THREAD: AtomicBool = AtomicBool::new(false);
 
 #[inline(always)]
-fn thread_pointer() -> usize {
+pub(crate) fn thread_pointer() -> usize {
     let tp: usize;
     // SAFETY: on x86-64 Linux, fs:0 holds the thread control block's own address (the TCB's
     // self-pointer), which is unique among live threads; reading it has no side effects.
@@ -528,6 +591,7 @@ pub fn clear_all(excluded_now: impl Fn(usize) -> bool) -> bool {
 /// Forgets every thread (in a forked child: the parent's counts are not the child's). The old
 /// recorders are leaked on purpose; the child is single-threaded here, so nobody is writing them.
 pub fn forget_all() {
+    GENERATION.fetch_add(1, Ordering::Release);
     for slot in THREADS.iter() {
         slot.recorder.store(std::ptr::null_mut(), Ordering::Release);
         slot.key.store(0, Ordering::Release);

@@ -83,11 +83,19 @@ struct Totals {
     hist: Vec<u64>,
     /// Sampled stacks: stack id → samples.
     stacks: HashMap<u32, u64>,
+    /// Calls seen through the GOT trampoline, and through libffi.
+    got_calls: u64,
+    ffi_calls: u64,
 }
 
 impl Totals {
     fn add(&mut self, s: &CallStats) {
         self.calls += s.calls.get();
+        if s.via_got {
+            self.got_calls += s.calls.get();
+        } else {
+            self.ffi_calls += s.calls.get();
+        }
         self.arg_count = self
             .arg_count
             .max(s.arg_count.load(std::sync::atomic::Ordering::Relaxed));
@@ -128,6 +136,16 @@ fn net_ns(cal: &Calibration, ticks: u64, intervals: u64, per_interval_ns: u64) -
 }
 
 impl Totals {
+    /// What each timed native interval over-counts: the GOT trampoline's floor when most of the
+    /// calls came through it, else libffi's.
+    fn native_floor_ns(&self, cal: &Calibration) -> u64 {
+        if self.got_calls > self.ffi_calls {
+            cal.got_floor_ns()
+        } else {
+            cal.native_floor_ns()
+        }
+    }
+
     /// How many calls each timed call of a stratum stands for: (first calls, sampled calls).
     fn weights(&self) -> (f64, f64) {
         let rest = self.calls.saturating_sub(self.first.timed);
@@ -146,12 +164,13 @@ fn scale(t: &Totals, cal: &Calibration) -> Split {
     let (w_first, w_sampled) = t.weights();
     let probe = cal.probe_ns();
     let python = t.python_calls != 0;
+    let floor = t.native_floor_ns(cal);
     // One stratum's sums in ns, each less the probe's cost per interval it measured: the native
     // part's floor on every timed call, the probe on the marshaling spans of Python calls.
     let net = |s: &Sums| {
         let marshal_intervals = if python { s.timed } else { 0 };
         Split {
-            native: net_ns(cal, s.ticks.native, s.timed, cal.native_floor_ns()),
+            native: net_ns(cal, s.ticks.native, s.timed, floor),
             marshal_in: net_ns(cal, s.ticks.marshal_in, marshal_intervals, probe),
             marshal_out: net_ns(cal, s.ticks.marshal_out, marshal_intervals, probe),
             gil_wait: net_ns(cal, s.ticks.gil_wait, 0, probe),
@@ -168,7 +187,7 @@ fn scale(t: &Totals, cal: &Calibration) -> Split {
 /// sampled calls are, apportioned to whole counts.
 fn histogram(t: &Totals, cal: &Calibration) -> Histogram {
     let (w_first, w_sampled) = t.weights();
-    let floor = cal.native_floor_ns();
+    let floor = t.native_floor_ns(cal);
     let ns = |ticks: u64| cal.ns(ticks).saturating_sub(floor);
     let mut weighted: Vec<(u64, f64)> = t.first_native.iter().map(|&v| (ns(v), w_first)).collect();
     for (i, &count) in t.hist.iter().enumerate() {
@@ -265,6 +284,9 @@ pub fn build(cal: &Calibration) -> Profile {
         f.undeclared_argtypes_calls = t.undeclared_argtypes;
         f.undeclared_restype_calls = t.undeclared_restype;
         f.native_hist = histogram(&t, cal);
+        if t.got_calls > 0 && t.ffi_calls == 0 {
+            f.binding = ffiprof_profile::BINDING_EXTENSION.to_string();
+        }
         for (site, st) in sites {
             let Some(frame) = (site_tables().describe)(site) else {
                 continue;
@@ -358,6 +380,7 @@ mod tests {
             ns_per_tick: 1.0,
             probe_ticks: 0,
             native_floor_ticks: 0,
+            got_floor_ticks: 0,
             start_unix_ns: 0,
             elapsed_ns: 0,
         }
@@ -429,6 +452,7 @@ mod tests {
         let c = Calibration {
             probe_ticks: 20,
             native_floor_ticks: 50,
+            got_floor_ticks: 0,
             ..cal()
         };
         // 8 first calls: 1050 native, 220 marshal-in, 30 GIL each; 124 of the other 992 sampled:
@@ -560,6 +584,7 @@ mod tests {
         let cal = Calibration {
             probe_ticks: 10,
             native_floor_ticks: 30,
+            got_floor_ticks: 0,
             ..cal()
         };
         let s = scale(&t, &cal);

@@ -1,0 +1,219 @@
+//! The GOT trampoline's machine code (see `trampoline` for what it does and why): the thunks,
+//! the assembly fast path, the enter and leave stubs, and the unwinder hooks. Everything here is
+//! assembly; the work it calls is `trampoline`'s.
+
+use std::sync::atomic::AtomicUsize;
+
+use super::shadow::{self, Shadow};
+use super::trampoline::{native_enter, native_leave, unwind_restore, TARGETS};
+use crate::record::recorder;
+
+std::arch::global_asm!(
+    ".pushsection .text.ffiprof_native,\"ax\",@progbits",
+    // The thunks: 16 bytes each, r11 = the thunk's number.
+    ".p2align 4",
+    ".globl ffiprof_native_thunks",
+    ".hidden ffiprof_native_thunks",
+    "ffiprof_native_thunks:",
+    ".set .Lffiprof_thunk_number, 0",
+    ".rept 4096",
+    "mov r11d, .Lffiprof_thunk_number",
+    "jmp 3f",
+    ".p2align 4, 0xcc",
+    ".set .Lffiprof_thunk_number, .Lffiprof_thunk_number + 1",
+    ".endr",
+    // The fast path, on entry r11 = the thunk's number, [rsp] the caller's return address. It
+    // uses r10 and r11 (which a call through a PLT may clobber anyway: the lazy binder does not
+    // keep them) and rax, saved. A call that only needs counting — recording on (off, every
+    // call takes the enter stub, which passes it through: the floor probe is timed anyway), the thread's
+    // shadow stack in its home slot and not busy, its statistics cached, not among its pair's
+    // first calls, not inside a timed Python-level call that wants its native time, and —
+    // outside such a Python-level call — not sampled by the thread's countdown: is counted
+    // with one `inc` and goes straight to its target.
+    // Everything else takes the enter stub below.
+    "3:",
+    "push rax",
+    "cmp byte ptr [rip + {active}], 0",
+    "je 7f",
+    "mov r10, qword ptr fs:0",
+    "mov rax, r10",
+    "imul rax, qword ptr [rip + {mul}]",
+    "shr rax, 40",
+    "and eax, {slot_mask}",
+    "shl eax, 4",
+    "add rax, qword ptr [rip + {table}]",
+    "cmp r10, qword ptr [rax]",
+    "jne 7f",
+    "mov rax, qword ptr [rax + 8]",
+    "test rax, rax",
+    "jz 7f",
+    "cmp dword ptr [rax + {busy}], 0",
+    "jne 7f",
+    "mov r10, qword ptr [rip + {generation}]",
+    "cmp r10, qword ptr [rax + {sh_generation}]",
+    "jne 7f",
+    "mov r10, qword ptr [rax + {sh_recorder}]",
+    "test r10, r10",
+    "jz 7f",
+    "mov r10, qword ptr [r10 + {rec_ctx}]",
+    "test r10, r10",
+    "jz 8f",
+    "cmp byte ptr [r10 + {ctx_via_got}], 0",
+    "je 8f",
+    "cmp byte ptr [r10 + {ctx_timed}], 0",
+    "jne 7f",
+    // Inside an untimed Python-level call that takes its native time from us: that call's
+    // sampling decides, not the thread's countdown.
+    "mov r10, qword ptr [rax + r11 * 8 + {sh_stats}]",
+    "test r10, r10",
+    "jz 7f",
+    "cmp qword ptr [r10 + {first_timed}], {always_timed}",
+    "jb 7f",
+    "inc qword ptr [r10 + {calls}]",
+    "jmp 6f",
+    "8:",
+    "mov r10, qword ptr [rax + r11 * 8 + {sh_stats}]",
+    "test r10, r10",
+    "jz 7f",
+    "cmp qword ptr [r10 + {first_timed}], {always_timed}",
+    "jb 7f",
+    "cmp dword ptr [rax + {countdown}], 1",
+    "jbe 7f",
+    "dec dword ptr [rax + {countdown}]",
+    "inc qword ptr [r10 + {calls}]",
+    "6:",
+    "lea rax, [rip + {targets}]",
+    "mov r11, qword ptr [rax + r11 * 8]",
+    "pop rax",
+    "jmp r11",
+    "7:",
+    "pop rax",
+    // The enter stub. On entry rsp ≡ 8 (mod 16), [rsp] the caller's return address.
+    "push rbp",
+    "mov rbp, rsp",
+    "sub rsp, 192",
+    "mov [rsp], rdi",
+    "mov [rsp + 8], rsi",
+    "mov [rsp + 16], rdx",
+    "mov [rsp + 24], rcx",
+    "mov [rsp + 32], r8",
+    "mov [rsp + 40], r9",
+    "mov [rsp + 48], rax",
+    "mov [rsp + 56], r10",
+    "movaps [rsp + 64], xmm0",
+    "movaps [rsp + 80], xmm1",
+    "movaps [rsp + 96], xmm2",
+    "movaps [rsp + 112], xmm3",
+    "movaps [rsp + 128], xmm4",
+    "movaps [rsp + 144], xmm5",
+    "movaps [rsp + 160], xmm6",
+    "movaps [rsp + 176], xmm7",
+    "mov rdi, r11",
+    "lea rsi, [rbp + 8]",
+    "call {enter}",
+    "mov r11, rax",
+    "mov rdi, [rsp]",
+    "mov rsi, [rsp + 8]",
+    "mov rdx, [rsp + 16]",
+    "mov rcx, [rsp + 24]",
+    "mov r8, [rsp + 32]",
+    "mov r9, [rsp + 40]",
+    "mov rax, [rsp + 48]",
+    "mov r10, [rsp + 56]",
+    "movaps xmm0, [rsp + 64]",
+    "movaps xmm1, [rsp + 80]",
+    "movaps xmm2, [rsp + 96]",
+    "movaps xmm3, [rsp + 112]",
+    "movaps xmm4, [rsp + 128]",
+    "movaps xmm5, [rsp + 144]",
+    "movaps xmm6, [rsp + 160]",
+    "movaps xmm7, [rsp + 176]",
+    "mov rsp, rbp",
+    "pop rbp",
+    "jmp r11",
+    // The leave stub: the target's `ret` lands here, rsp ≡ 0 (mod 16), one above the slot.
+    ".p2align 4",
+    ".globl ffiprof_native_leave",
+    ".hidden ffiprof_native_leave",
+    "ffiprof_native_leave:",
+    "sub rsp, 8",
+    "push rax",
+    "push rdx",
+    "sub rsp, 40",
+    "movdqu [rsp], xmm0",
+    "movdqu [rsp + 16], xmm1",
+    "lea rdi, [rsp + 64]",
+    "call {leave}",
+    "mov [rsp + 56], rax",
+    "movdqu xmm0, [rsp]",
+    "movdqu xmm1, [rsp + 16]",
+    "add rsp, 40",
+    "pop rdx",
+    "pop rax",
+    "ret",
+    ".popsection",
+    enter = sym native_enter,
+    leave = sym native_leave,
+    active = sym crate::runtime::ACTIVE,
+    mul = sym shadow::HASH_MUL,
+    slot_mask = const shadow::SLOT_MASK,
+    table = sym shadow::TABLE_REF,
+    busy = const std::mem::offset_of!(Shadow, busy),
+    countdown = const std::mem::offset_of!(Shadow, countdown),
+    generation = sym recorder::GENERATION,
+    sh_generation = const std::mem::offset_of!(Shadow, generation),
+    sh_recorder = const std::mem::offset_of!(Shadow, recorder),
+    sh_stats = const std::mem::offset_of!(Shadow, stats),
+    rec_ctx = const std::mem::offset_of!(recorder::ThreadRecorder, python)
+        + std::mem::offset_of!(crate::record::call_ctx::ThreadState, ctx),
+    ctx_via_got = const std::mem::offset_of!(crate::record::call_ctx::CallCtx, native_via_got),
+    ctx_timed = const std::mem::offset_of!(crate::record::call_ctx::CallCtx, timed),
+    first_timed = const std::mem::offset_of!(recorder::CallStats, first)
+        + std::mem::offset_of!(recorder::Times, timed),
+    always_timed = const recorder::ALWAYS_TIMED,
+    calls = const std::mem::offset_of!(recorder::CallStats, calls),
+    targets = sym TARGETS,
+);
+
+/// Hooks that run `unwind_restore` and jump on to the real unwinder entry, registers as they
+/// came (up to three arguments), so that the unwinder sees its caller's frames untouched.
+macro_rules! unwind_hooks {
+    ($($name:literal, $real:ident, $hook:ident;)*) => {
+        $(
+            static $real: AtomicUsize = AtomicUsize::new(0);
+            std::arch::global_asm!(
+                concat!(".pushsection .text.", $name, ",\"ax\",@progbits"),
+                concat!(".globl ", $name),
+                concat!(".hidden ", $name),
+                concat!($name, ":"),
+                "push rdi",
+                "push rsi",
+                "push rdx",
+                "lea rdi, [rsp + 24]",
+                "call {restore}",
+                "pop rdx",
+                "pop rsi",
+                "pop rdi",
+                "jmp qword ptr [rip + {real}]",
+                ".popsection",
+                restore = sym unwind_restore,
+                real = sym $real,
+            );
+        )*
+        extern "C" {
+            $(#[link_name = $name] fn $hook();)*
+        }
+        /// The unwinder entries hooked: (symbol, the real function's cell, the hook).
+        pub(super) fn unwind_hooks() -> Vec<(&'static str, &'static AtomicUsize, usize)> {
+            vec![$((&$name[8..], &$real, $hook as *const () as usize)),*]
+        }
+    };
+}
+
+// Each hook's name is "ffiprof_" and the unwinder's symbol.
+unwind_hooks! {
+    "ffiprof__Unwind_RaiseException", RAISE, hook_raise;
+    "ffiprof__Unwind_Resume", RESUME, hook_resume;
+    "ffiprof__Unwind_Resume_or_Rethrow", RETHROW, hook_rethrow;
+    "ffiprof__Unwind_ForcedUnwind", FORCED, hook_forced;
+}
