@@ -34,6 +34,19 @@ fn executable_path() -> String {
         .unwrap_or_default()
 }
 
+/// Whether `--lib` names target libraries (the builtin brackets apply only then).
+pub fn has_targets() -> bool {
+    FILTER.lock().as_ref().is_some_and(|f| !f.is_empty())
+}
+
+/// Whether `--lib` names the library at `path` (false without `--lib`).
+pub fn is_target(path: &str) -> bool {
+    FILTER
+        .lock()
+        .as_ref()
+        .is_some_and(|f| !f.is_empty() && f.includes(path))
+}
+
 /// Library path and load base of `addr`, from the loader.
 fn locate(addr: usize) -> Option<(String, usize)> {
     let mut info: libc::Dl_info = libc::Dl_info {

@@ -190,9 +190,28 @@ pub struct FunctionRecord {
     /// Per Python call site.
     #[serde(default)]
     pub sites: Vec<SiteRecord>,
+    /// How Python called the function: `ctypes`, `cffi-abi` (libffi, seen through the Python
+    /// layer's wrappers), `cffi-api` (a cffi API-mode `lib` function), `extension` (a builtin
+    /// function or method of an extension module, with `--lib`); empty when only C callers
+    /// reached it, or in a profile written before the field.
+    #[serde(default)]
+    pub binding: String,
+    /// For `extension`, which kind where it can be told: `c`, `cython`, `pybind11`.
+    #[serde(default)]
+    pub binding_detail: String,
+    /// Time of calls that could not be split, from the Python call's entry to its return: a
+    /// builtin with no separate native entry seen inside (the library compiled into the
+    /// extension, or no `--lib` thunks). Never in `time`, which holds only measured parts.
+    #[serde(default)]
+    pub unsplit_ns: u64,
 }
 
 impl FunctionRecord {
+    /// All the time its calls took: the split parts and the unsplit whole calls.
+    pub fn total_ns(&self) -> u64 {
+        self.time.total() + self.unsplit_ns
+    }
+
     pub fn new(library: impl Into<String>, function: impl Into<String>) -> Self {
         Self {
             library: library.into(),
@@ -241,6 +260,9 @@ pub struct SiteRecord {
     /// first frame up the stack that is not one. Absent for a call made at the site itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub through: Option<Frame>,
+    /// The site's share of [`FunctionRecord::unsplit_ns`].
+    #[serde(default)]
+    pub unsplit_ns: u64,
 }
 
 /// Calls and time of one interned stack at one site.

@@ -154,6 +154,11 @@ impl LibFilter {
         }
     }
 
+    /// No pattern: every library is included.
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
     pub fn includes(&self, library_path: &str) -> bool {
         if self.patterns.is_empty() {
             return true;

@@ -166,6 +166,27 @@ impl Module {
 
     /// GOT entries of this module that import `symbol`, with the slot address.
     pub fn imports(&self, wanted: &[&'static str]) -> Vec<(&'static str, usize)> {
+        let mut found = Vec::new();
+        self.each_import(|name, slot| {
+            if let Some(w) = wanted.iter().find(|w| w.as_bytes() == name) {
+                found.push((*w, slot));
+            }
+        });
+        found
+    }
+
+    /// What every GOT entry of this module (JUMP_SLOT and GLOB_DAT) holds now: the addresses it
+    /// is bound to (Python loads extension modules with RTLD_NOW, so all of them are bound).
+    pub fn bound_addresses(&self) -> Vec<usize> {
+        let mut found = Vec::new();
+        // SAFETY: each slot is a GOT entry of this loaded module (see `slot_cell`).
+        self.each_import(|_, slot| found.push(slot_cell(slot).load(Ordering::Relaxed)));
+        found
+    }
+
+    /// Calls `f(symbol name, slot address)` for each GOT entry (JUMP_SLOT and GLOB_DAT) of this
+    /// module, found through its PT_DYNAMIC relocations.
+    fn each_import(&self, mut f: impl FnMut(&[u8], usize)) {
         let mut strtab = 0;
         let mut symtab = 0;
         let mut rela = (0usize, 0usize);
@@ -188,9 +209,8 @@ impl Module {
             }
         }
         if strtab == 0 || symtab == 0 {
-            return Vec::new();
+            return;
         }
-        let mut found = Vec::new();
         for (start, size) in [jmprel, rela] {
             if start == 0 {
                 continue;
@@ -213,13 +233,9 @@ impl Module {
                     let sym = &*(symtab as *const Elf64Sym).add(sym_index);
                     CStr::from_ptr((strtab + sym.st_name as usize) as *const libc::c_char)
                 };
-                let name = name.to_bytes();
-                if let Some(w) = wanted.iter().find(|w| w.as_bytes() == name) {
-                    found.push((*w, self.base + r.r_offset as usize));
-                }
+                f(name.to_bytes(), self.base + r.r_offset as usize);
             }
         }
-        found
     }
 
     /// What the loader would bind `symbol` to for this module: its own scope, then its dependencies.

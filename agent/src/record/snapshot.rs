@@ -46,6 +46,39 @@ fn site_tables() -> Sites {
     })
 }
 
+/// What the Python layer knows of a function, registered by the session: how it was called
+/// and, for a builtin it brackets (whose statistics are keyed by its `PyMethodDef`, no code
+/// address), its name and that its time is the whole call's (see `python::builtin_call`).
+pub struct Binding {
+    pub kind: &'static str,
+    pub detail: &'static str,
+    pub builtin: Option<BuiltinName>,
+}
+
+pub struct BuiltinName {
+    pub library: String,
+    pub function: String,
+    pub offset: u64,
+}
+
+static BINDINGS: std::sync::OnceLock<fn(usize) -> Binding> = std::sync::OnceLock::new();
+
+/// Registers what tells a function's binding (once per process).
+pub fn set_bindings(f: fn(usize) -> Binding) {
+    let _ = BINDINGS.set(f);
+}
+
+fn binding_of(function: usize) -> Binding {
+    BINDINGS.get().map_or(
+        Binding {
+            kind: "",
+            detail: "",
+            builtin: None,
+        },
+        |f| f(function),
+    )
+}
+
 /// One stratum's sums over threads (ticks).
 #[derive(Default, Clone, Copy)]
 struct Sums {
@@ -164,6 +197,16 @@ fn scale(t: &Totals, cal: &Calibration) -> Split {
     ns
 }
 
+/// A bracketed builtin's whole-call time (kept in the native counters), scaled like [`scale`]
+/// but less only the probe's cost per interval: it holds no libffi call.
+fn unsplit(t: &Totals, cal: &Calibration) -> u64 {
+    let (w_first, w_sampled) = t.weights();
+    let probe = cal.probe_ns();
+    let first = net_ns(cal, t.first.ticks.native, t.first.timed, probe);
+    let sampled = net_ns(cal, t.sampled.ticks.native, t.sampled.timed, probe);
+    (first * w_first + sampled * w_sampled).round() as u64
+}
+
 /// The native latencies of all calls: each first call once, each sampled bucket weighted as the
 /// sampled calls are, apportioned to whole counts.
 fn histogram(t: &Totals, cal: &Calibration) -> Histogram {
@@ -240,18 +283,47 @@ pub fn build(cal: &Calibration) -> Profile {
         });
         threads += any as u32;
     });
-    let addrs: Vec<usize> = by_function.keys().copied().collect();
+    let bindings: HashMap<usize, Binding> =
+        by_function.keys().map(|&a| (a, binding_of(a))).collect();
+    let addrs: Vec<usize> = by_function
+        .keys()
+        .copied()
+        .filter(|a| bindings[a].builtin.is_none())
+        .collect();
     let names = crate::symbols::describe(&addrs);
     let mut profile = Profile::new();
     let mut functions: Vec<FunctionRecord> = Vec::new();
     for (addr, (t, sites)) in by_function {
-        let d = &names[&addr];
-        if d.excluded {
-            continue;
-        }
-        let s = scale(&t, cal);
-        let mut f = FunctionRecord::new(d.library.clone(), d.function.clone());
-        f.offset = d.offset;
+        let b = &bindings[&addr];
+        let whole = b.builtin.is_some();
+        let mut f = match &b.builtin {
+            Some(n) => {
+                let mut f = FunctionRecord::new(n.library.clone(), n.function.clone());
+                f.offset = n.offset;
+                f
+            }
+            None => {
+                let d = &names[&addr];
+                if d.excluded {
+                    continue;
+                }
+                let mut f = FunctionRecord::new(d.library.clone(), d.function.clone());
+                f.offset = d.offset;
+                f
+            }
+        };
+        f.binding = b.kind.to_string();
+        f.binding_detail = b.detail.to_string();
+        // A builtin's whole calls are not a split: reported as such, never as native time.
+        let split_or_whole = |t: &Totals| {
+            if whole {
+                (Split::default(), unsplit(t, cal))
+            } else {
+                (scale(t, cal), 0)
+            }
+        };
+        let (s, unsplit_ns) = split_or_whole(&t);
+        f.unsplit_ns = unsplit_ns;
         f.calls = t.calls;
         f.arg_count = t.arg_count;
         f.arg_bytes = t.arg_bytes;
@@ -264,12 +336,14 @@ pub fn build(cal: &Calibration) -> Profile {
         f.fresh_buffer_calls = t.fresh_buffer_calls;
         f.undeclared_argtypes_calls = t.undeclared_argtypes;
         f.undeclared_restype_calls = t.undeclared_restype;
-        f.native_hist = histogram(&t, cal);
+        if !whole {
+            f.native_hist = histogram(&t, cal);
+        }
         for (site, st) in sites {
             let Some(frame) = (site_tables().describe)(site) else {
                 continue;
             };
-            let ss = scale(&st, cal);
+            let (ss, site_unsplit) = split_or_whole(&st);
             f.sites.push(SiteRecord {
                 file: frame.file,
                 line: frame.line,
@@ -286,6 +360,7 @@ pub fn build(cal: &Calibration) -> Profile {
                 gap_samples: st.gap_samples,
                 stacks: stack_samples(&st, &ss),
                 through: (site_tables().through)(site),
+                unsplit_ns: site_unsplit,
             });
         }
         f.sites

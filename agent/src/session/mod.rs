@@ -143,6 +143,7 @@ fn start_with(mut cfg: Config, process_hooks: bool, existing_types: bool) -> Sta
         through: crate::python::site_through,
         frames_and_stacks: crate::python::frames::frames_and_stacks,
     });
+    snapshot::set_bindings(crate::python::binding::for_snapshot);
     clock::init(cfg.force_monotonic);
     // SAFETY: Py_AddPendingCall has the signature `AddPendingCall` in every CPython 3.
     unsafe { ADD_PENDING_CALL.set(runtime::global_symbol(c"Py_AddPendingCall").unwrap_or(0)) };
