@@ -172,6 +172,56 @@ fn default_brackets_nothing(py: &Interpreter, dir: &Path) -> Result<(), Failed> 
     Ok(())
 }
 
+/// The binding and the whole call reach the JSON report, the text and the HTML report.
+fn reports_show_the_binding(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    let out = dir.join("p.json");
+    run_calls(py, Some((&out, &["--lib", "ffifixture"])));
+    let text = py
+        .cmd(ffiprof_bin())
+        .arg("report")
+        .arg(&out)
+        .output()
+        .unwrap();
+    check_ok(&text);
+    let stderr =
+        String::from_utf8_lossy(&text.stdout).into_owned() + &String::from_utf8_lossy(&text.stderr);
+    let row = stderr
+        .lines()
+        .find(|l| l.starts_with("fxpb.sum_list "))
+        .unwrap_or_else(|| panic!("no fxpb.sum_list row:\n{stderr}"));
+    assert!(row.contains("extension (pybind11)"), "{row}");
+    assert!(stderr.contains("whole call: a builtin"), "{stderr}");
+    let json = py
+        .cmd(ffiprof_bin())
+        .args(["report", "--format", "json"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    check_ok(&json);
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let functions = report["functions"].as_array().unwrap();
+    let f = functions
+        .iter()
+        .find(|f| f["function"] == "fxcffi.fx_add_int")
+        .unwrap();
+    assert_eq!(f["binding"], "cffi-api");
+    assert_eq!(f["native_ns"], 0);
+    assert_eq!(f["total_ns"], f["unsplit_ns"]);
+    let html = dir.join("r.html");
+    let o = py
+        .cmd(ffiprof_bin())
+        .args(["report", "--html"])
+        .arg(&html)
+        .arg(&out)
+        .output()
+        .unwrap();
+    check_ok(&o);
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("<th class=\"num\" data-type=\"num\">whole call</th>"));
+    assert!(page.contains("<td class=\"mono\">extension (cython)</td>"));
+    Ok(())
+}
+
 /// libffi callers keep their own kinds: ctypes, cffi ABI mode.
 fn libffi_bindings(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     for (script_name, binding) in [("calls_basic.py", "ctypes"), ("calls_cffi.py", "cffi-abi")] {
@@ -206,7 +256,10 @@ fn main() {
     );
     trials.extend(matrix_trials(
         vec![pyenv_venv("3.11")],
-        &[("libffi_bindings", libffi_bindings)],
+        &[
+            ("libffi_bindings", libffi_bindings),
+            ("reports_show_the_binding", reports_show_the_binding),
+        ],
     ));
     libtest_mimic::run(&args, trials).exit();
 }

@@ -138,6 +138,10 @@ fn one() -> u32 {
     1
 }
 
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
 /// Everything recorded about one C function of one library.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct FunctionRecord {
@@ -193,16 +197,17 @@ pub struct FunctionRecord {
     /// How Python called the function: `ctypes`, `cffi-abi` (libffi, seen through the Python
     /// layer's wrappers), `cffi-api` (a cffi API-mode `lib` function), `extension` (a builtin
     /// function or method of an extension module, with `--lib`); empty when only C callers
-    /// reached it, or in a profile written before the field.
-    #[serde(default)]
+    /// reached it, or in a profile written before the field (then absent from the file, which
+    /// keeps older profiles byte for byte).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub binding: String,
     /// For `extension`, which kind where it can be told: `c`, `cython`, `pybind11`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub binding_detail: String,
     /// Time of calls that could not be split, from the Python call's entry to its return: a
     /// builtin with no separate native entry seen inside (the library compiled into the
     /// extension, or no `--lib` thunks). Never in `time`, which holds only measured parts.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub unsplit_ns: u64,
 }
 
@@ -261,7 +266,7 @@ pub struct SiteRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub through: Option<Frame>,
     /// The site's share of [`FunctionRecord::unsplit_ns`].
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub unsplit_ns: u64,
 }
 
