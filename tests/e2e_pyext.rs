@@ -90,6 +90,15 @@ fn expected() -> Vec<(&'static str, u64, &'static str, &'static str, &'static st
         ("fxpb.add_int", ROUNDS, "extension", "pybind11", "fxpb."),
         ("fxpb.sum_list", ROUNDS, "extension", "pybind11", "fxpb."),
         ("fxpb.add3", ROUNDS, "extension", "pybind11", "fxpb."),
+        ("fxpb.Counter.add", ROUNDS, "extension", "pybind11", "fxpb."),
+        (
+            "fxpb.Counter.twice",
+            ROUNDS,
+            "extension",
+            "pybind11",
+            "fxpb.",
+        ),
+        ("fxpb.Counter.__init__", 1, "extension", "pybind11", "fxpb."),
         ("fxpb.spin_ns", 1, "extension", "pybind11", "fxpb."),
         ("fxpb.checked_add", 1, "extension", "pybind11", "fxpb."),
     ]
@@ -163,12 +172,27 @@ fn counts_sites_and_binding(py: &Interpreter, dir: &Path) -> Result<(), Failed> 
 }
 
 /// Without `--lib` the builtins are left alone: today's default (every library reached through
-/// libffi) records nothing here.
+/// libffi) records nothing here. And a target every module calls (libc) brackets no builtin of
+/// the interpreter's own (libpython, lib-dynload): only the extension modules'.
 fn default_brackets_nothing(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     let out = dir.join("p.json");
     run_calls(py, Some((&out, &[])));
     let p = read_profile(&out);
     assert!(p.functions.is_empty(), "{:?}", calls_by_name(&p));
+    let out = dir.join("libc.json");
+    run_calls(py, Some((&out, &["--lib", "libc.so*"])));
+    let p = read_profile(&out);
+    let fixtures = pyext_dir(&py.label);
+    let others: Vec<&str> = p
+        .functions
+        .iter()
+        .filter(|f| !f.binding.is_empty() && !Path::new(&f.library).starts_with(&fixtures))
+        .map(|f| f.function.as_str())
+        .collect();
+    assert!(
+        others.is_empty(),
+        "the interpreter's own builtins: {others:?}"
+    );
     Ok(())
 }
 

@@ -15,6 +15,7 @@ import fxpb
 n = int(sys.argv[1])
 buf = array.array("d", [1.0, 2.0, 3.0, 4.0])
 acc = fxcy.Acc()
+counter = fxpb.Counter()
 total = 0
 for i in range(n):
     total += fxext.add_int(i, 1)  # SITE fxext.add_int
@@ -29,6 +30,8 @@ for i in range(n):
     total += fxpb.add_int(i, 4)  # SITE fxpb.add_int
     total += fxpb.sum_list([1.0, 2.0, 3.0])  # SITE fxpb.sum_list
     total += fxpb.add3(1, 2, i)  # SITE fxpb.add3
+    total += counter.add(1)  # SITE fxpb.Counter.add
+    total += fxpb.Counter.twice(i)  # SITE fxpb.Counter.twice
 fxpb.spin_ns(1000)
 try:
     fxpb.checked_add(-5, 1)  # SITE fxpb.checked_add

@@ -142,7 +142,10 @@ const fn builtin_hook(
 }
 
 /// For `python::builtin_call`: the module holding `addr`, and whether it calls into a `--lib`
-/// target — one of its GOT entries is bound to a module `--lib` names — or is one itself.
+/// target — one of its GOT entries is bound to a module `--lib` names — or is one itself. The
+/// interpreter's own code (the executable, libpython, the standard library's `lib-dynload`) and
+/// the libffi layer's modules call libc and the like too, but are no binding of a target: their
+/// builtins count only when `--lib` names them.
 fn probe_module(addr: usize) -> Option<python::builtin_call::ProbedModule> {
     let modules = got::loaded_modules();
     let m = modules.iter().find(|m| m.contains(addr))?;
@@ -150,10 +153,16 @@ fn probe_module(addr: usize) -> Option<python::builtin_call::ProbedModule> {
         .iter()
         .filter(|t| !t.name.is_empty() && crate::symbols::is_target(&t.name))
         .collect();
-    let calls_target = targets.iter().any(|t| t.base == m.base) || {
-        let bound = m.bound_addresses();
-        bound.iter().any(|&a| targets.iter().any(|t| t.contains(a)))
-    };
+    let file = file_name(&m.name);
+    let interpreters_own = m.name.is_empty()
+        || file.starts_with("libpython")
+        || m.name.contains("/lib-dynload/")
+        || python::PY_MODULES.iter().any(|p| file.starts_with(p));
+    let calls_target = targets.iter().any(|t| t.base == m.base)
+        || (!interpreters_own && {
+            let bound = m.bound_addresses();
+            bound.iter().any(|&a| targets.iter().any(|t| t.contains(a)))
+        });
     Some(python::builtin_call::ProbedModule {
         name: m.name.clone(),
         base: m.base,

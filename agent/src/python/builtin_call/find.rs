@@ -156,7 +156,7 @@ pub(super) unsafe extern "C" fn cfunction_new_ex(
     let f = unsafe { orig(ml, slf, module) };
     if !f.is_null() {
         // SAFETY: GIL held; `f` a new builtin function.
-        runtime::guard((), || unsafe { patch_function(f as usize) });
+        runtime::guard((), || unsafe { patch_function(f as usize, 0) });
     }
     f
 }
@@ -176,7 +176,7 @@ pub(super) unsafe extern "C" fn cmethod_new(
     let f = unsafe { orig(ml, slf, module, cls) };
     if !f.is_null() {
         // SAFETY: GIL held; `f` a new builtin function.
-        runtime::guard((), || unsafe { patch_function(f as usize) });
+        runtime::guard((), || unsafe { patch_function(f as usize, 0) });
     }
     f
 }
@@ -220,10 +220,12 @@ unsafe fn scan_module(module: *mut PyObject) {
             if api::word(api::type_of(value), api::TP_FLAGS) & TPFLAGS_TYPE_SUBCLASS != 0 {
                 let tp_dict = api::word(value, TP_DICT);
                 if tp_dict != 0 && api::type_of(tp_dict) == api.dict_type {
-                    each_value(api, tp_dict as *mut PyObject, |m| patch_member(extra, m));
+                    each_value(api, tp_dict as *mut PyObject, |m| {
+                        patch_member(extra, m, value)
+                    });
                 }
             } else {
-                patch_member(extra, value);
+                patch_member(extra, value, 0);
             }
         });
     }
@@ -239,11 +241,12 @@ unsafe fn each_value(api: &Api, dict: *mut PyObject, mut f: impl FnMut(usize)) {
     }
 }
 
-/// Brackets one member of a module or type dict if it is a builtin of a kind we know.
+/// Brackets one member of a module or type dict (of type `owner`; 0 for a module's) if it is a
+/// builtin of a kind we know.
 ///
 /// # Safety
-/// GIL held; `obj` a live object.
-unsafe fn patch_member(extra: &Extra, obj: usize) {
+/// GIL held; `obj` a live object; `owner` a live type or 0.
+unsafe fn patch_member(extra: &Extra, obj: usize, owner: usize) {
     // SAFETY: per the contract.
     unsafe {
         let ty = api::type_of(obj);
@@ -253,10 +256,10 @@ unsafe fn patch_member(extra: &Extra, obj: usize) {
             // pybind11's methods are instancemethods (static ones staticmethods) of a function.
             let inner = api::word(obj, WRAPPED_CALLABLE);
             if inner != 0 {
-                patch_function(inner);
+                patch_function(inner, owner);
             }
         } else {
-            patch_function(obj);
+            patch_function(obj, owner);
         }
     }
 }
@@ -270,11 +273,12 @@ unsafe fn is_cyfunction(ty: usize) -> bool {
     unsafe { api::type_name_ends_with(ty, b"cython_function_or_method") }
 }
 
-/// Brackets a builtin function or a cyfunction (anything else is left alone).
+/// Brackets a builtin function or a cyfunction (anything else is left alone), found in the dict
+/// of type `owner` (0: elsewhere).
 ///
 /// # Safety
-/// GIL held; `f` a live object.
-unsafe fn patch_function(f: usize) {
+/// GIL held; `f` a live object; `owner` a live type or 0.
+unsafe fn patch_function(f: usize, owner: usize) {
     let Some(extra) = EXTRA.get() else {
         return;
     };
@@ -317,7 +321,10 @@ unsafe fn patch_function(f: usize) {
                 attr_string(api, module, c"__name__")
             };
             let method = def_name(ml);
-            if module_name.is_empty() {
+            if owner != 0 {
+                // A method (pybind11's): named by its class, which its def does not know.
+                format!("{}.{method}", type_qualified(api, owner))
+            } else if module_name.is_empty() {
                 method
             } else {
                 format!("{module_name}.{method}")
@@ -348,13 +355,7 @@ unsafe fn patch_descriptor(d: usize) {
         let owner = if ty == 0 {
             String::new()
         } else {
-            let module = attr_string(api, ty, c"__module__");
-            let qualname = attr_string(api, ty, c"__qualname__");
-            if module.is_empty() || module == "builtins" {
-                qualname
-            } else {
-                format!("{module}.{qualname}")
-            }
+            type_qualified(api, ty)
         };
         let name = format!("{owner}.{}", def_name(api::word(d, DESCR_METHOD)));
         bracket_object(
@@ -365,6 +366,23 @@ unsafe fn patch_descriptor(d: usize) {
             name,
             ("extension", ""),
         );
+    }
+}
+
+/// `module.Qualname` of a type (`Qualname` alone for a builtin type).
+///
+/// # Safety
+/// GIL held; `ty` a live type.
+unsafe fn type_qualified(api: &Api, ty: usize) -> String {
+    // SAFETY: per the contract.
+    unsafe {
+        let module = attr_string(api, ty, c"__module__");
+        let qualname = attr_string(api, ty, c"__qualname__");
+        if module.is_empty() || module == "builtins" {
+            qualname
+        } else {
+            format!("{module}.{qualname}")
+        }
     }
 }
 
