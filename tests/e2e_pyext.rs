@@ -246,6 +246,25 @@ fn reports_show_the_binding(py: &Interpreter, dir: &Path) -> Result<(), Failed> 
     Ok(())
 }
 
+/// A library compiled into its extension (pymunk's Chipmunk inside its cffi module): `--lib`
+/// naming the extension itself brackets its builtins, and only its, each call whole.
+fn library_inside_its_extension(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    let out = dir.join("p.json");
+    run_calls(py, Some((&out, &["--lib", "fxcy.*"])));
+    let p = read_profile(&out);
+    let got = calls_by_name(&p);
+    let want: BTreeMap<String, u64> = ["fxcy.add_int", "fxcy.add3", "fxcy.Acc.add"]
+        .into_iter()
+        .map(|k| (k.to_string(), ROUNDS))
+        .collect();
+    assert_eq!(got, want);
+    assert!(p
+        .functions
+        .iter()
+        .all(|f| f.unsplit_ns > 0 && f.time.total() == 0));
+    Ok(())
+}
+
 /// libffi callers keep their own kinds: ctypes, cffi ABI mode.
 fn libffi_bindings(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     for (script_name, binding) in [("calls_basic.py", "ctypes"), ("calls_cffi.py", "cffi-abi")] {
@@ -283,6 +302,7 @@ fn main() {
         &[
             ("libffi_bindings", libffi_bindings),
             ("reports_show_the_binding", reports_show_the_binding),
+            ("library_inside_its_extension", library_inside_its_extension),
         ],
     ));
     libtest_mimic::run(&args, trials).exit();
