@@ -84,6 +84,7 @@ fn expected() -> Vec<(&'static str, u64, &'static str, &'static str, &'static st
         ("fxext.sum_buffer", ROUNDS, "extension", "c", "fxext."),
         ("fxcffi.fx_add_int", ROUNDS, "cffi-api", "", "fxcffi."),
         ("fxcffi.fx_add3", ROUNDS, "cffi-api", "", "fxcffi."),
+        ("fxcffi.fx_sum", ROUNDS, "cffi-api", "", "fxcffi."),
         ("fxcy.add_int", ROUNDS, "extension", "cython", "fxcy."),
         ("fxcy.add3", ROUNDS, "extension", "cython", "fxcy."),
         ("fxcy.Acc.add", ROUNDS, "extension", "cython", "fxcy."),
@@ -159,6 +160,11 @@ fn counts_sites_and_binding(py: &Interpreter, dir: &Path) -> Result<(), Failed> 
         buffer("fxext.sum_buffer"),
         ROUNDS * 4 * 8,
         "array('d', 4 items)"
+    );
+    assert_eq!(
+        buffer("fxcffi.fx_sum"),
+        ROUNDS * 4 * 8,
+        "ffi.new('double[]', 4): its sizeof"
     );
     assert_eq!(buffer("fxext.add_int"), 0, "numbers refer to no bytes");
     assert_eq!(buffer("fxpb.sum_list"), 0, "a list is no buffer");

@@ -16,6 +16,7 @@ n = int(sys.argv[1])
 buf = array.array("d", [1.0, 2.0, 3.0, 4.0])
 acc = fxcy.Acc()
 counter = fxpb.Counter()
+cbuf = fxcffi.ffi.new("double[]", [1.0, 2.0, 3.0, 4.0])
 total = 0
 for i in range(n):
     total += fxext.add_int(i, 1)  # SITE fxext.add_int
@@ -24,6 +25,7 @@ for i in range(n):
     total += fxext.sum_buffer(buf)  # SITE fxext.sum_buffer
     total += fxcffi.lib.fx_add_int(i, 2)  # SITE fxcffi.fx_add_int
     total += fxcffi.lib.fx_add3(1, 2, i)  # SITE fxcffi.fx_add3
+    total += fxcffi.lib.fx_sum(cbuf, 4)  # SITE fxcffi.fx_sum
     total += fxcy.add_int(i, 3)  # SITE fxcy.add_int
     total += fxcy.add3(1, 2, i)  # SITE fxcy.add3
     total += acc.add(1)  # SITE fxcy.Acc.add
