@@ -39,4 +39,6 @@ try:
     fxpb.checked_add(-5, 1)  # SITE fxpb.checked_add
 except Exception as e:  # the C++ exception, as pybind11 translated it
     print("exception", type(e).__module__, type(e).__qualname__, str(e))
+# What introspection sees of the bracketed functions is what it sees untraced.
+print("docs", fxext.add_int.__doc__, fxpb.sum_list.__doc__.splitlines()[0], fxcy.Acc.add.__name__)
 print("total", total)

@@ -456,6 +456,14 @@ unsafe fn bracket_object(
         let Some(module) = probe(def.meth).filter(|m| m.calls_target) else {
             return;
         };
+        // The docstring is the copy's own (malloc'ed): pybind11 frees and replaces the doc of
+        // the def its function points at when it adds an overload later, and frees its own
+        // def's at the end — sharing one string would free it twice.
+        let doc = if def.doc.is_null() {
+            def.doc
+        } else {
+            libc::strdup(def.doc)
+        };
         let copy = Box::leak(Box::new(Bracketed {
             def: MethodDef {
                 flags: if coexist {
@@ -463,6 +471,7 @@ unsafe fn bracket_object(
                 } else {
                     def.flags
                 },
+                doc,
                 ..def
             },
             key: ml,
