@@ -271,6 +271,66 @@ fn library_inside_its_extension(py: &Interpreter, dir: &Path) -> Result<(), Fail
     Ok(())
 }
 
+/// `ffiprof attach --lib` to a process that imported the extensions (and made a cffi `lib`
+/// function) before it came in: their builtins are bracketed from the session's start; a second
+/// session finds them bracketed already.
+fn attach_brackets_loaded_modules(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    let stop = dir.join("stop");
+    let child = py
+        .cmd(&py.command)
+        .arg(script("pyext_attach_target.py"))
+        .arg(&stop)
+        .env("PYTHONPATH", pyext_dir(&py.label))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut target = KillOnDrop(child);
+    let lines = stdout_lines(&mut target.0);
+    let next = || {
+        lines
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .unwrap()
+    };
+    assert_eq!(next(), "ready");
+    let pid = target.0.id();
+    for session in ["p1.json", "p2.json"] {
+        let out = dir.join(session);
+        let o = py
+            .cmd_beside(pid, ffiprof_bin())
+            .args(["attach", "-q", "--no-calibrate", "--duration", "1"])
+            .args(["--pid", &pid.to_string(), "--lib", "ffifixture", "-o"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let p = read_profile(&out);
+        let got = calls_by_name(&p);
+        let names: Vec<&str> = got.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "fxcffi.fx_add_int",
+                "fxcy.add_int",
+                "fxext.add_int",
+                "fxpb.add_int"
+            ],
+            "{session}"
+        );
+        // Rounds of 100 calls each; the window may cut one round.
+        let calls: Vec<u64> = got.values().copied().collect();
+        assert!(calls[0] >= 100, "{session}: {got:?}");
+        assert!(
+            calls.iter().all(|&c| c.abs_diff(calls[0]) <= 100),
+            "{session}: {got:?}"
+        );
+        assert_eq!(p.function("fxcffi.fx_add_int").unwrap().binding, "cffi-api");
+    }
+    std::fs::write(&stop, b"").unwrap();
+    assert!(next().starts_with("done "));
+    assert!(target.0.wait().unwrap().success());
+    Ok(())
+}
+
 /// libffi callers keep their own kinds: ctypes, cffi ABI mode.
 fn libffi_bindings(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     for (script_name, binding) in [("calls_basic.py", "ctypes"), ("calls_cffi.py", "cffi-abi")] {
@@ -309,6 +369,10 @@ fn main() {
             ("libffi_bindings", libffi_bindings),
             ("reports_show_the_binding", reports_show_the_binding),
             ("library_inside_its_extension", library_inside_its_extension),
+            (
+                "attach_brackets_loaded_modules",
+                attach_brackets_loaded_modules,
+            ),
         ],
     ));
     libtest_mimic::run(&args, trials).exit();

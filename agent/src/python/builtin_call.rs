@@ -51,6 +51,8 @@ use crate::runtime;
 
 mod find;
 
+pub(crate) use find::bracket_loaded_modules;
+
 /// `PyCFunctionObject.m_ml`, `m_self`, `m_module`, `vectorcall` (3.8–3.14; a cyfunction starts
 /// with one).
 const CF_ML: usize = 16;

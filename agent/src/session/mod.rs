@@ -197,6 +197,14 @@ fn start_with(mut cfg: Config, process_hooks: bool, existing_types: bool) -> Sta
         }
     }
     hook::install(process_hooks);
+    if python && existing_types {
+        // With `--lib`: the builtins of extension modules imported before attach came in.
+        let n = crate::python::slots::with_gil(|| {
+            // SAFETY: with_gil holds the GIL while this runs; the hooks are installed.
+            unsafe { crate::python::builtin_call::bracket_loaded_modules() }
+        });
+        debug(&format!("Python layer: {n:?} extension builtins bracketed"));
+    }
     clock::restart();
     RECORDING_SINCE.store(clock::monotonic_ns(), Ordering::Release);
     ACTIVE.store(true, Ordering::Release);

@@ -492,3 +492,67 @@ unsafe fn bracket_object(
         *((obj + vectorcall_at) as *mut usize) = wrapper;
     }
 }
+
+/// `ffiprof attach` with `--lib`: brackets the builtins of the modules imported before it came
+/// in (`sys.modules`), and the cffi `lib` functions made already (asking a `lib` for its
+/// `__dict__` makes them all, through the hooked creation). Returns how many functions are
+/// bracketed in all.
+///
+/// # Safety
+/// GIL held; the hooks installed (`enable` ran).
+pub(crate) unsafe fn bracket_loaded_modules() -> usize {
+    if !TARGETS.load(Ordering::Acquire) {
+        return 0;
+    }
+    let (Some(extra), Some(api)) = (EXTRA.get(), api::get()) else {
+        return 0;
+    };
+    let Some(get_modules) = runtime::global_symbol(c"PyImport_GetModuleDict") else {
+        return 0;
+    };
+    // SAFETY: per the contract; PyImport_GetModuleDict returns sys.modules, borrowed; the
+    // modules are collected first (scanning runs Python code: attribute look-ups) and held by
+    // sys.modules meanwhile; new references are released, errors cleared.
+    unsafe {
+        let get_modules: unsafe extern "C" fn() -> *mut PyObject = runtime::fn_at(get_modules);
+        let modules = get_modules();
+        if modules.is_null() || api::type_of(modules as usize) != api.dict_type {
+            return 0;
+        }
+        let mut all = Vec::new();
+        each_value(api, modules, |m| {
+            if api::type_of(m) == extra.module_type {
+                (api.incref)(m as *mut PyObject);
+                all.push(m);
+            }
+        });
+        for &m in &all {
+            scan_module(m as *mut PyObject);
+            let dict = (extra.module_get_dict)(m as *mut PyObject);
+            if dict.is_null() {
+                continue;
+            }
+            let mut libs = Vec::new();
+            each_value(api, dict, |v| {
+                if api::type_name(api::type_of(v)) == "_cffi_backend.Lib" {
+                    libs.push(v);
+                }
+            });
+            for lib in libs {
+                let d = (api.getattr)(lib as *mut PyObject, c"__dict__".as_ptr());
+                if d.is_null() {
+                    (api.err_clear)();
+                    continue;
+                }
+                if api::type_of(d as usize) == api.dict_type {
+                    each_value(api, d, |f| patch_member(extra, f, 0));
+                }
+                (api.decref)(d);
+            }
+        }
+        for m in all {
+            (api.decref)(m as *mut PyObject);
+        }
+    }
+    FUNCTIONS.lock().as_ref().map_or(0, |f| f.len())
+}
