@@ -272,8 +272,8 @@ fn library_inside_its_extension(py: &Interpreter, dir: &Path) -> Result<(), Fail
 }
 
 /// `ffiprof attach --lib` to a process that imported the extensions (and made a cffi `lib`
-/// function) before it came in: their builtins are bracketed from the session's start; a second
-/// session finds them bracketed already.
+/// function) before it came in: their builtins are bracketed from the session's start, and put
+/// back as they were at detach; a second session brackets them again.
 fn attach_brackets_loaded_modules(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     let stop = dir.join("stop");
     let child = py
@@ -327,6 +327,11 @@ fn attach_brackets_loaded_modules(py: &Interpreter, dir: &Path) -> Result<(), Fa
     }
     std::fs::write(&stop, b"").unwrap();
     assert!(next().starts_with("done "));
+    assert_eq!(
+        next(),
+        "restored True",
+        "detach puts every def and vectorcall back"
+    );
     assert!(target.0.wait().unwrap().success());
     Ok(())
 }

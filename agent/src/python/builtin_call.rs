@@ -51,7 +51,7 @@ use crate::runtime;
 
 mod find;
 
-pub(crate) use find::bracket_loaded_modules;
+pub(crate) use find::{bracket_loaded_modules, restore_all};
 
 /// `PyCFunctionObject.m_ml`, `m_self`, `m_module`, `vectorcall` (3.8–3.14; a cyfunction starts
 /// with one).

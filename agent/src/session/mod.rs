@@ -244,7 +244,10 @@ pub fn stop(reason: &'static str, written: impl FnOnce(Option<&std::path::Path>)
         if crate::python::enabled() {
             stopped.slots_restored = crate::python::slots::with_gil(|| {
                 // SAFETY: with_gil holds the GIL while this runs.
-                unsafe { crate::python::slots::remove_from_existing() }
+                unsafe {
+                    crate::python::slots::remove_from_existing()
+                        + crate::python::builtin_call::restore_all()
+                }
             })
             .unwrap_or(0);
         }

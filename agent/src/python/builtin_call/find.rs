@@ -490,6 +490,19 @@ unsafe fn bracket_object(
         // The def first: a call between the two stores must find the copy behind our wrapper.
         *((obj + def_at) as *mut usize) = copy as *const Bracketed as usize;
         *((obj + vectorcall_at) as *mut usize) = wrapper;
+        // Kept alive (a module's functions live as long anyway), so that detach can put it back.
+        if let Some(api) = api::get() {
+            (api.incref)(obj as *mut PyObject);
+            PATCHED.lock().push(Patched {
+                obj,
+                def_at,
+                vectorcall_at,
+                def: ml,
+                vectorcall,
+                copy: copy as *const Bracketed as usize,
+                wrapper,
+            });
+        }
     }
 }
 
@@ -555,4 +568,44 @@ pub(crate) unsafe fn bracket_loaded_modules() -> usize {
         }
     }
     FUNCTIONS.lock().as_ref().map_or(0, |f| f.len())
+}
+
+/// An object whose def and vectorcall we replaced, with what they were (a reference held).
+struct Patched {
+    obj: usize,
+    def_at: usize,
+    vectorcall_at: usize,
+    def: usize,
+    vectorcall: usize,
+    copy: usize,
+    wrapper: usize,
+}
+
+static PATCHED: Mutex<Vec<Patched>> = Mutex::new(Vec::new());
+
+/// Detach: every bracketed object gets its own def and vectorcall back (where they are still
+/// ours) and its reference dropped. A call in flight keeps the copy it read (never freed).
+/// Returns how many were put back.
+///
+/// # Safety
+/// GIL held.
+pub(crate) unsafe fn restore_all() -> usize {
+    let Some(api) = api::get() else {
+        return 0;
+    };
+    let mut n = 0;
+    for p in PATCHED.lock().drain(..) {
+        // SAFETY: per the contract; the object is alive (we held a reference).
+        unsafe {
+            let def = (p.obj + p.def_at) as *mut usize;
+            let vectorcall = (p.obj + p.vectorcall_at) as *mut usize;
+            if *vectorcall == p.wrapper && *def == p.copy {
+                *vectorcall = p.vectorcall;
+                *def = p.def;
+                n += 1;
+            }
+            (api.decref)(p.obj as *mut PyObject);
+        }
+    }
+    n
 }
