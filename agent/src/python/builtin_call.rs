@@ -146,7 +146,8 @@ static ORIG_MODULEDEF_INIT: AtomicUsize = AtomicUsize::new(0);
 static ORIG_CFUNCTION_NEW_EX: AtomicUsize = AtomicUsize::new(0);
 static ORIG_CMETHOD_NEW: AtomicUsize = AtomicUsize::new(0);
 static MAKE_TP_CALL: AtomicUsize = AtomicUsize::new(0);
-static EXECS: Mutex<Vec<(usize, usize)>> = Mutex::new(Vec::new());
+/// (def, its original exec, the slot's value cell).
+static EXECS: Mutex<Vec<(usize, usize, usize)>> = Mutex::new(Vec::new());
 
 /// C API the scan needs beyond `api::Api`, resolved in [`enable`].
 struct Extra {

@@ -77,8 +77,8 @@ unsafe fn original_exec(module: *mut PyObject) -> Exec {
     let orig = EXECS
         .lock()
         .iter()
-        .find(|(d, _)| *d == def)
-        .map_or(0, |(_, e)| *e);
+        .find(|(d, _, _)| *d == def)
+        .map_or(0, |(_, e, _)| *e);
     if orig == 0 {
         return no_exec;
     }
@@ -91,6 +91,9 @@ unsafe fn original_exec(module: *mut PyObject) -> Exec {
 /// # Safety
 /// `def` a live `PyModuleDef`.
 unsafe fn wrap_exec(def: usize) {
+    if !TARGETS.load(Ordering::Acquire) {
+        return;
+    }
     // SAFETY: per the contract; m_slots is null or an array ended by a zero slot id.
     unsafe {
         let mut slot = api::word(def, MODULEDEF_SLOTS);
@@ -116,7 +119,7 @@ unsafe fn wrap_exec(def: usize) {
         if !writable(value as usize) {
             return;
         }
-        EXECS.lock().push((def, exec));
+        EXECS.lock().push((def, exec, value as usize));
         *value = module_exec as *const () as usize;
     }
 }
@@ -201,7 +204,7 @@ fn probe(addr: usize) -> Option<ProbedModule> {
 /// # Safety
 /// GIL held; `module` a module object.
 unsafe fn scan_module(module: *mut PyObject) {
-    let Some(extra) = EXTRA.get() else {
+    let Some(extra) = EXTRA.get().filter(|_| TARGETS.load(Ordering::Acquire)) else {
         return;
     };
     let Some(api) = api::get() else {
@@ -279,7 +282,7 @@ unsafe fn is_cyfunction(ty: usize) -> bool {
 /// # Safety
 /// GIL held; `f` a live object; `owner` a live type or 0.
 unsafe fn patch_function(f: usize, owner: usize) {
-    let Some(extra) = EXTRA.get() else {
+    let Some(extra) = EXTRA.get().filter(|_| TARGETS.load(Ordering::Acquire)) else {
         return;
     };
     // SAFETY: per the contract; the fields read exist for the types checked first.
@@ -593,6 +596,19 @@ pub(crate) unsafe fn restore_all() -> usize {
     let Some(api) = api::get() else {
         return 0;
     };
+    // No module made from now on is walked; the exec slots get their own function back (the
+    // table keeps them: an exec read from its slot before is still forwarded).
+    TARGETS.store(false, Ordering::Release);
+    for &(_, exec, cell) in EXECS.lock().iter() {
+        // SAFETY: a Py_mod_exec slot's value we replaced, in a module def that lives as long as
+        // its extension (never unloaded).
+        unsafe {
+            let cell = cell as *mut usize;
+            if *cell == module_exec as *const () as usize {
+                *cell = exec;
+            }
+        }
+    }
     let mut n = 0;
     for p in PATCHED.lock().drain(..) {
         // SAFETY: per the contract; the object is alive (we held a reference).
