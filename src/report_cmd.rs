@@ -20,7 +20,8 @@ pub enum Format {
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Sort {
-    /// Total boundary time: native + marshaling + GIL wait + construction.
+    /// Total boundary time: native + marshaling + GIL wait + construction (+ a builtin's whole,
+    /// unsplit calls).
     Total,
     Calls,
     Native,

@@ -18,7 +18,9 @@ pub struct RunArgs {
     #[arg(short, long, default_value = "ffiprof.json")]
     pub output: PathBuf,
     /// Record only libraries whose path or file name matches (substring, or glob with `*`);
-    /// repeatable. Default: every library reached through libffi.
+    /// repeatable. Default: every library reached through libffi. With it, calls of builtin
+    /// functions of extension modules (C, cffi API mode, Cython, pybind11) that call such a
+    /// library, or are one, are recorded too.
     #[arg(long = "lib", value_name = "PATTERN")]
     pub libs: Vec<String>,
     /// Seconds between periodic snapshots of the profile (what survives a SIGKILL).

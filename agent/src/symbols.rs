@@ -28,19 +28,25 @@ pub fn set_filter(filter: LibFilter) {
     *FILTER.lock() = Some(filter);
 }
 
-/// Whether the session's `--lib` filter names the library at `path` as a target of the GOT
-/// trampoline (`hook::native`); never without a `--lib` pattern.
-pub fn names_target(path: &str) -> bool {
-    FILTER
-        .lock()
-        .as_ref()
-        .is_some_and(|f| f.has_patterns() && f.includes(path))
-}
-
 fn executable_path() -> String {
     std::fs::read_link("/proc/self/exe")
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default()
+}
+
+/// Whether `--lib` names target libraries (the GOT trampoline and the builtin brackets apply
+/// only then).
+pub fn has_targets() -> bool {
+    FILTER.lock().as_ref().is_some_and(|f| f.has_patterns())
+}
+
+/// Whether `--lib` names the library at `path` as a target (of the GOT trampoline,
+/// `hook::native`, and the builtin brackets); never without a `--lib` pattern.
+pub fn is_target(path: &str) -> bool {
+    FILTER
+        .lock()
+        .as_ref()
+        .is_some_and(|f| f.has_patterns() && f.includes(path))
 }
 
 /// Library path and load base of `addr`, from the loader.

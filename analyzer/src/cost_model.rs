@@ -230,7 +230,7 @@ pub fn run_ns(profile: &Profile) -> u64 {
     if profile.meta.duration_ns > 0 {
         profile.meta.duration_ns
     } else {
-        profile.functions.iter().map(|f| f.time.total()).sum()
+        profile.functions.iter().map(|f| f.total_ns()).sum()
     }
 }
 

@@ -95,13 +95,24 @@ pub struct FunctionSummary {
     pub gil_wait_ns: u64,
     pub construction_ns: u64,
     pub construction_bytes: u64,
-    /// native + marshal-in + marshal-out + GIL wait + construction.
+    /// native + marshal-in + marshal-out + GIL wait + construction + unsplit.
     pub total_ns: u64,
     pub timed_calls: u64,
     pub python_calls: u64,
     pub fresh_buffer_calls: u64,
     pub undeclared_argtypes_calls: u64,
     pub undeclared_restype_calls: u64,
+    /// How Python called it: `ctypes`, `cffi-abi`, `cffi-api`, `extension` (empty: C callers
+    /// only, or an older profile).
+    #[serde(default)]
+    pub binding: String,
+    /// For `extension`: `c`, `cython` or `pybind11` where it can be told.
+    #[serde(default)]
+    pub binding_detail: String,
+    /// Whole-call time of calls with no separate native entry seen inside (a builtin of an
+    /// extension): not split into the parts above, and not among them.
+    #[serde(default)]
+    pub unsplit_ns: u64,
     pub sites: Vec<SiteSummary>,
 }
 
@@ -129,6 +140,9 @@ pub struct SiteSummary {
     /// calls were made in, when they were not made at this site itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub through: Option<ffiprof_profile::Frame>,
+    /// The site's share of the function's `unsplit_ns`.
+    #[serde(default)]
+    pub unsplit_ns: u64,
 }
 
 impl FunctionSummary {
@@ -160,6 +174,7 @@ fn site_summary(s: &SiteRecord) -> SiteSummary {
         gap_samples: s.gap_samples,
         stacks: s.stacks.clone(),
         through: s.through.clone(),
+        unsplit_ns: s.unsplit_ns,
     }
 }
 
@@ -167,9 +182,8 @@ fn function_summary(f: &FunctionRecord) -> FunctionSummary {
     let lat = f.native_hist.summary();
     let mut sites: Vec<SiteSummary> = f.sites.iter().map(site_summary).collect();
     sites.sort_by(|a, b| {
-        b.time
-            .total()
-            .cmp(&a.time.total())
+        (b.time.total() + b.unsplit_ns)
+            .cmp(&(a.time.total() + a.unsplit_ns))
             .then(b.calls.cmp(&a.calls))
             .then(a.file.cmp(&b.file))
             .then(a.line.cmp(&b.line))
@@ -193,12 +207,15 @@ fn function_summary(f: &FunctionRecord) -> FunctionSummary {
         gil_wait_ns: f.time.gil_wait,
         construction_ns: f.time.construction,
         construction_bytes: f.construction_bytes,
-        total_ns: f.time.total(),
+        total_ns: f.total_ns(),
         timed_calls: f.timed_calls,
         python_calls: f.python_calls,
         fresh_buffer_calls: f.fresh_buffer_calls,
         undeclared_argtypes_calls: f.undeclared_argtypes_calls,
         undeclared_restype_calls: f.undeclared_restype_calls,
+        binding: f.binding.clone(),
+        binding_detail: f.binding_detail.clone(),
+        unsplit_ns: f.unsplit_ns,
         sites,
     }
 }

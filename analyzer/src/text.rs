@@ -81,10 +81,23 @@ pub fn render(report: &Report) -> String {
         return out;
     }
     let has_split = report.functions.iter().any(|f| f.python_calls > 0);
+    // Columns only profiles with builtin brackets (`--lib` and extension modules) or a
+    // binding recorded have: older profiles render as before.
+    let has_binding = report.functions.iter().any(|f| !f.binding.is_empty());
+    let has_unsplit = report.functions.iter().any(|f| f.unsplit_ns > 0);
+    if has_unsplit {
+        let _ = writeln!(
+            out,
+            "  whole call: a builtin of an extension module with no separate native entry seen \
+             inside; its time is the whole call, not split"
+        );
+    }
     let mut rows: Vec<Vec<String>> = Vec::new();
-    let mut header = vec![
-        "function",
-        "library",
+    let mut header = vec!["function", "library"];
+    if has_binding {
+        header.push("binding");
+    }
+    header.extend([
         "calls",
         "arg bytes",
         "buf bytes",
@@ -92,9 +105,12 @@ pub fn render(report: &Report) -> String {
         "p50",
         "p99",
         "max",
-    ];
+    ]);
     if has_split {
         header.extend(["marshal-in", "marshal-out", "gil wait", "construct"]);
+    }
+    if has_unsplit {
+        header.push("whole call");
     }
     for f in &report.functions {
         let lib = f
@@ -103,9 +119,11 @@ pub fn render(report: &Report) -> String {
             .next()
             .unwrap_or(&f.library)
             .to_string();
-        let mut row = vec![
-            f.function.clone(),
-            lib,
+        let mut row = vec![f.function.clone(), lib];
+        if has_binding {
+            row.push(binding_label(f));
+        }
+        row.extend([
             f.calls.to_string(),
             fmt_bytes(f.arg_bytes),
             fmt_bytes(f.buffer_bytes),
@@ -113,7 +131,7 @@ pub fn render(report: &Report) -> String {
             fmt_ns(f.native_p50_ns),
             fmt_ns(f.native_p99_ns),
             fmt_ns(f.native_max_ns),
-        ];
+        ]);
         if has_split {
             row.extend([
                 fmt_ns(f.marshal_in_ns),
@@ -121,6 +139,9 @@ pub fn render(report: &Report) -> String {
                 fmt_ns(f.gil_wait_ns),
                 fmt_ns(f.construction_ns),
             ]);
+        }
+        if has_unsplit {
+            row.push(fmt_ns(f.unsplit_ns));
         }
         rows.push(row);
     }
@@ -134,15 +155,15 @@ pub fn render(report: &Report) -> String {
         .collect();
     if !sites.is_empty() {
         sites.sort_by(|a, b| {
-            (b.1.time.total())
-                .cmp(&a.1.time.total())
+            (b.1.time.total() + b.1.unsplit_ns)
+                .cmp(&(a.1.time.total() + a.1.unsplit_ns))
                 .then(b.1.calls.cmp(&a.1.calls))
         });
         let rows: Vec<Vec<String>> = sites
             .iter()
             .take(10)
             .map(|(func, s)| {
-                vec![
+                let mut row = vec![
                     format!("{}:{}", s.file, s.line),
                     s.function.clone(),
                     func.clone(),
@@ -152,24 +173,29 @@ pub fn render(report: &Report) -> String {
                     fmt_ns(s.time.marshal_out),
                     fmt_ns(s.time.gil_wait),
                     fmt_ns(s.time.construction),
-                ]
+                ];
+                if has_unsplit {
+                    row.push(fmt_ns(s.unsplit_ns));
+                }
+                row
             })
             .collect();
         out.push_str("\nTop call sites\n");
-        out.push_str(&table(
-            &[
-                "site",
-                "in",
-                "calls",
-                "count",
-                "native",
-                "marshal-in",
-                "marshal-out",
-                "gil wait",
-                "construct",
-            ],
-            &rows,
-        ));
+        let mut header = vec![
+            "site",
+            "in",
+            "calls",
+            "count",
+            "native",
+            "marshal-in",
+            "marshal-out",
+            "gil wait",
+            "construct",
+        ];
+        if has_unsplit {
+            header.push("whole call");
+        }
+        out.push_str(&table(&header, &rows));
     }
     out.push_str(&render_ctypes_internal(&report.ctypes_internal));
     out.push_str(&render_recommendations(
@@ -177,6 +203,15 @@ pub fn render(report: &Report) -> String {
         report.meta.threads,
     ));
     out
+}
+
+/// The binding column: `extension (pybind11)`, `cffi-api`, `ctypes`, ... (`-` when unknown).
+fn binding_label(f: &crate::summary::FunctionSummary) -> String {
+    match (f.binding.as_str(), f.binding_detail.as_str()) {
+        ("", _) => "-".into(),
+        (b, "") => b.into(),
+        (b, d) => format!("{b} ({d})"),
+    }
 }
 
 /// ctypes' own foreign calls (`ctypes.cast`, ...): what they cost, at which of the user's lines.
@@ -402,6 +437,38 @@ mod tests {
         let text = render(&report);
         assert!(text.contains("ctypes' own calls"), "{text}");
         assert!(text.contains("app.py:7 (300)"), "{text}");
+    }
+
+    #[test]
+    fn shows_the_binding_and_a_builtins_whole_call_time_as_such() {
+        let mut p = ffiprof_profile::Profile::new();
+        let mut ext = ffiprof_profile::FunctionRecord::new("/m/fxpb.so", "fxpb.sum_list");
+        ext.calls = 100;
+        ext.python_calls = 100;
+        ext.binding = "extension".into();
+        ext.binding_detail = "pybind11".into();
+        ext.unsplit_ns = 7_000_000;
+        p.functions.push(ext);
+        let mut c = ffiprof_profile::FunctionRecord::new("/l/libfx.so", "fx_scale");
+        c.calls = 10;
+        c.python_calls = 10;
+        c.binding = "ctypes".into();
+        c.time.native = 1_000;
+        p.functions.push(c);
+        let text = render(&crate::summary::summarize(&p, &Default::default()));
+        assert!(text.contains("whole call: a builtin"), "{text}");
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("fxpb.sum_list"))
+            .unwrap();
+        assert!(row.contains("extension (pybind11)"), "{row}");
+        assert!(row.ends_with("7.00ms"), "the whole call, last: {row}");
+        let row = text.lines().find(|l| l.starts_with("fx_scale")).unwrap();
+        assert!(row.contains(" ctypes "), "{row}");
+        // Ranked by all its time, the unsplit whole calls included.
+        let first = text.lines().position(|l| l.starts_with("fxpb.sum_list"));
+        let second = text.lines().position(|l| l.starts_with("fx_scale"));
+        assert!(first < second, "{text}");
     }
 
     #[test]

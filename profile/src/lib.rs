@@ -138,6 +138,10 @@ fn one() -> u32 {
     1
 }
 
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
 /// Everything recorded about one C function of one library.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct FunctionRecord {
@@ -172,6 +176,12 @@ pub struct FunctionRecord {
     /// Calls that went through the Python-level hook (ctypes/cffi); 0 for C callers.
     #[serde(default)]
     pub python_calls: u64,
+    /// Calls of a `--lib` target's function (seen through the GOT trampoline) made inside a
+    /// bracketed builtin's call: that builtin's record counts the boundary crossing and holds
+    /// their time as its native part, so totals count them once, there (see
+    /// [`Profile::total_calls`]). Absent when zero.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub within_builtin_calls: u64,
     /// Calls that received a ctypes object built just for them (same type and size at the site).
     #[serde(default)]
     pub fresh_buffer_calls: u64,
@@ -190,18 +200,34 @@ pub struct FunctionRecord {
     /// Per Python call site.
     #[serde(default)]
     pub sites: Vec<SiteRecord>,
-    /// How the calls reached the function, when the agent knows: `extension` when every call
-    /// came through the GOT trampoline of `--lib` (a module's own call into the target: a C
-    /// extension, cffi API mode, Cython, pybind11); empty (absent in JSON) for calls through
-    /// libffi, and in older profiles.
+    /// How Python called the function: `ctypes`, `cffi-abi` (libffi, seen through the Python
+    /// layer's wrappers), `cffi-api` (a cffi API-mode `lib` function), `extension` (a builtin
+    /// function or method of an extension module, with `--lib`; or a C function of a `--lib`
+    /// target every call of which came through the GOT trampoline: a module's own call into the
+    /// target, from a C extension, cffi API mode, Cython, pybind11); empty for calls through
+    /// libffi seen without the Python layer, or in a profile written before the field (then absent from the file, which
+    /// keeps older profiles byte for byte).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub binding: String,
+    /// For `extension`, which kind where it can be told: `c`, `cython`, `pybind11`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub binding_detail: String,
+    /// Time of calls that could not be split, from the Python call's entry to its return: a
+    /// builtin with no separate native entry seen inside (the library compiled into the
+    /// extension, or no `--lib` thunks). Never in `time`, which holds only measured parts.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unsplit_ns: u64,
 }
 
 /// `FunctionRecord::binding` of calls seen through the GOT trampoline.
 pub const BINDING_EXTENSION: &str = "extension";
 
 impl FunctionRecord {
+    /// All the time its calls took: the split parts and the unsplit whole calls.
+    pub fn total_ns(&self) -> u64 {
+        self.time.total() + self.unsplit_ns
+    }
+
     pub fn new(library: impl Into<String>, function: impl Into<String>) -> Self {
         Self {
             library: library.into(),
@@ -250,6 +276,9 @@ pub struct SiteRecord {
     /// first frame up the stack that is not one. Absent for a call made at the site itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub through: Option<Frame>,
+    /// The site's share of [`FunctionRecord::unsplit_ns`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unsplit_ns: u64,
 }
 
 /// Calls and time of one interned stack at one site.
@@ -316,8 +345,13 @@ impl Profile {
     }
 
     /// Total calls over all functions.
+    /// Boundary calls: every function's calls, less the target calls made inside a bracketed
+    /// builtin's call (the builtin's own record counts that crossing).
     pub fn total_calls(&self) -> u64 {
-        self.functions.iter().map(|f| f.calls).sum()
+        self.functions
+            .iter()
+            .map(|f| f.calls.saturating_sub(f.within_builtin_calls))
+            .sum()
     }
 
     /// The function record for `function` (first match by symbol name).

@@ -94,6 +94,8 @@ fn merge_functions(into: &mut Vec<FunctionRecord>, other: &[FunctionRecord], sta
                 t.time = Split::default();
                 t.construction_bytes = 0;
                 t.python_calls = 0;
+                t.unsplit_ns = 0;
+                t.within_builtin_calls = 0;
                 t.fresh_buffer_calls = 0;
                 t.undeclared_argtypes_calls = 0;
                 t.undeclared_restype_calls = 0;
@@ -105,10 +107,12 @@ fn merge_functions(into: &mut Vec<FunctionRecord>, other: &[FunctionRecord], sta
 }
 
 fn add_function(t: &mut FunctionRecord, f: &FunctionRecord, stack_map: &[u32]) {
-    if t.binding != f.binding {
+    if t.binding != f.binding || t.binding_detail != f.binding_detail {
         // Reached both ways: no one binding describes the calls.
         t.binding.clear();
+        t.binding_detail.clear();
     }
+    t.unsplit_ns += f.unsplit_ns;
     t.calls += f.calls;
     t.arg_count = t.arg_count.max(f.arg_count);
     t.arg_bytes += f.arg_bytes;
@@ -118,6 +122,7 @@ fn add_function(t: &mut FunctionRecord, f: &FunctionRecord, stack_map: &[u32]) {
     t.time += f.time;
     t.construction_bytes += f.construction_bytes;
     t.python_calls += f.python_calls;
+    t.within_builtin_calls += f.within_builtin_calls;
     t.fresh_buffer_calls += f.fresh_buffer_calls;
     t.undeclared_argtypes_calls += f.undeclared_argtypes_calls;
     t.undeclared_restype_calls += f.undeclared_restype_calls;
@@ -153,6 +158,7 @@ fn add_site(t: &mut SiteRecord, s: &SiteRecord, stack_map: &[u32]) {
     t.fresh_buffer_calls += s.fresh_buffer_calls;
     t.gap_ns += s.gap_ns;
     t.gap_samples += s.gap_samples;
+    t.unsplit_ns += s.unsplit_ns;
     if t.through.is_none() {
         t.through = s.through.clone();
     }

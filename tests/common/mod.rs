@@ -49,6 +49,11 @@ impl Interpreter {
         }
     }
 
+    /// Marks the interpreter as unable to run a suite's cases, for `reason`.
+    pub fn mark_missing(&mut self, reason: String) {
+        self.missing.get_or_insert(reason);
+    }
+
     /// Why this interpreter cannot run the tests, or None when it can.
     pub fn missing(&self) -> Option<String> {
         self.missing.clone().or_else(|| {

@@ -175,8 +175,17 @@ impl Module {
         found
     }
 
-    /// Every GOT entry of this module (JUMP_SLOT and GLOB_DAT), with the name it imports and the
-    /// slot address.
+    /// What every GOT entry of this module (JUMP_SLOT and GLOB_DAT) holds now: the addresses it
+    /// is bound to (Python loads extension modules with RTLD_NOW, so all of them are bound).
+    pub fn bound_addresses(&self) -> Vec<usize> {
+        let mut found = Vec::new();
+        // SAFETY: each slot is a GOT entry of this loaded module (see `slot_cell`).
+        self.each_import(|_, slot| found.push(slot_cell(slot).load(Ordering::Relaxed)));
+        found
+    }
+
+    /// Calls `f(symbol name, slot address)` for each GOT entry (JUMP_SLOT and GLOB_DAT) of this
+    /// module, found through its PT_DYNAMIC relocations.
     pub fn each_import(&self, mut f: impl FnMut(&[u8], usize)) {
         let mut strtab = 0;
         let mut symtab = 0;

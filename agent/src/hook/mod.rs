@@ -103,7 +103,79 @@ static HOOKS: &[Hook] = &[
         "PyType_FromMetaclass",
         python::got_hooks::type_from_metaclass,
     ),
+    // Builtins of extension modules that call a `--lib` target (`python::builtin_call`): found
+    // when their module is made, in any module; cffi's API-mode functions when `_cffi_backend`
+    // makes them.
+    builtin_hook(
+        "PyModule_Create2",
+        None,
+        python::builtin_call::got_hooks::module_create2,
+    ),
+    builtin_hook(
+        "PyModuleDef_Init",
+        None,
+        python::builtin_call::got_hooks::moduledef_init,
+    ),
+    builtin_hook(
+        "PyCFunction_NewEx",
+        Some(python::CFFI_BACKEND),
+        python::builtin_call::got_hooks::cfunction_new_ex,
+    ),
+    builtin_hook(
+        "PyCMethod_New",
+        Some(python::CFFI_BACKEND),
+        python::builtin_call::got_hooks::cmethod_new,
+    ),
 ];
+
+const fn builtin_hook(
+    symbol: &'static str,
+    only_in: Option<&'static [&'static str]>,
+    at: fn() -> Option<usize>,
+) -> Hook {
+    Hook {
+        symbol,
+        only_in,
+        replacement: Replacement::At(at),
+        layer: Layer::Python,
+        report: false,
+    }
+}
+
+/// For `python::builtin_call`: the module holding `addr`, and whether it calls into a `--lib`
+/// target — one of its GOT entries is bound to a module `--lib` names — or is one itself. The
+/// interpreter's own code (the executable, libpython, the standard library's `lib-dynload`) and
+/// the libffi layer's modules call libc and the like too, but are no binding of a target: their
+/// builtins count only when `--lib` names them.
+fn probe_module(addr: usize) -> Option<python::builtin_call::ProbedModule> {
+    let modules = got::loaded_modules();
+    let m = modules.iter().find(|m| m.contains(addr))?;
+    let targets: Vec<&Module> = modules
+        .iter()
+        .filter(|t| !t.name.is_empty() && crate::symbols::is_target(&t.name))
+        .collect();
+    let file = file_name(&m.name);
+    let interpreters_own = m.name.is_empty()
+        || file.starts_with("libpython")
+        || m.name.contains("/lib-dynload/")
+        || python::PY_MODULES.iter().any(|p| file.starts_with(p));
+    let is_target = targets.iter().any(|t| t.base == m.base);
+    let calls_target = is_target
+        || (!interpreters_own && {
+            let bound = m.bound_addresses();
+            bound
+                .iter()
+                .map(|&a| native::reaches(a))
+                .any(|a| targets.iter().any(|t| t.contains(a)))
+        });
+    Some(python::builtin_call::ProbedModule {
+        name: m.name.clone(),
+        base: m.base,
+        range: m.range,
+        calls_target,
+        is_target,
+    })
+}
 
 const fn process_hook(symbol: &'static str, at: fn() -> usize) -> Hook {
     Hook {
@@ -246,6 +318,9 @@ fn scan(state: &mut Installed) {
 pub fn install(process_hooks: bool) {
     crate::record::clock::set_native_floor_probe(ffi::native_floor_ticks);
     crate::record::clock::set_got_floor_probe(native::floor_ticks);
+    if python::enabled() {
+        python::builtin_call::enable(crate::symbols::has_targets(), probe_module);
+    }
     let mut guard = INSTALLED.lock();
     let state = guard.get_or_insert_with(|| Installed {
         slots: Vec::new(),

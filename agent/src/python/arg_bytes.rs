@@ -260,7 +260,7 @@ static CFFI_CDATA_TYPES: [AtomicUsize; 8] = [const { AtomicUsize::new(0) }; 8];
 ///
 /// # Safety
 /// GIL held; `obj` a live object of type `ty`.
-unsafe fn cffi_cdata_bytes(api: &Api, obj: usize, ty: usize) -> u64 {
+pub(super) unsafe fn cffi_cdata_bytes(api: &Api, obj: usize, ty: usize) -> u64 {
     let known = CFFI_CDATA_TYPES
         .iter()
         .any(|t| t.load(Ordering::Relaxed) == ty);

@@ -14,11 +14,16 @@
 //!   `record::call_ctx`);
 //! - `arg_bytes`: what each argument refers to (buffer bytes) and whether it was just built;
 //! - `helpers`: `create_string_buffer` & co., whose whole call is the construction;
+//! - `builtin_call`: builtin functions and methods of extension modules that call a `--lib`
+//!   target (C, cffi API mode, Cython, pybind11), bracketed through their own vectorcall;
+//! - `binding`: which binding (ctypes, cffi ABI/API, extension) called each function;
 //! - `floor_probe` (feature `floor-probe`, benchmarks only): reduced wrappers measuring the
 //!   cost floor of the per-call work.
 
 pub mod api;
 mod arg_bytes;
+pub mod binding;
+pub mod builtin_call;
 mod call;
 mod debug_offsets;
 #[cfg(feature = "floor-probe")]
@@ -57,6 +62,8 @@ pub fn enabled() -> bool {
 
 /// The modules whose GOT entries the Python layer's hooks patch (`hook`'s table lists them).
 pub const PY_MODULES: &[&str] = &["_ctypes", "_cffi_backend"];
+/// Where cffi makes API-mode `lib` functions (`builtin_call`'s creation hooks).
+pub const CFFI_BACKEND: &[&str] = &["_cffi_backend"];
 
 /// The Python layer's GOT hooks, for `hook`'s table: where each one is, and whether the running
 /// interpreter has the function at all (3.9+ `PyModule_AddType`, 3.12+ `PyType_FromMetaclass`).

@@ -161,8 +161,7 @@ pub fn calibrate() -> Calibration {
         ns_per_tick,
         probe_ticks: probe_ticks(),
         native_floor_ticks: native_floor_ticks(),
-        got_floor_ticks: *GOT_FLOOR
-            .get_or_init(|| GOT_FLOOR_PROBE.get().map_or(0, |probe| probe())),
+        got_floor_ticks: got_floor_ticks(),
         start_unix_ns: START_UNIX_NS.load(Ordering::Relaxed),
         elapsed_ns,
     }
@@ -183,6 +182,18 @@ static GOT_FLOOR_PROBE: std::sync::OnceLock<fn() -> u64> = std::sync::OnceLock::
 /// Registers what measures the GOT trampoline's floor (`hook::native`); once per process.
 pub fn set_got_floor_probe(probe: fn() -> u64) {
     let _ = GOT_FLOOR_PROBE.set(probe);
+}
+
+/// The GOT trampoline's floor, measured at the first need (a split builtin's first sighting, or
+/// the first snapshot) and the same ever after.
+pub fn got_floor_ticks() -> u64 {
+    *GOT_FLOOR.get_or_init(|| GOT_FLOOR_PROBE.get().map_or(0, |probe| probe()))
+}
+
+/// The GOT trampoline's floor if measured already, else 0 (the per-call path never measures).
+#[inline(always)]
+pub fn got_floor_ticks_known() -> u64 {
+    GOT_FLOOR.get().copied().unwrap_or(0)
 }
 
 /// Measured once per process (the first snapshot), so every snapshot subtracts the same floor.

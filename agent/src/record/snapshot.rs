@@ -46,6 +46,42 @@ fn site_tables() -> Sites {
     })
 }
 
+/// What the Python layer knows of a function, registered by the session: how it was called
+/// and, for a builtin it brackets (whose statistics are keyed by its `PyMethodDef`, no code
+/// address), its name and that its time is the whole call's (see `python::builtin_call`).
+pub struct Binding {
+    pub kind: &'static str,
+    pub detail: &'static str,
+    pub builtin: Option<BuiltinName>,
+}
+
+pub struct BuiltinName {
+    pub library: String,
+    pub function: String,
+    pub offset: u64,
+    /// Calls filed whole (no separate native entry): reported as `unsplit_ns`, not as a split.
+    /// Otherwise split around the target calls inside, whose floor the wrapper took off.
+    pub whole: bool,
+}
+
+static BINDINGS: std::sync::OnceLock<fn(usize) -> Binding> = std::sync::OnceLock::new();
+
+/// Registers what tells a function's binding (once per process).
+pub fn set_bindings(f: fn(usize) -> Binding) {
+    let _ = BINDINGS.set(f);
+}
+
+fn binding_of(function: usize) -> Binding {
+    BINDINGS.get().map_or(
+        Binding {
+            kind: "",
+            detail: "",
+            builtin: None,
+        },
+        |f| f(function),
+    )
+}
+
 /// One stratum's sums over threads (ticks).
 #[derive(Default, Clone, Copy)]
 struct Sums {
@@ -74,6 +110,7 @@ struct Totals {
     construction_ticks: u64,
     construction_bytes: u64,
     python_calls: u64,
+    in_builtin_calls: u64,
     fresh_buffer_calls: u64,
     undeclared_argtypes: u64,
     undeclared_restype: u64,
@@ -83,6 +120,9 @@ struct Totals {
     hist: Vec<u64>,
     /// Sampled stacks: stack id → samples.
     stacks: HashMap<u32, u64>,
+    /// The native ticks are net of their floor already: a split builtin's, whose wrapper took
+    /// the GOT trampoline's floor off each target call inside it.
+    floor_taken: bool,
     /// Calls seen through the GOT trampoline, and through libffi.
     got_calls: u64,
     ffi_calls: u64,
@@ -110,6 +150,7 @@ impl Totals {
         self.construction_ticks += s.construction_ticks.get();
         self.construction_bytes += s.construction_bytes.get();
         self.python_calls += s.python_calls.get();
+        self.in_builtin_calls += s.in_builtin_calls.get();
         self.fresh_buffer_calls += s.fresh_buffer_calls.get();
         self.undeclared_argtypes += s.undeclared_argtypes.get();
         self.undeclared_restype += s.undeclared_restype.get();
@@ -139,7 +180,9 @@ impl Totals {
     /// What each timed native interval over-counts: the GOT trampoline's floor when most of the
     /// calls came through it, else libffi's.
     fn native_floor_ns(&self, cal: &Calibration) -> u64 {
-        if self.got_calls > self.ffi_calls {
+        if self.floor_taken {
+            0
+        } else if self.got_calls > self.ffi_calls {
             cal.got_floor_ns()
         } else {
             cal.native_floor_ns()
@@ -181,6 +224,16 @@ fn scale(t: &Totals, cal: &Calibration) -> Split {
     // Every construction is timed: its sum needs no scaling.
     ns.construction = (cal.ns(t.construction_ticks) as f64).round() as u64;
     ns
+}
+
+/// A bracketed builtin's whole-call time (kept in the native counters), scaled like [`scale`]
+/// but less only the probe's cost per interval: it holds no libffi call.
+fn unsplit(t: &Totals, cal: &Calibration) -> u64 {
+    let (w_first, w_sampled) = t.weights();
+    let probe = cal.probe_ns();
+    let first = net_ns(cal, t.first.ticks.native, t.first.timed, probe);
+    let sampled = net_ns(cal, t.sampled.ticks.native, t.sampled.timed, probe);
+    (first * w_first + sampled * w_sampled).round() as u64
 }
 
 /// The native latencies of all calls: each first call once, each sampled bucket weighted as the
@@ -259,18 +312,49 @@ pub fn build(cal: &Calibration) -> Profile {
         });
         threads += any as u32;
     });
-    let addrs: Vec<usize> = by_function.keys().copied().collect();
+    let bindings: HashMap<usize, Binding> =
+        by_function.keys().map(|&a| (a, binding_of(a))).collect();
+    let addrs: Vec<usize> = by_function
+        .keys()
+        .copied()
+        .filter(|a| bindings[a].builtin.is_none())
+        .collect();
     let names = crate::symbols::describe(&addrs);
     let mut profile = Profile::new();
     let mut functions: Vec<FunctionRecord> = Vec::new();
     for (addr, (t, sites)) in by_function {
-        let d = &names[&addr];
-        if d.excluded {
-            continue;
-        }
-        let s = scale(&t, cal);
-        let mut f = FunctionRecord::new(d.library.clone(), d.function.clone());
-        f.offset = d.offset;
+        let b = &bindings[&addr];
+        let whole = b.builtin.as_ref().is_some_and(|n| n.whole);
+        let mut t = t;
+        t.floor_taken = b.builtin.is_some();
+        let mut f = match &b.builtin {
+            Some(n) => {
+                let mut f = FunctionRecord::new(n.library.clone(), n.function.clone());
+                f.offset = n.offset;
+                f
+            }
+            None => {
+                let d = &names[&addr];
+                if d.excluded {
+                    continue;
+                }
+                let mut f = FunctionRecord::new(d.library.clone(), d.function.clone());
+                f.offset = d.offset;
+                f
+            }
+        };
+        f.binding = b.kind.to_string();
+        f.binding_detail = b.detail.to_string();
+        // A builtin's whole calls are not a split: reported as such, never as native time.
+        let split_or_whole = |t: &Totals| {
+            if whole {
+                (Split::default(), unsplit(t, cal))
+            } else {
+                (scale(t, cal), 0)
+            }
+        };
+        let (s, unsplit_ns) = split_or_whole(&t);
+        f.unsplit_ns = unsplit_ns;
         f.calls = t.calls;
         f.arg_count = t.arg_count;
         f.arg_bytes = t.arg_bytes;
@@ -280,18 +364,22 @@ pub fn build(cal: &Calibration) -> Profile {
         f.time = s;
         f.construction_bytes = t.construction_bytes;
         f.python_calls = t.python_calls;
+        f.within_builtin_calls = t.in_builtin_calls;
         f.fresh_buffer_calls = t.fresh_buffer_calls;
         f.undeclared_argtypes_calls = t.undeclared_argtypes;
         f.undeclared_restype_calls = t.undeclared_restype;
-        f.native_hist = histogram(&t, cal);
-        if t.got_calls > 0 && t.ffi_calls == 0 {
+        if !whole {
+            f.native_hist = histogram(&t, cal);
+        }
+        if t.got_calls > 0 && t.ffi_calls == 0 && f.binding.is_empty() {
             f.binding = ffiprof_profile::BINDING_EXTENSION.to_string();
         }
-        for (site, st) in sites {
+        for (site, mut st) in sites {
             let Some(frame) = (site_tables().describe)(site) else {
                 continue;
             };
-            let ss = scale(&st, cal);
+            st.floor_taken = t.floor_taken;
+            let (ss, site_unsplit) = split_or_whole(&st);
             f.sites.push(SiteRecord {
                 file: frame.file,
                 line: frame.line,
@@ -308,6 +396,7 @@ pub fn build(cal: &Calibration) -> Profile {
                 gap_samples: st.gap_samples,
                 stacks: stack_samples(&st, &ss),
                 through: (site_tables().through)(site),
+                unsplit_ns: site_unsplit,
             });
         }
         f.sites

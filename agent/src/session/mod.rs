@@ -143,6 +143,7 @@ fn start_with(mut cfg: Config, process_hooks: bool, existing_types: bool) -> Sta
         through: crate::python::site_through,
         frames_and_stacks: crate::python::frames::frames_and_stacks,
     });
+    snapshot::set_bindings(crate::python::binding::for_snapshot);
     clock::init(cfg.force_monotonic);
     // SAFETY: Py_AddPendingCall has the signature `AddPendingCall` in every CPython 3.
     unsafe { ADD_PENDING_CALL.set(runtime::global_symbol(c"Py_AddPendingCall").unwrap_or(0)) };
@@ -196,6 +197,14 @@ fn start_with(mut cfg: Config, process_hooks: bool, existing_types: bool) -> Sta
         }
     }
     hook::install(process_hooks);
+    if python && existing_types {
+        // With `--lib`: the builtins of extension modules imported before attach came in.
+        let n = crate::python::slots::with_gil(|| {
+            // SAFETY: with_gil holds the GIL while this runs; the hooks are installed.
+            unsafe { crate::python::builtin_call::bracket_loaded_modules() }
+        });
+        debug(&format!("Python layer: {n:?} extension builtins bracketed"));
+    }
     clock::restart();
     RECORDING_SINCE.store(clock::monotonic_ns(), Ordering::Release);
     ACTIVE.store(true, Ordering::Release);
@@ -235,7 +244,10 @@ pub fn stop(reason: &'static str, written: impl FnOnce(Option<&std::path::Path>)
         if crate::python::enabled() {
             stopped.slots_restored = crate::python::slots::with_gil(|| {
                 // SAFETY: with_gil holds the GIL while this runs.
-                unsafe { crate::python::slots::remove_from_existing() }
+                unsafe {
+                    crate::python::slots::remove_from_existing()
+                        + crate::python::builtin_call::restore_all()
+                }
             })
             .unwrap_or(0);
         }

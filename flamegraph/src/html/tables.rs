@@ -91,10 +91,22 @@ pub(crate) fn functions_section(report: &Report) -> String {
          <p class=\"note\">Click a column to sort. Percentiles are of native time per call, from the HDR histograms.</p>",
     );
     out.push_str(&super::legend(crate::Weight::Time));
+    // Columns only profiles with a binding recorded, or builtin brackets, have (older profiles
+    // render as before).
+    let has_binding = report.functions.iter().any(|f| !f.binding.is_empty());
+    let has_unsplit = report.functions.iter().any(|f| f.unsplit_ns > 0);
+    if has_unsplit {
+        out.push_str(
+            "<p class=\"note\">Whole call: a builtin of an extension module with no separate native \
+             entry seen inside; its time is the whole call, not split into the parts.</p>",
+        );
+    }
     out.push_str("<div class=\"tablewrap\"><table class=\"data sortable\" id=\"functions-table\">");
-    out.push_str(&header(&[
-        ("function", false),
-        ("library", false),
+    let mut cols = vec![("function", false), ("library", false)];
+    if has_binding {
+        cols.push(("binding", false));
+    }
+    cols.extend([
         ("calls", true),
         ("arg bytes", true),
         ("buffer bytes", true),
@@ -108,7 +120,11 @@ pub(crate) fn functions_section(report: &Report) -> String {
         ("p90", true),
         ("p99", true),
         ("max", true),
-    ]));
+    ]);
+    if has_unsplit {
+        cols.push(("whole call", true));
+    }
+    out.push_str(&header(&cols));
     out.push_str("<tbody>");
     let max = report
         .functions
@@ -126,6 +142,14 @@ pub(crate) fn functions_section(report: &Report) -> String {
             esc(&f.library),
             esc(library_name(&f.library)),
         );
+        if has_binding {
+            let label = match (f.binding.as_str(), f.binding_detail.as_str()) {
+                ("", _) => "-".to_string(),
+                (b, "") => b.to_string(),
+                (b, d) => format!("{b} ({d})"),
+            };
+            let _ = write!(out, "<td class=\"mono\">{}</td>", esc(&label));
+        }
         out.push_str(&num_count(f.calls));
         out.push_str(&num_bytes(f.arg_bytes));
         out.push_str(&num_bytes(f.buffer_bytes));
@@ -142,6 +166,9 @@ pub(crate) fn functions_section(report: &Report) -> String {
         ] {
             out.push_str(&num_ns(v));
         }
+        if has_unsplit {
+            out.push_str(&num_ns(f.unsplit_ns));
+        }
         out.push_str("</tr>");
     }
     out.push_str("</tbody></table></div></section>");
@@ -156,7 +183,7 @@ pub(crate) struct SiteRow<'a> {
 }
 
 fn site_total(s: &SiteSummary) -> u64 {
-    s.time.total()
+    s.time.total() + s.unsplit_ns
 }
 
 /// The sites to list: the costliest `max`, plus every one a recommendation points at.

@@ -70,6 +70,7 @@ std::arch::global_asm!(
     "cmp qword ptr [r10 + {first_timed}], {always_timed}",
     "jb 7f",
     "inc qword ptr [r10 + {calls}]",
+    "inc qword ptr [r10 + {in_builtin}]",
     "jmp 6f",
     "8:",
     "mov r10, qword ptr [rax + r11 * 8 + {sh_stats}]",
@@ -172,6 +173,7 @@ std::arch::global_asm!(
         + std::mem::offset_of!(recorder::Times, timed),
     always_timed = const recorder::ALWAYS_TIMED,
     calls = const std::mem::offset_of!(recorder::CallStats, calls),
+    in_builtin = const std::mem::offset_of!(recorder::CallStats, in_builtin_calls),
     targets = sym TARGETS,
 );
 

@@ -110,7 +110,7 @@ fn is_target(m: &Module) -> bool {
     let file = m.name.rsplit('/').next().unwrap_or(&m.name);
     !is_interpreter(m)
         && !RUNTIME.iter().any(|r| file.starts_with(r))
-        && crate::symbols::names_target(&m.name)
+        && crate::symbols::is_target(&m.name)
 }
 
 /// The exported functions of the target `m`: (name, address), an IFUNC at the implementation
@@ -191,6 +191,16 @@ fn thunk_locked(t: &mut Targets, addr: usize) -> Option<usize> {
     cell.store(addr, Ordering::Release);
     t.thunks.insert(addr, i);
     Some(trampoline::thunk(i))
+}
+
+/// What a GOT entry bound to `addr` really reaches: the target function when `addr` is one of
+/// our thunks (a module whose entries we redirected still imports the target), else `addr`.
+pub(crate) fn reaches(addr: usize) -> usize {
+    trampoline::thunk_index(addr)
+        .and_then(|i| trampoline::TARGETS.get(i))
+        .map(|t| t.load(std::sync::atomic::Ordering::Relaxed))
+        .filter(|&t| t != 0)
+        .unwrap_or(addr)
 }
 
 /// What a module other than `_ctypes`/`_cffi_backend` gets from `dlsym` for `p`: the thunk when

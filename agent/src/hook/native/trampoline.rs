@@ -124,7 +124,11 @@ unsafe fn count_and_push(sh: &Shadow, index: usize, slot: *mut usize, target: us
     };
     stats.calls.add(1);
     let first = stats.first.timed.get() < recorder::ALWAYS_TIMED as u64;
-    let timed = match python_call(sh) {
+    let inside = python_call(sh);
+    if inside.is_some() {
+        stats.in_builtin_calls.add(1);
+    }
+    let timed = match inside {
         // The Python-level call around it decides (its own random sample).
         Some(timed) => timed || first,
         None => {

@@ -183,6 +183,7 @@ fn file_general(
     if let Some(stats) = unsafe { ctx.stats.as_ref() } {
         stats.python_calls.add(1);
         if repeated.is_none() {
+            super::super::binding::note(stats.function, family_ctypes);
             stats
                 .site_flags
                 .store(frames::site_flags(site.id), Ordering::Relaxed);

@@ -25,7 +25,7 @@ impl ThreadState {
     /// A randomised countdown: the gap is uniform in 1..=2N-1, so the mean is N and periodic
     /// call patterns cannot alias with the sampling.
     #[inline(always)]
-    pub(super) fn sample(&self, counter: &AtomicU32, every: u32) -> bool {
+    pub(crate) fn sample(&self, counter: &AtomicU32, every: u32) -> bool {
         if every <= 1 {
             if every == 1 && counter.load(Ordering::Relaxed) != 1 {
                 // Every call: a countdown at 1 says so to `next_samples_soon` too.
