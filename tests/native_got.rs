@@ -49,11 +49,25 @@ fn run_with(
 /// default most calls are only counted, and return straight to their caller).
 const EVERY_CALL: &[&str] = &["--timing-sample", "1"];
 
+fn is_target(f: &ffiprof_profile::FunctionRecord) -> bool {
+    f.library.ends_with("/libfxnative.so")
+}
+
+/// Calls of the target's functions by name (the builtins of fxext that made them have records of
+/// their own: see `builtins_bracketed`).
+fn target_calls(p: &ffiprof_profile::Profile) -> BTreeMap<String, u64> {
+    p.functions
+        .iter()
+        .filter(|f| is_target(f))
+        .map(|f| (f.function.clone(), f.calls))
+        .collect()
+}
+
 fn expect_calls(p: &ffiprof_profile::Profile, expected: &[(&str, u64)]) {
     let expected: BTreeMap<String, u64> =
         expected.iter().map(|(k, v)| (k.to_string(), *v)).collect();
-    assert_eq!(calls_by_name(p), expected);
-    for f in &p.functions {
+    assert_eq!(target_calls(p), expected);
+    for f in p.functions.iter().filter(|f| is_target(f)) {
         assert_eq!(f.binding, "extension", "{}", f.function);
         assert!(
             f.library.ends_with("/libfxnative.so"),
@@ -81,6 +95,30 @@ fn exact_counts(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
             ("fxn_pair_of", 3),
         ],
     );
+    // The extension's builtins that made them, bracketed as Python-level calls of their own;
+    // every target call was made inside one, so the totals count the builtins' calls only.
+    let builtins: BTreeMap<String, u64> = p
+        .functions
+        .iter()
+        .filter(|f| !is_target(f))
+        .map(|f| (f.function.clone(), f.calls))
+        .collect();
+    let want: BTreeMap<String, u64> = [
+        ("fxext.add_loop", 1),
+        ("fxext.by_pointer", 1),
+        ("fxext.outer", 1),
+        ("fxext.registers", 3),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(builtins, want);
+    assert!(p
+        .functions
+        .iter()
+        .filter(|f| is_target(f))
+        .all(|f| f.within_builtin_calls == f.calls));
+    assert_eq!(p.total_calls(), 6);
     let installed: Vec<&str> = p
         .hooks
         .iter()
@@ -100,7 +138,7 @@ fn exact_counts(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
 fn mixed_with_ctypes(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     let (_, p) = run_scenario(py, dir, "mixed", &[ffiprof_fixture::FXNATIVE_LIBRARY]);
     assert_eq!(
-        calls_by_name(&p),
+        target_calls(&p),
         BTreeMap::from([("fxn_add".to_string(), 7 + 5)])
     );
     let f = p.function("fxn_add").unwrap();

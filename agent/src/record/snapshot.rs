@@ -371,8 +371,14 @@ pub fn build(cal: &Calibration) -> Profile {
         if !whole {
             f.native_hist = histogram(&t, cal);
         }
-        if t.got_calls > 0 && t.ffi_calls == 0 && f.binding.is_empty() {
-            f.binding = ffiprof_profile::BINDING_EXTENSION.to_string();
+        if t.got_calls > 0 {
+            if t.ffi_calls > 0 {
+                // Reached both through libffi and a module's GOT: no one binding describes it.
+                f.binding.clear();
+                f.binding_detail.clear();
+            } else if f.binding.is_empty() {
+                f.binding = ffiprof_profile::BINDING_EXTENSION.to_string();
+            }
         }
         for (site, mut st) in sites {
             let Some(frame) = (site_tables().describe)(site) else {
