@@ -88,8 +88,8 @@ pub fn render(report: &Report) -> String {
     if has_unsplit {
         let _ = writeln!(
             out,
-            "  whole call: a builtin of an extension module with no separate native entry seen \
-             inside; its time is the whole call, not split"
+            "  whole call: calls of a builtin that made no call into a --lib target (or whose \
+             module is the target): no separate native entry, so the whole call, not split"
         );
     }
     let mut rows: Vec<Vec<String>> = Vec::new();
@@ -456,7 +456,7 @@ mod tests {
         c.time.native = 1_000;
         p.functions.push(c);
         let text = render(&crate::summary::summarize(&p, &Default::default()));
-        assert!(text.contains("whole call: a builtin"), "{text}");
+        assert!(text.contains("whole call: calls of a builtin"), "{text}");
         let row = text
             .lines()
             .find(|l| l.starts_with("fxpb.sum_list"))

@@ -68,7 +68,6 @@ pub fn for_snapshot(function: usize) -> Binding {
                 library: info.library,
                 function: info.name,
                 offset: info.offset,
-                whole: info.whole,
             }),
         };
     }

@@ -104,7 +104,9 @@ struct Bracketed {
     key: usize,
     /// The object's own vectorcall; 0 for a `METH_VARARGS` function (called through `tp_call`).
     vectorcall: usize,
-    /// Its module is the target itself: calls are filed whole (see [`Info::whole`]).
+    /// Its module is a `--lib` target itself: there is no separate native entry to time, so
+    /// each call is filed whole. Otherwise the module reaches the target through its GOT and
+    /// each call is split around the target calls inside it (see [`file`]).
     whole: bool,
 }
 
@@ -120,10 +122,6 @@ pub struct Info {
     pub binding: &'static str,
     /// `c`, `cython` or `pybind11` for an extension (empty for cffi).
     pub detail: &'static str,
-    /// Its module is a `--lib` target itself: there is no separate native entry to time, so
-    /// each call's whole time is reported as such (`unsplit_ns`). Otherwise the module reaches
-    /// the target through its GOT and the call is split around the target calls inside it.
-    pub whole: bool,
 }
 
 static FUNCTIONS: Mutex<Option<HashMap<usize, Info>>> = Mutex::new(None);
@@ -501,13 +499,13 @@ unsafe fn bracket(
 
 /// Files one bracketed call into its statistics.
 ///
-/// A builtin whose module is the target itself (`whole`) has no separate native entry: its
-/// whole interval goes into the native counters, which the snapshot reports as `unsplit_ns`,
-/// never as a split. Otherwise the GOT trampoline timed the target calls inside (`ctx`): native
-/// is their sum less the trampoline's floor per call; marshal-in runs from the call's entry to
-/// the first target entry, plus the extension's own work between target calls (converting the
-/// next call's arguments); marshal-out from the last target exit to the return. A call that
-/// made no target call spent all its time in the binding: marshal-in, native 0.
+/// A builtin whose module is the target itself (`whole`) has no separate native entry, and a
+/// call that made no target call had none: its whole interval is filed apart
+/// (`CallStats::record_unsplit`) and reported as `unsplit_ns`, never as a split. Otherwise the
+/// GOT trampoline timed the target calls inside (`ctx`): native is their sum less the
+/// trampoline's floor per call; marshal-in runs from the call's entry to the first target
+/// entry, plus the extension's own work between target calls (converting the next call's
+/// arguments); marshal-out from the last target exit to the return.
 #[inline(always)]
 fn file(
     stats: &CallStats,
@@ -528,17 +526,12 @@ fn file(
     if !ctx.timed {
         return;
     }
-    if whole {
+    if whole || ctx.native_calls == 0 {
         // The whole call, as one interval: see the module doc.
-        stats.record_native(ctx.first, t3.wrapping_sub(t0));
+        stats.record_unsplit(ctx.first, t3.wrapping_sub(t0));
         return;
     }
     let times = stats.times(ctx.first);
-    if ctx.native_calls == 0 {
-        stats.record_native(ctx.first, 0);
-        times.ticks.marshal_in.add(t3.wrapping_sub(t0));
-        return;
-    }
     let floor = clock::got_floor_ticks_known().wrapping_mul(u64::from(ctx.native_calls));
     let native = ctx.native_ticks.saturating_sub(floor);
     stats.record_native(ctx.first, native);

@@ -97,6 +97,9 @@ impl Times {
     }
 }
 
+/// A first-call latency slot of a call with no native part (see [`CallStats::record_unsplit`]).
+pub const NO_NATIVE: u64 = u64::MAX;
+
 /// Everything one thread recorded for one (C function, Python call site) pair.
 ///
 /// Its calls fall in two strata, fixed before each call is measured: the first
@@ -137,6 +140,12 @@ pub struct CallStats {
     pub python_calls: Counter,
     /// Calls through the GOT trampoline made inside a bracketed builtin's call (`via_got` pairs).
     pub in_builtin_calls: Counter,
+    /// Timed calls that could not be split (a builtin's call with no target call inside, or of
+    /// a module that is the target itself), by stratum (first calls, sampled calls): how many,
+    /// and their whole intervals. They count among their stratum's timed calls, so they are
+    /// scaled like the split ones; they add nothing to the native latencies.
+    pub unsplit_timed: [Counter; 2],
+    pub unsplit_ticks: [Counter; 2],
     pub fresh_buffer_calls: Counter,
     pub undeclared_argtypes: Counter,
     pub undeclared_restype: Counter,
@@ -207,6 +216,22 @@ impl CallStats {
         self.hist[bucket_of(ticks)].add(1);
     }
 
+    /// Files one timed call that could not be split (see `unsplit_ticks`): a timed call of its
+    /// stratum, whose first-call slot holds [`NO_NATIVE`] (no latency) and whose whole interval
+    /// is kept apart from the split.
+    pub fn record_unsplit(&self, first: bool, ticks: u64) {
+        let stratum = usize::from(!first);
+        if first {
+            let n = self.first.timed.get() as usize;
+            if let Some(slot) = self.first_native.get(n) {
+                slot.add(NO_NATIVE);
+            }
+        }
+        self.times(first).timed.add(1);
+        self.unsplit_timed[stratum].add(1);
+        self.unsplit_ticks[stratum].add(ticks);
+    }
+
     #[cold]
     #[inline(never)]
     fn record_first_native(&self, ticks: u64) {
@@ -243,6 +268,8 @@ impl CallStats {
             construction_bytes,
             python_calls,
             in_builtin_calls,
+            unsplit_timed,
+            unsplit_ticks,
             fresh_buffer_calls,
             undeclared_argtypes,
             undeclared_restype,
@@ -268,6 +295,9 @@ impl CallStats {
             gap_samples,
             stacks_other,
         ] {
+            c.reset();
+        }
+        for c in unsplit_timed.iter().chain(unsplit_ticks.iter()) {
             c.reset();
         }
         arg_count.store(0, Ordering::Relaxed);

@@ -59,9 +59,6 @@ pub struct BuiltinName {
     pub library: String,
     pub function: String,
     pub offset: u64,
-    /// Calls filed whole (no separate native entry): reported as `unsplit_ns`, not as a split.
-    /// Otherwise split around the target calls inside, whose floor the wrapper took off.
-    pub whole: bool,
 }
 
 static BINDINGS: std::sync::OnceLock<fn(usize) -> Binding> = std::sync::OnceLock::new();
@@ -111,6 +108,9 @@ struct Totals {
     construction_bytes: u64,
     python_calls: u64,
     in_builtin_calls: u64,
+    /// Timed calls filed whole, and their ticks, by stratum (first, sampled).
+    unsplit_timed: [u64; 2],
+    unsplit_ticks: [u64; 2],
     fresh_buffer_calls: u64,
     undeclared_argtypes: u64,
     undeclared_restype: u64,
@@ -151,6 +151,10 @@ impl Totals {
         self.construction_bytes += s.construction_bytes.get();
         self.python_calls += s.python_calls.get();
         self.in_builtin_calls += s.in_builtin_calls.get();
+        for i in 0..2 {
+            self.unsplit_timed[i] += s.unsplit_timed[i].get();
+            self.unsplit_ticks[i] += s.unsplit_ticks[i].get();
+        }
         self.fresh_buffer_calls += s.fresh_buffer_calls.get();
         self.undeclared_argtypes += s.undeclared_argtypes.get();
         self.undeclared_restype += s.undeclared_restype.get();
@@ -226,13 +230,14 @@ fn scale(t: &Totals, cal: &Calibration) -> Split {
     ns
 }
 
-/// A bracketed builtin's whole-call time (kept in the native counters), scaled like [`scale`]
-/// but less only the probe's cost per interval: it holds no libffi call.
+/// The whole-call time of the timed calls that could not be split (a bracketed builtin's),
+/// scaled like [`scale`] — each timed call, split or not, stands for its stratum's weight — and
+/// less only the probe's cost per interval: it holds no libffi call.
 fn unsplit(t: &Totals, cal: &Calibration) -> u64 {
     let (w_first, w_sampled) = t.weights();
     let probe = cal.probe_ns();
-    let first = net_ns(cal, t.first.ticks.native, t.first.timed, probe);
-    let sampled = net_ns(cal, t.sampled.ticks.native, t.sampled.timed, probe);
+    let first = net_ns(cal, t.unsplit_ticks[0], t.unsplit_timed[0], probe);
+    let sampled = net_ns(cal, t.unsplit_ticks[1], t.unsplit_timed[1], probe);
     (first * w_first + sampled * w_sampled).round() as u64
 }
 
@@ -242,7 +247,12 @@ fn histogram(t: &Totals, cal: &Calibration) -> Histogram {
     let (w_first, w_sampled) = t.weights();
     let floor = t.native_floor_ns(cal);
     let ns = |ticks: u64| cal.ns(ticks).saturating_sub(floor);
-    let mut weighted: Vec<(u64, f64)> = t.first_native.iter().map(|&v| (ns(v), w_first)).collect();
+    let mut weighted: Vec<(u64, f64)> = t
+        .first_native
+        .iter()
+        .filter(|&&v| v != recorder::NO_NATIVE)
+        .map(|&v| (ns(v), w_first))
+        .collect();
     for (i, &count) in t.hist.iter().enumerate() {
         if count > 0 {
             weighted.push((ns(bucket_value(i)), count as f64 * w_sampled));
@@ -324,7 +334,6 @@ pub fn build(cal: &Calibration) -> Profile {
     let mut functions: Vec<FunctionRecord> = Vec::new();
     for (addr, (t, sites)) in by_function {
         let b = &bindings[&addr];
-        let whole = b.builtin.as_ref().is_some_and(|n| n.whole);
         let mut t = t;
         t.floor_taken = b.builtin.is_some();
         let mut f = match &b.builtin {
@@ -345,14 +354,8 @@ pub fn build(cal: &Calibration) -> Profile {
         };
         f.binding = b.kind.to_string();
         f.binding_detail = b.detail.to_string();
-        // A builtin's whole calls are not a split: reported as such, never as native time.
-        let split_or_whole = |t: &Totals| {
-            if whole {
-                (Split::default(), unsplit(t, cal))
-            } else {
-                (scale(t, cal), 0)
-            }
-        };
+        // A builtin's calls that could not be split are reported whole, never as native time.
+        let split_or_whole = |t: &Totals| (scale(t, cal), unsplit(t, cal));
         let (s, unsplit_ns) = split_or_whole(&t);
         f.unsplit_ns = unsplit_ns;
         f.calls = t.calls;
@@ -368,9 +371,7 @@ pub fn build(cal: &Calibration) -> Profile {
         f.fresh_buffer_calls = t.fresh_buffer_calls;
         f.undeclared_argtypes_calls = t.undeclared_argtypes;
         f.undeclared_restype_calls = t.undeclared_restype;
-        if !whole {
-            f.native_hist = histogram(&t, cal);
-        }
+        f.native_hist = histogram(&t, cal);
         if t.got_calls > 0 {
             if t.ffi_calls > 0 {
                 // Reached both through libffi and a module's GOT: no one binding describes it.

@@ -489,7 +489,6 @@ unsafe fn bracket_object(
                 offset: (def.meth - module.base) as u64,
                 binding,
                 detail,
-                whole: module.is_target,
             },
         );
         // The def first: a call between the two stores must find the copy behind our wrapper.
