@@ -241,6 +241,33 @@ pub struct SiteRecord {
     /// first frame up the stack that is not one. Absent for a call made at the site itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub through: Option<Frame>,
+    /// ctypes called without `argtypes` here: per argument, the Python type(s) ctypes' guessing
+    /// was given, alternatives joined by `|` in order of first sight — `int`, `bool`, `bytes`,
+    /// `str`, `None`; `ctypes:T` an instance of ctypes type T (passed as itself); `byref:T` a
+    /// `byref()` of one; any other name an object passed through its `_as_parameter_`. Empty when
+    /// `argtypes` was declared (or the calls are not ctypes'), and in older profiles.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub arg_types: Vec<String>,
+    /// The calls whose arguments were looked at for `arg_types` (a pair's first 8 on a thread,
+    /// then its 2^k-th: never every call).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub arg_types_calls: u64,
+    /// Argument positions (from 0) where a Python int outside -2^31..2^32 was passed without
+    /// argtypes: ctypes cut it to a 32-bit C int, and its high bits were lost.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub truncated_int_args: Vec<u32>,
+    /// The result of these calls was read through ctypes' default `c_int` restype (never
+    /// assigned): a pointer or 64-bit result comes back cut to 32 bits.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub restype_default: bool,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
 }
 
 /// Calls and time of one interned stack at one site.

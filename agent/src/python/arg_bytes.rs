@@ -147,6 +147,47 @@ unsafe fn kind_of(obj: usize) -> Kind {
     unsafe { kind_of_meta(api::type_of(api::type_of(obj))) }
 }
 
+/// What ctypes makes of an argument when no `argtypes` says: a ctypes instance passes as itself,
+/// `byref(x)` as the address of x (the object it refers to), anything else by its Python type.
+pub(super) enum Passed {
+    /// An instance of a ctypes type (the object).
+    CData(usize),
+    /// A `byref()` result, and the object it refers to (0: unknown).
+    Byref(usize),
+    Other,
+}
+
+/// [`Passed`] of `obj`, by the same reads the byte count makes. Cold: the argument evidence's.
+///
+/// # Safety
+/// GIL held; `obj` a live object.
+pub(super) unsafe fn passed_as(api: &Api, obj: usize) -> Passed {
+    // SAFETY: per the contract; the `_obj` reference is released.
+    unsafe {
+        let ty = api::type_of(obj);
+        let carg = CARG_TYPE.load(Ordering::Relaxed);
+        if ty == carg || (carg == 0 && api::type_name_ends_with(ty, b"CArgObject")) {
+            CARG_TYPE.store(ty, Ordering::Relaxed);
+            let at = api.layout.carg_obj;
+            let inner = if CARG_OBJ_OK.usable(|| raw_matches(api, obj, at, c"_obj")) {
+                api::word(obj, at)
+            } else {
+                let inner = attr(api, obj, c"_obj");
+                if !inner.is_null() {
+                    (api.decref)(inner);
+                }
+                inner as usize
+            };
+            return Passed::Byref(inner);
+        }
+        if kind_of(obj) != Kind::Other {
+            Passed::CData(obj)
+        } else {
+            Passed::Other
+        }
+    }
+}
+
 /// The length of `obj`'s buffer (None when it has none). GIL held.
 ///
 /// # Safety

@@ -13,12 +13,16 @@
 //! - `call`: the wrappers themselves (the per-thread state they share with the ffi_call hook is
 //!   `record::call_ctx`);
 //! - `arg_bytes`: what each argument refers to (buffer bytes) and whether it was just built;
+//! - `arg_evidence`: what ctypes' guessing was given at each site of a function called without
+//!   `argtypes` (Python types, ints cut to 32 bits, the default restype), looked at on a bounded
+//!   number of calls;
 //! - `helpers`: `create_string_buffer` & co., whose whole call is the construction;
 //! - `floor_probe` (feature `floor-probe`, benchmarks only): reduced wrappers measuring the
 //!   cost floor of the per-call work.
 
 pub mod api;
 mod arg_bytes;
+pub mod arg_evidence;
 mod call;
 mod debug_offsets;
 #[cfg(feature = "floor-probe")]

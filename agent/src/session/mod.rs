@@ -142,6 +142,7 @@ fn start_with(mut cfg: Config, process_hooks: bool, existing_types: bool) -> Sta
         describe: crate::python::describe_site,
         through: crate::python::site_through,
         frames_and_stacks: crate::python::frames::frames_and_stacks,
+        arg_evidence: crate::python::arg_evidence::fill_site,
     });
     clock::init(cfg.force_monotonic);
     // SAFETY: Py_AddPendingCall has the signature `AddPendingCall` in every CPython 3.
