@@ -94,6 +94,118 @@ fn declarations_exact(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     Ok(())
 }
 
+/// The line of `script` whose comment is `# LABEL`.
+fn line_of(script_name: &str, label: &str) -> u32 {
+    let text = std::fs::read_to_string(script(script_name)).unwrap();
+    let tag = format!("# {label}");
+    text.lines()
+        .position(|l| l.trim_end().ends_with(&tag))
+        .unwrap_or_else(|| panic!("no {tag} in {script_name}")) as u32
+        + 1
+}
+
+/// What one site saw of ctypes' guessing: (arg_types, arg_types_calls, truncated_int_args,
+/// restype_default).
+type SiteArgs = (Vec<String>, u64, Vec<u32>, bool);
+
+fn site_args(p: &Profile, function: &str, line: u32) -> SiteArgs {
+    let f = p
+        .function(function)
+        .unwrap_or_else(|| panic!("{function} called"));
+    let s = f
+        .sites
+        .iter()
+        .find(|s| s.line == line)
+        .unwrap_or_else(|| panic!("{function} has no site at line {line}: {:?}", f.sites));
+    (
+        s.arg_types.clone(),
+        s.arg_types_calls,
+        s.truncated_int_args.clone(),
+        s.restype_default,
+    )
+}
+
+/// The Python type of each argument ctypes guessed for, per site, exactly; the looked-at calls
+/// bounded (a pair's first 8, then its 2^k-th); ints cut to 32 bits; the default restype; and the
+/// advice built on them.
+fn arg_evidence_exact(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    const SCRIPT: &str = "py_arg_evidence.py";
+    let p = run(py, dir, dir, &["--no-calibrate"], SCRIPT);
+    let at = |label| line_of(SCRIPT, label);
+    let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let cases: [(&str, &str, SiteArgs); 6] = [
+        (
+            "fx_add_int",
+            "INTS",
+            (strings(&["int", "int"]), 9, vec![], true),
+        ),
+        (
+            "fx_add_i64",
+            "WIDE",
+            (strings(&["int", "int"]), 2, vec![0], true),
+        ),
+        (
+            "fx_strlen",
+            "MIXED",
+            (
+                strings(&["bytes|ctypes:c_char_Array_8|byref:c_int|str"]),
+                8,
+                vec![],
+                true,
+            ),
+        ),
+        (
+            "fx_point_norm2",
+            "STRUCT",
+            (strings(&["ctypes:Point"]), 3, vec![], false),
+        ),
+        ("fx_add_int", "ARGTYPES_ONLY", (vec![], 0, vec![], true)),
+        (
+            "fx_add_int",
+            "NULL",
+            (strings(&["None", "int"]), 1, vec![], true),
+        ),
+    ];
+    for (function, label, want) in cases {
+        assert_eq!(
+            site_args(&p, function, at(label)),
+            want,
+            "{function} at {label} ({})",
+            py.label
+        );
+    }
+    let r = report(dir);
+    let recs: Vec<&Value> = r["recommendations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "declare-argtypes")
+        .collect();
+    let names: Vec<&str> = recs
+        .iter()
+        .map(|r| r["function"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["fx_add_i64", "fx_add_int"], "{}", py.label);
+    let cut = recs[0];
+    assert_eq!(cut["confidence"], "high");
+    assert_eq!(
+        cut["evidence"]["truncated_int_args"],
+        serde_json::json!([0])
+    );
+    let ints = recs[1];
+    assert_eq!(ints["confidence"], "low");
+    assert_eq!(
+        ints["evidence"]["arg_types"],
+        serde_json::json!(["int|None", "int"])
+    );
+    assert_eq!(
+        ints["evidence"]["suggested_argtypes"],
+        serde_json::json!(["ctypes.c_int", "ctypes.c_int"])
+    );
+    assert_eq!(ints["evidence"]["undeclared_argtypes_calls"], 21);
+    Ok(())
+}
+
 fn measured_changes_recorded(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     let cache = dir.join("cache");
     std::fs::create_dir(&cache).unwrap();
@@ -184,7 +296,10 @@ fn main() {
     let args = Arguments::from_args();
     let mut trials = matrix_trials(
         version_matrix(),
-        &[("declarations_exact", declarations_exact)],
+        &[
+            ("declarations_exact", declarations_exact),
+            ("arg_evidence_exact", arg_evidence_exact),
+        ],
     );
     let timed: Vec<Interpreter> = version_matrix()
         .into_iter()

@@ -10,7 +10,7 @@
 //! | `reuse-array` | bytes `n` | `b = (c_char * n)(); f(b)`, the type looked up per call | `f(b)`, built once |
 //! | `reuse-string-buffer` | bytes `n` | `b = create_string_buffer(n); f(b)` | `f(b)`, built once |
 //! | `zero-copy` | `d*k` (element code, count) | `f((c_double * k)(*values))` | `f(view)`, a `from_buffer` view made once |
-//! | `declare-argtypes` | codes as ctypes guessed them (`i`: a Python int, `P`: 8 bytes) | no `argtypes` | `argtypes` declared |
+//! | `declare-argtypes` | codes as ctypes guessed them (`i`: a Python int, `P`: anything else; by the sites' argument evidence, else by sizes) | no `argtypes` | `argtypes` declared |
 //! | `use-pydll` | signature `dd->d` | the function from a `CDLL` | the same from a `PyDLL` |
 //! | `loop` | element code `d` / `i` | `for i in r: out[i] = xs[i]`, per element | one call over all elements (through `from_buffer` views), per element |
 //!
@@ -208,7 +208,7 @@ pub fn plan(profile: &Profile, options: &AdviceOptions) -> Vec<Request> {
             }
         }
         if f.undeclared_argtypes_calls > 0 {
-            if let Some(codes) = guessed_args(&place).filter(|c| c.contains('i')) {
+            if let Some(codes) = crate::advice::declare_argtypes_codes(f) {
                 // What declaring would change, at the ~100 ns a call DESIGN.md's table shows.
                 want(
                     Request::new(DECLARE_ARGTYPES, codes),
