@@ -206,6 +206,39 @@ fn arg_evidence_exact(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     Ok(())
 }
 
+/// How the agent saw each site's fresh objects built, exactly: what decides which change
+/// reusing them is. CPython 3.11 calls `create_string_buffer` past every hook, so there its array
+/// type shows as one made per call.
+fn fresh_builds_exact(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    const SCRIPT: &str = "py_fresh_builds.py";
+    let p = run(py, dir, dir, &["--no-calibrate"], SCRIPT);
+    let f = p.function("fx_strlen").expect("fx_strlen called");
+    let helper = if py.label.ends_with("3.11") {
+        "type_per_call"
+    } else {
+        "helper"
+    };
+    for (label, want) in [
+        ("INSTANCE", "instance"),
+        ("TYPE", "type_per_call"),
+        ("HELPER", helper),
+    ] {
+        let line = line_of(SCRIPT, label);
+        let s = f
+            .sites
+            .iter()
+            .find(|s| s.line == line)
+            .unwrap_or_else(|| panic!("no site at {label}: {:?}", f.sites));
+        assert_eq!(
+            (s.fresh_buffer_calls, s.fresh_buffer_builds.clone()),
+            (20, vec![want.to_string()]),
+            "{label} ({})",
+            py.label
+        );
+    }
+    Ok(())
+}
+
 fn measured_changes_recorded(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     let cache = dir.join("cache");
     std::fs::create_dir(&cache).unwrap();
@@ -299,6 +332,7 @@ fn main() {
         &[
             ("declarations_exact", declarations_exact),
             ("arg_evidence_exact", arg_evidence_exact),
+            ("fresh_builds_exact", fresh_builds_exact),
         ],
     );
     let timed: Vec<Interpreter> = version_matrix()

@@ -260,6 +260,12 @@ pub struct SiteRecord {
     /// assigned): a pointer or 64-bit result comes back cut to 32 bits.
     #[serde(default, skip_serializing_if = "is_false")]
     pub restype_default: bool,
+    /// How the objects built afresh for these calls were built, as seen on a bounded number of
+    /// them: `instance` (of a type made before: `T()`), `type_per_call` (the array type made for
+    /// the construction: `(c_char * n)()`), `helper` (`create_string_buffer` and the like; on
+    /// CPython 3.11 the helper is not seen, and its array type shows as `type_per_call`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fresh_buffer_builds: Vec<String>,
 }
 
 fn is_zero(v: &u64) -> bool {

@@ -161,6 +161,11 @@ fn add_site(t: &mut SiteRecord, s: &SiteRecord, stack_map: &[u32]) {
     }
     t.truncated_int_args.sort_unstable();
     t.restype_default |= s.restype_default;
+    for b in &s.fresh_buffer_builds {
+        if !t.fresh_buffer_builds.contains(b) {
+            t.fresh_buffer_builds.push(b.clone());
+        }
+    }
     for st in &s.stacks {
         let stack = stack_map
             .get(st.stack as usize)

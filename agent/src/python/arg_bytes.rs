@@ -21,6 +21,8 @@ pub(super) struct Construction {
     pub bytes: u64,
     /// The last object built for this call (0: none was).
     pub last: usize,
+    /// How they were built: `record::call_ctx::BUILT_*` bits.
+    pub how: u8,
 }
 
 /// `CDataObject.b_objects` (the objects a ctypes instance keeps alive): unchanged from 3.8 to 3.14.
@@ -656,10 +658,11 @@ unsafe fn pointee_bytes(api: &Api, ptr: usize) -> u64 {
 
 /// If `obj` was just built by a ctypes constructor on this thread: charge it to this call.
 fn take_fresh(st: &ThreadState, obj: usize, construction: &mut Construction) {
-    if let Some((ticks, bytes)) = st.take_construction(obj) {
+    if let Some((ticks, bytes, how)) = st.take_construction(obj) {
         construction.ticks += ticks;
         construction.bytes += bytes;
         construction.last = obj;
+        construction.how |= how;
     }
 }
 

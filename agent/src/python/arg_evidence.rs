@@ -2,7 +2,9 @@
 //! `argtypes`, the Python type of each argument (ctypes converts each by its type: an int to a C
 //! `int`, bytes to `char *`, None to NULL, a ctypes instance as itself), whether a Python int
 //! among them did not fit the 32 bits it was cut to, and whether the result came back through the
-//! default `c_int` restype. The analyzer's declare-argtypes advice stands on it.
+//! default `c_int` restype. The analyzer's declare-argtypes advice stands on it. Also how the
+//! objects built afresh for a pair's calls were built (an instance of a type made before, an array
+//! type looked up per call, a helper such as `create_string_buffer`): which change reusing them is.
 //!
 //! Never per call: a call of a site whose declarations are missing already takes the wrapper's
 //! general path (`call::repeated::takes` refuses it); there, the pair's own call count decides —
@@ -17,6 +19,7 @@ use parking_lot::Mutex;
 use super::api::{self, Api, PyObject};
 use super::arg_bytes::{passed_as, Passed};
 use super::frames;
+use crate::record::call_ctx::{BUILT_HELPER, BUILT_INSTANCE, BUILT_TYPE_PER_CALL};
 use crate::record::recorder::CallStats;
 
 /// A pair's first calls on a thread that are all looked at.
@@ -44,6 +47,33 @@ pub struct PairEvidence {
 
 /// Evidence by (site id, C address).
 static EVIDENCE: Mutex<Option<HashMap<(u32, usize), PairEvidence>>> = Mutex::new(None);
+/// How the objects built afresh for a pair's calls were built (`BUILT_*` bits), by (site id, C
+/// address): which change reusing them is (see [`note_builds`]).
+static BUILDS: Mutex<Option<HashMap<(u32, usize), u8>>> = Mutex::new(None);
+
+/// A call of the pair `stats` was given objects built for it, as `how` says (`BUILT_*` bits):
+/// noted on the pair's such calls 2 to [`FIRST_LOOKED_AT`] on a thread, then its 2^k-th. Not the
+/// first: an array type made once before a loop (`T = c_char * n`) is timed with the next
+/// construction, which would read as a type made per call.
+#[inline(always)]
+pub(super) fn note_builds(stats: &CallStats, how: u8) {
+    let n = stats.fresh_buffer_calls.get();
+    if how != 0 && n >= 2 && (n <= FIRST_LOOKED_AT || n & (n - 1) == 0) {
+        note_builds_of(stats.site, stats.function, how);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn note_builds_of(site: u32, function: usize, how: u8) {
+    crate::runtime::guard((), || {
+        *BUILDS
+            .lock()
+            .get_or_insert_with(HashMap::new)
+            .entry((site, function))
+            .or_default() |= how;
+    });
+}
 
 /// Whether this call of a ctypes pair is one to look at: its site's declarations are missing and
 /// the pair's call count on this thread (this call included) is one of those looked at.
@@ -209,6 +239,20 @@ pub fn evidence(site: u32, function: usize) -> Option<PairEvidence> {
 
 /// Puts the evidence of (site, C address `function`) into the site's record.
 pub fn fill_site(site: u32, function: usize, rec: &mut ffiprof_profile::SiteRecord) {
+    let builds = BUILDS
+        .lock()
+        .as_ref()
+        .and_then(|m| m.get(&(site, function)).copied())
+        .unwrap_or(0);
+    rec.fresh_buffer_builds = [
+        (BUILT_INSTANCE, "instance"),
+        (BUILT_TYPE_PER_CALL, "type_per_call"),
+        (BUILT_HELPER, "helper"),
+    ]
+    .iter()
+    .filter(|(bit, _)| builds & bit != 0)
+    .map(|(_, name)| name.to_string())
+    .collect();
     let Some(e) = evidence(site, function) else {
         return;
     };
@@ -222,11 +266,15 @@ pub fn fill_site(site: u32, function: usize, rec: &mut ffiprof_profile::SiteReco
 /// recorders do too).
 pub fn forget() {
     *EVIDENCE.lock() = None;
+    *BUILDS.lock() = None;
 }
 
 /// [`forget`] in a forked child, where a lock held across the fork would never be released.
 pub fn forget_in_child() {
     if let Some(mut g) = EVIDENCE.try_lock() {
+        *g = None;
+    }
+    if let Some(mut g) = BUILDS.try_lock() {
         *g = None;
     }
 }
