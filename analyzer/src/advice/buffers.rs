@@ -82,8 +82,11 @@ fn measured_build(
     n: u64,
     probed: f64,
     gap: Option<f64>,
-    builds: &[String],
+    place: &Place<'_>,
 ) -> Option<MeasuredBuild> {
+    let builds = place
+        .site
+        .map_or(&[][..], |s| s.fresh_buffer_builds.as_slice());
     let at_most_gap = |x: f64| gap.map_or(x, |g| x.min(g)).max(0.0);
     if zero_copy {
         let t = measure::timed(
@@ -99,7 +102,7 @@ fn measured_build(
             loop_overhead: None,
         });
     }
-    let shape = n.to_string();
+    let shape = measure::reuse_shape(n, place);
     let timed: Vec<(usize, &ffiprof_profile::ChangeMeasurement)> = CONSTRUCTORS
         .iter()
         .enumerate()
@@ -169,17 +172,17 @@ pub(super) fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
         AdviceKind::ReuseBuffer
     };
     let gap = ctx.gap_per_call(&m);
-    let builds = place
-        .site
-        .map_or(&[][..], |s| s.fresh_buffer_builds.as_slice());
     let measured = measured_build(
         ctx,
         converts_values,
         bytes_per_buffer,
         per_call,
         gap,
-        builds,
+        &place,
     );
+    let builds = place
+        .site
+        .map_or(&[][..], |s| s.fresh_buffer_builds.as_slice());
     // Every fresh build but one goes. Modeled: the construction the probes measured, with the
     // construction at calls without a fresh buffer (sizes that vary) left in, hence the division
     // by all calls. Measured: the timed saving per fresh object.
