@@ -126,14 +126,37 @@ def median(xs):
     return xs[k] if len(xs) % 2 else (xs[k - 1] + xs[k]) / 2
 
 
+def module_level(src, names):
+    """A loop function of an iteration count that runs `src` (a loop over range(n)) as module-level
+    code: its names are looked up and stored in a dict (LOAD_NAME/STORE_NAME), as in a script's
+    own top level, where they cost more than a function's locals."""
+    code = compile(src, "<module-level>", "exec")
+
+    def run(n, code=code):
+        exec(code, dict(names, n=n))
+
+    return run
+
+
 def reuse(shape, build):
-    """A `size`-byte object built per call vs one built once; alone: the building by itself."""
-    size = int(shape)
-    if not 0 < size <= 1 << 26:
+    """A `size`-byte object built per call vs one built once; alone: the building by itself.
+    `SIZE@module`: the loops run as module-level code (the site's own scope)."""
+    size, _, scope = shape.partition("@")
+    size = int(size)
+    if not 0 < size <= 1 << 26 or scope not in ("", "module"):
         raise ValueError("size %r" % shape)
     f = nop()
     kept = (ctypes.c_char * size)()
     build = build(size)
+    if scope == "module":
+        names = {"f": f, "build": build, "kept": kept}
+        return (
+            module_level("for _ in range(n):\n    b = build()\n    f(b)\n", names),
+            module_level("b = kept\nfor _ in range(n):\n    f(b)\n", names),
+            None,
+            module_level("for _ in range(n):\n    b = build()\n", names),
+            module_level("for _ in range(n):\n    pass\n", names),
+        )
 
     def before(n, f=f, build=build):
         for _ in range(n):

@@ -94,6 +94,151 @@ fn declarations_exact(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     Ok(())
 }
 
+/// The line of `script` whose comment is `# LABEL`.
+fn line_of(script_name: &str, label: &str) -> u32 {
+    let text = std::fs::read_to_string(script(script_name)).unwrap();
+    let tag = format!("# {label}");
+    text.lines()
+        .position(|l| l.trim_end().ends_with(&tag))
+        .unwrap_or_else(|| panic!("no {tag} in {script_name}")) as u32
+        + 1
+}
+
+/// What one site saw of ctypes' guessing: (arg_types, arg_types_calls, truncated_int_args,
+/// restype_default).
+type SiteArgs = (Vec<String>, u64, Vec<u32>, bool);
+
+fn site_args(p: &Profile, function: &str, line: u32) -> SiteArgs {
+    let f = p
+        .function(function)
+        .unwrap_or_else(|| panic!("{function} called"));
+    let s = f
+        .sites
+        .iter()
+        .find(|s| s.line == line)
+        .unwrap_or_else(|| panic!("{function} has no site at line {line}: {:?}", f.sites));
+    (
+        s.arg_types.clone(),
+        s.arg_types_calls,
+        s.truncated_int_args.clone(),
+        s.restype_default,
+    )
+}
+
+/// The Python type of each argument ctypes guessed for, per site, exactly; the looked-at calls
+/// bounded (a pair's first 8, then its 2^k-th); ints cut to 32 bits; the default restype; and the
+/// advice built on them.
+fn arg_evidence_exact(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    const SCRIPT: &str = "py_arg_evidence.py";
+    let p = run(py, dir, dir, &["--no-calibrate"], SCRIPT);
+    let at = |label| line_of(SCRIPT, label);
+    let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let cases: [(&str, &str, SiteArgs); 6] = [
+        (
+            "fx_add_int",
+            "INTS",
+            (strings(&["int", "int"]), 9, vec![], true),
+        ),
+        (
+            "fx_add_i64",
+            "WIDE",
+            (strings(&["int", "int"]), 2, vec![0], true),
+        ),
+        (
+            "fx_strlen",
+            "MIXED",
+            (
+                strings(&["bytes|ctypes:c_char_Array_8|byref:c_int|str"]),
+                8,
+                vec![],
+                true,
+            ),
+        ),
+        (
+            "fx_point_norm2",
+            "STRUCT",
+            (strings(&["ctypes:Point"]), 3, vec![], false),
+        ),
+        ("fx_add_int", "ARGTYPES_ONLY", (vec![], 0, vec![], true)),
+        (
+            "fx_add_int",
+            "NULL",
+            (strings(&["None", "int"]), 1, vec![], true),
+        ),
+    ];
+    for (function, label, want) in cases {
+        assert_eq!(
+            site_args(&p, function, at(label)),
+            want,
+            "{function} at {label} ({})",
+            py.label
+        );
+    }
+    let r = report(dir);
+    let recs: Vec<&Value> = r["recommendations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "declare-argtypes")
+        .collect();
+    let names: Vec<&str> = recs
+        .iter()
+        .map(|r| r["function"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["fx_add_i64", "fx_add_int"], "{}", py.label);
+    let cut = recs[0];
+    assert_eq!(cut["confidence"], "high");
+    assert_eq!(
+        cut["evidence"]["truncated_int_args"],
+        serde_json::json!([0])
+    );
+    let ints = recs[1];
+    assert_eq!(ints["confidence"], "low");
+    assert_eq!(
+        ints["evidence"]["arg_types"],
+        serde_json::json!(["int|None", "int"])
+    );
+    assert_eq!(
+        ints["evidence"]["suggested_argtypes"],
+        serde_json::json!(["ctypes.c_int", "ctypes.c_int"])
+    );
+    assert_eq!(ints["evidence"]["undeclared_argtypes_calls"], 21);
+    Ok(())
+}
+
+/// How the agent saw each site's fresh objects built, exactly: what decides which change
+/// reusing them is. CPython 3.11 calls `create_string_buffer` past every hook, so there its array
+/// type shows as one made per call.
+fn fresh_builds_exact(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    const SCRIPT: &str = "py_fresh_builds.py";
+    let p = run(py, dir, dir, &["--no-calibrate"], SCRIPT);
+    let f = p.function("fx_strlen").expect("fx_strlen called");
+    let helper = if py.label.ends_with("3.11") {
+        "type_per_call"
+    } else {
+        "helper"
+    };
+    for (label, want) in [
+        ("INSTANCE", "instance"),
+        ("TYPE", "type_per_call"),
+        ("HELPER", helper),
+    ] {
+        let line = line_of(SCRIPT, label);
+        let s = f
+            .sites
+            .iter()
+            .find(|s| s.line == line)
+            .unwrap_or_else(|| panic!("no site at {label}: {:?}", f.sites));
+        assert_eq!(
+            (s.fresh_buffer_calls, s.fresh_buffer_builds.clone()),
+            (20, vec![want.to_string()]),
+            "{label} ({})",
+            py.label
+        );
+    }
+    Ok(())
+}
+
 fn measured_changes_recorded(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     let cache = dir.join("cache");
     std::fs::create_dir(&cache).unwrap();
@@ -117,10 +262,11 @@ fn measured_changes_recorded(py: &Interpreter, dir: &Path) -> Result<(), Failed>
         .iter()
         .map(|m| (m.change.as_str(), m.shape.as_str(), m.cached))
         .collect();
+    // py_fresh_buffers.py builds its arrays at its top level: timed as module-level code.
     for wanted in [
-        ("reuse-type", "4096"),
-        ("reuse-array", "4096"),
-        ("reuse-string-buffer", "4096"),
+        ("reuse-type", "4096@module"),
+        ("reuse-array", "4096@module"),
+        ("reuse-string-buffer", "4096@module"),
         ("loop", "i"),
     ] {
         assert!(
@@ -136,7 +282,7 @@ fn measured_changes_recorded(py: &Interpreter, dir: &Path) -> Result<(), Failed>
             "{m:?}"
         );
     }
-    let build = mc.get("reuse-type", "4096").unwrap();
+    let build = mc.get("reuse-type", "4096@module").unwrap();
     assert!(build.own_ns.is_some(), "{build:?}");
     assert!(
         build.before_ns > build.after_ns,
@@ -161,7 +307,7 @@ fn measured_changes_recorded(py: &Interpreter, dir: &Path) -> Result<(), Failed>
     // Again: every figure from the cache, nothing timed.
     let p = run(py, dir, &cache, &[], "py_fresh_buffers.py");
     let mc = p.measured_changes.as_ref().unwrap();
-    let again = mc.get("reuse-type", "4096").unwrap();
+    let again = mc.get("reuse-type", "4096@module").unwrap();
     assert!(again.cached);
     assert_eq!(again.saving_ns, build.saving_ns);
 
@@ -184,7 +330,11 @@ fn main() {
     let args = Arguments::from_args();
     let mut trials = matrix_trials(
         version_matrix(),
-        &[("declarations_exact", declarations_exact)],
+        &[
+            ("declarations_exact", declarations_exact),
+            ("arg_evidence_exact", arg_evidence_exact),
+            ("fresh_builds_exact", fresh_builds_exact),
+        ],
     );
     let timed: Vec<Interpreter> = version_matrix()
         .into_iter()

@@ -279,6 +279,35 @@ pub struct SiteRecord {
     /// The site's share of [`FunctionRecord::unsplit_ns`].
     #[serde(default, skip_serializing_if = "is_zero")]
     pub unsplit_ns: u64,
+    /// ctypes called without `argtypes` here: per argument, the Python type(s) ctypes' guessing
+    /// was given, alternatives joined by `|` in order of first sight — `int`, `bool`, `bytes`,
+    /// `str`, `None`; `ctypes:T` an instance of ctypes type T (passed as itself); `byref:T` a
+    /// `byref()` of one; any other name an object passed through its `_as_parameter_`. Empty when
+    /// `argtypes` was declared (or the calls are not ctypes'), and in older profiles.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub arg_types: Vec<String>,
+    /// The calls whose arguments were looked at for `arg_types` (a pair's first 8 on a thread,
+    /// then its 2^k-th: never every call).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub arg_types_calls: u64,
+    /// Argument positions (from 0) where a Python int outside -2^31..2^32 was passed without
+    /// argtypes: ctypes cut it to a 32-bit C int, and its high bits were lost.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub truncated_int_args: Vec<u32>,
+    /// The result of these calls was read through ctypes' default `c_int` restype (never
+    /// assigned): a pointer or 64-bit result comes back cut to 32 bits.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub restype_default: bool,
+    /// How the objects built afresh for these calls were built, as seen on a bounded number of
+    /// them: `instance` (of a type made before: `T()`), `type_per_call` (the array type made for
+    /// the construction: `(c_char * n)()`), `helper` (`create_string_buffer` and the like; on
+    /// CPython 3.11 the helper is not seen, and its array type shows as `type_per_call`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fresh_buffer_builds: Vec<String>,
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
 }
 
 /// Calls and time of one interned stack at one site.

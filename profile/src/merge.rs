@@ -162,6 +162,20 @@ fn add_site(t: &mut SiteRecord, s: &SiteRecord, stack_map: &[u32]) {
     if t.through.is_none() {
         t.through = s.through.clone();
     }
+    merge_arg_types(&mut t.arg_types, &s.arg_types);
+    t.arg_types_calls += s.arg_types_calls;
+    for &i in &s.truncated_int_args {
+        if !t.truncated_int_args.contains(&i) {
+            t.truncated_int_args.push(i);
+        }
+    }
+    t.truncated_int_args.sort_unstable();
+    t.restype_default |= s.restype_default;
+    for b in &s.fresh_buffer_builds {
+        if !t.fresh_buffer_builds.contains(b) {
+            t.fresh_buffer_builds.push(b.clone());
+        }
+    }
     for st in &s.stacks {
         let stack = stack_map
             .get(st.stack as usize)
@@ -176,6 +190,23 @@ fn add_site(t: &mut SiteRecord, s: &SiteRecord, stack_map: &[u32]) {
                 stack,
                 ..st.clone()
             }),
+        }
+    }
+}
+
+/// Each position's alternatives (`a|b`) of `other` added to those of `into`, in order of sight.
+fn merge_arg_types(into: &mut Vec<String>, other: &[String]) {
+    if into.len() < other.len() {
+        into.resize(other.len(), String::new());
+    }
+    for (t, o) in into.iter_mut().zip(other) {
+        for alt in o.split('|').filter(|a| !a.is_empty()) {
+            if !t.split('|').any(|x| x == alt) {
+                if !t.is_empty() {
+                    t.push('|');
+                }
+                t.push_str(alt);
+            }
         }
     }
 }

@@ -21,6 +21,8 @@ pub(super) struct Construction {
     pub bytes: u64,
     /// The last object built for this call (0: none was).
     pub last: usize,
+    /// How they were built: `record::call_ctx::BUILT_*` bits.
+    pub how: u8,
 }
 
 /// `CDataObject.b_objects` (the objects a ctypes instance keeps alive): unchanged from 3.8 to 3.14.
@@ -145,6 +147,47 @@ unsafe fn kind_of_meta(meta: usize) -> Kind {
 unsafe fn kind_of(obj: usize) -> Kind {
     // SAFETY: an object's type and the type's type are live type objects.
     unsafe { kind_of_meta(api::type_of(api::type_of(obj))) }
+}
+
+/// What ctypes makes of an argument when no `argtypes` says: a ctypes instance passes as itself,
+/// `byref(x)` as the address of x (the object it refers to), anything else by its Python type.
+pub(super) enum Passed {
+    /// An instance of a ctypes type (the object).
+    CData(usize),
+    /// A `byref()` result, and the object it refers to (0: unknown).
+    Byref(usize),
+    Other,
+}
+
+/// [`Passed`] of `obj`, by the same reads the byte count makes. Cold: the argument evidence's.
+///
+/// # Safety
+/// GIL held; `obj` a live object.
+pub(super) unsafe fn passed_as(api: &Api, obj: usize) -> Passed {
+    // SAFETY: per the contract; the `_obj` reference is released.
+    unsafe {
+        let ty = api::type_of(obj);
+        let carg = CARG_TYPE.load(Ordering::Relaxed);
+        if ty == carg || (carg == 0 && api::type_name_ends_with(ty, b"CArgObject")) {
+            CARG_TYPE.store(ty, Ordering::Relaxed);
+            let at = api.layout.carg_obj;
+            let inner = if CARG_OBJ_OK.usable(|| raw_matches(api, obj, at, c"_obj")) {
+                api::word(obj, at)
+            } else {
+                let inner = attr(api, obj, c"_obj");
+                if !inner.is_null() {
+                    (api.decref)(inner);
+                }
+                inner as usize
+            };
+            return Passed::Byref(inner);
+        }
+        if kind_of(obj) != Kind::Other {
+            Passed::CData(obj)
+        } else {
+            Passed::Other
+        }
+    }
 }
 
 /// The length of `obj`'s buffer (None when it has none). GIL held.
@@ -615,10 +658,11 @@ unsafe fn pointee_bytes(api: &Api, ptr: usize) -> u64 {
 
 /// If `obj` was just built by a ctypes constructor on this thread: charge it to this call.
 fn take_fresh(st: &ThreadState, obj: usize, construction: &mut Construction) {
-    if let Some((ticks, bytes)) = st.take_construction(obj) {
+    if let Some((ticks, bytes, how)) = st.take_construction(obj) {
         construction.ticks += ticks;
         construction.bytes += bytes;
         construction.last = obj;
+        construction.how |= how;
     }
 }
 

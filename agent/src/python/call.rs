@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use super::api::{self, PyObject, TernaryFunc};
 use super::frames;
-use crate::record::call_ctx::AWAITING_GIL;
 pub use crate::record::call_ctx::{CallCtx, ThreadState};
+use crate::record::call_ctx::{AWAITING_GIL, BUILT_INSTANCE, BUILT_TYPE_PER_CALL};
 use crate::record::clock;
 use crate::record::recorder::{CallStats, Counter, ThreadRecorder};
 use crate::runtime;
@@ -290,8 +290,17 @@ unsafe fn constructed(rec: &ThreadRecorder, ty: *mut PyObject, obj: *mut PyObjec
         // SAFETY: as above.
         let bytes = unsafe { api::word(obj as usize, api::CDATA_B_SIZE) } as u64;
         let type_ticks = rec.python.pending_type_ticks.swap(0, Ordering::Relaxed);
-        rec.python
-            .remember_construction(obj as usize, t1.wrapping_sub(t0) + type_ticks, bytes);
+        let how = if type_ticks != 0 {
+            BUILT_TYPE_PER_CALL
+        } else {
+            BUILT_INSTANCE
+        };
+        rec.python.remember_construction(
+            obj as usize,
+            t1.wrapping_sub(t0) + type_ticks,
+            bytes,
+            how,
+        );
         // SAFETY: the GIL is held and no exception is set (the call succeeded).
         unsafe { super::helpers::ensure_patched() };
     }

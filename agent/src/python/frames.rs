@@ -368,7 +368,7 @@ unsafe fn own_restype(
 ///
 /// # Safety
 /// GIL held; `callable` a live object.
-unsafe fn undeclared(api: &Api, callable: usize) -> (bool, bool) {
+pub(super) unsafe fn undeclared(api: &Api, callable: usize) -> (bool, bool) {
     // SAFETY: per the contract; new references are released.
     unsafe {
         let argtypes = (api.getattr)(callable as *mut _, c"argtypes".as_ptr());

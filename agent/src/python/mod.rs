@@ -13,6 +13,9 @@
 //! - `call`: the wrappers themselves (the per-thread state they share with the ffi_call hook is
 //!   `record::call_ctx`);
 //! - `arg_bytes`: what each argument refers to (buffer bytes) and whether it was just built;
+//! - `arg_evidence`: what ctypes' guessing was given at each site of a function called without
+//!   `argtypes` (Python types, ints cut to 32 bits, the default restype), looked at on a bounded
+//!   number of calls;
 //! - `helpers`: `create_string_buffer` & co., whose whole call is the construction;
 //! - `builtin_call`: builtin functions and methods of extension modules that call a `--lib`
 //!   target (C, cffi API mode, Cython, pybind11), bracketed through their own vectorcall;
@@ -22,6 +25,7 @@
 
 pub mod api;
 mod arg_bytes;
+pub mod arg_evidence;
 pub mod binding;
 pub mod builtin_call;
 mod call;

@@ -6,7 +6,7 @@
 //! decisions that use it live in `python::call`.
 
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use super::clock;
 use super::recorder::CallStats;
@@ -21,7 +21,16 @@ pub(crate) struct Recent {
     pub(crate) obj: AtomicUsize,
     pub(crate) ticks: AtomicU64,
     pub(crate) bytes: AtomicU64,
+    /// How it was built: one of the `BUILT_*` bits.
+    pub(crate) how: AtomicU8,
 }
+
+/// An instance of a type made before (`T()`).
+pub const BUILT_INSTANCE: u8 = 1;
+/// An array type looked up for the construction (`(c_char * n)()`: `sq_repeat` just before).
+pub const BUILT_TYPE_PER_CALL: u8 = 2;
+/// Through a Python helper (`create_string_buffer`, `create_unicode_buffer`).
+pub const BUILT_HELPER: u8 = 4;
 
 /// Per-thread state of the Python layer. All-zero is the valid initial state (see recorder).
 #[derive(Default)]
@@ -175,13 +184,15 @@ impl ThreadState {
         unsafe { p.stats.load(Ordering::Relaxed).as_ref() }
     }
 
-    pub(crate) fn remember_construction(&self, obj: usize, ticks: u64, bytes: u64) {
+    /// `obj` was just built, in `ticks`, `bytes` large, as `how` says (a `BUILT_*` bit).
+    pub(crate) fn remember_construction(&self, obj: usize, ticks: u64, bytes: u64, how: u8) {
         let i = self.recent_next.load(Ordering::Relaxed) as usize % RECENT;
         self.recent_next.store((i + 1) as u32, Ordering::Relaxed);
         let r = &self.recent[i];
         r.obj.store(obj, Ordering::Relaxed);
         r.ticks.store(ticks, Ordering::Relaxed);
         r.bytes.store(bytes, Ordering::Relaxed);
+        r.how.store(how, Ordering::Relaxed);
     }
 
     /// The construction record of `obj`, if a ctypes constructor just built it on this thread.
@@ -199,16 +210,19 @@ impl ThreadState {
                 r.ticks.load(Ordering::Relaxed).max(ticks),
                 Ordering::Relaxed,
             );
+            r.how.store(BUILT_HELPER, Ordering::Relaxed);
         }
     }
 
-    /// If `obj` was just built by a ctypes constructor on this thread: its (ticks, bytes), once.
-    pub(crate) fn take_construction(&self, obj: usize) -> Option<(u64, u64)> {
+    /// If `obj` was just built by a ctypes constructor on this thread: its (ticks, bytes, how),
+    /// once.
+    pub(crate) fn take_construction(&self, obj: usize) -> Option<(u64, u64, u8)> {
         self.recent_of(obj).map(|r| {
             r.obj.store(0, Ordering::Relaxed);
             (
                 r.ticks.load(Ordering::Relaxed),
                 r.bytes.load(Ordering::Relaxed),
+                r.how.load(Ordering::Relaxed),
             )
         })
     }

@@ -28,6 +28,9 @@ pub struct Sites {
     pub through: fn(u32) -> Option<Frame>,
     /// The interned frames and stacks.
     pub frames_and_stacks: fn() -> FrameTables,
+    /// Fills what the site saw of the arguments of calls reaching C address `function` made
+    /// there (`arg_types` & co.), if anything.
+    pub arg_evidence: fn(u32, usize, &mut SiteRecord),
 }
 
 static SITES: std::sync::OnceLock<Sites> = std::sync::OnceLock::new();
@@ -43,6 +46,7 @@ fn site_tables() -> Sites {
         describe: |_| None,
         through: |_| None,
         frames_and_stacks: || (Vec::new(), Vec::new()),
+        arg_evidence: |_, _, _| {},
     })
 }
 
@@ -404,7 +408,11 @@ pub fn build(cal: &Calibration) -> Profile {
                 stacks: stack_samples(&st, &ss),
                 through: (site_tables().through)(site),
                 unsplit_ns: site_unsplit,
+                ..SiteRecord::default()
             });
+            if let Some(rec) = f.sites.last_mut() {
+                (site_tables().arg_evidence)(site, addr, rec);
+            }
         }
         f.sites
             .sort_by(|a, b| (a.file.as_str(), a.line).cmp(&(b.file.as_str(), b.line)));

@@ -39,7 +39,7 @@ const NONE: Part = Part {
     in_child: None,
 };
 
-static PARTS: [Part; 7] = [
+static PARTS: [Part; 8] = [
     // First: the attach worker ends before the fork (and its session goes on after it).
     Part {
         name: "attach worker",
@@ -80,6 +80,12 @@ static PARTS: [Part; 7] = [
         }),
         // The parent's counts are not the child's.
         in_child: Some(recorder::forget_all),
+        ..NONE
+    },
+    Part {
+        name: "argument evidence (what ctypes' guessing was given, per site)",
+        reset: Some(|_| crate::python::arg_evidence::forget()),
+        in_child: Some(crate::python::arg_evidence::forget_in_child),
         ..NONE
     },
     Part {

@@ -142,6 +142,7 @@ fn start_with(mut cfg: Config, process_hooks: bool, existing_types: bool) -> Sta
         describe: crate::python::describe_site,
         through: crate::python::site_through,
         frames_and_stacks: crate::python::frames::frames_and_stacks,
+        arg_evidence: crate::python::arg_evidence::fill_site,
     });
     snapshot::set_bindings(crate::python::binding::for_snapshot);
     clock::init(cfg.force_monotonic);

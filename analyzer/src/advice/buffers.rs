@@ -30,9 +30,12 @@ struct BufferEvidence {
     /// work for the statement and its effect on the rest of the loop.
     measured_per_call_ns: Option<f64>,
     /// reuse-buffer: the way of building it that was timed for the estimate — of `T()`,
-    /// `(c_char * n)()` and `create_string_buffer(n)`, the one whose own cost is nearest the
-    /// construction the probes measured (null when not timed).
+    /// `(c_char * n)()` and `create_string_buffer(n)`, the one the agent saw
+    /// (`fresh_buffer_builds`), else the one whose own cost is nearest the construction the
+    /// probes measured (null when not timed).
     measured_constructor: Option<&'static str>,
+    /// How the agent saw the objects built (the site's `fresh_buffer_builds`).
+    fresh_buffer_builds: Vec<String>,
     /// The loop's own time per call around a call, timed (null when not).
     loop_overhead_per_call_ns: Option<f64>,
 }
@@ -43,6 +46,8 @@ struct MeasuredBuild {
     spread: f64,
     /// reuse-buffer: the way of building it the profile's construction matched.
     constructor: Option<&'static str>,
+    /// Whether that way is the one the agent saw (else: the nearest in cost).
+    seen: bool,
     loop_overhead: Option<f64>,
 }
 
@@ -60,8 +65,12 @@ const CONSTRUCTORS: [(&str, &str); 3] = [
     ),
 ];
 
-/// reuse-buffer: the timed saving of the way of building `n` bytes whose own cost, timed alone,
-/// is nearest what the probes measured of each construction here (`probed` ns). On CPython 3.11
+/// reuse-buffer: the timed saving of the way the agent saw the objects built (the site's
+/// `fresh_buffer_builds`, when it saw one way: an instance of a type made before → `T()`, an array
+/// type made per call → `(c_char * n)()`, a helper → `create_string_buffer(n)`); else of the way
+/// of building `n` bytes whose own cost, timed alone, is nearest what the probes measured of each
+/// construction here (`probed` ns) — a choice the load can tip between ways of similar cost,
+/// which once read `T()` as `(c_char * n)()` and doubled the estimate. On CPython 3.11
 /// a `create_string_buffer` call is timed by the constructor inside it only (the interpreter
 /// calls the helper past every hook), so a construction that matches `(c_char * n)()` may be the
 /// helper: it is taken for one when the Python time between the calls (the gap, less the timed
@@ -73,7 +82,11 @@ fn measured_build(
     n: u64,
     probed: f64,
     gap: Option<f64>,
+    place: &Place<'_>,
 ) -> Option<MeasuredBuild> {
+    let builds = place
+        .site
+        .map_or(&[][..], |s| s.fresh_buffer_builds.as_slice());
     let at_most_gap = |x: f64| gap.map_or(x, |g| x.min(g)).max(0.0);
     if zero_copy {
         let t = measure::timed(
@@ -85,10 +98,11 @@ fn measured_build(
             per_call: at_most_gap(t.saving_ns),
             spread: t.spread_ns,
             constructor: None,
+            seen: false,
             loop_overhead: None,
         });
     }
-    let shape = n.to_string();
+    let shape = measure::reuse_shape(n, place);
     let timed: Vec<(usize, &ffiprof_profile::ChangeMeasurement)> = CONSTRUCTORS
         .iter()
         .enumerate()
@@ -97,11 +111,20 @@ fn measured_build(
         })
         .collect();
     let own = |m: &ffiprof_profile::ChangeMeasurement| m.own_ns.unwrap_or(m.saving_ns);
-    let &(mut chosen, mut m) = timed.iter().min_by(|a, b| {
-        (own(a.1) - probed)
-            .abs()
-            .total_cmp(&(own(b.1) - probed).abs())
-    })?;
+    let seen = match builds {
+        [one] => ["instance", "type_per_call", "helper"]
+            .iter()
+            .position(|b| b == one),
+        _ => None,
+    };
+    let &(mut chosen, mut m) = match seen {
+        Some(i) => timed.iter().find(|(j, _)| *j == i)?,
+        None => timed.iter().min_by(|a, b| {
+            (own(a.1) - probed)
+                .abs()
+                .total_cmp(&(own(b.1) - probed).abs())
+        })?,
+    };
     let loop_overhead = measure::loop_time(ctx.profile).map(|t| t.saving_ns);
     let python_311 = ctx
         .profile
@@ -123,6 +146,7 @@ fn measured_build(
         per_call: at_most_gap(m.saving_ns),
         spread: m.spread_ns,
         constructor: Some(CONSTRUCTORS[chosen].1),
+        seen: seen.is_some(),
         loop_overhead: loop_overhead.map(round1),
     })
 }
@@ -148,7 +172,17 @@ pub(super) fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
         AdviceKind::ReuseBuffer
     };
     let gap = ctx.gap_per_call(&m);
-    let measured = measured_build(ctx, converts_values, bytes_per_buffer, per_call, gap);
+    let measured = measured_build(
+        ctx,
+        converts_values,
+        bytes_per_buffer,
+        per_call,
+        gap,
+        &place,
+    );
+    let builds = place
+        .site
+        .map_or(&[][..], |s| s.fresh_buffer_builds.as_slice());
     // Every fresh build but one goes. Modeled: the construction the probes measured, with the
     // construction at calls without a fresh buffer (sizes that vary) left in, hence the division
     // by all calls. Measured: the timed saving per fresh object.
@@ -192,9 +226,11 @@ pub(super) fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
         Some(b) => format!(
             " Timed on this interpreter in a loop that also calls C, building it afresh{} costs ~{} a call.",
             b.constructor
-                .map(|c| format!(
-                    " as {c} (the way whose own cost matches what the probes measured here)"
-                ))
+                .map(|c| if b.seen {
+                    format!(" as {c} (the way the agent saw it built)")
+                } else {
+                    format!(" as {c} (the way whose own cost matches what the probes measured here)")
+                })
                 .unwrap_or_default(),
             fmt_ns(b.per_call.round() as u64),
         ),
@@ -239,6 +275,7 @@ pub(super) fn advise(ctx: &Context<'_>, place: Place<'_>) -> Option<Candidate> {
         saving_upper_bound_ns: upper,
         measured_per_call_ns: measured.as_ref().map(|b| round1(b.per_call)),
         measured_constructor: measured.as_ref().and_then(|b| b.constructor),
+        fresh_buffer_builds: builds.to_vec(),
         loop_overhead_per_call_ns: measured.as_ref().and_then(|b| b.loop_overhead),
     };
     let rec = ctx.recommendation(
@@ -363,6 +400,11 @@ mod tests {
     /// `T()` (own 250, saves 300 in a loop), `(c_char * n)()` (580, 620), create_string_buffer
     /// (840, 814); a loop around a call 48 ns.
     fn timed_constructors(probed: u64, gap: u64, python: &str) -> Recommendation {
+        built_as(probed, gap, python, &[])
+    }
+
+    /// `timed_constructors` with the site's `fresh_buffer_builds`.
+    fn built_as(probed: u64, gap: u64, python: &str, builds: &[&str]) -> Recommendation {
         let c = PerCall {
             native: 2_000,
             marshal_in: 300,
@@ -374,10 +416,9 @@ mod tests {
             gap,
             ..PerCall::default()
         };
-        let mut p = profile(
-            vec![function("fx_fill", vec![site("io.py", 40, 20_000, c)])],
-            20_000 * 6_000,
-        );
+        let mut s = site("io.py", 40, 20_000, c);
+        s.fresh_buffer_builds = builds.iter().map(|b| b.to_string()).collect();
+        let mut p = profile(vec![function("fx_fill", vec![s])], 20_000 * 6_000);
         p.meta.python = Some(python.into());
         add_measured_own(&mut p, crate::measure::REUSE_TYPE, "4096", 300.0, 250.0);
         add_measured_own(&mut p, crate::measure::REUSE_ARRAY, "4096", 620.0, 580.0);
@@ -415,6 +456,36 @@ mod tests {
             r.evidence["measured_constructor"],
             "ctypes.create_string_buffer(n)"
         );
+    }
+
+    #[test]
+    fn the_way_the_agent_saw_decides_over_the_nearest_cost() {
+        // Probed at 600 ns (load), nearest (c_char * n)(): the agent saw T() — that is timed.
+        let r = built_as(600, 1_500, "3.12.1", &["instance"]);
+        assert_eq!(r.estimated_savings_ns, 300 * 19_999);
+        assert_eq!(
+            r.evidence["measured_constructor"],
+            "T() with the array type made once"
+        );
+        assert_eq!(
+            r.evidence["fresh_buffer_builds"],
+            serde_json::json!(["instance"])
+        );
+        assert!(
+            r.suggestion.contains("(the way the agent saw it built)"),
+            "{}",
+            r.suggestion
+        );
+        let r = built_as(300, 1_500, "3.12.1", &["helper"]);
+        assert_eq!(r.estimated_savings_ns, 814 * 19_999);
+        let r = built_as(300, 1_500, "3.12.1", &["type_per_call"]);
+        assert_eq!(r.estimated_savings_ns, 620 * 19_999);
+        // On 3.11 a helper's array type is the type made per call: the gap still tells.
+        let r = built_as(600, 1_500, "3.11.7 (main)", &["type_per_call"]);
+        assert_eq!(r.estimated_savings_ns, 814 * 19_999);
+        // Two ways at one site: the nearest cost, as without evidence.
+        let r = built_as(600, 1_500, "3.12.1", &["instance", "type_per_call"]);
+        assert_eq!(r.estimated_savings_ns, 620 * 19_999);
     }
 
     #[test]

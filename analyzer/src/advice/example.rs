@@ -39,7 +39,36 @@ fn declare_example(rec: &Recommendation) -> String {
     let ints = evidence_u64(rec, "int_sized_args").map(|n| n as usize);
     let wide = evidence_u64(rec, "pointer_sized_args").map(|n| n as usize);
     let placeholders = || (1..=k).map(|i| format!("T{i}")).collect::<Vec<_>>();
+    let suggested: Vec<String> = rec
+        .evidence
+        .get("suggested_argtypes")
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| Some(t.as_str()?.to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let guessed: Vec<u64> = rec
+        .evidence
+        .get("guessed_argtypes")
+        .and_then(|v| v.as_array())
+        .map(|a| a.iter().filter_map(|i| i.as_u64()).collect())
+        .unwrap_or_default();
     let (types, note) = match (ints, wide) {
+        _ if !suggested.is_empty() => {
+            let which: Vec<String> = guessed.iter().map(|i| (i + 1).to_string()).collect();
+            let note = if which.is_empty() {
+                "the types the program passed".to_string()
+            } else {
+                format!(
+                    "the types seen; argument{} {} guessed (a Python int: c_int is what ctypes passed) — write the C prototype's type",
+                    if which.len() == 1 { "" } else { "s" },
+                    which.join(", ")
+                )
+            };
+            (suggested, note)
+        }
         (Some(n), Some(0)) => (
             vec!["ctypes.c_int".to_string(); n],
             "what ctypes passed: 4-byte ints; write each C parameter's type".to_string(),

@@ -5,6 +5,7 @@
 //! correctness findings — leaks, pointer results truncated to `int` — are kept whatever they save) and
 //! ranks the rest, largest saving first.
 
+mod arg_evidence;
 mod argtypes;
 mod batch;
 mod buffers;
@@ -14,6 +15,10 @@ mod leak;
 pub mod names;
 #[cfg(test)]
 mod testutil;
+
+/// The argument codes the declare-argtypes change is timed with for a function that gets the
+/// advice (see `argtypes`).
+pub(crate) use argtypes::timing_codes as declare_argtypes_codes;
 
 use std::collections::BTreeMap;
 

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 
 use super::super::api::{self, Api, PyObject, TernaryFunc};
 use super::super::arg_bytes::{item_bytes, Construction, Slot};
+use super::super::arg_evidence;
 use super::super::frames;
 use super::repeated::file_construction;
 use super::{add_spans, ThreadState};
@@ -160,6 +161,14 @@ pub(super) unsafe fn general_call(known: Known) -> *mut PyObject {
             gap,
         )
     });
+    if family_ctypes && !result.is_null() {
+        // SAFETY: set by the ffi_call hook to a leaked CallStats of this thread, or null.
+        if let Some(stats) = unsafe { ctx.stats.as_ref() }.filter(|s| arg_evidence::wanted(s)) {
+            // SAFETY: GIL held (the call returned), no exception set (it succeeded); the
+            // callable and its arguments are the caller's, live until we return.
+            unsafe { arg_evidence::look_at(api, stats.site, stats.function, callable, args) };
+        }
+    }
     result
 }
 

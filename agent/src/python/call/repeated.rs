@@ -214,6 +214,7 @@ pub(super) fn file_construction(st: &ThreadState, stats: &CallStats, constructio
     stats.construction_bytes.add(construction.bytes);
     stats.fresh_buffer_calls.add(1);
     st.remember_passed(construction.last, stats);
+    super::super::arg_evidence::note_builds(stats, construction.how);
 }
 
 /// A repeated call whose hook counted it into another pair: that pair's site declarations.
