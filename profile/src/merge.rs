@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 
-use crate::{Frame, FunctionRecord, MeasuredChanges, Profile, SiteRecord, Split, StackSample};
+use crate::{
+    Frame, FunctionRecord, MeasuredChanges, PointerFlow, Profile, SiteRecord, Split, StackSample,
+};
 
 /// Adds `other` into `into`: functions by (library, function), sites by (file, line, function),
 /// stacks re-interned. Meta keeps `into`'s identity; durations take the longer, counts add up.
@@ -52,6 +54,59 @@ pub fn merge(into: &mut Profile, other: &Profile) {
     into.meta.threads += other.meta.threads;
     into.meta.dropped_calls += other.meta.dropped_calls;
     merge_measured(&mut into.measured_changes, other.measured_changes.as_ref());
+    merge_pointer_flow(&mut into.pointer_flow, other.pointer_flow.as_ref());
+}
+
+/// Two processes' pointer flows (a parent and its forked child), as one: each allocator's
+/// objects add up by the function they ended at, and their sites by file and line.
+fn merge_pointer_flow(into: &mut Option<PointerFlow>, other: Option<&PointerFlow>) {
+    let Some(other) = other else { return };
+    let Some(into) = into else {
+        *into = Some(other.clone());
+        return;
+    };
+    into.sampled |= other.sampled;
+    into.sample_every = into.sample_every.max(other.sample_every);
+    into.tracked += other.tracked;
+    into.skipped += other.skipped;
+    for a in &other.allocators {
+        let Some(mine) = into
+            .allocators
+            .iter_mut()
+            .find(|m| m.library == a.library && m.function == a.function)
+        else {
+            into.allocators.push(a.clone());
+            continue;
+        };
+        mine.made += a.made;
+        for e in &a.endings {
+            let Some(end) = mine.endings.iter_mut().find(|m| m.last == e.last) else {
+                mine.endings.push(e.clone());
+                continue;
+            };
+            end.live += e.live;
+            end.reused += e.reused;
+            end.continued += e.continued;
+            for s in &e.live_sites {
+                match end
+                    .live_sites
+                    .iter_mut()
+                    .find(|m| m.file == s.file && m.line == s.line)
+                {
+                    Some(m) => m.count += s.count,
+                    None => end.live_sites.push(s.clone()),
+                }
+            }
+        }
+    }
+    for t in &other.truncated {
+        match into.truncated.iter_mut().find(|m| {
+            m.library == t.library && m.function == t.function && m.passed_to == t.passed_to
+        }) {
+            Some(m) => m.count += t.count,
+            None => into.truncated.push(t.clone()),
+        }
+    }
 }
 
 /// Measurements made on the same interpreter are pooled (the first of a shape kept); those of

@@ -9,7 +9,7 @@
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::record::{clock, recorder};
+use crate::record::{clock, pointers, recorder};
 
 #[repr(C)]
 pub struct FfiType {
@@ -30,6 +30,8 @@ pub struct FfiCif {
 }
 
 const FFI_TYPE_VOID: u16 = 0;
+const FFI_TYPE_INT: u16 = 1;
+const FFI_TYPE_SINT32: u16 = 10;
 const FFI_TYPE_POINTER: u16 = 14;
 
 type FfiCallFn = unsafe extern "C" fn(*mut FfiCif, *const c_void, *mut c_void, *mut *mut c_void);
@@ -122,14 +124,19 @@ macro_rules! trampolines {
 
             unsafe extern "C" fn $name(cif: *mut FfiCif, f: *const c_void, r: *mut c_void, a: *mut *mut c_void) {
                 // SAFETY: cif and f as libffi's caller passed them.
-                let counted = crate::runtime::guard(false, || unsafe { counted(cif, f) });
+                let counted = crate::runtime::guard(SLOW, || unsafe { counted(cif, f) });
                 // Read after the counting, which then has one more register to itself.
                 // SAFETY: set to a real ffi_call before this trampoline was written to any GOT.
                 let real: FfiCallFn =
                     unsafe { std::mem::transmute::<usize, FfiCallFn>($real.load(Ordering::Relaxed)) };
-                if counted {
+                if counted == COUNTED {
                     // SAFETY: forwarded unchanged.
                     return unsafe { real(cif, f, r, a) };
+                }
+                if counted != SLOW {
+                    let pointers: PointerFn = pointer_ffi_call;
+                    // SAFETY: forwarded as it came, with the pair `counted` returned.
+                    return unsafe { pointers(cif, f, r, a, real, counted) };
                 }
                 let slow: SlowFn = slow_ffi_call;
                 // SAFETY: forwarded as it came (a tail call as well).
@@ -187,33 +194,41 @@ unsafe fn ret_bytes(cif: &FfiCif) -> u64 {
     }
 }
 
+/// [`counted`]'s answer: the slow path takes the call.
+const SLOW: usize = 0;
+/// [`counted`]'s answer: counted, and the trampoline forwards it. Any other answer is the
+/// address of the pair's statistics: counted, and its pointers are for [`pointer_ffi_call`].
+const COUNTED: usize = 1;
+
 /// The fast path: when the Python-level wrapper found this call's statistics, chose not to time
-/// it, and the C address agrees, counts the call and its bytes into them and returns true (the
-/// trampoline then forwards). Calls nothing, and keeps to few registers (so that it needs no
-/// stack frame): a call with more than three arguments is counted on the slow path.
+/// it, and the C address agrees, counts the call and its bytes into them and returns [`COUNTED`]
+/// (the trampoline then forwards), or the statistics' address when the pair's signature has a
+/// pointer in it (one flag test, decided at the pair's first call). Calls nothing, and keeps to
+/// few registers (so that it needs no stack frame): a call with more than three arguments is
+/// counted on the slow path.
 ///
 /// # Safety
 /// `cif` prepared by libffi, as libffi's caller passed it.
 #[inline(always)]
-unsafe fn counted(cif: *mut FfiCif, f: *const c_void) -> bool {
+unsafe fn counted(cif: *mut FfiCif, f: *const c_void) -> usize {
     // No look at `ACTIVE`: a context is pushed only by a wrapper that saw recording on, and a
     // call in flight when it stops may count itself (as any hook already past the check may).
     let Some(rec) = recorder::current_at_home() else {
-        return false;
+        return SLOW;
     };
     // SAFETY: a non-null ctx is the live CallCtx of this thread's innermost Python-level call;
     // only this thread touches it, and it outlives this hook (the wrapper is below us).
     let Some(ctx) = (unsafe { rec.python.current().as_mut() }) else {
-        return false;
+        return SLOW;
     };
     let Some(stats) = ctx.fast_pair(f as usize) else {
-        return false;
+        return SLOW;
     };
     // SAFETY: per the contract (see `arg_bytes`).
     unsafe {
         let cif = &*cif;
         if cif.nargs > 3 {
-            return false;
+            return SLOW;
         }
         if ctx.any_buffer {
             let mut buffer = 0;
@@ -239,7 +254,10 @@ unsafe fn counted(cif: *mut FfiCif, f: *const c_void) -> bool {
         stats.ret_bytes.add(ret_bytes(cif));
         stats.arg_count.store(cif.nargs, Ordering::Relaxed);
     }
-    true
+    if stats.ptr_sig.load(Ordering::Relaxed) & pointers::SIG_ACTIVE != 0 {
+        return stats as *const recorder::CallStats as usize;
+    }
+    COUNTED
 }
 
 type SlowFn =
@@ -261,6 +279,7 @@ unsafe extern "C" fn slow_ffi_call(
         r,
         a,
         forwarded: false,
+        result_of: std::ptr::null(),
     };
     // SAFETY: the call as libffi's caller made it.
     crate::runtime::guard((), || unsafe { slow_path(&mut call) });
@@ -268,9 +287,15 @@ unsafe extern "C" fn slow_ffi_call(
         // SAFETY: the original call, unchanged.
         unsafe { (call.real)(cif, f, r, a) }
     }
+    // SAFETY: a non-null `result_of` is the pair's leaked CallStats; the call has returned.
+    if let Some(stats) = unsafe { call.result_of.as_ref() } {
+        // SAFETY: the call's own cif, result and arguments, after it returned.
+        crate::runtime::guard((), || unsafe { note_result(stats, cif, r, a) });
+    }
 }
 
-/// A call on the slow path. `forwarded` is set just before `slow_path` calls `real` itself.
+/// A call on the slow path. `forwarded` is set just before `slow_path` calls `real` itself;
+/// `result_of`, the pair whose result goes to the pointer flow once the call returned.
 struct FfiCall {
     real: FfiCallFn,
     cif: *mut FfiCif,
@@ -278,6 +303,163 @@ struct FfiCall {
     r: *mut c_void,
     a: *mut *mut c_void,
     forwarded: bool,
+    result_of: *const recorder::CallStats,
+}
+
+type PointerFn = unsafe extern "C" fn(
+    *mut FfiCif,
+    *const c_void,
+    *mut c_void,
+    *mut *mut c_void,
+    FfiCallFn,
+    usize,
+);
+
+/// A counted call whose signature has a pointer in it (the fast path's pair `stats`): its
+/// pointer arguments go to the pointer flow, then the call is forwarded — a tail call unless
+/// its result goes there too, once it has returned.
+unsafe extern "C" fn pointer_ffi_call(
+    cif: *mut FfiCif,
+    f: *const c_void,
+    r: *mut c_void,
+    a: *mut *mut c_void,
+    real: FfiCallFn,
+    stats: usize,
+) {
+    // A C function: calling it cannot panic.
+    let real: FfiCallFn = real;
+    // SAFETY: `counted` returned the address of the pair's leaked CallStats.
+    let stats = unsafe { &*(stats as *const recorder::CallStats) };
+    let sig = stats.ptr_sig.load(Ordering::Relaxed);
+    if sig & pointers::SIG_ARG_PTR != 0 {
+        // SAFETY: the call's own cif and arguments.
+        crate::runtime::guard((), || unsafe { note_args(stats, cif, a) });
+    }
+    if sig & (pointers::SIG_RET_PTR | pointers::SIG_RET_INT) == 0 {
+        // SAFETY: forwarded unchanged.
+        return unsafe { real(cif, f, r, a) };
+    }
+    // SAFETY: forwarded unchanged.
+    unsafe { real(cif, f, r, a) };
+    // SAFETY: the call's own cif, result and arguments, after it returned.
+    crate::runtime::guard((), || unsafe { note_result(stats, cif, r, a) });
+}
+
+/// The pair's pointer signature from the cif of its first call, kept in its statistics: whether
+/// it returns a pointer, takes one, or returns ctypes' default `c_int` at a site that declared
+/// no `restype` (`site_flags` bit 1). ctypes' own functions (`cast` returns its argument) are
+/// left out of the flow.
+///
+/// # Safety
+/// `cif` prepared by libffi.
+#[cold]
+#[inline(never)]
+unsafe fn decide_signature(stats: &recorder::CallStats, cif: *const FfiCif, site: u32) -> u8 {
+    let mut sig = pointers::SIG_KNOWN;
+    if !crate::python::site_rules::is_ctypes_internal(stats.function) {
+        // SAFETY: per the contract.
+        unsafe {
+            let cif = &*cif;
+            let ret = (*cif.rtype).type_;
+            if ret == FFI_TYPE_POINTER {
+                sig |= pointers::SIG_RET_PTR;
+            } else if (ret == FFI_TYPE_INT || ret == FFI_TYPE_SINT32)
+                && site != 0
+                && crate::python::frames::site_flags(site) & 2 != 0
+            {
+                sig |= pointers::SIG_RET_INT;
+            }
+            if (0..cif.nargs as usize).any(|i| (**cif.arg_types.add(i)).type_ == FFI_TYPE_POINTER) {
+                sig |= pointers::SIG_ARG_PTR;
+            }
+        }
+        if sig != pointers::SIG_KNOWN {
+            stats
+                .ptr_fn
+                .store(pointers::fn_id(stats.function), Ordering::Relaxed);
+        }
+    }
+    stats.ptr_sig.store(sig, Ordering::Relaxed);
+    sig
+}
+
+/// The value of pointer argument `i` (libffi's argument values point at each argument).
+///
+/// # Safety
+/// `cif` and `a` as libffi's caller passed them; `i` a pointer argument.
+#[inline(always)]
+unsafe fn pointer_arg(a: *mut *mut c_void, i: usize) -> usize {
+    // SAFETY: per the contract; a pointer argument's storage holds one pointer.
+    unsafe {
+        let p = *a.add(i);
+        if p.is_null() {
+            0
+        } else {
+            *(p as *const usize)
+        }
+    }
+}
+
+/// Reports each pointer argument's value to the pointer flow, as passed to the pair's function.
+///
+/// # Safety
+/// `cif` and `a` as libffi's caller passed them.
+#[inline(always)]
+unsafe fn note_args(stats: &recorder::CallStats, cif: *const FfiCif, a: *mut *mut c_void) {
+    let g = stats.ptr_fn.load(Ordering::Relaxed);
+    if g == 0 || a.is_null() {
+        return;
+    }
+    // SAFETY: per the contract.
+    unsafe {
+        let cif = &*cif;
+        for i in 0..cif.nargs as usize {
+            if (**cif.arg_types.add(i)).type_ == FFI_TYPE_POINTER {
+                pointers::passed(pointer_arg(a, i), g);
+            }
+        }
+    }
+}
+
+/// Reports the call's result to the pointer flow: a non-null pointer that is none of the call's
+/// own pointer arguments (`cast`, `strcpy`, a realloc in place return what they were given) as
+/// an object the function made; a `c_int` read from a site without `restype` as a value that
+/// may be a pointer's low half.
+///
+/// # Safety
+/// `cif`, `r` and `a` as libffi's caller passed them, after the call returned.
+unsafe fn note_result(
+    stats: &recorder::CallStats,
+    cif: *const FfiCif,
+    r: *mut c_void,
+    a: *mut *mut c_void,
+) {
+    let f = stats.ptr_fn.load(Ordering::Relaxed);
+    if f == 0 || r.is_null() {
+        return;
+    }
+    let sig = stats.ptr_sig.load(Ordering::Relaxed);
+    // SAFETY: per the contract: libffi wrote the result (a whole register's width) at `r`.
+    unsafe {
+        if sig & pointers::SIG_RET_INT != 0 {
+            return pointers::int_returned(*(r as *const i32), f);
+        }
+        let v = *(r as *const usize);
+        if v == 0 {
+            return;
+        }
+        let cif = &*cif;
+        if !a.is_null()
+            && (0..cif.nargs as usize).any(|i| {
+                (**cif.arg_types.add(i)).type_ == FFI_TYPE_POINTER && pointer_arg(a, i) == v
+            })
+        {
+            return;
+        }
+        stats.ptr_made.add(1);
+        let site = u16::try_from(stats.site).unwrap_or(0);
+        pointers::made(v, f, site);
+    }
 }
 
 /// Every other call: timed ones (measured here, so forwarded here), a thread's first, a
@@ -339,6 +521,20 @@ unsafe fn slow_path(call: &mut FfiCall) {
     }
     // SAFETY: cif comes from libffi's caller and is prepared.
     unsafe { count(stats, cif, ctx.as_deref()) };
+    let mut sig = stats.ptr_sig.load(Ordering::Relaxed);
+    if sig == 0 {
+        // SAFETY: as above.
+        sig = unsafe { decide_signature(stats, cif, stats.site) };
+    }
+    if sig & pointers::SIG_ACTIVE != 0 {
+        if sig & pointers::SIG_ARG_PTR != 0 {
+            // SAFETY: the call's own cif and arguments.
+            unsafe { note_args(stats, cif, call.a) };
+        }
+        if sig & (pointers::SIG_RET_PTR | pointers::SIG_RET_INT) != 0 {
+            call.result_of = stats;
+        }
+    }
     if !timed {
         if let Some(c) = ctx {
             c.native_done(stats, 0, 0);

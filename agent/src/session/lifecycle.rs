@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::config::Config;
 use crate::hook;
-use crate::record::{clock, recorder, writer};
+use crate::record::{clock, pointers, recorder, writer};
 use crate::runtime::{self, ForkHeld, Mode, ACTIVE, PID};
 
 /// One part of the agent and its work at each turn (None: nothing to do).
@@ -39,7 +39,7 @@ const NONE: Part = Part {
     in_child: None,
 };
 
-static PARTS: [Part; 7] = [
+static PARTS: [Part; 8] = [
     // First: the attach worker ends before the fork (and its session goes on after it).
     Part {
         name: "attach worker",
@@ -80,6 +80,13 @@ static PARTS: [Part; 7] = [
         }),
         // The parent's counts are not the child's.
         in_child: Some(recorder::forget_all),
+        ..NONE
+    },
+    Part {
+        name: "pointer flow (live values, their ends)",
+        reset: Some(|_| pointers::reset()),
+        // The parent's objects are not the child's to account for.
+        in_child: Some(pointers::reset),
         ..NONE
     },
     Part {

@@ -1,0 +1,589 @@
+//! Pointer flow: the pointer values C functions return and the functions they are passed to
+//! afterwards, from which the analyzer finds what retires each allocator's objects (the leak
+//! advice) — by the flow of values, never by the functions' names.
+//!
+//! The `ffi_call` hook reports, for a function whose signature has a pointer in it (decided from
+//! its cif once per (function, site) pair and kept in the pair's [`CallStats::ptr_sig`], so a call
+//! without one pays a flag test), each non-null pointer it returned ([`made`]) and each pointer
+//! argument value ([`passed`]). One table, shared by every thread, maps a live value to the
+//! function that made it, the site of the making call and the last function it was passed to.
+//! When a function returns a value the table already holds, the heap handed that address out
+//! again: the old object was freed, after its last function — counted per (allocator, last
+//! function) as `reused`, the strongest sign that the last function frees. An object passed on
+//! after a function counts `continued` for it: a function that frees is not followed by another
+//! use.
+//!
+//! Bounded and lock-free: a fixed table of [`CAP`] live values at most (twice as many slots,
+//! linear probing, a key claimed by compare-and-swap, at most [`MAX_PROBE`] slots looked at); no
+//! lock, no allocation, no syscall. Past the cap, values are sampled by address hash — one in
+//! `2^shift`, the shift raised by one each time the cap is reached, values outside the new sample
+//! dropped — and every count is weighted by the rate it was made at, so figures stay estimates of
+//! the whole (the profile says so: `pointer_flow.sampled`, `sample_every`).
+//!
+//! Item 2 of issue 13 rides on the same hook: a value a function returned through ctypes'
+//! default `c_int` result (no `restype` declared) that comes back, sign-extended from 32 bits, in
+//! a pointer argument, is a pointer cut to 32 bits ([`int_returned`], checked in [`passed`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use ffiprof_profile::{
+    AllocatorFlow, Ending, Frame, FunctionRef, PointerFlow, SiteCount, TruncatedPointer,
+};
+
+use super::recorder::{self, CallStats};
+
+/// The most live values tracked at once.
+pub const CAP: usize = 64 * 1024;
+const SLOTS: usize = 2 * CAP;
+const SLOT_BITS: u32 = SLOTS.trailing_zeros();
+/// Slots a look-up or an insertion looks at, at most.
+const MAX_PROBE: usize = 32;
+/// A key whose value was dropped (sampling): a look-up goes past it, an insertion may reuse it.
+const TOMB: usize = 1;
+
+/// [`CallStats::ptr_sig`] bits: decided (the others are meaningful), returns a pointer, takes a
+/// pointer, returns ctypes' default `c_int` (no `restype` declared) — the bits a call acts on are
+/// [`SIG_ACTIVE`].
+pub const SIG_KNOWN: u8 = 1;
+pub const SIG_RET_PTR: u8 = 2;
+pub const SIG_ARG_PTR: u8 = 4;
+pub const SIG_RET_INT: u8 = 8;
+pub const SIG_ACTIVE: u8 = SIG_RET_PTR | SIG_ARG_PTR | SIG_RET_INT;
+
+static KEYS: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
+/// The entry of each key: allocator id (bits 0-15), making site (16-31), last function (32-47).
+static VALS: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
+/// Live values in the table.
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+/// One value in `1 << SHIFT` is tracked.
+static SHIFT: AtomicU32 = AtomicU32::new(0);
+/// Values returned that found no room within `MAX_PROBE` slots.
+static SKIPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Function ids: the address of id `i` in slot `i - 1` (0 is "none").
+const FUNC_SLOTS: usize = 4096;
+static FUNCS: [AtomicUsize; FUNC_SLOTS] = [const { AtomicUsize::new(0) }; FUNC_SLOTS];
+
+/// Counters per (kind, function, function): key `kind << 32 | a << 16 | b`.
+const PAIR_SLOTS: usize = 8192;
+const FLOW: u64 = 1;
+const TRUNC: u64 = 2;
+struct Pair {
+    key: AtomicU64,
+    /// FLOW: objects retired by address reuse after `b`; TRUNC: values passed back.
+    first: AtomicU64,
+    /// FLOW: objects passed on after `b`.
+    second: AtomicU64,
+}
+static PAIRS: [Pair; PAIR_SLOTS] = [const {
+    Pair {
+        key: AtomicU64::new(0),
+        first: AtomicU64::new(0),
+        second: AtomicU64::new(0),
+    }
+}; PAIR_SLOTS];
+
+/// Recent results read as `c_int` that looked like no small number: value → function id.
+const INT_SLOTS: usize = 4096;
+static INT_KEYS: [AtomicU64; INT_SLOTS] = [const { AtomicU64::new(0) }; INT_SLOTS];
+static INT_FUNCS: [AtomicU16; INT_SLOTS] = [const { AtomicU16::new(0) }; INT_SLOTS];
+static ANY_INT: AtomicBool = AtomicBool::new(false);
+
+#[inline(always)]
+fn mix(v: u64) -> u64 {
+    let h = (v ^ (v >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^ (h >> 33)
+}
+
+#[inline(always)]
+fn home(h: u64) -> usize {
+    (h >> (64 - SLOT_BITS)) as usize
+}
+
+#[inline(always)]
+fn in_sample(h: u64, shift: u32) -> bool {
+    h & ((1u64 << shift) - 1) == 0
+}
+
+#[inline(always)]
+fn entry(f: u16, site: u16, last: u16) -> u64 {
+    f as u64 | (site as u64) << 16 | (last as u64) << 32
+}
+
+#[inline(always)]
+fn last_of(e: u64) -> u16 {
+    (e >> 32) as u16
+}
+
+/// The id of function `addr` in the flow tables (0 when the table is full): once per pair, at
+/// first sight.
+#[cold]
+pub fn fn_id(addr: usize) -> u16 {
+    if addr == 0 {
+        return 0;
+    }
+    let mut i = mix(addr as u64) as usize % FUNC_SLOTS;
+    for _ in 0..FUNC_SLOTS {
+        match FUNCS[i].compare_exchange(0, addr, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return (i + 1) as u16,
+            Err(a) if a == addr => return (i + 1) as u16,
+            Err(_) => i = (i + 1) % FUNC_SLOTS,
+        }
+    }
+    0
+}
+
+fn fn_addr(id: u16) -> usize {
+    match id {
+        0 => 0,
+        i => FUNCS[i as usize - 1].load(Ordering::Acquire),
+    }
+}
+
+/// The counters of (kind, a, b), created on first use; None when their table is full.
+fn pair(kind: u64, a: u16, b: u16) -> Option<&'static Pair> {
+    let key = kind << 32 | (a as u64) << 16 | b as u64;
+    let mut i = mix(key) as usize % PAIR_SLOTS;
+    for _ in 0..PAIR_SLOTS {
+        let p = &PAIRS[i];
+        match p
+            .key
+            .compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => return Some(p),
+            Err(k) if k == key => return Some(p),
+            Err(_) => i = (i + 1) % PAIR_SLOTS,
+        }
+    }
+    None
+}
+
+/// Function `f` returned the non-null pointer `v` (not one of the call's own pointer
+/// arguments), at `site`.
+#[inline]
+pub fn made(v: usize, f: u16, site: u16) {
+    let h = mix(v as u64);
+    let shift = SHIFT.load(Ordering::Relaxed);
+    if !in_sample(h, shift) {
+        return;
+    }
+    let new = entry(f, site, 0);
+    let mut i = home(h);
+    let mut free = None;
+    for _ in 0..MAX_PROBE {
+        let k = KEYS[i].load(Ordering::Acquire);
+        if k == v {
+            // Handed out again: the object that had this address was freed after its last
+            // function.
+            let old = VALS[i].swap(new, Ordering::AcqRel);
+            if let Some(p) = pair(FLOW, old as u16, last_of(old)) {
+                p.first.fetch_add(1 << shift, Ordering::Relaxed);
+            }
+            return;
+        }
+        if k == TOMB && free.is_none() {
+            free = Some(i);
+        }
+        if k == 0 {
+            free.get_or_insert(i);
+            break;
+        }
+        i = (i + 1) & (SLOTS - 1);
+    }
+    let Some(slot) = free else {
+        SKIPPED.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    if LIVE.load(Ordering::Relaxed) >= CAP {
+        raise_shift(shift);
+        if !in_sample(h, shift + 1) {
+            return;
+        }
+    }
+    let expected = KEYS[slot].load(Ordering::Relaxed);
+    if (expected == 0 || expected == TOMB)
+        && KEYS[slot]
+            .compare_exchange(expected, v, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    {
+        VALS[slot].store(new, Ordering::Release);
+        LIVE.fetch_add(1, Ordering::Relaxed);
+    } else {
+        SKIPPED.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The table is full at `shift`: one value in twice as many is kept from now on, the others
+/// dropped (by the one thread that raises it).
+#[cold]
+#[inline(never)]
+fn raise_shift(shift: u32) {
+    if shift >= 31
+        || SHIFT
+            .compare_exchange(shift, shift + 1, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+    {
+        return;
+    }
+    for (k, _) in KEYS.iter().zip(VALS.iter()) {
+        let v = k.load(Ordering::Acquire);
+        if v > TOMB && !in_sample(mix(v as u64), shift + 1) {
+            k.store(TOMB, Ordering::Release);
+            LIVE.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Value `v` was passed in a pointer argument to function `g`.
+#[inline(always)]
+pub fn passed(v: usize, g: u16) {
+    if v <= TOMB {
+        return;
+    }
+    let h = mix(v as u64);
+    let mut i = home(h);
+    for _ in 0..MAX_PROBE {
+        let k = KEYS[i].load(Ordering::Relaxed);
+        if k == v {
+            return moved_on(i, g);
+        }
+        if k == 0 {
+            break;
+        }
+        i = (i + 1) & (SLOTS - 1);
+    }
+    if ANY_INT.load(Ordering::Relaxed) {
+        truncated_back(v, g);
+    }
+}
+
+/// Tracked value in slot `i` passed to `g`: `g` is its last function now, and the one before
+/// was not its end.
+#[inline(never)]
+fn moved_on(i: usize, g: u16) {
+    let old = VALS[i].load(Ordering::Acquire);
+    let last = last_of(old);
+    if last == g {
+        return;
+    }
+    VALS[i].store(old & !(0xffff << 32) | (g as u64) << 32, Ordering::Release);
+    if last != 0 {
+        if let Some(p) = pair(FLOW, old as u16, last) {
+            p.second
+                .fetch_add(1 << SHIFT.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+    }
+}
+
+/// Function `f`, with no `restype` declared, returned `r` through ctypes' default `c_int`: kept
+/// when it could be the low half of an address (not a small number), to be recognized if it
+/// comes back as a pointer.
+#[inline]
+pub fn int_returned(r: i32, f: u16) {
+    if (r as i64).unsigned_abs() < 0x1_0000 {
+        return;
+    }
+    let v = r as i64 as u64;
+    let i = mix(v) as usize % INT_SLOTS;
+    INT_FUNCS[i].store(f, Ordering::Relaxed);
+    INT_KEYS[i].store(v, Ordering::Release);
+    ANY_INT.store(true, Ordering::Relaxed);
+}
+
+/// A pointer argument `v` to `g` that is no tracked value: when its high half is only the sign
+/// of its low half, and a result read as `c_int` had that value, the pointer was cut to 32 bits.
+#[cold]
+#[inline(never)]
+fn truncated_back(v: usize, g: u16) {
+    let v = v as u64;
+    if (v as i32) as i64 as u64 != v {
+        return;
+    }
+    let i = mix(v) as usize % INT_SLOTS;
+    if INT_KEYS[i].load(Ordering::Acquire) != v {
+        return;
+    }
+    let f = INT_FUNCS[i].load(Ordering::Relaxed);
+    if let Some(p) = pair(TRUNC, f, g) {
+        p.first.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Forgets every value and count (a new attach session, a forked child). Function ids stay:
+/// the pairs' statistics keep theirs.
+pub fn reset() {
+    for (k, v) in KEYS.iter().zip(VALS.iter()) {
+        k.store(0, Ordering::Relaxed);
+        v.store(0, Ordering::Relaxed);
+    }
+    for p in &PAIRS {
+        p.key.store(0, Ordering::Relaxed);
+        p.first.store(0, Ordering::Relaxed);
+        p.second.store(0, Ordering::Relaxed);
+    }
+    for (k, f) in INT_KEYS.iter().zip(INT_FUNCS.iter()) {
+        k.store(0, Ordering::Relaxed);
+        f.store(0, Ordering::Relaxed);
+    }
+    ANY_INT.store(false, Ordering::Relaxed);
+    LIVE.store(0, Ordering::Relaxed);
+    SHIFT.store(0, Ordering::Relaxed);
+    SKIPPED.store(0, Ordering::Relaxed);
+}
+
+/// What the flow tables hold, for a profile: None when no pointer was ever returned or cut.
+/// `describe` names function addresses (library, function, excluded by `--lib`), `site` a site id.
+pub fn summary(
+    describe: impl Fn(&[usize]) -> HashMap<usize, crate::symbols::Described>,
+    site: impl Fn(u32) -> Option<Frame>,
+) -> Option<PointerFlow> {
+    let shift = SHIFT.load(Ordering::Acquire);
+    let weight = 1u64 << shift;
+    let mut made: BTreeMap<u16, u64> = BTreeMap::new();
+    recorder::each_thread(|r| {
+        r.each(|s: &CallStats| {
+            let n = s.ptr_made.get();
+            if n > 0 {
+                *made.entry(s.ptr_fn.load(Ordering::Relaxed)).or_default() += n;
+            }
+        })
+    });
+    // (allocator, last) → (live by site, reused, continued)
+    type Flow = (BTreeMap<u16, u64>, u64, u64);
+    let mut flow: BTreeMap<(u16, u16), Flow> = BTreeMap::new();
+    let mut tracked = 0;
+    for (k, v) in KEYS.iter().zip(VALS.iter()) {
+        if k.load(Ordering::Acquire) > TOMB {
+            let e = v.load(Ordering::Acquire);
+            let site = (e >> 16) as u16;
+            *flow
+                .entry((e as u16, last_of(e)))
+                .or_default()
+                .0
+                .entry(site)
+                .or_default() += weight;
+            tracked += 1;
+        }
+    }
+    let mut truncated: Vec<(u16, u16, u64)> = Vec::new();
+    for p in &PAIRS {
+        let key = p.key.load(Ordering::Acquire);
+        let (a, b) = ((key >> 16) as u16, key as u16);
+        match key >> 32 {
+            FLOW => {
+                let f = flow.entry((a, b)).or_default();
+                f.1 += p.first.load(Ordering::Relaxed);
+                f.2 += p.second.load(Ordering::Relaxed);
+            }
+            TRUNC => truncated.push((a, b, p.first.load(Ordering::Relaxed))),
+            _ => {}
+        }
+    }
+    if made.is_empty() && flow.is_empty() && truncated.is_empty() {
+        return None;
+    }
+    let mut ids: Vec<u16> = made.keys().copied().collect();
+    ids.extend(flow.keys().flat_map(|&(a, b)| [a, b]));
+    ids.extend(truncated.iter().flat_map(|&(a, b, _)| [a, b]));
+    let addrs: Vec<usize> = ids
+        .iter()
+        .map(|&i| fn_addr(i))
+        .filter(|&a| a != 0)
+        .collect();
+    let names = describe(&addrs);
+    let named = |id: u16| -> Option<(FunctionRef, bool)> {
+        names.get(&fn_addr(id)).map(|d| {
+            (
+                FunctionRef {
+                    library: d.library.clone(),
+                    function: d.function.clone(),
+                },
+                d.excluded,
+            )
+        })
+    };
+    let mut allocators: BTreeMap<u16, AllocatorFlow> = BTreeMap::new();
+    // Whether `id` is an allocator the profile reports (named, not excluded), entered once.
+    let enter = |allocators: &mut BTreeMap<u16, AllocatorFlow>, id: u16| -> bool {
+        if allocators.contains_key(&id) {
+            return true;
+        }
+        match named(id) {
+            Some((f, false)) => {
+                allocators.insert(
+                    id,
+                    AllocatorFlow {
+                        library: f.library,
+                        function: f.function,
+                        made: 0,
+                        endings: Vec::new(),
+                    },
+                );
+                true
+            }
+            _ => false,
+        }
+    };
+    for (&id, &n) in &made {
+        if enter(&mut allocators, id) {
+            if let Some(a) = allocators.get_mut(&id) {
+                a.made += n;
+            }
+        }
+    }
+    for ((f, last), (sites, reused, continued)) in flow {
+        let last_ref = if last == 0 {
+            None
+        } else {
+            match named(last) {
+                Some((r, _)) => Some(r),
+                None => continue,
+            }
+        };
+        if !enter(&mut allocators, f) {
+            continue;
+        }
+        let Some(a) = allocators.get_mut(&f) else {
+            continue;
+        };
+        let mut live_sites: Vec<SiteCount> = Vec::new();
+        for (s, count) in &sites {
+            let frame = site(*s as u32).unwrap_or_else(|| Frame {
+                file: "[unknown]".into(),
+                function: String::new(),
+                line: 0,
+            });
+            match live_sites
+                .iter_mut()
+                .find(|c| c.file == frame.file && c.line == frame.line)
+            {
+                Some(c) => c.count += count,
+                None => live_sites.push(SiteCount {
+                    file: frame.file,
+                    line: frame.line,
+                    function: frame.function,
+                    count: *count,
+                }),
+            }
+        }
+        live_sites.sort_by(|a, b| b.count.cmp(&a.count).then(a.line.cmp(&b.line)));
+        a.endings.push(Ending {
+            last: last_ref,
+            live: sites.values().sum(),
+            reused,
+            continued,
+            live_sites,
+        });
+    }
+    let truncated = truncated
+        .into_iter()
+        .filter_map(|(f, g, count)| {
+            let (func, _) = named(f)?;
+            let (passed_to, _) = named(g)?;
+            Some(TruncatedPointer {
+                library: func.library,
+                function: func.function,
+                passed_to,
+                count,
+            })
+        })
+        .collect();
+    Some(PointerFlow {
+        cap: CAP as u64,
+        sampled: shift > 0,
+        sample_every: weight,
+        tracked,
+        skipped: SKIPPED.load(Ordering::Relaxed),
+        allocators: allocators.into_values().collect(),
+        truncated,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tables are global: the tests run one after another under this lock, each from reset.
+    static SERIAL: parking_lot::Mutex<()> = parking_lot::const_mutex(());
+
+    fn ending(f: u16, last: u16) -> (u64, u64, u64) {
+        let mut live = 0;
+        for (k, v) in KEYS.iter().zip(VALS.iter()) {
+            let e = v.load(Ordering::Relaxed);
+            if k.load(Ordering::Relaxed) > TOMB && e as u16 == f && last_of(e) == last {
+                live += 1;
+            }
+        }
+        let p = pair(FLOW, f, last).unwrap();
+        (
+            live,
+            p.first.load(Ordering::Relaxed),
+            p.second.load(Ordering::Relaxed),
+        )
+    }
+
+    #[test]
+    fn objects_end_where_they_were_last_passed_and_reuse_confirms() {
+        let _g = SERIAL.lock();
+        reset();
+        let (make, useit, give) = (fn_id(0x1000), fn_id(0x2000), fn_id(0x3000));
+        assert_ne!(make, useit);
+        assert_eq!(fn_id(0x1000), make, "one id per address");
+        // 10 objects, each used; 4 given back; then 2 addresses handed out again.
+        for o in 0..10usize {
+            made(0x5000_0000 + o * 32, make, 7);
+            passed(0x5000_0000 + o * 32, useit);
+            passed(0x5000_0000 + o * 32, useit);
+        }
+        for o in 0..4usize {
+            passed(0x5000_0000 + o * 32, give);
+        }
+        made(0x5000_0000, make, 8);
+        made(0x5000_0020, make, 8);
+        // Live after `give`: 2 (two were reused); reused after it: 2; never followed.
+        assert_eq!(ending(make, give), (2, 2, 0));
+        // After `useit`: 6 live, none reused, 4 went on (to `give`).
+        assert_eq!(ending(make, useit), (6, 0, 4));
+        // Never passed: the 2 new objects.
+        assert_eq!(ending(make, 0).0, 2);
+        // A value nobody made is ignored.
+        passed(0x7777_0000, give);
+        assert_eq!(LIVE.load(Ordering::Relaxed), 10);
+    }
+
+    #[test]
+    fn past_the_cap_values_are_sampled_and_counts_weighted() {
+        let _g = SERIAL.lock();
+        reset();
+        let f = fn_id(0x1100);
+        for o in 0..(CAP + CAP / 2) {
+            made(0x1_0000_0000 + o * 16, f, 1);
+        }
+        let shift = SHIFT.load(Ordering::Relaxed);
+        assert!(shift >= 1, "sampling began");
+        let live = LIVE.load(Ordering::Relaxed);
+        assert!(live <= CAP, "{live}");
+        // Every value kept is in the sample, and the weighted count estimates all of them.
+        let estimate = (live as u64) << shift;
+        let all = (CAP + CAP / 2) as u64;
+        assert!(estimate.abs_diff(all) < all / 10, "{estimate} vs {all}");
+        reset();
+        assert_eq!(SHIFT.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_c_int_result_passed_back_as_a_pointer_is_cut() {
+        let _g = SERIAL.lock();
+        reset();
+        let (t, g) = (fn_id(0x4100), fn_id(0x4200));
+        // A pointer 0x7f12_9234_5678 read as c_int: its low half, negative, sign-extended.
+        let cut = 0x7f12_9234_5678u64 as u32 as i32;
+        int_returned(cut, t);
+        int_returned(12, t); // a small number is never taken for one
+        passed(cut as i64 as u64 as usize, g);
+        passed(12, g);
+        passed(0x7f12_9234_5678, g); // the whole pointer is not the cut one
+        assert_eq!(pair(TRUNC, t, g).unwrap().first.load(Ordering::Relaxed), 1);
+    }
+}
