@@ -14,6 +14,7 @@ mod leak;
 pub mod names;
 #[cfg(test)]
 mod testutil;
+mod truncation;
 
 use std::collections::BTreeMap;
 
@@ -398,6 +399,7 @@ pub fn recommend(profile: &Profile, options: &AdviceOptions) -> Vec<Recommendati
     candidates.extend(gil::use_pydll_rule(&ctx));
     candidates.extend(gil::contention_rule(&ctx));
     candidates.extend(leak::rule(&ctx));
+    candidates.extend(truncation::rule(&ctx));
 
     let mut recs: Vec<Recommendation> = candidates
         .into_iter()
