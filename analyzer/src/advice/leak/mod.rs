@@ -62,7 +62,7 @@ pub(super) fn rule(ctx: &Context<'_>) -> Vec<Candidate> {
 /// The ending an allocator's objects are retired at, if one qualifies: ended there, never passed
 /// on from there (a use after a free would be; 2 % allowed for an address another object got
 /// meanwhile), ranked by reused addresses, no continuation at all, objects ended, then the name.
-fn release_of<'a>(a: &'a AllocatorFlow) -> Option<&'a Ending> {
+fn release_of(a: &AllocatorFlow) -> Option<&Ending> {
     let pairs = names::release_candidates(&a.function);
     a.endings
         .iter()
@@ -75,7 +75,7 @@ fn release_of<'a>(a: &'a AllocatorFlow) -> Option<&'a Ending> {
             let by_name = e
                 .last
                 .as_ref()
-                .is_some_and(|l| pairs.iter().any(|p| *p == l.function));
+                .is_some_and(|l| pairs.contains(&l.function));
             (e.reused, e.continued == 0, e.live + e.reused, by_name)
         })
 }
