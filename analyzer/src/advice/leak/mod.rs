@@ -72,10 +72,7 @@ fn release_of(a: &AllocatorFlow) -> Option<&Ending> {
             ended > 0 && e.continued.saturating_mul(50) <= ended
         })
         .max_by_key(|e| {
-            let by_name = e
-                .last
-                .as_ref()
-                .is_some_and(|l| pairs.contains(&l.function));
+            let by_name = e.last.as_ref().is_some_and(|l| pairs.contains(&l.function));
             (e.reused, e.continued == 0, e.live + e.reused, by_name)
         })
 }
