@@ -279,7 +279,6 @@ unsafe extern "C" fn slow_ffi_call(
         r,
         a,
         forwarded: false,
-        result_of: std::ptr::null(),
     };
     // SAFETY: the call as libffi's caller made it.
     crate::runtime::guard((), || unsafe { slow_path(&mut call) });
@@ -287,15 +286,9 @@ unsafe extern "C" fn slow_ffi_call(
         // SAFETY: the original call, unchanged.
         unsafe { (call.real)(cif, f, r, a) }
     }
-    // SAFETY: a non-null `result_of` is the pair's leaked CallStats; the call has returned.
-    if let Some(stats) = unsafe { call.result_of.as_ref() } {
-        // SAFETY: the call's own cif, result and arguments, after it returned.
-        crate::runtime::guard((), || unsafe { note_result(stats, cif, r, a) });
-    }
 }
 
-/// A call on the slow path. `forwarded` is set just before `slow_path` calls `real` itself;
-/// `result_of`, the pair whose result goes to the pointer flow once the call returned.
+/// A call on the slow path. `forwarded` is set just before `slow_path` calls `real` itself.
 struct FfiCall {
     real: FfiCallFn,
     cif: *mut FfiCif,
@@ -303,7 +296,6 @@ struct FfiCall {
     r: *mut c_void,
     a: *mut *mut c_void,
     forwarded: bool,
-    result_of: *const recorder::CallStats,
 }
 
 type PointerFn = unsafe extern "C" fn(
@@ -315,9 +307,10 @@ type PointerFn = unsafe extern "C" fn(
     usize,
 );
 
-/// A counted call whose signature has a pointer in it (the fast path's pair `stats`): its
-/// pointer arguments go to the pointer flow, then the call is forwarded — a tail call unless
-/// its result goes there too, once it has returned.
+/// A counted call whose signature has a pointer in it (the fast path's pair `stats`): forwarded,
+/// then its pointer arguments and its result reported to the pointer flow. After the call, not
+/// before: the arguments' values are still in libffi's argument array, and a function that keeps
+/// nothing but the four values it needs across the call saves more than a tail call would.
 unsafe extern "C" fn pointer_ffi_call(
     cif: *mut FfiCif,
     f: *const c_void,
@@ -328,21 +321,42 @@ unsafe extern "C" fn pointer_ffi_call(
 ) {
     // A C function: calling it cannot panic.
     let real: FfiCallFn = real;
-    // SAFETY: `counted` returned the address of the pair's leaked CallStats.
-    let stats = unsafe { &*(stats as *const recorder::CallStats) };
-    let sig = stats.ptr_sig.load(Ordering::Relaxed);
-    if sig & pointers::SIG_ARG_PTR != 0 {
-        // SAFETY: the call's own cif and arguments.
-        crate::runtime::guard((), || unsafe { note_args(stats, cif, a) });
-    }
-    if sig & (pointers::SIG_RET_PTR | pointers::SIG_RET_INT) == 0 {
-        // SAFETY: forwarded unchanged.
-        return unsafe { real(cif, f, r, a) };
-    }
     // SAFETY: forwarded unchanged.
     unsafe { real(cif, f, r, a) };
-    // SAFETY: the call's own cif, result and arguments, after it returned.
-    crate::runtime::guard((), || unsafe { note_result(stats, cif, r, a) });
+    // SAFETY: `counted` returned the address of the pair's leaked CallStats; the call's own
+    // cif, result and arguments, after it returned.
+    crate::runtime::guard((), || unsafe {
+        let pair = &*(stats as *const recorder::CallStats);
+        note_args(pair, a);
+        if pair.ptr_sig.load(Ordering::Relaxed) & (pointers::SIG_RET_PTR | pointers::SIG_RET_INT)
+            != 0
+        {
+            note_result(pair, cif, r, a);
+        }
+    });
+}
+
+/// The slow path's pointer work before the call, for a pair whose signature is not known yet or
+/// has a pointer in it: decides the signature on first sight, reports the pointer arguments, and
+/// says whether the result is to be reported once the call returned.
+///
+/// # Safety
+/// `cif` and `a` as libffi's caller passed them.
+#[cold]
+#[inline(never)]
+unsafe fn pointers_before(
+    stats: &recorder::CallStats,
+    cif: *const FfiCif,
+    a: *mut *mut c_void,
+) -> bool {
+    let mut sig = stats.ptr_sig.load(Ordering::Relaxed);
+    if sig == 0 {
+        // SAFETY: per the contract.
+        sig = unsafe { decide_signature(stats, cif, stats.site) };
+    }
+    // SAFETY: per the contract.
+    unsafe { note_args(stats, a) };
+    sig & (pointers::SIG_RET_PTR | pointers::SIG_RET_INT) != 0
 }
 
 /// The pair's pointer signature from the cif of its first call, kept in its statistics: whether
@@ -369,14 +383,20 @@ unsafe fn decide_signature(stats: &recorder::CallStats, cif: *const FfiCif, site
             {
                 sig |= pointers::SIG_RET_INT;
             }
-            if (0..cif.nargs as usize).any(|i| (**cif.arg_types.add(i)).type_ == FFI_TYPE_POINTER) {
+            let mask = (0..(cif.nargs as usize).min(16))
+                .filter(|&i| (**cif.arg_types.add(i)).type_ == FFI_TYPE_POINTER)
+                .fold(0u16, |m, i| m | 1 << i);
+            if mask != 0 {
                 sig |= pointers::SIG_ARG_PTR;
+                stats.ptr_args.store(mask, Ordering::Relaxed);
             }
         }
         if sig != pointers::SIG_KNOWN {
-            stats
-                .ptr_fn
-                .store(pointers::fn_id(stats.function), Ordering::Relaxed);
+            match pointers::fn_id(stats.function) {
+                // No id left: the function stays out of the flow.
+                0 => sig = pointers::SIG_KNOWN,
+                id => stats.ptr_fn.store(id, Ordering::Relaxed),
+            }
         }
     }
     stats.ptr_sig.store(sig, Ordering::Relaxed);
@@ -400,24 +420,23 @@ unsafe fn pointer_arg(a: *mut *mut c_void, i: usize) -> usize {
     }
 }
 
-/// Reports each pointer argument's value to the pointer flow, as passed to the pair's function.
+/// Reports each pointer argument's value (among the first 16: the pair's `ptr_args` bits) to the
+/// pointer flow, as passed to the pair's function.
 ///
 /// # Safety
-/// `cif` and `a` as libffi's caller passed them.
+/// `a` as libffi's caller passed it, for a call of the pair's cif.
 #[inline(always)]
-unsafe fn note_args(stats: &recorder::CallStats, cif: *const FfiCif, a: *mut *mut c_void) {
+unsafe fn note_args(stats: &recorder::CallStats, a: *mut *mut c_void) {
+    let mut mask = stats.ptr_args.load(Ordering::Relaxed);
     let g = stats.ptr_fn.load(Ordering::Relaxed);
-    if g == 0 || a.is_null() {
+    if a.is_null() {
         return;
     }
-    // SAFETY: per the contract.
-    unsafe {
-        let cif = &*cif;
-        for i in 0..cif.nargs as usize {
-            if (**cif.arg_types.add(i)).type_ == FFI_TYPE_POINTER {
-                pointers::passed(pointer_arg(a, i), g);
-            }
-        }
+    while mask != 0 {
+        let i = mask.trailing_zeros() as usize;
+        mask &= mask - 1;
+        // SAFETY: per the contract: argument i is a pointer.
+        pointers::passed(unsafe { pointer_arg(a, i) }, g);
     }
 }
 
@@ -521,23 +540,22 @@ unsafe fn slow_path(call: &mut FfiCall) {
     }
     // SAFETY: cif comes from libffi's caller and is prepared.
     unsafe { count(stats, cif, ctx.as_deref()) };
-    let mut sig = stats.ptr_sig.load(Ordering::Relaxed);
-    if sig == 0 {
-        // SAFETY: as above.
-        sig = unsafe { decide_signature(stats, cif, stats.site) };
-    }
-    if sig & pointers::SIG_ACTIVE != 0 {
-        if sig & pointers::SIG_ARG_PTR != 0 {
-            // SAFETY: the call's own cif and arguments.
-            unsafe { note_args(stats, cif, call.a) };
-        }
-        if sig & (pointers::SIG_RET_PTR | pointers::SIG_RET_INT) != 0 {
-            call.result_of = stats;
-        }
-    }
+    // Whether the result goes to the pointer flow (then the call is forwarded here, to see it):
+    // one compare for a pair with no pointer in its signature.
+    // SAFETY: the call's own cif and arguments.
+    let result = stats.ptr_sig.load(Ordering::Relaxed) != pointers::SIG_KNOWN
+        && unsafe { pointers_before(stats, cif, call.a) };
     if !timed {
         if let Some(c) = ctx {
             c.native_done(stats, 0, 0);
+        }
+        if result {
+            call.forwarded = true;
+            // SAFETY: the original call, unchanged; then its own cif, result and arguments.
+            unsafe {
+                (call.real)(cif, f, call.r, call.a);
+                note_result(stats, cif, call.r, call.a);
+            }
         }
         return;
     }
@@ -549,6 +567,10 @@ unsafe fn slow_path(call: &mut FfiCall) {
     stats.record_native(first, t1.wrapping_sub(t0));
     if let Some(c) = ctx {
         c.native_done(stats, t0, t1);
+    }
+    if result {
+        // SAFETY: the call's own cif, result and arguments, after it returned.
+        unsafe { note_result(stats, cif, call.r, call.a) };
     }
 }
 

@@ -120,6 +120,8 @@ pub struct CallStats {
     pub ptr_sig: AtomicU8,
     /// The function's id in the pointer-flow tables (0: none), set with `ptr_sig`.
     pub ptr_fn: AtomicU16,
+    /// Which of the first 16 arguments are pointers (bit i: argument i), set with `ptr_sig`.
+    pub ptr_args: AtomicU16,
     /// Non-null pointers the pair's calls returned that were none of their pointer arguments.
     pub ptr_made: Counter,
     pub calls: Counter,
@@ -231,6 +233,7 @@ impl CallStats {
             site_flags: _,
             ptr_sig: _,
             ptr_fn: _,
+            ptr_args: _,
             ptr_made,
             calls,
             arg_count,
