@@ -307,11 +307,65 @@ type PointerFn = unsafe extern "C" fn(
     usize,
 );
 
-/// A counted call whose signature has a pointer in it (the fast path's pair `stats`): forwarded,
-/// then its pointer arguments and its result reported to the pointer flow. After the call, not
-/// before: the arguments' values are still in libffi's argument array, and a function that keeps
-/// nothing but the four values it needs across the call saves more than a tail call would.
+/// A counted call whose signature has a pointer in it (the fast path's pair `stats`). When its
+/// result is not reported and no pointer argument would change the flow (each is untracked and no cut
+/// pointer, or tracked and passed to its last function again: [`pointers::surely_unchanged`]), it only
+/// looks and tail-calls the real `ffi_call` — a leaf with no stack frame. Otherwise
+/// [`pointer_flow_call`] does the work. Never inlined: the trampolines keep no stack frame.
+#[inline(never)]
 unsafe extern "C" fn pointer_ffi_call(
+    cif: *mut FfiCif,
+    f: *const c_void,
+    r: *mut c_void,
+    a: *mut *mut c_void,
+    real: FfiCallFn,
+    stats: usize,
+) {
+    // A C function: calling it cannot panic.
+    let real: FfiCallFn = real;
+    // SAFETY: the call's own arguments, for the pair `counted` returned.
+    let quiet = crate::runtime::guard(false, || unsafe { nothing_to_note(stats, a) });
+    if quiet {
+        // SAFETY: forwarded unchanged.
+        return unsafe { real(cif, f, r, a) };
+    }
+    let flow: PointerFn = pointer_flow_call;
+    // SAFETY: forwarded as it came.
+    unsafe { flow(cif, f, r, a, real, stats) }
+}
+
+/// Whether a counted call of pair `stats` has nothing for the pointer flow: no result to report,
+/// and no pointer argument that would change it. Calls nothing.
+///
+/// # Safety
+/// `stats` the address of a leaked CallStats; `a` as libffi's caller passed it.
+#[inline(always)]
+unsafe fn nothing_to_note(stats: usize, a: *mut *mut c_void) -> bool {
+    // SAFETY: per the contract.
+    let pair = unsafe { &*(stats as *const recorder::CallStats) };
+    if pair.ptr_sig.load(Ordering::Relaxed) & (pointers::SIG_RET_PTR | pointers::SIG_RET_INT) != 0
+        || a.is_null()
+    {
+        return false;
+    }
+    let g = pair.ptr_fn.load(Ordering::Relaxed);
+    let mut mask = pair.ptr_args.load(Ordering::Relaxed);
+    while mask != 0 {
+        let i = mask.trailing_zeros() as usize;
+        mask &= mask - 1;
+        // SAFETY: per the contract: argument i is a pointer.
+        if !pointers::surely_unchanged(unsafe { pointer_arg(a, i) }, g) {
+            return false;
+        }
+    }
+    true
+}
+
+/// A counted call with something for the pointer flow: forwarded, then its pointer arguments
+/// and its result reported. After the call, not before: the arguments' values are still in
+/// libffi's argument array. Never inlined: [`pointer_ffi_call`] stays a leaf.
+#[inline(never)]
+unsafe extern "C" fn pointer_flow_call(
     cif: *mut FfiCif,
     f: *const c_void,
     r: *mut c_void,

@@ -51,9 +51,18 @@ pub const SIG_ARG_PTR: u8 = 4;
 pub const SIG_RET_INT: u8 = 8;
 pub const SIG_ACTIVE: u8 = SIG_RET_PTR | SIG_ARG_PTR | SIG_RET_INT;
 
-static KEYS: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
-/// The entry of each key: allocator id (bits 0-15), making site (16-31), last function (32-47).
-static VALS: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
+/// A tracked value (0: empty, [`TOMB`]: dropped) and its entry: allocator id (bits 0-15), making
+/// site (16-31), last function (32-47). Side by side, so a look-up needs one base address.
+struct Slot {
+    key: AtomicUsize,
+    val: AtomicU64,
+}
+static TABLE: [Slot; SLOTS] = [const {
+    Slot {
+        key: AtomicUsize::new(0),
+        val: AtomicU64::new(0),
+    }
+}; SLOTS];
 /// Live values in the table.
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 /// One value in `1 << SHIFT` is tracked.
@@ -96,14 +105,28 @@ fn mix(v: u64) -> u64 {
     h ^ (h >> 33)
 }
 
+/// A value's hash: its address in 16-byte units (malloc's alignment), low 32 bits, times the
+/// 32-bit golden-ratio constant (Fibonacci hashing: consecutive objects spread over the table; an
+/// immediate operand, so the look-up holds no register for it).
 #[inline(always)]
-fn home(h: u64) -> usize {
-    (h >> (64 - SLOT_BITS)) as usize
+fn vhash(v: usize) -> u32 {
+    ((v >> 4) as u32).wrapping_mul(0x9e37_79b1)
 }
 
+/// A value's first slot: the hash's top bits.
 #[inline(always)]
-fn in_sample(h: u64, shift: u32) -> bool {
-    h & ((1u64 << shift) - 1) == 0
+fn home(h: u32) -> usize {
+    (h >> (32 - SLOT_BITS)) as usize
+}
+
+/// The largest sampling shift: one value in 4096.
+const MAX_SHIFT: u32 = 12;
+
+/// Whether a value is in the sample at `shift`: hash bits below the slot's (each depends on the
+/// address bits below it).
+#[inline(always)]
+fn in_sample(h: u32, shift: u32) -> bool {
+    (h >> 3) & ((1u32 << shift) - 1) == 0
 }
 
 #[inline(always)]
@@ -163,7 +186,7 @@ fn pair(kind: u64, a: u16, b: u16) -> Option<&'static Pair> {
 /// arguments), at `site`.
 #[inline]
 pub fn made(v: usize, f: u16, site: u16) {
-    let h = mix(v as u64);
+    let h = vhash(v);
     let shift = SHIFT.load(Ordering::Relaxed);
     if !in_sample(h, shift) {
         return;
@@ -172,11 +195,11 @@ pub fn made(v: usize, f: u16, site: u16) {
     let mut i = home(h);
     let mut free = None;
     for _ in 0..MAX_PROBE {
-        let k = KEYS[i].load(Ordering::Acquire);
+        let k = TABLE[i].key.load(Ordering::Acquire);
         if k == v {
             // Handed out again: the object that had this address was freed after its last
             // function.
-            let old = VALS[i].swap(new, Ordering::AcqRel);
+            let old = TABLE[i].val.swap(new, Ordering::AcqRel);
             if let Some(p) = pair(FLOW, old as u16, last_of(old)) {
                 p.first.fetch_add(1 << shift, Ordering::Relaxed);
             }
@@ -201,13 +224,14 @@ pub fn made(v: usize, f: u16, site: u16) {
             return;
         }
     }
-    let expected = KEYS[slot].load(Ordering::Relaxed);
+    let expected = TABLE[slot].key.load(Ordering::Relaxed);
     if (expected == 0 || expected == TOMB)
-        && KEYS[slot]
+        && TABLE[slot]
+            .key
             .compare_exchange(expected, v, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
     {
-        VALS[slot].store(new, Ordering::Release);
+        TABLE[slot].val.store(new, Ordering::Release);
         LIVE.fetch_add(1, Ordering::Relaxed);
     } else {
         SKIPPED.fetch_add(1, Ordering::Relaxed);
@@ -219,17 +243,17 @@ pub fn made(v: usize, f: u16, site: u16) {
 #[cold]
 #[inline(never)]
 fn raise_shift(shift: u32) {
-    if shift >= 31
+    if shift >= MAX_SHIFT
         || SHIFT
             .compare_exchange(shift, shift + 1, Ordering::AcqRel, Ordering::Relaxed)
             .is_err()
     {
         return;
     }
-    for (k, _) in KEYS.iter().zip(VALS.iter()) {
-        let v = k.load(Ordering::Acquire);
-        if v > TOMB && !in_sample(mix(v as u64), shift + 1) {
-            k.store(TOMB, Ordering::Release);
+    for slot in &TABLE {
+        let v = slot.key.load(Ordering::Acquire);
+        if v > TOMB && !in_sample(vhash(v), shift + 1) {
+            slot.key.store(TOMB, Ordering::Release);
             LIVE.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -241,10 +265,9 @@ pub fn passed(v: usize, g: u16) {
     if v <= TOMB {
         return;
     }
-    let h = mix(v as u64);
-    let mut i = home(h);
+    let mut i = home(vhash(v));
     for _ in 0..MAX_PROBE {
-        let k = KEYS[i].load(Ordering::Relaxed);
+        let k = TABLE[i].key.load(Ordering::Relaxed);
         if k == v {
             return moved_on(i, g);
         }
@@ -258,16 +281,36 @@ pub fn passed(v: usize, g: u16) {
     }
 }
 
+/// Whether [`passed`]`(v, g)` surely changes nothing: `v` is no value (null), or its first slot
+/// is empty (untracked) and it cannot be a pointer cut to 32 bits, or its first slot holds it
+/// with `g` its last function already. Looks at one slot, calls nothing and writes nothing, so a
+/// caller that only reads can stay a leaf function (no stack frame); false sends the caller to
+/// [`passed`], which probes further.
+#[inline(always)]
+pub fn surely_unchanged(v: usize, g: u16) -> bool {
+    if v <= TOMB {
+        return true;
+    }
+    let i = home(vhash(v));
+    let k = TABLE[i].key.load(Ordering::Relaxed);
+    if k == 0 {
+        return !ANY_INT.load(Ordering::Relaxed) || (v as u64 as i32) as i64 as u64 != v as u64;
+    }
+    k == v && last_of(TABLE[i].val.load(Ordering::Relaxed)) == g
+}
+
 /// Tracked value in slot `i` passed to `g`: `g` is its last function now, and the one before
 /// was not its end.
 #[inline(never)]
 fn moved_on(i: usize, g: u16) {
-    let old = VALS[i].load(Ordering::Acquire);
+    let old = TABLE[i].val.load(Ordering::Acquire);
     let last = last_of(old);
     if last == g {
         return;
     }
-    VALS[i].store(old & !(0xffff << 32) | (g as u64) << 32, Ordering::Release);
+    TABLE[i]
+        .val
+        .store(old & !(0xffff << 32) | (g as u64) << 32, Ordering::Release);
     if last != 0 {
         if let Some(p) = pair(FLOW, old as u16, last) {
             p.second
@@ -313,9 +356,9 @@ fn truncated_back(v: usize, g: u16) {
 /// Forgets every value and count (a new attach session, a forked child). Function ids stay:
 /// the pairs' statistics keep theirs.
 pub fn reset() {
-    for (k, v) in KEYS.iter().zip(VALS.iter()) {
-        k.store(0, Ordering::Relaxed);
-        v.store(0, Ordering::Relaxed);
+    for slot in &TABLE {
+        slot.key.store(0, Ordering::Relaxed);
+        slot.val.store(0, Ordering::Relaxed);
     }
     for p in &PAIRS {
         p.key.store(0, Ordering::Relaxed);
@@ -353,9 +396,9 @@ pub fn summary(
     type Flow = (BTreeMap<u16, u64>, u64, u64);
     let mut flow: BTreeMap<(u16, u16), Flow> = BTreeMap::new();
     let mut tracked = 0;
-    for (k, v) in KEYS.iter().zip(VALS.iter()) {
-        if k.load(Ordering::Acquire) > TOMB {
-            let e = v.load(Ordering::Acquire);
+    for slot in &TABLE {
+        if slot.key.load(Ordering::Acquire) > TOMB {
+            let e = slot.val.load(Ordering::Acquire);
             let site = (e >> 16) as u16;
             *flow
                 .entry((e as u16, last_of(e)))
@@ -509,9 +552,9 @@ mod tests {
 
     fn ending(f: u16, last: u16) -> (u64, u64, u64) {
         let mut live = 0;
-        for (k, v) in KEYS.iter().zip(VALS.iter()) {
-            let e = v.load(Ordering::Relaxed);
-            if k.load(Ordering::Relaxed) > TOMB && e as u16 == f && last_of(e) == last {
+        for slot in &TABLE {
+            let e = slot.val.load(Ordering::Relaxed);
+            if slot.key.load(Ordering::Relaxed) > TOMB && e as u16 == f && last_of(e) == last {
                 live += 1;
             }
         }
