@@ -3,7 +3,7 @@
 //! the fixture), with exact counts and the sites where the objects still out were made; none when
 //! everything is returned; reused heap addresses counted as the release's confirmation; and a
 //! pointer read through ctypes' default `c_int` result and passed back as a pointer (item 2),
-//! reported as high-confidence declare-argtypes advice. On every CPython 3.8–3.13 pyenv has,
+//! reported as high-confidence declare-argtypes advice; cffi's pointer results like ctypes'. On every CPython 3.8–3.13 pyenv has,
 //! Debian's 3.11 and 3.14 (own harness: an interpreter that is not installed shows as *ignored*).
 
 mod common;
@@ -189,9 +189,36 @@ fn a_pointer_cut_by_c_int_is_reported(py: &Interpreter, dir: &Path) -> Result<()
     Ok(())
 }
 
+fn cffi_pointer_results(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    let (p, recs, out) = run(py, dir, "cffi");
+    assert_eq!(out["out"], 200);
+    assert_eq!(allocator(&p, "fx_lease").made, 300, "{}", py.label);
+    let leaks = of_kind(&recs, "leak", "fx_lease");
+    assert_eq!(leaks.len(), 1, "{}: {recs:#?}", py.label);
+    let e = &leaks[0]["evidence"];
+    assert_eq!(e["release_function"], "fx_return");
+    assert_eq!(
+        (
+            e["made"].as_u64(),
+            e["released"].as_u64(),
+            e["outstanding"].as_u64()
+        ),
+        (Some(300), Some(100), Some(200)),
+        "{}: {e:#}",
+        py.label
+    );
+    assert_eq!(
+        sites(leaks[0]),
+        vec![(line_of("CFFI_LEASE"), 200)],
+        "{}",
+        py.label
+    );
+    Ok(())
+}
+
 fn main() {
     let args = Arguments::from_args();
-    let trials = matrix_trials(
+    let mut trials = matrix_trials(
         version_matrix(),
         &[
             ("leak_with_verbs_of_its_own", leak_with_verbs_of_its_own),
@@ -209,5 +236,20 @@ fn main() {
             ),
         ],
     );
+    // cffi's pointer results, where cffi is installed.
+    for py in version_matrix() {
+        let missing = py.missing().or_else(|| {
+            (!py.has_module("cffi")).then(|| format!("cffi is not installed for {}", py.label))
+        });
+        let name = format!("{}::cffi_pointer_results", py.label);
+        let t = trial(name, move || {
+            let dir = tempfile::tempdir().unwrap();
+            cffi_pointer_results(&py, dir.path())
+        });
+        trials.push(match missing {
+            Some(reason) => t.with_ignored_flag(true).with_kind(reason),
+            None => t,
+        });
+    }
     libtest_mimic::run(&args, trials).exit();
 }

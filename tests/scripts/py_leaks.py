@@ -8,6 +8,7 @@ names. Prints one JSON line of what the library saw.
           spawned (KEEP) and never reaped.
   trunc   fx_handle_make called with no restype (its pointer read as c_int), the result passed
           back 5 times to fx_handle_check, whose argtypes say c_void_p.
+  cffi    fx_lease / fx_return through cffi in ABI mode: 300 leased (CFFI_LEASE), 100 returned.
 
 Usage: py_leaks.py FIXTURE_LIB MODE
 """
@@ -46,3 +47,14 @@ elif mode == "trunc":
     h = lib.fx_handle_make()  # no restype: read as c_int
     ok = [lib.fx_handle_check(h) for _ in range(5)]
     print(json.dumps({"handle": h, "ok": ok}))
+elif mode == "cffi":
+    # The same lease/return pair through cffi in ABI mode: 300 leased, 100 returned.
+    import cffi
+
+    ffi = cffi.FFI()
+    ffi.cdef("void *fx_lease(void); void fx_return(void *p); long fx_leased_count(void);")
+    clib = ffi.dlopen(sys.argv[1])
+    objs = [clib.fx_lease() for _ in range(300)]  # CFFI_LEASE
+    for o in objs[:100]:
+        clib.fx_return(o)
+    print(json.dumps({"out": clib.fx_leased_count()}))
