@@ -3,12 +3,15 @@
 //! the fixture), with exact counts and the sites where the objects still out were made; none when
 //! everything is returned; reused heap addresses counted as the release's confirmation; and a
 //! pointer read through ctypes' default `c_int` result and passed back as a pointer (item 2),
-//! reported as high-confidence declare-argtypes advice; cffi's pointer results like ctypes'. On every CPython 3.8–3.13 pyenv has,
+//! reported as high-confidence declare-argtypes advice; cffi's pointer results like ctypes'; and
+//! attach, which says objects made before it are unknown (on pyenv's 3.11). On every CPython 3.8–3.13 pyenv has,
 //! Debian's 3.11 and 3.14 (own harness: an interpreter that is not installed shows as *ignored*).
 
 mod common;
 
 use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
 
 use common::*;
 use ffiprof_profile::{AllocatorFlow, Profile};
@@ -216,6 +219,73 @@ fn cffi_pointer_results(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     Ok(())
 }
 
+/// Attached to a running loop that leases two objects and returns one: the advice says objects
+/// made before the attach are unknown; made = released + outstanding for the window's objects.
+fn attach_window(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    let stop = dir.join("stop");
+    let mut child = KillOnDrop(
+        py.cmd(&py.command)
+            .arg(script("py_leaks.py"))
+            .args([FIXTURE, "loop"])
+            .arg(&stop)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.0.id();
+    let line = wait_for_line(&mut child.0, "ready", Duration::from_secs(30));
+    assert_eq!(line.trim(), "ready");
+    let out = dir.join("p.json");
+    let o = py
+        .cmd_beside(pid, ffiprof_bin())
+        .args(["attach", "--pid", &pid.to_string(), "--duration", "1.5"])
+        .args(["--no-calibrate", "-q", "-o"])
+        .arg(&out)
+        .output()
+        .expect("run ffiprof attach");
+    std::fs::write(&stop, "").unwrap();
+    check_ok(&o);
+    assert!(child.0.wait().unwrap().success());
+    let p = read_profile(&out);
+    assert_eq!(p.meta.mode, "attach");
+    let r = py
+        .cmd(ffiprof_bin())
+        .arg("report")
+        .arg(&out)
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    check_ok(&r);
+    let report: Value = serde_json::from_slice(&r.stdout).unwrap();
+    let recs = report["recommendations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let leaks = of_kind(&recs, "leak", "fx_lease");
+    assert_eq!(leaks.len(), 1, "{}: {recs:#?}", py.label);
+    let e = &leaks[0]["evidence"];
+    assert_eq!(e["made_before_attach_unknown"], true);
+    assert_eq!(e["mode"], "attach");
+    assert_eq!(e["release_function"], "fx_return");
+    let (made, released, outstanding) = (
+        e["made"].as_u64().unwrap(),
+        e["released"].as_u64().unwrap(),
+        e["outstanding"].as_u64().unwrap(),
+    );
+    assert!(made > 100, "{e:#}");
+    assert_eq!(made, released + outstanding, "{e:#}");
+    // One of two returned; a pair cut by the window's edges makes one more or less.
+    assert!(released.abs_diff(outstanding) <= 2, "{e:#}");
+    assert!(e["reused_addresses"].as_u64().unwrap() > 0, "{e:#}");
+    assert_eq!(sites(leaks[0]), vec![(line_of("LOOP_LEASE"), outstanding)]);
+    let text = leaks[0]["suggestion"].as_str().unwrap();
+    assert!(
+        text.contains("made before the attach are unknown"),
+        "{text}"
+    );
+    Ok(())
+}
+
 fn main() {
     let args = Arguments::from_args();
     let mut trials = matrix_trials(
@@ -236,6 +306,10 @@ fn main() {
             ),
         ],
     );
+    trials.extend(matrix_trials(
+        vec![pyenv_venv("3.11")],
+        &[("attach_window", attach_window)],
+    ));
     // cffi's pointer results, where cffi is installed.
     for py in version_matrix() {
         let missing = py.missing().or_else(|| {

@@ -9,8 +9,10 @@ names. Prints one JSON line of what the library saw.
   trunc   fx_handle_make called with no restype (its pointer read as c_int), the result passed
           back 5 times to fx_handle_check, whose argtypes say c_void_p.
   cffi    fx_lease / fx_return through cffi in ABI mode: 300 leased (CFFI_LEASE), 100 returned.
+  loop    prints "ready", then until the file argv[3] exists: two leased (LOOP_LEASE), the first
+          returned at once (malloc hands its address out again), the second kept.
 
-Usage: py_leaks.py FIXTURE_LIB MODE
+Usage: py_leaks.py FIXTURE_LIB MODE [STOP_FILE]
 """
 import ctypes
 import json
@@ -58,3 +60,15 @@ elif mode == "cffi":
     for o in objs[:100]:
         clib.fx_return(o)
     print(json.dumps({"out": clib.fx_leased_count()}))
+elif mode == "loop":
+    import os
+    import time
+
+    keep = []
+    print("ready", flush=True)
+    while not os.path.exists(sys.argv[3]):
+        a, b = lib.fx_lease(), lib.fx_lease()  # LOOP_LEASE
+        lib.fx_return(a)
+        keep.append(b)
+        time.sleep(0.0002)
+    print(json.dumps({"kept": len(keep)}))

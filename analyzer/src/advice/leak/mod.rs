@@ -160,7 +160,9 @@ fn from_flow(ctx: &Context<'_>, flow: &PointerFlow, a: &AllocatorFlow) -> Option
         } else {
             String::new()
         },
-        when = if complete {
+        when = if complete && attach {
+            " by the end of the recording"
+        } else if complete {
             " by the end of the run"
         } else {
             " so far (snapshot of a running process)"
