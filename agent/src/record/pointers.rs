@@ -281,20 +281,18 @@ pub fn passed(v: usize, g: u16) {
     }
 }
 
-/// Whether [`passed`]`(v, g)` surely changes nothing: `v` is no value (null), or its first slot
-/// is empty (untracked) and it cannot be a pointer cut to 32 bits, or its first slot holds it
+/// Whether [`passed`]`(v, g)` surely changes nothing: `v`'s first slot is empty (untracked) and it cannot be a pointer cut to 32 bits, or its first slot holds it
 /// with `g` its last function already. Looks at one slot, calls nothing and writes nothing, so a
 /// caller that only reads can stay a leaf function (no stack frame); false sends the caller to
 /// [`passed`], which probes further.
 #[inline(always)]
 pub fn surely_unchanged(v: usize, g: u16) -> bool {
-    if v <= TOMB {
-        return true;
-    }
+    // (A null value needs no test of its own: its slot is empty or holds another value, and a
+    // false answer only sends it to `passed`, which ignores it.)
     let i = home(vhash(v));
     let k = TABLE[i].key.load(Ordering::Relaxed);
     if k == 0 {
-        return !ANY_INT.load(Ordering::Relaxed) || (v as u64 as i32) as i64 as u64 != v as u64;
+        return (v as u64 as i32) as i64 as u64 != v as u64 || !ANY_INT.load(Ordering::Relaxed);
     }
     k == v && last_of(TABLE[i].val.load(Ordering::Relaxed)) == g
 }
