@@ -25,7 +25,9 @@
 //! a pointer argument, is a pointer cut to 32 bits ([`int_returned`], checked in [`passed`]).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+};
 
 use ffiprof_profile::{
     AllocatorFlow, Ending, Frame, FunctionRef, PointerFlow, SiteCount, TruncatedPointer,
@@ -57,22 +59,9 @@ struct Slot {
     key: AtomicUsize,
     val: AtomicU64,
 }
-static TABLE: [Slot; SLOTS] = [const {
-    Slot {
-        key: AtomicUsize::new(0),
-        val: AtomicU64::new(0),
-    }
-}; SLOTS];
-/// Live values in the table.
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-/// One value in `1 << SHIFT` is tracked.
-static SHIFT: AtomicU32 = AtomicU32::new(0);
-/// Values returned that found no room within `MAX_PROBE` slots.
-static SKIPPED: AtomicU64 = AtomicU64::new(0);
 
 /// Function ids: the address of id `i` in slot `i - 1` (0 is "none").
 const FUNC_SLOTS: usize = 4096;
-static FUNCS: [AtomicUsize; FUNC_SLOTS] = [const { AtomicUsize::new(0) }; FUNC_SLOTS];
 
 /// Counters per (kind, function, function): key `kind << 32 | a << 16 | b`.
 const PAIR_SLOTS: usize = 8192;
@@ -85,18 +74,73 @@ struct Pair {
     /// FLOW: objects passed on after `b`.
     second: AtomicU64,
 }
-static PAIRS: [Pair; PAIR_SLOTS] = [const {
-    Pair {
-        key: AtomicU64::new(0),
-        first: AtomicU64::new(0),
-        second: AtomicU64::new(0),
-    }
-}; PAIR_SLOTS];
 
 /// Recent results read as `c_int` that looked like no small number: value → function id.
 const INT_SLOTS: usize = 4096;
-static INT_KEYS: [AtomicU64; INT_SLOTS] = [const { AtomicU64::new(0) }; INT_SLOTS];
-static INT_FUNCS: [AtomicU16; INT_SLOTS] = [const { AtomicU16::new(0) }; INT_SLOTS];
+
+/// Every table of the flow, ~2.3 MiB, allocated (zeroed) at the first pair with a pointer in its
+/// signature ([`fn_id`]) and never freed: a program with none maps nothing, and the agent's own
+/// image stays the size it was (a larger one moves where the interpreter's allocator arenas land,
+/// which alone changed the float loop's instructions in `_PyObject_Free`).
+struct Tables {
+    table: [Slot; SLOTS],
+    funcs: [AtomicUsize; FUNC_SLOTS],
+    pairs: [Pair; PAIR_SLOTS],
+    int_keys: [AtomicU64; INT_SLOTS],
+    int_funcs: [AtomicU16; INT_SLOTS],
+}
+
+static TABLES: AtomicPtr<Tables> = AtomicPtr::new(std::ptr::null_mut());
+
+/// The tables once allocated.
+fn tables() -> Option<&'static Tables> {
+    // SAFETY: a non-null pointer is a leaked, never freed Tables.
+    unsafe { TABLES.load(Ordering::Acquire).as_ref() }
+}
+
+/// The tables, on a path that runs only for a pair whose signature has a pointer in it: such a
+/// pair has a function id, which [`fn_id`] gives only once the tables exist.
+#[inline(always)]
+fn t() -> &'static Tables {
+    // SAFETY: per the above, the pointer was set (never to be cleared) before this call.
+    unsafe { &*TABLES.load(Ordering::Relaxed) }
+}
+
+/// Allocates the tables if nobody has yet (first sight of a pointer signature; off the per-call
+/// path). False when there is no memory for them.
+#[cold]
+fn ensure_tables() -> bool {
+    if tables().is_some() {
+        return true;
+    }
+    let layout = std::alloc::Layout::new::<Tables>();
+    // SAFETY: Tables is made of atomics only, for which all-zero bytes are a valid value;
+    // the layout is not zero-sized.
+    let fresh = unsafe { std::alloc::alloc_zeroed(layout) } as *mut Tables;
+    if fresh.is_null() {
+        return false;
+    }
+    if TABLES
+        .compare_exchange(
+            std::ptr::null_mut(),
+            fresh,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .is_err()
+    {
+        // SAFETY: allocated just above with this layout and never shared.
+        unsafe { std::alloc::dealloc(fresh as *mut u8, layout) };
+    }
+    true
+}
+
+/// Live values in the table.
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+/// One value in `1 << SHIFT` is tracked.
+static SHIFT: AtomicU32 = AtomicU32::new(0);
+/// Values returned that found no room within `MAX_PROBE` slots.
+static SKIPPED: AtomicU64 = AtomicU64::new(0);
 static ANY_INT: AtomicBool = AtomicBool::new(false);
 
 #[inline(always)]
@@ -143,12 +187,12 @@ fn last_of(e: u64) -> u16 {
 /// first sight.
 #[cold]
 pub fn fn_id(addr: usize) -> u16 {
-    if addr == 0 {
+    if addr == 0 || !ensure_tables() {
         return 0;
     }
     let mut i = mix(addr as u64) as usize % FUNC_SLOTS;
     for _ in 0..FUNC_SLOTS {
-        match FUNCS[i].compare_exchange(0, addr, Ordering::AcqRel, Ordering::Acquire) {
+        match t().funcs[i].compare_exchange(0, addr, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => return (i + 1) as u16,
             Err(a) if a == addr => return (i + 1) as u16,
             Err(_) => i = (i + 1) % FUNC_SLOTS,
@@ -160,7 +204,7 @@ pub fn fn_id(addr: usize) -> u16 {
 fn fn_addr(id: u16) -> usize {
     match id {
         0 => 0,
-        i => FUNCS[i as usize - 1].load(Ordering::Acquire),
+        i => tables().map_or(0, |t| t.funcs[i as usize - 1].load(Ordering::Acquire)),
     }
 }
 
@@ -169,7 +213,7 @@ fn pair(kind: u64, a: u16, b: u16) -> Option<&'static Pair> {
     let key = kind << 32 | (a as u64) << 16 | b as u64;
     let mut i = mix(key) as usize % PAIR_SLOTS;
     for _ in 0..PAIR_SLOTS {
-        let p = &PAIRS[i];
+        let p = &t().pairs[i];
         match p
             .key
             .compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire)
@@ -195,11 +239,11 @@ pub fn made(v: usize, f: u16, site: u16) {
     let mut i = home(h);
     let mut free = None;
     for _ in 0..MAX_PROBE {
-        let k = TABLE[i].key.load(Ordering::Acquire);
+        let k = t().table[i].key.load(Ordering::Acquire);
         if k == v {
             // Handed out again: the object that had this address was freed after its last
             // function.
-            let old = TABLE[i].val.swap(new, Ordering::AcqRel);
+            let old = t().table[i].val.swap(new, Ordering::AcqRel);
             if let Some(p) = pair(FLOW, old as u16, last_of(old)) {
                 p.first.fetch_add(1 << shift, Ordering::Relaxed);
             }
@@ -224,14 +268,14 @@ pub fn made(v: usize, f: u16, site: u16) {
             return;
         }
     }
-    let expected = TABLE[slot].key.load(Ordering::Relaxed);
+    let expected = t().table[slot].key.load(Ordering::Relaxed);
     if (expected == 0 || expected == TOMB)
-        && TABLE[slot]
+        && t().table[slot]
             .key
             .compare_exchange(expected, v, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
     {
-        TABLE[slot].val.store(new, Ordering::Release);
+        t().table[slot].val.store(new, Ordering::Release);
         LIVE.fetch_add(1, Ordering::Relaxed);
     } else {
         SKIPPED.fetch_add(1, Ordering::Relaxed);
@@ -250,7 +294,7 @@ fn raise_shift(shift: u32) {
     {
         return;
     }
-    for slot in &TABLE {
+    for slot in &t().table {
         let v = slot.key.load(Ordering::Acquire);
         if v > TOMB && !in_sample(vhash(v), shift + 1) {
             slot.key.store(TOMB, Ordering::Release);
@@ -267,7 +311,7 @@ pub fn passed(v: usize, g: u16) {
     }
     let mut i = home(vhash(v));
     for _ in 0..MAX_PROBE {
-        let k = TABLE[i].key.load(Ordering::Relaxed);
+        let k = t().table[i].key.load(Ordering::Relaxed);
         if k == v {
             return moved_on(i, g);
         }
@@ -290,23 +334,23 @@ pub fn surely_unchanged(v: usize, g: u16) -> bool {
     // (A null value needs no test of its own: its slot is empty or holds another value, and a
     // false answer only sends it to `passed`, which ignores it.)
     let i = home(vhash(v));
-    let k = TABLE[i].key.load(Ordering::Relaxed);
+    let k = t().table[i].key.load(Ordering::Relaxed);
     if k == 0 {
         return (v as u64 as i32) as i64 as u64 != v as u64 || !ANY_INT.load(Ordering::Relaxed);
     }
-    k == v && last_of(TABLE[i].val.load(Ordering::Relaxed)) == g
+    k == v && last_of(t().table[i].val.load(Ordering::Relaxed)) == g
 }
 
 /// Tracked value in slot `i` passed to `g`: `g` is its last function now, and the one before
 /// was not its end.
 #[inline(never)]
 fn moved_on(i: usize, g: u16) {
-    let old = TABLE[i].val.load(Ordering::Acquire);
+    let old = t().table[i].val.load(Ordering::Acquire);
     let last = last_of(old);
     if last == g {
         return;
     }
-    TABLE[i]
+    t().table[i]
         .val
         .store(old & !(0xffff << 32) | (g as u64) << 32, Ordering::Release);
     if last != 0 {
@@ -327,8 +371,8 @@ pub fn int_returned(r: i32, f: u16) {
     }
     let v = r as i64 as u64;
     let i = mix(v) as usize % INT_SLOTS;
-    INT_FUNCS[i].store(f, Ordering::Relaxed);
-    INT_KEYS[i].store(v, Ordering::Release);
+    t().int_funcs[i].store(f, Ordering::Relaxed);
+    t().int_keys[i].store(v, Ordering::Release);
     ANY_INT.store(true, Ordering::Relaxed);
 }
 
@@ -342,10 +386,10 @@ fn truncated_back(v: usize, g: u16) {
         return;
     }
     let i = mix(v) as usize % INT_SLOTS;
-    if INT_KEYS[i].load(Ordering::Acquire) != v {
+    if t().int_keys[i].load(Ordering::Acquire) != v {
         return;
     }
-    let f = INT_FUNCS[i].load(Ordering::Relaxed);
+    let f = t().int_funcs[i].load(Ordering::Relaxed);
     if let Some(p) = pair(TRUNC, f, g) {
         p.first.fetch_add(1, Ordering::Relaxed);
     }
@@ -354,23 +398,24 @@ fn truncated_back(v: usize, g: u16) {
 /// Forgets every value and count (a new attach session, a forked child). Function ids stay:
 /// the pairs' statistics keep theirs.
 pub fn reset() {
-    for slot in &TABLE {
-        slot.key.store(0, Ordering::Relaxed);
-        slot.val.store(0, Ordering::Relaxed);
-    }
-    for p in &PAIRS {
-        p.key.store(0, Ordering::Relaxed);
-        p.first.store(0, Ordering::Relaxed);
-        p.second.store(0, Ordering::Relaxed);
-    }
-    for (k, f) in INT_KEYS.iter().zip(INT_FUNCS.iter()) {
-        k.store(0, Ordering::Relaxed);
-        f.store(0, Ordering::Relaxed);
-    }
     ANY_INT.store(false, Ordering::Relaxed);
     LIVE.store(0, Ordering::Relaxed);
     SHIFT.store(0, Ordering::Relaxed);
     SKIPPED.store(0, Ordering::Relaxed);
+    let Some(t) = tables() else { return };
+    for slot in &t.table {
+        slot.key.store(0, Ordering::Relaxed);
+        slot.val.store(0, Ordering::Relaxed);
+    }
+    for p in &t.pairs {
+        p.key.store(0, Ordering::Relaxed);
+        p.first.store(0, Ordering::Relaxed);
+        p.second.store(0, Ordering::Relaxed);
+    }
+    for (k, f) in t.int_keys.iter().zip(t.int_funcs.iter()) {
+        k.store(0, Ordering::Relaxed);
+        f.store(0, Ordering::Relaxed);
+    }
 }
 
 /// What the flow tables hold, for a profile: None when no pointer was ever returned or cut.
@@ -379,6 +424,7 @@ pub fn summary(
     describe: impl Fn(&[usize]) -> HashMap<usize, crate::symbols::Described>,
     site: impl Fn(u32) -> Option<Frame>,
 ) -> Option<PointerFlow> {
+    let t = tables()?;
     let shift = SHIFT.load(Ordering::Acquire);
     let weight = 1u64 << shift;
     let mut made: BTreeMap<u16, u64> = BTreeMap::new();
@@ -394,7 +440,7 @@ pub fn summary(
     type Flow = (BTreeMap<u16, u64>, u64, u64);
     let mut flow: BTreeMap<(u16, u16), Flow> = BTreeMap::new();
     let mut tracked = 0;
-    for slot in &TABLE {
+    for slot in &t.table {
         if slot.key.load(Ordering::Acquire) > TOMB {
             let e = slot.val.load(Ordering::Acquire);
             let site = (e >> 16) as u16;
@@ -408,7 +454,7 @@ pub fn summary(
         }
     }
     let mut truncated: Vec<(u16, u16, u64)> = Vec::new();
-    for p in &PAIRS {
+    for p in &t.pairs {
         let key = p.key.load(Ordering::Acquire);
         let (a, b) = ((key >> 16) as u16, key as u16);
         match key >> 32 {
@@ -550,7 +596,7 @@ mod tests {
 
     fn ending(f: u16, last: u16) -> (u64, u64, u64) {
         let mut live = 0;
-        for slot in &TABLE {
+        for slot in &t().table {
             let e = slot.val.load(Ordering::Relaxed);
             if slot.key.load(Ordering::Relaxed) > TOMB && e as u16 == f && last_of(e) == last {
                 live += 1;
