@@ -326,6 +326,55 @@ mod tests {
     }
 
     #[test]
+    fn merging_adds_pointer_flows_by_allocator_ending_and_site() {
+        use crate::{AllocatorFlow, Ending, FunctionRef, SiteCount};
+        let flow = |live: u64, line: u32| {
+            let mut p = sample(1);
+            p.pointer_flow = Some(PointerFlow {
+                cap: 65536,
+                sample_every: 1,
+                tracked: live,
+                allocators: vec![AllocatorFlow {
+                    library: "l.so".into(),
+                    function: "make".into(),
+                    made: live + 1,
+                    endings: vec![Ending {
+                        last: Some(FunctionRef {
+                            library: "l.so".into(),
+                            function: "keep".into(),
+                        }),
+                        live,
+                        reused: 1,
+                        continued: 0,
+                        live_sites: vec![SiteCount {
+                            file: "a.py".into(),
+                            line,
+                            function: "f".into(),
+                            count: live,
+                        }],
+                    }],
+                }],
+                ..PointerFlow::default()
+            });
+            p
+        };
+        let mut a = sample(1);
+        merge(&mut a, &flow(3, 7));
+        assert_eq!(a.pointer_flow.as_ref().unwrap().allocators[0].made, 4);
+        merge(&mut a, &flow(5, 7));
+        merge(&mut a, &flow(2, 9));
+        let f = a.pointer_flow.unwrap();
+        assert_eq!(f.tracked, 10);
+        let alloc = &f.allocators[0];
+        assert_eq!(alloc.made, 13);
+        assert_eq!(alloc.endings.len(), 1);
+        let e = &alloc.endings[0];
+        assert_eq!((e.live, e.reused), (10, 3));
+        let sites: Vec<(u32, u64)> = e.live_sites.iter().map(|s| (s.line, s.count)).collect();
+        assert_eq!(sites, vec![(7, 8), (9, 2)]);
+    }
+
+    #[test]
     fn merging_into_empty_copies() {
         let mut a = Profile::new();
         merge(&mut a, &sample(5));
