@@ -2,11 +2,11 @@
 //!
 //! From pointer flow ([`ffiprof_profile::PointerFlow`]), when the profile has it: per allocating
 //! function, its objects grouped by the last function each was passed to. The release function is
-//! the one objects end at and are never passed on from (a function that frees is not followed by
-//! another use), confirmed where the heap handed the same address out again after it (`reused`):
-//! most reused addresses first, then no continuation, then most objects ended; a name that pairs
-//! with the allocator's (`names::release_candidates`) only breaks a tie. Objects ended anywhere
-//! else, or never passed, are outstanding; their making sites are `live_sites`.
+//! the one most objects end at and are not passed on from (a function that frees is not followed
+//! by another use), an object whose address the heap handed out again after it (`reused`: the
+//! strongest sign of a free) counting more than one merely not seen again; a name that pairs with
+//! the allocator's (`names::release_candidates`) only breaks a tie (see [`release_of`]). Objects
+//! ended anywhere else, or never passed, are outstanding; their making sites are `live_sites`.
 //!
 //! Profiles written before pointer flow was recorded fall back on names: allocation / release pairs
 //! found by their words (`names::release_candidates`) whose call counts diverge. The release
@@ -59,9 +59,18 @@ pub(super) fn rule(ctx: &Context<'_>) -> Vec<Candidate> {
     }
 }
 
-/// The ending an allocator's objects are retired at, if one qualifies: ended there, never passed
-/// on from there (a use after a free would be; 2 % allowed for an address another object got
-/// meanwhile), ranked by reused addresses, no continuation at all, objects ended, then the name.
+/// Weight of an object whose address the heap handed out again after a function, against one
+/// that merely was not seen after it: the reuse shows the free, but a stray one (an address freed
+/// by a path the agent does not see, then taken by an allocation it does not track) must not
+/// outweigh many plain ends — PySDL2's `SDL_GameControllerSetPlayerIndex` (1 reused) against
+/// `SDL_GameControllerClose` (20 ended).
+const REUSE_WEIGHT: u64 = 4;
+
+/// The ending an allocator's objects are retired at, if one qualifies: objects are not passed on
+/// from it — none, 2 % allowed, or no more often than addresses were reused after it (a stray
+/// reuse puts a little of both on any function) — and it has the most objects ended there, each
+/// reused address counting [`REUSE_WEIGHT`]; then no continuation at all; the name
+/// (`names::release_candidates`) only breaks a tie.
 fn release_of(a: &AllocatorFlow) -> Option<&Ending> {
     let pairs = names::release_candidates(&a.function);
     a.endings
@@ -69,11 +78,17 @@ fn release_of(a: &AllocatorFlow) -> Option<&Ending> {
         .filter(|e| e.last.is_some())
         .filter(|e| {
             let ended = e.live + e.reused;
-            ended > 0 && e.continued.saturating_mul(50) <= ended
+            ended > 0
+                && (e.continued.saturating_mul(50) <= ended
+                    || (e.reused > 0 && e.continued <= e.reused))
         })
         .max_by_key(|e| {
             let by_name = e.last.as_ref().is_some_and(|l| pairs.contains(&l.function));
-            (e.reused, e.continued == 0, e.live + e.reused, by_name)
+            (
+                e.reused.saturating_mul(REUSE_WEIGHT) + e.live,
+                e.continued == 0,
+                by_name,
+            )
         })
 }
 
@@ -352,6 +367,49 @@ mod tests {
         assert_eq!(r.evidence["outstanding"], 1050);
         assert_eq!(r.evidence["reused_addresses"], 40);
         assert_eq!(r.confidence, Confidence::High);
+    }
+
+    /// PySDL2's joysticks and game controllers (its test suite, traced): SDL_JoystickClose ends 31
+    /// objects, 11 of them confirmed by a reused address, but one address freed elsewhere went on
+    /// after it; a stray reuse after SDL_MapRGB or SDL_GameControllerSetPlayerIndex (another
+    /// object at a reused address) must not win.
+    #[test]
+    fn reuse_outweighs_a_little_continuation_noise() {
+        let p = flow_profile(
+            "SDL_JoystickOpen",
+            34,
+            vec![
+                ending(Some("SDL_JoystickName"), 0, 9, &[]),
+                ending(Some("SDL_MapRGB"), 1, 0, &[]),
+                ending(Some("SDL_JoystickClose"), 11, 1, &[(59, 20)]),
+                ending(None, 0, 0, &[(60, 3)]),
+            ],
+        );
+        assert!(
+            leaks(&p, &AdviceOptions::default()).is_empty(),
+            "3 < 10 outstanding"
+        );
+        let o = AdviceOptions {
+            leak_min_outstanding: 1,
+            ..AdviceOptions::default()
+        };
+        let r = &leaks(&p, &o)[0];
+        assert_eq!(r.evidence["release_function"], "SDL_JoystickClose");
+        assert_eq!(r.evidence["released"], 31);
+        assert_eq!(r.evidence["outstanding"], 3);
+        let p = flow_profile(
+            "SDL_GameControllerOpen",
+            22,
+            vec![
+                ending(Some("SDL_GameControllerClose"), 0, 0, &[(53, 20)]),
+                ending(Some("SDL_GameControllerGetJoystick"), 1, 5, &[]),
+                ending(Some("SDL_GameControllerSetPlayerIndex"), 1, 1, &[]),
+            ],
+        );
+        assert!(
+            leaks(&p, &o).is_empty(),
+            "everything reached SDL_GameControllerClose"
+        );
     }
 
     #[test]
