@@ -22,12 +22,16 @@ mod histogram;
 mod io;
 mod measured;
 mod merge;
+mod pointer_flow;
 mod split;
 
 pub use ctypes_internal::{is_ctypes_internal, is_ctypes_module};
 pub use histogram::{Histogram, HistogramError, LatencySummary};
 pub use io::{read_file, read_str, write_atomic, ProfileError};
 pub use measured::{ChangeMeasurement, MeasuredChanges};
+pub use pointer_flow::{
+    AllocatorFlow, Ending, FunctionRef, PointerFlow, SiteCount, TruncatedPointer,
+};
 pub use split::{Part, Split};
 
 use serde::{Deserialize, Serialize};
@@ -64,6 +68,10 @@ pub struct Profile {
     /// profiles).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub measured_changes: Option<MeasuredChanges>,
+    /// Pointer values returned and passed back (see [`PointerFlow`]); absent in older profiles
+    /// and when the agent recorded none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pointer_flow: Option<PointerFlow>,
 }
 
 /// Facts about the run as a whole.
@@ -365,6 +373,7 @@ impl Profile {
             stacks: Vec::new(),
             hooks: Vec::new(),
             measured_changes: None,
+            pointer_flow: None,
         }
     }
 

@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 
-use crate::{Frame, FunctionRecord, MeasuredChanges, Profile, SiteRecord, Split, StackSample};
+use crate::{
+    Frame, FunctionRecord, MeasuredChanges, PointerFlow, Profile, SiteRecord, Split, StackSample,
+};
 
 /// Adds `other` into `into`: functions by (library, function), sites by (file, line, function),
 /// stacks re-interned. Meta keeps `into`'s identity; durations take the longer, counts add up.
@@ -52,6 +54,59 @@ pub fn merge(into: &mut Profile, other: &Profile) {
     into.meta.threads += other.meta.threads;
     into.meta.dropped_calls += other.meta.dropped_calls;
     merge_measured(&mut into.measured_changes, other.measured_changes.as_ref());
+    merge_pointer_flow(&mut into.pointer_flow, other.pointer_flow.as_ref());
+}
+
+/// Two processes' pointer flows (a parent and its forked child), as one: each allocator's
+/// objects add up by the function they ended at, and their sites by file and line.
+fn merge_pointer_flow(into: &mut Option<PointerFlow>, other: Option<&PointerFlow>) {
+    let Some(other) = other else { return };
+    let Some(into) = into else {
+        *into = Some(other.clone());
+        return;
+    };
+    into.sampled |= other.sampled;
+    into.sample_every = into.sample_every.max(other.sample_every);
+    into.tracked += other.tracked;
+    into.skipped += other.skipped;
+    for a in &other.allocators {
+        let Some(mine) = into
+            .allocators
+            .iter_mut()
+            .find(|m| m.library == a.library && m.function == a.function)
+        else {
+            into.allocators.push(a.clone());
+            continue;
+        };
+        mine.made += a.made;
+        for e in &a.endings {
+            let Some(end) = mine.endings.iter_mut().find(|m| m.last == e.last) else {
+                mine.endings.push(e.clone());
+                continue;
+            };
+            end.live += e.live;
+            end.reused += e.reused;
+            end.continued += e.continued;
+            for s in &e.live_sites {
+                match end
+                    .live_sites
+                    .iter_mut()
+                    .find(|m| m.file == s.file && m.line == s.line)
+                {
+                    Some(m) => m.count += s.count,
+                    None => end.live_sites.push(s.clone()),
+                }
+            }
+        }
+    }
+    for t in &other.truncated {
+        match into.truncated.iter_mut().find(|m| {
+            m.library == t.library && m.function == t.function && m.passed_to == t.passed_to
+        }) {
+            Some(m) => m.count += t.count,
+            None => into.truncated.push(t.clone()),
+        }
+    }
 }
 
 /// Measurements made on the same interpreter are pooled (the first of a shape kept); those of
@@ -309,6 +364,55 @@ mod tests {
             (f.time, f.sites[0].time, f.sites[0].stacks[0].time),
             (sum, sum, sum)
         );
+    }
+
+    #[test]
+    fn merging_adds_pointer_flows_by_allocator_ending_and_site() {
+        use crate::{AllocatorFlow, Ending, FunctionRef, SiteCount};
+        let flow = |live: u64, line: u32| {
+            let mut p = sample(1);
+            p.pointer_flow = Some(PointerFlow {
+                cap: 65536,
+                sample_every: 1,
+                tracked: live,
+                allocators: vec![AllocatorFlow {
+                    library: "l.so".into(),
+                    function: "make".into(),
+                    made: live + 1,
+                    endings: vec![Ending {
+                        last: Some(FunctionRef {
+                            library: "l.so".into(),
+                            function: "keep".into(),
+                        }),
+                        live,
+                        reused: 1,
+                        continued: 0,
+                        live_sites: vec![SiteCount {
+                            file: "a.py".into(),
+                            line,
+                            function: "f".into(),
+                            count: live,
+                        }],
+                    }],
+                }],
+                ..PointerFlow::default()
+            });
+            p
+        };
+        let mut a = sample(1);
+        merge(&mut a, &flow(3, 7));
+        assert_eq!(a.pointer_flow.as_ref().unwrap().allocators[0].made, 4);
+        merge(&mut a, &flow(5, 7));
+        merge(&mut a, &flow(2, 9));
+        let f = a.pointer_flow.unwrap();
+        assert_eq!(f.tracked, 10);
+        let alloc = &f.allocators[0];
+        assert_eq!(alloc.made, 13);
+        assert_eq!(alloc.endings.len(), 1);
+        let e = &alloc.endings[0];
+        assert_eq!((e.live, e.reused), (10, 3));
+        let sites: Vec<(u32, u64)> = e.live_sites.iter().map(|s| (s.line, s.count)).collect();
+        assert_eq!(sites, vec![(7, 8), (9, 2)]);
     }
 
     #[test]

@@ -24,7 +24,7 @@ uint64_t adv_fill_bytes(unsigned char *buf, size_t n, uint64_t seed) {
 
 /* Objects made by one function and released by another, with a count of those alive: the leak
  * pairs. adv_obj_new / adv_obj_free are paired by their names' words; adv_lease / adv_return
- * have verbs of their own, which only pointer flow can pair (issue 13, item 1). */
+ * have verbs of their own, which pointer flow pairs (issue 13, item 1). */
 #include <stdlib.h>
 static long live_objects;
 void *adv_obj_new(void) { live_objects++; return malloc(32); }

@@ -1,6 +1,5 @@
 """leak (verbs of its own), before: objects leased with adv_lease, one in ten given back with
-adv_return. No word list pairs lease/return: finding it needs the pointer flow of issue 13 item 1
-(until then validate-advice reports it as awaiting that, not as a failure)."""
+adv_return. No word list pairs lease/return: the pair is found from pointer flow (issue 13 item 1)."""
 import time
 
 from advice_common import emit, objects_lib

@@ -9,7 +9,8 @@
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::record::{clock, recorder};
+use super::ffi_pointers::{note_result, pointer_ffi_call, pointers_before, PointerFn};
+use crate::record::{clock, pointers, recorder};
 
 #[repr(C)]
 pub struct FfiType {
@@ -30,9 +31,12 @@ pub struct FfiCif {
 }
 
 const FFI_TYPE_VOID: u16 = 0;
-const FFI_TYPE_POINTER: u16 = 14;
+pub(super) const FFI_TYPE_INT: u16 = 1;
+pub(super) const FFI_TYPE_SINT32: u16 = 10;
+pub(super) const FFI_TYPE_POINTER: u16 = 14;
 
-type FfiCallFn = unsafe extern "C" fn(*mut FfiCif, *const c_void, *mut c_void, *mut *mut c_void);
+pub(super) type FfiCallFn =
+    unsafe extern "C" fn(*mut FfiCif, *const c_void, *mut c_void, *mut *mut c_void);
 
 const SLOTS: usize = 8;
 /// `ffi_prep_cif` of the same libffi copy, for measuring libffi's own call overhead.
@@ -122,14 +126,19 @@ macro_rules! trampolines {
 
             unsafe extern "C" fn $name(cif: *mut FfiCif, f: *const c_void, r: *mut c_void, a: *mut *mut c_void) {
                 // SAFETY: cif and f as libffi's caller passed them.
-                let counted = crate::runtime::guard(false, || unsafe { counted(cif, f) });
+                let counted = crate::runtime::guard(SLOW, || unsafe { counted(cif, f) });
                 // Read after the counting, which then has one more register to itself.
                 // SAFETY: set to a real ffi_call before this trampoline was written to any GOT.
                 let real: FfiCallFn =
                     unsafe { std::mem::transmute::<usize, FfiCallFn>($real.load(Ordering::Relaxed)) };
-                if counted {
+                if counted == COUNTED {
                     // SAFETY: forwarded unchanged.
                     return unsafe { real(cif, f, r, a) };
+                }
+                if counted != SLOW {
+                    let pointers: PointerFn = pointer_ffi_call;
+                    // SAFETY: forwarded as it came, with the pair `counted` returned.
+                    return unsafe { pointers(cif, f, r, a, real, counted) };
                 }
                 let slow: SlowFn = slow_ffi_call;
                 // SAFETY: forwarded as it came (a tail call as well).
@@ -187,33 +196,41 @@ unsafe fn ret_bytes(cif: &FfiCif) -> u64 {
     }
 }
 
+/// [`counted`]'s answer: the slow path takes the call.
+const SLOW: usize = 0;
+/// [`counted`]'s answer: counted, and the trampoline forwards it. Any other answer is the
+/// address of the pair's statistics: counted, and its pointers are for [`pointer_ffi_call`].
+const COUNTED: usize = 1;
+
 /// The fast path: when the Python-level wrapper found this call's statistics, chose not to time
-/// it, and the C address agrees, counts the call and its bytes into them and returns true (the
-/// trampoline then forwards). Calls nothing, and keeps to few registers (so that it needs no
-/// stack frame): a call with more than three arguments is counted on the slow path.
+/// it, and the C address agrees, counts the call and its bytes into them and returns [`COUNTED`]
+/// (the trampoline then forwards), or the statistics' address when the pair's signature has a
+/// pointer in it (one flag test, decided at the pair's first call). Calls nothing, and keeps to
+/// few registers (so that it needs no stack frame): a call with more than three arguments is
+/// counted on the slow path.
 ///
 /// # Safety
 /// `cif` prepared by libffi, as libffi's caller passed it.
 #[inline(always)]
-unsafe fn counted(cif: *mut FfiCif, f: *const c_void) -> bool {
+unsafe fn counted(cif: *mut FfiCif, f: *const c_void) -> usize {
     // No look at `ACTIVE`: a context is pushed only by a wrapper that saw recording on, and a
     // call in flight when it stops may count itself (as any hook already past the check may).
     let Some(rec) = recorder::current_at_home() else {
-        return false;
+        return SLOW;
     };
     // SAFETY: a non-null ctx is the live CallCtx of this thread's innermost Python-level call;
     // only this thread touches it, and it outlives this hook (the wrapper is below us).
     let Some(ctx) = (unsafe { rec.python.current().as_mut() }) else {
-        return false;
+        return SLOW;
     };
     let Some(stats) = ctx.fast_pair(f as usize) else {
-        return false;
+        return SLOW;
     };
     // SAFETY: per the contract (see `arg_bytes`).
     unsafe {
         let cif = &*cif;
         if cif.nargs > 3 {
-            return false;
+            return SLOW;
         }
         if ctx.any_buffer {
             let mut buffer = 0;
@@ -239,7 +256,10 @@ unsafe fn counted(cif: *mut FfiCif, f: *const c_void) -> bool {
         stats.ret_bytes.add(ret_bytes(cif));
         stats.arg_count.store(cif.nargs, Ordering::Relaxed);
     }
-    true
+    if stats.ptr_sig.load(Ordering::Relaxed) & pointers::SIG_ACTIVE != 0 {
+        return stats as *const recorder::CallStats as usize;
+    }
+    COUNTED
 }
 
 type SlowFn =
@@ -339,9 +359,22 @@ unsafe fn slow_path(call: &mut FfiCall) {
     }
     // SAFETY: cif comes from libffi's caller and is prepared.
     unsafe { count(stats, cif, ctx.as_deref()) };
+    // Whether the result goes to the pointer flow (then the call is forwarded here, to see it):
+    // one compare for a pair with no pointer in its signature.
+    // SAFETY: the call's own cif and arguments.
+    let result = stats.ptr_sig.load(Ordering::Relaxed) != pointers::SIG_KNOWN
+        && unsafe { pointers_before(stats, cif, call.a) };
     if !timed {
         if let Some(c) = ctx {
             c.native_done(stats, 0, 0);
+        }
+        if result {
+            call.forwarded = true;
+            // SAFETY: the original call, unchanged; then its own cif, result and arguments.
+            unsafe {
+                (call.real)(cif, f, call.r, call.a);
+                note_result(stats, cif, call.r, call.a);
+            }
         }
         return;
     }
@@ -353,6 +386,10 @@ unsafe fn slow_path(call: &mut FfiCall) {
     stats.record_native(first, t1.wrapping_sub(t0));
     if let Some(c) = ctx {
         c.native_done(stats, t0, t1);
+    }
+    if result {
+        // SAFETY: the call's own cif, result and arguments, after it returned.
+        unsafe { note_result(stats, cif, call.r, call.a) };
     }
 }
 

@@ -2,6 +2,7 @@
 //! both `run` (LD_PRELOAD) and `attach` use.
 
 pub mod ffi;
+mod ffi_pointers;
 pub mod got;
 mod loader;
 pub mod native;

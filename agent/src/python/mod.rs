@@ -35,7 +35,7 @@ pub mod floor_probe;
 pub mod frames;
 mod helpers;
 mod layout;
-mod site_rules;
+pub(crate) mod site_rules;
 pub mod slots;
 
 use std::sync::atomic::{AtomicBool, Ordering};

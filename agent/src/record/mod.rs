@@ -4,6 +4,7 @@
 
 pub mod call_ctx;
 pub mod clock;
+pub mod pointers;
 pub mod recorder;
 pub mod snapshot;
 pub mod writer;

@@ -14,7 +14,7 @@
 //! (a `thread_local!` in a cdylib costs a `__tls_get_addr` call and can panic in exit hooks).
 
 use std::sync::atomic::{
-    AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+    AtomicBool, AtomicPtr, AtomicU16, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
 };
 
 use ffiprof_profile::Split;
@@ -123,6 +123,16 @@ pub struct CallStats {
     /// Facts about the site the Python layer keeps with the pair, so that a call need not look
     /// its site up twice (bit 0: no `argtypes`, bit 1: default `restype`).
     pub site_flags: AtomicU8,
+    /// The pair's pointer signature (`pointers::SIG_*`), decided from its cif at first sight
+    /// (0: not yet): whether its calls are reported to the pointer flow — one flag test for
+    /// calls that pass and return no pointer.
+    pub ptr_sig: AtomicU8,
+    /// The function's id in the pointer-flow tables (0: none), set with `ptr_sig`.
+    pub ptr_fn: AtomicU16,
+    /// Which of the first 16 arguments are pointers (bit i: argument i), set with `ptr_sig`.
+    pub ptr_args: AtomicU16,
+    /// Non-null pointers the pair's calls returned that were none of their pointer arguments.
+    pub ptr_made: Counter,
     pub calls: Counter,
     pub arg_count: AtomicU32,
     pub arg_bytes: Counter,
@@ -255,6 +265,10 @@ impl CallStats {
             via_got: _,
             owner: _,
             site_flags: _,
+            ptr_sig: _,
+            ptr_fn: _,
+            ptr_args: _,
+            ptr_made,
             calls,
             arg_count,
             arg_bytes,
@@ -280,6 +294,7 @@ impl CallStats {
             hist,
         } = self;
         for c in [
+            ptr_made,
             calls,
             arg_bytes,
             ret_bytes,

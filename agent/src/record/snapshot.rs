@@ -427,6 +427,8 @@ pub fn build(cal: &Calibration) -> Profile {
     profile.separate_ctypes_internal();
     profile.meta.threads = threads;
     profile.meta.dropped_calls = recorder::DROPPED.load(std::sync::atomic::Ordering::Relaxed);
+    profile.pointer_flow =
+        super::pointers::summary(crate::symbols::describe, |s| (site_tables().describe)(s));
     profile
 }
 

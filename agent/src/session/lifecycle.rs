@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::config::Config;
 use crate::hook;
-use crate::record::{clock, recorder, writer};
+use crate::record::{clock, pointers, recorder, writer};
 use crate::runtime::{self, ForkHeld, Mode, ACTIVE, PID};
 
 /// One part of the agent and its work at each turn (None: nothing to do).
@@ -39,7 +39,7 @@ const NONE: Part = Part {
     in_child: None,
 };
 
-static PARTS: [Part; 8] = [
+static PARTS: [Part; 9] = [
     // First: the attach worker ends before the fork (and its session goes on after it).
     Part {
         name: "attach worker",
@@ -86,6 +86,13 @@ static PARTS: [Part; 8] = [
         name: "argument evidence (what ctypes' guessing was given, per site)",
         reset: Some(|_| crate::python::arg_evidence::forget()),
         in_child: Some(crate::python::arg_evidence::forget_in_child),
+        ..NONE
+    },
+    Part {
+        name: "pointer flow (live values, their ends)",
+        reset: Some(|_| pointers::reset()),
+        // The parent's objects are not the child's to account for.
+        in_child: Some(pointers::reset),
         ..NONE
     },
     Part {

@@ -35,6 +35,11 @@ fn returns_value(rec: &Recommendation) -> bool {
 /// prototype's types are what to write.
 fn declare_example(rec: &Recommendation) -> String {
     let f = &rec.function;
+    if rec.evidence.get("truncated_pointer").is_some() {
+        return format!(
+            "lib.{f}.restype = ctypes.c_void_p  # a pointer: the default c_int cuts it to 32 bits"
+        );
+    }
     let k = evidence_u64(rec, "arg_count").unwrap_or(0) as usize;
     let ints = evidence_u64(rec, "int_sized_args").map(|n| n as usize);
     let wide = evidence_u64(rec, "pointer_sized_args").map(|n| n as usize);

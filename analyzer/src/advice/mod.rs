@@ -15,6 +15,7 @@ mod leak;
 pub mod names;
 #[cfg(test)]
 mod testutil;
+mod truncation;
 
 /// The argument codes the declare-argtypes change is timed with for a function that gets the
 /// advice (see `argtypes`).
@@ -403,6 +404,7 @@ pub fn recommend(profile: &Profile, options: &AdviceOptions) -> Vec<Recommendati
     candidates.extend(gil::use_pydll_rule(&ctx));
     candidates.extend(gil::contention_rule(&ctx));
     candidates.extend(leak::rule(&ctx));
+    candidates.extend(truncation::rule(&ctx));
 
     let mut recs: Vec<Recommendation> = candidates
         .into_iter()

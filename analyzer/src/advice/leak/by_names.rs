@@ -1,15 +1,15 @@
-//! leak: allocation / release pairs (by name) whose call counts diverge.
-//!
-//! The pair is found by name (`names::release_candidates`). The release function counts as existing when
-//! the profile saw it called or the library exports it; a release never called is absent from the
-//! profile, so without the exports list only partly-released objects can be noticed.
+//! The leak rule of profiles without pointer flow (written before it was recorded): allocation /
+//! release pairs found by their names' words (`names::release_candidates`) whose call counts diverge.
+//! The release function counts as existing when the profile saw it called or the library exports it;
+//! a release never called is absent from the profile, so without the exports list only partly-released
+//! objects can be noticed.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde_json::json;
 
-use super::{names, AdviceKind, Candidate, Confidence, Context, Estimate};
+use super::super::{names, AdviceKind, Candidate, Confidence, Context, Estimate};
 use crate::cost_model::Place;
 use ffiprof_profile::FunctionRecord;
 
@@ -23,7 +23,8 @@ struct LeakEvidence {
     run_complete: bool,
 }
 
-pub(super) fn rule(ctx: &Context<'_>) -> Vec<Candidate> {
+/// Profiles without pointer flow (written before it was recorded): pairs by name.
+pub(super) fn by_names(ctx: &Context<'_>) -> Vec<Candidate> {
     // (library, release function) → allocators that it undoes.
     let mut groups: BTreeMap<(&str, String), Vec<&FunctionRecord>> = BTreeMap::new();
     for f in &ctx.profile.functions {
@@ -104,8 +105,8 @@ pub(super) fn rule(ctx: &Context<'_>) -> Vec<Candidate> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::*;
-    use super::super::*;
+    use super::super::super::testutil::*;
+    use super::super::super::*;
 
     fn counted(name: &str, calls: u64) -> FunctionRecord {
         function(
