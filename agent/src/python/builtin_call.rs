@@ -50,6 +50,7 @@ use crate::record::recorder::{self, CallStats, ThreadRecorder};
 use crate::runtime;
 
 mod find;
+mod lean;
 
 pub(crate) use find::{bracket_loaded_modules, restore_all};
 
@@ -284,9 +285,13 @@ unsafe extern "C" fn cfunction_vectorcall(
     kwnames: *mut PyObject,
 ) -> *mut PyObject {
     // SAFETY: this vectorcall is set only on objects whose def pointer (at CF_ML) is a Bracketed;
-    // the interpreter calls it with the GIL held.
+    // the interpreter calls it with the GIL held. Neither path can panic once it made the call
+    // (see each), so a call is never made twice.
     let result = runtime::guard(NOT_CALLED, || unsafe {
-        bracket(CF_ML, callable, args, nargsf, kwnames)
+        match lean::untimed_repeat(CF_ML, callable, args, nargsf, kwnames) {
+            NOT_CALLED => bracket(CF_ML, callable, args, nargsf, kwnames),
+            result => result,
+        }
     });
     if result != NOT_CALLED {
         return result;
@@ -308,7 +313,10 @@ unsafe extern "C" fn descr_vectorcall(
 ) -> *mut PyObject {
     // SAFETY: as in cfunction_vectorcall, with the def pointer at DESCR_METHOD.
     let result = runtime::guard(NOT_CALLED, || unsafe {
-        bracket(DESCR_METHOD, callable, args, nargsf, kwnames)
+        match lean::untimed_repeat(DESCR_METHOD, callable, args, nargsf, kwnames) {
+            NOT_CALLED => bracket(DESCR_METHOD, callable, args, nargsf, kwnames),
+            result => result,
+        }
     });
     if result != NOT_CALLED {
         return result;
