@@ -1,5 +1,6 @@
 //! The lean path of a bracketed builtin's call: the thread's last call repeated (same position,
-//! same function), not timed, not taking its stack — nearly every call of a loop. It files
+//! same function), not taking its stack — nearly every call of a loop; one that is timed goes on
+//! to the bracket's second half (`timed_repeat`) with what was found here. It files
 //! exactly what [`bracket`](super::bracket) files for such a call (the count, the Python-level
 //! count, the arguments' bytes) with no clock read, no guard and no call out of line, and pushes
 //! the same [`CallCtx`], so the GOT trampoline inside counts the target calls on its own fast
@@ -18,14 +19,15 @@ use crate::record::call_ctx::{CallCtx, ARG_SLOTS, AWAITING_GIL};
 use crate::record::recorder;
 use crate::runtime;
 
-/// The call of bracketed `callable` (its def pointer at `def_at`) when it is an untimed repeat
-/// of the thread's last call; else [`NOT_CALLED`], with nothing moved or filed.
+/// The call of bracketed `callable` (its def pointer at `def_at`) when it is a repeat of the
+/// thread's last call that takes no stack (timed: by `timed_repeat`); else [`NOT_CALLED`], with
+/// nothing moved or filed.
 ///
 /// # Safety
 /// GIL held; `callable` a bracketed object whose def pointer is at `def_at`; arguments as a
 /// vectorcall's.
 #[inline(always)]
-pub(super) unsafe fn untimed_repeat(
+pub(super) unsafe fn repeat(
     def_at: usize,
     callable: *mut PyObject,
     args: *const *mut PyObject,
@@ -51,11 +53,15 @@ pub(super) unsafe fn untimed_repeat(
     let Some(stats) = st.repeated_call(p.code, p.ip, b.key) else {
         return NOT_CALLED;
     };
-    if !st.untimed_next(stats) {
-        return NOT_CALLED;
-    }
-    // Committed: the countdowns move on as `bracket`'s sampling would move them.
+    // Committed: the stack countdown moves on as `bracket`'s sampling would move it.
     st.skip_stack();
+    if !st.untimed_next(stats) {
+        // A timed repeat: the full bracket's second half, with what is known here.
+        // SAFETY: per the contract; `stats` is this thread's for the call's site.
+        return unsafe {
+            super::timed_repeat(api, st, b, stats, (callable, args, nargsf, kwnames))
+        };
+    }
     st.count_untimed(stats);
     let nargs = nargsf & !ARGUMENTS_OFFSET;
     let buffer = if nargs == 0 {
