@@ -29,6 +29,11 @@
 //! exactly: the copy carries `METH_COEXIST` beside them (a flag only type creation reads), so the
 //! specialized instruction deoptimizes to the generic call, which goes through the vectorcall.
 //!
+//! **The lean path.** Nearly every call of a loop repeats the thread's last call (same position,
+//! same function): [`lean`] takes it with one look at the thread's last-call cache, no clock read
+//! unless its pair's countdown times it, and no filing out of line; everything else (a new
+//! position, a stack sample) takes the full [`bracket`].
+//!
 //! **What is recorded.** The call pushes a [`CallCtx`] for the hooks inside. When no separate
 //! native entry is seen inside (today always: the `--lib` thunks are another branch's; and
 //! always when the library is compiled into the extension) the whole call's time is filed as one
