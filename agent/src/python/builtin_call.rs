@@ -29,6 +29,11 @@
 //! exactly: the copy carries `METH_COEXIST` beside them (a flag only type creation reads), so the
 //! specialized instruction deoptimizes to the generic call, which goes through the vectorcall.
 //!
+//! **The lean path.** Nearly every call of a loop repeats the thread's last call (same position,
+//! same function): [`lean`] takes it with one look at the thread's last-call cache, no clock read
+//! unless its pair's countdown times it, and no filing out of line; everything else (a new
+//! position, a stack sample) takes the full [`bracket`].
+//!
 //! **What is recorded.** The call pushes a [`CallCtx`] for the hooks inside. When no separate
 //! native entry is seen inside (today always: the `--lib` thunks are another branch's; and
 //! always when the library is compiled into the extension) the whole call's time is filed as one
@@ -44,12 +49,13 @@ use parking_lot::Mutex;
 
 use super::api::{self, Api, PyObject};
 use super::frames;
-use crate::record::call_ctx::{CallCtx, ARG_SLOTS, AWAITING_GIL};
+use crate::record::call_ctx::{CallCtx, ThreadState, ARG_SLOTS, AWAITING_GIL};
 use crate::record::clock;
 use crate::record::recorder::{self, CallStats, ThreadRecorder};
 use crate::runtime;
 
 mod find;
+mod lean;
 
 pub(crate) use find::{bracket_loaded_modules, restore_all};
 
@@ -284,9 +290,13 @@ unsafe extern "C" fn cfunction_vectorcall(
     kwnames: *mut PyObject,
 ) -> *mut PyObject {
     // SAFETY: this vectorcall is set only on objects whose def pointer (at CF_ML) is a Bracketed;
-    // the interpreter calls it with the GIL held.
+    // the interpreter calls it with the GIL held. Neither path can panic once it made the call
+    // (see each), so a call is never made twice.
     let result = runtime::guard(NOT_CALLED, || unsafe {
-        bracket(CF_ML, callable, args, nargsf, kwnames)
+        match lean::repeat(CF_ML, callable, args, nargsf, kwnames) {
+            NOT_CALLED => bracket(CF_ML, callable, args, nargsf, kwnames),
+            result => result,
+        }
     });
     if result != NOT_CALLED {
         return result;
@@ -308,7 +318,10 @@ unsafe extern "C" fn descr_vectorcall(
 ) -> *mut PyObject {
     // SAFETY: as in cfunction_vectorcall, with the def pointer at DESCR_METHOD.
     let result = runtime::guard(NOT_CALLED, || unsafe {
-        bracket(DESCR_METHOD, callable, args, nargsf, kwnames)
+        match lean::repeat(DESCR_METHOD, callable, args, nargsf, kwnames) {
+            NOT_CALLED => bracket(DESCR_METHOD, callable, args, nargsf, kwnames),
+            result => result,
+        }
     });
     if result != NOT_CALLED {
         return result;
@@ -445,6 +458,42 @@ unsafe fn bracket(
             None => return NOT_CALLED,
         },
     };
+    // SAFETY: per the contract.
+    unsafe {
+        call_and_file(
+            api,
+            st,
+            b,
+            stats,
+            sample_stack,
+            callable,
+            args,
+            nargsf,
+            kwnames,
+        )
+    }
+}
+
+/// The bracket once the call's statistics are known: decides whether it is timed, notes its
+/// arguments' bytes (and its stack when `sample_stack`), calls the original with its
+/// [`CallCtx`] pushed, then files what was measured.
+///
+/// # Safety
+/// GIL held on a Python thread; `st` its state, `b` the def of bracketed `callable`, `stats`
+/// this thread's for the call's site (its stack countdown already moved: `sample_stack`); arguments as a vectorcall's.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn call_and_file(
+    api: &Api,
+    st: &ThreadState,
+    b: &Bracketed,
+    stats: &'static CallStats,
+    sample_stack: bool,
+    callable: *mut PyObject,
+    args: *const *mut PyObject,
+    nargsf: usize,
+    kwnames: *mut PyObject,
+) -> *mut PyObject {
     let (timed, first) = st.sample_pair(stats);
     let nargs = nargsf & !ARGUMENTS_OFFSET;
     // SAFETY: `args` holds `nargs` live objects (the vectorcall convention).
@@ -495,6 +544,23 @@ unsafe fn bracket(
     }
     runtime::guard((), || file(stats, &ctx, b.whole, (t0, t3), buffer, stack));
     result
+}
+
+/// [`call_and_file`] out of line, for the lean path's repeated calls that are timed (no stack).
+///
+/// # Safety
+/// As [`call_and_file`].
+#[inline(never)]
+unsafe fn timed_repeat(
+    api: &Api,
+    st: &ThreadState,
+    b: &Bracketed,
+    stats: &'static CallStats,
+    call: (*mut PyObject, *const *mut PyObject, usize, *mut PyObject),
+) -> *mut PyObject {
+    let (callable, args, nargsf, kwnames) = call;
+    // SAFETY: per the contract.
+    unsafe { call_and_file(api, st, b, stats, false, callable, args, nargsf, kwnames) }
 }
 
 /// Files one bracketed call into its statistics.

@@ -43,6 +43,26 @@ impl ThreadState {
         true
     }
 
+    /// Whether `sample(&self.stack_countdown, STACK_EVERY)` will say no, without moving the
+    /// countdown: a lean path checks it before it commits to a call (then [`skip_stack`]).
+    ///
+    /// [`skip_stack`]: Self::skip_stack
+    #[inline(always)]
+    pub(crate) fn skips_stack_next(&self) -> bool {
+        !self.next_samples_stack()
+    }
+
+    /// `sample(&self.stack_countdown, STACK_EVERY)` when `skips_stack_next` said no sample:
+    /// the countdown moves on as `sample` would move it.
+    #[inline(always)]
+    pub(crate) fn skip_stack(&self) {
+        if STACK_EVERY.load(Ordering::Relaxed) > 1 {
+            let left = self.stack_countdown.load(Ordering::Relaxed);
+            self.stack_countdown
+                .store(left.wrapping_sub(1), Ordering::Relaxed);
+        }
+    }
+
     /// Whether the next `sample(&self.stack_countdown, ..)` will say yes.
     #[inline(always)]
     pub(super) fn next_samples_stack(&self) -> bool {

@@ -1,0 +1,111 @@
+//! The lean path of a bracketed builtin's call: the thread's last call repeated (same position,
+//! same function), not taking its stack — nearly every call of a loop; one that is timed goes on
+//! to the bracket's second half (`timed_repeat`) with what was found here. It files
+//! exactly what [`bracket`](super::bracket) files for such a call (the count, the Python-level
+//! count, the arguments' bytes) with no clock read, no guard and no call out of line, and pushes
+//! the same [`CallCtx`], so the GOT trampoline inside counts the target calls on its own fast
+//! path. Anything else returns [`NOT_CALLED`] having changed nothing, and the full bracket runs.
+//!
+//! It runs in the wrapper's guard, with the full bracket: nothing here can panic once the call
+//! is made (loads, stores, compares, wrapping adds), so the call is never made twice.
+
+use std::mem::MaybeUninit;
+use std::sync::atomic::Ordering;
+
+use super::{buffer_bytes, Bracketed, Vectorcall, ARGUMENTS_OFFSET, NOT_CALLED};
+use crate::python::api::{self, PyObject};
+use crate::python::frames;
+use crate::record::call_ctx::{CallCtx, ARG_SLOTS, AWAITING_GIL};
+use crate::record::recorder;
+use crate::runtime;
+
+/// The call of bracketed `callable` (its def pointer at `def_at`) when it is a repeat of the
+/// thread's last call that takes no stack (timed: by `timed_repeat`); else [`NOT_CALLED`], with
+/// nothing moved or filed.
+///
+/// # Safety
+/// GIL held; `callable` a bracketed object whose def pointer is at `def_at`; arguments as a
+/// vectorcall's.
+#[inline(always)]
+pub(super) unsafe fn repeat(
+    def_at: usize,
+    callable: *mut PyObject,
+    args: *const *mut PyObject,
+    nargsf: usize,
+    kwnames: *mut PyObject,
+) -> *mut PyObject {
+    if !runtime::ACTIVE.load(Ordering::Relaxed) {
+        return NOT_CALLED;
+    }
+    let (Some(api), Some(rec)) = (api::hot(), recorder::current_at_home()) else {
+        return NOT_CALLED;
+    };
+    // SAFETY: per the contract.
+    let b = unsafe { &*(api::word(callable as usize, def_at) as *const Bracketed) };
+    let st = &rec.python;
+    if b.vectorcall == 0 || !st.skips_stack_next() {
+        return NOT_CALLED;
+    }
+    // SAFETY: GIL held on a Python thread.
+    let Some(p) = (unsafe { frames::current_position(api) }) else {
+        return NOT_CALLED;
+    };
+    let Some(stats) = st.repeated_call(p.code, p.ip, b.key) else {
+        return NOT_CALLED;
+    };
+    // Committed: the stack countdown moves on as `bracket`'s sampling would move it.
+    st.skip_stack();
+    if !st.untimed_next(stats) {
+        // A timed repeat: the full bracket's second half, with what is known here.
+        // SAFETY: per the contract; `stats` is this thread's for the call's site.
+        return unsafe {
+            super::timed_repeat(api, st, b, stats, (callable, args, nargsf, kwnames))
+        };
+    }
+    st.count_untimed(stats);
+    let nargs = nargsf & !ARGUMENTS_OFFSET;
+    let buffer = if nargs == 0 {
+        0
+    } else {
+        // SAFETY: `args` holds `nargs` live objects (the vectorcall convention).
+        unsafe { buffer_bytes(api, args, nargs) }
+    };
+    let mut ctx = CallCtx {
+        site: stats.site,
+        timed: false,
+        first: false,
+        fast: false,
+        expect: stats,
+        awaiting_gil: false,
+        any_buffer: false,
+        stats: std::ptr::null(),
+        t1: 0,
+        t2: 0,
+        tg: 0,
+        nargs: nargs.min(ARG_SLOTS) as u32,
+        arg_bytes: [MaybeUninit::uninit(); ARG_SLOTS],
+        native_ticks: 0,
+        native_calls: 0,
+        // As in `bracket`: the target calls inside are this call's native part.
+        native_via_got: !b.whole,
+    };
+    // SAFETY: the object's own vectorcall before we replaced it (not 0: checked above).
+    let original: Vectorcall = unsafe { runtime::fn_at(b.vectorcall) };
+    // A load and a store, not a swap: only this thread writes its ctx.
+    let outer = st.ctx.load(Ordering::Relaxed);
+    st.ctx.store(&mut ctx, Ordering::Relaxed);
+    // SAFETY: the original call, unchanged.
+    let result = unsafe { original(callable, args, nargsf, kwnames) };
+    st.ctx.store(outer, Ordering::Relaxed);
+    if ctx.awaiting_gil {
+        // A libffi call inside left a GIL wait open that this bracket does not file.
+        AWAITING_GIL.fetch_sub(1, Ordering::Relaxed);
+    }
+    // What `file` files for an untimed call that takes no stack.
+    stats.calls.add(1);
+    stats.python_calls.add(1);
+    if buffer != 0 {
+        stats.buffer_bytes.add(buffer);
+    }
+    result
+}
