@@ -92,8 +92,18 @@ fn release_of(a: &AllocatorFlow) -> Option<&Ending> {
         })
 }
 
+/// Whether `library` is the interpreter itself (libpython, or an executable with it built in):
+/// what its functions return through `ctypes.pythonapi` are Python objects, or pointers into
+/// them, whose life is reference counting — no C function releases them. pycryptodome's ctypes
+/// back end read `PyBytes_AsString` as an allocator "released" by `CTR_encrypt_at` (209 of 366
+/// outstanding) and `PyBytes_FromStringAndSize` as one "released" by `PyBytes_AsString`.
+fn is_interpreter(library: &str) -> bool {
+    let file = library.rsplit('/').next().unwrap_or(library);
+    file.starts_with("libpython") || file.starts_with("python") || file.starts_with("libpypy")
+}
+
 fn from_flow(ctx: &Context<'_>, flow: &PointerFlow, a: &AllocatorFlow) -> Option<Candidate> {
-    if ffiprof_profile::is_ctypes_internal(&a.library, &a.function) {
+    if ffiprof_profile::is_ctypes_internal(&a.library, &a.function) || is_interpreter(&a.library) {
         return None;
     }
     // A function that hands out the same live address again without it being passed anywhere
@@ -307,6 +317,31 @@ mod tests {
             ..PointerFlow::default()
         });
         p
+    }
+
+    #[test]
+    fn the_interpreters_objects_are_no_leaks() {
+        // pycryptodome's ctypes back end: a Python bytes object made, passed to a C function,
+        // its buffer taken — reference counting frees it, not a C function.
+        let mut p = flow_profile(
+            "PyBytes_FromStringAndSize",
+            366,
+            vec![
+                ending(Some("PyBytes_AsString"), 40, 0, &[(12, 335)]),
+                ending(None, 0, 0, &[(12, 17)]),
+            ],
+        );
+        assert!(
+            !leaks(&p, &AdviceOptions::default()).is_empty(),
+            "as a library's"
+        );
+        for library in [
+            "/root/.pyenv/versions/3.11.7/lib/libpython3.11.so.1.0",
+            "/usr/bin/python3.11",
+        ] {
+            p.pointer_flow.as_mut().unwrap().allocators[0].library = library.into();
+            assert!(leaks(&p, &AdviceOptions::default()).is_empty(), "{library}");
+        }
     }
 
     #[test]
