@@ -118,6 +118,16 @@ fn from_flow(ctx: &Context<'_>, flow: &PointerFlow, a: &AllocatorFlow) -> Option
         return None;
     }
     let release = release_of(a)?;
+    // Addresses the allocator handed out again after functions other than the release: its
+    // objects die elsewhere too (ownership passed on — llvmlite's target machines to the MCJIT
+    // compiler, 19 reused after it against 48 after LLVMPY_DisposeTargetMachine), or it hands
+    // out what it keeps (a getter — llvmlite's LLVMPY_GetNamedFunction: 33 reuses spread over ten
+    // functions). Either way the pair does not say what leaked: the release must hold nine in ten
+    // of the reuses (PySDL2's SDL_FreeSurface holds all 31 047 of SDL_CreateRGBSurface's).
+    let all_reused: u64 = a.endings.iter().map(|e| e.reused).sum();
+    if release.reused.saturating_mul(10) < all_reused.saturating_mul(9) {
+        return None;
+    }
     let released = release.live + release.reused;
     let rest: Vec<&Ending> = a
         .endings
@@ -317,6 +327,37 @@ mod tests {
             ..PointerFlow::default()
         });
         p
+    }
+
+    #[test]
+    fn reuses_after_other_functions_say_nothing_leaked() {
+        // llvmlite's LLVMPY_GetNamedFunction, a getter: its addresses come back after whatever
+        // they were last passed to (ending: last function, reused, continued, live sites).
+        let getter = flow_profile(
+            "get_named",
+            48,
+            vec![
+                ending(Some("blocks_iter"), 9, 0, &[(5, 2)]),
+                ending(Some("value_type"), 5, 3, &[(5, 3)]),
+                ending(Some("is_declaration"), 4, 0, &[(5, 2)]),
+                ending(Some("print_value"), 2, 3, &[(5, 13)]),
+            ],
+        );
+        assert!(leaks(&getter, &AdviceOptions::default()).is_empty());
+        // The same objects with every reuse after one function: that one releases them.
+        let allocator = flow_profile(
+            "get_named",
+            48,
+            vec![
+                ending(Some("blocks_iter"), 20, 0, &[(5, 2)]),
+                ending(Some("value_type"), 0, 3, &[(5, 3)]),
+                ending(Some("is_declaration"), 0, 0, &[(5, 2)]),
+                ending(Some("print_value"), 0, 3, &[(5, 13)]),
+            ],
+        );
+        let recs = leaks(&allocator, &AdviceOptions::default());
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].evidence["release_function"], "blocks_iter");
     }
 
     #[test]
