@@ -360,6 +360,60 @@ fn signal_waiting_program(
 const FIXTURE: &str = ffiprof_fixture::LIBRARY;
 const HOST: &str = ffiprof_fixture::HOST_LIBRARY;
 
+/// A program that links libpython but never starts it (perf links it for its scripting) and
+/// forks: the agent loads into it (it has the symbols), and must leave it as it was — perf died
+/// by SIGSEGV in our after-fork handler, which queued a pending call on an interpreter that did
+/// not exist. Built here against the interpreter's own shared libpython.
+fn non_python_program_linking_libpython(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    let vars = py
+        .cmd(&py.command)
+        .args(["-c", "import sysconfig as s; print(s.get_config_var('Py_ENABLE_SHARED') or 0, s.get_config_var('INCLUDEPY'), s.get_config_var('LIBDIR'), s.get_config_var('LDVERSION'))"])
+        .output()
+        .expect("run the interpreter");
+    let vars = text(&vars.stdout);
+    let v: Vec<&str> = vars.split_whitespace().collect();
+    if v.first() != Some(&"1") || py.root.is_some() {
+        // A libpython built into its executable has no shared library to link a program to.
+        return Ok(());
+    }
+    let (include, libdir, ldversion) = (v[1], v[2], v[3]);
+    let program = dir.join("links_libpython");
+    let cc = Command::new("cc")
+        .arg(format!("-I{include}"))
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests")
+                .join("scripts")
+                .join("links_libpython.c"),
+        )
+        .arg("-o")
+        .arg(&program)
+        .arg(format!("-L{libdir}"))
+        .arg(format!("-lpython{ldversion}"))
+        .arg(format!("-Wl,-rpath,{libdir}"))
+        .output()
+        .expect("run cc");
+    assert!(cc.status.success(), "cc: {}", text(&cc.stderr));
+    let plain = output_within(&mut Command::new(&program));
+    assert!(plain.status.success(), "untraced: {plain:?}");
+    let out = dir.join("p.json");
+    let traced = output_within(
+        Command::new(ffiprof_bin())
+            .args(["run", "-q", "-o"])
+            .arg(&out)
+            .arg("--")
+            .arg(&program),
+    );
+    assert_eq!(
+        traced.status.code(),
+        plain.status.code(),
+        "{}",
+        text(&traced.stderr)
+    );
+    assert_eq!(text(&traced.stdout), text(&plain.stdout));
+    Ok(())
+}
+
 fn main() {
     let args = Arguments::from_args();
     let cases: Vec<(&str, Case)> = vec![
@@ -388,6 +442,10 @@ fn main() {
         (
             "sighup_leaves_a_complete_profile",
             sighup_leaves_a_complete_profile,
+        ),
+        (
+            "non_python_program_linking_libpython",
+            non_python_program_linking_libpython,
         ),
     ];
     let trials = matrix_trials(version_matrix(), &cases);

@@ -146,8 +146,11 @@ fn start_with(mut cfg: Config, process_hooks: bool, existing_types: bool) -> Sta
     });
     snapshot::set_bindings(crate::python::binding::for_snapshot);
     clock::init(cfg.force_monotonic);
-    // SAFETY: Py_AddPendingCall has the signature `AddPendingCall` in every CPython 3.
-    unsafe { ADD_PENDING_CALL.set(runtime::global_symbol(c"Py_AddPendingCall").unwrap_or(0)) };
+    // SAFETY: Py_AddPendingCall and Py_IsInitialized have these signatures in every CPython 3.
+    unsafe {
+        ADD_PENDING_CALL.set(runtime::global_symbol(c"Py_AddPendingCall").unwrap_or(0));
+        IS_INITIALIZED.set(runtime::global_symbol(c"Py_IsInitialized").unwrap_or(0));
+    }
     PID.store(std::process::id(), Ordering::Relaxed);
     crate::symbols::set_filter(LibFilter::new(&cfg.libs));
     let python = if cfg.python_layer {
@@ -398,9 +401,15 @@ extern "C" fn restart_writer(_: *mut libc::c_void) -> i32 {
 /// which needs no thread state and may be called from a fork handler). False when there is no
 /// interpreter or its queue is full.
 pub fn add_pending_call(f: extern "C" fn(*mut libc::c_void) -> i32) -> bool {
-    let Some(add) = ADD_PENDING_CALL.get() else {
+    let (Some(add), Some(initialized)) = (ADD_PENDING_CALL.get(), IS_INITIALIZED.get()) else {
         return false;
     };
+    // A program may link libpython and never start it (perf does, for its scripting): there is
+    // no interpreter to queue on, and Py_AddPendingCall would crash it (it did, after fork).
+    // SAFETY: Py_IsInitialized reads one flag of the runtime; it needs no thread state.
+    if unsafe { initialized() } == 0 {
+        return false;
+    }
     // SAFETY: the interpreter's Py_AddPendingCall, which needs no thread state; `f` has the
     // pending-call signature and catches its own panics.
     unsafe { add(f, std::ptr::null_mut()) == 0 }
@@ -411,3 +420,5 @@ type AddPendingCall =
 
 /// `Py_AddPendingCall`, resolved at start (not in a fork handler).
 static ADD_PENDING_CALL: runtime::Original<AddPendingCall> = runtime::Original::new();
+/// `Py_IsInitialized`, resolved with it.
+static IS_INITIALIZED: runtime::Original<unsafe extern "C" fn() -> i32> = runtime::Original::new();
