@@ -17,8 +17,8 @@
 //!
 //! **How it is bracketed.** Every such object carries its own `vectorcall` pointer
 //! (`PyCFunctionObject.vectorcall`, which a cyfunction embeds, and
-//! `PyMethodDescrObject.vectorcall`): it is pointed at [`cfunction_vectorcall`] or
-//! [`descr_vectorcall`], and the object's `PyMethodDef` pointer at a leaked copy ([`Bracketed`])
+//! `PyMethodDescrObject.vectorcall`): it is pointed at [`CFUNCTION_WRAPPER`] or
+//! [`DESCR_WRAPPER`], and the object's `PyMethodDef` pointer at a leaked copy ([`Bracketed`])
 //! that carries the original vectorcall and the key the statistics are filed under (the original
 //! def's address: unique per Python callable, which pybind11's shared dispatcher is not). The
 //! wrapper finds all it needs from the object itself: no table, lock or allocation per call. A
@@ -282,19 +282,20 @@ pub fn describe(key: usize) -> Option<Info> {
 #[allow(clippy::manual_dangling_ptr)] // a sentinel, compared only, never a pointer to use
 const NOT_CALLED: *mut PyObject = 1 as *mut PyObject;
 
-/// The vectorcall of a bracketed builtin function or cyfunction.
-unsafe extern "C" fn cfunction_vectorcall(
+/// The vectorcall of a bracketed object whose def pointer is at `DEF_AT`: [`CF_ML`] for a builtin
+/// function or cyfunction, [`DESCR_METHOD`] for a method descriptor.
+unsafe extern "C" fn bracketed_vectorcall<const DEF_AT: usize>(
     callable: *mut PyObject,
     args: *const *mut PyObject,
     nargsf: usize,
     kwnames: *mut PyObject,
 ) -> *mut PyObject {
-    // SAFETY: this vectorcall is set only on objects whose def pointer (at CF_ML) is a Bracketed;
-    // the interpreter calls it with the GIL held. Neither path can panic once it made the call
-    // (see each), so a call is never made twice.
+    // SAFETY: this vectorcall is set only on objects whose def pointer (at DEF_AT) is a
+    // Bracketed; the interpreter calls it with the GIL held. Neither path can panic once it made
+    // the call (see each), so a call is never made twice.
     let result = runtime::guard(NOT_CALLED, || unsafe {
-        match lean::repeat(CF_ML, callable, args, nargsf, kwnames) {
-            NOT_CALLED => bracket(CF_ML, callable, args, nargsf, kwnames),
+        match lean::repeat(DEF_AT, callable, args, nargsf, kwnames) {
+            NOT_CALLED => bracket(DEF_AT, callable, args, nargsf, kwnames),
             result => result,
         }
     });
@@ -303,36 +304,16 @@ unsafe extern "C" fn cfunction_vectorcall(
     }
     // SAFETY: as above.
     let original: Vectorcall = runtime::guard(no_call as Vectorcall, || unsafe {
-        original_of(CF_ML, callable)
+        original_of(DEF_AT, callable)
     });
     // SAFETY: the original call, unchanged (the bracket did not make it).
     unsafe { original(callable, args, nargsf, kwnames) }
 }
 
+/// The vectorcall of a bracketed builtin function or cyfunction.
+pub(super) const CFUNCTION_WRAPPER: Vectorcall = bracketed_vectorcall::<CF_ML>;
 /// The vectorcall of a bracketed method descriptor.
-unsafe extern "C" fn descr_vectorcall(
-    callable: *mut PyObject,
-    args: *const *mut PyObject,
-    nargsf: usize,
-    kwnames: *mut PyObject,
-) -> *mut PyObject {
-    // SAFETY: as in cfunction_vectorcall, with the def pointer at DESCR_METHOD.
-    let result = runtime::guard(NOT_CALLED, || unsafe {
-        match lean::repeat(DESCR_METHOD, callable, args, nargsf, kwnames) {
-            NOT_CALLED => bracket(DESCR_METHOD, callable, args, nargsf, kwnames),
-            result => result,
-        }
-    });
-    if result != NOT_CALLED {
-        return result;
-    }
-    // SAFETY: as above.
-    let original: Vectorcall = runtime::guard(no_call as Vectorcall, || unsafe {
-        original_of(DESCR_METHOD, callable)
-    });
-    // SAFETY: the original call, unchanged (the bracket did not make it).
-    unsafe { original(callable, args, nargsf, kwnames) }
-}
+pub(super) const DESCR_WRAPPER: Vectorcall = bracketed_vectorcall::<DESCR_METHOD>;
 
 /// Stands for the original when finding it panicked (not reached): an error return.
 unsafe extern "C" fn no_call(

@@ -444,9 +444,9 @@ unsafe fn bracket_object(
     (binding, detail): (&'static str, &'static str),
 ) {
     let wrapper = if def_at == CF_ML {
-        cfunction_vectorcall as *const () as usize
+        CFUNCTION_WRAPPER as usize
     } else {
-        descr_vectorcall as *const () as usize
+        DESCR_WRAPPER as usize
     };
     // SAFETY: per the contract.
     unsafe {
