@@ -511,14 +511,10 @@ unsafe fn call_and_file(
         // SAFETY: the object's own vectorcall before we replaced it.
         unsafe { runtime::fn_at(b.vectorcall) }
     };
-    // A load and a store, not a swap: only this thread writes its ctx.
-    let outer = st.ctx.load(Ordering::Relaxed);
-    st.ctx.store(&mut ctx, Ordering::Relaxed);
-    let t0 = if timed { clock::now() } else { 0 };
     // SAFETY: the original call, unchanged.
-    let result = unsafe { original(callable, args, nargsf, kwnames) };
-    let t3 = if timed { clock::now() } else { 0 };
-    st.ctx.store(outer, Ordering::Relaxed);
+    let (result, t0, t3) = st.run_in(&mut ctx, timed, || unsafe {
+        original(callable, args, nargsf, kwnames)
+    });
     if ctx.awaiting_gil {
         // A libffi call inside left a GIL wait open that this bracket does not file.
         AWAITING_GIL.fetch_sub(1, Ordering::Relaxed);

@@ -122,6 +122,26 @@ pub struct CallCtx {
 pub static AWAITING_GIL: AtomicU32 = AtomicU32::new(0);
 
 impl ThreadState {
+    /// Makes `call` — the original of a Python-level foreign call — with `ctx` as this thread's
+    /// call in progress, the outer one put back after; between two clock reads when `timed`.
+    /// Returns its result and the two reads (0 when untimed). A load and a store, not a swap:
+    /// only this thread writes its ctx, and an xchg would be a locked instruction on every call.
+    #[inline(always)]
+    pub fn run_in<R>(
+        &self,
+        ctx: &mut CallCtx,
+        timed: bool,
+        call: impl FnOnce() -> R,
+    ) -> (R, u64, u64) {
+        let outer = self.ctx.load(Ordering::Relaxed);
+        self.ctx.store(ctx, Ordering::Relaxed);
+        let t0 = if timed { clock::now() } else { 0 };
+        let result = call();
+        let t3 = if timed { clock::now() } else { 0 };
+        self.ctx.store(outer, Ordering::Relaxed);
+        (result, t0, t3)
+    }
+
     /// The call in progress, or null.
     #[inline(always)]
     pub fn current(&self) -> *mut CallCtx {

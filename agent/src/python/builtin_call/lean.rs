@@ -91,12 +91,10 @@ pub(super) unsafe fn repeat(
     };
     // SAFETY: the object's own vectorcall before we replaced it (not 0: checked above).
     let original: Vectorcall = unsafe { runtime::fn_at(b.vectorcall) };
-    // A load and a store, not a swap: only this thread writes its ctx.
-    let outer = st.ctx.load(Ordering::Relaxed);
-    st.ctx.store(&mut ctx, Ordering::Relaxed);
     // SAFETY: the original call, unchanged.
-    let result = unsafe { original(callable, args, nargsf, kwnames) };
-    st.ctx.store(outer, Ordering::Relaxed);
+    let (result, _, _) = st.run_in(&mut ctx, false, || unsafe {
+        original(callable, args, nargsf, kwnames)
+    });
     if ctx.awaiting_gil {
         // A libffi call inside left a GIL wait open that this bracket does not file.
         AWAITING_GIL.fetch_sub(1, Ordering::Relaxed);

@@ -131,15 +131,8 @@ pub(super) unsafe fn general_call(known: Known) -> *mut PyObject {
             }
         }
     }
-    // A load and a store, not a swap: only this thread writes its ctx, and an xchg would be a
-    // locked instruction on every call.
-    let outer = st.ctx.load(Ordering::Relaxed);
-    st.ctx.store(&mut ctx, Ordering::Relaxed);
-    let t0 = if timed { clock::now() } else { 0 };
     // SAFETY: the original call, unchanged.
-    let result = unsafe { orig(callable, args, kwargs) };
-    let t3 = if timed { clock::now() } else { 0 };
-    st.ctx.store(outer, Ordering::Relaxed);
+    let (result, t0, t3) = st.run_in(&mut ctx, timed, || unsafe { orig(callable, args, kwargs) });
     if timed && ctx.awaiting_gil {
         // The GIL was never given up (PyDLL, an error before the call): nothing to wait for.
         ctx.awaiting_gil = false;

@@ -137,13 +137,8 @@ pub(super) unsafe fn repeated_call<const MAY_TIME: bool>(
             }
         }
     }
-    let outer = st.ctx.load(Ordering::Relaxed);
-    st.ctx.store(&mut ctx, Ordering::Relaxed);
-    let t0 = if timed { clock::now() } else { 0 };
     // SAFETY: the original call, unchanged.
-    let result = unsafe { orig(callable, args, kwargs) };
-    let t3 = if timed { clock::now() } else { 0 };
-    st.ctx.store(outer, Ordering::Relaxed);
+    let (result, t0, t3) = st.run_in(&mut ctx, timed, || unsafe { orig(callable, args, kwargs) });
     // No guard around the rest (it would cost a call on every one): nothing below can panic —
     // loads, stores, wrapping adds and compares, clock reads; the rare site look-up has its own.
     if timed && ctx.awaiting_gil {
