@@ -108,6 +108,39 @@ fn child_profiles(output: &Path, since: SystemTime) -> Vec<PathBuf> {
     found
 }
 
+/// When the command's own process wrote no profile — it ran no Python, as `perf record -- python3
+/// ...` or a C program that only links libpython — while Python processes it started did, the
+/// first of those (by start time) becomes the output path, so that `-o` holds the program the
+/// user ran.
+fn adopt_descendant_profile(output: &Path, started: SystemTime, quiet: bool) {
+    if output.exists() {
+        return;
+    }
+    let first = child_profiles(output, started)
+        .into_iter()
+        .filter_map(|path| {
+            let p = ffiprof_profile::read_file(&path).ok()?;
+            Some((
+                p.meta.start_unix_ns,
+                p.meta.pid,
+                p.meta.command.join(" "),
+                path,
+            ))
+        })
+        .min_by_key(|(start, pid, _, _)| (*start, *pid));
+    let Some((_, pid, command, path)) = first else {
+        return;
+    };
+    if std::fs::rename(&path, output).is_ok() && !quiet {
+        eprintln!(
+            "ffiprof: the command's own process ran no Python; {} is the profile of its first \
+             Python process, pid {pid} `{command}` (was {})",
+            output.display(),
+            path.display()
+        );
+    }
+}
+
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     if !(args.interval > 0.0 && args.interval.is_finite()) {
         return Err(crate::bad_input(
@@ -130,6 +163,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => bail!("cannot replace the old profile {}: {e}", output.display()),
     }
+    let claim = agent_env::claim_file_for(&output);
+    let _ = std::fs::remove_file(&claim);
     let started = SystemTime::now();
     let mut cmd = Command::new(&args.command[0]);
     cmd.args(&args.command[1..])
@@ -138,6 +173,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .env(agent_env::ENV_LIB, args.libs.join(":"))
         .env(agent_env::ENV_INTERVAL, args.interval.to_string())
         .env(agent_env::ENV_SITE_SKIP, args.site_skip.join("\n"))
+        .env(agent_env::ENV_CLAIM_FILE, &claim)
         .env_remove(agent_env::ENV_CLAIMED);
     if args.ffi_only {
         cmd.env(agent_env::ENV_PYTHON, "0");
@@ -155,6 +191,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     })?;
     ffiprof_inject::launch::supervise(child.id());
     let status = child.wait().context("waiting for the traced program")?;
+    let _ = std::fs::remove_file(&claim);
+    adopt_descendant_profile(&output, started, args.quiet);
     if !args.no_calibrate {
         crate::measure_changes::measure_file(&output, args.quiet);
     }

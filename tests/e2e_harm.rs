@@ -411,6 +411,34 @@ fn non_python_program_linking_libpython(py: &Interpreter, dir: &Path) -> Result<
         text(&traced.stderr)
     );
     assert_eq!(text(&traced.stdout), text(&plain.stdout));
+    // Running a Python program, as `perf record -- python3 ...` does: the Python process's
+    // profile is the output path (the program itself, which never ran Python, left none).
+    let traced = output_within(
+        Command::new(ffiprof_bin())
+            .args(["run", "--no-calibrate", "-o"])
+            .arg(&out)
+            .arg("--")
+            .arg(&program)
+            .arg(&py.command)
+            .arg(script("calls_count.py"))
+            .args([FIXTURE, "50"]),
+    );
+    assert!(traced.status.success(), "{}", text(&traced.stderr));
+    let child: u32 = text(&traced.stdout)
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("the Python child's pid");
+    let p = read_profile(&out);
+    assert_eq!(
+        (p.meta.pid, p.function("fx_add_int").map(|f| f.calls)),
+        (child, Some(50))
+    );
+    assert!(
+        text(&traced.stderr).contains("ran no Python"),
+        "{}",
+        text(&traced.stderr)
+    );
     Ok(())
 }
 

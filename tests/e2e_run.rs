@@ -479,6 +479,52 @@ fn exec_writes_before_exec(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     Ok(())
 }
 
+/// Two Python processes a shell starts one after the other are nobody's descendant in the run:
+/// the first takes the output path, the second writes `NAME.PID.json` beside it (it used to
+/// overwrite the first's profile).
+fn sibling_processes_keep_their_profiles(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    let out = dir.join("p.json");
+    let counts = script("calls_count.py");
+    let o = py
+        .cmd(ffiprof_bin())
+        .args(["run", "-q", "--no-calibrate", "-o"])
+        .arg(&out)
+        .args([
+            "--",
+            "sh",
+            "-c",
+            r#""$0" "$1" "$2" 120 && "$0" "$1" "$2" 35"#,
+        ])
+        .arg(&py.command)
+        .arg(&counts)
+        .arg(FIXTURE)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run ffiprof");
+    check_ok(&o);
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    let pids: Vec<u32> = stdout
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 2, "{stdout}");
+    let first = read_profile(&out);
+    assert_eq!(
+        (first.meta.pid, calls_by_name(&first)),
+        (pids[0], BTreeMap::from([("fx_add_int".to_string(), 120)]))
+    );
+    let second = read_profile(&dir.join(format!("p.{}.json", pids[1])));
+    assert_eq!(
+        (second.meta.pid, calls_by_name(&second)),
+        (pids[1], BTreeMap::from([("fx_add_int".to_string(), 35)]))
+    );
+    assert!(
+        !dir.join(".p.json.claim").exists(),
+        "run removes its claim file"
+    );
+    Ok(())
+}
+
 fn unwritable_output(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     // Root may write anywhere on a normal file system; sysfs refuses new files even to root.
     let out = if ffiprof_inject::launch::current_uid() == 0 {
@@ -594,6 +640,11 @@ fn main() {
         ),
         ("passthrough", passthrough, None),
         ("exec_writes_before_exec", exec_writes_before_exec, None),
+        (
+            "sibling_processes_keep_their_profiles",
+            sibling_processes_keep_their_profiles,
+            None,
+        ),
         ("unwritable_output", unwritable_output, None),
     ];
     let mut trials = vec![

@@ -16,6 +16,11 @@ pub const ENV_DEBUG: &str = "FFIPROF_DEBUG";
 pub const ENV_CLOCK: &str = "FFIPROF_CLOCK";
 /// Set by the first process that records, so its descendants write `NAME.PID.json` instead.
 pub const ENV_CLAIMED: &str = "FFIPROF_CLAIMED";
+/// `FFIPROF_CLAIM_FILE`: a file `ffiprof run` removed before starting the program. Of the
+/// processes that are nobody's descendant in the run (siblings a shell starts one after the
+/// other), the first one with something to write creates it, exclusively, and writes the output
+/// path; the others write `NAME.PID.json`. Without it, each such process takes the output path.
+pub const ENV_CLAIM_FILE: &str = "FFIPROF_CLAIM_FILE";
 /// `FFIPROF_TIMING`: time one call in N (1 = every call). Counts and bytes are always exact.
 pub const ENV_TIMING: &str = "FFIPROF_TIMING";
 /// `FFIPROF_STACKS`: record the whole Python stack of one call in N per site (0 = never).
@@ -44,6 +49,8 @@ pub struct Config {
     /// frame's file path and against `file:function`.
     pub site_skip: Vec<String>,
     pub mode: Mode,
+    /// [`ENV_CLAIM_FILE`], when `ffiprof run` set it.
+    pub claim_file: Option<PathBuf>,
 }
 
 /// How the agent came into the process.
@@ -98,6 +105,9 @@ impl Config {
                 .map(String::from)
                 .collect(),
             mode: Mode::Run,
+            claim_file: std::env::var_os(ENV_CLAIM_FILE)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
         })
     }
 }
@@ -169,6 +179,15 @@ impl LibFilter {
             None => library_path.contains(text.as_str()),
         })
     }
+}
+
+/// The claim file `ffiprof run` names for `output`: hidden, beside it.
+pub fn claim_file_for(output: &Path) -> PathBuf {
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    output.with_file_name(format!(".{name}.claim"))
 }
 
 #[cfg(test)]

@@ -104,6 +104,7 @@ fn start(cfg: AttachConfig) -> c_int {
         python_layer: true,
         site_skip: cfg.site_skip.clone(),
         mode: crate::config::Mode::Attach,
+        claim_file: None,
     };
     let began = Instant::now();
     let started = crate::session::start_attached(agent_cfg);

@@ -12,7 +12,7 @@
 //! type slot, ends the snapshotter and writes the session's final profile.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 use ffiprof_profile::Profile;
 use parking_lot::Mutex;
@@ -28,6 +28,11 @@ use crate::runtime;
 use crate::runtime::{debug, errno, set_errno, ACTIVE, PID};
 
 static IS_ROOT: AtomicBool = AtomicBool::new(false);
+/// Whether this root process took the run's output path (see [`claim_output`]): 0 not yet
+/// decided, [`CLAIM_WON`], [`CLAIM_LOST`].
+static CLAIM: AtomicU8 = AtomicU8::new(0);
+const CLAIM_WON: u8 = 1;
+const CLAIM_LOST: u8 = 2;
 static CONFIG: Mutex<Option<Config>> = Mutex::new(None);
 /// Why the Python layer is off, when it was asked for and could not start.
 static PYTHON_ERROR: Mutex<Option<String>> = Mutex::new(None);
@@ -74,6 +79,8 @@ pub fn init_from_env() {
         debug("not a Python process: inert");
         return;
     }
+    // Nobody's descendant in the run. (After an exec, the new image is its own descendant: the
+    // old one wrote the output path before the exec.)
     let root = std::env::var_os(config::ENV_CLAIMED).is_none();
     if root {
         // Descendants (exec'd Python children) must not overwrite our profile.
@@ -272,12 +279,75 @@ fn output_path(recorded: bool) -> Option<PathBuf> {
         // The session's own path, as configured: the CLI names and owns it.
         recorded.then(|| cfg.output.clone())
     } else if IS_ROOT.load(Ordering::Relaxed) {
-        Some(cfg.output.clone())
+        if !recorded && !python_ran() {
+            // A program that links libpython without running it (perf): it has nothing to say,
+            // and must not take the output path from the Python program it starts.
+            return None;
+        }
+        if claim_output(cfg.claim_file.as_deref()) {
+            Some(cfg.output.clone())
+        } else {
+            recorded.then(|| config::per_pid_path(&cfg.output, std::process::id()))
+        }
     } else if recorded {
         Some(config::per_pid_path(&cfg.output, std::process::id()))
     } else {
         None
     }
+}
+
+/// Whether this root process holds the run's output path. Decided once, at its first write with
+/// something to write: the first of the run's root processes (siblings a shell starts one after
+/// the other each find no `FFIPROF_CLAIMED`) creates the claim file, exclusively, and holds the
+/// path; the others write `NAME.PID.json`, so that no profile overwrites another. The file holds
+/// the winner's pid, for whoever looks. Without a claim file (the
+/// agent preloaded by hand), or when it cannot be created, every root process takes the path.
+fn claim_output(claim_file: Option<&std::path::Path>) -> bool {
+    match CLAIM.load(Ordering::Relaxed) {
+        CLAIM_WON => return true,
+        CLAIM_LOST => return false,
+        _ => {}
+    }
+    let won = match claim_file {
+        None => true,
+        Some(file) => match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(file)
+        {
+            Ok(mut f) => {
+                use std::io::Write;
+                let _ = f.write_all(std::process::id().to_string().as_bytes());
+                true
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+            Err(e) => {
+                debug(&format!("claim file {}: {e}", file.display()));
+                true
+            }
+        },
+    };
+    CLAIM.store(if won { CLAIM_WON } else { CLAIM_LOST }, Ordering::Relaxed);
+    won
+}
+
+/// Whether the interpreter ever ran in this process: running now, or finalized (a program that
+/// only links libpython, as perf does, never starts it). Both calls need no interpreter.
+fn python_ran() -> bool {
+    let call = |name: &std::ffi::CStr| {
+        runtime::global_symbol(name).is_some_and(|f| {
+            // SAFETY: Py_IsInitialized, _Py_IsFinalizing, Py_IsFinalizing and
+            // PyPy_IsInitialized are `int (void)` and callable at any time.
+            unsafe {
+                let f: unsafe extern "C" fn() -> libc::c_int = runtime::fn_at(f);
+                f() != 0
+            }
+        })
+    };
+    call(c"Py_IsInitialized")
+        || call(c"Py_IsFinalizing")
+        || call(c"_Py_IsFinalizing")
+        || call(c"PyPy_IsInitialized")
 }
 
 fn python_version() -> Option<String> {
