@@ -14,6 +14,28 @@ pub fn of_kind_with(p: &Profile, o: &AdviceOptions, kind: AdviceKind) -> Vec<Rec
         .collect()
 }
 
+/// The leak recommendations of `p`.
+pub fn leaks(p: &Profile, o: &AdviceOptions) -> Vec<Recommendation> {
+    of_kind_with(p, o, AdviceKind::Leak)
+}
+
+/// A function called `calls` times from one site, 100 ns native and 200 ns marshal-in a call.
+pub fn counted(name: &str, calls: u64) -> FunctionRecord {
+    function(
+        name,
+        vec![site(
+            "app.py",
+            1,
+            calls,
+            PerCall {
+                native: 100,
+                marshal_in: 200,
+                ..PerCall::default()
+            },
+        )],
+    )
+}
+
 /// The advice of one kind for `p` with the default options.
 pub fn of_kind(p: &Profile, kind: AdviceKind) -> Vec<Recommendation> {
     of_kind_with(p, &AdviceOptions::default(), kind)

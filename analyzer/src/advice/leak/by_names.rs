@@ -108,29 +108,6 @@ mod tests {
     use super::super::super::testutil::*;
     use super::super::super::*;
 
-    fn counted(name: &str, calls: u64) -> FunctionRecord {
-        function(
-            name,
-            vec![site(
-                "app.py",
-                1,
-                calls,
-                PerCall {
-                    native: 100,
-                    marshal_in: 200,
-                    ..PerCall::default()
-                },
-            )],
-        )
-    }
-
-    fn leaks(p: &Profile, o: &AdviceOptions) -> Vec<Recommendation> {
-        recommend(p, o)
-            .into_iter()
-            .filter(|r| r.kind == AdviceKind::Leak)
-            .collect()
-    }
-
     #[test]
     fn diverging_counts_are_a_leak() {
         let p = profile(

@@ -251,31 +251,7 @@ fn from_flow(ctx: &Context<'_>, flow: &PointerFlow, a: &AllocatorFlow) -> Option
 mod tests {
     use super::super::testutil::*;
     use super::super::*;
-    use ffiprof_profile::FunctionRecord;
     use ffiprof_profile::{AllocatorFlow, Ending, PointerFlow};
-
-    fn counted(name: &str, calls: u64) -> FunctionRecord {
-        function(
-            name,
-            vec![site(
-                "app.py",
-                1,
-                calls,
-                PerCall {
-                    native: 100,
-                    marshal_in: 200,
-                    ..PerCall::default()
-                },
-            )],
-        )
-    }
-
-    fn leaks(p: &Profile, o: &AdviceOptions) -> Vec<Recommendation> {
-        recommend(p, o)
-            .into_iter()
-            .filter(|r| r.kind == AdviceKind::Leak)
-            .collect()
-    }
 
     fn lib_fn(name: &str) -> ffiprof_profile::FunctionRef {
         ffiprof_profile::FunctionRef {
