@@ -8,15 +8,17 @@
 mod common;
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
+use libtest_mimic::{Arguments, Failed};
 
-/// `ffiprof attach --lib LIB` for `secs`, running.
-fn attach_cmd(pid: u32, secs: &str, lib: &str, out: &std::path::Path) -> KillOnDrop {
+/// `ffiprof attach --lib LIB` for `secs`, running, where `py` runs (beside the target `pid`).
+fn attach_cmd(py: &Interpreter, pid: u32, secs: &str, lib: &str, out: &Path) -> KillOnDrop {
     KillOnDrop(
-        Command::new(ffiprof_bin())
+        py.cmd_beside(pid, ffiprof_bin())
             .args(["attach", "--pid", &pid.to_string(), "--duration", secs])
             .args(["--lib", lib, "--no-calibrate", "-o"])
             .arg(out)
@@ -28,11 +30,11 @@ fn attach_cmd(pid: u32, secs: &str, lib: &str, out: &std::path::Path) -> KillOnD
     )
 }
 
-#[test]
-fn attach_installs_and_detach_restores_the_got_trampoline() {
-    let py =
-        runnable_interpreters(vec![pyenv_venv("3.11")], "pyenv's 3.11 venv is needed").remove(0);
-    let ext = fxext_dir(&py);
+fn attach_installs_and_detach_restores_the_got_trampoline(
+    py: &Interpreter,
+    dir: &Path,
+) -> Result<(), Failed> {
+    let ext = fxext_dir(py);
     let mut target = KillOnDrop(
         py.cmd(&py.command)
             .arg(script("native_attach.py"))
@@ -59,9 +61,9 @@ fn attach_installs_and_detach_restores_the_got_trampoline() {
     assert_eq!(ask("check"), "real");
     ask("call 10");
 
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("p.json");
-    let attach = Command::new(ffiprof_bin())
+    let out = dir.join("p.json");
+    let attach = py
+        .cmd_beside(pid, ffiprof_bin())
         .args(["attach", "--pid", &pid.to_string(), "--duration", "3"])
         .args(["--lib", "fxnative", "--no-calibrate", "-o"])
         .arg(&out)
@@ -97,8 +99,8 @@ fn attach_installs_and_detach_restores_the_got_trampoline() {
 
     // Another session naming another library patches nothing of fxnative's; the next one
     // naming it again patches and counts again.
-    let other = dir.path().join("other.json");
-    let mut session = attach_cmd(pid, "1", "no-such-library", &other);
+    let other = dir.join("other.json");
+    let mut session = attach_cmd(py, pid, "1", "no-such-library", &other);
     std::thread::sleep(Duration::from_millis(700));
     assert_eq!(
         ask("check"),
@@ -107,8 +109,8 @@ fn attach_installs_and_detach_restores_the_got_trampoline() {
     );
     assert_eq!(ask("call 100"), "done");
     assert!(session.0.wait().unwrap().success());
-    let again = dir.path().join("again.json");
-    let mut session = attach_cmd(pid, "2", "fxnative", &again);
+    let again = dir.join("again.json");
+    let mut session = attach_cmd(py, pid, "2", "fxnative", &again);
     let started = Instant::now();
     while ask("check") != "thunk" {
         assert!(
@@ -137,4 +139,20 @@ fn attach_installs_and_detach_restores_the_got_trampoline() {
     assert_eq!(f.binding, "extension");
     let spin = p.function("fxn_spin_ns").expect("fxn_spin_ns recorded");
     assert_eq!(spin.calls, 1);
+    Ok(())
+}
+
+/// On pyenv's 3.11 and on forky's 3.14 in its root (there `attach` runs beside the target, in
+/// its mount namespace, and fxext is built with the root's g++); one that cannot run here shows
+/// as ignored, with the reason.
+fn main() {
+    let args = Arguments::from_args();
+    let trials = matrix_trials(
+        vec![pyenv_venv("3.11"), py314()],
+        &[(
+            "attach_installs_and_detach_restores_the_got_trampoline",
+            attach_installs_and_detach_restores_the_got_trampoline,
+        )],
+    );
+    libtest_mimic::run(&args, trials).exit();
 }

@@ -6,8 +6,9 @@
 //! the builtins, none of its internal calls) — or reported whole (`unsplit_ns`) when the library
 //! is the extension itself, never an invented split; the pybind11 exception reaches Python
 //! unchanged; without `--lib` nothing is bracketed. On every CPython 3.8–3.13
-//! pyenv has and on Debian's 3.11 (an interpreter not installed, or without the built fixtures,
-//! shows as *ignored*). And the binding of libffi callers: `ctypes`, `cffi-abi`.
+//! pyenv has, on Debian's 3.11 and on Debian forky's 3.14 in its root (an interpreter not
+//! installed, or without the built fixtures, shows as *ignored*). And the binding of libffi
+//! callers: `ctypes`, `cffi-abi`.
 
 mod common;
 
@@ -30,13 +31,36 @@ fn pyext_dir(label: &str) -> PathBuf {
         .join(label)
 }
 
-/// The interpreters with their fixtures built (3.14's root has none: left out).
+/// Every CPython 3.8–3.14 the suites run on: pyenv's and Debian's 3.11 through their venvs (their
+/// fixtures built by scripts/test-setup), forky's 3.14 in its root.
 fn interpreters() -> Vec<Interpreter> {
-    ["3.8", "3.9", "3.10", "3.11", "3.12", "3.13"]
-        .iter()
-        .map(|m| pyenv_venv(m))
-        .chain([debian_venv()])
-        .collect()
+    version_matrix()
+}
+
+/// 3.14's fixtures, built inside its root by `scripts/build-pyext --py314` (nothing to do when
+/// built already): the root is made by the first `py314()`, which may be this suite's, after
+/// scripts/test-setup ran. A root without the tools (exit 2) makes its cases ignored, saying
+/// why; any other failure of the build is the suite's.
+fn build_py314_fixtures(py: &mut Interpreter) {
+    if py.root.is_none() || py.missing().is_some() {
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-pyext");
+    let o = std::process::Command::new(&script)
+        .arg("--py314")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run scripts/build-pyext");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    match o.status.code() {
+        Some(0) => {}
+        Some(2) => py.mark_missing(stderr.lines().last().unwrap_or("").to_string()),
+        _ => panic!(
+            "scripts/build-pyext --py314 failed: {}\n{}{stderr}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout)
+        ),
+    }
 }
 
 /// `pyext_calls.py ROUNDS` with the fixtures importable: untraced (`ffiprof` None) or under
@@ -416,9 +440,15 @@ fn main() {
     let args = Arguments::from_args();
     let mut interpreters = interpreters();
     for py in &mut interpreters {
+        build_py314_fixtures(py);
         if !pyext_dir(&py.label).join(".stamp").exists() {
+            let remedy = if py.root.is_some() {
+                "scripts/setup-python314, then scripts/build-pyext --py314"
+            } else {
+                "scripts/test-setup"
+            };
             py.mark_missing(format!(
-                "no extension fixtures in {}: run scripts/test-setup",
+                "no extension fixtures in {}: run {remedy}",
                 pyext_dir(&py.label).display()
             ));
         }

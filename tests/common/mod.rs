@@ -109,9 +109,11 @@ fn project_dir() -> &'static Path {
 }
 
 /// Host directories a test's command line may name: the checkout (scripts), ffiprof's and the
-/// fixture's build directories, the temporary directory.
+/// fixture's build directories, the extension fixtures' (`FFIPROF_TEST_PYEXT`, when set: they may
+/// live outside the checkout), the temporary directory.
 fn paths_the_tests_use() -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = vec![project_dir().to_path_buf()];
+    dirs.extend(std::env::var_os("FFIPROF_TEST_PYEXT").map(PathBuf::from));
     for file in [ffiprof_bin(), FIXTURE] {
         if let Some(d) = Path::new(file).parent() {
             dirs.push(d.to_path_buf());
@@ -555,8 +557,10 @@ pub fn matrix_trials(
 }
 
 /// The directory holding the extension module `fxext` (tests/fixture/fxext.cc) built for `py`
-/// against its own headers with the system g++, linked to `libfxnative.so` (RUNPATH to its
-/// directory); cached under target/fxext/LABEL, rebuilt when the source is newer.
+/// against its own headers with the system g++ (for an interpreter in a root, the root's own
+/// g++ there, which scripts/setup-python314 installs with the headers), linked to
+/// `libfxnative.so` (RUNPATH to its directory); cached under target/fxext/LABEL, rebuilt when the
+/// source is newer.
 pub fn fxext_dir(py: &Interpreter) -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("target/fxext")
@@ -593,7 +597,8 @@ pub fn fxext_dir(py: &Interpreter) -> PathBuf {
     static BUILDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = dir.join(format!("fxext.{}.{n}.tmp", std::process::id()));
-    let status = Command::new("g++")
+    let status = py
+        .cmd("g++")
         .args(["-shared", "-fPIC", "-O2", "-g", "-pthread"])
         .arg(format!("-I{include}"))
         .arg(source)
