@@ -77,10 +77,15 @@
 //!   in `estimate.per_call_ns`; a saving is claimed only where it was measured to be one.
 //! * **use-pydll** — saving = calls × the timed GIL round trip (`use-pydll`: the same call from a
 //!   `PyDLL` against a `CDLL`), at most the crossings; modeled, the measured GIL wait (the
-//!   re-acquisition only: a lower bound). Measured to save nothing: no advice.
+//!   re-acquisition only: a lower bound). Measured to save nothing: no advice. The gates compare
+//!   the median native call (not the mean, which a few preempted calls move) with the round trip.
 //! * **gil-contention** — the waits overlap other threads' work (summed over threads they are no loss
-//!   of wall time), so they are evidence only; saving = calls × the timed GIL round trip, as
-//!   use-pydll; not advised without that measurement, nor where the C work is longer than the wait.
+//!   of wall time), so they are evidence only; saving = calls × the GIL round trip timed with the
+//!   threads the profile saw calling (`gil-contention`: use-pydll's loops shared among that many
+//!   threads; with others waiting a release signals them and costs more than in one thread), at most
+//!   the crossings; where only the one-thread round trip was timed, that (a lower bound,
+//!   `measured_threads` 1); not advised without a measurement, nor where the C work (its median call)
+//!   is longer than the wait.
 //! * **leak** — no time is claimed (a leak costs memory); the evidence is allocator calls − release calls.
 //!
 //! # Confidence
