@@ -23,7 +23,8 @@ struct GilEvidence {
     native_p99_ns: u64,
     marshal_out_ns: u64,
     /// use-pydll: the larger of the GIL wait and its measured round trip × calls / boundary time of the
-    /// calls; gil-contention: GIL wait / (GIL wait + marshal-out).
+    /// calls, or the measured share (`measured_share`) when larger; gil-contention: GIL wait / (GIL
+    /// wait + marshal-out).
     gil_share: f64,
 }
 
@@ -85,9 +86,14 @@ pub(super) fn use_pydll_rule(ctx: &Context<'_>) -> Vec<Candidate> {
         // most the crossing it is part of. Modeled: the GIL wait alone, a lower bound. The gates
         // (C work shorter than the GIL's cost, its p99 bounded by it, a share of the crossing
         // worth it) take the larger of the agent's wait and the measured round trip: the wait
-        // moves with the load, and either shows what holding the GIL spares.
-        let timed = measure::signature(&place)
-            .and_then(|s| measure::timed(ctx.profile, measure::USE_PYDLL, &s));
+        // moves with the load, and either shows what holding the GIL spares. The share is the
+        // larger of the round trip against the crossings the agent saw and the timed saving
+        // against the timed call (both from one moment's untraced loop): a loaded run inflates
+        // the traced crossings (marshal-in read 900 ns a call where 300 ns is usual, and the
+        // share of a 60 ns round trip fell under a tenth), never the calm figure beside them.
+        let measured = measure::signature(&place)
+            .and_then(|s| measure::measurement(ctx.profile, measure::USE_PYDLL, &s));
+        let timed = measured.map(measure::Timed::from);
         let gil = per(f.time.gil_wait, f.python_calls);
         if timed.is_some_and(|t| t.saving_ns <= 0.0) {
             continue;
@@ -95,7 +101,9 @@ pub(super) fn use_pydll_rule(ctx: &Context<'_>) -> Vec<Candidate> {
         let round_trip = timed.map_or(gil, |t| t.saving_ns.max(gil));
         let native = native_typical(f);
         let boundary = f.time.native + f.time.overhead();
-        let share = round_trip * f.python_calls as f64 / boundary.max(1) as f64;
+        let measured_share = measured.map(|m| m.saving_ns / m.before_ns.max(1.0));
+        let share = (round_trip * f.python_calls as f64 / boundary.max(1) as f64)
+            .max(measured_share.unwrap_or(0.0));
         let p99 = native_p99(f);
         if native > round_trip
             || p99 as f64 > o.use_pydll_max_p99_ratio * round_trip
@@ -127,6 +135,7 @@ pub(super) fn use_pydll_rule(ctx: &Context<'_>) -> Vec<Candidate> {
         };
         let mut evidence = evidence(f, threads, share);
         evidence["measured_round_trip_per_call_ns"] = json!(timed.map(|t| round(t.saving_ns, 1)));
+        evidence["measured_share"] = json!(measured_share.map(|x| round(x, 3)));
         let rec = ctx.recommendation(
             AdviceKind::UsePydll,
             place,
@@ -164,10 +173,6 @@ pub(super) fn contention_rule(ctx: &Context<'_>) -> Vec<Candidate> {
         if f.python_calls == 0 || f.time.gil_wait == 0 {
             continue;
         }
-        let share = per(f.time.gil_wait, f.time.gil_wait + f.time.marshal_out);
-        if share < ctx.options.gil_contention_min_share {
-            continue;
-        }
         let gil = per(f.time.gil_wait, f.python_calls);
         let native = native_typical(f);
         if native >= gil {
@@ -182,9 +187,10 @@ pub(super) fn contention_rule(ctx: &Context<'_>) -> Vec<Candidate> {
         };
         // The threaded figure, else the one-thread round trip: (saving, threads it was timed with).
         let shape = measure::contention_shape(threads, &sig);
-        let Some((t, timed_threads)) = measure::timed(ctx.profile, measure::GIL_CONTENTION, &shape)
-            .filter(|t| t.saving_ns > 0.0)
-            .map(|t| (t, threads.min(measure::MAX_THREADS)))
+        let threaded = measure::measurement(ctx.profile, measure::GIL_CONTENTION, &shape)
+            .filter(|m| m.saving_ns > 0.0);
+        let Some((t, timed_threads)) = threaded
+            .map(|m| (measure::Timed::from(m), threads.min(measure::MAX_THREADS)))
             .or_else(|| {
                 measure::timed(ctx.profile, measure::USE_PYDLL, &sig)
                     .filter(|t| t.saving_ns > 0.0)
@@ -193,6 +199,18 @@ pub(super) fn contention_rule(ctx: &Context<'_>) -> Vec<Candidate> {
         else {
             continue;
         };
+        // Worth it when the calls' waits are most of what follows the C work, or when the change
+        // timed in the program's shape saves a share of the call's loop as use-pydll asks: in a
+        // run where the GIL seldom changed hands at these calls (the threads traded it at the
+        // switch interval) the waits are short, yet each release still signals the waiting
+        // threads, which the threaded figure counts.
+        let share = per(f.time.gil_wait, f.time.gil_wait + f.time.marshal_out);
+        let measured_share = threaded.map(|m| m.saving_ns / m.before_ns.max(1.0));
+        if share < ctx.options.gil_contention_min_share
+            && measured_share.is_none_or(|x| x < ctx.options.use_pydll_min_gil_share)
+        {
+            continue;
+        }
         let saving = ((t.saving_ns * f.python_calls as f64).round() as u64).min(f.time.overhead());
         let timed_with = if timed_threads == 1 {
             "in one thread: a lower bound".to_string()
@@ -214,6 +232,7 @@ pub(super) fn contention_rule(ctx: &Context<'_>) -> Vec<Candidate> {
         let mut evidence = evidence(f, threads, share);
         evidence["measured_round_trip_per_call_ns"] = json!(round(t.saving_ns, 1));
         evidence["measured_threads"] = json!(timed_threads);
+        evidence["measured_share"] = json!(measured_share.map(|x| round(x, 3)));
         let rec = ctx.recommendation(
             AdviceKind::GilContention,
             place,
@@ -458,5 +477,76 @@ mod tests {
         f.native_hist = Histogram::new();
         f.native_hist.record_n(200, 100_000);
         assert!(of_kind(&p, AdviceKind::UsePydll).is_empty());
+    }
+
+    #[test]
+    fn a_loaded_crossing_does_not_hide_use_pydll() {
+        // The traced crossing inflated by load (900 ns of marshal-in a call): the 60 ns round
+        // trip is 6 % of it, but 13 % of the untraced call it was timed against (466 ns).
+        let c = PerCall {
+            native: 15,
+            marshal_in: 900,
+            marshal_out: 200,
+            gil: 110,
+            arg_bytes: 8,
+            ..PerCall::default()
+        };
+        let mut p = profile(
+            vec![function("fx_get", vec![site("hot.py", 8, 100_000, c)])],
+            100_000 * 1_600,
+        );
+        assert!(of_kind(&p, AdviceKind::UsePydll).is_empty());
+        add_measured(&mut p, crate::measure::USE_PYDLL, "ii->", 466.0, 60.0, 9.0);
+        let r = &of_kind(&p, AdviceKind::UsePydll)[0];
+        assert_eq!(r.estimated_savings_ns, 60 * 100_000);
+        assert_eq!(r.evidence["measured_share"], 0.129);
+        // A change that saves under a tenth of the call it was timed on is still no advice.
+        let mut p = tiny_calls(20, 1);
+        p.functions[0].time.marshal_in *= 4;
+        add_measured(&mut p, crate::measure::USE_PYDLL, "ii->", 900.0, 55.0, 4.0);
+        assert!(of_kind(&p, AdviceKind::UsePydll).is_empty());
+    }
+
+    #[test]
+    fn contention_in_a_run_whose_threads_traded_the_gil_at_the_switch_interval() {
+        // Four threads, yet each call waited only 110 ns (the GIL seldom changed hands at these
+        // calls) against 190 ns of marshal-out: under half. Timed with 4 threads, keeping the
+        // GIL saves 70 of 470 ns a call: advised on that.
+        let c = PerCall {
+            native: 16,
+            marshal_in: 290,
+            marshal_out: 190,
+            gil: 110,
+            arg_bytes: 8,
+            ..PerCall::default()
+        };
+        let mut p = profile(
+            vec![function("fx_get", vec![site("hot.py", 8, 100_000, c)])],
+            100_000 * 700 / 4,
+        );
+        p.meta.threads = 4;
+        add_measured(&mut p, crate::measure::USE_PYDLL, "ii->", 400.0, 55.0, 4.0);
+        assert!(of_kind(&p, AdviceKind::GilContention).is_empty());
+        add_measured(
+            &mut p,
+            crate::measure::GIL_CONTENTION,
+            "4:ii->",
+            470.0,
+            70.0,
+            5.0,
+        );
+        let r = &of_kind(&p, AdviceKind::GilContention)[0];
+        assert_eq!(r.estimated_savings_ns, 70 * 100_000);
+        assert_eq!(r.evidence["measured_share"], 0.149);
+        // Saving under a tenth of the threaded loop: not worth it.
+        let m = p
+            .measured_changes
+            .as_mut()
+            .unwrap()
+            .measurements
+            .last_mut()
+            .unwrap();
+        m.before_ns = 900.0;
+        assert!(of_kind(&p, AdviceKind::GilContention).is_empty());
     }
 }
