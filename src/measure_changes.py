@@ -2,6 +2,9 @@
 `ffiprof attach` after the profile is written; see src/measure_changes.rs and
 analyzer/src/measure.rs for what each change and shape means).
 
+`gil-contention` is `use-pydll` with its calls shared among the threads the profile saw calling
+(shape `THREADS:SIGNATURE`).
+
 Reads {"agent": PATH, "budget_s": SECONDS, "requests": [{"change": ..., "shape": ...}, ...]} on
 stdin; writes one JSON object on stdout: {"python": sys.version, "measurements": [...],
 "skipped": [...], "errors": [...]}. Every loop also calls the agent's do-nothing `ffiprof_nop`
@@ -12,11 +15,16 @@ import ctypes
 import gc
 import json
 import sys
+import threading
 import time
 
 # A block (one side of one round) lasts about this long: long against the clock's resolution and
 # the loop's start-up, short against the scheduler's time slice.
 BLOCK_NS = 400_000
+# A block of calls made from several threads lasts this long: long against starting and joining
+# them (~50 µs each), so that the two sides differ by the calls, not by the threads' start-up.
+THREADED_BLOCK_NS = 1_000_000
+MAX_THREADS = 8
 MIN_ROUNDS = 5
 MAX_ROUNDS = 201
 MAX_ELEMENTS = 1 << 18
@@ -69,7 +77,7 @@ def per_call(loop, n):
     return (now() - t) / n
 
 
-def compare(before, after, budget_ns, max_n=None, alone=None, empty=None):
+def compare(before, after, budget_ns, max_n=None, alone=None, empty=None, size_on=None, block_ns=BLOCK_NS):
     """Times `before` and `after` (functions of an iteration count) in many short rounds, each
     timing both back to back (order alternating), so that both sides of a round see the same
     load. The saving is the median of the rounds' differences over the least disturbed quarter of
@@ -77,19 +85,21 @@ def compare(before, after, budget_ns, max_n=None, alone=None, empty=None):
     of those differences. With `alone` and `empty` (the change's own part in a loop by itself,
     and the bare loop), the same rounds also time those: the own time is the median of their
     differences. Returns (before ns, after ns, saving ns, spread ns, rounds, iterations, own ns
-    or None), times per call."""
+    or None), times per call. `size_on` (default: `before`) is the loop the blocks are sized on, and
+    `block_ns` their length."""
     # Warm up (first-time costs: a type built, memory touched), then size the blocks on the
     # fastest of a few pilot runs.
     before(2)
     after(2)
+    size_on = size_on or before
     n = 1
     while True:
-        t = per_call(before, n) * n
-        if t >= BLOCK_NS / 4 or (max_n and n >= max_n) or n >= 1 << 22:
+        t = per_call(size_on, n) * n
+        if t >= block_ns / 4 or (max_n and n >= max_n) or n >= 1 << 22:
             break
         n *= 4
-    per = max(min([t / n] + [per_call(before, n) for _ in range(2)]), 1.0)
-    n = max(1, int(BLOCK_NS / per))
+    per = max(min([t / n] + [per_call(size_on, n) for _ in range(2)]), 1.0)
+    n = max(1, int(block_ns / per))
     if max_n:
         n = min(n, max_n)
     block = per * n
@@ -238,6 +248,33 @@ def use_pydll(shape):
     return before, after, None, None, None
 
 
+def in_threads(loop, threads):
+    """`loop`'s n calls shared among `threads` threads started together, returning when all have
+    ended: the calls contend for the GIL as a program's threads do."""
+
+    def run(n, loop=loop, threads=threads):
+        workers = [threading.Thread(target=loop, args=(n // threads + (k < n % threads),)) for k in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+
+    return run
+
+
+def gil_contention(shape):
+    """use-pydll in `threads` threads (`THREADS:SIGNATURE`, the threads the profile saw calling):
+    with other threads waiting for the GIL, each release and re-acquisition costs more than in
+    one thread (the waiters are signalled, and at times woken). The blocks are sized on the calls
+    of one thread, and last long against the threads' start-up."""
+    threads, _, signature = shape.partition(":")
+    threads = int(threads)
+    if not 2 <= threads <= MAX_THREADS:
+        raise ValueError("threads %r" % shape)
+    before, after, _, _, _ = use_pydll(signature)
+    return in_threads(before, threads), in_threads(after, threads), before
+
+
 def bulk_after():
     """One call over all elements, through `from_buffer` views: what replaces a loop of calls."""
     bulk = nop()
@@ -291,10 +328,15 @@ def main():
             result["skipped"].extend(requests[k:])
             break
         try:
-            before, after, max_n, alone, empty = loops(req["change"], req["shape"])
-            b, a, saving, spread, rounds, n, own = compare(
-                before, after, left / (len(requests) - k), max_n, alone, empty
-            )
+            budget = left / (len(requests) - k)
+            if req["change"] == "gil-contention":
+                before, after, one_thread = gil_contention(req["shape"])
+                b, a, saving, spread, rounds, n, own = compare(
+                    before, after, budget, size_on=one_thread, block_ns=THREADED_BLOCK_NS
+                )
+            else:
+                before, after, max_n, alone, empty = loops(req["change"], req["shape"])
+                b, a, saving, spread, rounds, n, own = compare(before, after, budget, max_n, alone, empty)
         except Exception as e:  # a shape this interpreter cannot time: reported, others go on
             result["errors"].append("%s %s: %s: %s" % (req["change"], req["shape"], type(e).__name__, e))
             continue

@@ -35,6 +35,27 @@ fn run(py: &Interpreter, dir: &Path, cache: &Path, extra: &[&str], script_name: 
     read_profile(&out)
 }
 
+/// `ffiprof run` of calls_threads.py: `threads` threads calling fx_add_int(int, int) `calls` times
+/// each, through a CDLL; the profile.
+fn run_threads(py: &Interpreter, dir: &Path, cache: &Path, threads: u32, calls: u32) -> Profile {
+    let out = dir.join("p.json");
+    let o = py
+        .cmd(ffiprof_bin())
+        .args(["run", "-q", "-o"])
+        .arg(&out)
+        .arg("--")
+        .arg(&py.command)
+        .arg(script("calls_threads.py"))
+        .arg(FIXTURE)
+        .arg(threads.to_string())
+        .arg(calls.to_string())
+        .env("XDG_CACHE_HOME", cache)
+        .output()
+        .expect("run ffiprof");
+    check_ok(&o);
+    read_profile(&out)
+}
+
 fn report(dir: &Path) -> Value {
     let o = Command::new(ffiprof_bin())
         .arg("report")
@@ -326,6 +347,45 @@ fn measured_changes_recorded(py: &Interpreter, dir: &Path) -> Result<(), Failed>
     Ok(())
 }
 
+/// A program whose threads call a short function through a CDLL: the GIL round trip is timed in
+/// the program's shape — with as many threads calling at once as the profile saw — not in one
+/// thread, and gil-contention advice says so.
+fn contention_timed_with_the_threads_seen(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    let cache = dir.join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    let p = run_threads(py, dir, &cache, 3, 20_000);
+    assert_eq!(p.meta.threads, 3);
+    let mc = p
+        .measured_changes
+        .as_ref()
+        .expect("changes timed after the run");
+    let changes: Vec<(&str, &str)> = mc
+        .measurements
+        .iter()
+        .map(|m| (m.change.as_str(), m.shape.as_str()))
+        .collect();
+    // fx_add_int(int, int) -> int, from 3 threads; its one-thread round trip is not asked for.
+    let m = mc
+        .get("gil-contention", "3:ii->i")
+        .unwrap_or_else(|| panic!("not timed with 3 threads: {changes:?} ({:?})", mc.note));
+    assert!(m.rounds >= 5 && m.iterations >= 1, "{m:?}");
+    assert!(!changes.iter().any(|c| c.0 == "use-pydll"), "{changes:?}");
+    let r = report(dir);
+    for rec in r["recommendations"].as_array().unwrap() {
+        if rec["kind"] == "gil-contention" {
+            assert_eq!(rec["function"], "fx_add_int", "{rec}");
+            assert_eq!(rec["evidence"]["measured_threads"], 3, "{rec}");
+            assert_eq!(rec["estimate"]["method"], "measured", "{rec}");
+            let per_call = rec["estimate"]["per_call_ns"].as_f64().unwrap();
+            assert!(
+                (per_call - m.saving_ns).abs() < 0.5 || per_call < m.saving_ns,
+                "{rec} vs {m:?}"
+            );
+        }
+    }
+    Ok(())
+}
+
 fn main() {
     let args = Arguments::from_args();
     let mut trials = matrix_trials(
@@ -342,7 +402,13 @@ fn main() {
         .collect();
     trials.extend(matrix_trials(
         timed,
-        &[("measured_changes_recorded", measured_changes_recorded)],
+        &[
+            ("measured_changes_recorded", measured_changes_recorded),
+            (
+                "contention_timed_with_the_threads_seen",
+                contention_timed_with_the_threads_seen,
+            ),
+        ],
     ));
     libtest_mimic::run(&args, trials).exit();
 }

@@ -77,10 +77,19 @@
 //!   in `estimate.per_call_ns`; a saving is claimed only where it was measured to be one.
 //! * **use-pydll** — saving = calls × the timed GIL round trip (`use-pydll`: the same call from a
 //!   `PyDLL` against a `CDLL`), at most the crossings; modeled, the measured GIL wait (the
-//!   re-acquisition only: a lower bound). Measured to save nothing: no advice.
+//!   re-acquisition only: a lower bound). Measured to save nothing: no advice. The gates compare
+//!   the median native call (not the mean, which a few preempted calls move) with the round trip,
+//!   and ask it to be a tenth of the crossing, or of the timed call (`measured_share`: calm figures
+//!   both, where a loaded run inflates the traced crossing).
 //! * **gil-contention** — the waits overlap other threads' work (summed over threads they are no loss
-//!   of wall time), so they are evidence only; saving = calls × the timed GIL round trip, as
-//!   use-pydll; not advised without that measurement, nor where the C work is longer than the wait.
+//!   of wall time), so they are evidence only; saving = calls × the GIL round trip timed with the
+//!   threads the profile saw calling (`gil-contention`: use-pydll's loops shared among that many
+//!   threads; with others waiting a release signals them and costs more than in one thread), at most
+//!   the crossings; where only the one-thread round trip was timed, that (a lower bound,
+//!   `measured_threads` 1); not advised without a measurement, nor where the C work (its median call)
+//!   is longer than the wait, nor where the waits are under half of what follows the C work unless
+//!   the threaded change saves a tenth of the timed call (`measured_share`: threads that traded the
+//!   GIL at the switch interval wait little at each call, yet each release signals the waiters).
 //! * **leak** — no time is claimed (a leak costs memory); the evidence is allocator calls − release calls.
 //!
 //! # Confidence

@@ -12,10 +12,18 @@
 //! | `zero-copy` | `d*k` (element code, count) | `f((c_double * k)(*values))` | `f(view)`, a `from_buffer` view made once |
 //! | `declare-argtypes` | codes as ctypes guessed them (`i`: a Python int, `P`: anything else; by the sites' argument evidence, else by sizes) | no `argtypes` | `argtypes` declared |
 //! | `use-pydll` | signature `dd->d` | the function from a `CDLL` | the same from a `PyDLL` |
+//! | `gil-contention` | threads and signature `4:dd->d` | `use-pydll`'s before, its calls shared among that many threads started together | its after, shared alike |
 //! | `loop` | element code `d` / `i` | `for i in r: out[i] = xs[i]`, per element | one call over all elements (through `from_buffer` views), per element |
 //!
 //! The three `reuse-*` changes also time the building alone (`own_ns`): what a probe around it
 //! sees, which tells which of them a profile's construction was.
+//!
+//! `gil-contention` is `use-pydll` in the shape of a program whose threads call: with other threads
+//! waiting for the GIL, each release signals a waiter (and at times wakes one, which then contends
+//! for the GIL's mutex), so a release and re-acquisition costs more than in one thread — on
+//! CPython 3.11 and 3.12 alike ~1.1-1.5x here, moving with the machine's load, which no
+//! single-thread figure shows. Timed with the threads the profile saw calling (at most
+//! [`MAX_THREADS`]).
 //!
 //! `loop` is the loop around a per-element call without the call itself — reading an element,
 //! storing a result: what batching removes besides the crossings, which the profile measured. Its
@@ -44,7 +52,17 @@ pub const REUSE_STRING_BUFFER: &str = "reuse-string-buffer";
 pub const ZERO_COPY: &str = "zero-copy";
 pub const DECLARE_ARGTYPES: &str = "declare-argtypes";
 pub const USE_PYDLL: &str = "use-pydll";
+pub const GIL_CONTENTION: &str = "gil-contention";
 pub const LOOP: &str = "loop";
+
+/// `gil-contention` is timed with at most this many threads (as `measure_changes.py` accepts).
+pub const MAX_THREADS: u32 = 8;
+
+/// The shape `gil-contention` is timed on: the threads the profile saw calling (at most
+/// [`MAX_THREADS`]) and the calls' signature, `4:d->d`.
+pub fn contention_shape(threads: u32, signature: &str) -> String {
+    format!("{}:{signature}", threads.clamp(2, MAX_THREADS))
+}
 
 /// At most this many shapes are timed after one run (the most valuable first): with the step's
 /// budget of ~2 s, each gets ~0.17 s.
@@ -215,10 +233,14 @@ pub fn plan(profile: &Profile, options: &AdviceOptions) -> Vec<Request> {
             function: f,
             site: None,
         };
-        // use-pydll in one thread; gil-contention in several counts the same round trip.
+        // use-pydll in one thread; gil-contention in several, timed with as many threads.
         if f.time.gil_wait > 0 {
             if let Some(s) = signature(&place) {
-                want(Request::new(USE_PYDLL, s), f.time.overhead());
+                let r = match profile.meta.threads {
+                    0 | 1 => Request::new(USE_PYDLL, s),
+                    t => Request::new(GIL_CONTENTION, contention_shape(t, &s)),
+                };
+                want(r, f.time.overhead());
             }
         }
         if f.undeclared_argtypes_calls > 0 {

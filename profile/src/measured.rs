@@ -32,7 +32,7 @@ pub struct MeasuredChanges {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ChangeMeasurement {
     /// Which change (`reuse-type`, `reuse-array`, `reuse-string-buffer`, `zero-copy`,
-    /// `declare-argtypes`, `use-pydll`, `loop`).
+    /// `declare-argtypes`, `use-pydll`, `gil-contention`, `loop`).
     pub change: String,
     /// The shape it was timed on, as the change defines it (bytes, element code and count,
     /// argument codes).

@@ -23,13 +23,26 @@ struct GilEvidence {
     native_p99_ns: u64,
     marshal_out_ns: u64,
     /// use-pydll: the larger of the GIL wait and its measured round trip × calls / boundary time of the
-    /// calls; gil-contention: GIL wait / (GIL wait + marshal-out).
+    /// calls, or the measured share (`measured_share`) when larger; gil-contention: GIL wait / (GIL
+    /// wait + marshal-out).
     gil_share: f64,
 }
 
 fn round(x: f64, places: i32) -> f64 {
     let k = 10f64.powi(places);
     (x * k).round() / k
+}
+
+/// The native time of a typical call: the median, or the mean when the agent recorded no
+/// histogram. The gates compare the C work with the GIL's cost through it: a mean is moved by the
+/// few timed calls the scheduler preempted (on a loaded machine a 10 ns function's mean read
+/// 180 ns in one profile of five, and its advice was lost).
+fn native_typical(f: &FunctionRecord) -> f64 {
+    if f.native_hist.is_empty() {
+        per(f.time.native, f.calls)
+    } else {
+        f.native_hist.summary().p50_ns as f64
+    }
 }
 
 /// The native p99, or the mean when the agent recorded no histogram.
@@ -73,17 +86,24 @@ pub(super) fn use_pydll_rule(ctx: &Context<'_>) -> Vec<Candidate> {
         // most the crossing it is part of. Modeled: the GIL wait alone, a lower bound. The gates
         // (C work shorter than the GIL's cost, its p99 bounded by it, a share of the crossing
         // worth it) take the larger of the agent's wait and the measured round trip: the wait
-        // moves with the load, and either shows what holding the GIL spares.
-        let timed = measure::signature(&place)
-            .and_then(|s| measure::timed(ctx.profile, measure::USE_PYDLL, &s));
+        // moves with the load, and either shows what holding the GIL spares. The share is the
+        // larger of the round trip against the crossings the agent saw and the timed saving
+        // against the timed call (both from one moment's untraced loop): a loaded run inflates
+        // the traced crossings (marshal-in read 900 ns a call where 300 ns is usual, and the
+        // share of a 60 ns round trip fell under a tenth), never the calm figure beside them.
+        let measured = measure::signature(&place)
+            .and_then(|s| measure::measurement(ctx.profile, measure::USE_PYDLL, &s));
+        let timed = measured.map(measure::Timed::from);
         let gil = per(f.time.gil_wait, f.python_calls);
         if timed.is_some_and(|t| t.saving_ns <= 0.0) {
             continue;
         }
         let round_trip = timed.map_or(gil, |t| t.saving_ns.max(gil));
-        let native = per(f.time.native, f.calls);
+        let native = native_typical(f);
         let boundary = f.time.native + f.time.overhead();
-        let share = round_trip * f.python_calls as f64 / boundary.max(1) as f64;
+        let measured_share = measured.map(|m| m.saving_ns / m.before_ns.max(1.0));
+        let share = (round_trip * f.python_calls as f64 / boundary.max(1) as f64)
+            .max(measured_share.unwrap_or(0.0));
         let p99 = native_p99(f);
         if native > round_trip
             || p99 as f64 > o.use_pydll_max_p99_ratio * round_trip
@@ -115,6 +135,7 @@ pub(super) fn use_pydll_rule(ctx: &Context<'_>) -> Vec<Candidate> {
         };
         let mut evidence = evidence(f, threads, share);
         evidence["measured_round_trip_per_call_ns"] = json!(timed.map(|t| round(t.saving_ns, 1)));
+        evidence["measured_share"] = json!(measured_share.map(|x| round(x, 3)));
         let rec = ctx.recommendation(
             AdviceKind::UsePydll,
             place,
@@ -136,10 +157,12 @@ pub(super) fn use_pydll_rule(ctx: &Context<'_>) -> Vec<Candidate> {
 /// The waits themselves are not what the program loses — while one thread waits another holds
 /// the GIL and runs; summed over threads they overlap the run many times — so they are evidence,
 /// never the saving. What a call that keeps the GIL saves in wall time is the release and
-/// re-acquisition it no longer makes, on the one path the GIL serialises: the round trip timed on
-/// this interpreter (`use-pydll`), per call. Without that measurement, no time is claimed and the
-/// advice is not given; nor for C work longer than the hand-off, where releasing the GIL lets
-/// other threads run.
+/// re-acquisition it no longer makes, on the one path the GIL serialises, as it costs with the
+/// other threads waiting: the change timed on this interpreter with the threads the profile saw
+/// calling (`gil-contention`), per call. Where only the one-thread round trip was timed (a profile
+/// calibrated before there was a threaded figure), that — a lower bound. Without either, no time
+/// is claimed and the advice is not given; nor for C work longer than the hand-off, where
+/// releasing the GIL lets other threads run.
 pub(super) fn contention_rule(ctx: &Context<'_>) -> Vec<Candidate> {
     let threads = ctx.profile.meta.threads;
     if threads < 2 {
@@ -150,12 +173,8 @@ pub(super) fn contention_rule(ctx: &Context<'_>) -> Vec<Candidate> {
         if f.python_calls == 0 || f.time.gil_wait == 0 {
             continue;
         }
-        let share = per(f.time.gil_wait, f.time.gil_wait + f.time.marshal_out);
-        if share < ctx.options.gil_contention_min_share {
-            continue;
-        }
         let gil = per(f.time.gil_wait, f.python_calls);
-        let native = per(f.time.native, f.calls);
+        let native = native_typical(f);
         if native >= gil {
             continue;
         }
@@ -163,20 +182,48 @@ pub(super) fn contention_rule(ctx: &Context<'_>) -> Vec<Candidate> {
             function: f,
             site: None,
         };
-        let Some(t) = measure::signature(&place)
-            .and_then(|s| measure::timed(ctx.profile, measure::USE_PYDLL, &s))
-            .filter(|t| t.saving_ns > 0.0)
+        let Some(sig) = measure::signature(&place) else {
+            continue;
+        };
+        // The threaded figure, else the one-thread round trip: (saving, threads it was timed with).
+        let shape = measure::contention_shape(threads, &sig);
+        let threaded = measure::measurement(ctx.profile, measure::GIL_CONTENTION, &shape)
+            .filter(|m| m.saving_ns > 0.0);
+        let Some((t, timed_threads)) = threaded
+            .map(|m| (measure::Timed::from(m), threads.min(measure::MAX_THREADS)))
+            .or_else(|| {
+                measure::timed(ctx.profile, measure::USE_PYDLL, &sig)
+                    .filter(|t| t.saving_ns > 0.0)
+                    .map(|t| (t, 1))
+            })
         else {
             continue;
         };
+        // Worth it when the calls' waits are most of what follows the C work, or when the change
+        // timed in the program's shape saves a share of the call's loop as use-pydll asks: in a
+        // run where the GIL seldom changed hands at these calls (the threads traded it at the
+        // switch interval) the waits are short, yet each release still signals the waiting
+        // threads, which the threaded figure counts.
+        let share = per(f.time.gil_wait, f.time.gil_wait + f.time.marshal_out);
+        let measured_share = threaded.map(|m| m.saving_ns / m.before_ns.max(1.0));
+        if share < ctx.options.gil_contention_min_share
+            && measured_share.is_none_or(|x| x < ctx.options.use_pydll_min_gil_share)
+        {
+            continue;
+        }
         let saving = ((t.saving_ns * f.python_calls as f64).round() as u64).min(f.time.overhead());
+        let timed_with = if timed_threads == 1 {
+            "in one thread: a lower bound".to_string()
+        } else {
+            format!("with {timed_threads} threads")
+        };
         let suggestion = format!(
             "With {threads} threads, each call to {} waits {} to take the GIL back after {} in C: the C work is \
              shorter than the hand-off it causes. Keep the GIL across this short call (ctypes.PYFUNCTYPE, or the \
              function from a ctypes.PyDLL) so threads trade it at the interpreter's switch interval instead of \
              on every call, or batch the calls so it changes hands once per batch. The waits overlap other \
              threads' work, so the saving counted is the release and re-acquisition each call makes, timed on \
-             this interpreter ({} a call).",
+             this interpreter {timed_with} ({} a call).",
             f.function,
             fmt_ns(gil.round() as u64),
             fmt_ns(native.round() as u64),
@@ -184,6 +231,8 @@ pub(super) fn contention_rule(ctx: &Context<'_>) -> Vec<Candidate> {
         );
         let mut evidence = evidence(f, threads, share);
         evidence["measured_round_trip_per_call_ns"] = json!(round(t.saving_ns, 1));
+        evidence["measured_threads"] = json!(timed_threads);
+        evidence["measured_share"] = json!(measured_share.map(|x| round(x, 3)));
         let rec = ctx.recommendation(
             AdviceKind::GilContention,
             place,
@@ -205,6 +254,7 @@ pub(super) fn contention_rule(ctx: &Context<'_>) -> Vec<Candidate> {
 mod tests {
     use super::super::testutil::*;
     use super::super::*;
+    use ffiprof_profile::Histogram;
 
     fn tiny_calls(gil: u64, threads: u32) -> Profile {
         let c = PerCall {
@@ -317,6 +367,186 @@ mod tests {
         // GIL wait 40 ns against 60 ns of marshal-out: under half.
         let mut p = tiny_calls(40, 4);
         add_measured(&mut p, crate::measure::USE_PYDLL, "ii->", 480.0, 55.0, 4.0);
+        assert!(of_kind(&p, AdviceKind::GilContention).is_empty());
+    }
+
+    #[test]
+    fn contention_saving_is_the_change_timed_with_the_profiles_threads() {
+        let mut p = tiny_calls(17_000, 4);
+        p.meta.duration_ns = 100_000 * 17_300 / 4;
+        // The one-thread round trip (55 ns) and the same change timed with 4 threads (80 ns,
+        // what the releases cost with three threads waiting): the threaded figure counts.
+        add_measured(&mut p, crate::measure::USE_PYDLL, "ii->", 480.0, 55.0, 4.0);
+        add_measured(
+            &mut p,
+            crate::measure::GIL_CONTENTION,
+            "4:ii->",
+            560.0,
+            80.0,
+            6.0,
+        );
+        let r = &of_kind(&p, AdviceKind::GilContention)[0];
+        assert_eq!(r.estimated_savings_ns, 80 * 100_000);
+        assert_eq!(r.estimate, Estimate::measured(80.0, 6.0));
+        assert_eq!(r.evidence["measured_threads"], 4);
+        assert_eq!(r.evidence["measured_round_trip_per_call_ns"], 80.0);
+        assert!(
+            r.suggestion.contains("with 4 threads (80ns a call)"),
+            "{}",
+            r.suggestion
+        );
+        // Timed with another thread count: not this profile's shape; the one-thread figure is
+        // left, a lower bound, and says so.
+        p.meta.threads = 3;
+        let r = &of_kind(&p, AdviceKind::GilContention)[0];
+        assert_eq!(r.estimated_savings_ns, 55 * 100_000);
+        assert_eq!(r.evidence["measured_threads"], 1);
+        assert!(
+            r.suggestion.contains("in one thread: a lower bound"),
+            "{}",
+            r.suggestion
+        );
+        // Threaded figures are timed with at most MAX_THREADS threads.
+        let mut p = tiny_calls(17_000, 12);
+        add_measured(
+            &mut p,
+            crate::measure::GIL_CONTENTION,
+            "8:ii->",
+            560.0,
+            90.0,
+            6.0,
+        );
+        let r = &of_kind(&p, AdviceKind::GilContention)[0];
+        assert_eq!(r.estimated_savings_ns, 90 * 100_000);
+        assert_eq!(r.evidence["measured_threads"], 8);
+        // Never more than the crossings (17 260 ns a call here).
+        let mut p = tiny_calls(17_000, 4);
+        p.meta.duration_ns = 100_000 * 17_300 / 4;
+        add_measured(
+            &mut p,
+            crate::measure::GIL_CONTENTION,
+            "4:ii->",
+            90_000.0,
+            20_000.0,
+            6.0,
+        );
+        let r = &of_kind(&p, AdviceKind::GilContention)[0];
+        assert_eq!(r.estimated_savings_ns, 17_260 * 100_000);
+    }
+
+    #[test]
+    fn the_plan_times_contention_with_the_profiles_threads() {
+        let options = AdviceOptions::default();
+        let shapes = |p: &Profile| -> Vec<(String, String)> {
+            crate::measure::plan(p, &options)
+                .into_iter()
+                .filter(|r| r.change != crate::measure::LOOP)
+                .map(|r| (r.change, r.shape))
+                .collect()
+        };
+        assert_eq!(
+            shapes(&tiny_calls(60, 1)),
+            [("use-pydll".to_string(), "ii->".to_string())]
+        );
+        assert_eq!(
+            shapes(&tiny_calls(17_000, 4)),
+            [("gil-contention".to_string(), "4:ii->".to_string())]
+        );
+        assert_eq!(
+            shapes(&tiny_calls(17_000, 30)),
+            [("gil-contention".to_string(), "8:ii->".to_string())]
+        );
+    }
+
+    #[test]
+    fn preempted_calls_do_not_hide_use_pydll() {
+        // 100 000 calls of 30 ns in C, of which 10 timed ones were preempted for 2 ms: their
+        // mean (230 ns) is above the 60 ns round trip, their median is not.
+        let mut p = tiny_calls(60, 1);
+        let f = &mut p.functions[0];
+        f.native_hist = Histogram::new();
+        f.native_hist.record_n(30, 99_990);
+        f.native_hist.record_n(2_000_000, 10);
+        f.time.native = 30 * 99_990 + 2_000_000 * 10;
+        let recs = of_kind(&p, AdviceKind::UsePydll);
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].estimated_savings_ns, 60 * 100_000);
+        // A function whose typical call is longer than the round trip stays without the advice.
+        let mut p = tiny_calls(60, 1);
+        let f = &mut p.functions[0];
+        f.native_hist = Histogram::new();
+        f.native_hist.record_n(200, 100_000);
+        assert!(of_kind(&p, AdviceKind::UsePydll).is_empty());
+    }
+
+    #[test]
+    fn a_loaded_crossing_does_not_hide_use_pydll() {
+        // The traced crossing inflated by load (900 ns of marshal-in a call): the 60 ns round
+        // trip is 6 % of it, but 13 % of the untraced call it was timed against (466 ns).
+        let c = PerCall {
+            native: 15,
+            marshal_in: 900,
+            marshal_out: 200,
+            gil: 110,
+            arg_bytes: 8,
+            ..PerCall::default()
+        };
+        let mut p = profile(
+            vec![function("fx_get", vec![site("hot.py", 8, 100_000, c)])],
+            100_000 * 1_600,
+        );
+        assert!(of_kind(&p, AdviceKind::UsePydll).is_empty());
+        add_measured(&mut p, crate::measure::USE_PYDLL, "ii->", 466.0, 60.0, 9.0);
+        let r = &of_kind(&p, AdviceKind::UsePydll)[0];
+        assert_eq!(r.estimated_savings_ns, 60 * 100_000);
+        assert_eq!(r.evidence["measured_share"], 0.129);
+        // A change that saves under a tenth of the call it was timed on is still no advice.
+        let mut p = tiny_calls(20, 1);
+        p.functions[0].time.marshal_in *= 4;
+        add_measured(&mut p, crate::measure::USE_PYDLL, "ii->", 900.0, 55.0, 4.0);
+        assert!(of_kind(&p, AdviceKind::UsePydll).is_empty());
+    }
+
+    #[test]
+    fn contention_in_a_run_whose_threads_traded_the_gil_at_the_switch_interval() {
+        // Four threads, yet each call waited only 110 ns (the GIL seldom changed hands at these
+        // calls) against 190 ns of marshal-out: under half. Timed with 4 threads, keeping the
+        // GIL saves 70 of 470 ns a call: advised on that.
+        let c = PerCall {
+            native: 16,
+            marshal_in: 290,
+            marshal_out: 190,
+            gil: 110,
+            arg_bytes: 8,
+            ..PerCall::default()
+        };
+        let mut p = profile(
+            vec![function("fx_get", vec![site("hot.py", 8, 100_000, c)])],
+            100_000 * 700 / 4,
+        );
+        p.meta.threads = 4;
+        add_measured(&mut p, crate::measure::USE_PYDLL, "ii->", 400.0, 55.0, 4.0);
+        assert!(of_kind(&p, AdviceKind::GilContention).is_empty());
+        add_measured(
+            &mut p,
+            crate::measure::GIL_CONTENTION,
+            "4:ii->",
+            470.0,
+            70.0,
+            5.0,
+        );
+        let r = &of_kind(&p, AdviceKind::GilContention)[0];
+        assert_eq!(r.estimated_savings_ns, 70 * 100_000);
+        assert_eq!(r.evidence["measured_share"], 0.149);
+        // Saving under a tenth of the threaded loop: not worth it.
+        let m = p
+            .measured_changes
+            .as_mut()
+            .unwrap()
+            .measurements
+            .last_mut()
+            .unwrap();
+        m.before_ns = 900.0;
         assert!(of_kind(&p, AdviceKind::GilContention).is_empty());
     }
 }

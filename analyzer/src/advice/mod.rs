@@ -215,12 +215,15 @@ pub struct AdviceOptions {
     /// zero-copy rather than reuse-buffer: buffers of at least this many bytes (smaller objects are
     /// dominated by the constructor's fixed cost, whatever they contain).
     pub zero_copy_min_bytes: u64,
-    /// use-pydll: the GIL wait must be at least this share of each call's boundary time.
+    /// use-pydll: the GIL round trip must be at least this share of each call's boundary time, or
+    /// the timed saving this share of the timed call (`measured_share`); gil-contention: the share
+    /// of the threaded timed call that lets it be given where the waits are short.
     pub use_pydll_min_gil_share: f64,
     /// use-pydll: the function's p99 native time must stay under this multiple of the GIL round trip
     /// per call, so that holding the GIL through it can never stall the program.
     pub use_pydll_max_p99_ratio: f64,
-    /// gil-contention: GIL wait must be at least this share of GIL wait + marshal-out.
+    /// gil-contention: GIL wait must be at least this share of GIL wait + marshal-out (or the
+    /// threaded change save `use_pydll_min_gil_share` of the call).
     pub gil_contention_min_share: f64,
     /// leak: report allocator/release pairs only when at least this many objects stay unreleased.
     pub leak_min_outstanding: u64,
