@@ -61,10 +61,9 @@ std::arch::global_asm!(
     "mov r10, qword ptr [r10 + {rec_ctx}]",
     "test r10, r10",
     "jz 8f",
-    "cmp byte ptr [r10 + {ctx_via_got}], 0",
-    "je 8f",
-    "cmp byte ptr [r10 + {ctx_timed}], 0",
-    "jne 7f",
+    // native_via_got set, timed not (one word: see the assertion below).
+    "cmp word ptr [r10 + {ctx_via_got}], 1",
+    "jne 9f",
     // Inside an untimed Python-level call that takes its native time from us: that call's
     // sampling decides, not the thread's countdown.
     "mov r10, qword ptr [rax + r11 * 8 + {sh_stats}]",
@@ -75,6 +74,11 @@ std::arch::global_asm!(
     "inc qword ptr [r10 + {calls}]",
     "inc qword ptr [r10 + {in_builtin}]",
     "jmp 6f",
+    // Not an untimed call that takes its native time from us: a timed one takes the enter stub,
+    // any other Python-level call leaves it to the thread's countdown.
+    "9:",
+    "cmp byte ptr [r10 + {ctx_via_got}], 0",
+    "jne 7f",
     "8:",
     "mov r10, qword ptr [rax + r11 * 8 + {sh_stats}]",
     "test r10, r10",
@@ -171,7 +175,6 @@ std::arch::global_asm!(
     rec_ctx = const std::mem::offset_of!(recorder::ThreadRecorder, python)
         + std::mem::offset_of!(crate::record::call_ctx::ThreadState, ctx),
     ctx_via_got = const std::mem::offset_of!(crate::record::call_ctx::CallCtx, native_via_got),
-    ctx_timed = const std::mem::offset_of!(crate::record::call_ctx::CallCtx, timed),
     first_timed = const std::mem::offset_of!(recorder::CallStats, first)
         + std::mem::offset_of!(recorder::Times, timed),
     always_timed = const recorder::ALWAYS_TIMED,
@@ -245,6 +248,12 @@ std::arch::global_asm!(
     sh_stats = const std::mem::offset_of!(Shadow, stats),
     calls = const std::mem::offset_of!(recorder::CallStats, calls),
     targets = sym TARGETS,
+);
+
+// The fast path compares `native_via_got` and `timed` as one little-endian word.
+const _: () = assert!(
+    std::mem::offset_of!(crate::record::call_ctx::CallCtx, timed)
+        == std::mem::offset_of!(crate::record::call_ctx::CallCtx, native_via_got) + 1
 );
 
 /// Hooks that run `unwind_restore` and jump on to the real unwinder entry, registers as they
