@@ -139,7 +139,11 @@ std::arch::global_asm!(
     "mov rsp, rbp",
     "pop rbp",
     "jmp r11",
-    // The leave stub: the target's `ret` lands here, rsp ≡ 0 (mod 16), one above the slot.
+    // The leave stub: the target's `ret` lands here, rsp ≡ 0 (mod 16), one above the slot. It
+    // goes back to the caller with a `jmp`, not a `ret`: the target's `ret` (a misprediction: the
+    // return-stack buffer said the caller) popped the caller's entry from the return-stack
+    // buffer already, and another `ret` would pop its caller's, leaving every return up the
+    // stack mispredicted; the jump leaves them paired. r11 is free at a return.
     ".p2align 4",
     ".globl ffiprof_native_leave",
     ".hidden ffiprof_native_leave",
@@ -152,13 +156,14 @@ std::arch::global_asm!(
     "movdqu [rsp + 16], xmm1",
     "lea rdi, [rsp + 64]",
     "call {leave}",
-    "mov [rsp + 56], rax",
+    "mov r11, rax",
     "movdqu xmm0, [rsp]",
     "movdqu xmm1, [rsp + 16]",
     "add rsp, 40",
     "pop rdx",
     "pop rax",
-    "ret",
+    "add rsp, 8",
+    "jmp r11",
     ".popsection",
     enter = sym native_enter,
     leave = sym native_leave,
