@@ -4,7 +4,7 @@
 //! 3.13+, `debug_offsets`, else tabled), and the object offsets that no version has moved.
 
 use std::ffi::{c_char, c_int, c_void, CStr};
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use super::debug_offsets;
@@ -54,6 +54,10 @@ pub struct Api {
     pub checked: Vec<Checked>,
     pub version: String,
     pub thread_state_get: unsafe extern "C" fn() -> *mut c_void,
+    /// 3.8–3.11: the address of `_PyRuntime.gilstate.tstate_current`, the word
+    /// `PyThreadState_Get` returns (read from its code: [`tstate_cell`]), so that the per-call
+    /// wrappers read the thread state with one load instead of a call; 0: call it.
+    pub tstate_cell: usize,
     pub type_ready: unsafe extern "C" fn(*mut PyObject) -> c_int,
     pub type_from_metaclass: Option<
         unsafe extern "C" fn(
@@ -164,10 +168,19 @@ fn resolve() -> Result<Api, String> {
         CStr::from_bytes_with_nul(s.as_bytes()).expect("literal ends with NUL")
     }
     let data = |name: &'static str| sym(c_str(name)).ok_or_else(|| format!("missing {name}"));
+    let tstate_cell = match (
+        minor_of(&version),
+        sym(c"PyThreadState_Get"),
+        sym(c"_PyRuntime"),
+    ) {
+        (Some(8..=11), Some(get), Some(runtime)) => tstate_cell(get, runtime),
+        _ => 0,
+    };
     Ok(Api {
         layout,
         checked,
         version,
+        tstate_cell,
         thread_state_get: f!("PyThreadState_Get\0"),
         type_ready: f!("PyType_Ready\0"),
         // SAFETY: PyType_FromMetaclass (3.12+) has the declared signature.
@@ -205,6 +218,62 @@ fn resolve() -> Result<Api, String> {
         tuple_type: data("PyTuple_Type\0")?,
         list_type: data("PyList_Type\0")?,
     })
+}
+
+/// Where `PyThreadState_Get` (at `get`) reads the thread state, when its code is the one load
+/// of 3.8–3.11 (`_PyRuntime.gilstate.tstate_current`) in either form a build gives it:
+/// `mov rax, [rip + cell]` (an executable linking libpython statically, Debian's) or
+/// `mov rax, [rip + got]; mov rax, [rax + offset]` (a shared libpython: `got` holds
+/// `&_PyRuntime`), then `test rax, rax`. The cell must lie in `_PyRuntime` (at `runtime`),
+/// where `tstate_current` is; 0 for anything else (the wrappers then call the function).
+fn tstate_cell(get: usize, runtime: usize) -> usize {
+    // SAFETY: `get` is the entry of PyThreadState_Get, mapped readable and executable; the 17
+    // bytes read lie inside its body (two loads, a test, a branch and its return are longer).
+    let code = unsafe { std::slice::from_raw_parts(get as *const u8, 17) };
+    let disp = |at: usize| {
+        code.get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .map(|b: [u8; 4]| i32::from_le_bytes(b) as isize)
+    };
+    let (Some(rip_disp), Some(second)) = (disp(3), disp(10)) else {
+        return 0;
+    };
+    if code.get(..3) != Some(&[0x48, 0x8b, 0x05]) {
+        return 0;
+    }
+    let first = (get + 7).wrapping_add_signed(rip_disp);
+    let cell = match code.get(7..10) {
+        Some([0x48, 0x85, 0xc0]) => first,
+        Some([0x48, 0x8b, 0x80]) if code.get(14..17) == Some(&[0x48, 0x85, 0xc0]) => {
+            // SAFETY: a GOT cell of libpython's (rip-relative, in its mapped data).
+            if unsafe { word(first, 0) } != runtime {
+                return 0;
+            }
+            runtime.wrapping_add_signed(second)
+        }
+        _ => return 0,
+    };
+    // `tstate_current` is a field near the start of `_PyRuntimeState` (0x240 on 3.11).
+    if cell < runtime || cell - runtime >= 0x1000 || cell % 8 != 0 {
+        return 0;
+    }
+    cell
+}
+
+/// The calling thread's state (null when it has none).
+///
+/// # Safety
+/// The interpreter is initialized (the wrappers and hooks run only then).
+#[inline(always)]
+pub unsafe fn thread_state(api: &Api) -> usize {
+    if api.tstate_cell != 0 {
+        // SAFETY: the cell of `_PyRuntime` that PyThreadState_Get reads (see `tstate_cell`): an
+        // aligned word, written by whichever thread takes the GIL; read as its atomic.
+        unsafe { (*(api.tstate_cell as *const AtomicUsize)).load(Ordering::Relaxed) }
+    } else {
+        // SAFETY: per the contract.
+        unsafe { (api.thread_state_get)() as usize }
+    }
 }
 
 /// Resolves the API once; the error says why the Python layer is off.

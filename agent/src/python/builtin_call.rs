@@ -311,9 +311,77 @@ unsafe extern "C" fn bracketed_vectorcall<const DEF_AT: usize>(
 }
 
 /// The vectorcall of a bracketed builtin function or cyfunction.
+#[cfg(not(feature = "floor-probe"))]
 pub(super) const CFUNCTION_WRAPPER: Vectorcall = bracketed_vectorcall::<CF_ML>;
 /// The vectorcall of a bracketed method descriptor.
+#[cfg(not(feature = "floor-probe"))]
 pub(super) const DESCR_WRAPPER: Vectorcall = bracketed_vectorcall::<DESCR_METHOD>;
+/// The floor probe's build brackets with [`floor_vectorcall`], which is the shipped wrapper
+/// when no floor level is set.
+#[cfg(feature = "floor-probe")]
+pub(super) const CFUNCTION_WRAPPER: Vectorcall = floor_vectorcall::<CF_ML>;
+#[cfg(feature = "floor-probe")]
+pub(super) const DESCR_WRAPPER: Vectorcall = floor_vectorcall::<DESCR_METHOD>;
+
+/// The floor probe's reduced wrapper (`python::floor_probe`, benchmarks only): it forwards to
+/// what [`floor_next`] chooses.
+#[cfg(feature = "floor-probe")]
+unsafe extern "C" fn floor_vectorcall<const DEF_AT: usize>(
+    callable: *mut PyObject,
+    args: *const *mut PyObject,
+    nargsf: usize,
+    kwnames: *mut PyObject,
+) -> *mut PyObject {
+    // SAFETY: as in `bracketed_vectorcall`.
+    let next: Vectorcall = runtime::guard(no_call as Vectorcall, || unsafe {
+        floor_next(DEF_AT, callable)
+    });
+    // SAFETY: the original call, unchanged, or the shipped wrapper's.
+    unsafe { next(callable, args, nargsf, kwnames) }
+}
+
+/// Where the floor probe's wrapper sends a call: with no floor level, the shipped wrapper; at
+/// floor 1, the original at once; from floor 2 on, the original when the call repeats the
+/// thread's last call, counted per site as the lean path counts it (the exact count every mode
+/// keeps) with no context pushed and nothing timed; else the shipped wrapper (which notes it as
+/// the last call).
+///
+/// # Safety
+/// As [`bracketed_vectorcall`].
+#[cfg(feature = "floor-probe")]
+#[inline(always)]
+unsafe fn floor_next(def_at: usize, callable: *mut PyObject) -> Vectorcall {
+    let shipped: Vectorcall = if def_at == CF_ML {
+        bracketed_vectorcall::<CF_ML>
+    } else {
+        bracketed_vectorcall::<DESCR_METHOD>
+    };
+    let level = super::floor_probe::level();
+    if level == 0 {
+        return shipped;
+    }
+    // SAFETY: per the contract.
+    let original = unsafe { original_of(def_at, callable) };
+    if level == 1 {
+        return original;
+    }
+    let counted = (|| {
+        let (api, rec) = (api::hot()?, recorder::current_at_home()?);
+        // SAFETY: per the contract.
+        let b = unsafe { &*(api::word(callable as usize, def_at) as *const Bracketed) };
+        // SAFETY: GIL held on a Python thread.
+        let p = unsafe { frames::current_position(api) }?;
+        let stats = rec.python.repeated_call(p.code, p.ip, b.key)?;
+        stats.calls.add(1);
+        stats.python_calls.add(1);
+        Some(())
+    })();
+    if counted.is_some() {
+        original
+    } else {
+        shipped
+    }
+}
 
 /// Stands for the original when finding it panicked (not reached): an error return.
 unsafe extern "C" fn no_call(

@@ -10,6 +10,11 @@
 //!   default mode must always have);
 //! - 3: and adds the bytes the pointer arguments refer to (exact buffer bytes, also required).
 //!
+//! With `--lib` (the C extension loop of `bench-overhead --ext`) the level reduces the builtin
+//! bracket and the GOT thunks instead (`builtin_call::floor_call`, `hook::native::asm`): 1 forwards
+//! at once, 2 and up also count the call exactly (per site in the wrapper, per thread and target in
+//! the thunk).
+//!
 //! No mode times anything or records which C function ran: each is a floor under the default
 //! mode, which does all of it and more.
 

@@ -132,7 +132,7 @@ pub unsafe fn current_frame(api: &Api) -> Option<usize> {
     // SAFETY: with the GIL held the thread state and its frame chain are stable; the offsets
     // come from this interpreter version's headers.
     unsafe {
-        let ts = (api.thread_state_get)() as usize;
+        let ts = api::thread_state(api);
         if ts == 0 {
             return None;
         }

@@ -59,6 +59,44 @@ pub struct ThreadState {
     last_code: AtomicUsize,
     last_ip: AtomicUsize,
     last_stats: AtomicPtr<CallStats>,
+    /// The context an untimed repeat of a bracketed builtin pushes ([`ThreadState::run_untimed`]).
+    lean: LeanCtx,
+}
+
+/// A [`CallCtx`] kept in the thread's state for untimed repeats of a bracketed builtin, whose
+/// context differs from call to call only in its site, its statistics and whether its native part
+/// is reached through the GOT: three stores instead of a whole context built on the stack. The
+/// hooks inside see it through `ThreadState::ctx` as any other, and leave it as they found it
+/// for an untimed call (they write only a timed call's times, and the target calls' tally, which
+/// nothing reads for an untimed one). `expect` is non-null while it is pushed.
+pub(crate) struct LeanCtx(std::cell::UnsafeCell<CallCtx>);
+
+// SAFETY: only the owning thread touches a thread's LeanCtx (its wrappers and the hooks that run
+// inside them, on that thread), as with the CallCtx on its stack that `ThreadState::ctx` points to.
+unsafe impl Sync for LeanCtx {}
+
+impl Default for LeanCtx {
+    /// All zero, as a zeroed `ThreadState` has it: untimed, not pushed.
+    fn default() -> Self {
+        LeanCtx(std::cell::UnsafeCell::new(CallCtx {
+            site: 0,
+            timed: false,
+            first: false,
+            fast: false,
+            expect: std::ptr::null(),
+            awaiting_gil: false,
+            any_buffer: false,
+            stats: std::ptr::null(),
+            t1: 0,
+            t2: 0,
+            native_ticks: 0,
+            native_calls: 0,
+            native_via_got: false,
+            tg: 0,
+            nargs: 0,
+            arg_bytes: [MaybeUninit::new(0); ARG_SLOTS],
+        }))
+    }
 }
 
 #[derive(Default)]
@@ -71,8 +109,17 @@ pub(crate) struct Passed {
 /// own thread touches it: the wrapper fills it in, the `ffi_call` hook inside adds what it saw,
 /// the `PyEval_RestoreThread` hook adds when the GIL came back. A nested call (a callback) pushes
 /// its own and puts the outer one back, so saving and restoring is one pointer.
+#[repr(C)]
 pub struct CallCtx {
     pub site: u32,
+    /// Set by the wrapper of a Python-level call whose native part is reached through the GOT
+    /// trampoline (an extension module's builtin, a cffi API-mode function): the trampoline
+    /// then also sets `t1` (first target entry, as the `ffi_call` hook's native start: less
+    /// the own ticks noted in `t1` so far) and `t2` (last target exit) when the call is timed.
+    /// Left false by the ctypes/cffi ABI wrappers, whose `t1`/`t2` the `ffi_call` hook owns (a
+    /// target call made by a library that ctypes called must not move them).
+    /// (Just before `timed`: the GOT trampoline's fast path reads the two as one word.)
+    pub native_via_got: bool,
     pub timed: bool,
     /// Timed as one of the pair's first calls (see `ALWAYS_TIMED`), not by the random draw.
     pub first: bool,
@@ -102,13 +149,6 @@ pub struct CallCtx {
     pub native_ticks: u64,
     /// Target calls the GOT trampoline timed inside this call (with `native_ticks`).
     pub native_calls: u32,
-    /// Set by the wrapper of a Python-level call whose native part is reached through the GOT
-    /// trampoline (an extension module's builtin, a cffi API-mode function): the trampoline
-    /// then also sets `t1` (first target entry, as the `ffi_call` hook's native start: less
-    /// the own ticks noted in `t1` so far) and `t2` (last target exit) when the call is timed.
-    /// Left false by the ctypes/cffi ABI wrappers, whose `t1`/`t2` the `ffi_call` hook owns (a
-    /// target call made by a library that ctypes called must not move them).
-    pub native_via_got: bool,
     pub(crate) tg: u64,
     pub(crate) nargs: u32,
     /// The bytes each argument refers to, read only when `any_buffer`: the first argument that
@@ -140,6 +180,39 @@ impl ThreadState {
         let t3 = if timed { clock::now() } else { 0 };
         self.ctx.store(outer, Ordering::Relaxed);
         (result, t0, t3)
+    }
+
+    /// Makes `call` — the original of an untimed repeat of a bracketed builtin, at `site`, filed
+    /// into `expect`, whose target calls are its native part (`via_got`) or not — with the
+    /// thread's [`LeanCtx`] as its call in progress, the outer one put back after. None, with
+    /// nothing called, when that context is pushed already (a repeat inside a callback of one):
+    /// the caller then builds one of its own.
+    #[inline(always)]
+    pub fn run_untimed<R>(
+        &self,
+        site: u32,
+        expect: &CallStats,
+        via_got: bool,
+        call: impl FnOnce() -> R,
+    ) -> Option<R> {
+        let lean = self.lean.0.get();
+        // SAFETY: only this thread touches its LeanCtx (see there); no reference to it is held
+        // across these writes, and the hooks reach it only through `ctx`, below.
+        unsafe {
+            if !(*lean).expect.is_null() {
+                return None;
+            }
+            (*lean).expect = expect;
+            (*lean).site = site;
+            (*lean).native_via_got = via_got;
+        }
+        let outer = self.ctx.load(Ordering::Relaxed);
+        self.ctx.store(lean, Ordering::Relaxed);
+        let result = call();
+        self.ctx.store(outer, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { (*lean).expect = std::ptr::null() };
+        Some(result)
     }
 
     /// The call in progress, or null.

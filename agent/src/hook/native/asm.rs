@@ -32,6 +32,9 @@ std::arch::global_asm!(
     // with one `inc` and goes straight to its target.
     // Everything else takes the enter stub below.
     "3:",
+    ".globl ffiprof_native_common",
+    ".hidden ffiprof_native_common",
+    "ffiprof_native_common:",
     "push rax",
     "cmp byte ptr [rip + {active}], 0",
     "je 7f",
@@ -58,10 +61,9 @@ std::arch::global_asm!(
     "mov r10, qword ptr [r10 + {rec_ctx}]",
     "test r10, r10",
     "jz 8f",
-    "cmp byte ptr [r10 + {ctx_via_got}], 0",
-    "je 8f",
-    "cmp byte ptr [r10 + {ctx_timed}], 0",
-    "jne 7f",
+    // native_via_got set, timed not (one word: see the assertion below).
+    "cmp word ptr [r10 + {ctx_via_got}], 1",
+    "jne 9f",
     // Inside an untimed Python-level call that takes its native time from us: that call's
     // sampling decides, not the thread's countdown.
     "mov r10, qword ptr [rax + r11 * 8 + {sh_stats}]",
@@ -72,6 +74,11 @@ std::arch::global_asm!(
     "inc qword ptr [r10 + {calls}]",
     "inc qword ptr [r10 + {in_builtin}]",
     "jmp 6f",
+    // Not an untimed call that takes its native time from us: a timed one takes the enter stub,
+    // any other Python-level call leaves it to the thread's countdown.
+    "9:",
+    "cmp byte ptr [r10 + {ctx_via_got}], 0",
+    "jne 7f",
     "8:",
     "mov r10, qword ptr [rax + r11 * 8 + {sh_stats}]",
     "test r10, r10",
@@ -132,7 +139,11 @@ std::arch::global_asm!(
     "mov rsp, rbp",
     "pop rbp",
     "jmp r11",
-    // The leave stub: the target's `ret` lands here, rsp ≡ 0 (mod 16), one above the slot.
+    // The leave stub: the target's `ret` lands here, rsp ≡ 0 (mod 16), one above the slot. It
+    // goes back to the caller with a `jmp`, not a `ret`: the target's `ret` (a misprediction: the
+    // return-stack buffer said the caller) popped the caller's entry from the return-stack
+    // buffer already, and another `ret` would pop its caller's, leaving every return up the
+    // stack mispredicted; the jump leaves them paired. r11 is free at a return.
     ".p2align 4",
     ".globl ffiprof_native_leave",
     ".hidden ffiprof_native_leave",
@@ -145,13 +156,14 @@ std::arch::global_asm!(
     "movdqu [rsp + 16], xmm1",
     "lea rdi, [rsp + 64]",
     "call {leave}",
-    "mov [rsp + 56], rax",
+    "mov r11, rax",
     "movdqu xmm0, [rsp]",
     "movdqu xmm1, [rsp + 16]",
     "add rsp, 40",
     "pop rdx",
     "pop rax",
-    "ret",
+    "add rsp, 8",
+    "jmp r11",
     ".popsection",
     enter = sym native_enter,
     leave = sym native_leave,
@@ -168,13 +180,85 @@ std::arch::global_asm!(
     rec_ctx = const std::mem::offset_of!(recorder::ThreadRecorder, python)
         + std::mem::offset_of!(crate::record::call_ctx::ThreadState, ctx),
     ctx_via_got = const std::mem::offset_of!(crate::record::call_ctx::CallCtx, native_via_got),
-    ctx_timed = const std::mem::offset_of!(crate::record::call_ctx::CallCtx, timed),
     first_timed = const std::mem::offset_of!(recorder::CallStats, first)
         + std::mem::offset_of!(recorder::Times, timed),
     always_timed = const recorder::ALWAYS_TIMED,
     calls = const std::mem::offset_of!(recorder::CallStats, calls),
     in_builtin = const std::mem::offset_of!(recorder::CallStats, in_builtin_calls),
     targets = sym TARGETS,
+);
+
+// The floor probe's thunks (feature `floor-probe`, benchmarks only: `python::floor_probe`): the
+// same 16-byte thunks, in two tables of their own. Floor 1's only jump to the target; floor 2's
+// also count the call into the thread's statistics of the target (the fast path's look-up, with
+// none of its checks), and take the shipped path (`ffiprof_native_common`) when the thread has
+// no cached statistics yet.
+#[cfg(feature = "floor-probe")]
+std::arch::global_asm!(
+    ".pushsection .text.ffiprof_floor,\"ax\",@progbits",
+    ".p2align 4",
+    ".globl ffiprof_floor1_thunks",
+    ".hidden ffiprof_floor1_thunks",
+    "ffiprof_floor1_thunks:",
+    ".set .Lffiprof_floor1_number, 0",
+    ".rept 4096",
+    "mov r11d, .Lffiprof_floor1_number",
+    "jmp 1f",
+    ".p2align 4, 0xcc",
+    ".set .Lffiprof_floor1_number, .Lffiprof_floor1_number + 1",
+    ".endr",
+    "1:",
+    "lea r10, [rip + {targets}]",
+    "jmp qword ptr [r10 + r11 * 8]",
+    ".p2align 4",
+    ".globl ffiprof_floor2_thunks",
+    ".hidden ffiprof_floor2_thunks",
+    "ffiprof_floor2_thunks:",
+    ".set .Lffiprof_floor2_number, 0",
+    ".rept 4096",
+    "mov r11d, .Lffiprof_floor2_number",
+    "jmp 2f",
+    ".p2align 4, 0xcc",
+    ".set .Lffiprof_floor2_number, .Lffiprof_floor2_number + 1",
+    ".endr",
+    "2:",
+    "push rax",
+    "mov r10, qword ptr fs:0",
+    "mov rax, r10",
+    "imul rax, qword ptr [rip + {mul}]",
+    "shr rax, 40",
+    "and eax, {slot_mask}",
+    "shl eax, 4",
+    "add rax, qword ptr [rip + {table}]",
+    "cmp r10, qword ptr [rax]",
+    "jne 3f",
+    "mov rax, qword ptr [rax + 8]",
+    "test rax, rax",
+    "jz 3f",
+    "mov r10, qword ptr [rax + r11 * 8 + {sh_stats}]",
+    "test r10, r10",
+    "jz 3f",
+    "inc qword ptr [r10 + {calls}]",
+    "lea rax, [rip + {targets}]",
+    "mov r11, qword ptr [rax + r11 * 8]",
+    "pop rax",
+    "jmp r11",
+    "3:",
+    "pop rax",
+    "jmp ffiprof_native_common",
+    ".popsection",
+    mul = sym shadow::HASH_MUL,
+    slot_mask = const shadow::SLOT_MASK,
+    table = sym shadow::TABLE_REF,
+    sh_stats = const std::mem::offset_of!(Shadow, stats),
+    calls = const std::mem::offset_of!(recorder::CallStats, calls),
+    targets = sym TARGETS,
+);
+
+// The fast path compares `native_via_got` and `timed` as one little-endian word.
+const _: () = assert!(
+    std::mem::offset_of!(crate::record::call_ctx::CallCtx, timed)
+        == std::mem::offset_of!(crate::record::call_ctx::CallCtx, native_via_got) + 1
 );
 
 /// Hooks that run `unwind_restore` and jump on to the real unwinder entry, registers as they

@@ -45,6 +45,12 @@ extern "C" {
     fn ffiprof_native_leave();
 }
 
+#[cfg(feature = "floor-probe")]
+extern "C" {
+    static ffiprof_floor1_thunks: u8;
+    static ffiprof_floor2_thunks: u8;
+}
+
 pub(super) use super::asm::unwind_hooks;
 
 /// The address of thunk `i`.
@@ -76,6 +82,14 @@ pub(super) extern "C" fn native_enter(index: usize, slot: *mut usize) -> usize {
 }
 
 fn thunk0() -> usize {
+    // The floor probe's reduced thunks (see `asm`), when a floor level is set (before any hook
+    // is installed, so every patched entry and look-up sees one table).
+    #[cfg(feature = "floor-probe")]
+    match crate::python::floor_probe::level() {
+        0 => {}
+        1 => return std::ptr::addr_of!(ffiprof_floor1_thunks) as usize,
+        _ => return std::ptr::addr_of!(ffiprof_floor2_thunks) as usize,
+    }
     std::ptr::addr_of!(ffiprof_native_thunks) as usize
 }
 

@@ -3,8 +3,9 @@
 //! to the bracket's second half (`timed_repeat`) with what was found here. It files
 //! exactly what [`bracket`](super::bracket) files for such a call (the count, the Python-level
 //! count, the arguments' bytes) with no clock read, no guard and no call out of line, and pushes
-//! the same [`CallCtx`], so the GOT trampoline inside counts the target calls on its own fast
-//! path. Anything else returns [`NOT_CALLED`] having changed nothing, and the full bracket runs.
+//! the context the bracket would (untimed: the thread's own, three fields set,
+//! `ThreadState::run_untimed`), so the GOT trampoline inside counts the target calls on its own
+//! fast path. Anything else returns [`NOT_CALLED`] having changed nothing, and the full bracket runs.
 //!
 //! It runs in the wrapper's guard, with the full bracket: nothing here can panic once the call
 //! is made (loads, stores, compares, wrapping adds), so the call is never made twice.
@@ -15,8 +16,8 @@ use std::sync::atomic::Ordering;
 use super::{buffer_bytes, Bracketed, Vectorcall, ARGUMENTS_OFFSET, NOT_CALLED};
 use crate::python::api::{self, PyObject};
 use crate::python::frames;
-use crate::record::call_ctx::{CallCtx, ARG_SLOTS, AWAITING_GIL};
-use crate::record::recorder;
+use crate::record::call_ctx::{CallCtx, ThreadState, ARG_SLOTS, AWAITING_GIL};
+use crate::record::recorder::{self, CallStats};
 use crate::runtime;
 
 /// The call of bracketed `callable` (its def pointer at `def_at`) when it is a repeat of the
@@ -70,6 +71,43 @@ pub(super) unsafe fn repeat(
         // SAFETY: `args` holds `nargs` live objects (the vectorcall convention).
         unsafe { buffer_bytes(api, args, nargs) }
     };
+    // SAFETY: the object's own vectorcall before we replaced it (not 0: checked above).
+    let original: Vectorcall = unsafe { runtime::fn_at(b.vectorcall) };
+    // As in `bracket`: the target calls inside are this call's native part.
+    // SAFETY: the original call, unchanged.
+    let result = match st.run_untimed(stats.site, stats, !b.whole, || unsafe {
+        original(callable, args, nargsf, kwnames)
+    }) {
+        Some(result) => result,
+        // SAFETY: as above; the thread's lean context is pushed by a call further out.
+        None => unsafe { nested(st, stats, b, original, (callable, args, nargsf, kwnames)) },
+    };
+    // What `file` files for an untimed call that takes no stack.
+    stats.calls.add(1);
+    stats.python_calls.add(1);
+    if buffer != 0 {
+        stats.buffer_bytes.add(buffer);
+    }
+    result
+}
+
+/// An untimed repeat inside another one (a callback of the builtin calling one again), whose
+/// context the thread's lean one is already: it gets one of its own on the stack, as the bracket
+/// builds it.
+///
+/// # Safety
+/// As [`repeat`]; `original` the object's own vectorcall; `stats` this thread's for the call.
+#[cold]
+#[inline(never)]
+unsafe fn nested(
+    st: &ThreadState,
+    stats: &'static CallStats,
+    b: &Bracketed,
+    original: Vectorcall,
+    call: (*mut PyObject, *const *mut PyObject, usize, *mut PyObject),
+) -> *mut PyObject {
+    let (callable, args, nargsf, kwnames) = call;
+    let nargs = nargsf & !ARGUMENTS_OFFSET;
     let mut ctx = CallCtx {
         site: stats.site,
         timed: false,
@@ -86,11 +124,8 @@ pub(super) unsafe fn repeat(
         arg_bytes: [MaybeUninit::uninit(); ARG_SLOTS],
         native_ticks: 0,
         native_calls: 0,
-        // As in `bracket`: the target calls inside are this call's native part.
         native_via_got: !b.whole,
     };
-    // SAFETY: the object's own vectorcall before we replaced it (not 0: checked above).
-    let original: Vectorcall = unsafe { runtime::fn_at(b.vectorcall) };
     // SAFETY: the original call, unchanged.
     let (result, _, _) = st.run_in(&mut ctx, false, || unsafe {
         original(callable, args, nargsf, kwnames)
@@ -98,12 +133,6 @@ pub(super) unsafe fn repeat(
     if ctx.awaiting_gil {
         // A libffi call inside left a GIL wait open that this bracket does not file.
         AWAITING_GIL.fetch_sub(1, Ordering::Relaxed);
-    }
-    // What `file` files for an untimed call that takes no stack.
-    stats.calls.add(1);
-    stats.python_calls.add(1);
-    if buffer != 0 {
-        stats.buffer_bytes.add(buffer);
     }
     result
 }

@@ -27,9 +27,11 @@ impl ThreadState {
     #[inline(always)]
     pub(crate) fn sample(&self, counter: &AtomicU32, every: u32) -> bool {
         if every <= 1 {
-            if every == 1 && counter.load(Ordering::Relaxed) != 1 {
-                // Every call: a countdown at 1 says so to `next_samples_soon` too.
-                counter.store(1, Ordering::Relaxed);
+            // Every call: a countdown at 1 says so to `next_samples_soon` too. None: a countdown
+            // that never runs out (nearly) says so to `skips_stack_next` with one compare.
+            let pinned = if every == 1 { 1 } else { u32::MAX };
+            if counter.load(Ordering::Relaxed) != pinned {
+                counter.store(pinned, Ordering::Relaxed);
             }
             return every == 1;
         }
@@ -44,23 +46,25 @@ impl ThreadState {
     }
 
     /// Whether `sample(&self.stack_countdown, STACK_EVERY)` will say no, without moving the
-    /// countdown: a lean path checks it before it commits to a call (then [`skip_stack`]).
+    /// countdown: a lean path checks it before it commits to a call (then [`skip_stack`]). One
+    /// compare: above 1 the countdown says no sample whatever the rate (`sample` pins it at 1
+    /// for every call, near `u32::MAX` for none). It may say yes wrongly — at a rate of 0 before
+    /// the thread's first `sample`, or once in 2³² calls — and the caller then asks `sample`.
     ///
     /// [`skip_stack`]: Self::skip_stack
     #[inline(always)]
     pub(crate) fn skips_stack_next(&self) -> bool {
-        !self.next_samples_stack()
+        self.stack_countdown.load(Ordering::Relaxed) > 1
     }
 
     /// `sample(&self.stack_countdown, STACK_EVERY)` when `skips_stack_next` said no sample:
-    /// the countdown moves on as `sample` would move it.
+    /// the countdown moves on as `sample` would move it (at a rate of 0 it only counts down
+    /// from its pin).
     #[inline(always)]
     pub(crate) fn skip_stack(&self) {
-        if STACK_EVERY.load(Ordering::Relaxed) > 1 {
-            let left = self.stack_countdown.load(Ordering::Relaxed);
-            self.stack_countdown
-                .store(left.wrapping_sub(1), Ordering::Relaxed);
-        }
+        let left = self.stack_countdown.load(Ordering::Relaxed);
+        self.stack_countdown
+            .store(left.wrapping_sub(1), Ordering::Relaxed);
     }
 
     /// Whether the next `sample(&self.stack_countdown, ..)` will say yes.
@@ -254,6 +258,8 @@ mod tests {
                 assert_eq!(st.next_samples_stack(), all);
                 assert_eq!(st.sample(&st.stack_countdown, every), all);
                 assert_eq!(st.next_samples_soon(), all);
+                // The lean path's one-compare question agrees once `sample` has run.
+                assert_eq!(st.skips_stack_next(), !all);
             }
         }
         STACK_EVERY.store(64, Ordering::Relaxed);
