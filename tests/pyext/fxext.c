@@ -1,5 +1,6 @@
 /* A hand-written C extension module over the fixture library: one function per calling
- * convention (METH_VARARGS, METH_O, METH_FASTCALL) and one taking a buffer (the buffer protocol). */
+ * convention (METH_VARARGS, METH_O, METH_FASTCALL), one taking a buffer (the buffer protocol)
+ * and one calling back into Python (a builtin's call inside its own). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include "fxtarget.h"
@@ -35,11 +36,33 @@ static PyObject *sum_buffer(PyObject *self, PyObject *arg) {
     return PyFloat_FromDouble(s);
 }
 
+/* add_then_call(f, n): fx_add_int(n, 1), then f(n - 1) while n > 0; the sum of the results.
+ * METH_FASTCALL: it has a vectorcall, so its repeats take the bracket's lean path. */
+static PyObject *add_then_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "add_then_call takes 2 arguments");
+        return NULL;
+    }
+    PyObject *f = args[0];
+    int n = (int)PyLong_AsLong(args[1]);
+    if (PyErr_Occurred()) return NULL;
+    long sum = fx_add_int(n, 1);
+    if (n > 0) {
+        PyObject *r = PyObject_CallFunction(f, "i", n - 1);
+        if (r == NULL) return NULL;
+        sum += PyLong_AsLong(r);
+        Py_DECREF(r);
+        if (PyErr_Occurred()) return NULL;
+    }
+    return PyLong_FromLong(sum);
+}
+
 static PyMethodDef methods[] = {
     {"add_int", add_int, METH_VARARGS, "a + b"},
     {"spin_ns", spin_ns, METH_O, "spin for ns nanoseconds"},
     {"add3", (PyCFunction)(void (*)(void))add3, METH_FASTCALL, "a + b + c"},
     {"sum_buffer", sum_buffer, METH_O, "sum of a buffer of doubles"},
+    {"add_then_call", (PyCFunction)(void (*)(void))add_then_call, METH_FASTCALL, "fx_add_int(n, 1) + f(n - 1) while n > 0"},
     {NULL, NULL, 0, NULL},
 };
 
