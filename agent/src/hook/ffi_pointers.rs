@@ -19,11 +19,11 @@ pub(super) type PointerFn = unsafe extern "C" fn(
     usize,
 );
 
-/// A counted call whose signature has a pointer in it (the fast path's pair `stats`). When its
-/// result is not reported and no pointer argument would change the flow (each is untracked and no cut
-/// pointer, or tracked and passed to its last function again: [`pointers::surely_unchanged`]), it only
-/// looks and tail-calls the real `ffi_call` — a leaf with no stack frame. Otherwise
-/// [`pointer_flow_call`] does the work. Never inlined: the trampolines keep no stack frame.
+/// A counted call whose signature has a pointer in it (the fast path's pair `stats`). When the
+/// pair's one pointer argument has the value it had at a call that changed nothing, and the flow
+/// has not changed since ([`still_quiet`]: one compare of the epoch, one of the value), it
+/// tail-calls the real `ffi_call` — a leaf that touches no table and needs no stack frame.
+/// Otherwise [`pointer_check_call`] looks. Never inlined: the trampolines keep no stack frame.
 #[inline(never)]
 pub(super) unsafe extern "C" fn pointer_ffi_call(
     cif: *mut FfiCif,
@@ -36,7 +36,35 @@ pub(super) unsafe extern "C" fn pointer_ffi_call(
     // A C function: calling it cannot panic.
     let real: FfiCallFn = real;
     // SAFETY: the call's own arguments, for the pair `counted` returned.
-    let quiet = crate::runtime::guard(false, || unsafe { nothing_to_note(stats, a) });
+    let quiet = crate::runtime::guard(false, || unsafe { still_quiet(stats, a) });
+    if quiet {
+        // SAFETY: forwarded unchanged.
+        return unsafe { real(cif, f, r, a) };
+    }
+    let check: PointerFn = pointer_check_call;
+    // SAFETY: forwarded as it came.
+    unsafe { check(cif, f, r, a, real, stats) }
+}
+
+/// [`pointer_ffi_call`] when the pair's cache did not answer. When its result is not reported
+/// and no pointer argument would change the flow (each is untracked and no cut pointer, or
+/// tracked and passed to its last function again: [`pointers::surely_unchanged`]), it only looks
+/// (keeping the answer in the pair's cache: [`quiet_now`]) and tail-calls the real `ffi_call`.
+/// Otherwise [`pointer_flow_call`] does the work. Never inlined: [`pointer_ffi_call`] stays a
+/// leaf.
+#[inline(never)]
+unsafe extern "C" fn pointer_check_call(
+    cif: *mut FfiCif,
+    f: *const c_void,
+    r: *mut c_void,
+    a: *mut *mut c_void,
+    real: FfiCallFn,
+    stats: usize,
+) {
+    // A C function: calling it cannot panic.
+    let real: FfiCallFn = real;
+    // SAFETY: the call's own arguments, for the pair `counted` returned.
+    let quiet = crate::runtime::guard(false, || unsafe { quiet_now(stats, a) });
     if quiet {
         // SAFETY: forwarded unchanged.
         return unsafe { real(cif, f, r, a) };
@@ -44,6 +72,52 @@ pub(super) unsafe extern "C" fn pointer_ffi_call(
     let flow: PointerFn = pointer_flow_call;
     // SAFETY: forwarded as it came.
     unsafe { flow(cif, f, r, a, real, stats) }
+}
+
+/// Whether the pair's one-entry cache says a call of pair `stats` has nothing for the pointer
+/// flow: the cache was filled in the flow's current epoch (never, for a pair with a reported
+/// result or other than one pointer argument) with the value the pointer argument has now.
+/// Calls nothing and reads no table. (A pair whose signature is not decided yet has an empty
+/// cache: `a` is read only for a pair known to have a pointer argument.)
+///
+/// # Safety
+/// `stats` the address of a leaked CallStats of this thread; `a` as libffi's caller passed it.
+#[inline(always)]
+pub(super) unsafe fn still_quiet(stats: usize, a: *mut *mut c_void) -> bool {
+    // SAFETY: per the contract.
+    let pair = unsafe { &*(stats as *const recorder::CallStats) };
+    if pair.ptr_quiet_epoch.load(Ordering::Relaxed) != pointers::epoch() {
+        return false;
+    }
+    let i = pair.ptr_one.load(Ordering::Relaxed) as usize;
+    // SAFETY: per the contract: a filled cache means argument `i` is the pair's pointer argument,
+    // so libffi's caller passed a valid pointer to its value.
+    unsafe { *(*a.add(i) as *const usize) == pair.ptr_quiet.load(Ordering::Relaxed) }
+}
+
+/// [`nothing_to_note`], keeping a yes in the pair's cache (for a pair with one pointer
+/// argument): the epoch is read before the look-up, so a change of the flow during it leaves the
+/// cache stale at once.
+///
+/// # Safety
+/// As [`still_quiet`].
+#[inline(always)]
+unsafe fn quiet_now(stats: usize, a: *mut *mut c_void) -> bool {
+    let epoch = pointers::epoch();
+    // SAFETY: per the contract.
+    if !unsafe { nothing_to_note(stats, a) } {
+        return false;
+    }
+    // SAFETY: per the contract.
+    let pair = unsafe { &*(stats as *const recorder::CallStats) };
+    if pair.ptr_args.load(Ordering::Relaxed).is_power_of_two() {
+        let i = pair.ptr_one.load(Ordering::Relaxed) as usize;
+        // SAFETY: per the contract: argument `i` is the pointer argument (set with the mask).
+        let v = unsafe { *(*a.add(i) as *const usize) };
+        pair.ptr_quiet.store(v, Ordering::Relaxed);
+        pair.ptr_quiet_epoch.store(epoch, Ordering::Relaxed);
+    }
+    true
 }
 
 /// Whether a counted call of pair `stats` has nothing for the pointer flow: no result to report,
@@ -119,6 +193,11 @@ pub(super) unsafe fn pointers_before(
         // SAFETY: per the contract.
         sig = unsafe { decide_signature(stats, cif, stats.site) };
     }
+    // SAFETY: per the contract: the pair `stats` is this thread's (as every pair it records).
+    let pair = stats as *const recorder::CallStats as usize;
+    if !a.is_null() && unsafe { still_quiet(pair, a) || quiet_now(pair, a) } {
+        return false;
+    }
     // SAFETY: per the contract.
     unsafe { note_args(stats, a) };
     sig & (pointers::SIG_RET_PTR | pointers::SIG_RET_INT) != 0
@@ -154,6 +233,9 @@ unsafe fn decide_signature(stats: &recorder::CallStats, cif: *const FfiCif, site
             if mask != 0 {
                 sig |= pointers::SIG_ARG_PTR;
                 stats.ptr_args.store(mask, Ordering::Relaxed);
+                stats
+                    .ptr_one
+                    .store(mask.trailing_zeros() as u8, Ordering::Relaxed);
             }
         }
         if sig != pointers::SIG_KNOWN {
@@ -163,6 +245,12 @@ unsafe fn decide_signature(stats: &recorder::CallStats, cif: *const FfiCif, site
                 id => stats.ptr_fn.store(id, Ordering::Relaxed),
             }
         }
+    }
+    // Off (`FFIPROF_POINTERS=0`, a measuring aid): decided as when on, so that the tables are
+    // mapped as they would be (where they land moves the interpreter's arenas, which alone
+    // changes its allocator's instructions a call), but no call joins the flow.
+    if !pointers::ENABLED.load(Ordering::Relaxed) {
+        sig = pointers::SIG_KNOWN;
     }
     stats.ptr_sig.store(sig, Ordering::Relaxed);
     sig
