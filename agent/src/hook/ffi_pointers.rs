@@ -23,7 +23,8 @@ pub(super) type PointerFn = unsafe extern "C" fn(
 /// pair's one pointer argument has the value it had at a call that changed nothing, and the flow
 /// has not changed since ([`still_quiet`]: one compare of the epoch, one of the value), it
 /// tail-calls the real `ffi_call` — a leaf that touches no table and needs no stack frame.
-/// Otherwise [`pointer_check_call`] looks. Never inlined: the trampolines keep no stack frame.
+/// Otherwise [`pointer_check_call`] looks at the one argument of a pair whose cache was filled
+/// before, [`pointer_scan_call`] at every pointer argument of the others. Never inlined: the trampolines keep no stack frame.
 #[inline(never)]
 pub(super) unsafe extern "C" fn pointer_ffi_call(
     cif: *mut FfiCif,
@@ -41,19 +42,58 @@ pub(super) unsafe extern "C" fn pointer_ffi_call(
         // SAFETY: forwarded unchanged.
         return unsafe { real(cif, f, r, a) };
     }
+    // SAFETY: `stats` the pair `counted` returned.
+    let filled = crate::runtime::guard(false, || unsafe {
+        (*(stats as *const recorder::CallStats))
+            .ptr_quiet_epoch
+            .load(Ordering::Relaxed)
+            != 0
+    });
+    if !filled {
+        let scan: PointerFn = pointer_scan_call;
+        // SAFETY: forwarded as it came.
+        return unsafe { scan(cif, f, r, a, real, stats) };
+    }
     let check: PointerFn = pointer_check_call;
     // SAFETY: forwarded as it came.
     unsafe { check(cif, f, r, a, real, stats) }
 }
 
-/// [`pointer_ffi_call`] when the pair's cache did not answer. When its result is not reported
-/// and no pointer argument would change the flow (each is untracked and no cut pointer, or
-/// tracked and passed to its last function again: [`pointers::surely_unchanged`]), it only looks
-/// (keeping the answer in the pair's cache: [`quiet_now`]) and tail-calls the real `ffi_call`.
-/// Otherwise [`pointer_flow_call`] does the work. Never inlined: [`pointer_ffi_call`] stays a
-/// leaf.
+/// [`pointer_ffi_call`] when the pair's cache, filled before, did not answer: the argument's one
+/// slot says whether the call changes nothing ([`one_quiet`], the cache refilled on a yes): then
+/// it tail-calls the real `ffi_call`, else [`pointer_flow_call`] does the work. Never inlined
+/// (the registers it needs are saved only by calls that miss the cache), and apart from
+/// [`pointer_scan_call`] (nor does a call of this pair save those that scan needs).
 #[inline(never)]
 unsafe extern "C" fn pointer_check_call(
+    cif: *mut FfiCif,
+    f: *const c_void,
+    r: *mut c_void,
+    a: *mut *mut c_void,
+    real: FfiCallFn,
+    stats: usize,
+) {
+    // A C function: calling it cannot panic.
+    let real: FfiCallFn = real;
+    // SAFETY: the call's own arguments, for the pair `counted` returned.
+    let quiet = crate::runtime::guard(false, || unsafe { one_quiet(stats, a) });
+    if quiet {
+        // SAFETY: forwarded unchanged.
+        return unsafe { real(cif, f, r, a) };
+    }
+    let flow: PointerFn = pointer_flow_call;
+    // SAFETY: forwarded as it came.
+    unsafe { flow(cif, f, r, a, real, stats) }
+}
+
+/// [`pointer_ffi_call`] for a pair whose cache was never filled (not one pointer argument with
+/// no reported result, or not yet). When its result is not
+/// reported and no pointer argument would change the flow (each is untracked and no cut
+/// pointer, or tracked and passed to its last function again: [`pointers::surely_unchanged`]),
+/// it only looks (filling the pair's cache when it can hold the answer: [`quiet_now`]) and
+/// tail-calls the real `ffi_call`. Otherwise [`pointer_flow_call`] does the work.
+#[inline(never)]
+unsafe extern "C" fn pointer_scan_call(
     cif: *mut FfiCif,
     f: *const c_void,
     r: *mut c_void,
@@ -95,6 +135,33 @@ pub(super) unsafe fn still_quiet(stats: usize, a: *mut *mut c_void) -> bool {
     unsafe { *(*a.add(i) as *const usize) == pair.ptr_quiet.load(Ordering::Relaxed) }
 }
 
+/// Whether a call of a pair whose cache was filled once (one pointer argument, no reported
+/// result) but did not answer has nothing for the pointer flow, the cache refilled on a yes: its
+/// argument's one slot ([`pointers::surely_unchanged`]), with no loop over the mask. A pair
+/// whose pointer argument changes from call to call pays for that look-up and the cache's
+/// compare.
+///
+/// # Safety
+/// As [`still_quiet`], for a pair whose cache was filled.
+#[inline(always)]
+unsafe fn one_quiet(stats: usize, a: *mut *mut c_void) -> bool {
+    // SAFETY: per the contract.
+    let pair = unsafe { &*(stats as *const recorder::CallStats) };
+    // The epoch goes to the cache at once, read before the look-up, and the value after it: the
+    // answer's, or null on a no — null is quiet at every epoch (the flow ignores it). Nothing
+    // stays in a register across the look-up, which then needs no stack frame.
+    pair.ptr_quiet_epoch
+        .store(pointers::epoch(), Ordering::Relaxed);
+    let i = pair.ptr_one.load(Ordering::Relaxed) as usize;
+    // SAFETY: per the contract: a cache filled once means argument `i` is the pair's pointer
+    // argument, so libffi's caller passed a valid pointer to its value.
+    let v = unsafe { *(*a.add(i) as *const usize) };
+    let quiet = pointers::surely_unchanged(v, &pair.ptr_fn);
+    pair.ptr_quiet
+        .store(if quiet { v } else { 0 }, Ordering::Relaxed);
+    quiet
+}
+
 /// [`nothing_to_note`], keeping a yes in the pair's cache (for a pair with one pointer
 /// argument): the epoch is read before the look-up, so a change of the flow during it leaves the
 /// cache stale at once.
@@ -132,14 +199,13 @@ unsafe fn nothing_to_note(stats: usize, a: *mut *mut c_void) -> bool {
     if pair.ptr_sig.load(Ordering::Relaxed) & (pointers::SIG_RET_PTR | pointers::SIG_RET_INT) != 0 {
         return false;
     }
-    let g = pair.ptr_fn.load(Ordering::Relaxed);
     let mut mask = pair.ptr_args.load(Ordering::Relaxed);
     while mask != 0 {
         let i = mask.trailing_zeros() as usize;
         mask &= mask - 1;
         // SAFETY: per the contract: argument i exists (the mask has its bit), so libffi's caller
         // passed an argument array with a valid pointer to its value — libffi reads it too.
-        if !pointers::surely_unchanged(unsafe { *(*a.add(i) as *const usize) }, g) {
+        if !pointers::surely_unchanged(unsafe { *(*a.add(i) as *const usize) }, &pair.ptr_fn) {
             return false;
         }
     }
@@ -194,8 +260,18 @@ pub(super) unsafe fn pointers_before(
         sig = unsafe { decide_signature(stats, cif, stats.site) };
     }
     // SAFETY: per the contract: the pair `stats` is this thread's (as every pair it records).
+    // (The caller asked [`still_quiet`] already.)
     let pair = stats as *const recorder::CallStats as usize;
-    if !a.is_null() && unsafe { still_quiet(pair, a) || quiet_now(pair, a) } {
+    let filled = stats.ptr_quiet_epoch.load(Ordering::Relaxed) != 0;
+    if !a.is_null()
+        && unsafe {
+            if filled {
+                one_quiet(pair, a)
+            } else {
+                quiet_now(pair, a)
+            }
+        }
+    {
         return false;
     }
     // SAFETY: per the contract.

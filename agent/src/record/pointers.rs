@@ -347,20 +347,22 @@ pub fn passed(v: usize, g: u16) {
     }
 }
 
-/// Whether [`passed`]`(v, g)` surely changes nothing: `v`'s first slot is empty (untracked) and it cannot be a pointer cut to 32 bits, or its first slot holds it
-/// with `g` its last function already. Looks at one slot, calls nothing and writes nothing, so a
+/// Whether [`passed`]`(v, g)` surely changes nothing (`g` the function id held in `g`): `v`'s
+/// first slot is empty (untracked) and it cannot be a pointer cut to 32 bits, or its first slot
+/// holds it with `g` its last function already. Looks at one slot, calls nothing and writes nothing, so a
 /// caller that only reads can stay a leaf function (no stack frame); false sends the caller to
 /// [`passed`], which probes further.
 #[inline(always)]
-pub fn surely_unchanged(v: usize, g: u16) -> bool {
+pub fn surely_unchanged(v: usize, g: &AtomicU16) -> bool {
     // (A null value needs no test of its own: its slot is empty or holds another value, and a
-    // false answer only sends it to `passed`, which ignores it.)
-    let i = home(vhash(v));
-    let k = t().table[i].key.load(Ordering::Relaxed);
+    // false answer only sends it to `passed`, which ignores it.) One slot address, and `g` read
+    // only when the slot holds `v`: the look-up keeps three values at most in registers.
+    let slot = &t().table[home(vhash(v))];
+    let k = slot.key.load(Ordering::Relaxed);
     if k == 0 {
         return (v as u64 as i32) as i64 as u64 != v as u64 || !ANY_INT.load(Ordering::Relaxed);
     }
-    k == v && last_of(t().table[i].val.load(Ordering::Relaxed)) == g
+    k == v && last_of(slot.val.load(Ordering::Relaxed)) == g.load(Ordering::Relaxed)
 }
 
 /// Tracked value in slot `i` passed to `g`: `g` is its last function now, and the one before
@@ -518,7 +520,7 @@ mod tests {
         let still = epoch();
         passed(0x6000_0000, useit);
         passed(0x6100_0000, useit);
-        assert!(surely_unchanged(0x6000_0000, useit));
+        assert!(surely_unchanged(0x6000_0000, &AtomicU16::new(useit)));
         assert_eq!(epoch(), still, "nothing changed: the epoch stays");
         passed(0x6000_0000, other);
         moved("the last function changed");
