@@ -9,7 +9,7 @@
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::ffi_pointers::{note_result, pointer_ffi_call, pointers_before, still_quiet, PointerFn};
+use super::ffi_pointers::{note_result, pointers_before, still_quiet, PointerFn};
 use crate::record::{clock, pointers, recorder};
 
 #[repr(C)]
@@ -135,7 +135,13 @@ macro_rules! trampolines {
                     // SAFETY: forwarded unchanged.
                     Fast::Counted => unsafe { real(cif, f, r, a) },
                     Fast::Pointers(stats) => {
-                        let pointers: PointerFn = pointer_ffi_call;
+                        // SAFETY: `stats` the pair `counted` returned; its entry was set (to a
+                        // PointerFn of hook::ffi_pointers) with the signature that sent it here.
+                        let pointers: PointerFn = unsafe {
+                            std::mem::transmute::<usize, PointerFn>(
+                                (*(stats as *const recorder::CallStats)).ptr_entry.load(Ordering::Relaxed),
+                            )
+                        };
                         // SAFETY: forwarded as it came, with the pair `counted` returned.
                         unsafe { pointers(cif, f, r, a, real, stats) }
                     }
@@ -205,7 +211,7 @@ enum Fast {
     Slow,
     /// Counted, and the trampoline forwards it.
     Counted,
-    /// Counted, and its pointers are for [`pointer_ffi_call`]: the address of the pair's
+    /// Counted, and its pointers are for the pair's `ptr_entry`: the address of the pair's
     /// statistics.
     Pointers(usize),
 }

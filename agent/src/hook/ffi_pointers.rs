@@ -23,8 +23,9 @@ pub(super) type PointerFn = unsafe extern "C" fn(
 /// pair's one pointer argument has the value it had at a call that changed nothing, and the flow
 /// has not changed since ([`still_quiet`]: one compare of the epoch, one of the value), it
 /// tail-calls the real `ffi_call` — a leaf that touches no table and needs no stack frame.
-/// Otherwise [`pointer_check_call`] looks at the one argument of a pair whose cache was filled
-/// before, [`pointer_scan_call`] at every pointer argument of the others. Never inlined: the trampolines keep no stack frame.
+/// Otherwise [`pointer_check_call`] looks. The entry of pairs with one pointer argument and no
+/// reported result (`CallStats::ptr_entry`); the others' is [`pointer_scan_call`]. Never
+/// inlined: the trampolines keep no stack frame.
 #[inline(never)]
 pub(super) unsafe extern "C" fn pointer_ffi_call(
     cif: *mut FfiCif,
@@ -42,28 +43,15 @@ pub(super) unsafe extern "C" fn pointer_ffi_call(
         // SAFETY: forwarded unchanged.
         return unsafe { real(cif, f, r, a) };
     }
-    // SAFETY: `stats` the pair `counted` returned.
-    let filled = crate::runtime::guard(false, || unsafe {
-        (*(stats as *const recorder::CallStats))
-            .ptr_quiet_epoch
-            .load(Ordering::Relaxed)
-            != 0
-    });
-    if !filled {
-        let scan: PointerFn = pointer_scan_call;
-        // SAFETY: forwarded as it came.
-        return unsafe { scan(cif, f, r, a, real, stats) };
-    }
     let check: PointerFn = pointer_check_call;
     // SAFETY: forwarded as it came.
     unsafe { check(cif, f, r, a, real, stats) }
 }
 
-/// [`pointer_ffi_call`] when the pair's cache, filled before, did not answer: the argument's one
-/// slot says whether the call changes nothing ([`one_quiet`], the cache refilled on a yes): then
-/// it tail-calls the real `ffi_call`, else [`pointer_flow_call`] does the work. Never inlined
-/// (the registers it needs are saved only by calls that miss the cache), and apart from
-/// [`pointer_scan_call`] (nor does a call of this pair save those that scan needs).
+/// [`pointer_ffi_call`] when the pair's cache did not answer: the argument's one slot says
+/// whether the call changes nothing ([`one_quiet`], the cache refilled): then it tail-calls the
+/// real `ffi_call`, else [`pointer_flow_call`] does the work. Never inlined: the register it
+/// needs is saved only by calls that miss the cache.
 #[inline(never)]
 unsafe extern "C" fn pointer_check_call(
     cif: *mut FfiCif,
@@ -86,12 +74,11 @@ unsafe extern "C" fn pointer_check_call(
     unsafe { flow(cif, f, r, a, real, stats) }
 }
 
-/// [`pointer_ffi_call`] for a pair whose cache was never filled (not one pointer argument with
-/// no reported result, or not yet). When its result is not
-/// reported and no pointer argument would change the flow (each is untracked and no cut
-/// pointer, or tracked and passed to its last function again: [`pointers::surely_unchanged`]),
-/// it only looks (filling the pair's cache when it can hold the answer: [`quiet_now`]) and
-/// tail-calls the real `ffi_call`. Otherwise [`pointer_flow_call`] does the work.
+/// The entry of a pair with no cache (other than one pointer argument, or a reported result).
+/// When its result is not reported and no pointer argument would change the flow (each is
+/// untracked and no cut pointer, or tracked and passed to its last function again:
+/// [`pointers::surely_unchanged`]), it only looks and tail-calls the real `ffi_call`. Otherwise
+/// [`pointer_flow_call`] does the work.
 #[inline(never)]
 unsafe extern "C" fn pointer_scan_call(
     cif: *mut FfiCif,
@@ -104,7 +91,7 @@ unsafe extern "C" fn pointer_scan_call(
     // A C function: calling it cannot panic.
     let real: FfiCallFn = real;
     // SAFETY: the call's own arguments, for the pair `counted` returned.
-    let quiet = crate::runtime::guard(false, || unsafe { quiet_now(stats, a) });
+    let quiet = crate::runtime::guard(false, || unsafe { nothing_to_note(stats, a) });
     if quiet {
         // SAFETY: forwarded unchanged.
         return unsafe { real(cif, f, r, a) };
@@ -135,14 +122,13 @@ pub(super) unsafe fn still_quiet(stats: usize, a: *mut *mut c_void) -> bool {
     unsafe { *(*a.add(i) as *const usize) == pair.ptr_quiet.load(Ordering::Relaxed) }
 }
 
-/// Whether a call of a pair whose cache was filled once (one pointer argument, no reported
-/// result) but did not answer has nothing for the pointer flow, the cache refilled on a yes: its
-/// argument's one slot ([`pointers::surely_unchanged`]), with no loop over the mask. A pair
-/// whose pointer argument changes from call to call pays for that look-up and the cache's
-/// compare.
+/// Whether a call of a pair with a cache (one pointer argument, no reported result) that did not
+/// answer has nothing for the pointer flow, the cache refilled: its argument's one slot
+/// ([`pointers::surely_unchanged`]), with no loop over the mask. A pair whose pointer argument
+/// changes from call to call pays for that look-up and the cache's compare.
 ///
 /// # Safety
-/// As [`still_quiet`], for a pair whose cache was filled.
+/// As [`still_quiet`], for a pair with a cache (`ptr_one` below `u8::MAX`).
 #[inline(always)]
 unsafe fn one_quiet(stats: usize, a: *mut *mut c_void) -> bool {
     // SAFETY: per the contract.
@@ -153,38 +139,13 @@ unsafe fn one_quiet(stats: usize, a: *mut *mut c_void) -> bool {
     pair.ptr_quiet_epoch
         .store(pointers::epoch(), Ordering::Relaxed);
     let i = pair.ptr_one.load(Ordering::Relaxed) as usize;
-    // SAFETY: per the contract: a cache filled once means argument `i` is the pair's pointer
-    // argument, so libffi's caller passed a valid pointer to its value.
+    // SAFETY: per the contract: argument `i` is the pair's pointer argument, so libffi's caller
+    // passed a valid pointer to its value.
     let v = unsafe { *(*a.add(i) as *const usize) };
     let quiet = pointers::surely_unchanged(v, &pair.ptr_fn);
     pair.ptr_quiet
         .store(if quiet { v } else { 0 }, Ordering::Relaxed);
     quiet
-}
-
-/// [`nothing_to_note`], keeping a yes in the pair's cache (for a pair with one pointer
-/// argument): the epoch is read before the look-up, so a change of the flow during it leaves the
-/// cache stale at once.
-///
-/// # Safety
-/// As [`still_quiet`].
-#[inline(always)]
-unsafe fn quiet_now(stats: usize, a: *mut *mut c_void) -> bool {
-    let epoch = pointers::epoch();
-    // SAFETY: per the contract.
-    if !unsafe { nothing_to_note(stats, a) } {
-        return false;
-    }
-    // SAFETY: per the contract.
-    let pair = unsafe { &*(stats as *const recorder::CallStats) };
-    if pair.ptr_args.load(Ordering::Relaxed).is_power_of_two() {
-        let i = pair.ptr_one.load(Ordering::Relaxed) as usize;
-        // SAFETY: per the contract: argument `i` is the pointer argument (set with the mask).
-        let v = unsafe { *(*a.add(i) as *const usize) };
-        pair.ptr_quiet.store(v, Ordering::Relaxed);
-        pair.ptr_quiet_epoch.store(epoch, Ordering::Relaxed);
-    }
-    true
 }
 
 /// Whether a counted call of pair `stats` has nothing for the pointer flow: no result to report,
@@ -259,16 +220,20 @@ pub(super) unsafe fn pointers_before(
         // SAFETY: per the contract.
         sig = unsafe { decide_signature(stats, cif, stats.site) };
     }
+    if sig & pointers::SIG_ACTIVE == 0 {
+        // Decided just now: no pointer in it (or ctypes' own, or the flow off).
+        return false;
+    }
     // SAFETY: per the contract: the pair `stats` is this thread's (as every pair it records).
     // (The caller asked [`still_quiet`] already.)
     let pair = stats as *const recorder::CallStats as usize;
-    let filled = stats.ptr_quiet_epoch.load(Ordering::Relaxed) != 0;
+    let cached = stats.ptr_one.load(Ordering::Relaxed) != u8::MAX;
     if !a.is_null()
         && unsafe {
-            if filled {
+            if cached {
                 one_quiet(pair, a)
             } else {
-                quiet_now(pair, a)
+                nothing_to_note(pair, a)
             }
         }
     {
@@ -290,6 +255,8 @@ pub(super) unsafe fn pointers_before(
 #[inline(never)]
 unsafe fn decide_signature(stats: &recorder::CallStats, cif: *const FfiCif, site: u32) -> u8 {
     let mut sig = pointers::SIG_KNOWN;
+    // No cache until the signature says the pair can have one.
+    stats.ptr_one.store(u8::MAX, Ordering::Relaxed);
     if !crate::python::site_rules::is_ctypes_internal(stats.function) {
         // SAFETY: per the contract.
         unsafe {
@@ -309,10 +276,17 @@ unsafe fn decide_signature(stats: &recorder::CallStats, cif: *const FfiCif, site
             if mask != 0 {
                 sig |= pointers::SIG_ARG_PTR;
                 stats.ptr_args.store(mask, Ordering::Relaxed);
-                stats
-                    .ptr_one
-                    .store(mask.trailing_zeros() as u8, Ordering::Relaxed);
             }
+            // A cache for one pointer argument and no result to report; the entry to match.
+            let cached = mask.is_power_of_two()
+                && sig & (pointers::SIG_RET_PTR | pointers::SIG_RET_INT) == 0;
+            let (one, entry): (u8, PointerFn) = if cached {
+                (mask.trailing_zeros() as u8, pointer_ffi_call)
+            } else {
+                (u8::MAX, pointer_scan_call)
+            };
+            stats.ptr_one.store(one, Ordering::Relaxed);
+            stats.ptr_entry.store(entry as usize, Ordering::Relaxed);
         }
         if sig != pointers::SIG_KNOWN {
             match pointers::fn_id(stats.function) {
