@@ -59,6 +59,10 @@ const STD_CALLS: &[(&str, &str)] = &[
     ("Some", "a constructor"),
     ("Ok", "a constructor"),
     ("Err", "a constructor"),
+    (
+        "Pointers",
+        "hook::ffi's Fast::Pointers, a variant matched in the trampolines",
+    ),
     ("load", "an atomic load"),
     ("store", "an atomic store"),
     ("swap", "an atomic swap"),

@@ -29,6 +29,9 @@ pub const ENV_STACKS: &str = "FFIPROF_STACKS";
 pub const ENV_PYTHON: &str = "FFIPROF_PYTHON";
 /// `FFIPROF_SITE_SKIP`: `--site-skip` glob patterns, one per line (a pattern may contain `:`).
 pub const ENV_SITE_SKIP: &str = "FFIPROF_SITE_SKIP";
+/// `FFIPROF_POINTERS=0`: no pointer flow (no leak advice, no truncation check). A measuring aid:
+/// what pointer tracking costs a call is the difference with it on (`scripts/ir-breakdown`).
+pub const ENV_POINTERS: &str = "FFIPROF_POINTERS";
 
 /// Calls per timed call by default when the Python layer is on.
 pub const DEFAULT_PYTHON_TIMING: u32 = 8;
@@ -45,6 +48,8 @@ pub struct Config {
     pub timing_sample_every: u32,
     pub stack_sample_every: u32,
     pub python_layer: bool,
+    /// The pointer flow (leak advice, truncation check); off only by `FFIPROF_POINTERS=0`.
+    pub pointer_flow: bool,
     /// Frames passed through to their caller for the call site: glob patterns matched against a
     /// frame's file path and against `file:function`.
     pub site_skip: Vec<String>,
@@ -98,6 +103,7 @@ impl Config {
             timing_sample_every: num(ENV_TIMING, 0.0) as u32,
             stack_sample_every: num(ENV_STACKS, 64.0) as u32,
             python_layer: std::env::var(ENV_PYTHON).map_or(true, |v| v != "0"),
+            pointer_flow: std::env::var(ENV_POINTERS).map_or(true, |v| v != "0"),
             site_skip: std::env::var(ENV_SITE_SKIP)
                 .unwrap_or_default()
                 .lines()

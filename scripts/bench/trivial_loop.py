@@ -1,9 +1,10 @@
 """The trivial call of the overhead benchmark: libm's fabs(1.0) through ctypes, argtypes set; or,
 with a second argument, libm's fma(1.0, 2.0, 3.0) (`float3`: three double arguments, what ctypes
 marshals most often), or libm's frexp(1.0, &e) with e passed as byref(e), pointer(e) or a
-one-element array — the ways a pointer argument reaches C.
+one-element array — the ways a pointer argument reaches C; `rotate` passes sixteen one-element
+arrays in turn (a pointer argument whose value changes from call to call).
 
-Usage: trivial_loop.py CALLS [float|float3|byref|pointer|array]   (prints ns per call of the loop alone)
+Usage: trivial_loop.py CALLS [float|float3|byref|pointer|array|rotate]   (prints ns per call of the loop alone)
 """
 import ctypes
 import sys
@@ -27,6 +28,15 @@ elif kind == "float3":
     t0 = time.perf_counter_ns()
     for _ in range(n):
         f(1.0, 2.0, 3.0)
+    t1 = time.perf_counter_ns()
+elif kind == "rotate":
+    f = libm.frexp
+    f.argtypes = [ctypes.c_double, ctypes.POINTER(ctypes.c_int)]
+    f.restype = ctypes.c_double
+    arrays = [(ctypes.c_int * 1)() for _ in range(16)]
+    t0 = time.perf_counter_ns()
+    for i in range(n):
+        f(1.0, arrays[i & 15])
     t1 = time.perf_counter_ns()
 else:
     f = libm.frexp

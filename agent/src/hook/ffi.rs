@@ -9,7 +9,7 @@
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::ffi_pointers::{note_result, pointer_ffi_call, pointers_before, PointerFn};
+use super::ffi_pointers::{note_result, pointers_before, still_quiet, PointerFn};
 use crate::record::{clock, pointers, recorder};
 
 #[repr(C)]
@@ -126,23 +126,31 @@ macro_rules! trampolines {
 
             unsafe extern "C" fn $name(cif: *mut FfiCif, f: *const c_void, r: *mut c_void, a: *mut *mut c_void) {
                 // SAFETY: cif and f as libffi's caller passed them.
-                let counted = crate::runtime::guard(SLOW, || unsafe { counted(cif, f) });
+                let counted = crate::runtime::guard(Fast::Slow, || unsafe { counted(cif, f) });
                 // Read after the counting, which then has one more register to itself.
                 // SAFETY: set to a real ffi_call before this trampoline was written to any GOT.
                 let real: FfiCallFn =
                     unsafe { std::mem::transmute::<usize, FfiCallFn>($real.load(Ordering::Relaxed)) };
-                if counted == COUNTED {
+                match counted {
                     // SAFETY: forwarded unchanged.
-                    return unsafe { real(cif, f, r, a) };
+                    Fast::Counted => unsafe { real(cif, f, r, a) },
+                    Fast::Pointers(stats) => {
+                        // SAFETY: `stats` the pair `counted` returned; its entry was set (to a
+                        // PointerFn of hook::ffi_pointers) with the signature that sent it here.
+                        let pointers: PointerFn = unsafe {
+                            std::mem::transmute::<usize, PointerFn>(
+                                (*(stats as *const recorder::CallStats)).ptr_entry.load(Ordering::Relaxed),
+                            )
+                        };
+                        // SAFETY: forwarded as it came, with the pair `counted` returned.
+                        unsafe { pointers(cif, f, r, a, real, stats) }
+                    }
+                    Fast::Slow => {
+                        let slow: SlowFn = slow_ffi_call;
+                        // SAFETY: forwarded as it came (a tail call as well).
+                        unsafe { slow(cif, f, r, a, real) }
+                    }
                 }
-                if counted != SLOW {
-                    let pointers: PointerFn = pointer_ffi_call;
-                    // SAFETY: forwarded as it came, with the pair `counted` returned.
-                    return unsafe { pointers(cif, f, r, a, real, counted) };
-                }
-                let slow: SlowFn = slow_ffi_call;
-                // SAFETY: forwarded as it came (a tail call as well).
-                unsafe { slow(cif, f, r, a, real) }
             }
         )*
         static REAL: [&AtomicUsize; SLOTS] = [$(&$real),*];
@@ -196,15 +204,21 @@ unsafe fn ret_bytes(cif: &FfiCif) -> u64 {
     }
 }
 
-/// [`counted`]'s answer: the slow path takes the call.
-const SLOW: usize = 0;
-/// [`counted`]'s answer: counted, and the trampoline forwards it. Any other answer is the
-/// address of the pair's statistics: counted, and its pointers are for [`pointer_ffi_call`].
-const COUNTED: usize = 1;
+/// [`counted`]'s answer. An enum rather than codes in one word: the trampoline's match then
+/// compiles to the branches `counted` took, with no test of the pair's address against the codes.
+enum Fast {
+    /// The slow path takes the call.
+    Slow,
+    /// Counted, and the trampoline forwards it.
+    Counted,
+    /// Counted, and its pointers are for the pair's `ptr_entry`: the address of the pair's
+    /// statistics.
+    Pointers(usize),
+}
 
 /// The fast path: when the Python-level wrapper found this call's statistics, chose not to time
-/// it, and the C address agrees, counts the call and its bytes into them and returns [`COUNTED`]
-/// (the trampoline then forwards), or the statistics' address when the pair's signature has a
+/// it, and the C address agrees, counts the call and its bytes into them and returns
+/// [`Fast::Counted`] (the trampoline then forwards), or the statistics' address when the pair's signature has a
 /// pointer in it (one flag test, decided at the pair's first call). Calls nothing, and keeps to
 /// few registers (so that it needs no stack frame): a call with more than three arguments is
 /// counted on the slow path.
@@ -212,25 +226,25 @@ const COUNTED: usize = 1;
 /// # Safety
 /// `cif` prepared by libffi, as libffi's caller passed it.
 #[inline(always)]
-unsafe fn counted(cif: *mut FfiCif, f: *const c_void) -> usize {
+unsafe fn counted(cif: *mut FfiCif, f: *const c_void) -> Fast {
     // No look at `ACTIVE`: a context is pushed only by a wrapper that saw recording on, and a
     // call in flight when it stops may count itself (as any hook already past the check may).
     let Some(rec) = recorder::current_at_home() else {
-        return SLOW;
+        return Fast::Slow;
     };
     // SAFETY: a non-null ctx is the live CallCtx of this thread's innermost Python-level call;
     // only this thread touches it, and it outlives this hook (the wrapper is below us).
     let Some(ctx) = (unsafe { rec.python.current().as_mut() }) else {
-        return SLOW;
+        return Fast::Slow;
     };
     let Some(stats) = ctx.fast_pair(f as usize) else {
-        return SLOW;
+        return Fast::Slow;
     };
     // SAFETY: per the contract (see `arg_bytes`).
     unsafe {
         let cif = &*cif;
         if cif.nargs > 3 {
-            return SLOW;
+            return Fast::Slow;
         }
         if ctx.any_buffer {
             let mut buffer = 0;
@@ -257,9 +271,9 @@ unsafe fn counted(cif: *mut FfiCif, f: *const c_void) -> usize {
         stats.arg_count.store(cif.nargs, Ordering::Relaxed);
     }
     if stats.ptr_sig.load(Ordering::Relaxed) & pointers::SIG_ACTIVE != 0 {
-        return stats as *const recorder::CallStats as usize;
+        return Fast::Pointers(stats as *const recorder::CallStats as usize);
     }
-    COUNTED
+    Fast::Counted
 }
 
 type SlowFn =
@@ -360,9 +374,12 @@ unsafe fn slow_path(call: &mut FfiCall) {
     // SAFETY: cif comes from libffi's caller and is prepared.
     unsafe { count(stats, cif, ctx.as_deref()) };
     // Whether the result goes to the pointer flow (then the call is forwarded here, to see it):
-    // one compare for a pair with no pointer in its signature.
-    // SAFETY: the call's own cif and arguments.
+    // one compare for a pair with no pointer in its signature; a filled cache of the pair's
+    // quiet pointer argument answers inline (a timed call whose pointer argument changes nothing
+    // need not call out).
+    // SAFETY: the call's own cif and arguments; `stats` is this thread's pair.
     let result = stats.ptr_sig.load(Ordering::Relaxed) != pointers::SIG_KNOWN
+        && !unsafe { still_quiet(stats as *const recorder::CallStats as usize, call.a) }
         && unsafe { pointers_before(stats, cif, call.a) };
     if !timed {
         if let Some(c) = ctx {

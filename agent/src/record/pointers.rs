@@ -140,6 +140,28 @@ static SHIFT: AtomicU32 = AtomicU32::new(0);
 static SKIPPED: AtomicU64 = AtomicU64::new(0);
 static ANY_INT: AtomicBool = AtomicBool::new(false);
 
+/// Whether pairs with pointers in their signature join the flow (`FFIPROF_POINTERS=0` turns it
+/// off, to measure what it costs): read when a pair's signature is decided.
+pub static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Moves on at every change of the flow that can turn a [`surely_unchanged`] answer false (a
+/// value made or handed out again, a last function changed, the first `c_int` result kept,
+/// sampling raised, a reset), after the change. A pair that found its pointer argument changed
+/// nothing at epoch `e` may skip the look-up while the same value comes at the same epoch
+/// (`CallStats::ptr_quiet`); it starts at 1, so a zeroed cache never matches.
+static EPOCH: AtomicU64 = AtomicU64::new(1);
+
+/// The flow's epoch (see [`EPOCH`]): read before a look-up whose answer is to be cached.
+#[inline(always)]
+pub fn epoch() -> u64 {
+    EPOCH.load(Ordering::Acquire)
+}
+
+#[inline(always)]
+fn changed() {
+    EPOCH.fetch_add(1, Ordering::AcqRel);
+}
+
 #[inline(always)]
 fn mix(v: u64) -> u64 {
     let h = (v ^ (v >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
@@ -241,6 +263,7 @@ pub fn made(v: usize, f: u16, site: u16) {
             // Handed out again: the object that had this address was freed after its last
             // function.
             let old = t().table[i].val.swap(new, Ordering::AcqRel);
+            changed();
             if let Some(p) = pair(FLOW, old as u16, last_of(old)) {
                 p.first.fetch_add(1 << shift, Ordering::Relaxed);
             }
@@ -274,6 +297,7 @@ pub fn made(v: usize, f: u16, site: u16) {
     {
         t().table[slot].val.store(new, Ordering::Release);
         LIVE.fetch_add(1, Ordering::Relaxed);
+        changed();
     } else {
         SKIPPED.fetch_add(1, Ordering::Relaxed);
     }
@@ -298,6 +322,7 @@ fn raise_shift(shift: u32) {
             LIVE.fetch_sub(1, Ordering::Relaxed);
         }
     }
+    changed();
 }
 
 /// Value `v` was passed in a pointer argument to function `g`.
@@ -322,20 +347,22 @@ pub fn passed(v: usize, g: u16) {
     }
 }
 
-/// Whether [`passed`]`(v, g)` surely changes nothing: `v`'s first slot is empty (untracked) and it cannot be a pointer cut to 32 bits, or its first slot holds it
-/// with `g` its last function already. Looks at one slot, calls nothing and writes nothing, so a
+/// Whether [`passed`]`(v, g)` surely changes nothing (`g` the function id held in `g`): `v`'s
+/// first slot is empty (untracked) and it cannot be a pointer cut to 32 bits, or its first slot
+/// holds it with `g` its last function already. Looks at one slot, calls nothing and writes nothing, so a
 /// caller that only reads can stay a leaf function (no stack frame); false sends the caller to
 /// [`passed`], which probes further.
 #[inline(always)]
-pub fn surely_unchanged(v: usize, g: u16) -> bool {
+pub fn surely_unchanged(v: usize, g: &AtomicU16) -> bool {
     // (A null value needs no test of its own: its slot is empty or holds another value, and a
-    // false answer only sends it to `passed`, which ignores it.)
-    let i = home(vhash(v));
-    let k = t().table[i].key.load(Ordering::Relaxed);
+    // false answer only sends it to `passed`, which ignores it.) One slot address, and `g` read
+    // only when the slot holds `v`: the look-up keeps three values at most in registers.
+    let slot = &t().table[home(vhash(v))];
+    let k = slot.key.load(Ordering::Relaxed);
     if k == 0 {
         return (v as u64 as i32) as i64 as u64 != v as u64 || !ANY_INT.load(Ordering::Relaxed);
     }
-    k == v && last_of(t().table[i].val.load(Ordering::Relaxed)) == g
+    k == v && last_of(slot.val.load(Ordering::Relaxed)) == g.load(Ordering::Relaxed)
 }
 
 /// Tracked value in slot `i` passed to `g`: `g` is its last function now, and the one before
@@ -350,6 +377,7 @@ fn moved_on(i: usize, g: u16) {
     t().table[i]
         .val
         .store(old & !(0xffff << 32) | (g as u64) << 32, Ordering::Release);
+    changed();
     if last != 0 {
         if let Some(p) = pair(FLOW, old as u16, last) {
             p.second
@@ -370,7 +398,10 @@ pub fn int_returned(r: i32, f: u16) {
     let i = mix(v) as usize % INT_SLOTS;
     t().int_funcs[i].store(f, Ordering::Relaxed);
     t().int_keys[i].store(v, Ordering::Release);
-    ANY_INT.store(true, Ordering::Relaxed);
+    if !ANY_INT.load(Ordering::Relaxed) {
+        ANY_INT.store(true, Ordering::Relaxed);
+        changed();
+    }
 }
 
 /// A pointer argument `v` to `g` that is no tracked value: when its high half is only the sign
@@ -399,7 +430,10 @@ pub fn reset() {
     LIVE.store(0, Ordering::Relaxed);
     SHIFT.store(0, Ordering::Relaxed);
     SKIPPED.store(0, Ordering::Relaxed);
-    let Some(t) = tables() else { return };
+    let Some(t) = tables() else {
+        changed();
+        return;
+    };
     for slot in &t.table {
         slot.key.store(0, Ordering::Relaxed);
         slot.val.store(0, Ordering::Relaxed);
@@ -413,6 +447,7 @@ pub fn reset() {
         k.store(0, Ordering::Relaxed);
         f.store(0, Ordering::Relaxed);
     }
+    changed();
 }
 
 #[cfg(test)]
@@ -465,6 +500,38 @@ mod tests {
         // A value nobody made is ignored.
         passed(0x7777_0000, give);
         assert_eq!(LIVE.load(Ordering::Relaxed), 10);
+    }
+
+    /// The epoch moves at every change a pair's cache of a quiet argument could miss, and at no
+    /// look-up that changes nothing (else the cache would never hold).
+    #[test]
+    fn the_epoch_moves_with_every_change_and_only_then() {
+        let _g = SERIAL.lock();
+        reset();
+        let (make, useit, other) = (fn_id(0x5100), fn_id(0x5200), fn_id(0x5300));
+        let e = std::cell::Cell::new(epoch());
+        let moved = |what: &str| {
+            assert_ne!(epoch(), e.replace(epoch()), "{what}: the epoch stayed");
+        };
+        made(0x6000_0000, make, 1);
+        moved("a value made");
+        passed(0x6000_0000, useit);
+        moved("a last function set");
+        let still = epoch();
+        passed(0x6000_0000, useit);
+        passed(0x6100_0000, useit);
+        assert!(surely_unchanged(0x6000_0000, &AtomicU16::new(useit)));
+        assert_eq!(epoch(), still, "nothing changed: the epoch stays");
+        passed(0x6000_0000, other);
+        moved("the last function changed");
+        made(0x6000_0000, make, 2);
+        moved("an address handed out again");
+        int_returned(0x1234_5678, make);
+        moved("the first c_int result kept");
+        int_returned(0x1234_5679, make);
+        assert_eq!(epoch(), e.get(), "later c_int results change no answer");
+        reset();
+        moved("a reset");
     }
 
     #[test]

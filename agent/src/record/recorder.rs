@@ -131,6 +131,20 @@ pub struct CallStats {
     pub ptr_fn: AtomicU16,
     /// Which of the first 16 arguments are pointers (bit i: argument i), set with `ptr_sig`.
     pub ptr_args: AtomicU16,
+    /// The index of the pair's pointer argument when it has exactly one and no reported result
+    /// (its calls may use the cache below), else `u8::MAX`; set with `ptr_sig`.
+    pub ptr_one: AtomicU8,
+    /// The address of the `hook::ffi_pointers` entry the trampolines tail-call for the pair's
+    /// counted calls (the cached one when `ptr_one` says the cache can answer), set with
+    /// `ptr_sig`.
+    pub ptr_entry: AtomicUsize,
+    /// A one-entry cache, owner thread only: the pointer argument's value at a call of the pair
+    /// that changed nothing in the pointer flow, and the flow's epoch then
+    /// (`pointers::epoch`; 0: never). A call with the same value in the same epoch changes
+    /// nothing either, and is not looked up (`hook::ffi_pointers`). Only pairs with one pointer
+    /// argument and no reported result fill it.
+    pub ptr_quiet: AtomicUsize,
+    pub ptr_quiet_epoch: AtomicU64,
     /// Non-null pointers the pair's calls returned that were none of their pointer arguments.
     pub ptr_made: Counter,
     pub calls: Counter,
@@ -268,6 +282,10 @@ impl CallStats {
             ptr_sig: _,
             ptr_fn: _,
             ptr_args: _,
+            ptr_one: _,
+            ptr_entry: _,
+            ptr_quiet,
+            ptr_quiet_epoch,
             ptr_made,
             calls,
             arg_count,
@@ -316,6 +334,8 @@ impl CallStats {
             c.reset();
         }
         arg_count.store(0, Ordering::Relaxed);
+        ptr_quiet.store(0, Ordering::Relaxed);
+        ptr_quiet_epoch.store(0, Ordering::Relaxed);
         countdown.store(if self.excluded { u32::MAX } else { 0 }, Ordering::Relaxed);
         first.clear();
         sampled.clear();

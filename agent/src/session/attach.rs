@@ -102,6 +102,7 @@ fn start(cfg: AttachConfig) -> c_int {
         timing_sample_every: cfg.timing_sample_every,
         stack_sample_every: 64,
         python_layer: true,
+        pointer_flow: true,
         site_skip: cfg.site_skip.clone(),
         mode: crate::config::Mode::Attach,
         claim_file: None,

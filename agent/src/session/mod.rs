@@ -184,6 +184,7 @@ fn start_with(mut cfg: Config, process_hooks: bool, existing_types: bool) -> Sta
     }
     crate::python::TIMING_EVERY.store(cfg.timing_sample_every, Ordering::Relaxed);
     crate::python::STACK_EVERY.store(cfg.stack_sample_every, Ordering::Relaxed);
+    crate::record::pointers::ENABLED.store(cfg.pointer_flow, Ordering::Relaxed);
     crate::python::frames::set_site_skip(&cfg.site_skip);
     let interval = cfg.interval;
     debug(&format!("recording to {}", cfg.output.display()));
