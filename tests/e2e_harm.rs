@@ -443,6 +443,15 @@ fn non_python_program_linking_libpython(py: &Interpreter, dir: &Path) -> Result<
 }
 
 fn main() {
+    // The cases compare programs against the dispositions a terminal gives them. A suite started
+    // in the background of a shell without job control inherits SIGINT and SIGQUIT ignored (POSIX
+    // asynchronous lists), and so would every program it runs: Python then installs no
+    // KeyboardInterrupt handler. Put the defaults back for the programs, as a terminal has them.
+    // SAFETY: signal() with SIG_DFL before any thread of the harness exists.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_DFL);
+        libc::signal(libc::SIGQUIT, libc::SIG_DFL);
+    }
     let args = Arguments::from_args();
     let cases: Vec<(&str, Case)> = vec![
         ("plugin_beside_its_library", plugin_beside_its_library),
