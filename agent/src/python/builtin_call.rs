@@ -554,24 +554,10 @@ unsafe fn call_and_file(
         0
     };
     let mut ctx = CallCtx {
-        site: stats.site,
-        timed,
-        first,
-        fast: false,
-        expect: stats,
-        awaiting_gil: false,
-        any_buffer: false,
-        stats: std::ptr::null(),
-        t1: 0,
-        t2: 0,
-        tg: 0,
-        nargs: nargs.min(ARG_SLOTS) as u32,
-        arg_bytes: [MaybeUninit::uninit(); ARG_SLOTS],
-        native_ticks: 0,
-        native_calls: 0,
         // The target calls inside are this call's native part (none when the module is the
         // target itself: its own calls are not boundary calls).
         native_via_got: !b.whole,
+        ..CallCtx::new(stats.site, stats, timed, first, nargs.min(ARG_SLOTS) as u32)
     };
     let original: Vectorcall = if b.vectorcall == 0 {
         tp_call

@@ -79,22 +79,8 @@ impl Default for LeanCtx {
     /// All zero, as a zeroed `ThreadState` has it: untimed, not pushed.
     fn default() -> Self {
         LeanCtx(std::cell::UnsafeCell::new(CallCtx {
-            site: 0,
-            timed: false,
-            first: false,
-            fast: false,
-            expect: std::ptr::null(),
-            awaiting_gil: false,
-            any_buffer: false,
-            stats: std::ptr::null(),
-            t1: 0,
-            t2: 0,
-            native_ticks: 0,
-            native_calls: 0,
-            native_via_got: false,
-            tg: 0,
-            nargs: 0,
             arg_bytes: [MaybeUninit::new(0); ARG_SLOTS],
+            ..CallCtx::new(0, std::ptr::null(), false, false, 0)
         }))
     }
 }
@@ -322,6 +308,32 @@ impl ThreadState {
 }
 
 impl CallCtx {
+    /// A call at `site` filed into `expect` (or null), `timed` (as one of its pair's first calls:
+    /// `first`), with `nargs` arguments and nothing seen yet: not fast, no GIL wait open, no
+    /// argument bytes, no native part, not reached through the GOT. The wrappers set what differs
+    /// with struct update syntax; inlined, it costs the stores a literal would.
+    #[inline(always)]
+    pub fn new(site: u32, expect: *const CallStats, timed: bool, first: bool, nargs: u32) -> Self {
+        CallCtx {
+            site,
+            timed,
+            first,
+            fast: false,
+            expect,
+            awaiting_gil: false,
+            any_buffer: false,
+            stats: std::ptr::null(),
+            t1: 0,
+            t2: 0,
+            native_ticks: 0,
+            native_calls: 0,
+            native_via_got: false,
+            tg: 0,
+            nargs,
+            arg_bytes: [MaybeUninit::uninit(); ARG_SLOTS],
+        }
+    }
+
     /// The agent spent `ticks` inside this call's marshal-in on first-sight work of its own.
     pub fn add_own_ticks(&mut self, ticks: u64) {
         self.t1 += ticks;

@@ -394,11 +394,10 @@ fn patch_module(m: &Module, slots: &mut Vec<PatchedSlot>, statuses: &mut Vec<Hoo
 
 #[cfg(test)]
 mod tests {
-    use std::mem::MaybeUninit;
     use std::sync::atomic::Ordering;
 
     use super::*;
-    use crate::record::call_ctx::{CallCtx, ARG_SLOTS};
+    use crate::record::call_ctx::CallCtx;
     use crate::record::recorder;
 
     /// The target: two integer arguments and a result that shows both arrived (no arithmetic
@@ -410,22 +409,8 @@ mod tests {
 
     fn ctx(timed: bool) -> CallCtx {
         CallCtx {
-            site: 0,
-            timed,
-            first: false,
-            fast: false,
-            expect: std::ptr::null(),
-            awaiting_gil: false,
-            any_buffer: false,
-            stats: std::ptr::null(),
-            t1: 0,
-            t2: 0,
-            native_ticks: 0,
-            native_calls: 0,
             native_via_got: true,
-            tg: 0,
-            nargs: 0,
-            arg_bytes: [MaybeUninit::uninit(); ARG_SLOTS],
+            ..CallCtx::new(0, std::ptr::null(), timed, false, 0)
         }
     }
 

@@ -10,7 +10,6 @@
 //! It runs in the wrapper's guard, with the full bracket: nothing here can panic once the call
 //! is made (loads, stores, compares, wrapping adds), so the call is never made twice.
 
-use std::mem::MaybeUninit;
 use std::sync::atomic::Ordering;
 
 use super::{buffer_bytes, Bracketed, Vectorcall, ARGUMENTS_OFFSET, NOT_CALLED};
@@ -109,22 +108,8 @@ unsafe fn nested(
     let (callable, args, nargsf, kwnames) = call;
     let nargs = nargsf & !ARGUMENTS_OFFSET;
     let mut ctx = CallCtx {
-        site: stats.site,
-        timed: false,
-        first: false,
-        fast: false,
-        expect: stats,
-        awaiting_gil: false,
-        any_buffer: false,
-        stats: std::ptr::null(),
-        t1: 0,
-        t2: 0,
-        tg: 0,
-        nargs: nargs.min(ARG_SLOTS) as u32,
-        arg_bytes: [MaybeUninit::uninit(); ARG_SLOTS],
-        native_ticks: 0,
-        native_calls: 0,
         native_via_got: !b.whole,
+        ..CallCtx::new(stats.site, stats, false, false, nargs.min(ARG_SLOTS) as u32)
     };
     // SAFETY: the original call, unchanged.
     let (result, _, _) = st.run_in(&mut ctx, false, || unsafe {

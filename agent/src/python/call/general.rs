@@ -2,7 +2,6 @@
 //! does not take — a call that does not repeat the thread's last, one that takes its stack, an
 //! excluded pair's, a site whose declarations are missing. See [`general_call`].
 
-use std::mem::MaybeUninit;
 use std::sync::atomic::Ordering;
 
 use super::super::api::{self, Api, PyObject, TernaryFunc};
@@ -77,22 +76,14 @@ pub(super) unsafe fn general_call(known: Known) -> *mut PyObject {
         None => (true, true),
     };
     let mut ctx = CallCtx {
-        site: site.id,
-        timed,
-        first,
         fast: !timed && expect.is_some_and(|s| !s.excluded),
-        expect: expect.map_or(std::ptr::null(), |s| s as *const CallStats),
-        awaiting_gil: false,
-        any_buffer: false,
-        stats: std::ptr::null(),
-        t1: 0,
-        t2: 0,
-        native_ticks: 0,
-        native_calls: 0,
-        native_via_got: false,
-        tg: 0,
-        nargs: 0,
-        arg_bytes: [MaybeUninit::uninit(); ARG_SLOTS],
+        ..CallCtx::new(
+            site.id,
+            expect.map_or(std::ptr::null(), |s| s as *const CallStats),
+            timed,
+            first,
+            0,
+        )
     };
     let (stack, gap) = if sample_stack {
         // SAFETY: as above.

@@ -1,7 +1,6 @@
 //! The lean path of a Python-level call: the thread's last call repeated (same position, same C
 //! function), which is nearly every call of a loop. See [`repeated_call`].
 
-use std::mem::MaybeUninit;
 use std::sync::atomic::Ordering;
 
 use super::super::api::{self, Api, PyObject, TernaryFunc};
@@ -92,22 +91,8 @@ pub(super) unsafe fn repeated_call<const MAY_TIME: bool>(
         (false, false)
     };
     let mut ctx = CallCtx {
-        site: stats.site,
-        timed,
-        first,
         fast: !timed,
-        expect: stats,
-        awaiting_gil: false,
-        any_buffer: false,
-        stats: std::ptr::null(),
-        t1: 0,
-        t2: 0,
-        native_ticks: 0,
-        native_calls: 0,
-        native_via_got: false,
-        tg: 0,
-        nargs: nargs as u32,
-        arg_bytes: [MaybeUninit::uninit(); ARG_SLOTS],
+        ..CallCtx::new(stats.site, stats, timed, first, nargs as u32)
     };
     let mut construction = Construction::default();
     if nargs != 0 {
