@@ -90,6 +90,14 @@
 //!   is longer than the wait, nor where the waits are under half of what follows the C work unless
 //!   the threaded change saves a tenth of the timed call (`measured_share`: threads that traded the
 //!   GIL at the switch interval wait little at each call, yet each release signals the waiters).
+//!   Where the profiled run fell into a convoy (each release handing the GIL to a woken waiter, about
+//!   one context switch a call), the hand-offs it made count instead when larger: the calling
+//!   threads' loops ran one at a time, so the run lasted each thread's time per call (the call's
+//!   whole split and the gap to its next call) shared among the threads; a call and its loop with the
+//!   GIL kept hold it for the threaded change's timed "after" and the gap; the rest is the GIL
+//!   changing hands (`handoff_per_call_ns`, a modeled estimate). Not where the waits reach a tenth of
+//!   the switch interval (0.5 ms): those are other threads' Python work, which keeping the GIL does
+//!   not remove. The timed rounds keep the calm ones, in which short loops do not convoy.
 //! * **leak** — no time is claimed (a leak costs memory); the evidence is allocator calls − release calls.
 //!
 //! # Confidence

@@ -211,33 +211,60 @@ pub(super) fn contention_rule(ctx: &Context<'_>) -> Vec<Candidate> {
         {
             continue;
         }
-        let saving = ((t.saving_ns * f.python_calls as f64).round() as u64).min(f.time.overhead());
+        // The hand-offs the run itself made, where they cost more than the timed change: the
+        // calm rounds a timing keeps are those whose threads did not fall into a convoy, while
+        // the profile saw the program's own threads in one.
+        let handoff = threaded.and_then(|m| handoff_per_call(f, threads, m.after_ns));
+        let modeled = handoff.filter(|h| *h > t.saving_ns);
+        let per_call = modeled.unwrap_or(t.saving_ns);
+        let saving = ((per_call * f.python_calls as f64).round() as u64).min(f.time.overhead());
+        let saved_per_call = saving as f64 / f.python_calls as f64;
+        let estimate = match modeled {
+            Some(_) => Estimate::modeled(saved_per_call),
+            None => Estimate::measured(saved_per_call, t.spread_ns),
+        };
         let timed_with = if timed_threads == 1 {
             "in one thread: a lower bound".to_string()
         } else {
             format!("with {timed_threads} threads")
+        };
+        let counted = match modeled {
+            Some(h) => format!(
+                "the wall time the GIL spent changing hands at these calls in this run ({} a call: each \
+                 thread's call and loop, {} a call, shared among {threads} threads, less the {} a call \
+                 takes with the GIL kept, timed on this interpreter {timed_with}); the hand-offs vary \
+                 from run to run with the scheduler",
+                fmt_ns(h.round() as u64),
+                fmt_ns(thread_loop_per_call(f).round() as u64),
+                fmt_ns(handoff_held(f, threaded.map_or(0.0, |m| m.after_ns)).round() as u64),
+            ),
+            _ => format!(
+                "the release and re-acquisition each call makes, timed on this interpreter {timed_with} \
+                 ({} a call)",
+                fmt_ns(t.saving_ns.round() as u64)
+            ),
         };
         let suggestion = format!(
             "With {threads} threads, each call to {} waits {} to take the GIL back after {} in C: the C work is \
              shorter than the hand-off it causes. Keep the GIL across this short call (ctypes.PYFUNCTYPE, or the \
              function from a ctypes.PyDLL) so threads trade it at the interpreter's switch interval instead of \
              on every call, or batch the calls so it changes hands once per batch. The waits overlap other \
-             threads' work, so the saving counted is the release and re-acquisition each call makes, timed on \
-             this interpreter {timed_with} ({} a call).",
+             threads' work, so the saving counted is {counted}.",
             f.function,
             fmt_ns(gil.round() as u64),
             fmt_ns(native.round() as u64),
-            fmt_ns(t.saving_ns.round() as u64),
         );
         let mut evidence = evidence(f, threads, share);
         evidence["measured_round_trip_per_call_ns"] = json!(round(t.saving_ns, 1));
         evidence["measured_threads"] = json!(timed_threads);
         evidence["measured_share"] = json!(measured_share.map(|x| round(x, 3)));
+        evidence["thread_loop_per_call_ns"] = json!(round(thread_loop_per_call(f), 1));
+        evidence["handoff_per_call_ns"] = json!(handoff.map(|h| round(h, 1)));
         let rec = ctx.recommendation(
             AdviceKind::GilContention,
             place,
             saving,
-            Estimate::measured(saving as f64 / f.python_calls as f64, t.spread_ns),
+            estimate,
             Confidence::Medium,
             evidence,
             suggestion,
@@ -248,6 +275,46 @@ pub(super) fn contention_rule(ctx: &Context<'_>) -> Vec<Candidate> {
         });
     }
     out
+}
+
+/// Above this GIL wait a call, the threads traded the GIL at the interpreter's switch interval
+/// (5 ms by default), not at these calls: the waits are other threads' Python work, which keeping
+/// the GIL does not remove, and no hand-off is counted.
+const MAX_HANDOFF_WAIT_NS: f64 = 500_000.0;
+
+/// A calling thread's time per call: the call's whole time at the boundary and the Python time
+/// between two of its calls (the loop around it, when measured).
+fn thread_loop_per_call(f: &FunctionRecord) -> f64 {
+    per(f.time.total(), f.calls) + mean_gap(f)
+}
+
+/// The mean Python time between two consecutive calls of the function's sites, 0 when unmeasured.
+fn mean_gap(f: &FunctionRecord) -> f64 {
+    let (ns, samples) = f
+        .sites
+        .iter()
+        .fold((0u64, 0u64), |(n, k), s| (n + s.gap_ns, k + s.gap_samples));
+    per(ns, samples)
+}
+
+/// What a call and its loop hold the GIL for with the GIL kept: the timed loop of the change's
+/// "after" (with the profile's threads, untraced) and the Python work between two calls.
+fn handoff_held(f: &FunctionRecord, after_ns: f64) -> f64 {
+    after_ns + mean_gap(f)
+}
+
+/// The wall time per call the GIL spent changing hands at these calls in the profiled run, when
+/// the threads fell into a convoy (each call's release handing the GIL to a waiting thread): the
+/// calling threads' loops run one at a time, so the run lasts their time per call shared among
+/// the threads — of which the calls with the GIL kept would hold it only `handoff_held`; the rest
+/// is the GIL passing between threads, which keeping it across the call removes. `None` when the
+/// threads did not convoy (no time left over) or waited at the switch interval instead.
+fn handoff_per_call(f: &FunctionRecord, threads: u32, after_ns: f64) -> Option<f64> {
+    if threads < 2 || per(f.time.gil_wait, f.python_calls) > MAX_HANDOFF_WAIT_NS {
+        return None;
+    }
+    let shared = thread_loop_per_call(f) / threads as f64;
+    Some(shared - handoff_held(f, after_ns)).filter(|h| *h > 0.0)
 }
 
 #[cfg(test)]
@@ -372,8 +439,8 @@ mod tests {
 
     #[test]
     fn contention_saving_is_the_change_timed_with_the_profiles_threads() {
-        let mut p = tiny_calls(17_000, 4);
-        p.meta.duration_ns = 100_000 * 17_300 / 4;
+        let mut p = tiny_calls(1_500, 4);
+        p.meta.duration_ns = 100_000 * 1_800 / 4;
         // The one-thread round trip (55 ns) and the same change timed with 4 threads (80 ns,
         // what the releases cost with three threads waiting): the threaded figure counts.
         add_measured(&mut p, crate::measure::USE_PYDLL, "ii->", 480.0, 55.0, 4.0);
@@ -407,7 +474,7 @@ mod tests {
             r.suggestion
         );
         // Threaded figures are timed with at most MAX_THREADS threads.
-        let mut p = tiny_calls(17_000, 12);
+        let mut p = tiny_calls(1_500, 12);
         add_measured(
             &mut p,
             crate::measure::GIL_CONTENTION,
@@ -419,9 +486,9 @@ mod tests {
         let r = &of_kind(&p, AdviceKind::GilContention)[0];
         assert_eq!(r.estimated_savings_ns, 90 * 100_000);
         assert_eq!(r.evidence["measured_threads"], 8);
-        // Never more than the crossings (17 260 ns a call here).
-        let mut p = tiny_calls(17_000, 4);
-        p.meta.duration_ns = 100_000 * 17_300 / 4;
+        // Never more than the crossings (1 760 ns a call here).
+        let mut p = tiny_calls(1_500, 4);
+        p.meta.duration_ns = 100_000 * 1_800 / 4;
         add_measured(
             &mut p,
             crate::measure::GIL_CONTENTION,
@@ -431,7 +498,61 @@ mod tests {
             6.0,
         );
         let r = &of_kind(&p, AdviceKind::GilContention)[0];
-        assert_eq!(r.estimated_savings_ns, 17_260 * 100_000);
+        assert_eq!(r.estimated_savings_ns, 1_760 * 100_000);
+    }
+
+    #[test]
+    fn a_convoy_saves_the_hand_offs_the_run_made() {
+        // Four threads in a convoy: each call waits 17 µs for the GIL, its thread's loop lasts
+        // 30 + 200 + 60 + 17 000 ns at the boundary and 240 ns between calls. The loops run one at a
+        // time, 4 382.5 ns a call shared among the 4; with the GIL kept a call and its loop hold it
+        // 560 + 240 ns (the timed "after" and the gap). The rest, 3 582.5 ns a call, is the GIL
+        // changing hands: more than the 80 ns the calm timed rounds saw, and what is claimed.
+        let c = PerCall {
+            native: 30,
+            marshal_in: 200,
+            marshal_out: 60,
+            gil: 17_000,
+            arg_bytes: 8,
+            gap: 240,
+            ..PerCall::default()
+        };
+        let convoy = |gil: u64| {
+            let mut p = profile(
+                vec![function(
+                    "fx_get",
+                    vec![site("hot.py", 8, 100_000, PerCall { gil, ..c })],
+                )],
+                100_000 * 17_530 / 4,
+            );
+            p.meta.threads = 4;
+            add_measured(
+                &mut p,
+                crate::measure::GIL_CONTENTION,
+                "4:ii->",
+                640.0,
+                80.0,
+                6.0,
+            );
+            p
+        };
+        let p = convoy(17_000);
+        let r = &of_kind(&p, AdviceKind::GilContention)[0];
+        assert_eq!(r.estimated_savings_ns, 358_250_000);
+        assert_eq!(r.estimate, Estimate::modeled(3_582.5));
+        assert_eq!(r.evidence["handoff_per_call_ns"], 3_582.5);
+        assert_eq!(r.evidence["thread_loop_per_call_ns"], 17_530.0);
+        assert!(
+            r.suggestion.contains("changing hands") && r.suggestion.contains("(3.6µs a call"),
+            "{}",
+            r.suggestion
+        );
+        // Waits of a tenth of the switch interval and more are other threads' Python work, not
+        // hand-offs at these calls: the timed change is all that is claimed.
+        let p = convoy(600_000);
+        let r = &of_kind(&p, AdviceKind::GilContention)[0];
+        assert_eq!(r.estimate, Estimate::measured(80.0, 6.0));
+        assert_eq!(r.evidence["handoff_per_call_ns"], Value::Null);
     }
 
     #[test]
