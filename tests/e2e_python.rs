@@ -250,14 +250,28 @@ fn callback_nested_calls(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
 
 fn threads_gil_wait(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     let out = dir.join("p.json");
-    let o = run_profiled(py, &out, &[], "calls_threads.py", &[FIXTURE, "4", "20000"]);
+    let o = run_profiled(
+        py,
+        &out,
+        &[],
+        "calls_threads.py",
+        &[FIXTURE, "4", "20000", "30000"],
+    );
     check_ok(&o);
     let p = read_profile(&out);
     let f = func(&p, "fx_add_int");
-    assert_eq!(f.calls, 80_000);
-    assert_eq!(f.python_calls, 80_000);
-    assert_eq!(f.sites.iter().map(|s| s.calls).sum::<u64>(), 80_000);
+    assert_eq!(f.calls, 110_000);
+    assert_eq!(f.python_calls, 110_000);
+    assert_eq!(f.sites.iter().map(|s| s.calls).sum::<u64>(), 110_000);
     assert!(f.time.gil_wait > 0, "{f:?}");
+    // The main thread and the four workers called it; the main thread most.
+    assert_eq!(f.calling_threads, 5, "{f:?}");
+    assert_eq!(f.busiest_thread_python_calls, 30_000, "{f:?}");
+    // fx_scale: the main thread alone, whatever other threads ran.
+    let g = func(&p, "fx_scale");
+    assert_eq!((g.python_calls, g.calling_threads), (30_000, 1), "{g:?}");
+    assert_eq!(g.busiest_thread_python_calls, 30_000);
+    assert_eq!(p.meta.threads, 5);
     Ok(())
 }
 

@@ -58,6 +58,16 @@ pub const LOOP: &str = "loop";
 /// `gil-contention` is timed with at most this many threads (as `measure_changes.py` accepts).
 pub const MAX_THREADS: u32 = 8;
 
+/// The threads that called `f` from Python, where the profile recorded them; else every thread
+/// the profile saw (a profile written before the count).
+pub fn calling_threads(profile: &Profile, f: &FunctionRecord) -> u32 {
+    if f.calling_threads > 0 {
+        f.calling_threads.min(u32::MAX as u64) as u32
+    } else {
+        profile.meta.threads
+    }
+}
+
 /// The shape `gil-contention` is timed on: the threads the profile saw calling (at most
 /// [`MAX_THREADS`]) and the calls' signature, `4:d->d`.
 pub fn contention_shape(threads: u32, signature: &str) -> String {
@@ -236,11 +246,15 @@ pub fn plan(profile: &Profile, options: &AdviceOptions) -> Vec<Request> {
         // use-pydll in one thread; gil-contention in several, timed with as many threads.
         if f.time.gil_wait > 0 {
             if let Some(s) = signature(&place) {
-                let r = match profile.meta.threads {
-                    0 | 1 => Request::new(USE_PYDLL, s),
-                    t => Request::new(GIL_CONTENTION, contention_shape(t, &s)),
+                let r = match (profile.meta.threads, calling_threads(profile, f)) {
+                    (0 | 1, _) => Some(Request::new(USE_PYDLL, s)),
+                    // Other threads, one caller: no contention among callers to time.
+                    (_, 0 | 1) => None,
+                    (_, t) => Some(Request::new(GIL_CONTENTION, contention_shape(t, &s))),
                 };
-                want(r, f.time.overhead());
+                if let Some(r) = r {
+                    want(r, f.time.overhead());
+                }
             }
         }
         if f.undeclared_argtypes_calls > 0 {

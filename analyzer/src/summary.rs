@@ -113,7 +113,17 @@ pub struct FunctionSummary {
     /// extension): not split into the parts above, and not among them.
     #[serde(default)]
     pub unsplit_ns: u64,
+    /// Threads that called it from Python, and the most calls one of them made (absent: not
+    /// recorded, an older profile).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub calling_threads: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub busiest_thread_python_calls: u64,
     pub sites: Vec<SiteSummary>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// One Python call site of one function.
@@ -216,6 +226,8 @@ fn function_summary(f: &FunctionRecord) -> FunctionSummary {
         binding: f.binding.clone(),
         binding_detail: f.binding_detail.clone(),
         unsplit_ns: f.unsplit_ns,
+        calling_threads: f.calling_threads,
+        busiest_thread_python_calls: f.busiest_thread_python_calls,
         sites,
     }
 }

@@ -190,6 +190,17 @@ pub struct FunctionRecord {
     /// [`Profile::total_calls`]). Absent when zero.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub within_builtin_calls: u64,
+    /// Threads that called it from Python (0: not recorded, a profile written before the field,
+    /// and absent from the file then), counted by thread pointer as `meta.threads` is: a thread
+    /// started after another ended may be given its pointer and counted with it (they never
+    /// called at once). gil-contention needs threads that call, not threads that exist: a GIL
+    /// wait at the calls of one thread is other threads' Python work.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub calling_threads: u64,
+    /// The most Python calls any one thread made (0: not recorded): how evenly the calls were
+    /// shared among `calling_threads`, so how many of them could have met another caller.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub busiest_thread_python_calls: u64,
     /// Calls that received a ctypes object built just for them (same type and size at the site).
     #[serde(default)]
     pub fresh_buffer_calls: u64,

@@ -151,6 +151,8 @@ fn merge_functions(into: &mut Vec<FunctionRecord>, other: &[FunctionRecord], sta
                 t.python_calls = 0;
                 t.unsplit_ns = 0;
                 t.within_builtin_calls = 0;
+                t.calling_threads = 0;
+                t.busiest_thread_python_calls = 0;
                 t.fresh_buffer_calls = 0;
                 t.undeclared_argtypes_calls = 0;
                 t.undeclared_restype_calls = 0;
@@ -178,6 +180,11 @@ fn add_function(t: &mut FunctionRecord, f: &FunctionRecord, stack_map: &[u32]) {
     t.construction_bytes += f.construction_bytes;
     t.python_calls += f.python_calls;
     t.within_builtin_calls += f.within_builtin_calls;
+    // Processes' threads are distinct: their callers add up; the busiest stays one thread's.
+    t.calling_threads += f.calling_threads;
+    t.busiest_thread_python_calls = t
+        .busiest_thread_python_calls
+        .max(f.busiest_thread_python_calls);
     t.fresh_buffer_calls += f.fresh_buffer_calls;
     t.undeclared_argtypes_calls += f.undeclared_argtypes_calls;
     t.undeclared_restype_calls += f.undeclared_restype_calls;

@@ -118,6 +118,9 @@ struct Totals {
     fresh_buffer_calls: u64,
     undeclared_argtypes: u64,
     undeclared_restype: u64,
+    /// Threads that made Python calls of the function, and the most one of them made.
+    calling_threads: u64,
+    busiest_thread_python_calls: u64,
     gap_ticks: u64,
     gap_samples: u64,
     /// Native latency buckets of the sampled calls.
@@ -313,6 +316,8 @@ pub fn build(cal: &Calibration) -> Profile {
     let mut threads = 0;
     recorder::each_thread(|r| {
         let mut any = false;
+        // This thread's Python calls of each function (over its sites).
+        let mut python_calls: HashMap<usize, u64> = HashMap::new();
         r.each(|s| {
             if s.excluded || s.calls.get() == 0 {
                 return;
@@ -323,7 +328,17 @@ pub fn build(cal: &Calibration) -> Profile {
             if s.site != 0 {
                 entry.1.entry(s.site).or_default().add(s);
             }
+            *python_calls.entry(s.function).or_default() += s.python_calls.get();
         });
+        for (function, calls) in python_calls {
+            if calls == 0 {
+                continue;
+            }
+            if let Some((t, _)) = by_function.get_mut(&function) {
+                t.calling_threads += 1;
+                t.busiest_thread_python_calls = t.busiest_thread_python_calls.max(calls);
+            }
+        }
         threads += any as u32;
     });
     let bindings: HashMap<usize, Binding> =
@@ -372,6 +387,8 @@ pub fn build(cal: &Calibration) -> Profile {
         f.construction_bytes = t.construction_bytes;
         f.python_calls = t.python_calls;
         f.within_builtin_calls = t.in_builtin_calls;
+        f.calling_threads = t.calling_threads;
+        f.busiest_thread_python_calls = t.busiest_thread_python_calls;
         f.fresh_buffer_calls = t.fresh_buffer_calls;
         f.undeclared_argtypes_calls = t.undeclared_argtypes;
         f.undeclared_restype_calls = t.undeclared_restype;

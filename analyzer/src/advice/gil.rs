@@ -164,13 +164,15 @@ pub(super) fn use_pydll_rule(ctx: &Context<'_>) -> Vec<Candidate> {
 /// is claimed and the advice is not given; nor for C work longer than the hand-off, where
 /// releasing the GIL lets other threads run.
 pub(super) fn contention_rule(ctx: &Context<'_>) -> Vec<Candidate> {
-    let threads = ctx.profile.meta.threads;
-    if threads < 2 {
+    if ctx.profile.meta.threads < 2 {
         return Vec::new();
     }
     let mut out = Vec::new();
     for f in &ctx.profile.functions {
-        if f.python_calls == 0 || f.time.gil_wait == 0 {
+        // The threads that called it: one caller's waits are other threads' Python work, which
+        // keeping the GIL at its calls does not remove.
+        let threads = measure::calling_threads(ctx.profile, f);
+        if f.python_calls == 0 || f.time.gil_wait == 0 || threads < 2 {
             continue;
         }
         let gil = per(f.time.gil_wait, f.python_calls);
@@ -217,7 +219,8 @@ pub(super) fn contention_rule(ctx: &Context<'_>) -> Vec<Candidate> {
         let handoff = threaded.and_then(|m| handoff_per_call(f, threads, m.after_ns));
         let modeled = handoff.filter(|h| *h > t.saving_ns);
         let per_call = modeled.unwrap_or(t.saving_ns);
-        let saving = ((per_call * f.python_calls as f64).round() as u64).min(f.time.overhead());
+        let contended = contended_calls(f, threads);
+        let saving = ((per_call * contended as f64).round() as u64).min(f.time.overhead());
         let saved_per_call = saving as f64 / f.python_calls as f64;
         let estimate = match modeled {
             Some(_) => Estimate::modeled(saved_per_call),
@@ -259,6 +262,8 @@ pub(super) fn contention_rule(ctx: &Context<'_>) -> Vec<Candidate> {
         evidence["measured_threads"] = json!(timed_threads);
         evidence["measured_share"] = json!(measured_share.map(|x| round(x, 3)));
         evidence["thread_loop_per_call_ns"] = json!(round(thread_loop_per_call(f), 1));
+        evidence["calling_threads"] = json!(threads);
+        evidence["contended_calls"] = json!(contended);
         evidence["handoff_per_call_ns"] = json!(handoff.map(|h| round(h, 1)));
         let rec = ctx.recommendation(
             AdviceKind::GilContention,
@@ -281,6 +286,19 @@ pub(super) fn contention_rule(ctx: &Context<'_>) -> Vec<Candidate> {
 /// (5 ms by default), not at these calls: the waits are other threads' Python work, which keeping
 /// the GIL does not remove, and no hand-off is counted.
 const MAX_HANDOFF_WAIT_NS: f64 = 500_000.0;
+
+/// The calls that could have met another caller waiting for the GIL. With the calls shared
+/// unevenly, the busiest thread's calls contend only while the others call: taking turns, one of
+/// its calls for each round of the other `threads - 1`, so the others' calls and as many as a
+/// `1 / (threads - 1)` share of them. All the calls when the profile does not say.
+fn contended_calls(f: &FunctionRecord, threads: u32) -> u64 {
+    if f.busiest_thread_python_calls == 0 || threads < 2 {
+        return f.python_calls;
+    }
+    let others = f.python_calls.saturating_sub(f.busiest_thread_python_calls);
+    let turns = others as f64 * threads as f64 / (threads - 1) as f64;
+    (turns.round() as u64).min(f.python_calls)
+}
 
 /// A calling thread's time per call: the call's whole time at the boundary and the Python time
 /// between two of its calls (the loop around it, when measured).
@@ -553,6 +571,46 @@ mod tests {
         let r = &of_kind(&p, AdviceKind::GilContention)[0];
         assert_eq!(r.estimate, Estimate::measured(80.0, 6.0));
         assert_eq!(r.evidence["handoff_per_call_ns"], Value::Null);
+    }
+
+    #[test]
+    fn contention_counts_the_calls_that_could_meet_another_caller() {
+        // 100 000 calls timed with 4 threads saving 80 ns each, in a calm run.
+        let calm = |callers: u64, busiest: u64| {
+            let mut p = tiny_calls(1_500, 4);
+            p.functions[0].calling_threads = callers;
+            p.functions[0].busiest_thread_python_calls = busiest;
+            let shape = format!("{}:ii->", callers.clamp(2, 8));
+            add_measured(
+                &mut p,
+                crate::measure::GIL_CONTENTION,
+                &shape,
+                560.0,
+                80.0,
+                6.0,
+            );
+            p
+        };
+        // Shared evenly among the 4: every call.
+        let r = &of_kind(&calm(4, 25_000), AdviceKind::GilContention)[0];
+        assert_eq!(r.estimated_savings_ns, 80 * 100_000);
+        assert_eq!(r.evidence["contended_calls"], 100_000);
+        assert_eq!(r.evidence["calling_threads"], 4);
+        // One thread made 70 000 of them, three others 10 000 each: those 30 000 and one of the
+        // busiest thread's calls per round of theirs, 40 000.
+        let r = &of_kind(&calm(4, 70_000), AdviceKind::GilContention)[0];
+        assert_eq!(r.evidence["contended_calls"], 40_000);
+        assert_eq!(r.estimated_savings_ns, 80 * 40_000);
+        assert_eq!(r.estimate, Estimate::measured(32.0, 6.0));
+        // 97 000 of one thread: 4 000 calls, 0.32 ms of a 40 ms run, not worth advising.
+        assert!(of_kind(&calm(4, 97_000), AdviceKind::GilContention).is_empty());
+        // One caller among 4 threads: its waits are the others' Python work; no advice, nothing
+        // timed for it.
+        let p = calm(1, 100_000);
+        assert!(of_kind(&p, AdviceKind::GilContention).is_empty());
+        assert!(crate::measure::plan(&p, &AdviceOptions::default())
+            .iter()
+            .all(|r| r.change != crate::measure::GIL_CONTENTION));
     }
 
     #[test]
