@@ -126,7 +126,16 @@ fn sites_exact(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     assert_eq!(names, vec!["<module>", "work"], "{stack:?}");
     assert_eq!(p.frames[*stack.last().unwrap() as usize].line, lines[0]);
     assert_eq!(site_a.stacks.iter().map(|s| s.calls).sum::<u64>(), 500);
+    // One thread: no GIL hand-off to see, so the release is not hooked (it would cost every call).
+    assert!(!save_thread_hooked(&p), "{:?}", p.hooks);
     Ok(())
+}
+
+/// Whether the `PyEval_SaveThread` hook was armed (installed in `_ctypes`).
+fn save_thread_hooked(p: &ffiprof_profile::Profile) -> bool {
+    p.hooks
+        .iter()
+        .any(|h| h.hook == "PyEval_SaveThread" && h.installed && h.module.contains("_ctypes"))
 }
 
 fn buffer_and_construction_bytes(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
@@ -272,6 +281,9 @@ fn threads_gil_wait(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     assert_eq!((g.python_calls, g.calling_threads), (30_000, 1), "{g:?}");
     assert_eq!(g.busiest_thread_python_calls, 30_000);
     assert_eq!(p.meta.threads, 5);
+    // Four threads trading the GIL: a call waited another's turn, and the release is hooked
+    // from then on, so that a hand-off inside it is filed as GIL wait, not as marshal-in.
+    assert!(save_thread_hooked(&p), "{:?}", p.hooks);
     Ok(())
 }
 

@@ -99,6 +99,8 @@ static HOOKS: &[Hook] = &[
     python_hook("PyEval_RestoreThread", || {
         Some(python::got_hooks::restore_thread())
     }),
+    // Armed at the first GIL hand-off a timed call waited for (`python::call::SAVE_ARMED`).
+    python_hook("PyEval_SaveThread", python::got_hooks::save_thread),
     python_hook("PyModule_AddType", python::got_hooks::module_add_type),
     python_hook(
         "PyType_FromMetaclass",
@@ -321,6 +323,7 @@ pub fn install(process_hooks: bool) {
     crate::record::clock::set_got_floor_probe(native::floor_ticks);
     if python::enabled() {
         python::builtin_call::enable(crate::symbols::has_targets(), probe_module);
+        python::got_hooks::set_save_thread_arm(arm_save_thread);
     }
     let mut guard = INSTALLED.lock();
     let state = guard.get_or_insert_with(|| Installed {
@@ -351,6 +354,25 @@ pub fn rescan() {
     }
 }
 
+/// Patches `PyEval_SaveThread` where the Python layer's hooks go, now that it is armed: the
+/// modules of the Python layer are looked at again (their other hooks are in place already).
+/// Never blocks (it runs in a thread that just took the GIL back); false when the patcher is busy.
+fn arm_save_thread() -> bool {
+    let Some(mut guard) = INSTALLED.try_lock() else {
+        return false;
+    };
+    let Some(state) = guard.as_mut() else {
+        return false;
+    };
+    state.seen.retain(|(_, name)| {
+        !python::PY_MODULES
+            .iter()
+            .any(|p| file_name(name).starts_with(p))
+    });
+    scan(state);
+    true
+}
+
 /// Puts back every GOT entry still pointing at a hook, in modules still loaded.
 pub fn restore_all() -> usize {
     let mut guard = INSTALLED.lock();
@@ -366,6 +388,7 @@ pub fn restore_all() -> usize {
     }
     state.seen.clear();
     native::forget_patched();
+    python::got_hooks::disarm_save_thread();
     restored
 }
 

@@ -69,6 +69,7 @@ pub struct Api {
     >,
     pub module_add_type: Option<unsafe extern "C" fn(*mut PyObject, *mut PyObject) -> c_int>,
     pub restore_thread: unsafe extern "C" fn(*mut c_void),
+    pub save_thread: unsafe extern "C" fn() -> *mut c_void,
     pub code_addr2line: unsafe extern "C" fn(*mut PyObject, c_int) -> c_int,
     pub getattr: unsafe extern "C" fn(*mut PyObject, *const c_char) -> *mut PyObject,
     pub unicode_as_utf8: unsafe extern "C" fn(*mut PyObject) -> *const c_char,
@@ -188,6 +189,7 @@ fn resolve() -> Result<Api, String> {
         // SAFETY: PyModule_AddType (3.10+) has the declared signature.
         module_add_type: sym(c"PyModule_AddType").map(|a| unsafe { fn_at(a) }),
         restore_thread: f!("PyEval_RestoreThread\0"),
+        save_thread: f!("PyEval_SaveThread\0"),
         code_addr2line: f!("PyCode_Addr2Line\0"),
         getattr: f!("PyObject_GetAttrString\0"),
         unicode_as_utf8: f!("PyUnicode_AsUTF8\0"),

@@ -8,12 +8,12 @@
 //! add their bytes. The wrapper decides before the call, so it finds the pair's statistics itself
 //! (the C address is in the function object) and hands them to the `ffi_call` hook.
 
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use super::api::{self, PyObject, TernaryFunc};
 use super::frames;
 pub use crate::record::call_ctx::{CallCtx, ThreadState};
-use crate::record::call_ctx::{AWAITING_GIL, BUILT_INSTANCE, BUILT_TYPE_PER_CALL};
+use crate::record::call_ctx::{AWAITING_GIL, BUILT_INSTANCE, BUILT_TYPE_PER_CALL, RELEASING};
 use crate::record::clock;
 use crate::record::recorder::{CallStats, Counter, ThreadRecorder};
 use crate::runtime;
@@ -84,6 +84,7 @@ pub static ORIG_CTYPES: AtomicUsize = AtomicUsize::new(0);
 pub static ORIG_CFFI: AtomicUsize = AtomicUsize::new(0);
 pub static ORIG_CONSTRUCT: AtomicUsize = AtomicUsize::new(0);
 pub static ORIG_RESTORE_THREAD: AtomicUsize = AtomicUsize::new(0);
+pub static ORIG_SAVE_THREAD: AtomicUsize = AtomicUsize::new(0);
 
 /// The wrapper of both families: finds the call's site and statistics, decides whether it is
 /// timed, notes its arguments' bytes, calls the original with its [`CallCtx`] pushed for the
@@ -201,7 +202,12 @@ unsafe fn callee(callable: usize, family_ctypes: bool) -> usize {
 pub(super) fn add_spans(stats: &CallStats, ctx: &CallCtx, t0: u64, t3: u64) {
     let times = stats.times(ctx.first);
     let tg = ctx.tg.max(ctx.t2);
-    add_span(&times.ticks.marshal_in, t0, ctx.t1);
+    let released = ctx.marshal_in_end();
+    add_span(&times.ticks.marshal_in, t0, released);
+    if released != ctx.t1 {
+        // Giving the GIL up: a hand-off to a thread that asked for it, when one did.
+        add_span(&times.ticks.gil_wait, released, ctx.t1);
+    }
     add_span(&times.ticks.gil_wait, ctx.t2, tg);
     add_span(&times.ticks.marshal_out, tg, t3);
 }
@@ -326,6 +332,44 @@ pub unsafe extern "C" fn restore_thread(tstate: *mut std::ffi::c_void) {
 }
 
 type RestoreFn = unsafe extern "C" fn(*mut std::ffi::c_void);
+type SaveFn = unsafe extern "C" fn() -> *mut std::ffi::c_void;
+
+/// `PyEval_SaveThread` as `_ctypes` and `_cffi_backend` call it right before `ffi_call`.
+///
+/// When no timed call is before its native part in any thread, the original is a tail call.
+pub unsafe extern "C" fn save_thread() -> *mut std::ffi::c_void {
+    // SAFETY: the original PyEval_SaveThread, resolved before this hook was installed.
+    let orig: SaveFn =
+        unsafe { std::mem::transmute::<usize, SaveFn>(ORIG_SAVE_THREAD.load(Ordering::Relaxed)) };
+    let next: SaveFn = if RELEASING.load(Ordering::Relaxed) == 0 {
+        orig
+    } else {
+        save_thread_timed
+    };
+    // SAFETY: the original call, or the entry that makes it (a tail call either way).
+    unsafe { next() }
+}
+
+/// `save_thread` when some timed call is before its native part: notes when the release began
+/// for this thread's innermost call (its own check: the call may be another thread's), then the
+/// original. The note is made first: the original may wait for another thread to take the GIL.
+unsafe extern "C" fn save_thread_timed() -> *mut std::ffi::c_void {
+    // SAFETY: as in save_thread.
+    let orig: SaveFn =
+        unsafe { std::mem::transmute::<usize, SaveFn>(ORIG_SAVE_THREAD.load(Ordering::Relaxed)) };
+    runtime::guard((), || release_began_here(clock::now()));
+    // SAFETY: the original call, unchanged.
+    unsafe { orig() }
+}
+
+fn release_began_here(ticks: u64) {
+    if let Some(rec) = crate::record::recorder::if_active() {
+        // SAFETY: a non-null ctx is the live CallCtx of this thread's innermost wrapper.
+        if let Some(ctx) = unsafe { rec.python.current().as_mut() } {
+            ctx.release_began(ticks);
+        }
+    }
+}
 
 /// `restore_thread` when some timed call waits for the GIL: the original, then whether the
 /// innermost call of this thread was the one waiting.
@@ -345,7 +389,80 @@ fn gil_back_here() {
     if let Some(rec) = crate::record::recorder::if_active() {
         // SAFETY: a non-null ctx is the live CallCtx of this thread's innermost wrapper.
         if let Some(ctx) = unsafe { rec.python.current().as_mut() } {
-            ctx.gil_back();
+            if ctx.gil_back() > HANDOFF_TICKS && !SAVE_ARMED.load(Ordering::Relaxed) {
+                arm_save_thread();
+            }
         }
+    }
+}
+
+/// A GIL wait longer than this (65-130 µs of TSC ticks; 262 µs of the monotonic fallback's
+/// nanoseconds) was another thread's turn with the GIL, not an uncontended re-acquisition: that
+/// takes ~0.1 µs, and under valgrind (`scripts/ir-breakdown`), 50-100x slower, still under this.
+/// Threads that contend wait this long soon: a thread asking for the GIL gets it within the
+/// switch interval (5 ms), and the releasing thread waits the other's turn.
+const HANDOFF_TICKS: u64 = 1 << 18;
+
+/// Whether the `PyEval_SaveThread` hook is wanted: once a timed call waited for another thread
+/// to hand the GIL back. Until then the program's releases are never handed off — one thread, or
+/// threads that do not contend — and the hook would cost every call of a loop (a call through it
+/// and a flag's test, ~12 instructions) for nothing.
+pub static SAVE_ARMED: AtomicBool = AtomicBool::new(false);
+
+/// Installs the `PyEval_SaveThread` hook (`hook` registers it at install: the layer that patches).
+/// Returns false when it could not now (the patcher busy), so that a later wait tries again.
+static ARM: AtomicUsize = AtomicUsize::new(0);
+
+pub fn set_arm(arm: fn() -> bool) {
+    ARM.store(arm as usize, Ordering::Relaxed);
+}
+
+/// Forgets the arming (detach restored the hook's GOT entries with every other).
+pub fn disarm() {
+    SAVE_ARMED.store(false, Ordering::Relaxed);
+    LONG_WAITS.store(0, Ordering::Relaxed);
+}
+
+/// Long waits seen while unarmed: the thread count is read at the 1st, 2nd, 4th, 8th, ...
+static LONG_WAITS: AtomicU32 = AtomicU32::new(0);
+
+/// Threads of the process, from `/proc/self/stat` (field 20), or 0 when unreadable.
+fn process_threads() -> u64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0;
+    };
+    // After the command name, which is in parentheses and may hold spaces: field 3 onwards.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0;
+    };
+    rest.split_whitespace()
+        .nth(17)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Arms the `PyEval_SaveThread` hook after a long GIL wait, when the program has another thread
+/// (besides the agent's own) that could have held the GIL meanwhile: with one thread, a long wait
+/// is the thread's own slowness (the first call's lazy binding, a preemption, valgrind), never a
+/// hand-off.
+#[cold]
+fn arm_save_thread() {
+    let seen = LONG_WAITS.fetch_add(1, Ordering::Relaxed) + 1;
+    if !seen.is_power_of_two()
+        || process_threads() < 2 + u64::from(crate::record::writer::agent_threads())
+    {
+        return;
+    }
+    if SAVE_ARMED.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let arm = ARM.load(Ordering::Relaxed);
+    if arm == 0 {
+        return;
+    }
+    // SAFETY: ARM holds a `fn() -> bool` (set_arm).
+    let arm: fn() -> bool = unsafe { std::mem::transmute::<usize, fn() -> bool>(arm) };
+    if !arm() {
+        SAVE_ARMED.store(false, Ordering::Relaxed);
     }
 }

@@ -74,5 +74,8 @@ pub unsafe fn call(callable: *mut PyObject, args: *mut PyObject) -> bool {
 
 /// Whether `symbol` stays unhooked at this floor level.
 pub fn skips(symbol: &str) -> bool {
-    level() > 0 && (symbol == "ffi_call" || symbol == "PyEval_RestoreThread")
+    level() > 0
+        && (symbol == "ffi_call"
+            || symbol == "PyEval_RestoreThread"
+            || symbol == "PyEval_SaveThread")
 }

@@ -50,6 +50,7 @@ pub fn enable() -> Result<String, String> {
     #[cfg(feature = "floor-probe")]
     floor_probe::init();
     call::ORIG_RESTORE_THREAD.store(api.restore_thread as usize, Ordering::Relaxed);
+    call::ORIG_SAVE_THREAD.store(api.save_thread as usize, Ordering::Relaxed);
     // SAFETY: each is the C API function of the `Original`'s signature (`api` typed them).
     unsafe {
         slots::ORIG_TYPE_READY.set(api.type_ready as usize);
@@ -78,6 +79,23 @@ pub mod got_hooks {
 
     pub fn restore_thread() -> usize {
         super::call::restore_thread as *const () as usize
+    }
+
+    /// Registers how the `PyEval_SaveThread` hook is installed when armed (see `save_thread`).
+    pub fn set_save_thread_arm(arm: fn() -> bool) {
+        super::call::set_arm(arm)
+    }
+
+    /// Detach put the `PyEval_SaveThread` entries back: unarmed again.
+    pub fn disarm_save_thread() {
+        super::call::disarm()
+    }
+
+    /// Only once armed (`call::SAVE_ARMED`): the first hand-off seen.
+    pub fn save_thread() -> Option<usize> {
+        super::call::SAVE_ARMED
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then_some(super::call::save_thread as *const () as usize)
     }
 
     pub fn module_add_type() -> Option<usize> {

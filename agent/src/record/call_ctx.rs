@@ -136,6 +136,12 @@ pub struct CallCtx {
     /// Target calls the GOT trampoline timed inside this call (with `native_ticks`).
     pub native_calls: u32,
     pub(crate) tg: u64,
+    /// A timed ctypes/cffi ABI call before its native part: the `PyEval_SaveThread` hook notes
+    /// when the GIL's release began (`released`). Releasing is no marshaling: with another
+    /// thread asking for the GIL, CPython's `drop_gil` waits until that thread has taken it (a
+    /// hand-off, microseconds), and that wait is filed as GIL wait.
+    pub(crate) releasing: bool,
+    pub(crate) released: u64,
     pub(crate) nargs: u32,
     /// The bytes each argument refers to, read only when `any_buffer`: the first argument that
     /// refers to bytes zeroes them all, later ones write their own (zeroing them on every call
@@ -146,6 +152,10 @@ pub struct CallCtx {
 /// Timed calls between their native return and the GIL coming back, in all threads: when zero,
 /// the `PyEval_RestoreThread` hook does nothing at all.
 pub static AWAITING_GIL: AtomicU32 = AtomicU32::new(0);
+
+/// Timed calls between their start and their native part, in all threads: when zero, the
+/// `PyEval_SaveThread` hook does nothing at all.
+pub static RELEASING: AtomicU32 = AtomicU32::new(0);
 
 impl ThreadState {
     /// Makes `call` — the original of a Python-level foreign call — with `ctx` as this thread's
@@ -161,9 +171,16 @@ impl ThreadState {
     ) -> (R, u64, u64) {
         let outer = self.ctx.load(Ordering::Relaxed);
         self.ctx.store(ctx, Ordering::Relaxed);
+        if timed && !ctx.native_via_got {
+            ctx.releasing = true;
+            RELEASING.fetch_add(1, Ordering::Relaxed);
+        }
         let t0 = if timed { clock::now() } else { 0 };
         let result = call();
         let t3 = if timed { clock::now() } else { 0 };
+        if timed {
+            ctx.release_seen();
+        }
         self.ctx.store(outer, Ordering::Relaxed);
         (result, t0, t3)
     }
@@ -329,6 +346,8 @@ impl CallCtx {
             native_calls: 0,
             native_via_got: false,
             tg: 0,
+            releasing: false,
+            released: 0,
             nargs,
             arg_bytes: [MaybeUninit::uninit(); ARG_SLOTS],
         }
@@ -364,6 +383,7 @@ impl CallCtx {
     pub fn native_done(&mut self, stats: &CallStats, t1: u64, t2: u64) {
         self.stats = stats;
         if self.timed {
+            self.release_seen();
             self.t1 = t1.wrapping_sub(self.t1);
             self.t2 = t2;
             self.awaiting_gil = true;
@@ -415,12 +435,43 @@ impl CallCtx {
             .sum()
     }
 
-    pub(crate) fn gil_back(&mut self) {
+    /// The GIL's release began at `ticks` (the `PyEval_SaveThread` hook), when this call is
+    /// timed and has not reached its native part.
+    pub(crate) fn release_began(&mut self, ticks: u64) {
+        if self.releasing {
+            self.released = ticks;
+        }
+    }
+
+    /// The native part is reached (or the call is over): no release is waited for any more.
+    #[inline(always)]
+    fn release_seen(&mut self) {
+        if self.releasing {
+            self.releasing = false;
+            RELEASING.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Where marshal-in ended: when the GIL's release began, if seen before the native part;
+    /// else the native part's start.
+    #[inline(always)]
+    pub(crate) fn marshal_in_end(&self) -> u64 {
+        if self.released != 0 && self.released <= self.t1 {
+            self.released
+        } else {
+            self.t1
+        }
+    }
+
+    /// The GIL came back: ends the call's wait, if it waits; returns how long it waited (ticks).
+    pub(crate) fn gil_back(&mut self) -> u64 {
         if self.awaiting_gil {
             self.awaiting_gil = false;
             AWAITING_GIL.fetch_sub(1, Ordering::Relaxed);
             self.tg = clock::now();
+            return self.tg.saturating_sub(self.t2);
         }
+        0
     }
 }
 

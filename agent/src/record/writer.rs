@@ -177,10 +177,36 @@ pub fn spawn_agent_thread<F: FnOnce() + Send + 'static>(
         libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
         old
     };
-    let spawned = std::thread::Builder::new().name(name.into()).spawn(f);
+    AGENT_THREADS.fetch_add(1, Ordering::Relaxed);
+    let spawned = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let _counted = Counted;
+            f()
+        });
+    if spawned.is_err() {
+        AGENT_THREADS.fetch_sub(1, Ordering::Relaxed);
+    }
     // SAFETY: restoring the mask saved above.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
     spawned
+}
+
+/// The agent's own threads now running (`spawn_agent_thread`'s): the program's threads are the
+/// process's less these.
+static AGENT_THREADS: AtomicU32 = AtomicU32::new(0);
+
+pub fn agent_threads() -> u32 {
+    AGENT_THREADS.load(Ordering::Relaxed)
+}
+
+/// Counts an agent thread out when it ends, however it ends.
+struct Counted;
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        AGENT_THREADS.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Sleeps while `word` holds `expected`, at most `timeout`. Async-signal-safe (one system call).
