@@ -221,6 +221,8 @@ pub(super) fn contention_rule(ctx: &Context<'_>) -> Vec<Candidate> {
         let per_call = modeled.unwrap_or(t.saving_ns);
         let contended = contended_calls(f, threads);
         let saving = ((per_call * contended as f64).round() as u64).min(f.time.overhead());
+        // What the calm rounds' timed change alone saves: the saving of a run that does not convoy.
+        let calm_saving = ((t.saving_ns * contended as f64).round() as u64).min(saving);
         let saved_per_call = saving as f64 / f.python_calls as f64;
         let estimate = match modeled {
             Some(_) => Estimate::modeled(saved_per_call),
@@ -235,11 +237,15 @@ pub(super) fn contention_rule(ctx: &Context<'_>) -> Vec<Candidate> {
             Some(h) => format!(
                 "the wall time the GIL spent changing hands at these calls in this run ({} a call: each \
                  thread's call and loop, {} a call, shared among {threads} threads, less the {} a call \
-                 takes with the GIL kept, timed on this interpreter {timed_with}); the hand-offs vary \
-                 from run to run with the scheduler",
+                 takes with the GIL kept, timed on this interpreter {timed_with}). Whether threads fall \
+                 into such a convoy varies from run to run with the scheduler and the machine's load; in a \
+                 run whose threads do not, the saving is only the release and re-acquisition each call \
+                 makes, {} a call ({} in all)",
                 fmt_ns(h.round() as u64),
                 fmt_ns(thread_loop_per_call(f).round() as u64),
                 fmt_ns(handoff_held(f, threaded.map_or(0.0, |m| m.after_ns)).round() as u64),
+                fmt_ns(t.saving_ns.round() as u64),
+                fmt_ns(calm_saving),
             ),
             _ => format!(
                 "the release and re-acquisition each call makes, timed on this interpreter {timed_with} \
@@ -265,6 +271,9 @@ pub(super) fn contention_rule(ctx: &Context<'_>) -> Vec<Candidate> {
         evidence["calling_threads"] = json!(threads);
         evidence["contended_calls"] = json!(contended);
         evidence["handoff_per_call_ns"] = json!(handoff.map(|h| round(h, 1)));
+        if modeled.is_some() {
+            evidence["saving_lower_bound_ns"] = json!(calm_saving);
+        }
         let rec = ctx.recommendation(
             AdviceKind::GilContention,
             place,
@@ -559,9 +568,13 @@ mod tests {
         assert_eq!(r.estimated_savings_ns, 358_250_000);
         assert_eq!(r.estimate, Estimate::modeled(3_582.5));
         assert_eq!(r.evidence["handoff_per_call_ns"], 3_582.5);
+        // A run that does not convoy saves what the calm rounds timed: 80 ns a call.
+        assert_eq!(r.evidence["saving_lower_bound_ns"], 8_000_000);
         assert_eq!(r.evidence["thread_loop_per_call_ns"], 17_530.0);
         assert!(
-            r.suggestion.contains("changing hands") && r.suggestion.contains("(3.6µs a call"),
+            r.suggestion.contains("changing hands")
+                && r.suggestion.contains("(3.6µs a call")
+                && r.suggestion.contains("80ns a call (8.00ms in all)"),
             "{}",
             r.suggestion
         );
@@ -571,6 +584,7 @@ mod tests {
         let r = &of_kind(&p, AdviceKind::GilContention)[0];
         assert_eq!(r.estimate, Estimate::measured(80.0, 6.0));
         assert_eq!(r.evidence["handoff_per_call_ns"], Value::Null);
+        assert_eq!(r.evidence.get("saving_lower_bound_ns"), None);
     }
 
     #[test]
