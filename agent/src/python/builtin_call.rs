@@ -291,20 +291,41 @@ unsafe extern "C" fn bracketed_vectorcall<const DEF_AT: usize>(
     kwnames: *mut PyObject,
 ) -> *mut PyObject {
     // SAFETY: this vectorcall is set only on objects whose def pointer (at DEF_AT) is a
-    // Bracketed; the interpreter calls it with the GIL held. Neither path can panic once it made
-    // the call (see each), so a call is never made twice.
+    // Bracketed; the interpreter calls it with the GIL held. The lean path cannot panic once it
+    // made the call (see there), so a call is never made twice.
     let result = runtime::guard(NOT_CALLED, || unsafe {
-        match lean::repeat(DEF_AT, callable, args, nargsf, kwnames) {
-            NOT_CALLED => bracket(DEF_AT, callable, args, nargsf, kwnames),
-            result => result,
-        }
+        lean::repeat(DEF_AT, callable, args, nargsf, kwnames)
+    });
+    if result != NOT_CALLED {
+        return result;
+    }
+    // SAFETY: as above.
+    unsafe { full_bracket(DEF_AT, callable, args, nargsf, kwnames) }
+}
+
+/// The wrapper's calls that the lean path leaves: the full bracket, out of line so that the lean
+/// path's frame stays small (a few registers saved, no context on its stack).
+///
+/// # Safety
+/// As [`bracketed_vectorcall`].
+#[inline(never)]
+unsafe fn full_bracket(
+    def_at: usize,
+    callable: *mut PyObject,
+    args: *const *mut PyObject,
+    nargsf: usize,
+    kwnames: *mut PyObject,
+) -> *mut PyObject {
+    // SAFETY: as in `bracketed_vectorcall`; the bracket cannot panic once it made the call.
+    let result = runtime::guard(NOT_CALLED, || unsafe {
+        bracket(def_at, callable, args, nargsf, kwnames)
     });
     if result != NOT_CALLED {
         return result;
     }
     // SAFETY: as above.
     let original: Vectorcall = runtime::guard(no_call as Vectorcall, || unsafe {
-        original_of(DEF_AT, callable)
+        original_of(def_at, callable)
     });
     // SAFETY: the original call, unchanged (the bracket did not make it).
     unsafe { original(callable, args, nargsf, kwnames) }
