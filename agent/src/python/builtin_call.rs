@@ -570,7 +570,7 @@ unsafe fn call_and_file(
     let buffer = unsafe { buffer_bytes(api, args, nargs) };
     let stack = if sample_stack {
         // SAFETY: as above.
-        unsafe { frames::current_stack(api) + 1 }
+        unsafe { frames::current_stack(api, &st.last_stack) + 1 }
     } else {
         0
     };
