@@ -564,7 +564,7 @@ unsafe fn call_and_file(
     nargsf: usize,
     kwnames: *mut PyObject,
 ) -> *mut PyObject {
-    let (timed, first) = st.sample_pair(stats);
+    let (timed, first, weight) = st.sample_pair_thinning(stats);
     let nargs = nargsf & !ARGUMENTS_OFFSET;
     // SAFETY: `args` holds `nargs` live objects (the vectorcall convention).
     let buffer = unsafe { buffer_bytes(api, args, nargs) };
@@ -578,6 +578,7 @@ unsafe fn call_and_file(
         // The target calls inside are this call's native part (none when the module is the
         // target itself: its own calls are not boundary calls).
         native_via_got: !b.whole,
+        weight: weight.min(u32::from(u8::MAX)) as u8,
         ..CallCtx::new(stats.site, stats, timed, first, nargs.min(ARG_SLOTS) as u32)
     };
     let original: Vectorcall = if b.vectorcall == 0 {
@@ -644,22 +645,32 @@ fn file(
     if !ctx.timed {
         return;
     }
+    // A sampled call of a thinned pair stands for `weight` calls (first calls never do).
+    let weight = if ctx.first {
+        1
+    } else {
+        u32::from(ctx.weight.max(1))
+    };
     if whole || ctx.native_calls == 0 {
         // The whole call, as one interval: see the module doc.
-        stats.record_unsplit(ctx.first, t3.wrapping_sub(t0));
+        stats.record_unsplit_weighted(ctx.first, t3.wrapping_sub(t0), weight);
         return;
     }
     let times = stats.times(ctx.first);
     let floor = clock::got_floor_ticks_known().wrapping_mul(u64::from(ctx.native_calls));
     let native = ctx.native_ticks.saturating_sub(floor);
-    stats.record_native(ctx.first, native);
+    stats.record_native_weighted(ctx.first, native, weight);
     let (t1, t2) = (ctx.t1, ctx.t2);
     if t0 <= t1 && t1 <= t2 && t2 <= t3 {
         // Between the first entry and the last exit, what is not native (with its floor) is
         // the extension's own work between target calls.
         let between = (t2 - t1).saturating_sub(ctx.native_ticks);
-        times.ticks.marshal_in.add(t1 - t0 + between);
-        times.ticks.marshal_out.add(t3 - t2);
+        let w = u64::from(weight);
+        times
+            .ticks
+            .marshal_in
+            .add((t1 - t0 + between).wrapping_mul(w));
+        times.ticks.marshal_out.add((t3 - t2).wrapping_mul(w));
     }
 }
 

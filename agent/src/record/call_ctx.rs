@@ -172,6 +172,11 @@ pub struct CallCtx {
     pub expect: *const CallStats,
     pub(crate) awaiting_gil: bool,
     pub(crate) any_buffer: bool,
+    /// How many calls of the `--timing-sample` rate this call stands for when it is a sampled
+    /// timed one (1 unless its pair's timing thinned out: `CallStats::gap_weight`); the
+    /// trampoline files the target calls it times inside with the same weight. (A byte beside
+    /// the two flags above: the three are set with one store.)
+    pub weight: u8,
     pub(crate) stats: *const CallStats,
     /// When the native call started (end of marshal-in); until then, the ticks the agent spent
     /// inside marshal-in on first-sight work of its own (creating the pair's statistics, naming
@@ -381,6 +386,7 @@ impl CallCtx {
             t2: 0,
             native_ticks: 0,
             native_calls: 0,
+            weight: 1,
             native_via_got: false,
             tg: 0,
             nargs,
