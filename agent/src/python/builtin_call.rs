@@ -516,9 +516,11 @@ unsafe fn bracket(
     );
     // SAFETY: GIL held on a Python thread.
     let pos = unsafe { frames::current_position(api) };
+    // A call that samples its stack files into the same statistics: the thread's last call
+    // answers for it too.
     let repeated = match pos {
-        Some(p) if !sample_stack => st.repeated_call(p.code, p.ip, b.key),
-        _ => None,
+        Some(p) => st.repeated_call(p.code, p.ip, b.key),
+        None => None,
     };
     let stats = match repeated {
         Some(s) => s,
