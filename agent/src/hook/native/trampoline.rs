@@ -221,7 +221,8 @@ fn python_call(sh: &Shadow) -> Option<bool> {
 
 /// This thread's statistics for thunk `index` (whose target is `target`), from the shadow
 /// stack's cache; looked up (and created) on a thread's first call of the target, and again
-/// after its recorders were forgotten. Target calls are recorded per C function, at no Python
+/// after its recorders were forgotten. A cached pair's `function` is the thunk's target (a
+/// thunk's target never changes): the assembly fast path jumps to it from there. Target calls are recorded per C function, at no Python
 /// site (the Python-level call around them has its own).
 #[inline(always)]
 fn thread_stats(sh: &Shadow, index: usize, target: usize) -> Option<&'static recorder::CallStats> {
