@@ -252,6 +252,64 @@ fn counts_sites_and_binding(py: &Interpreter, dir: &Path) -> Result<(), Failed> 
     Ok(())
 }
 
+/// A builtin called far more often than its timing needs: past ~8 Ki calls its pair times one
+/// call in 64 instead of 8, each standing for 8 (`sampling::THIN_AFTER`), and the report is as
+/// before — exact counts, the split present, every call's latency in the histogram (scaled), the
+/// native sum at least the spins' — while the calls actually timed, which `timed_calls` reports,
+/// are far fewer than one in 8: ~1 Ki before the switch, then one in 64.
+fn thinned_timing_keeps_the_split(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    const SPINS: u64 = 20_000;
+    let out = dir.join("p.json");
+    let o = py
+        .cmd(ffiprof_bin())
+        .args(["run", "-q", "--no-calibrate", "-o"])
+        .arg(&out)
+        .args(["--lib", "ffifixture", "--"])
+        .arg(&py.command)
+        .arg(script("pyext_spin_loop.py"))
+        .arg(SPINS.to_string())
+        .env("PYTHONPATH", pyext_dir(&py.label))
+        .output()
+        .expect("run the spin loop");
+    check_ok(&o);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        format!("spins {SPINS}")
+    );
+    let p = read_profile(&out);
+    let builtin = p.function("fxext.spin_ns").unwrap();
+    let target = p.function("fx_spin_ns").unwrap();
+    assert_eq!((builtin.calls, builtin.python_calls), (SPINS, SPINS));
+    assert_eq!((target.calls, target.within_builtin_calls), (SPINS, SPINS));
+    assert_eq!(builtin.unsplit_ns, 0, "split, not whole");
+    for f in [builtin, target] {
+        let name = &f.function;
+        // 8 first calls, ~1016 sampled before the switch (at ~8.2 Ki calls), ~185 after.
+        assert!(
+            (1_024..1_600).contains(&f.timed_calls),
+            "{name}: {} calls timed of {SPINS}",
+            f.timed_calls
+        );
+        assert_eq!(
+            f.native_hist.len(),
+            SPINS,
+            "{name}: every call's latency (scaled)"
+        );
+        let p50 = f.native_hist.summary().p50_ns;
+        assert!(
+            (900..3000).contains(&p50) && f.time.native >= SPINS * 900,
+            "{name}: median {p50} ns, native {} ns in all, for {SPINS} spins of 1 µs",
+            f.time.native
+        );
+    }
+    assert!(
+        builtin.time.marshal_in > 0 && builtin.time.marshal_out > 0,
+        "{:?}",
+        builtin.time
+    );
+    Ok(())
+}
+
 /// Without `--lib` the builtins are left alone: today's default (every library reached through
 /// libffi) records nothing here. And a target every module calls (libc) brackets no builtin of
 /// the interpreter's own (libpython, lib-dynload): only the extension modules'.
@@ -521,6 +579,10 @@ fn main() {
             ("libffi_bindings", libffi_bindings),
             ("reports_show_the_binding", reports_show_the_binding),
             ("library_inside_its_extension", library_inside_its_extension),
+            (
+                "thinned_timing_keeps_the_split",
+                thinned_timing_keeps_the_split,
+            ),
             (
                 "attach_brackets_loaded_modules",
                 attach_brackets_loaded_modules,

@@ -42,6 +42,11 @@ const CHECKED_HELPERS: &[(&str, &str, &str)] = &[
     ),
     ("record/writer.rs", "is_agent_handler", "an address compare"),
     (
+        "python/builtin_call.rs",
+        "full_bracket",
+        "the bracketed builtins' full bracket, guarded, then the original call",
+    ),
+    (
         "hook/process.rs",
         "before",
         "the exec/_exit hooks' guarded write",

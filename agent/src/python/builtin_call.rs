@@ -291,20 +291,41 @@ unsafe extern "C" fn bracketed_vectorcall<const DEF_AT: usize>(
     kwnames: *mut PyObject,
 ) -> *mut PyObject {
     // SAFETY: this vectorcall is set only on objects whose def pointer (at DEF_AT) is a
-    // Bracketed; the interpreter calls it with the GIL held. Neither path can panic once it made
-    // the call (see each), so a call is never made twice.
+    // Bracketed; the interpreter calls it with the GIL held. The lean path cannot panic once it
+    // made the call (see there), so a call is never made twice.
     let result = runtime::guard(NOT_CALLED, || unsafe {
-        match lean::repeat(DEF_AT, callable, args, nargsf, kwnames) {
-            NOT_CALLED => bracket(DEF_AT, callable, args, nargsf, kwnames),
-            result => result,
-        }
+        lean::repeat(DEF_AT, callable, args, nargsf, kwnames)
+    });
+    if result != NOT_CALLED {
+        return result;
+    }
+    // SAFETY: as above.
+    unsafe { full_bracket(DEF_AT, callable, args, nargsf, kwnames) }
+}
+
+/// The wrapper's calls that the lean path leaves: the full bracket, out of line so that the lean
+/// path's frame stays small (a few registers saved, no context on its stack).
+///
+/// # Safety
+/// As [`bracketed_vectorcall`].
+#[inline(never)]
+unsafe fn full_bracket(
+    def_at: usize,
+    callable: *mut PyObject,
+    args: *const *mut PyObject,
+    nargsf: usize,
+    kwnames: *mut PyObject,
+) -> *mut PyObject {
+    // SAFETY: as in `bracketed_vectorcall`; the bracket cannot panic once it made the call.
+    let result = runtime::guard(NOT_CALLED, || unsafe {
+        bracket(def_at, callable, args, nargsf, kwnames)
     });
     if result != NOT_CALLED {
         return result;
     }
     // SAFETY: as above.
     let original: Vectorcall = runtime::guard(no_call as Vectorcall, || unsafe {
-        original_of(DEF_AT, callable)
+        original_of(def_at, callable)
     });
     // SAFETY: the original call, unchanged (the bracket did not make it).
     unsafe { original(callable, args, nargsf, kwnames) }
@@ -495,9 +516,11 @@ unsafe fn bracket(
     );
     // SAFETY: GIL held on a Python thread.
     let pos = unsafe { frames::current_position(api) };
+    // A call that samples its stack files into the same statistics: the thread's last call
+    // answers for it too.
     let repeated = match pos {
-        Some(p) if !sample_stack => st.repeated_call(p.code, p.ip, b.key),
-        _ => None,
+        Some(p) => st.repeated_call(p.code, p.ip, b.key),
+        None => None,
     };
     let stats = match repeated {
         Some(s) => s,
@@ -543,13 +566,13 @@ unsafe fn call_and_file(
     nargsf: usize,
     kwnames: *mut PyObject,
 ) -> *mut PyObject {
-    let (timed, first) = st.sample_pair(stats);
+    let (timed, first, weight) = st.sample_pair_thinning(stats);
     let nargs = nargsf & !ARGUMENTS_OFFSET;
     // SAFETY: `args` holds `nargs` live objects (the vectorcall convention).
     let buffer = unsafe { buffer_bytes(api, args, nargs) };
     let stack = if sample_stack {
         // SAFETY: as above.
-        unsafe { frames::current_stack(api) + 1 }
+        unsafe { frames::current_stack(api, &st.last_stack) + 1 }
     } else {
         0
     };
@@ -557,6 +580,7 @@ unsafe fn call_and_file(
         // The target calls inside are this call's native part (none when the module is the
         // target itself: its own calls are not boundary calls).
         native_via_got: !b.whole,
+        weight: weight.min(u32::from(u8::MAX)) as u8,
         ..CallCtx::new(stats.site, stats, timed, first, nargs.min(ARG_SLOTS) as u32)
     };
     let original: Vectorcall = if b.vectorcall == 0 {
@@ -623,22 +647,32 @@ fn file(
     if !ctx.timed {
         return;
     }
+    // A sampled call of a thinned pair stands for `weight` calls (first calls never do).
+    let weight = if ctx.first {
+        1
+    } else {
+        u32::from(ctx.weight.max(1))
+    };
     if whole || ctx.native_calls == 0 {
         // The whole call, as one interval: see the module doc.
-        stats.record_unsplit(ctx.first, t3.wrapping_sub(t0));
+        stats.record_unsplit_weighted(ctx.first, t3.wrapping_sub(t0), weight);
         return;
     }
     let times = stats.times(ctx.first);
     let floor = clock::got_floor_ticks_known().wrapping_mul(u64::from(ctx.native_calls));
     let native = ctx.native_ticks.saturating_sub(floor);
-    stats.record_native(ctx.first, native);
+    stats.record_native_weighted(ctx.first, native, weight);
     let (t1, t2) = (ctx.t1, ctx.t2);
     if t0 <= t1 && t1 <= t2 && t2 <= t3 {
         // Between the first entry and the last exit, what is not native (with its floor) is
         // the extension's own work between target calls.
         let between = (t2 - t1).saturating_sub(ctx.native_ticks);
-        times.ticks.marshal_in.add(t1 - t0 + between);
-        times.ticks.marshal_out.add(t3 - t2);
+        let w = u64::from(weight);
+        times
+            .ticks
+            .marshal_in
+            .add((t1 - t0 + between).wrapping_mul(w));
+        times.ticks.marshal_out.add((t3 - t2).wrapping_mul(w));
     }
 }
 

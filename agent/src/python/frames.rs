@@ -21,6 +21,7 @@ use parking_lot::Mutex;
 
 use super::api::{self, Api, Layout};
 use super::site_rules;
+use crate::record::call_ctx::{LastStack, STACK_DEPTH};
 use crate::record::recorder::{CallStats, ThreadRecorder};
 
 const SITE_SLOTS: usize = 1 << 16;
@@ -542,23 +543,59 @@ pub fn set_site_skip(patterns: &[String]) {
 ///
 /// # Safety
 /// GIL held, on a thread with a Python thread state.
-pub unsafe fn current_stack(api: &Api) -> u32 {
-    let mut sites: Vec<u32> = Vec::with_capacity(16);
+/// The thread's last sampled stack (`last`) answers when the stack is the same: the walk
+/// compares each site with it as it goes, with no look-up in the shared table and no allocation;
+/// only a stack that differs is walked again to be interned.
+///
+/// # Safety
+/// GIL held, on a thread with a Python thread state.
+pub unsafe fn current_stack(api: &Api, last: &LastStack) -> u32 {
+    let (mut n, mut same) = (0, true);
+    // SAFETY: per the contract.
+    unsafe {
+        walk_stack(api, |site| {
+            same = same && last.site(n) == Some(site);
+            n += 1;
+        })
+    };
+    if same {
+        if let Some(id) = last.id_if_len(n) {
+            return id;
+        }
+    }
+    let mut sites = Vec::with_capacity(n);
+    // SAFETY: per the contract.
+    unsafe { walk_stack(api, |site| sites.push(site)) };
+    let outermost_first: Vec<u32> = sites.iter().rev().copied().collect();
+    let id = {
+        let mut guard = STACKS.lock();
+        let map = guard.get_or_insert_with(HashMap::new);
+        let next = map.len() as u32;
+        *map.entry(outermost_first).or_insert(next)
+    };
+    last.note(&sites, id);
+    id
+}
+
+/// Calls `each` with the site of every frame of this thread's stack, innermost first, at most
+/// [`STACK_DEPTH`].
+///
+/// # Safety
+/// GIL held, on a thread with a Python thread state.
+#[inline(always)]
+unsafe fn walk_stack(api: &Api, mut each: impl FnMut(u32)) {
+    let mut n = 0;
     // SAFETY: per the contract; the chain ends with a null `previous`.
     unsafe {
         let mut frame = current_frame(api).unwrap_or(0);
-        while frame != 0 && sites.len() < 256 {
+        while frame != 0 && n < STACK_DEPTH {
             if let Some((code, ip)) = position(api, frame) {
-                sites.push(intern(api, code, ip, 0) & !PASS_THROUGH);
+                each(intern(api, code, ip, 0) & !PASS_THROUGH);
+                n += 1;
             }
             frame = api::word(frame, api.layout.f_back);
         }
     }
-    sites.reverse();
-    let mut guard = STACKS.lock();
-    let map = guard.get_or_insert_with(HashMap::new);
-    let next = map.len() as u32;
-    *map.entry(sites).or_insert(next)
 }
 
 /// Flags of a site: bit 0 no argtypes, bit 1 default restype.

@@ -61,6 +61,60 @@ pub struct ThreadState {
     last_stats: AtomicPtr<CallStats>,
     /// The context an untimed repeat of a bracketed builtin pushes ([`ThreadState::run_untimed`]).
     lean: LeanCtx,
+    /// The last whole stack this thread sampled, and its id.
+    pub(crate) last_stack: LastStack,
+}
+
+/// Frames of a sampled stack kept: deeper ones are left off.
+pub const STACK_DEPTH: usize = 256;
+
+/// The last whole stack a thread sampled (its site ids, innermost first) and the id it was
+/// interned as: a loop samples the same stack again and again, and finds its id here by
+/// comparing the sites as it walks them, instead of a look-up in the shared table (its lock, a
+/// hash of the stack, an allocation). Exact: the sites are compared, not a hash of them.
+pub struct LastStack {
+    /// Sites held plus one (0: none yet).
+    len: AtomicU32,
+    id: AtomicU32,
+    sites: [AtomicU32; STACK_DEPTH],
+}
+
+impl Default for LastStack {
+    fn default() -> Self {
+        LastStack {
+            len: AtomicU32::new(0),
+            id: AtomicU32::new(0),
+            sites: [const { AtomicU32::new(0) }; STACK_DEPTH],
+        }
+    }
+}
+
+impl LastStack {
+    /// Site `i` (innermost first) of the last stack, if it has one there.
+    #[inline(always)]
+    pub(crate) fn site(&self, i: usize) -> Option<u32> {
+        (i + 1 < self.len.load(Ordering::Relaxed) as usize)
+            .then(|| self.sites.get(i).map(|s| s.load(Ordering::Relaxed)))
+            .flatten()
+    }
+
+    /// The last stack's id if it has `n` sites.
+    #[inline(always)]
+    pub(crate) fn id_if_len(&self, n: usize) -> Option<u32> {
+        (self.len.load(Ordering::Relaxed) as usize == n + 1)
+            .then(|| self.id.load(Ordering::Relaxed))
+    }
+
+    /// Notes `sites` (innermost first, at most [`STACK_DEPTH`] kept) as the last stack, interned
+    /// as `id`.
+    pub(crate) fn note(&self, sites: &[u32], id: u32) {
+        let n = sites.len().min(STACK_DEPTH);
+        for (a, &b) in self.sites.iter().zip(sites) {
+            a.store(b, Ordering::Relaxed);
+        }
+        self.id.store(id, Ordering::Relaxed);
+        self.len.store(n as u32 + 1, Ordering::Relaxed);
+    }
 }
 
 /// A [`CallCtx`] kept in the thread's state for untimed repeats of a bracketed builtin, whose
@@ -118,6 +172,11 @@ pub struct CallCtx {
     pub expect: *const CallStats,
     pub(crate) awaiting_gil: bool,
     pub(crate) any_buffer: bool,
+    /// How many calls of the `--timing-sample` rate this call stands for when it is a sampled
+    /// timed one (1 unless its pair's timing thinned out: `CallStats::gap_weight`); the
+    /// trampoline files the target calls it times inside with the same weight. (A byte beside
+    /// the two flags above: the three are set with one store.)
+    pub weight: u8,
     pub(crate) stats: *const CallStats,
     /// When the native call started (end of marshal-in); until then, the ticks the agent spent
     /// inside marshal-in on first-sight work of its own (creating the pair's statistics, naming
@@ -344,6 +403,7 @@ impl CallCtx {
             t2: 0,
             native_ticks: 0,
             native_calls: 0,
+            weight: 1,
             native_via_got: false,
             tg: 0,
             releasing: false,
@@ -478,6 +538,29 @@ impl CallCtx {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The last sampled stack answers only for the same sites in the same order and number.
+    #[test]
+    fn the_last_stack_answers_for_the_same_sites_only() {
+        let last = LastStack::default();
+        let same = |sites: &[u32]| {
+            sites
+                .iter()
+                .enumerate()
+                .all(|(i, &s)| last.site(i) == Some(s))
+                .then(|| last.id_if_len(sites.len()))
+                .flatten()
+        };
+        assert_eq!(same(&[]), None, "nothing noted yet");
+        last.note(&[3, 2, 1], 7);
+        assert_eq!(same(&[3, 2, 1]), Some(7));
+        assert_eq!(same(&[3, 2]), None, "a prefix");
+        assert_eq!(same(&[3, 2, 1, 0]), None, "one frame more");
+        assert_eq!(same(&[3, 1, 2]), None, "another order");
+        last.note(&[], 9);
+        assert_eq!(same(&[]), Some(9), "an empty stack is a stack");
+        assert_eq!(same(&[3]), None);
+    }
 
     /// The thread's last call answers only for the same position and C function, and not after
     /// it is forgotten.

@@ -154,6 +154,13 @@ pub struct CallStats {
     pub buffer_bytes: Counter,
     /// Calls left before the next timed one (owner thread only; see `ThreadState::sample_pair`).
     pub countdown: AtomicU32,
+    /// How many calls the call that ends the current gap stands for, relative to the
+    /// `--timing-sample` rate (0 and 1: one): a bracketed builtin's pair thins its timing out
+    /// once it has plenty of samples (`ThreadState::sample_pair_thinning`). Owner thread only.
+    pub gap_weight: AtomicU32,
+    /// What the sampled stratum's `timed` holds beyond the calls actually timed: a thinned
+    /// pair's timed call adds its weight there, and its weight less one here.
+    pub thinned: Counter,
     /// The always-timed first calls, and the native ticks of each for the histogram.
     pub first: Times,
     pub first_native: [Counter; ALWAYS_TIMED],
@@ -232,28 +239,51 @@ impl CallStats {
     /// One timed call's native interval (owner thread only).
     #[inline(always)]
     pub fn record_native(&self, first: bool, ticks: u64) {
+        self.record_native_weighted(first, ticks, 1);
+    }
+
+    /// One timed call's native interval, a sampled one standing for `weight` calls of the
+    /// `--timing-sample` rate (see `gap_weight`): its stratum's timed count, ticks and
+    /// latency bucket grow by `weight` times as much, so that the snapshot's scaling weighs each
+    /// sample by the inverse of the rate it was drawn at. A first call is never weighted.
+    #[inline(always)]
+    pub fn record_native_weighted(&self, first: bool, ticks: u64, weight: u32) {
         if first {
             return self.record_first_native(ticks);
         }
-        self.sampled.timed.add(1);
-        self.sampled.ticks.native.add(ticks);
-        self.hist[bucket_of(ticks)].add(1);
+        let w = u64::from(weight.max(1));
+        self.sampled.timed.add(w);
+        self.sampled.ticks.native.add(ticks.wrapping_mul(w));
+        self.hist[bucket_of(ticks)].add(w);
+        if w > 1 {
+            self.thinned.add(w - 1);
+        }
     }
 
     /// Files one timed call that could not be split (see `unsplit_ticks`): a timed call of its
     /// stratum, whose first-call slot holds [`NO_NATIVE`] (no latency) and whose whole interval
     /// is kept apart from the split.
     pub fn record_unsplit(&self, first: bool, ticks: u64) {
+        self.record_unsplit_weighted(first, ticks, 1);
+    }
+
+    /// [`record_unsplit`](Self::record_unsplit) of a sampled call standing for `weight` calls
+    /// (see [`record_native_weighted`](Self::record_native_weighted)).
+    pub fn record_unsplit_weighted(&self, first: bool, ticks: u64, weight: u32) {
         let stratum = usize::from(!first);
+        let w = if first { 1 } else { u64::from(weight.max(1)) };
         if first {
             let n = self.first.timed.get() as usize;
             if let Some(slot) = self.first_native.get(n) {
                 slot.add(NO_NATIVE);
             }
         }
-        self.times(first).timed.add(1);
-        self.unsplit_timed[stratum].add(1);
-        self.unsplit_ticks[stratum].add(ticks);
+        self.times(first).timed.add(w);
+        self.unsplit_timed[stratum].add(w);
+        self.unsplit_ticks[stratum].add(ticks.wrapping_mul(w));
+        if w > 1 {
+            self.thinned.add(w - 1);
+        }
     }
 
     #[cold]
@@ -293,6 +323,8 @@ impl CallStats {
             ret_bytes,
             buffer_bytes,
             countdown,
+            gap_weight,
+            thinned,
             first,
             first_native,
             sampled,
@@ -327,9 +359,11 @@ impl CallStats {
             gap_ticks,
             gap_samples,
             stacks_other,
+            thinned,
         ] {
             c.reset();
         }
+        gap_weight.store(0, Ordering::Relaxed);
         for c in unsplit_timed.iter().chain(unsplit_ticks.iter()) {
             c.reset();
         }

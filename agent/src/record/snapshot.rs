@@ -133,6 +133,8 @@ struct Totals {
     /// Calls seen through the GOT trampoline, and through libffi.
     got_calls: u64,
     ffi_calls: u64,
+    /// What `sampled.timed` holds beyond the calls actually timed (`CallStats::thinned`).
+    thinned: u64,
 }
 
 impl Totals {
@@ -167,6 +169,7 @@ impl Totals {
         self.undeclared_restype += s.undeclared_restype.get();
         self.gap_ticks += s.gap_ticks.get();
         self.gap_samples += s.gap_samples.get();
+        self.thinned += s.thinned.get();
         for (id, count) in &s.stacks {
             let v = id.load(std::sync::atomic::Ordering::Relaxed);
             if v != 0 && count.get() > 0 {
@@ -188,6 +191,12 @@ fn net_ns(cal: &Calibration, ticks: u64, intervals: u64, per_interval_ns: u64) -
 }
 
 impl Totals {
+    /// Calls actually timed: the sampled stratum's count less what thinned pairs' weights
+    /// added to it.
+    fn timed_calls(&self) -> u64 {
+        self.first.timed + self.sampled.timed.saturating_sub(self.thinned)
+    }
+
     /// What each timed native interval over-counts: the GOT trampoline's floor when most of the
     /// calls came through it, else libffi's.
     fn native_floor_ns(&self, cal: &Calibration) -> u64 {
@@ -382,7 +391,7 @@ pub fn build(cal: &Calibration) -> Profile {
         f.arg_bytes = t.arg_bytes;
         f.ret_bytes = t.ret_bytes;
         f.buffer_bytes = t.buffer_bytes;
-        f.timed_calls = t.first.timed + t.sampled.timed;
+        f.timed_calls = t.timed_calls();
         f.time = s;
         f.construction_bytes = t.construction_bytes;
         f.python_calls = t.python_calls;
@@ -413,7 +422,7 @@ pub fn build(cal: &Calibration) -> Profile {
                 line: frame.line,
                 function: frame.function,
                 calls: st.calls,
-                timed_calls: st.first.timed + st.sampled.timed,
+                timed_calls: st.timed_calls(),
                 time: ss,
                 construction_bytes: st.construction_bytes,
                 buffer_bytes: st.buffer_bytes,

@@ -5,7 +5,9 @@
 use std::sync::atomic::AtomicUsize;
 
 use super::shadow::{self, Shadow};
-use super::trampoline::{native_enter, native_leave, unwind_restore, TARGETS};
+#[cfg(feature = "floor-probe")]
+use super::trampoline::TARGETS;
+use super::trampoline::{native_enter, native_leave, unwind_restore};
 use crate::record::recorder;
 
 std::arch::global_asm!(
@@ -89,11 +91,10 @@ std::arch::global_asm!(
     "jbe 7f",
     "dec dword ptr [rax + {countdown}]",
     "inc qword ptr [r10 + {calls}]",
+    // r10 = the statistics of this thread and thunk, whose C function is the thunk's target.
     "6:",
-    "lea rax, [rip + {targets}]",
-    "mov r11, qword ptr [rax + r11 * 8]",
     "pop rax",
-    "jmp r11",
+    "jmp qword ptr [r10 + {function}]",
     "7:",
     "pop rax",
     // The enter stub. On entry rsp ≡ 8 (mod 16), [rsp] the caller's return address.
@@ -185,7 +186,7 @@ std::arch::global_asm!(
     always_timed = const recorder::ALWAYS_TIMED,
     calls = const std::mem::offset_of!(recorder::CallStats, calls),
     in_builtin = const std::mem::offset_of!(recorder::CallStats, in_builtin_calls),
-    targets = sym TARGETS,
+    function = const std::mem::offset_of!(recorder::CallStats, function),
 );
 
 // The floor probe's thunks (feature `floor-probe`, benchmarks only: `python::floor_probe`): the

@@ -221,7 +221,8 @@ fn python_call(sh: &Shadow) -> Option<bool> {
 
 /// This thread's statistics for thunk `index` (whose target is `target`), from the shadow
 /// stack's cache; looked up (and created) on a thread's first call of the target, and again
-/// after its recorders were forgotten. Target calls are recorded per C function, at no Python
+/// after its recorders were forgotten. A cached pair's `function` is the thunk's target (a
+/// thunk's target never changes): the assembly fast path jumps to it from there. Target calls are recorded per C function, at no Python
 /// site (the Python-level call around them has its own).
 #[inline(always)]
 fn thread_stats(sh: &Shadow, index: usize, target: usize) -> Option<&'static recorder::CallStats> {
@@ -303,11 +304,6 @@ unsafe fn leave(rsp: usize, now: u64) -> usize {
     if stats == 0 {
         PROBE_TICKS.store(now.wrapping_sub(t0), Ordering::Relaxed);
     } else if crate::runtime::ACTIVE.load(Ordering::Relaxed) {
-        // SAFETY: a CallStats of this thread's recorder, leaked and never freed.
-        if let Some(s) = unsafe { (stats as *const recorder::CallStats).as_ref() } {
-            let first = s.first.timed.get() < recorder::ALWAYS_TIMED as u64;
-            s.record_native(first, now.wrapping_sub(t0));
-        }
         // SAFETY: a cached recorder is leaked and never freed; a non-null ctx is the live
         // CallCtx of this thread's innermost Python-level call, which only this thread touches.
         let ctx = unsafe {
@@ -315,6 +311,17 @@ unsafe fn leave(rsp: usize, now: u64) -> usize {
                 .as_ref()
                 .and_then(|r| r.python.current().as_mut())
         };
+        // Timed because the Python-level call around it is (see `count_and_push`): it stands
+        // for as many calls as that one does.
+        let weight = match ctx.as_ref() {
+            Some(c) if c.native_via_got && c.timed => u32::from(c.weight),
+            _ => 1,
+        };
+        // SAFETY: a CallStats of this thread's recorder, leaked and never freed.
+        if let Some(s) = unsafe { (stats as *const recorder::CallStats).as_ref() } {
+            let first = s.first.timed.get() < recorder::ALWAYS_TIMED as u64;
+            s.record_native_weighted(first, now.wrapping_sub(t0), weight);
+        }
         if let Some(ctx) = ctx {
             ctx.native_interval(t0, now);
         }

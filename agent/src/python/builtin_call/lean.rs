@@ -63,31 +63,30 @@ pub(super) unsafe fn repeat(
         };
     }
     st.count_untimed(stats);
+    // What `file` files for an untimed call that takes no stack — before the call, so that
+    // nothing but the context is live across it (the call is made: nothing below returns
+    // without making it).
+    stats.calls.add(1);
+    stats.python_calls.add(1);
     let nargs = nargsf & !ARGUMENTS_OFFSET;
-    let buffer = if nargs == 0 {
-        0
-    } else {
+    if nargs != 0 {
         // SAFETY: `args` holds `nargs` live objects (the vectorcall convention).
-        unsafe { buffer_bytes(api, args, nargs) }
-    };
+        let buffer = unsafe { buffer_bytes(api, args, nargs) };
+        if buffer != 0 {
+            stats.buffer_bytes.add(buffer);
+        }
+    }
     // SAFETY: the object's own vectorcall before we replaced it (not 0: checked above).
     let original: Vectorcall = unsafe { runtime::fn_at(b.vectorcall) };
     // As in `bracket`: the target calls inside are this call's native part.
     // SAFETY: the original call, unchanged.
-    let result = match st.run_untimed(stats.site, stats, !b.whole, || unsafe {
+    match st.run_untimed(stats.site, stats, !b.whole, || unsafe {
         original(callable, args, nargsf, kwnames)
     }) {
         Some(result) => result,
         // SAFETY: as above; the thread's lean context is pushed by a call further out.
         None => unsafe { nested(st, stats, b, original, (callable, args, nargsf, kwnames)) },
-    };
-    // What `file` files for an untimed call that takes no stack.
-    stats.calls.add(1);
-    stats.python_calls.add(1);
-    if buffer != 0 {
-        stats.buffer_bytes.add(buffer);
     }
-    result
 }
 
 /// An untimed repeat inside another one (a callback of the builtin calling one again), whose

@@ -243,5 +243,8 @@ unsafe fn sample_stack_now(api: &Api, st: &ThreadState, site: u32, arrived: u64)
         0
     };
     // SAFETY: per the contract.
-    (unsafe { frames::current_stack(api) } + 1, gap)
+    (
+        unsafe { frames::current_stack(api, &st.last_stack) } + 1,
+        gap,
+    )
 }

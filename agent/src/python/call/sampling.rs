@@ -8,6 +8,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use super::{ThreadState, STACK_EVERY, TIMING_EVERY};
 use crate::record::recorder::{CallStats, ALWAYS_TIMED};
 
+/// Sampled timed calls (weighted) of a bracketed builtin's pair on a thread after which its
+/// timing thins out ([`ThreadState::sample_pair_thinning`]): ~8 Ki calls at the default rate.
+pub const THIN_AFTER: u64 = 1024;
+/// How much rarer a thinned pair's timed calls are, and how many calls each stands for.
+pub const THIN_WEIGHT: u32 = 8;
+
 impl ThreadState {
     #[inline(always)]
     fn next_random(&self) -> u64 {
@@ -107,6 +113,43 @@ impl ThreadState {
         }
         s.countdown.store(self.gap(every), Ordering::Relaxed);
         (every != 0, false)
+    }
+
+    /// `sample_pair` for a bracketed builtin's pair, whose timed calls cost the most (four clock
+    /// reads, the GOT trampoline's return-address swap), and which a loop calls millions of
+    /// times: once its sampled stratum holds [`THIN_AFTER`] timed calls, it times one call in
+    /// `TIMING_EVERY` × [`THIN_WEIGHT`] instead, each standing for [`THIN_WEIGHT`] (the weight
+    /// is returned: (timed, first, weight)). The snapshot's scaling then weighs every sample by
+    /// the inverse of the rate it was drawn at, so the estimate stays unbiased whatever the
+    /// calls' times do over the run; it rests on fewer samples (after the switch, 1/8 as many).
+    /// The first thinned gap is drawn from the gaps' equilibrium distribution, as after the first
+    /// calls, so every later call is timed with probability exactly 1/(N × weight) from the start.
+    /// Counts stay exact. `untimed_next` and `count_untimed` apply as to `sample_pair`.
+    #[inline(always)]
+    pub fn sample_pair_thinning(&self, s: &CallStats) -> (bool, bool, u32) {
+        let left = s.countdown.load(Ordering::Relaxed);
+        if left > 1 {
+            s.countdown.store(left - 1, Ordering::Relaxed);
+            return (false, false, 1);
+        }
+        let every = TIMING_EVERY.load(Ordering::Relaxed);
+        if left == 0 || every <= 1 {
+            let (timed, first) = self.sample_pair(s);
+            return (timed, first, 1);
+        }
+        // The call that ends a gap: it stands for the weight that gap was drawn with.
+        let weight = s.gap_weight.load(Ordering::Relaxed).max(1);
+        if weight == 1 && s.sampled.timed.get() + 1 >= THIN_AFTER {
+            s.gap_weight.store(THIN_WEIGHT, Ordering::Relaxed);
+            s.countdown.store(
+                self.first_gap(u64::from(every) * u64::from(THIN_WEIGHT)),
+                Ordering::Relaxed,
+            );
+        } else {
+            s.countdown
+                .store(self.gap(every.saturating_mul(weight)), Ordering::Relaxed);
+        }
+        (true, false, weight)
     }
 
     /// Whether `sample_pair(s)` would say (false, false) now, without moving the countdown.
@@ -211,7 +254,63 @@ mod tests {
             );
         }
         // (One test: TIMING_EVERY is global, and tests run in parallel.)
+        thinning_keeps_each_call_weighted_one_in_n();
         every_call_timed_and_excluded_pairs_never();
+    }
+
+    /// A bracketed builtin's pair that thins its timing out: each call after the first ones,
+    /// before and after the switch, is timed with probability 1/(N × weight) — its timed
+    /// indicator times its weight averages 1/N at every position, which is what makes the
+    /// weighted scaling unbiased — and once thinned, with weight [`THIN_WEIGHT`].
+    fn thinning_keeps_each_call_weighted_one_in_n() {
+        const N: u32 = 8;
+        const CALLS: usize = 12_000;
+        const WINDOW: usize = 1_000;
+        const PAIRS: u64 = 2_000;
+        TIMING_EVERY.store(N, Ordering::Relaxed);
+        let mut weighted = [0u64; CALLS / WINDOW];
+        let mut thinned_at_end = 0;
+        for pair in 0..PAIRS {
+            let st = ThreadState::default();
+            let mut z = (pair + 7).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            st.rng.store((z ^ (z >> 31)) | 1, Ordering::Relaxed);
+            let s = CallStats::new(0x1000, 1, false);
+            for call in 0..CALLS {
+                let (timed, first, weight) = st.sample_pair_thinning(&s);
+                assert_eq!(first, call < ALWAYS_TIMED, "call {call}");
+                if first {
+                    assert_eq!(weight, 1);
+                    s.first.timed.add(1);
+                } else if timed {
+                    s.sampled.timed.add(u64::from(weight));
+                    if call >= ALWAYS_TIMED {
+                        weighted[call / WINDOW] += u64::from(weight);
+                    }
+                }
+                s.calls.add(1);
+            }
+            thinned_at_end += u64::from(s.gap_weight.load(Ordering::Relaxed) == THIN_WEIGHT);
+        }
+        assert_eq!(
+            thinned_at_end, PAIRS,
+            "every pair thinned out by {CALLS} calls"
+        );
+        for (w, &sum) in weighted.iter().enumerate() {
+            let calls = if w == 0 {
+                WINDOW - ALWAYS_TIMED
+            } else {
+                WINDOW
+            };
+            let rate = sum as f64 / (calls as f64 * PAIRS as f64);
+            // sd of the rate once thinned: sqrt(64 / 64 / 2e6) / 8 ≈ 0.6 % of 1/8.
+            assert!(
+                (rate * N as f64 - 1.0).abs() < 0.03,
+                "calls {}..{}: weighted rate {rate}",
+                w * WINDOW,
+                (w + 1) * WINDOW
+            );
+        }
     }
 
     /// Which calls record their Python stack: a thread's first call, then one in `STACK_EVERY`
