@@ -323,7 +323,7 @@ pub fn install(process_hooks: bool) {
     crate::record::clock::set_got_floor_probe(native::floor_ticks);
     if python::enabled() {
         python::builtin_call::enable(crate::symbols::has_targets(), probe_module);
-        python::got_hooks::set_save_thread_arm(arm_save_thread);
+        python::got_hooks::set_save_thread_arm(install_save_thread);
     }
     let mut guard = INSTALLED.lock();
     let state = guard.get_or_insert_with(|| Installed {
@@ -357,7 +357,7 @@ pub fn rescan() {
 /// Patches `PyEval_SaveThread` where the Python layer's hooks go, now that it is armed: the
 /// modules of the Python layer are looked at again (their other hooks are in place already).
 /// Never blocks (it runs in a thread that just took the GIL back); false when the patcher is busy.
-fn arm_save_thread() -> bool {
+fn install_save_thread() -> bool {
     let Some(mut guard) = INSTALLED.try_lock() else {
         return false;
     };
