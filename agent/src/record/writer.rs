@@ -275,6 +275,9 @@ pub fn reset() {
 /// After fork, in the child (its locks already released): the child has no snapshotter thread
 /// and may write a profile of its own.
 pub fn forget_after_fork() {
+    // A child has only the thread that forked: none of the agent's (the snapshotter ended
+    // before the fork; a paused attach worker stayed in the parent).
+    AGENT_THREADS.store(0, Ordering::Relaxed);
     RESTART_AFTER_FORK.store(false, Ordering::Release);
     RUNNING_PID.store(0, Ordering::Release);
     FINAL_WRITTEN.store(false, Ordering::Release);
