@@ -99,7 +99,7 @@ static HOOKS: &[Hook] = &[
     python_hook("PyEval_RestoreThread", || {
         Some(python::got_hooks::restore_thread())
     }),
-    // Armed at the first GIL hand-off a timed call waited for (`python::call::SAVE_ARMED`).
+    // Armed at the first GIL hand-off a timed call waited for (`record::call_ctx::SAVE_ARMED`).
     python_hook("PyEval_SaveThread", python::got_hooks::save_thread),
     python_hook("PyModule_AddType", python::got_hooks::module_add_type),
     python_hook(

@@ -8,10 +8,11 @@
 //! add their bytes. The wrapper decides before the call, so it finds the pair's statistics itself
 //! (the C address is in the function object) and hands them to the `ffi_call` hook.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use super::api::{self, PyObject, TernaryFunc};
 use super::frames;
+use crate::record::call_ctx::SAVE_ARMED;
 pub use crate::record::call_ctx::{CallCtx, ThreadState};
 use crate::record::call_ctx::{AWAITING_GIL, BUILT_INSTANCE, BUILT_TYPE_PER_CALL, RELEASING};
 use crate::record::clock;
@@ -363,10 +364,15 @@ unsafe extern "C" fn save_thread_timed() -> *mut std::ffi::c_void {
 }
 
 fn release_began_here(ticks: u64) {
+    with_innermost(|ctx| ctx.release_began(ticks));
+}
+
+/// `f` on this thread's innermost wrapper's call in progress, if recording and there is one.
+fn with_innermost(f: impl FnOnce(&mut CallCtx)) {
     if let Some(rec) = crate::record::recorder::if_active() {
         // SAFETY: a non-null ctx is the live CallCtx of this thread's innermost wrapper.
         if let Some(ctx) = unsafe { rec.python.current().as_mut() } {
-            ctx.release_began(ticks);
+            f(ctx);
         }
     }
 }
@@ -386,14 +392,11 @@ unsafe extern "C" fn restore_thread_timed(tstate: *mut std::ffi::c_void) {
 /// The GIL came back to this thread: the innermost wrapper's call, if it waits, ends its wait.
 #[inline(never)]
 fn gil_back_here() {
-    if let Some(rec) = crate::record::recorder::if_active() {
-        // SAFETY: a non-null ctx is the live CallCtx of this thread's innermost wrapper.
-        if let Some(ctx) = unsafe { rec.python.current().as_mut() } {
-            if ctx.gil_back() > HANDOFF_TICKS && !SAVE_ARMED.load(Ordering::Relaxed) {
-                arm_save_thread();
-            }
+    with_innermost(|ctx| {
+        if ctx.gil_back() > HANDOFF_TICKS && !SAVE_ARMED.load(Ordering::Relaxed) {
+            arm_save_thread();
         }
-    }
+    });
 }
 
 /// A GIL wait longer than this (65-130 µs of TSC ticks; 262 µs of the monotonic fallback's
@@ -402,12 +405,6 @@ fn gil_back_here() {
 /// Threads that contend wait this long soon: a thread asking for the GIL gets it within the
 /// switch interval (5 ms), and the releasing thread waits the other's turn.
 const HANDOFF_TICKS: u64 = 1 << 18;
-
-/// Whether the `PyEval_SaveThread` hook is wanted: once a timed call waited for another thread
-/// to hand the GIL back. Until then the program's releases are never handed off — one thread, or
-/// threads that do not contend — and the hook would cost every call of a loop (a call through it
-/// and a flag's test, ~12 instructions) for nothing.
-pub static SAVE_ARMED: AtomicBool = AtomicBool::new(false);
 
 /// Installs the `PyEval_SaveThread` hook (`hook` registers it at install: the layer that patches).
 /// Returns false when it could not now (the patcher busy), so that a later wait tries again.

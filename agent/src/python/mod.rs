@@ -91,9 +91,9 @@ pub mod got_hooks {
         super::call::disarm()
     }
 
-    /// Only once armed (`call::SAVE_ARMED`): the first hand-off seen.
+    /// Only once armed (`record::call_ctx::SAVE_ARMED`): the first hand-off seen.
     pub fn save_thread() -> Option<usize> {
-        super::call::SAVE_ARMED
+        crate::record::call_ctx::SAVE_ARMED
             .load(std::sync::atomic::Ordering::Relaxed)
             .then_some(super::call::save_thread as *const () as usize)
     }

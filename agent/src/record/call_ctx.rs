@@ -6,7 +6,9 @@
 //! decisions that use it live in `python::call`.
 
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+};
 
 use super::clock;
 use super::recorder::CallStats;
@@ -213,8 +215,15 @@ pub struct CallCtx {
 pub static AWAITING_GIL: AtomicU32 = AtomicU32::new(0);
 
 /// Timed calls between their start and their native part, in all threads: when zero, the
-/// `PyEval_SaveThread` hook does nothing at all.
+/// `PyEval_SaveThread` hook does nothing at all. Counted only once that hook is armed.
 pub static RELEASING: AtomicU32 = AtomicU32::new(0);
+
+/// Whether the `PyEval_SaveThread` hook is installed (`python::call` arms it at the first GIL
+/// hand-off a timed call waited for). Until then the program's releases are never handed off —
+/// one thread, or threads that do not contend — and the hook would cost every call of a loop (a
+/// call through it and a flag's test, ~12 instructions), and [`RELEASING`] every timed call two
+/// locked instructions, for nothing.
+pub static SAVE_ARMED: AtomicBool = AtomicBool::new(false);
 
 impl ThreadState {
     /// Makes `call` — the original of a Python-level foreign call — with `ctx` as this thread's
@@ -230,7 +239,7 @@ impl ThreadState {
     ) -> (R, u64, u64) {
         let outer = self.ctx.load(Ordering::Relaxed);
         self.ctx.store(ctx, Ordering::Relaxed);
-        if timed && !ctx.native_via_got {
+        if timed && !ctx.native_via_got && SAVE_ARMED.load(Ordering::Relaxed) {
             ctx.releasing = true;
             RELEASING.fetch_add(1, Ordering::Relaxed);
         }
