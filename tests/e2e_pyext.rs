@@ -66,6 +66,19 @@ fn build_py314_fixtures(py: &mut Interpreter) {
 /// `pyext_calls.py ROUNDS` with the fixtures importable: untraced (`ffiprof` None) or under
 /// `ffiprof run -o OUT EXTRA`.
 fn run_calls(py: &Interpreter, profiled: Option<(&Path, &[&str])>) -> Output {
+    run_rounds(py, profiled, "pyext_calls.py", ROUNDS, true)
+}
+
+/// `name rounds` (a script of tests/scripts), as [`run_calls`]; with every call's stack
+/// (`all_stacks`: every call then takes the full bracket) or the default sampling (repeats take
+/// the lean paths).
+fn run_rounds(
+    py: &Interpreter,
+    profiled: Option<(&Path, &[&str])>,
+    name: &str,
+    rounds: u64,
+    all_stacks: bool,
+) -> Output {
     let dir = pyext_dir(&py.label);
     let mut cmd = match profiled {
         None => py.cmd(&py.command),
@@ -79,10 +92,12 @@ fn run_calls(py: &Interpreter, profiled: Option<(&Path, &[&str])>) -> Output {
             c
         }
     };
-    cmd.arg(script("pyext_calls.py"))
-        .arg(ROUNDS.to_string())
-        .env("PYTHONPATH", &dir)
-        .env("FFIPROF_STACKS", "1");
+    cmd.arg(script(name))
+        .arg(rounds.to_string())
+        .env("PYTHONPATH", &dir);
+    if all_stacks {
+        cmd.env("FFIPROF_STACKS", "1");
+    }
     let o = cmd.output().expect("run the fixture script");
     check_ok(&o);
     o
@@ -90,7 +105,12 @@ fn run_calls(py: &Interpreter, profiled: Option<(&Path, &[&str])>) -> Output {
 
 /// The `# SITE name` tags of pyext_calls.py: name → line.
 fn site_lines() -> BTreeMap<String, u32> {
-    std::fs::read_to_string(script("pyext_calls.py"))
+    site_lines_of("pyext_calls.py")
+}
+
+/// The `# SITE name` tags of a script of tests/scripts: name → line.
+fn site_lines_of(name: &str) -> BTreeMap<String, u32> {
+    std::fs::read_to_string(script(name))
         .unwrap()
         .lines()
         .enumerate()
@@ -129,6 +149,53 @@ fn expected() -> Vec<(&'static str, u64, &'static str, &'static str, &'static st
         ("fxpb.spin_ns", 1, "extension", "pybind11", "fxpb."),
         ("fxpb.checked_add", 1, "extension", "pybind11", "fxpb."),
     ]
+}
+
+/// The lean paths of repeated calls (the Rust one, and on 3.11 the assembly one, with the GOT
+/// trampoline's fast path inside it) count exactly what the full bracket counts: each builtin
+/// called 3000 times in a loop of its own (pyext_repeats.py) with the default stack sampling and
+/// timing, every builtin and every target call exact, at its one site, the arguments' bytes
+/// exact, and the output as untraced.
+fn lean_paths_count_exactly(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
+    const N: u64 = 3000;
+    let out = dir.join("p.json");
+    let plain = run_rounds(py, None, "pyext_repeats.py", N, false);
+    let traced = run_rounds(
+        py,
+        Some((&out, &["--lib", "ffifixture"])),
+        "pyext_repeats.py",
+        N,
+        false,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&traced.stdout),
+        String::from_utf8_lossy(&plain.stdout),
+        "the program's output changed under ffiprof"
+    );
+    let p = read_profile(&out);
+    let lines = site_lines_of("pyext_repeats.py");
+    for (name, calls, _, _, _) in expected() {
+        let calls = if calls == ROUNDS { N } else { calls };
+        let f = p.function(name).unwrap();
+        assert_eq!((f.calls, f.python_calls), (calls, calls), "{name}");
+        if let Some(&line) = lines.get(name) {
+            let sites: Vec<(u32, u64)> = f.sites.iter().map(|s| (s.line, s.calls)).collect();
+            assert_eq!(sites, vec![(line, calls)], "{name}: its one site");
+        }
+    }
+    let target = |name: &str| {
+        let f = p.function(name).unwrap();
+        (f.calls, f.within_builtin_calls)
+    };
+    assert_eq!(target("fx_add3"), (4 * N, 4 * N));
+    assert_eq!(target("fx_add_int"), (7 * N, 7 * N));
+    assert_eq!(target("fx_spin_ns"), (N + 1, N + 1));
+    assert_eq!(target("fx_sum"), (3 * N, 3 * N));
+    let buffer = |name: &str| p.function(name).unwrap().buffer_bytes;
+    assert_eq!(buffer("fxext.sum_buffer"), N * 4 * 8);
+    assert_eq!(buffer("fxcffi.fx_sum"), N * 4 * 8);
+    assert_eq!(buffer("fxext.add_int"), 0);
+    Ok(())
 }
 
 /// Every builtin counted exactly at its line, with its binding, and nothing else recorded: no
@@ -569,6 +636,7 @@ fn main() {
         interpreters,
         &[
             ("counts_sites_and_binding", counts_sites_and_binding),
+            ("lean_paths_count_exactly", lean_paths_count_exactly),
             ("default_brackets_nothing", default_brackets_nothing),
             ("recursion_through_a_callback", recursion_through_a_callback),
         ],

@@ -56,6 +56,7 @@ use crate::runtime;
 
 mod find;
 mod lean;
+mod lean_asm;
 
 pub(crate) use find::{bracket_loaded_modules, restore_all};
 
@@ -114,7 +115,30 @@ struct Bracketed {
     /// each call is filed whole. Otherwise the module reaches the target through its GOT and
     /// each call is split around the target calls inside it (see [`file`]).
     whole: bool,
+    /// The lean context's first word for this function's untimed repeats, less the site (for
+    /// the assembly lean path's one store): `CallCtx::native_via_got` (`!whole`) in its byte,
+    /// every other flag of that word clear.
+    lean_flags: u64,
 }
+
+impl Bracketed {
+    fn new(def: MethodDef, key: usize, vectorcall: usize, whole: bool) -> Bracketed {
+        Bracketed {
+            def,
+            key,
+            vectorcall,
+            whole,
+            lean_flags: u64::from(!whole) << (8 * std::mem::offset_of!(CallCtx, native_via_got)),
+        }
+    }
+}
+
+// The lean context's first word: the site (low four bytes), then `native_via_got`.
+const _: () = assert!(
+    std::mem::offset_of!(CallCtx, site) == 0
+        && std::mem::offset_of!(CallCtx, native_via_got) == 4
+        && std::mem::offset_of!(CallCtx, fast) == 7
+);
 
 /// What the profile says about a bracketed function (by key).
 #[derive(Clone, Debug)]
@@ -210,6 +234,9 @@ pub fn enable(has_targets: bool, probe: ModuleProbe) -> bool {
         return false;
     };
     let _ = EXTRA.set(extra);
+    if let Some(api) = api::get() {
+        lean_asm::enable(api);
+    }
     ORIG_MODULE_CREATE2.store(sym(c"PyModule_Create2"), Ordering::Relaxed);
     ORIG_MODULEDEF_INIT.store(sym(c"PyModuleDef_Init"), Ordering::Relaxed);
     ORIG_CFUNCTION_NEW_EX.store(sym(c"PyCFunction_NewEx"), Ordering::Relaxed);
@@ -402,6 +429,25 @@ unsafe fn floor_next(def_at: usize, callable: *mut PyObject) -> Vectorcall {
     } else {
         shipped
     }
+}
+
+/// The vectorcall a bracketed object whose def pointer is at `def_at`, with its own vectorcall
+/// `own` (0: none, a `METH_VARARGS` function), gets: the assembly lean path where this
+/// interpreter's layout has one and the object a vectorcall of its own (`lean_asm`, which
+/// falls back to the Rust wrapper), else the Rust wrapper.
+pub(super) fn wrapper_for(def_at: usize, own: usize) -> Vectorcall {
+    match lean_asm::wrapper(def_at).filter(|_| own != 0) {
+        Some(w) => w,
+        None if def_at == CF_ML => CFUNCTION_WRAPPER,
+        None => DESCR_WRAPPER,
+    }
+}
+
+/// Whether `vectorcall` is one of ours (the object is bracketed already).
+pub(super) fn is_wrapper(vectorcall: usize) -> bool {
+    vectorcall == CFUNCTION_WRAPPER as usize
+        || vectorcall == DESCR_WRAPPER as usize
+        || lean_asm::is_wrapper(vectorcall)
 }
 
 /// Stands for the original when finding it panicked (not reached): an error return.

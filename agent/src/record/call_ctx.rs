@@ -65,6 +65,41 @@ pub struct ThreadState {
     lean: LeanCtx,
     /// The last whole stack this thread sampled, and its id.
     pub(crate) last_stack: LastStack,
+    /// The thread this state belongs to (its thread pointer, as the recorders' table keys it):
+    /// the assembly lean path checks it before it takes [`LEAN_THREAD`] for its own.
+    owner: AtomicUsize,
+    /// The GOT trampoline's shadow stack of this thread (`hook::native::shadow::Shadow`), once
+    /// its cache of statistics is this recorder's: the trampoline's fast path inside an untimed
+    /// lean repeat reaches it from here. A recorder is never given another generation's stack
+    /// (recorders are made anew when they are forgotten, and [`LEAN_THREAD`] is cleared then).
+    native_shadow: AtomicUsize,
+}
+
+/// The state of the thread whose bracketed builtin call last took a lean path, for the
+/// assembly lean path (`python::builtin_call::lean_asm`), which finds its thread's state here
+/// with one load and one compare of [`ThreadState::owner`] instead of a look-up in the
+/// recorders' table. Null when no thread is noted, and after the recorders are forgotten (a
+/// forked child's).
+pub static LEAN_THREAD: AtomicPtr<ThreadState> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Offsets of the fields the assembly lean path reads and writes (`ThreadState` has Rust's
+/// layout; these are its layout in this build).
+pub mod lean_offsets {
+    use super::{CallCtx, ThreadState};
+    use std::mem::offset_of;
+
+    pub const CTX: usize = offset_of!(ThreadState, ctx);
+    pub const STACK_COUNTDOWN: usize = offset_of!(ThreadState, stack_countdown);
+    pub const LAST_CODE: usize = offset_of!(ThreadState, last_code);
+    pub const LAST_IP: usize = offset_of!(ThreadState, last_ip);
+    pub const LAST_STATS: usize = offset_of!(ThreadState, last_stats);
+    pub const OWNER: usize = offset_of!(ThreadState, owner);
+    pub const NATIVE_SHADOW: usize = offset_of!(ThreadState, native_shadow);
+    /// The lean context, and its fields that `ThreadState::run_untimed` sets.
+    pub const LEAN: usize = offset_of!(ThreadState, lean);
+    pub const LEAN_EXPECT: usize = LEAN + offset_of!(CallCtx, expect);
+    pub const LEAN_SITE: usize = LEAN + offset_of!(CallCtx, site);
+    pub const LEAN_VIA_GOT: usize = LEAN + offset_of!(CallCtx, native_via_got);
 }
 
 /// Frames of a sampled stack kept: deeper ones are left off.
@@ -125,6 +160,7 @@ impl LastStack {
 /// hooks inside see it through `ThreadState::ctx` as any other, and leave it as they found it
 /// for an untimed call (they write only a timed call's times, and the target calls' tally, which
 /// nothing reads for an untimed one). `expect` is non-null while it is pushed.
+#[repr(transparent)]
 pub(crate) struct LeanCtx(std::cell::UnsafeCell<CallCtx>);
 
 // SAFETY: only the owning thread touches a thread's LeanCtx (its wrappers and the hooks that run
@@ -284,6 +320,26 @@ impl ThreadState {
         // SAFETY: as above.
         unsafe { (*lean).expect = std::ptr::null() };
         Some(result)
+    }
+
+    /// Notes this state's thread (`key`, its thread pointer), once, when its recorder is made.
+    pub(crate) fn set_owner(&self, key: usize) {
+        self.owner.store(key, Ordering::Relaxed);
+    }
+
+    /// Notes the thread's GOT shadow stack (an opaque address to this layer), whose cached
+    /// statistics are this recorder's.
+    pub fn note_native_shadow(&self, shadow: usize) {
+        self.native_shadow.store(shadow, Ordering::Relaxed);
+    }
+
+    /// Makes this thread the one [`LEAN_THREAD`] names (a store only when it was another).
+    #[inline(always)]
+    pub fn note_lean_thread(&self) {
+        let me = self as *const ThreadState as *mut ThreadState;
+        if LEAN_THREAD.load(Ordering::Relaxed) != me {
+            LEAN_THREAD.store(me, Ordering::Relaxed);
+        }
     }
 
     /// The call in progress, or null.

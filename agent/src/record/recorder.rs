@@ -643,6 +643,7 @@ fn current_slow(key: usize, start: usize) -> Option<&'static ThreadRecorder> {
                 .is_ok()
         {
             let r: &'static ThreadRecorder = Box::leak(ThreadRecorder::new());
+            r.python.set_owner(key);
             slot.recorder
                 .store(r as *const _ as *mut _, Ordering::Release);
             ANY_THREAD.store(true, Ordering::Release);
@@ -695,6 +696,7 @@ pub fn clear_all(excluded_now: impl Fn(usize) -> bool) -> bool {
 /// recorders are leaked on purpose; the child is single-threaded here, so nobody is writing them.
 pub fn forget_all() {
     GENERATION.fetch_add(1, Ordering::Release);
+    super::call_ctx::LEAN_THREAD.store(std::ptr::null_mut(), Ordering::Release);
     for slot in THREADS.iter() {
         slot.recorder.store(std::ptr::null_mut(), Ordering::Release);
         slot.key.store(0, Ordering::Release);

@@ -40,6 +40,37 @@ std::arch::global_asm!(
     "push rax",
     "cmp byte ptr [rip + {active}], 0",
     "je 7f",
+    // Inside an untimed repeat of a bracketed builtin (the lean context innermost, its native
+    // part reached through us) on the thread the builtins' lean path noted: that call is not
+    // timed, so neither is this one; counted with its thread's statistics from the shadow stack
+    // that thread's recorder noted (in step with it: see `ThreadState::note_native_shadow`).
+    "mov rax, qword ptr [rip + {lean_thread}]",
+    "test rax, rax",
+    "je 2f",
+    "mov r10, qword ptr fs:0",
+    "cmp r10, qword ptr [rax + {ts_owner}]",
+    "jne 2f",
+    "lea r10, [rax + {ts_lean}]",
+    "cmp r10, qword ptr [rax + {ts_ctx}]",
+    "jne 2f",
+    "cmp byte ptr [rax + {ts_lean_via_got}], 1",
+    "jne 2f",
+    "mov rax, qword ptr [rax + {ts_native_shadow}]",
+    "test rax, rax",
+    "je 2f",
+    "cmp dword ptr [rax + {busy}], 0",
+    "jne 7f",
+    "mov r10, qword ptr [rax + r11 * 8 + {sh_stats}]",
+    "test r10, r10",
+    "je 2f",
+    "cmp qword ptr [r10 + {first_timed}], {always_timed}",
+    "jb 7f",
+    "inc qword ptr [r10 + {calls}]",
+    "inc qword ptr [r10 + {in_builtin}]",
+    "pop rax",
+    "jmp qword ptr [r10 + {function}]",
+    // Any other call: the thread's shadow stack from the table.
+    "2:",
     "mov r10, qword ptr fs:0",
     "mov rax, r10",
     "imul rax, qword ptr [rip + {mul}]",
@@ -187,6 +218,12 @@ std::arch::global_asm!(
     calls = const std::mem::offset_of!(recorder::CallStats, calls),
     in_builtin = const std::mem::offset_of!(recorder::CallStats, in_builtin_calls),
     function = const std::mem::offset_of!(recorder::CallStats, function),
+    lean_thread = sym crate::record::call_ctx::LEAN_THREAD,
+    ts_owner = const crate::record::call_ctx::lean_offsets::OWNER,
+    ts_ctx = const crate::record::call_ctx::lean_offsets::CTX,
+    ts_lean = const crate::record::call_ctx::lean_offsets::LEAN,
+    ts_lean_via_got = const crate::record::call_ctx::lean_offsets::LEAN_VIA_GOT,
+    ts_native_shadow = const crate::record::call_ctx::lean_offsets::NATIVE_SHADOW,
 );
 
 // The floor probe's thunks (feature `floor-probe`, benchmarks only: `python::floor_probe`): the

@@ -255,6 +255,7 @@ fn thread_stats_slow(
     let rec = recorder::current()?;
     sh.recorder
         .store(rec as *const _ as usize, Ordering::Relaxed);
+    rec.python.note_native_shadow(sh as *const Shadow as usize);
     let Some(stats) = rec.native_stats(target, 0, crate::runtime::first_sighting) else {
         recorder::DROPPED.fetch_add(1, Ordering::Relaxed);
         return None;

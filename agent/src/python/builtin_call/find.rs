@@ -443,18 +443,14 @@ unsafe fn bracket_object(
     name: String,
     (binding, detail): (&'static str, &'static str),
 ) {
-    let wrapper = if def_at == CF_ML {
-        CFUNCTION_WRAPPER as usize
-    } else {
-        DESCR_WRAPPER as usize
-    };
     // SAFETY: per the contract.
     unsafe {
         let ml = api::word(obj, def_at);
         let vectorcall = api::word(obj, vectorcall_at);
-        if ml == 0 || vectorcall == wrapper {
+        if ml == 0 || super::is_wrapper(vectorcall) {
             return;
         }
+        let wrapper = super::wrapper_for(def_at, vectorcall) as usize;
         let def = *(ml as *const MethodDef);
         let Some(module) = probe(def.meth).filter(|m| m.calls_target) else {
             return;
@@ -467,8 +463,8 @@ unsafe fn bracket_object(
         } else {
             libc::strdup(def.doc)
         };
-        let copy = Box::leak(Box::new(Bracketed {
-            def: MethodDef {
+        let copy = Box::leak(Box::new(Bracketed::new(
+            MethodDef {
                 flags: if coexist {
                     def.flags | METH_COEXIST
                 } else {
@@ -477,10 +473,10 @@ unsafe fn bracket_object(
                 doc,
                 ..def
             },
-            key: ml,
+            ml,
             vectorcall,
-            whole: module.is_target,
-        }));
+            module.is_target,
+        )));
         FUNCTIONS.lock().get_or_insert_with(HashMap::new).insert(
             ml,
             Info {

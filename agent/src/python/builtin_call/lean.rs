@@ -46,6 +46,8 @@ pub(super) unsafe fn repeat(
     if b.vectorcall == 0 || !st.skips_stack_next() {
         return NOT_CALLED;
     }
+    // The assembly lean path (where there is one) takes this thread's next calls.
+    st.note_lean_thread();
     // SAFETY: GIL held on a Python thread.
     let Some(p) = (unsafe { frames::current_position(api) }) else {
         return NOT_CALLED;
