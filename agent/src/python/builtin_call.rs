@@ -115,10 +115,6 @@ struct Bracketed {
     /// each call is filed whole. Otherwise the module reaches the target through its GOT and
     /// each call is split around the target calls inside it (see [`file`]).
     whole: bool,
-    /// The lean context's first word for this function's untimed repeats, less the site (for
-    /// the assembly lean path's one store): `CallCtx::native_via_got` (`!whole`) in its byte,
-    /// every other flag of that word clear.
-    lean_flags: u64,
 }
 
 impl Bracketed {
@@ -128,17 +124,9 @@ impl Bracketed {
             key,
             vectorcall,
             whole,
-            lean_flags: u64::from(!whole) << (8 * std::mem::offset_of!(CallCtx, native_via_got)),
         }
     }
 }
-
-// The lean context's first word: the site (low four bytes), then `native_via_got`.
-const _: () = assert!(
-    std::mem::offset_of!(CallCtx, site) == 0
-        && std::mem::offset_of!(CallCtx, native_via_got) == 4
-        && std::mem::offset_of!(CallCtx, fast) == 7
-);
 
 /// What the profile says about a bracketed function (by key).
 #[derive(Clone, Debug)]
@@ -432,11 +420,12 @@ unsafe fn floor_next(def_at: usize, callable: *mut PyObject) -> Vectorcall {
 }
 
 /// The vectorcall a bracketed object whose def pointer is at `def_at`, with its own vectorcall
-/// `own` (0: none, a `METH_VARARGS` function), gets: the assembly lean path where this
-/// interpreter's layout has one and the object a vectorcall of its own (`lean_asm`, which
-/// falls back to the Rust wrapper), else the Rust wrapper.
-pub(super) fn wrapper_for(def_at: usize, own: usize) -> Vectorcall {
-    match lean_asm::wrapper(def_at).filter(|_| own != 0) {
+/// `own` (0: none, a `METH_VARARGS` function), in a module that is a target itself or not
+/// (`whole`), gets: the assembly lean path where this interpreter's layout has one, the object
+/// a vectorcall of its own and a separate native part (`lean_asm`, which falls back to the Rust
+/// wrapper), else the Rust wrapper.
+pub(super) fn wrapper_for(def_at: usize, own: usize, whole: bool) -> Vectorcall {
+    match lean_asm::wrapper(def_at).filter(|_| own != 0 && !whole) {
         Some(w) => w,
         None if def_at == CF_ML => CFUNCTION_WRAPPER,
         None => DESCR_WRAPPER,

@@ -63,6 +63,9 @@ pub struct ThreadState {
     last_stats: AtomicPtr<CallStats>,
     /// The context an untimed repeat of a bracketed builtin pushes ([`ThreadState::run_untimed`]).
     lean: LeanCtx,
+    /// The call in progress that the lean context, while pushed, put aside (the assembly lean
+    /// path keeps it here rather than on its stack: the context is pushed once at most).
+    lean_outer: AtomicPtr<CallCtx>,
     /// The last whole stack this thread sampled, and its id.
     pub(crate) last_stack: LastStack,
     /// The thread this state belongs to (its thread pointer, as the recorders' table keys it):
@@ -99,7 +102,13 @@ pub mod lean_offsets {
     pub const LEAN: usize = offset_of!(ThreadState, lean);
     pub const LEAN_EXPECT: usize = LEAN + offset_of!(CallCtx, expect);
     pub const LEAN_SITE: usize = LEAN + offset_of!(CallCtx, site);
-    pub const LEAN_VIA_GOT: usize = LEAN + offset_of!(CallCtx, native_via_got);
+    pub const LEAN_OUTER: usize = offset_of!(ThreadState, lean_outer);
+}
+
+/// Forgets the thread [`LEAN_THREAD`] names: when recording stops (the assembly paths that read
+/// it check nothing else), and when the recorders are forgotten.
+pub fn forget_lean_thread() {
+    LEAN_THREAD.store(std::ptr::null_mut(), Ordering::SeqCst);
 }
 
 /// Frames of a sampled stack kept: deeper ones are left off.
@@ -290,16 +299,16 @@ impl ThreadState {
     }
 
     /// Makes `call` — the original of an untimed repeat of a bracketed builtin, at `site`, filed
-    /// into `expect`, whose target calls are its native part (`via_got`) or not — with the
-    /// thread's [`LeanCtx`] as its call in progress, the outer one put back after. None, with
-    /// nothing called, when that context is pushed already (a repeat inside a callback of one):
-    /// the caller then builds one of its own.
+    /// into `expect`, whose target calls are its native part (the lean context is only for such
+    /// builtins: the GOT trampoline's fast path takes it as one) — with the thread's
+    /// [`LeanCtx`] as its call in progress, the outer one put back after. None, with nothing
+    /// called, when that context is pushed already (a repeat inside a callback of one): the
+    /// caller then builds one of its own.
     #[inline(always)]
     pub fn run_untimed<R>(
         &self,
         site: u32,
         expect: &CallStats,
-        via_got: bool,
         call: impl FnOnce() -> R,
     ) -> Option<R> {
         let lean = self.lean.0.get();
@@ -311,7 +320,7 @@ impl ThreadState {
             }
             (*lean).expect = expect;
             (*lean).site = site;
-            (*lean).native_via_got = via_got;
+            (*lean).native_via_got = true;
         }
         let outer = self.ctx.load(Ordering::Relaxed);
         self.ctx.store(lean, Ordering::Relaxed);
@@ -333,12 +342,25 @@ impl ThreadState {
         self.native_shadow.store(shadow, Ordering::Relaxed);
     }
 
-    /// Makes this thread the one [`LEAN_THREAD`] names (a store only when it was another).
+    /// Makes this thread the one [`LEAN_THREAD`] names (a store only when it was another), while
+    /// recording is on: the assembly paths that read it do not check `ACTIVE` themselves, so a
+    /// stop that raced this note clears it again (the stop clears `ACTIVE`, then [`LEAN_THREAD`];
+    /// this stores, then reads `ACTIVE`: with both orders sequentially consistent, one of the two
+    /// sees the other).
     #[inline(always)]
     pub fn note_lean_thread(&self) {
         let me = self as *const ThreadState as *mut ThreadState;
         if LEAN_THREAD.load(Ordering::Relaxed) != me {
-            LEAN_THREAD.store(me, Ordering::Relaxed);
+            self.note_lean_thread_slow(me);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn note_lean_thread_slow(&self, me: *mut ThreadState) {
+        LEAN_THREAD.store(me, Ordering::SeqCst);
+        if !crate::runtime::ACTIVE.load(Ordering::SeqCst) {
+            forget_lean_thread();
         }
     }
 

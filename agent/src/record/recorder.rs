@@ -696,7 +696,7 @@ pub fn clear_all(excluded_now: impl Fn(usize) -> bool) -> bool {
 /// recorders are leaked on purpose; the child is single-threaded here, so nobody is writing them.
 pub fn forget_all() {
     GENERATION.fetch_add(1, Ordering::Release);
-    super::call_ctx::LEAN_THREAD.store(std::ptr::null_mut(), Ordering::Release);
+    super::call_ctx::forget_lean_thread();
     for slot in THREADS.iter() {
         slot.recorder.store(std::ptr::null_mut(), Ordering::Release);
         slot.key.store(0, Ordering::Release);

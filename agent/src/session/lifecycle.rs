@@ -108,6 +108,7 @@ static PARTS: [Part; 9] = [
                 // Nobody will write an attached child's profile (the session's worker and
                 // snapshotter stay in the parent): it records nothing; its hooks pass through.
                 ACTIVE.store(false, Ordering::Relaxed);
+                crate::record::call_ctx::forget_lean_thread();
             }
             PID.store(std::process::id(), Ordering::Relaxed);
             crate::session::forget_root();

@@ -247,7 +247,8 @@ pub struct Stopped {
 pub fn stop(reason: &'static str, written: impl FnOnce(Option<&std::path::Path>)) -> Stopped {
     let mut stopped = Stopped::default();
     runtime::guard((), || {
-        ACTIVE.store(false, Ordering::Release);
+        ACTIVE.store(false, Ordering::SeqCst);
+        crate::record::call_ctx::forget_lean_thread();
         RECORDING_UNTIL.store(clock::monotonic_ns(), Ordering::Release);
         stopped.got_restored = hook::restore_all();
         writer::stop();

@@ -38,12 +38,13 @@ std::arch::global_asm!(
     ".hidden ffiprof_native_common",
     "ffiprof_native_common:",
     "push rax",
-    "cmp byte ptr [rip + {active}], 0",
-    "je 7f",
-    // Inside an untimed repeat of a bracketed builtin (the lean context innermost, its native
-    // part reached through us) on the thread the builtins' lean path noted: that call is not
-    // timed, so neither is this one; counted with its thread's statistics from the shadow stack
-    // that thread's recorder noted (in step with it: see `ThreadState::note_native_shadow`).
+    // Inside an untimed repeat of a bracketed builtin (the lean context innermost: a builtin
+    // whose native part it reaches through us) on the thread the builtins' lean path noted
+    // (while recording is on): that call is not timed, so neither is this one; counted with its
+    // thread's statistics from the shadow stack that thread's recorder noted (in step with it:
+    // see `ThreadState::note_native_shadow`). Its `busy` flag is not asked: counting is two
+    // `inc`s, each whole under a signal; a handler's call that interrupted the enter stub's
+    // own count of the same pair loses one count, as it would pass uncounted with the flag.
     "mov rax, qword ptr [rip + {lean_thread}]",
     "test rax, rax",
     "je 2f",
@@ -53,24 +54,22 @@ std::arch::global_asm!(
     "lea r10, [rax + {ts_lean}]",
     "cmp r10, qword ptr [rax + {ts_ctx}]",
     "jne 2f",
-    "cmp byte ptr [rax + {ts_lean_via_got}], 1",
-    "jne 2f",
     "mov rax, qword ptr [rax + {ts_native_shadow}]",
     "test rax, rax",
     "je 2f",
-    "cmp dword ptr [rax + {busy}], 0",
-    "jne 7f",
     "mov r10, qword ptr [rax + r11 * 8 + {sh_stats}]",
     "test r10, r10",
     "je 2f",
     "cmp qword ptr [r10 + {first_timed}], {always_timed}",
-    "jb 7f",
+    "jb 2f",
     "inc qword ptr [r10 + {calls}]",
     "inc qword ptr [r10 + {in_builtin}]",
     "pop rax",
     "jmp qword ptr [r10 + {function}]",
     // Any other call: the thread's shadow stack from the table.
     "2:",
+    "cmp byte ptr [rip + {active}], 0",
+    "je 7f",
     "mov r10, qword ptr fs:0",
     "mov rax, r10",
     "imul rax, qword ptr [rip + {mul}]",
@@ -222,7 +221,6 @@ std::arch::global_asm!(
     ts_owner = const crate::record::call_ctx::lean_offsets::OWNER,
     ts_ctx = const crate::record::call_ctx::lean_offsets::CTX,
     ts_lean = const crate::record::call_ctx::lean_offsets::LEAN,
-    ts_lean_via_got = const crate::record::call_ctx::lean_offsets::LEAN_VIA_GOT,
     ts_native_shadow = const crate::record::call_ctx::lean_offsets::NATIVE_SHADOW,
 );
 

@@ -450,11 +450,12 @@ unsafe fn bracket_object(
         if ml == 0 || super::is_wrapper(vectorcall) {
             return;
         }
-        let wrapper = super::wrapper_for(def_at, vectorcall) as usize;
+
         let def = *(ml as *const MethodDef);
         let Some(module) = probe(def.meth).filter(|m| m.calls_target) else {
             return;
         };
+        let wrapper = super::wrapper_for(def_at, vectorcall, module.is_target) as usize;
         // The docstring is the copy's own (malloc'ed): pybind11 frees and replaces the doc of
         // the def its function points at when it adds an overload later, and frees its own
         // def's at the end — sharing one string would free it twice.

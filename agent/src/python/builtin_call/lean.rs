@@ -80,9 +80,16 @@ pub(super) unsafe fn repeat(
     }
     // SAFETY: the object's own vectorcall before we replaced it (not 0: checked above).
     let original: Vectorcall = unsafe { runtime::fn_at(b.vectorcall) };
+    if b.whole {
+        // Its module is the target itself: no target call inside is its native part, which the
+        // lean context (only ever for builtins whose native part the GOT trampoline times) would
+        // tell the trampoline's fast path.
+        // SAFETY: as below.
+        return unsafe { nested(st, stats, b, original, (callable, args, nargsf, kwnames)) };
+    }
     // As in `bracket`: the target calls inside are this call's native part.
     // SAFETY: the original call, unchanged.
-    match st.run_untimed(stats.site, stats, !b.whole, || unsafe {
+    match st.run_untimed(stats.site, stats, || unsafe {
         original(callable, args, nargsf, kwnames)
     }) {
         Some(result) => result,
@@ -92,8 +99,8 @@ pub(super) unsafe fn repeat(
 }
 
 /// An untimed repeat inside another one (a callback of the builtin calling one again), whose
-/// context the thread's lean one is already: it gets one of its own on the stack, as the bracket
-/// builds it.
+/// context the thread's lean one is already, or of a builtin whose module is the target itself:
+/// it gets one of its own on the stack, as the bracket builds it.
 ///
 /// # Safety
 /// As [`repeat`]; `original` the object's own vectorcall; `stats` this thread's for the call.

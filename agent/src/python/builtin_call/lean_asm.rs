@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::{Bracketed, Vectorcall, CF_ML, DESCR_METHOD};
 use crate::python::api::Api;
-use crate::record::call_ctx::{lean_offsets as ts, ARG_SLOTS, LEAN_THREAD};
+use crate::record::call_ctx::{lean_offsets as ts, CallCtx, ARG_SLOTS, LEAN_THREAD};
 use crate::record::recorder::CallStats;
 use std::mem::offset_of;
 
@@ -122,9 +122,8 @@ macro_rules! lean_wrapper {
             // On entry: rdi callable, rsi args, rdx nargsf, rcx kwnames (kept as they are until
             // the call or the fallback); rax, r8-r11 are free.
             "mov r8, qword ptr [rdi + {def_at}]",
-            "cmp byte ptr [rip + {active}], 0",
-            "je 9f",
-            // The thread's state: the noted one, if it is this thread's.
+            // The thread's state: the noted one, if it is this thread's (none is noted while
+            // recording is off: `ThreadState::note_lean_thread`).
             "mov rax, qword ptr [rip + {lean_thread}]",
             "test rax, rax",
             "je 9f",
@@ -171,30 +170,25 @@ macro_rules! lean_wrapper {
             "inc qword ptr [r9 + {st_calls}]",
             "inc qword ptr [r9 + {st_python_calls}]",
             "mov qword ptr [rax + {ts_lean_expect}], r9",
-            // The site and `native_via_got`, one word (flags clear).
+            // The site, then `native_via_got` set and the other flags of that word clear (only a
+            // builtin whose native part the GOT trampoline times gets this wrapper), one store.
             "mov r11d, dword ptr [r9 + {st_site}]",
-            "or r11, qword ptr [r8 + {b_lean_flags}]",
+            "bts r11, {via_got_bit}",
             "mov qword ptr [rax + {ts_lean_site}], r11",
-            "push rbx",
-            ".cfi_adjust_cfa_offset 8",
-            ".cfi_rel_offset rbx, 0",
-            "push qword ptr [rax + {ts_ctx}]",
-            ".cfi_adjust_cfa_offset 8",
-            "mov rbx, rax",
+            // Pushed: the outer call in progress aside in the thread's state, the state's address
+            // on the stack (one word: the callee finds the stack aligned).
+            "mov r11, qword ptr [rax + {ts_ctx}]",
+            "mov qword ptr [rax + {ts_lean_outer}], r11",
             "lea r11, [rax + {ts_lean}]",
             "mov qword ptr [rax + {ts_ctx}], r11",
-            "sub rsp, 8",
+            "push rax",
             ".cfi_adjust_cfa_offset 8",
             "call r10",
-            "add rsp, 8",
+            "pop r10",
             ".cfi_adjust_cfa_offset -8",
-            "pop r11",
-            ".cfi_adjust_cfa_offset -8",
-            "mov qword ptr [rbx + {ts_ctx}], r11",
-            "mov qword ptr [rbx + {ts_lean_expect}], 0",
-            "pop rbx",
-            ".cfi_adjust_cfa_offset -8",
-            ".cfi_restore rbx",
+            "mov r11, qword ptr [r10 + {ts_lean_outer}]",
+            "mov qword ptr [r10 + {ts_ctx}], r11",
+            "mov qword ptr [r10 + {ts_lean_expect}], 0",
             "ret",
             // The arguments, r11 of them.
             "5:",
@@ -235,7 +229,6 @@ macro_rules! lean_wrapper {
             ".popsection",
             def_at = const $def_at,
             full = sym $full,
-            active = sym crate::runtime::ACTIVE,
             lean_thread = sym LEAN_THREAD,
             statics = sym STATICS,
             s_tstate_cell = const S_TSTATE_CELL,
@@ -258,7 +251,8 @@ macro_rules! lean_wrapper {
             f_ip = const F_PREV_INSTR,
             b_key = const offset_of!(Bracketed, key),
             b_vectorcall = const offset_of!(Bracketed, vectorcall),
-            b_lean_flags = const offset_of!(Bracketed, lean_flags),
+            via_got_bit = const 8 * offset_of!(CallCtx, native_via_got),
+            ts_lean_outer = const ts::LEAN_OUTER,
             st_function = const offset_of!(CallStats, function),
             st_site = const offset_of!(CallStats, site),
             st_countdown = const offset_of!(CallStats, countdown),
@@ -278,6 +272,15 @@ lean_wrapper!(
     "ffiprof_lean_descr",
     DESCR_METHOD,
     super::bracketed_vectorcall::<DESCR_METHOD>
+);
+
+// The lean context's first word: the site (low four bytes), then `native_via_got` and the
+// other flags, which the one store clears.
+const _: () = assert!(
+    offset_of!(CallCtx, site) == 0
+        && offset_of!(CallCtx, native_via_got) == 4
+        && offset_of!(CallCtx, fast) == 7
+        && offset_of!(CallCtx, expect) == 8
 );
 
 // The counts and countdowns the assembly moves are the sizes it moves.
