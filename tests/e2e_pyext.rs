@@ -66,18 +66,29 @@ fn build_py314_fixtures(py: &mut Interpreter) {
 /// `pyext_calls.py ROUNDS` with the fixtures importable: untraced (`ffiprof` None) or under
 /// `ffiprof run -o OUT EXTRA`.
 fn run_calls(py: &Interpreter, profiled: Option<(&Path, &[&str])>) -> Output {
-    run_rounds(py, profiled, "pyext_calls.py", ROUNDS, true)
+    run_rounds(py, profiled, "pyext_calls.py", ROUNDS, Some("1"))
 }
 
-/// `name rounds` (a script of tests/scripts), as [`run_calls`]; with every call's stack
-/// (`all_stacks`: every call then takes the full bracket) or the default sampling (repeats take
-/// the lean paths).
+/// `name rounds` (a script of tests/scripts), as [`run_calls`], with `FFIPROF_STACKS` set to
+/// `stacks` (`"1"`: every call's stack, so every call takes the full bracket) or left to its
+/// default (repeats take the lean paths), and `FFIPROF_TIMING` to `timing` when given.
 fn run_rounds(
     py: &Interpreter,
     profiled: Option<(&Path, &[&str])>,
     name: &str,
     rounds: u64,
-    all_stacks: bool,
+    stacks: Option<&str>,
+) -> Output {
+    run_rounds_timed(py, profiled, name, rounds, stacks, None)
+}
+
+fn run_rounds_timed(
+    py: &Interpreter,
+    profiled: Option<(&Path, &[&str])>,
+    name: &str,
+    rounds: u64,
+    stacks: Option<&str>,
+    timing: Option<&str>,
 ) -> Output {
     let dir = pyext_dir(&py.label);
     let mut cmd = match profiled {
@@ -95,8 +106,11 @@ fn run_rounds(
     cmd.arg(script(name))
         .arg(rounds.to_string())
         .env("PYTHONPATH", &dir);
-    if all_stacks {
-        cmd.env("FFIPROF_STACKS", "1");
+    if let Some(every) = stacks {
+        cmd.env("FFIPROF_STACKS", every);
+    }
+    if let Some(every) = timing {
+        cmd.env("FFIPROF_TIMING", every);
     }
     let o = cmd.output().expect("run the fixture script");
     check_ok(&o);
@@ -154,18 +168,21 @@ fn expected() -> Vec<(&'static str, u64, &'static str, &'static str, &'static st
 /// The lean paths of repeated calls (the Rust one, and on 3.11 the assembly one, with the GOT
 /// trampoline's fast path inside it) count exactly what the full bracket counts: each builtin
 /// called 3000 times in a loop of its own (pyext_repeats.py) with the default stack sampling and
-/// timing, every builtin and every target call exact, at its one site, the arguments' bytes
-/// exact, and the output as untraced.
+/// nothing timed past each pair's first calls: every builtin and every target call exact, at
+/// its one site, the arguments' bytes exact, the stacks sampled, and the output as untraced.
 fn lean_paths_count_exactly(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     const N: u64 = 3000;
     let out = dir.join("p.json");
-    let plain = run_rounds(py, None, "pyext_repeats.py", N, false);
-    let traced = run_rounds(
+    let plain = run_rounds(py, None, "pyext_repeats.py", N, None);
+    // Past each pair's first calls nothing is timed, so the lean paths take every repeat, and
+    // every stack sampled after the first calls is theirs.
+    let traced = run_rounds_timed(
         py,
         Some((&out, &["--lib", "ffifixture"])),
         "pyext_repeats.py",
         N,
-        false,
+        None,
+        Some("1000000"),
     );
     assert_eq!(
         String::from_utf8_lossy(&traced.stdout),
@@ -188,7 +205,22 @@ fn lean_paths_count_exactly(py: &Interpreter, dir: &Path) -> Result<(), Failed> 
         (f.calls, f.within_builtin_calls)
     };
     assert_eq!(target("fx_add3"), (4 * N, 4 * N));
-    assert_eq!(target("fx_add_int"), (7 * N, 7 * N));
+    // (fxext.add_then_call(None, 0) adds one fx_add_int call each.)
+    assert_eq!(target("fx_add_int"), (8 * N, 8 * N));
+    // The lean paths sample stacks as the bracket does: the one site reached through two
+    // stacks by turns has both, sharing its calls about evenly.
+    let f = p.function("fxext.add_then_call").unwrap();
+    assert_eq!((f.calls, f.python_calls), (N, N));
+    let line = lines["fxext.add_then_call"];
+    let sites: Vec<(u32, u64)> = f.sites.iter().map(|s| (s.line, s.calls)).collect();
+    assert_eq!(sites, vec![(line, N)]);
+    let stacks: Vec<u64> = f.sites[0].stacks.iter().map(|s| s.calls).collect();
+    assert_eq!(stacks.len(), 2, "two stacks sampled: {stacks:?}");
+    assert_eq!(stacks.iter().sum::<u64>(), N);
+    assert!(
+        stacks.iter().all(|&c| c > N / 4),
+        "each stack about half the calls: {stacks:?}"
+    );
     assert_eq!(target("fx_spin_ns"), (N + 1, N + 1));
     assert_eq!(target("fx_sum"), (3 * N, 3 * N));
     let buffer = |name: &str| p.function(name).unwrap().buffer_bytes;

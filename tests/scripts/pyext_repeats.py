@@ -49,6 +49,23 @@ for i in range(n):
     total += counter.add(1)  # SITE fxpb.Counter.add
 for i in range(n):
     total += fxpb.Counter.twice(i)  # SITE fxpb.Counter.twice
+
+
+def helper():
+    return fxext.add_then_call(None, 0)  # SITE fxext.add_then_call
+
+
+def from_a():
+    return helper()
+
+
+def from_b():
+    return helper()
+
+
+# One site, reached through two stacks by turns: the sampled stacks of its repeats share its calls.
+for i in range(n):
+    total += from_a() if i % 2 else from_b()
 fxpb.spin_ns(1000)
 try:
     fxpb.checked_add(-5, 1)  # SITE fxpb.checked_add

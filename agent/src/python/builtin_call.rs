@@ -565,29 +565,24 @@ unsafe fn bracket(
             None => return NOT_CALLED,
         },
     };
+    let stack = if sample_stack {
+        // SAFETY: GIL held on a Python thread.
+        unsafe { frames::current_stack(api, &st.last_stack) + 1 }
+    } else {
+        0
+    };
     // SAFETY: per the contract.
-    unsafe {
-        call_and_file(
-            api,
-            st,
-            b,
-            stats,
-            sample_stack,
-            callable,
-            args,
-            nargsf,
-            kwnames,
-        )
-    }
+    unsafe { call_and_file(api, st, b, stats, stack, callable, args, nargsf, kwnames) }
 }
 
 /// The bracket once the call's statistics are known: decides whether it is timed, notes its
-/// arguments' bytes (and its stack when `sample_stack`), calls the original with its
-/// [`CallCtx`] pushed, then files what was measured.
+/// arguments' bytes (and its sampled stack: `stack`, its id + 1, or 0), calls the original with
+/// its [`CallCtx`] pushed, then files what was measured.
 ///
 /// # Safety
 /// GIL held on a Python thread; `st` its state, `b` the def of bracketed `callable`, `stats`
-/// this thread's for the call's site (its stack countdown already moved: `sample_stack`); arguments as a vectorcall's.
+/// this thread's for the call's site (its stack countdown already moved); arguments as a
+/// vectorcall's.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn call_and_file(
@@ -595,7 +590,7 @@ unsafe fn call_and_file(
     st: &ThreadState,
     b: &Bracketed,
     stats: &'static CallStats,
-    sample_stack: bool,
+    stack: u32,
     callable: *mut PyObject,
     args: *const *mut PyObject,
     nargsf: usize,
@@ -605,12 +600,6 @@ unsafe fn call_and_file(
     let nargs = nargsf & !ARGUMENTS_OFFSET;
     // SAFETY: `args` holds `nargs` live objects (the vectorcall convention).
     let buffer = unsafe { buffer_bytes(api, args, nargs) };
-    let stack = if sample_stack {
-        // SAFETY: as above.
-        unsafe { frames::current_stack(api, &st.last_stack) + 1 }
-    } else {
-        0
-    };
     let mut ctx = CallCtx {
         // The target calls inside are this call's native part (none when the module is the
         // target itself: its own calls are not boundary calls).
@@ -636,7 +625,7 @@ unsafe fn call_and_file(
     result
 }
 
-/// [`call_and_file`] out of line, for the lean path's repeated calls that are timed (no stack).
+/// [`call_and_file`] out of line, for the lean path's repeated calls that are timed.
 ///
 /// # Safety
 /// As [`call_and_file`].
@@ -646,11 +635,12 @@ unsafe fn timed_repeat(
     st: &ThreadState,
     b: &Bracketed,
     stats: &'static CallStats,
+    stack: u32,
     call: (*mut PyObject, *const *mut PyObject, usize, *mut PyObject),
 ) -> *mut PyObject {
     let (callable, args, nargsf, kwnames) = call;
     // SAFETY: per the contract.
-    unsafe { call_and_file(api, st, b, stats, false, callable, args, nargsf, kwnames) }
+    unsafe { call_and_file(api, st, b, stats, stack, callable, args, nargsf, kwnames) }
 }
 
 /// Files one bracketed call into its statistics.

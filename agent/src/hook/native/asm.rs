@@ -28,8 +28,8 @@ std::arch::global_asm!(
     // uses r10 and r11 (which a call through a PLT may clobber anyway: the lazy binder does not
     // keep them) and rax, saved. A call that only needs counting — recording on (off, every
     // call takes the enter stub, which passes it through: the floor probe is timed anyway), the thread's
-    // shadow stack in its home slot and not busy, its statistics cached, not among its pair's
-    // first calls, not inside a timed Python-level call that wants its native time, and —
+    // shadow stack in its home slot and not busy, its statistics cached (only once its pair's
+    // first calls are done), not inside a timed Python-level call that wants its native time, and —
     // outside such a Python-level call — not sampled by the thread's countdown: is counted
     // with one `inc` and goes straight to its target.
     // Everything else takes the enter stub below.
@@ -60,8 +60,6 @@ std::arch::global_asm!(
     "mov r10, qword ptr [rax + r11 * 8 + {sh_stats}]",
     "test r10, r10",
     "je 2f",
-    "cmp qword ptr [r10 + {first_timed}], {always_timed}",
-    "jb 2f",
     "inc qword ptr [r10 + {calls}]",
     "inc qword ptr [r10 + {in_builtin}]",
     "pop rax",
@@ -101,8 +99,6 @@ std::arch::global_asm!(
     "mov r10, qword ptr [rax + r11 * 8 + {sh_stats}]",
     "test r10, r10",
     "jz 7f",
-    "cmp qword ptr [r10 + {first_timed}], {always_timed}",
-    "jb 7f",
     "inc qword ptr [r10 + {calls}]",
     "inc qword ptr [r10 + {in_builtin}]",
     "jmp 6f",
@@ -115,8 +111,6 @@ std::arch::global_asm!(
     "mov r10, qword ptr [rax + r11 * 8 + {sh_stats}]",
     "test r10, r10",
     "jz 7f",
-    "cmp qword ptr [r10 + {first_timed}], {always_timed}",
-    "jb 7f",
     "cmp dword ptr [rax + {countdown}], 1",
     "jbe 7f",
     "dec dword ptr [rax + {countdown}]",
@@ -211,9 +205,6 @@ std::arch::global_asm!(
     rec_ctx = const std::mem::offset_of!(recorder::ThreadRecorder, python)
         + std::mem::offset_of!(crate::record::call_ctx::ThreadState, ctx),
     ctx_via_got = const std::mem::offset_of!(crate::record::call_ctx::CallCtx, native_via_got),
-    first_timed = const std::mem::offset_of!(recorder::CallStats, first)
-        + std::mem::offset_of!(recorder::Times, timed),
-    always_timed = const recorder::ALWAYS_TIMED,
     calls = const std::mem::offset_of!(recorder::CallStats, calls),
     in_builtin = const std::mem::offset_of!(recorder::CallStats, in_builtin_calls),
     function = const std::mem::offset_of!(recorder::CallStats, function),

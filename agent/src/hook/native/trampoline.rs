@@ -263,9 +263,14 @@ fn thread_stats_slow(
     if stats.excluded {
         return None;
     }
-    sh.stats
-        .get(index)?
-        .store(stats as *const _ as usize, Ordering::Relaxed);
+    // Cached once its first calls, which are all timed, are done: the assembly fast paths,
+    // which only count, take a cached pair's calls without asking (a new attach session's
+    // zeroed pairs start uncached again: `recorder::clear_all` moves the generation on).
+    if stats.first.timed.get() >= recorder::ALWAYS_TIMED as u64 {
+        sh.stats
+            .get(index)?
+            .store(stats as *const _ as usize, Ordering::Relaxed);
+    }
     Some(stats)
 }
 

@@ -1,5 +1,6 @@
 //! The lean path of a bracketed builtin's call: the thread's last call repeated (same position,
-//! same function), not taking its stack — nearly every call of a loop; one that is timed goes on
+//! same function) — nearly every call of a loop, its stack taken here when the thread's stack
+//! countdown runs out; one that is timed goes on
 //! to the bracket's second half (`timed_repeat`) with what was found here. It files
 //! exactly what [`bracket`](super::bracket) files for such a call (the count, the Python-level
 //! count, the arguments' bytes) with no clock read, no guard and no call out of line, and pushes
@@ -43,7 +44,7 @@ pub(super) unsafe fn repeat(
     // SAFETY: per the contract.
     let b = unsafe { &*(api::word(callable as usize, def_at) as *const Bracketed) };
     let st = &rec.python;
-    if b.vectorcall == 0 || !st.skips_stack_next() {
+    if b.vectorcall == 0 {
         return NOT_CALLED;
     }
     // The assembly lean path (where there is one) takes this thread's next calls.
@@ -55,16 +56,26 @@ pub(super) unsafe fn repeat(
     let Some(stats) = st.repeated_call(p.code, p.ip, b.key) else {
         return NOT_CALLED;
     };
-    // Committed: the stack countdown moves on as `bracket`'s sampling would move it.
-    st.skip_stack();
+    // Committed: the stack countdown moves on as `bracket`'s sampling would move it, and a
+    // repeat that samples its stack takes it here (the stack is all the bracket would add).
+    let stack = if st.skips_stack_next() {
+        st.skip_stack();
+        0
+    } else {
+        // SAFETY: as above.
+        unsafe { sampled_stack(api, st) }
+    };
     if !st.untimed_next(stats) {
         // A timed repeat: the full bracket's second half, with what is known here.
         // SAFETY: per the contract; `stats` is this thread's for the call's site.
         return unsafe {
-            super::timed_repeat(api, st, b, stats, (callable, args, nargsf, kwnames))
+            super::timed_repeat(api, st, b, stats, stack, (callable, args, nargsf, kwnames))
         };
     }
     st.count_untimed(stats);
+    if stack != 0 {
+        stats.note_stack(stack - 1);
+    }
     // What `file` files for an untimed call that takes no stack — before the call, so that
     // nothing but the context is live across it (the call is made: nothing below returns
     // without making it).
@@ -96,6 +107,23 @@ pub(super) unsafe fn repeat(
         // SAFETY: as above; the thread's lean context is pushed by a call further out.
         None => unsafe { nested(st, stats, b, original, (callable, args, nargsf, kwnames)) },
     }
+}
+
+/// The thread's stack (its id + 1) when its stack countdown, which `skips_stack_next` said may
+/// run out now, does; else 0. The countdown moves on as the bracket's sampling moves it.
+///
+/// # Safety
+/// GIL held on a Python thread; `st` its state.
+#[inline(never)]
+unsafe fn sampled_stack(api: &crate::python::api::Api, st: &ThreadState) -> u32 {
+    if !st.sample(
+        &st.stack_countdown,
+        crate::python::STACK_EVERY.load(Ordering::Relaxed),
+    ) {
+        return 0;
+    }
+    // SAFETY: per the contract.
+    unsafe { frames::current_stack(api, &st.last_stack) + 1 }
 }
 
 /// An untimed repeat inside another one (a callback of the builtin calling one again), whose
