@@ -302,6 +302,8 @@ fn apportion(weighted: &[(u64, f64)]) -> Vec<(u64, u64)> {
 }
 
 /// The site's calls and times shared out over its sampled stacks, in proportion to the samples.
+/// The calls are whole and add up to the site's exactly (largest remainders): a flame graph's
+/// stacks of one site are as many calls as the site.
 fn stack_samples(t: &Totals, s: &Split) -> Vec<StackSample> {
     let samples: u64 = t.stacks.values().sum();
     if samples == 0 {
@@ -309,12 +311,18 @@ fn stack_samples(t: &Totals, s: &Split) -> Vec<StackSample> {
     }
     let mut ids: Vec<(&u32, &u64)> = t.stacks.iter().collect();
     ids.sort();
-    let part = |total: u64, n: u64| ((total as f64) * (n as f64) / (samples as f64)).round() as u64;
+    let share = |total: u64, n: u64| (total as f64) * (n as f64) / (samples as f64);
+    let calls = apportion(
+        &ids.iter()
+            .map(|&(&stack, &n)| (u64::from(stack), share(t.calls, n)))
+            .collect::<Vec<_>>(),
+    );
     ids.into_iter()
-        .map(|(&stack, &n)| StackSample {
+        .zip(calls)
+        .map(|((&stack, &n), (_, calls))| StackSample {
             stack,
-            calls: part(t.calls, n),
-            time: s.map(|&v| part(v, n)),
+            calls,
+            time: s.map(|&v| share(v, n).round() as u64),
         })
         .collect()
 }
@@ -690,6 +698,15 @@ mod tests {
             ..Totals::default()
         };
         assert!(stack_samples(&unsampled, &s).is_empty());
+        // Three stacks sampled alike: 100 calls do not divide by 3, and still add up.
+        let thirds = Totals {
+            calls: 100,
+            stacks: HashMap::from([(1, 5), (2, 5), (3, 5)]),
+            ..Totals::default()
+        };
+        let calls: Vec<u64> = stack_samples(&thirds, &s).iter().map(|x| x.calls).collect();
+        assert_eq!(calls.iter().sum::<u64>(), 100, "{calls:?}");
+        assert!(calls.iter().all(|&c| c == 33 || c == 34), "{calls:?}");
     }
 
     #[test]
