@@ -318,6 +318,36 @@ unsafe extern "C" fn bracketed_vectorcall<const DEF_AT: usize>(
     unsafe { full_bracket(DEF_AT, callable, args, nargsf, kwnames) }
 }
 
+/// Where the assembly lean path (`lean_asm`) sends a repeat of the thread's last call that it
+/// leaves (a stack sample, a timed call, an argument that may refer to bytes): `st` the calling
+/// thread's state, `stats` its statistics for the call's site, as the assembly found them.
+///
+/// # Safety
+/// As [`bracketed_vectorcall`]; `st` and `stats` as the assembly lean path found them, with the
+/// thread's lean context not pushed.
+unsafe extern "C" fn lean_repeat<const DEF_AT: usize>(
+    callable: *mut PyObject,
+    args: *const *mut PyObject,
+    nargsf: usize,
+    kwnames: *mut PyObject,
+    st: *const ThreadState,
+    stats: *const CallStats,
+) -> *mut PyObject {
+    // SAFETY: as per the contract; the lean path cannot panic once it made the call.
+    let result = runtime::guard(NOT_CALLED, || unsafe {
+        let (Some(api), Some(st), Some(stats)) = (api::hot(), st.as_ref(), stats.as_ref()) else {
+            return NOT_CALLED;
+        };
+        let b = &*(api::word(callable as usize, DEF_AT) as *const Bracketed);
+        lean::finish(api, st, b, stats, (callable, args, nargsf, kwnames))
+    });
+    if result != NOT_CALLED {
+        return result;
+    }
+    // SAFETY: as above.
+    unsafe { full_bracket(DEF_AT, callable, args, nargsf, kwnames) }
+}
+
 /// The wrapper's calls that the lean path leaves: the full bracket, out of line so that the lean
 /// path's frame stays small (a few registers saved, no context on its stack).
 ///

@@ -56,6 +56,26 @@ pub(super) unsafe fn repeat(
     let Some(stats) = st.repeated_call(p.code, p.ip, b.key) else {
         return NOT_CALLED;
     };
+    // SAFETY: per the contract; `stats` this thread's for the call's site.
+    unsafe { finish(api, st, b, stats, (callable, args, nargsf, kwnames)) }
+}
+
+/// The lean path once the call is known to repeat the thread's last call (`stats`, this
+/// thread's for its site): it is committed, and made here (the assembly lean path comes here
+/// for a repeat it leaves: a stack sample, a timed call, an argument that may refer to bytes).
+///
+/// # Safety
+/// As [`repeat`]; `st` the calling thread's state, `b` the def of bracketed `callable` (with a
+/// vectorcall of its own), `stats` its statistics for the call's site (the thread's last call).
+#[inline(always)]
+pub(super) unsafe fn finish(
+    api: &crate::python::api::Api,
+    st: &ThreadState,
+    b: &Bracketed,
+    stats: &'static CallStats,
+    call: (*mut PyObject, *const *mut PyObject, usize, *mut PyObject),
+) -> *mut PyObject {
+    let (callable, args, nargsf, kwnames) = call;
     // Committed: the stack countdown moves on as `bracket`'s sampling would move it, and a
     // repeat that samples its stack takes it here (the stack is all the bracket would add).
     let stack = if st.skips_stack_next() {

@@ -108,9 +108,10 @@ pub(super) fn is_wrapper(vectorcall: usize) -> bool {
         || vectorcall == ffiprof_lean_descr as *const () as usize
 }
 
-/// One wrapper: `$name`, reading the def at `$def_at`, falling back to `$full`.
+/// One wrapper: `$name`, reading the def at `$def_at`, sending a repeat it does not make to
+/// `$repeat` and anything else to `$full`.
 macro_rules! lean_wrapper {
-    ($name:literal, $def_at:expr, $full:path) => {
+    ($name:literal, $def_at:expr, $full:path, $repeat:path) => {
         std::arch::global_asm!(
             concat!(".pushsection .text.", $name, ",\"ax\",@progbits"),
             ".p2align 4",
@@ -130,9 +131,7 @@ macro_rules! lean_wrapper {
             "mov r9, qword ptr fs:0",
             "cmp r9, qword ptr [rax + {ts_owner}]",
             "jne 9f",
-            // No stack sample next, no lean context pushed already (a nested repeat).
-            "cmp dword ptr [rax + {ts_stack_countdown}], 1",
-            "jbe 9f",
+            // No lean context pushed already (a nested repeat).
             "cmp qword ptr [rax + {ts_lean_expect}], 0",
             "jne 9f",
             // The position: thread state → cframe → frame → (code, prev_instr).
@@ -149,17 +148,21 @@ macro_rules! lean_wrapper {
             "mov r10, qword ptr [r9 + {f_ip}]",
             "cmp r10, qword ptr [rax + {ts_last_ip}]",
             "jne 9f",
-            // The thread's last call (its statistics are set with its position: not null),
-            // of this function, not timed this time.
+            // The thread's last call (its statistics are set with its position: not null), of
+            // this function: from here on a repeat, which `lean::finish` makes when it is not
+            // the plain one below (rax the thread's state, r9 the statistics).
             "mov r9, qword ptr [rax + {ts_last_stats}]",
             "mov r10, qword ptr [r8 + {b_key}]",
             "cmp r10, qword ptr [r9 + {st_function}]",
             "jne 9f",
+            // No stack sample next, not timed this time.
+            "cmp dword ptr [rax + {ts_stack_countdown}], 1",
+            "jbe 8f",
             "cmp dword ptr [r9 + {st_countdown}], 1",
-            "jbe 9f",
+            "jbe 8f",
             // (Only an object with a vectorcall of its own gets this wrapper: not null.)
             "mov r10, qword ptr [r8 + {b_vectorcall}]",
-            // Arguments: each a number, a bool or None (bytes 0), else the fallback counts them.
+            // Arguments: each a number, a bool or None (bytes 0), else `lean::finish` counts them.
             "movabs r11, 0x7fffffffffffffff",
             "and r11, rdx",
             "jnz 5f",
@@ -193,7 +196,7 @@ macro_rules! lean_wrapper {
             // The arguments, r11 of them.
             "5:",
             "cmp r11, {arg_slots}",
-            "ja 9f",
+            "ja 8f",
             "push rbx",
             ".cfi_adjust_cfa_offset 8",
             ".cfi_rel_offset rbx, 0",
@@ -211,7 +214,7 @@ macro_rules! lean_wrapper {
             "pop rbx",
             ".cfi_adjust_cfa_offset -8",
             ".cfi_restore rbx",
-            "jmp 9f",
+            "jmp 8f",
             ".cfi_adjust_cfa_offset 8",
             ".cfi_rel_offset rbx, 0",
             "7:",
@@ -221,6 +224,11 @@ macro_rules! lean_wrapper {
             ".cfi_adjust_cfa_offset -8",
             ".cfi_restore rbx",
             "jmp 4b",
+            // A repeat to finish in Rust: the thread's state and the statistics as the fifth
+            // and sixth arguments.
+            "8:",
+            "mov r8, rax",
+            "jmp {repeat}",
             // Anything else: the Rust wrapper, registers as they came.
             "9:",
             "jmp {full}",
@@ -229,6 +237,7 @@ macro_rules! lean_wrapper {
             ".popsection",
             def_at = const $def_at,
             full = sym $full,
+            repeat = sym $repeat,
             lean_thread = sym LEAN_THREAD,
             statics = sym STATICS,
             s_tstate_cell = const S_TSTATE_CELL,
@@ -266,12 +275,14 @@ macro_rules! lean_wrapper {
 lean_wrapper!(
     "ffiprof_lean_cfunction",
     CF_ML,
-    super::bracketed_vectorcall::<CF_ML>
+    super::bracketed_vectorcall::<CF_ML>,
+    super::lean_repeat::<CF_ML>
 );
 lean_wrapper!(
     "ffiprof_lean_descr",
     DESCR_METHOD,
-    super::bracketed_vectorcall::<DESCR_METHOD>
+    super::bracketed_vectorcall::<DESCR_METHOD>,
+    super::lean_repeat::<DESCR_METHOD>
 );
 
 // The lean context's first word: the site (low four bytes), then `native_via_got` and the
