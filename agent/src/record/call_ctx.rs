@@ -81,9 +81,23 @@ pub struct ThreadState {
 /// The state of the thread whose bracketed builtin call last took a lean path, for the
 /// assembly lean path (`python::builtin_call::lean_asm`), which finds its thread's state here
 /// with one load and one compare of [`ThreadState::owner`] instead of a look-up in the
-/// recorders' table. Null when no thread is noted, and after the recorders are forgotten (a
-/// forked child's).
-pub static LEAN_THREAD: AtomicPtr<ThreadState> = AtomicPtr::new(std::ptr::null_mut());
+/// recorders' table. [`NO_LEAN_THREAD`] when no thread is noted, and after the recorders are
+/// forgotten (a forked child's): never null, so that the assembly needs no test for it.
+pub static LEAN_THREAD: AtomicPtr<ThreadState> = AtomicPtr::new(no_lean_thread());
+
+/// Zero bytes the size of a [`ThreadState`], standing for none in [`LEAN_THREAD`]: its owner is 0,
+/// which no thread's thread pointer is, so the assembly's first compare leaves it (nothing else
+/// of it is read).
+#[repr(C, align(64))]
+pub struct NoLeanThread([u8; std::mem::size_of::<ThreadState>()]);
+pub static NO_LEAN_THREAD: NoLeanThread = NoLeanThread([0; std::mem::size_of::<ThreadState>()]);
+
+const fn no_lean_thread() -> *mut ThreadState {
+    std::ptr::addr_of!(NO_LEAN_THREAD) as *mut ThreadState
+}
+
+// A ThreadState needs no more alignment than the stand-in has.
+const _: () = assert!(std::mem::align_of::<ThreadState>() <= 64);
 
 /// Offsets of the fields the assembly lean path reads and writes (`ThreadState` has Rust's
 /// layout; these are its layout in this build).
@@ -108,7 +122,7 @@ pub mod lean_offsets {
 /// Forgets the thread [`LEAN_THREAD`] names: when recording stops (the assembly paths that read
 /// it check nothing else), and when the recorders are forgotten.
 pub fn forget_lean_thread() {
-    LEAN_THREAD.store(std::ptr::null_mut(), Ordering::SeqCst);
+    LEAN_THREAD.store(no_lean_thread(), Ordering::SeqCst);
 }
 
 /// Frames of a sampled stack kept: deeper ones are left off.

@@ -46,8 +46,6 @@ std::arch::global_asm!(
     // `inc`s, each whole under a signal; a handler's call that interrupted the enter stub's
     // own count of the same pair loses one count, as it would pass uncounted with the flag.
     "mov rax, qword ptr [rip + {lean_thread}]",
-    "test rax, rax",
-    "je 2f",
     "mov r10, qword ptr fs:0",
     "cmp r10, qword ptr [rax + {ts_owner}]",
     "jne 2f",

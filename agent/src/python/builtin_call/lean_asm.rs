@@ -125,9 +125,8 @@ macro_rules! lean_wrapper {
             "mov r8, qword ptr [rdi + {def_at}]",
             // The thread's state: the noted one, if it is this thread's (none is noted while
             // recording is off: `ThreadState::note_lean_thread`).
+            // (Never null: a stand-in whose owner no thread is.)
             "mov rax, qword ptr [rip + {lean_thread}]",
-            "test rax, rax",
-            "je 9f",
             "mov r9, qword ptr fs:0",
             "cmp r9, qword ptr [rax + {ts_owner}]",
             "jne 9f",
