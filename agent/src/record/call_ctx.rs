@@ -75,6 +75,7 @@ pub struct ThreadState {
     /// its cache of statistics is this recorder's: the trampoline's fast path inside an untimed
     /// lean repeat reaches it from here. A recorder is never given another generation's stack
     /// (recorders are made anew when they are forgotten, and [`LEAN_THREAD`] is cleared then).
+    /// Until then [`NO_NATIVE_SHADOW`], never 0 (the fast path reads it without a test).
     native_shadow: AtomicUsize,
 }
 
@@ -84,6 +85,15 @@ pub struct ThreadState {
 /// recorders' table. [`NO_LEAN_THREAD`] when no thread is noted, and after the recorders are
 /// forgotten (a forked child's): never null, so that the assembly needs no test for it.
 pub static LEAN_THREAD: AtomicPtr<ThreadState> = AtomicPtr::new(no_lean_thread());
+
+/// Bytes of zeros a thread's GOT shadow stack fits in (the hook layer asserts it).
+pub const NATIVE_SHADOW_BYTES: usize = 64 * 1024;
+
+/// Zeros standing for no GOT shadow stack in [`ThreadState`]'s `native_shadow`: its cache of
+/// statistics holds none, so the trampoline's fast path, which reads one entry, leaves it.
+#[repr(C, align(64))]
+pub struct NoNativeShadow([u8; NATIVE_SHADOW_BYTES]);
+pub static NO_NATIVE_SHADOW: NoNativeShadow = NoNativeShadow([0; NATIVE_SHADOW_BYTES]);
 
 /// Zero bytes the size of a [`ThreadState`], standing for none in [`LEAN_THREAD`]: its owner is 0,
 /// which no thread's thread pointer is, so the assembly's first compare leaves it (nothing else
@@ -107,7 +117,6 @@ pub mod lean_offsets {
 
     pub const CTX: usize = offset_of!(ThreadState, ctx);
     pub const STACK_COUNTDOWN: usize = offset_of!(ThreadState, stack_countdown);
-    pub const LAST_CODE: usize = offset_of!(ThreadState, last_code);
     pub const LAST_IP: usize = offset_of!(ThreadState, last_ip);
     pub const LAST_STATS: usize = offset_of!(ThreadState, last_stats);
     pub const OWNER: usize = offset_of!(ThreadState, owner);
@@ -348,12 +357,18 @@ impl ThreadState {
     /// Notes this state's thread (`key`, its thread pointer), once, when its recorder is made.
     pub(crate) fn set_owner(&self, key: usize) {
         self.owner.store(key, Ordering::Relaxed);
+        self.forget_native_shadow();
     }
 
     /// Notes the thread's GOT shadow stack (an opaque address to this layer), whose cached
     /// statistics are this recorder's.
     pub fn note_native_shadow(&self, shadow: usize) {
         self.native_shadow.store(shadow, Ordering::Relaxed);
+    }
+
+    /// Forgets the thread's GOT shadow stack ([`NO_NATIVE_SHADOW`] stands for it).
+    pub fn forget_native_shadow(&self) {
+        self.note_native_shadow(std::ptr::addr_of!(NO_NATIVE_SHADOW) as usize);
     }
 
     /// Makes this thread the one [`LEAN_THREAD`] names (a store only when it was another), while

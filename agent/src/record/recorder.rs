@@ -692,7 +692,7 @@ pub fn clear_all(excluded_now: impl Fn(usize) -> bool) -> bool {
     // done (its fast paths take them untimed): a new generation empties them, and no thread's
     // state points its lean fast path at a stack still holding them.
     GENERATION.fetch_add(1, Ordering::Release);
-    each_thread(|r| r.python.note_native_shadow(0));
+    each_thread(|r| r.python.forget_native_shadow());
     super::call_ctx::forget_lean_thread();
     DROPPED.store(0, Ordering::Relaxed);
     true

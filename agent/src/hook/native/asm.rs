@@ -52,9 +52,8 @@ std::arch::global_asm!(
     "lea r10, [rax + {ts_lean}]",
     "cmp r10, qword ptr [rax + {ts_ctx}]",
     "jne 2f",
+    // (Never null: zeros stand for none, whose cache holds no statistics.)
     "mov rax, qword ptr [rax + {ts_native_shadow}]",
-    "test rax, rax",
-    "je 2f",
     "mov r10, qword ptr [rax + r11 * 8 + {sh_stats}]",
     "test r10, r10",
     "je 2f",
@@ -279,6 +278,10 @@ std::arch::global_asm!(
     calls = const std::mem::offset_of!(recorder::CallStats, calls),
     targets = sym TARGETS,
 );
+
+// The stand-in for no shadow stack (`call_ctx::NO_NATIVE_SHADOW`) covers a whole one.
+const _: () =
+    assert!(std::mem::size_of::<Shadow>() <= crate::record::call_ctx::NATIVE_SHADOW_BYTES);
 
 // The fast path compares `native_via_got` and `timed` as one little-endian word.
 const _: () = assert!(

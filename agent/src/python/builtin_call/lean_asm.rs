@@ -133,7 +133,7 @@ macro_rules! lean_wrapper {
             // No lean context pushed already (a nested repeat).
             "cmp qword ptr [rax + {ts_lean_expect}], 0",
             "jne 9f",
-            // The position: thread state → cframe → frame → (code, prev_instr).
+            // The position: thread state → cframe → frame → prev_instr.
             // (The thread state is not null: the interpreter called us, the GIL is held.)
             "mov r9, qword ptr [rip + {statics} + {s_tstate_cell}]",
             "mov r9, qword ptr [r9]",
@@ -141,9 +141,10 @@ macro_rules! lean_wrapper {
             "mov r9, qword ptr [r9 + {cf_current}]",
             "test r9, r9",
             "je 9f",
-            "mov r10, qword ptr [r9 + {f_code}]",
-            "cmp r10, qword ptr [rax + {ts_last_code}]",
-            "jne 9f",
+            // The instruction alone: in 3.11 it points into its code object's own bytecode
+            // (`co_code_adaptive`), so it names the code object too — as the (code, instruction)
+            // pair the Rust paths compare does, no more and no less: both rest on a position's
+            // code object not being freed while it is the thread's last call.
             "mov r10, qword ptr [r9 + {f_ip}]",
             "cmp r10, qword ptr [rax + {ts_last_ip}]",
             "jne 9f",
@@ -162,8 +163,8 @@ macro_rules! lean_wrapper {
             // (Only an object with a vectorcall of its own gets this wrapper: not null.)
             "mov r10, qword ptr [r8 + {b_vectorcall}]",
             // Arguments: each a number, a bool or None (bytes 0), else `lean::finish` counts them.
-            "movabs r11, 0x7fffffffffffffff",
-            "and r11, rdx",
+            // (Their number is nargsf's low half: the flag is its top bit.)
+            "test edx, edx",
             "jnz 5f",
             // Committed: what `lean::repeat` files and pushes.
             "4:",
@@ -194,6 +195,7 @@ macro_rules! lean_wrapper {
             "ret",
             // The arguments, r11 of them.
             "5:",
+            "mov r11d, edx",
             "cmp r11, {arg_slots}",
             "ja 8f",
             "push rbx",
@@ -247,7 +249,6 @@ macro_rules! lean_wrapper {
             ts_owner = const ts::OWNER,
             ts_ctx = const ts::CTX,
             ts_stack_countdown = const ts::STACK_COUNTDOWN,
-            ts_last_code = const ts::LAST_CODE,
             ts_last_ip = const ts::LAST_IP,
             ts_last_stats = const ts::LAST_STATS,
             ts_lean = const ts::LEAN,
@@ -255,7 +256,6 @@ macro_rules! lean_wrapper {
             ts_lean_site = const ts::LEAN_SITE,
             ts_cframe = const TS_CFRAME,
             cf_current = const CF_CURRENT_FRAME,
-            f_code = const F_CODE,
             f_ip = const F_PREV_INSTR,
             b_key = const offset_of!(Bracketed, key),
             b_vectorcall = const offset_of!(Bracketed, vectorcall),
