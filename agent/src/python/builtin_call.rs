@@ -18,7 +18,7 @@
 //! **How it is bracketed.** Every such object carries its own `vectorcall` pointer
 //! (`PyCFunctionObject.vectorcall`, which a cyfunction embeds, and
 //! `PyMethodDescrObject.vectorcall`): it is pointed at [`CFUNCTION_WRAPPER`] or
-//! [`DESCR_WRAPPER`], and the object's `PyMethodDef` pointer at a leaked copy ([`Bracketed`])
+//! [`DESCR_WRAPPER`] (or their assembly lean path: see below), and the object's `PyMethodDef` pointer at a leaked copy ([`Bracketed`])
 //! that carries the original vectorcall and the key the statistics are filed under (the original
 //! def's address: unique per Python callable, which pybind11's shared dispatcher is not). The
 //! wrapper finds all it needs from the object itself: no table, lock or allocation per call. A
@@ -32,7 +32,9 @@
 //! **The lean path.** Nearly every call of a loop repeats the thread's last call (same position,
 //! same function): [`lean`] takes it with one look at the thread's last-call cache, no clock read
 //! unless its pair's countdown times it, and no filing out of line; everything else (a new
-//! position, a stack sample) takes the full [`bracket`].
+//! position, a nested repeat) takes the full [`bracket`]. On CPython 3.11 the object's
+//! vectorcall is that path in assembly ([`lean_asm`], chosen by [`wrapper_for`]), which comes
+//! back to Rust for anything but the plainest repeat.
 //!
 //! **What is recorded.** The call pushes a [`CallCtx`] for the hooks inside. When no separate
 //! native entry is seen inside (today always: the `--lib` thunks are another branch's; and

@@ -31,6 +31,11 @@ pub static TIMING_EVERY: AtomicU32 = AtomicU32::new(1);
 /// One call in `STACK_EVERY` records its whole stack (0 = never).
 pub static STACK_EVERY: AtomicU32 = AtomicU32::new(64);
 
+/// Held by the unit tests that set [`TIMING_EVERY`] (a process-wide rate; tests run in
+/// parallel, in more than one module).
+#[cfg(test)]
+pub static TIMING_TESTS: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+
 pub static ORIG_DEALLOC: AtomicUsize = AtomicUsize::new(0);
 pub static ORIG_REPEAT: AtomicUsize = AtomicUsize::new(0);
 

@@ -40,6 +40,8 @@ pub mod slots;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+#[cfg(test)]
+pub use call::TIMING_TESTS;
 pub use call::{CallCtx, ThreadState, STACK_EVERY, TIMING_EVERY};
 
 static ENABLED: AtomicBool = AtomicBool::new(false);

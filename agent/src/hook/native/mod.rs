@@ -427,6 +427,7 @@ mod tests {
         };
         // SAFETY: the thunk forwards to `add`, whose signature this is.
         let f: extern "C" fn(i32, i32) -> i32 = unsafe { crate::runtime::fn_at(thunk) };
+        let _rate = crate::python::TIMING_TESTS.lock();
         crate::python::TIMING_EVERY.store(2, Ordering::Relaxed);
         crate::runtime::ACTIVE.store(true, Ordering::Relaxed);
         let rec = recorder::current().unwrap();

@@ -1,21 +1,25 @@
-//! The lean path of a bracketed builtin's call in assembly, for the interpreter layouts whose
+//! The lean path of a bracketed builtin's call in assembly, for the interpreter layout whose
 //! position it reads with fixed offsets (CPython 3.11: the thread state in one cell of
-//! `_PyRuntime`, the frame two loads from it, the position a pointer). It does exactly what
-//! [`lean::repeat`](super::lean::repeat) does for an untimed repeat of the thread's last call
-//! that takes no stack — the same checks, the same counts, the same lean context pushed — with
-//! no stack frame of its own beyond two saved words, and finds the thread's state by one compare
-//! of [`LEAN_THREAD`]'s owner with the thread pointer instead of the recorders' table. Anything
-//! else (another thread, another position, a timed call, a stack sample, an argument that may
-//! refer to bytes, more than `ARG_SLOTS` arguments, a nested repeat) jumps, before it has changed
-//! anything and with the call's registers as they came, to the Rust wrapper, which handles
-//! every case (and notes its thread in [`LEAN_THREAD`] when it takes its own lean path).
+//! `_PyRuntime`, the frame two loads from it, the position a pointer into the code object's
+//! bytecode). For an untimed repeat of the thread's last call that takes no stack and whose
+//! arguments refer to no bytes it does exactly what [`lean::finish`](super::lean::finish) does
+//! — the same counts, the same lean context pushed — with one word on the stack, and finds the
+//! thread's state by one compare of [`LEAN_THREAD`]'s owner with the thread pointer instead of
+//! the recorders' table. Any other repeat (a stack sample, a timed call, an argument that may
+//! refer to bytes) it sends to `lean::finish` with the state and statistics it found
+//! (`builtin_call::lean_repeat`); anything else (another thread, another position, a nested
+//! repeat) to the Rust wrapper, which handles every case (and notes its thread in
+//! [`LEAN_THREAD`] when it takes its own lean path). Both before it has changed anything, with
+//! the call's registers as they came.
 //!
 //! Why assembly: the Rust wrapper holds the bracket and the lean path in one function, and pays
 //! the whole bracket's frame (six saved registers, a spill area) and the layout's generic reads
 //! (branches on the version) on every call; the loop the issue measures (`bench-overhead --ext`)
-//! spends most of its added instructions there.
+//! spent most of its added instructions there.
 //!
-//! It is chosen per process in [`enable`]; elsewhere the objects' vectorcall is the Rust wrapper.
+//! It is chosen per process in [`enable`], and per object by `builtin_call::wrapper_for` (an
+//! object with a vectorcall of its own, in a module that is not a target itself); elsewhere the
+//! objects' vectorcall is the Rust wrapper.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 

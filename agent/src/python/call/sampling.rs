@@ -229,6 +229,7 @@ mod tests {
         const N: u32 = 8;
         const LATER: usize = 40;
         const PAIRS: u64 = 20_000;
+        let _rate = super::super::TIMING_TESTS.lock();
         TIMING_EVERY.store(N, Ordering::Relaxed);
         let mut hits = [0u64; ALWAYS_TIMED + LATER];
         for pair in 0..PAIRS {
@@ -254,7 +255,8 @@ mod tests {
                 "call {call} timed at rate {rate}"
             );
         }
-        // (One test: TIMING_EVERY is global, and tests run in parallel.)
+        // (One test: TIMING_EVERY is global, and tests run in parallel; the others that set it
+        // hold TIMING_TESTS too.)
         thinning_keeps_each_call_weighted_one_in_n();
         every_call_timed_and_excluded_pairs_never();
     }
