@@ -56,10 +56,21 @@ pub fn render(report: &Report) -> String {
         },
     );
     if m.timing_sample_every > 1 {
+        // A bracketed builtin's pair thins its timing out once 1024 of its calls were timed
+        // (the agent's `sampling::sample_pair_thinning`): said, so that "1 call in N" stays true.
+        let builtins = report
+            .functions
+            .iter()
+            .any(|f| matches!(f.binding.as_str(), "extension" | "cffi-api"));
         let _ = writeln!(
             out,
-            "  times measured on each site's first 8 calls, then on 1 call in {} and scaled; counts and bytes are exact",
-            m.timing_sample_every
+            "  times measured on each site's first 8 calls, then on 1 call in {}{} and scaled; counts and bytes are exact",
+            m.timing_sample_every,
+            if builtins {
+                " (a builtin's, more rarely once 1024 of its calls were timed: see timed_calls in the JSON)"
+            } else {
+                ""
+            }
         );
     }
     if m.dropped_calls > 0 {
