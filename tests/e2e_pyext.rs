@@ -66,23 +66,13 @@ fn build_py314_fixtures(py: &mut Interpreter) {
 /// `pyext_calls.py ROUNDS` with the fixtures importable: untraced (`ffiprof` None) or under
 /// `ffiprof run -o OUT EXTRA`.
 fn run_calls(py: &Interpreter, profiled: Option<(&Path, &[&str])>) -> Output {
-    run_rounds(py, profiled, "pyext_calls.py", ROUNDS, Some("1"))
+    run_rounds(py, profiled, "pyext_calls.py", ROUNDS, Some("1"), None)
 }
 
 /// `name rounds` (a script of tests/scripts), as [`run_calls`], with `FFIPROF_STACKS` set to
 /// `stacks` (`"1"`: every call's stack, so every call takes the full bracket) or left to its
 /// default (repeats take the lean paths), and `FFIPROF_TIMING` to `timing` when given.
 fn run_rounds(
-    py: &Interpreter,
-    profiled: Option<(&Path, &[&str])>,
-    name: &str,
-    rounds: u64,
-    stacks: Option<&str>,
-) -> Output {
-    run_rounds_timed(py, profiled, name, rounds, stacks, None)
-}
-
-fn run_rounds_timed(
     py: &Interpreter,
     profiled: Option<(&Path, &[&str])>,
     name: &str,
@@ -173,10 +163,10 @@ fn expected() -> Vec<(&'static str, u64, &'static str, &'static str, &'static st
 fn lean_paths_count_exactly(py: &Interpreter, dir: &Path) -> Result<(), Failed> {
     const N: u64 = 3000;
     let out = dir.join("p.json");
-    let plain = run_rounds(py, None, "pyext_repeats.py", N, None);
+    let plain = run_rounds(py, None, "pyext_repeats.py", N, None, None);
     // Past each pair's first calls nothing is timed, so the lean paths take every repeat, and
     // every stack sampled after the first calls is theirs.
-    let traced = run_rounds_timed(
+    let traced = run_rounds(
         py,
         Some((&out, &["--lib", "ffifixture"])),
         "pyext_repeats.py",

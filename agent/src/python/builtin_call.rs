@@ -18,8 +18,8 @@
 //! **How it is bracketed.** Every such object carries its own `vectorcall` pointer
 //! (`PyCFunctionObject.vectorcall`, which a cyfunction embeds, and
 //! `PyMethodDescrObject.vectorcall`): it is pointed at [`CFUNCTION_WRAPPER`] or
-//! [`DESCR_WRAPPER`] (or their assembly lean path: see below), and the object's `PyMethodDef` pointer at a leaked copy ([`Bracketed`])
-//! that carries the original vectorcall and the key the statistics are filed under (the original
+//! [`DESCR_WRAPPER`] (or their assembly lean path: see below), and the object's `PyMethodDef`
+//! pointer at a leaked copy ([`Bracketed`]) that carries the original vectorcall and the key the statistics are filed under (the original
 //! def's address: unique per Python callable, which pybind11's shared dispatcher is not). The
 //! wrapper finds all it needs from the object itself: no table, lock or allocation per call. A
 //! `METH_VARARGS` function has no vectorcall (CPython calls its `tp_call` with a tuple): the
@@ -117,17 +117,6 @@ struct Bracketed {
     /// each call is filed whole. Otherwise the module reaches the target through its GOT and
     /// each call is split around the target calls inside it (see [`file`]).
     whole: bool,
-}
-
-impl Bracketed {
-    fn new(def: MethodDef, key: usize, vectorcall: usize, whole: bool) -> Bracketed {
-        Bracketed {
-            def,
-            key,
-            vectorcall,
-            whole,
-        }
-    }
 }
 
 /// What the profile says about a bracketed function (by key).

@@ -73,8 +73,9 @@ pub struct ThreadState {
     owner: AtomicUsize,
     /// The GOT trampoline's shadow stack of this thread (`hook::native::shadow::Shadow`), once
     /// its cache of statistics is this recorder's: the trampoline's fast path inside an untimed
-    /// lean repeat reaches it from here. A recorder is never given another generation's stack
-    /// (recorders are made anew when they are forgotten, and [`LEAN_THREAD`] is cleared then).
+    /// lean repeat reaches it from here. It never names a stack whose cache is another
+    /// generation's: recorders are made anew when they are forgotten (and [`LEAN_THREAD`] is
+    /// cleared then), and `recorder::clear_all`, which moves the generation on, forgets it.
     /// Until then [`NO_NATIVE_SHADOW`], never 0 (the fast path reads it without a test).
     native_shadow: AtomicUsize,
 }

@@ -450,7 +450,6 @@ unsafe fn bracket_object(
         if ml == 0 || super::is_wrapper(vectorcall) {
             return;
         }
-
         let def = *(ml as *const MethodDef);
         let Some(module) = probe(def.meth).filter(|m| m.calls_target) else {
             return;
@@ -464,8 +463,8 @@ unsafe fn bracket_object(
         } else {
             libc::strdup(def.doc)
         };
-        let copy = Box::leak(Box::new(Bracketed::new(
-            MethodDef {
+        let copy = Box::leak(Box::new(Bracketed {
+            def: MethodDef {
                 flags: if coexist {
                     def.flags | METH_COEXIST
                 } else {
@@ -474,10 +473,10 @@ unsafe fn bracket_object(
                 doc,
                 ..def
             },
-            ml,
+            key: ml,
             vectorcall,
-            module.is_target,
-        )));
+            whole: module.is_target,
+        }));
         FUNCTIONS.lock().get_or_insert_with(HashMap::new).insert(
             ml,
             Info {

@@ -1,7 +1,7 @@
 //! The lean path of a bracketed builtin's call: the thread's last call repeated (same position,
 //! same function) — nearly every call of a loop, its stack taken here when the thread's stack
-//! countdown runs out; one that is timed goes on
-//! to the bracket's second half (`timed_repeat`) with what was found here. It files
+//! countdown runs out; one that is timed goes on to the bracket's second half (`timed_repeat`)
+//! with what was found here. It files
 //! exactly what [`bracket`](super::bracket) files for such a call (the count, the Python-level
 //! count, the arguments' bytes) with no clock read, no guard and no call out of line, and pushes
 //! the context the bracket would (untimed: the thread's own, three fields set,
