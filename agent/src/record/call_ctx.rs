@@ -90,18 +90,20 @@ pub static LEAN_THREAD: AtomicPtr<ThreadState> = AtomicPtr::new(no_lean_thread()
 /// Bytes of zeros a thread's GOT shadow stack fits in (the hook layer asserts it).
 pub const NATIVE_SHADOW_BYTES: usize = 64 * 1024;
 
+/// `N` bytes of zeros, aligned as anything the agent keeps: a stand-in that the assembly paths
+/// read where a pointer would otherwise need a null test.
+#[repr(C, align(64))]
+pub struct Zeros<const N: usize>([u8; N]);
+
 /// Zeros standing for no GOT shadow stack in [`ThreadState`]'s `native_shadow`: its cache of
 /// statistics holds none, so the trampoline's fast path, which reads one entry, leaves it.
-#[repr(C, align(64))]
-pub struct NoNativeShadow([u8; NATIVE_SHADOW_BYTES]);
-pub static NO_NATIVE_SHADOW: NoNativeShadow = NoNativeShadow([0; NATIVE_SHADOW_BYTES]);
+pub static NO_NATIVE_SHADOW: Zeros<NATIVE_SHADOW_BYTES> = Zeros([0; NATIVE_SHADOW_BYTES]);
 
 /// Zero bytes the size of a [`ThreadState`], standing for none in [`LEAN_THREAD`]: its owner is 0,
 /// which no thread's thread pointer is, so the assembly's first compare leaves it (nothing else
 /// of it is read).
-#[repr(C, align(64))]
-pub struct NoLeanThread([u8; std::mem::size_of::<ThreadState>()]);
-pub static NO_LEAN_THREAD: NoLeanThread = NoLeanThread([0; std::mem::size_of::<ThreadState>()]);
+pub static NO_LEAN_THREAD: Zeros<{ std::mem::size_of::<ThreadState>() }> =
+    Zeros([0; std::mem::size_of::<ThreadState>()]);
 
 const fn no_lean_thread() -> *mut ThreadState {
     std::ptr::addr_of!(NO_LEAN_THREAD) as *mut ThreadState
